@@ -1,0 +1,51 @@
+"""agent-etl: an asyncio agent runtime for ETL.
+
+    from agent_etl import AgentCoordinator, Pipeline
+    result = await AgentCoordinator().run(Pipeline.from_yaml("pipeline.yaml"))
+
+Names are imported lazily so that ``import agent_etl`` (and the CLI's ``--help``) stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "AgentCoordinator": "agent_etl.agents.coordinator",
+    "Pipeline": "agent_etl.spec",
+    "RunResult": "agent_etl.result",
+    "TaskResult": "agent_etl.result",
+    "run": "agent_etl.result",
+    "Registry": "agent_etl.tools.registry",
+    "AgentETLError": "agent_etl.exceptions",
+    "SpecError": "agent_etl.exceptions",
+    "ToolError": "agent_etl.exceptions",
+    "TransientError": "agent_etl.exceptions",
+    "UpstreamError": "agent_etl.exceptions",
+    "QualityGateError": "agent_etl.exceptions",
+    "RunInterrupted": "agent_etl.exceptions",
+    "Problem": "agent_etl.exceptions",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from agent_etl.agents.coordinator import AgentCoordinator
+    from agent_etl.exceptions import (AgentETLError, Problem, QualityGateError, RunInterrupted, SpecError,
+                                      ToolError, TransientError, UpstreamError)
+    from agent_etl.result import RunResult, TaskResult, run
+    from agent_etl.spec import Pipeline
+    from agent_etl.tools.registry import Registry
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agent_etl' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,165 @@
+"""The ETL agent: runs extract, transform and load tasks by calling tools from the registry.
+
+A task reads its inputs from the channels of the tasks upstream and writes its output batches to
+its own channel (bounded queues: backpressure, flat memory). Batches of a step with a quality gate
+are sent to the quality agent first (in-process, by reference) and only the rows it lets through go
+on. A failure closes the task's channel with the error, so every task downstream stops too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pyarrow as pa
+
+from agent_etl.agents import runtime
+from agent_etl.agents.base import Agent
+from agent_etl.agents.quality import GateFinish, GateOpen, GateValidate
+from agent_etl.events import TaskAssigned, TaskCompleted, TaskFailed, TaskProgress, TaskStarted
+from agent_etl.exceptions import AgentETLError, TransientError, UpstreamError
+from agent_etl.spec import Task
+from agent_etl.stream import Envelope, Tracker
+from agent_etl.tools.base import ToolContext
+from agent_etl.yamlsource import redact
+
+log = logging.getLogger("agent_etl.etl")
+
+
+class ETLAgent(Agent):
+    kind = "etl"
+    capabilities = frozenset({"extract", "transform", "load"})
+
+    def __init__(self, bus, **kw):
+        super().__init__(bus, **kw)
+        self._work: set[asyncio.Task] = set()
+
+    async def on_start(self) -> None:
+        self._subs.append(self.bus.subscribe(TaskAssigned, self._on_assigned))
+
+    async def on_stop(self) -> None:
+        for t in list(self._work):
+            t.cancel()
+        await asyncio.gather(*self._work, return_exceptions=True)
+
+    async def _on_assigned(self, ev: TaskAssigned) -> None:
+        if ev.agent != self.id:
+            return
+        work = asyncio.get_running_loop().create_task(self.execute(ev.run_id, ev.task, ev.attempt),
+                                                      name=f"{ev.run_id}/{ev.task}")
+        self._work.add(work)
+        work.add_done_callback(self._work.discard)
+
+    async def execute(self, run_id: str, name: str, attempt: int = 1) -> None:
+        rc = runtime.lookup(run_id)
+        task = rc.pipeline.task(name)
+        key = f"{run_id}/{name}"
+        self.running.add(key)
+        started = time.perf_counter()
+        run = _TaskRun(self, rc, task, attempt)
+        await self.bus.publish(TaskStarted(run_id=run_id, task=name, agent=self.id, attempt=attempt))
+        try:
+            details = await run.execute()
+        except BaseException as e:
+            out = rc.channels.get(name)
+            if out is not None:
+                await out.close(e)
+            if task.gates:
+                await self.bus.request("quality.abort", (run_id, name))
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            if not isinstance(e, AgentETLError):
+                log.exception("task %s failed", key)
+            message = redact(_message(e, task), rc.pipeline.secrets)
+            await self.bus.publish(TaskFailed(
+                run_id=run_id, task=name, agent=self.id, error=message, error_type=type(e).__name__,
+                transient=isinstance(e, TransientError), upstream=isinstance(e, UpstreamError),
+                exit_code=getattr(e, "exit_code", 1), duration=time.perf_counter() - started, attempt=attempt))
+        else:
+            await self.bus.publish(TaskCompleted(
+                run_id=run_id, task=name, agent=self.id, rows=run.rows, batches=run.batches,
+                duration=time.perf_counter() - started, attempt=attempt, details=details))
+        finally:
+            self.running.discard(key)
+
+
+def _message(e: BaseException, task: Task) -> str:
+    if isinstance(e, AgentETLError):
+        return str(e)
+    return f"{task.kind} {task.name!r} ({task.tool}) failed: {type(e).__name__}: {e}"
+
+
+class _TaskRun:
+    """One attempt of one task."""
+
+    def __init__(self, agent: ETLAgent, rc: runtime.RunContext, task: Task, attempt: int):
+        self.agent, self.rc, self.task, self.attempt = agent, rc, task, attempt
+        self.rows = 0
+        self.batches = 0
+        self.committed = 0
+        self.tracker = Tracker()
+        spec = rc.pipeline.spec
+        cls = rc.registry.get(task.family, task.tool)
+        self.ctx = ToolContext(
+            run_id=rc.run_id, task=task.name, base_dir=rc.pipeline.base_dir, home=rc.home,
+            batch_size=spec.defaults.batch_size,
+            connections={k: c.model_dump() for k, c in spec.connections.items()},
+            commit_hook=self._commit, line=task.line)
+        self.tool = cls(cls.Config.model_validate(task.options), self.ctx)
+
+    async def execute(self) -> dict[str, Any]:
+        details: dict[str, Any] = {}
+        if self.task.kind == "load":
+            self.rows = await self.tool.load(self._count(self.tracker.batches(self._input(self.task.inputs[0]))))
+            details["committed_rows"] = self.committed
+            return details
+        if self.task.kind == "extract":
+            out = self.tool.batches()
+            position = lambda: {self.task.name: self.tool.position()}  # noqa: E731
+        else:
+            out = self.tool.run({i: self.tracker.batches(self._input(i)) for i in self.task.inputs})
+            position = lambda: dict(self.tracker.position)  # noqa: E731
+        channel = self.rc.channels[self.task.name]
+        gated = bool(self.task.gates)
+        if gated:
+            await self.agent.bus.request("quality.open", GateOpen(self.rc.run_id, self.task.name, self.task.gates))
+        async for batch in out:
+            self.rows += batch.num_rows
+            self.batches += 1
+            if gated:
+                batch = await self.agent.bus.request("quality.validate",
+                                                     GateValidate(self.rc.run_id, self.task.name, batch), timeout=None)
+                if batch is None:
+                    continue
+            await channel.put(Envelope(batch, position()))
+            await self.agent.bus.publish(TaskProgress(run_id=self.rc.run_id, task=self.task.name, agent=self.agent.id,
+                                                      rows=batch.num_rows, rows_total=self.rows, batches=self.batches))
+        if gated:
+            reports = await self.agent.bus.request("quality.finish", GateFinish(self.rc.run_id, self.task.name))
+            details["quality"] = [r.to_dict() for r in reports]
+        for attr in ("skipped_rows",):
+            if getattr(self.tool, attr, None):
+                details[attr] = getattr(self.tool, attr)
+        await channel.close()
+        return details
+
+    def _input(self, name: str) -> AsyncIterator[Envelope]:
+        return self.rc.channels[name].envelopes(self.rc.readers[(self.task.name, name)])
+
+    async def _count(self, batches: AsyncIterator[pa.RecordBatch]) -> AsyncIterator[pa.RecordBatch]:
+        async for b in batches:
+            self.batches += 1
+            self.rows += b.num_rows
+            await self.agent.bus.publish(TaskProgress(run_id=self.rc.run_id, task=self.task.name, agent=self.agent.id,
+                                                      rows=b.num_rows, rows_total=self.rows, batches=self.batches))
+            yield b
+
+    async def _commit(self, rows: int) -> None:
+        self.committed += rows
+        store = self.rc.store
+        if store is not None:
+            await asyncio.to_thread(store.checkpoint, self.rc.run_id, self.rc.pipeline.name, self.task.name,
+                                    dict(self.tracker.position), rows)

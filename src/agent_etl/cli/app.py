@@ -1,0 +1,112 @@
+"""The ``agent-etl`` command. This module imports only typer; each command imports what it needs
+when it runs, so ``agent-etl --help`` stays fast."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(name="agent-etl", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
+                  help="Run declarative ETL pipelines: extract, transform, check and load Arrow batches.")
+tools_app = typer.Typer(no_args_is_help=True, help="The tools (extractors, transforms, checks, loaders) installed.")
+runs_app = typer.Typer(no_args_is_help=True, help="Past runs recorded in the run store.")
+app.add_typer(tools_app, name="tools")
+app.add_typer(runs_app, name="runs")
+
+Vars = Annotated[Optional[list[str]], typer.Option("--var", "-v", help="K=V, interpolated as ${K}; wins over the environment.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from agent_etl import __version__
+
+        print(f"agent-etl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="Show the version and exit.")] = False) -> None:
+    pass
+
+
+@app.command()
+def run(pipeline: Annotated[str, typer.Argument(help="Pipeline YAML file.")], var: Vars = None, json: Json = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False) -> None:
+    """Run a pipeline. Exit codes: 0 ok, 1 run failed, 2 bad spec/usage, 3 quality gate failed, 130 interrupted."""
+    from agent_etl.cli.running import run_command
+
+    _exit(lambda: run_command(pipeline, var or [], as_json=json, quiet=quiet))
+
+
+@app.command()
+def validate(pipeline: Annotated[str, typer.Argument(help="Pipeline YAML file.")], var: Vars = None,
+             json: Json = False) -> None:
+    """Check a pipeline (structure, tools and their options, inputs, cycles) without running it."""
+    from agent_etl.cli.running import validate_command
+
+    _exit(lambda: validate_command(pipeline, var or [], as_json=json))
+
+
+@app.command()
+def plan(pipeline: Annotated[str, typer.Argument(help="Pipeline YAML file.")], var: Vars = None,
+         json: Json = False) -> None:
+    """Show the tasks in order, their inputs, tool, quality gates and the agent chosen and why; nothing runs."""
+    from agent_etl.cli.running import plan_command
+
+    _exit(lambda: plan_command(pipeline, var or [], as_json=json))
+
+
+@tools_app.command("list")
+def tools_list(kind: Annotated[Optional[str], typer.Option(help="extractor, transform, validator or loader.")] = None,
+               json: Json = False) -> None:
+    """List the installed tools with their options."""
+    from agent_etl.cli.catalog import tools_command
+
+    _exit(lambda: tools_command(kind, as_json=json))
+
+
+@runs_app.command("list")
+def runs_list(limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
+              pipeline: Annotated[Optional[str], typer.Option(help="Only runs of this pipeline.")] = None,
+              json: Json = False) -> None:
+    """List recent runs."""
+    from agent_etl.cli.history import list_command
+
+    _exit(lambda: list_command(limit, pipeline, as_json=json))
+
+
+@runs_app.command("show")
+def runs_show(run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+              json: Json = False) -> None:
+    """Show one run: its tasks, rows, durations, agents and errors."""
+    from agent_etl.cli.history import show_command
+
+    _exit(lambda: show_command(run_id, as_json=json))
+
+
+def _exit(command) -> None:
+    """Run a command body; turn our errors into a message and an exit code, never a traceback."""
+    from agent_etl.exceptions import AgentETLError
+
+    try:
+        code = command() or 0
+    except AgentETLError as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""``runs list`` and ``runs show``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from agent_etl.exceptions import SpecError
+
+
+def _store():
+    from agent_etl.settings import Settings
+    from agent_etl.store.runs import RunStore
+
+    return RunStore(Settings().run_store_url)
+
+
+def _when(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def list_command(limit: int, pipeline: str | None, *, as_json: bool) -> int:
+    rows = _store().list_runs(limit, pipeline)
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print("no runs recorded yet")
+        return 0
+    print(f"{'run id':<24} {'pipeline':<20} {'status':<15} {'started':<19} {'seconds':>8} {'rows':>12}")
+    for r in rows:
+        secs = f"{r['duration']:.2f}" if r["duration"] is not None else "-"
+        print(f"{r['run_id']:<24} {r['pipeline'][:20]:<20} {r['status']:<15} {_when(r['started_at']):<19} "
+              f"{secs:>8} {r['rows_loaded'] or 0:>12,}")
+    return 0
+
+
+def show_command(run_id: str, *, as_json: bool) -> int:
+    record = _store().get_run(run_id)
+    if record is None:
+        raise SpecError(f"no run {run_id!r} in the run store (see `agent-etl runs list`)")
+    if as_json:
+        print(json.dumps({"run": record.run, "tasks": record.tasks}, indent=2, default=str))
+        return 0
+    r = record.run
+    secs = f"{r['duration']:.2f}s" if r["duration"] is not None else "-"
+    print(f"run {r['run_id']}  pipeline {r['pipeline']}  {r['status']} (exit {r['exit_code']})  {secs}")
+    print(f"started {_when(r['started_at'])}  rows loaded {r['rows_loaded'] or 0:,}")
+    if r["error"]:
+        print(f"error: {r['error']}")
+    for t in record.tasks:
+        dur = f"{t['duration']:.2f}s" if t["duration"] is not None else "-"
+        print(f"  {t['task']:<20} {t['kind']:<9} {t['tool']:<10} {t['status']:<15} {t['rows'] or 0:>10,} rows {dur:>8}"
+              f"  agent {t['agent']} ({t['reason']})")
+        if t["error"]:
+            print(f"      error: {t['error']}")
+        for q in (t["details"] or {}).get("quality", []):
+            print(f"      quality {q['status']}: {q['rows_passed']:,}/{q['rows_in']:,} passed")
+    return 0

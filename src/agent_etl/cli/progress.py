@@ -1,0 +1,107 @@
+"""Showing a run while it happens: a Rich live table on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from agent_etl.events import Event, TaskCompleted, TaskFailed, TaskProgress, TaskStarted
+
+
+class PlainReporter:
+    """One line per task event, for logs and pipes."""
+
+    def __init__(self, pipeline: Any, enabled: bool = True, stream=None):
+        self.pipeline, self.enabled = pipeline, enabled
+        self.stream = stream or sys.stdout
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def _print(self, text: str) -> None:
+        if self.enabled:
+            print(text, file=self.stream, flush=True)
+
+    async def on_event(self, ev: Event) -> None:
+        if isinstance(ev, TaskStarted):
+            self._print(f"started   {ev.task} ({ev.agent}{', attempt ' + str(ev.attempt) if ev.attempt > 1 else ''})")
+        elif isinstance(ev, TaskCompleted):
+            rate = ev.rows / ev.duration if ev.duration else 0
+            self._print(f"done      {ev.task}: {ev.rows:,} rows in {ev.duration:.2f}s ({rate:,.0f} rows/s)")
+        elif isinstance(ev, TaskFailed):
+            word = "stopped " if ev.upstream else "failed  "
+            self._print(f"{word}  {ev.task}: {ev.error}")
+
+    def summary(self, result: Any) -> None:
+        out = sys.stdout
+        print(f"run {result.run_id} {result.status} in {result.duration:.2f}s: {result.rows_loaded:,} rows loaded",
+              file=out)
+        for q in result.quality:
+            checks = ", ".join(f"{c['label']}: {c['failed_rows']}" for c in q.get("checks", []) if c.get("failed_rows"))
+            where = f" -> {q['quarantine_path']}" if q.get("quarantine_path") else ""
+            print(f"quality   {q['input']}: {q['status']} ({q['rows_passed']:,}/{q['rows_in']:,} rows passed"
+                  f"{'; ' + checks if checks else ''}){where}", file=out)
+        if result.error:
+            print(f"error: {result.error}", file=sys.stderr)
+
+
+class RichReporter(PlainReporter):
+    """A live table: one row per task with status, rows and rows/s."""
+
+    def __init__(self, pipeline: Any, enabled: bool = True):
+        super().__init__(pipeline, enabled)
+        self.state = {t.name: {"status": "pending", "rows": 0, "start": None, "duration": None} for t in pipeline.tasks}
+        self.live = None
+
+    def __enter__(self):
+        from rich.live import Live
+
+        self.live = Live(self._table(), refresh_per_second=8, transient=False)
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.update(self._table())
+            self.live.__exit__(*exc)
+
+    def _table(self):
+        from rich.table import Table
+
+        table = Table(title=self.pipeline.name, expand=False)
+        for col in ("task", "kind", "tool", "status", "rows", "rows/s"):
+            table.add_column(col, justify="right" if col.startswith("rows") else "left")
+        now = time.perf_counter()
+        colors = {"succeeded": "green", "failed": "red", "upstream_failed": "yellow", "running": "cyan"}
+        for t in self.pipeline.tasks:
+            s = self.state[t.name]
+            elapsed = s["duration"] or (now - s["start"] if s["start"] else 0)
+            rate = f"{s['rows'] / elapsed:,.0f}" if elapsed and s["rows"] else ""
+            status = f"[{colors.get(s['status'], 'white')}]{s['status']}[/]"
+            table.add_row(t.name, t.kind, t.tool, status, f"{s['rows']:,}", rate)
+        return table
+
+    async def on_event(self, ev: Event) -> None:
+        s = self.state.get(getattr(ev, "task", ""), None)
+        if s is None:
+            return
+        if isinstance(ev, TaskStarted):
+            s.update(status="running", start=time.perf_counter(), rows=0, duration=None)
+        elif isinstance(ev, TaskProgress):
+            s["rows"] = ev.rows_total
+        elif isinstance(ev, TaskCompleted):
+            s.update(status="succeeded", rows=ev.rows, duration=ev.duration)
+        elif isinstance(ev, TaskFailed):
+            s.update(status="upstream_failed" if ev.upstream else "failed", duration=ev.duration or None)
+        if self.live is not None:
+            self.live.update(self._table())
+
+
+def make_reporter(pipeline: Any, enabled: bool) -> PlainReporter:
+    if enabled and sys.stdout.isatty():
+        return RichReporter(pipeline)
+    return PlainReporter(pipeline, enabled)

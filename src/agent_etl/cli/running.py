@@ -1,0 +1,95 @@
+"""``run``, ``validate`` and ``plan``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from typing import Any
+
+from agent_etl.exceptions import SpecError
+
+
+def parse_vars(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SpecError(f"--var {pair!r} is not K=V")
+        out[key] = value
+    return out
+
+
+def _load(path: str, pairs: list[str]):
+    from agent_etl.spec import Pipeline
+
+    return Pipeline.from_yaml(path, parse_vars(pairs))
+
+
+def validate_command(path: str, pairs: list[str], *, as_json: bool) -> int:
+    try:
+        pipeline = _load(path, pairs)
+    except SpecError as e:
+        if not as_json:
+            raise
+        problems = [{"message": p.message, "line": p.line, "hint": p.hint, "where": p.where} for p in e.problems]
+        print(json.dumps({"valid": False, "pipeline": path, "problems": problems}, indent=2))
+        return 2
+    if as_json:
+        print(json.dumps({"valid": True, "pipeline": pipeline.name, "tasks": [t.name for t in pipeline.tasks]}, indent=2))
+    else:
+        print(f"{path}: ok ({pipeline.name}, {len(pipeline.tasks)} tasks)")
+    return 0
+
+
+def plan_command(path: str, pairs: list[str], *, as_json: bool) -> int:
+    from agent_etl.agents.coordinator import AgentCoordinator
+
+    pipeline = _load(path, pairs)
+
+    async def make_plan() -> list[Any]:
+        async with AgentCoordinator(store=False) as c:
+            return c.plan(pipeline)
+
+    planned = asyncio.run(make_plan())
+    rows = [{"step": i + 1, "task": p.task.name, "kind": p.task.kind, "tool": p.task.tool, "inputs": p.task.inputs,
+             "quality": [f"{len(g.checks)} checks, on_failure {g.on_failure}" for g in p.task.gates],
+             "agent": p.agent, "reason": p.reason} for i, p in enumerate(planned)]
+    if as_json:
+        print(json.dumps({"pipeline": pipeline.name, "tasks": rows}, indent=2))
+        return 0
+    print(f"{pipeline.name}: {len(rows)} tasks in {len(pipeline.branches())} branch(es)")
+    for r in rows:
+        inputs = f" <- {', '.join(r['inputs'])}" if r["inputs"] else ""
+        print(f"{r['step']:>3}. {r['task']} [{r['kind']}: {r['tool']}]{inputs}")
+        for q in r["quality"]:
+            print(f"       quality gate: {q}")
+        print(f"       agent {r['agent']}: {r['reason']}")
+    return 0
+
+
+def run_command(path: str, pairs: list[str], *, as_json: bool, quiet: bool) -> int:
+    from agent_etl.agents.coordinator import AgentCoordinator
+    from agent_etl.cli.progress import make_reporter
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    pipeline = _load(path, pairs)
+    reporter = make_reporter(pipeline, enabled=not (as_json or quiet))
+
+    async def main():
+        async with AgentCoordinator() as coordinator:
+            sub = coordinator.bus.subscribe("*", reporter.on_event, maxsize=4096)
+            try:
+                return await coordinator.run(pipeline)
+            finally:
+                await coordinator.bus.drain()
+                await sub.cancel()
+
+    with reporter:
+        result = asyncio.run(main())
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        reporter.summary(result)
+    return result.exit_code

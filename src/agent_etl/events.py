@@ -1,0 +1,122 @@
+"""Control events on the bus. Data never travels here: only what happened, and summaries.
+
+Every event is a small pydantic model with a ``topic`` (``task.assigned``, ``task.progress``, ...),
+so a cross-process backend can serialise it with ``model_dump_json`` and rebuild it with
+``parse_event``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    topic: ClassVar[str] = "event"
+    ts: float = Field(default_factory=time.time)
+
+
+class RunStarted(Event):
+    topic: ClassVar[str] = "run.started"
+    run_id: str
+    pipeline: str
+    tasks: list[str]
+
+
+class RunFinished(Event):
+    topic: ClassVar[str] = "run.finished"
+    run_id: str
+    pipeline: str
+    status: str
+    duration: float
+
+
+class TaskAssigned(Event):
+    topic: ClassVar[str] = "task.assigned"
+    run_id: str
+    task: str
+    agent: str
+    reason: str
+    attempt: int = 1
+
+
+class TaskStarted(Event):
+    topic: ClassVar[str] = "task.started"
+    run_id: str
+    task: str
+    agent: str
+    attempt: int = 1
+
+
+class TaskProgress(Event):
+    topic: ClassVar[str] = "task.progress"
+    run_id: str
+    task: str
+    agent: str
+    rows: int  # rows in this batch
+    rows_total: int
+    batches: int
+
+
+class TaskCompleted(Event):
+    topic: ClassVar[str] = "task.completed"
+    run_id: str
+    task: str
+    agent: str
+    rows: int
+    batches: int
+    duration: float
+    attempt: int = 1
+    details: dict[str, Any] = {}
+
+
+class TaskFailed(Event):
+    topic: ClassVar[str] = "task.failed"
+    run_id: str
+    task: str
+    agent: str
+    error: str
+    error_type: str
+    transient: bool = False
+    upstream: bool = False  # failed only because an input failed
+    exit_code: int = 1
+    duration: float = 0.0
+    attempt: int = 1
+
+
+class BatchValidated(Event):
+    topic: ClassVar[str] = "batch.validated"
+    run_id: str
+    task: str
+    input: str
+    rows: int
+    passed: int
+    failed: int
+
+
+class Heartbeat(Event):
+    topic: ClassVar[str] = "agent.heartbeat"
+    agent: str
+    kind: str
+    running: list[str] = []  # "run_id/task" being worked on
+
+
+class AgentStalled(Event):
+    topic: ClassVar[str] = "agent.stalled"
+    agent: str
+    silent_for: float
+    running: list[str] = []
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.topic: cls
+    for cls in (RunStarted, RunFinished, TaskAssigned, TaskStarted, TaskProgress, TaskCompleted, TaskFailed,
+                BatchValidated, Heartbeat, AgentStalled)
+}
+
+
+def parse_event(topic: str, data: str | bytes) -> Event:
+    return EVENT_TYPES[topic].model_validate_json(data)

@@ -1,0 +1,426 @@
+"""The pipeline spec: pydantic models of the YAML file, and the checks that span the whole file.
+
+``Pipeline.from_yaml(path)`` reads, interpolates and validates a pipeline and raises one
+``SpecError`` listing every problem (malformed YAML, unknown keys, unknown tools, bad tool options,
+dangling inputs, duplicate names, cycles), each with its YAML line and a hint.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from agent_etl.exceptions import Problem, SpecError
+from agent_etl.yamlsource import Document, interpolate, load_yaml
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Retries(_Model):
+    max_attempts: int = Field(3, ge=1, le=100)
+    backoff: Literal["exponential", "fixed"] = "exponential"
+    initial_delay: float = Field(0.5, ge=0)
+    max_delay: float = Field(30.0, ge=0)
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before try number ``attempt + 1`` (``attempt`` counts from 1)."""
+        if self.backoff == "fixed":
+            return self.initial_delay
+        return min(self.max_delay, self.initial_delay * 2 ** (attempt - 1))
+
+
+class Defaults(_Model):
+    batch_size: int = Field(100_000, gt=0)
+    retries: Retries = Retries()
+    concurrency: int = Field(4, ge=1, description="independent branches run at once")
+    queue_size: int = Field(4, ge=1, description="batches buffered between two steps")
+
+
+class Connection(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    url: str
+
+
+class Step(BaseModel):
+    """One extract, transform or load step; every key but the common ones is a tool option."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    tool: str
+    _line: int | None = PrivateAttr(None)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ExtractStep(Step):
+    pass
+
+
+class TransformStep(Step):
+    input: str | list[str]
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class LoadStep(Step):
+    input: str
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.input]
+
+
+class QualityGroup(_Model):
+    input: str
+    checks: list[dict[str, Any]] = Field(min_length=1)
+    on_failure: Literal["fail", "warn", "quarantine"] = "fail"
+    _line: int | None = PrivateAttr(None)
+    _check_lines: list[int | None] = PrivateAttr(default_factory=list)
+
+
+class Spec(_Model):
+    version: Literal[1]
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    description: str = ""
+    defaults: Defaults = Defaults()
+    connections: dict[str, Connection] = {}
+    extract: dict[str, ExtractStep] = Field(min_length=1)
+    transform: list[TransformStep] = []
+    quality: list[QualityGroup] = []
+    load: dict[str, LoadStep] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_from_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for section in ("extract", "load"):
+                steps = data.get(section)
+                if isinstance(steps, dict):
+                    data[section] = {k: ({"name": k, **v} if isinstance(v, dict) else v) for k, v in steps.items()}
+        return data
+
+
+@dataclass
+class Task:
+    """One node of the task DAG: an extract, transform or load step with its quality gates."""
+
+    name: str
+    kind: Literal["extract", "transform", "load"]
+    tool: str
+    inputs: list[str]
+    options: dict[str, Any]
+    line: int | None = None
+    gates: list[QualityGroup] = field(default_factory=list)
+
+    @property
+    def family(self) -> str:
+        return {"extract": "extractor", "transform": "transform", "load": "loader"}[self.kind]
+
+
+class Pipeline:
+    """A validated pipeline: the spec, its task DAG, and where it came from."""
+
+    def __init__(self, spec: Spec, doc: Document, base_dir: Path, path: Path | None = None):
+        self.spec = spec
+        self.doc = doc
+        self.base_dir = base_dir
+        self.path = path
+        self.tasks: list[Task] = _plan(spec)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def secrets(self) -> set[str]:
+        return self.doc.secrets
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the spec as written (before interpolation, so secrets never reach it)."""
+        return hashlib.sha256(self.doc.source_text.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, variables: dict[str, str] | None = None, registry=None) -> Pipeline:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise SpecError(Problem(f"pipeline file {path} not found", hint="check the path")) from None
+        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+            raise SpecError(Problem(f"cannot read pipeline file {path}: {e}")) from None
+        return cls.from_text(text, source=str(path), base_dir=path.resolve().parent, variables=variables,
+                             registry=registry, path=path)
+
+    @classmethod
+    def from_text(cls, text: str, *, source: str = "<string>", base_dir: str | Path = ".",
+                  variables: dict[str, str] | None = None, registry=None, path: Path | None = None) -> Pipeline:
+        base_dir = Path(base_dir).resolve()
+        doc = load_yaml(text, source)
+        problems = interpolate(doc, variables, base_dir)
+        spec = None
+        try:
+            spec = Spec.model_validate(doc.data)
+        except ValidationError as e:
+            problems.extend(_pydantic_problems(e, doc))
+        if spec is not None:
+            _attach_lines(spec, doc)
+            problems.extend(_check_graph(spec, doc))
+            problems.extend(_check_tools(spec, doc, registry))
+        if problems:
+            raise SpecError(problems, source)
+        return cls(spec, doc, base_dir, path)
+
+    def task(self, name: str) -> Task:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def branches(self) -> list[list[Task]]:
+        """Weakly connected groups of tasks: each streams as one unit; groups are independent."""
+        parent = {t.name: t.name for t in self.tasks}
+
+        def root(n: str) -> str:
+            while parent[n] != n:
+                parent[n] = parent[parent[n]]
+                n = parent[n]
+            return n
+
+        for t in self.tasks:
+            for i in t.inputs:
+                parent[root(i)] = root(t.name)
+        groups: dict[str, list[Task]] = {}
+        for t in self.tasks:
+            groups.setdefault(root(t.name), []).append(t)
+        return list(groups.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# checks that span the whole file
+
+
+def _attach_lines(spec: Spec, doc: Document) -> None:
+    for name, step in spec.extract.items():
+        step._line = doc.line(("extract", name))
+    for i, step in enumerate(spec.transform):
+        step._line = doc.line(("transform", i))
+    for name, step in spec.load.items():
+        step._line = doc.line(("load", name))
+    for i, group in enumerate(spec.quality):
+        group._line = doc.line(("quality", i))
+        group._check_lines = [doc.line(("quality", i, "checks", j)) for j in range(len(group.checks))]
+
+
+def _steps(spec: Spec) -> list[tuple[str, tuple, Step]]:
+    out: list[tuple[str, tuple, Step]] = [("extract", ("extract", n), s) for n, s in spec.extract.items()]
+    out += [("transform", ("transform", i), s) for i, s in enumerate(spec.transform)]
+    out += [("load", ("load", n), s) for n, s in spec.load.items()]
+    return out
+
+
+def _check_graph(spec: Spec, doc: Document) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}
+    for kind, path, step in _steps(spec):
+        if step.name in seen:
+            problems.append(Problem(f"name {step.name!r} is used twice ({seen[step.name]} and {kind})",
+                                    doc.line(path), "give every extract, transform and load step its own name"))
+        else:
+            seen[step.name] = kind
+    producers = set(spec.extract) | {t.name for t in spec.transform}
+
+    def dangling(ref: str, path: tuple, who: str) -> None:
+        if ref in producers:
+            return
+        if ref in spec.load:
+            problems.append(Problem(f"{who} reads {ref!r}, which is a load step", doc.line(path),
+                                    "inputs must be extract or transform steps"))
+            return
+        close = difflib.get_close_matches(ref, sorted(producers), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"defined steps: {', '.join(sorted(producers))}"
+        problems.append(Problem(f"{who} reads {ref!r}, which is not defined", doc.line(path), hint))
+
+    for i, t in enumerate(spec.transform):
+        for j, ref in enumerate(t.inputs):
+            path = ("transform", i, "input") + ((j,) if isinstance(t.input, list) else ())
+            dangling(ref, path, f"transform {t.name!r}")
+    for n, step in spec.load.items():
+        dangling(step.input, ("load", n, "input"), f"load {n!r}")
+    for i, g in enumerate(spec.quality):
+        dangling(g.input, ("quality", i, "input"), f"quality group {i + 1}")
+    for i, t in enumerate(spec.transform):
+        if t.name in t.inputs:
+            problems.append(Problem(f"transform {t.name!r} reads itself", doc.line(("transform", i)),
+                                    "a step cannot be its own input"))
+    cycle = _find_cycle({t.name: [x for x in t.inputs if x != t.name] for t in spec.transform})
+    if cycle:
+        idx = next(i for i, t in enumerate(spec.transform) if t.name == cycle[0])
+        problems.append(Problem("cycle: " + " -> ".join(cycle + [cycle[0]]), doc.line(("transform", idx)),
+                                "the steps of a pipeline must form a DAG; remove one of these input edges"))
+    return problems
+
+
+def _find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for m in edges.get(n, []):
+            if m not in edges:
+                continue
+            if state.get(m) == 1:
+                return stack[stack.index(m):]
+            if m not in state and (found := visit(m)):
+                return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in edges:
+        if n not in state and (found := visit(n)):
+            return found
+    return None
+
+
+def _check_tools(spec: Spec, doc: Document, registry) -> list[Problem]:
+    from agent_etl.tools.registry import UnknownTool, default_registry
+
+    registry = registry or default_registry()
+    problems: list[Problem] = []
+    for kind, path, step in _steps(spec):
+        family = {"extract": "extractor", "transform": "transform", "load": "loader"}[kind]
+        try:
+            cls = registry.get(family, step.tool)
+        except UnknownTool as e:
+            problems.append(Problem(str(e), doc.line(path + ("tool",)), e.hint))
+            continue
+        problems.extend(_validate_options(cls, step.options, path, doc, f"{kind} {step.name!r}"))
+        if kind == "transform":
+            n = len(step.inputs)
+            if cls.arity is not None and n != cls.arity:
+                problems.append(Problem(f"transform {step.name!r} ({step.tool}) takes {cls.arity} input(s), got {n}",
+                                        doc.line(path + ("input",)), "use the sql tool to combine several inputs"))
+        conn = step.options.get("connection")
+        if isinstance(conn, str) and conn not in spec.connections:
+            known = ", ".join(sorted(spec.connections)) or "none"
+            problems.append(Problem(f"{kind} {step.name!r} uses connection {conn!r}, which is not defined",
+                                    doc.line(path + ("connection",)), f"define it under connections: (defined: {known})"))
+    for i, group in enumerate(spec.quality):
+        for j, check in enumerate(group.checks):
+            cpath = ("quality", i, "checks", j)
+            if len(check) != 1:
+                problems.append(Problem("each check is a mapping with one key, e.g. `- not_null: [id]`",
+                                        doc.line(cpath), f"this one has {len(check)} keys: {', '.join(check)}"))
+                continue
+            (cname, value), = check.items()
+            try:
+                cls = registry.get("validator", cname)
+            except UnknownTool as e:
+                problems.append(Problem(str(e).replace("validator", "quality check"), doc.line(cpath), e.hint))
+                continue
+            try:
+                cls.parse(value)
+            except ValidationError as e:
+                problems.extend(_pydantic_problems(e, doc, cpath + (cname,), f"check {cname}", cls.Config))
+    return problems
+
+
+def _validate_options(cls, options: dict[str, Any], path: tuple, doc: Document, who: str) -> list[Problem]:
+    try:
+        cls.Config.model_validate(options)
+    except ValidationError as e:
+        return _pydantic_problems(e, doc, path, f"{who} ({cls.name})", cls.Config)
+    return []
+
+
+def _pydantic_problems(e: ValidationError, doc: Document, prefix: tuple = (), who: str = "",
+                       model: type[BaseModel] | None = Spec) -> list[Problem]:
+    problems = []
+    for err in e.errors(include_url=False):
+        loc = prefix + tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+        # pydantic puts union branch names (str, list[str]) into loc; keep the real path only
+        clean = tuple(x for x in loc if not (isinstance(x, str) and ("[" in x or x in {"str", "int", "float", "bool"})))
+        where = ".".join(str(x) for x in clean)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            key = clean[-1]
+            allowed = [k for k in _allowed_keys(model, clean[len(prefix):]) if k != "name"]
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else (f"allowed keys: {', '.join(allowed)}" if allowed else None)
+            msg = f"unknown key {key!r}" + (f" in {who}" if who else "")
+            problems.append(Problem(msg, doc.line(clean), hint, where=".".join(str(x) for x in clean[:-1]) or None))
+        elif kind == "missing":
+            problems.append(Problem(f"missing required key {clean[-1]!r}" + (f" in {who}" if who else ""),
+                                    doc.line(clean[:-1]), where=".".join(str(x) for x in clean[:-1]) or None))
+        else:
+            msg = err["msg"]
+            if "input" in err and kind not in ("model_type", "dict_type"):
+                msg += f" (got {err['input']!r})"
+            problems.append(Problem(msg, doc.line(clean), where=where or None))
+    # the same key may be reported once per union branch
+    unique: list[Problem] = []
+    for p in problems:
+        if p not in unique:
+            unique.append(p)
+    return unique
+
+
+def _allowed_keys(model: type[BaseModel] | None, loc: tuple) -> list[str]:
+    """Field names of the (nested) model that holds the key at ``loc``."""
+    import typing
+
+    cur: Any = model
+    for part in loc[:-1]:
+        if cur is None:
+            return []
+        if isinstance(cur, type) and issubclass(cur, BaseModel):
+            field_ = cur.model_fields.get(part) if isinstance(part, str) else None
+            cur = field_.annotation if field_ else None
+            continue
+        args = [a for a in typing.get_args(cur) if a is not type(None)]
+        cur = args[-1] if args else None  # dict[str, M] / list[M] / M | None: step into M
+    while cur is not None and not (isinstance(cur, type) and issubclass(cur, BaseModel)):
+        args = [a for a in typing.get_args(cur) if a is not type(None)]
+        cur = args[-1] if args else None
+    return sorted(cur.model_fields) if cur is not None else []
+
+
+def _plan(spec: Spec) -> list[Task]:
+    nodes: dict[str, Task] = {}
+    for name, s in spec.extract.items():
+        nodes[name] = Task(name, "extract", s.tool, [], s.options, s._line)
+    for s in spec.transform:
+        nodes[s.name] = Task(s.name, "transform", s.tool, s.inputs, s.options, s._line)
+    for name, s in spec.load.items():
+        nodes[name] = Task(name, "load", s.tool, s.inputs, s.options, s._line)
+    for g in spec.quality:
+        nodes[g.input].gates.append(g)
+    order: list[Task] = []
+    done: set[str] = set()
+
+    def visit(t: Task) -> None:
+        if t.name in done:
+            return
+        done.add(t.name)
+        for i in t.inputs:
+            visit(nodes[i])
+        order.append(t)
+
+    for t in nodes.values():
+        visit(t)
+    return order

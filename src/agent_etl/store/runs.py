@@ -1,0 +1,138 @@
+"""The run store: every run and task, their row counts, durations, status, errors and the agent
+chosen (and why), plus loader checkpoints. SQLAlchemy Core; SQLite at ``.agent-etl/runs.db`` by
+default, any SQLAlchemy URL otherwise.
+
+Writes that only record progress go through ``RunStore.defer`` and are flushed together (one
+transaction for many rows), so the store costs microseconds per task, not a disk sync each.
+Checkpoints are written at once: they must be durable when the loader's commit is.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, delete, event, insert, select, update
+from sqlalchemy.engine import Engine
+
+from agent_etl.store.schema import checkpoints, metadata, runs, tasks
+
+
+@dataclass
+class RunRecord:
+    run: dict[str, Any]
+    tasks: list[dict[str, Any]]
+
+
+class RunStore:
+    def __init__(self, url: str):
+        self.url = url
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+        self._pending: list[tuple[Any, list[dict[str, Any]] | dict[str, Any]]] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def at(cls, home: Path) -> RunStore:
+        return cls(f"sqlite:///{home / 'runs.db'}")
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def defer(self, stmt: Any, params: list[dict[str, Any]] | dict[str, Any] | None = None) -> None:
+        with self._lock:
+            self._pending.append((stmt, params))
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if not pending:
+            return
+        with self.engine.begin() as conn:
+            for stmt, params in pending:
+                conn.execute(stmt, params) if params is not None else conn.execute(stmt)
+
+    def start_run(self, run_id: str, pipeline: str, fingerprint: str, spec_path: str | None,
+                  plan: list[dict[str, Any]]) -> None:
+        now = time.time()
+        self.defer(insert(runs), {"run_id": run_id, "pipeline": pipeline, "fingerprint": fingerprint,
+                                  "spec_path": spec_path, "status": "running", "started_at": now, "rows_loaded": 0})
+        if plan:
+            self.defer(insert(tasks), [{"run_id": run_id, "status": "pending", "attempts": 0, "rows": 0,
+                                        "batches": 0, **t} for t in plan])
+        self.flush()
+
+    def update_task(self, run_id: str, task: str, **values: Any) -> None:
+        self.defer(update(tasks).where(tasks.c.run_id == run_id, tasks.c.task == task).values(**values))
+
+    def finish_run(self, run_id: str, status: str, exit_code: int, rows_loaded: int, error: str | None) -> None:
+        now = time.time()
+        self.defer(update(runs).where(runs.c.run_id == run_id).values(
+            status=status, exit_code=exit_code, finished_at=now, rows_loaded=rows_loaded, error=error,
+            duration=now - self._started(run_id)))
+        self.flush()
+
+    def _started(self, run_id: str) -> float:
+        self.flush()
+        with self.engine.connect() as conn:
+            return conn.execute(select(runs.c.started_at).where(runs.c.run_id == run_id)).scalar_one()
+
+    def checkpoint(self, run_id: str, pipeline: str, task: str, position: dict[str, Any] | None, rows: int) -> None:
+        self.flush()
+        with self.engine.begin() as conn:
+            conn.execute(insert(checkpoints), {"run_id": run_id, "pipeline": pipeline, "task": task,
+                                               "position": position, "rows": rows, "created_at": time.time()})
+
+    def delete_run(self, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            for table in (checkpoints, tasks, runs):
+                conn.execute(delete(table).where(table.c.run_id == run_id))
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def list_runs(self, limit: int = 20, pipeline: str | None = None) -> list[dict[str, Any]]:
+        self.flush()
+        q = select(runs).order_by(runs.c.started_at.desc()).limit(limit)
+        if pipeline:
+            q = q.where(runs.c.pipeline == pipeline)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        self.flush()
+        with self.engine.connect() as conn:
+            row = conn.execute(select(runs).where(runs.c.run_id == run_id)).first()
+            if row is None:
+                matches = conn.execute(select(runs).where(runs.c.run_id.startswith(run_id)).limit(2)).all()
+                if len(matches) != 1:
+                    return None
+                row = matches[0]
+            rid = row._mapping["run_id"]
+            task_rows = conn.execute(select(tasks).where(tasks.c.run_id == rid).order_by(tasks.c.position)).all()
+            return RunRecord(dict(row._mapping), [dict(t._mapping) for t in task_rows])
+
+    def checkpoints(self, pipeline: str, task: str | None = None) -> list[dict[str, Any]]:
+        self.flush()
+        q = select(checkpoints).where(checkpoints.c.pipeline == pipeline).order_by(checkpoints.c.id)
+        if task:
+            q = q.where(checkpoints.c.task == task)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def close(self) -> None:
+        self.flush()
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()

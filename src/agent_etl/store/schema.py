@@ -1,0 +1,55 @@
+"""Tables of the run store (SQLAlchemy Core)."""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Column, Float, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+runs = Table(
+    "runs", metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("pipeline", String(200), nullable=False, index=True),
+    Column("fingerprint", String(32)),
+    Column("spec_path", Text),
+    Column("status", String(20), nullable=False),
+    Column("exit_code", Integer),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("duration", Float),
+    Column("rows_loaded", Integer, default=0),
+    Column("error", Text),
+)
+
+tasks = Table(
+    "tasks", metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("task", String(200), primary_key=True),
+    Column("position", Integer, nullable=False),  # order in the plan
+    Column("kind", String(20), nullable=False),
+    Column("tool", String(100), nullable=False),
+    Column("inputs", JSON, nullable=False),
+    Column("agent", String(100)),
+    Column("reason", Text),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, default=0),
+    Column("rows", Integer, default=0),
+    Column("batches", Integer, default=0),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("duration", Float),
+    Column("error", Text),
+    Column("details", JSON),
+)
+
+checkpoints = Table(
+    "checkpoints", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), nullable=False),
+    Column("task", String(200), nullable=False),
+    Column("pipeline", String(200), nullable=False),
+    Column("position", JSON),
+    Column("rows", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_checkpoints_pipeline_task", "pipeline", "task"),
+)

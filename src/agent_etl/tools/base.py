@@ -1,0 +1,131 @@
+"""What a tool is: a config model plus an object that consumes and/or produces Arrow batches.
+
+Four families, each registered under its own entry-point group:
+
+- ``Extractor``  (``agent_etl.extractors``): ``batches()`` yields ``pa.RecordBatch``; ``position()``
+  tells where the source stands after the last yielded batch, so a run can resume from it.
+- ``Transform``  (``agent_etl.transforms``): ``run(inputs)`` maps named input streams to one output
+  stream. ``BatchTransform`` is the common case: one input, ``apply(batch)`` per batch.
+- ``Loader``     (``agent_etl.loaders``): ``load(batches)`` writes a stream and commits it; it calls
+  ``ctx.commit(rows)`` after each commit unit so a checkpoint is recorded with it.
+- ``Check``      (``agent_etl.validators``): a quality rule (see ``tools.validators.base``).
+
+A tool's ``Config`` (pydantic, unknown keys rejected) is validated when the spec is validated, so
+a typo in a tool option is a spec error with its YAML line, not a run-time surprise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+class ToolConfig(BaseModel):
+    """Base of every tool's options. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class ToolContext:
+    """What a running tool may know about the run it is part of."""
+
+    run_id: str
+    task: str
+    base_dir: Path  # directory of the pipeline file; relative paths resolve against it
+    home: Path  # state directory (.agent-etl)
+    batch_size: int = 100_000
+    connections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    commit_hook: Callable[[int], Awaitable[None]] | None = None
+    line: int | None = None  # YAML line of the step, for error messages
+
+    def path(self, value: str | Path) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    def connection(self, name: str) -> dict[str, Any]:
+        try:
+            return self.connections[name]
+        except KeyError:
+            from agent_etl.exceptions import SpecError
+
+            known = ", ".join(sorted(self.connections)) or "none"
+            raise SpecError(f"task {self.task!r}: unknown connection {name!r} (defined: {known})") from None
+
+    async def commit(self, rows: int) -> None:
+        """Record that ``rows`` more rows are durably in the destination (one commit unit)."""
+        if self.commit_hook is not None:
+            await self.commit_hook(rows)
+
+
+class Tool:
+    kind: ClassVar[str]
+    name: ClassVar[str] = ""  # set by the registry to the name it is registered under
+    Config: ClassVar[type[ToolConfig]] = ToolConfig
+
+    def __init__(self, config: ToolConfig, ctx: ToolContext):
+        self.config = config
+        self.ctx = ctx
+
+    @classmethod
+    def summary(cls) -> str:
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+class Extractor(Tool):
+    kind = "extractor"
+
+    def batches(self) -> AsyncIterator[pa.RecordBatch]:
+        raise NotImplementedError
+
+    def position(self) -> dict[str, Any] | None:
+        """Source position after the last batch yielded (file and offset, cursor value, ...)."""
+        return None
+
+
+class Transform(Tool):
+    kind = "transform"
+    # how many inputs the transform takes: an int, or None for "one or more"
+    arity: ClassVar[int | None] = 1
+
+    def run(self, inputs: dict[str, AsyncIterator[pa.RecordBatch]]) -> AsyncIterator[pa.RecordBatch]:
+        raise NotImplementedError
+
+
+class BatchTransform(Transform):
+    """One input, one output batch (or none) per input batch; ``apply`` is vectorised."""
+
+    # apply() is run in a worker thread when it does real work (releases the GIL in Arrow/DuckDB)
+    threaded: ClassVar[bool] = False
+
+    def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch | None:
+        raise NotImplementedError
+
+    async def run(self, inputs: dict[str, AsyncIterator[pa.RecordBatch]]) -> AsyncIterator[pa.RecordBatch]:
+        (stream,) = inputs.values()
+        async for batch in stream:
+            out = await asyncio.to_thread(self.apply, batch) if self.threaded else self.apply(batch)
+            if out is not None:
+                yield out
+
+
+class Loader(Tool):
+    kind = "loader"
+
+    async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
+        """Write every batch, commit, and return the number of rows written.
+
+        If the stream raises (an upstream failure or a failed quality gate), nothing may be left
+        committed that was not committed before: write to a temporary name or a staging table and
+        swap it in only after the stream ended cleanly.
+        """
+        raise NotImplementedError

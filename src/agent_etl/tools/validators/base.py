@@ -1,0 +1,52 @@
+"""What a quality check is.
+
+A check is configured from its entry in a ``quality:`` group, e.g. ``not_null: [a, b]`` or
+``range: {column: amount, min: 0}``. When the YAML value is not a mapping it fills the field named
+by ``shorthand`` (``not_null: [a, b]`` is ``not_null: {columns: [a, b]}``).
+
+Row checks return, per batch, a boolean mask of the failing rows (vectorised; nulls in a mask
+count as "passes" and must be filled before masks are combined). Dataset checks see every batch
+through ``observe`` and give their verdict in ``finish`` when the stream ends. A check may be
+both (``unique`` flags the later occurrences of a key row by row, across batch boundaries).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from agent_etl.tools.base import Tool, ToolConfig
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+class Check(Tool):
+    kind = "validator"
+    shorthand: ClassVar[str | None] = None
+
+    @classmethod
+    def parse(cls, value: Any) -> ToolConfig:
+        if cls.shorthand is not None and not isinstance(value, dict):
+            value = {cls.shorthand: value}
+        return cls.Config.model_validate(value)
+
+    @property
+    def label(self) -> str:
+        """Short name used in reports and in the quarantine reason column, e.g. ``not_null(a)``."""
+        cols = ",".join(self.columns())
+        return f"{self.name}({cols})" if cols else self.name
+
+    def columns(self) -> list[str]:
+        """Columns the check reads; a missing one is a spec error reported before any data moves."""
+        return []
+
+    def failures(self, batch: pa.RecordBatch) -> pa.BooleanArray | None:
+        """Mask of the rows of ``batch`` that fail (True = fails), or None for dataset-only checks."""
+        return None
+
+    def observe(self, batch: pa.RecordBatch) -> None:
+        """See a batch that a dataset-level check must account for (called for every batch)."""
+
+    def finish(self) -> str | None:
+        """At the end of the stream: None if the dataset passes, else a message saying why not."""
+        return None

@@ -1,0 +1,158 @@
+"""Reading a pipeline file: YAML with line numbers, and ``${VAR}`` / ``${file:path}`` interpolation.
+
+The tree comes back as plain dicts/lists/scalars plus a map from each path (tuple of keys and
+indices) to its 1-based line, so any error found later can point at the line that caused it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent_etl.exceptions import Problem, SpecError
+
+Path_ = tuple[str | int, ...]
+
+_REF = re.compile(r"\$\{([^}]*)\}")
+_SECRET_KEY = re.compile(r"pass|secret|token|key|auth|credential|url|dsn", re.I)
+
+
+@dataclass
+class Document:
+    data: Any
+    lines: dict[Path_, int]
+    source: str
+    source_text: str = ""
+    secrets: set[str] = field(default_factory=set)
+
+    def line(self, path: Path_) -> int | None:
+        """Line of the longest prefix of ``path`` that the YAML file has."""
+        path = tuple(path)
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return None
+
+
+def load_yaml(text: str, source: str) -> Document:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    yaml = YAML(typ="rt", pure=True)
+    try:
+        tree = yaml.load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else None
+        what = " ".join(str(x) for x in (e.context, e.problem) if x)
+        hint = "keys must be unique within a mapping" if "duplicate" in what else "check indentation, quotes and colons"
+        raise SpecError(Problem(f"malformed YAML: {what}", line, hint), source) from None
+    except YAMLError as e:
+        raise SpecError(Problem(f"malformed YAML: {e}"), source) from None
+    lines: dict[Path_, int] = {}
+    data = _plain(tree, (), lines)
+    if not isinstance(data, dict):
+        raise SpecError(Problem("a pipeline file must be a YAML mapping (version:, name:, extract:, ...)", 1), source)
+    return Document(data, lines, source, text)
+
+
+def _plain(node: Any, path: Path_, lines: dict[Path_, int]) -> Any:
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    if isinstance(node, CommentedMap):
+        out = {}
+        for k, v in node.items():
+            key = str(k)
+            try:
+                lines[path + (key,)] = node.lc.key(k)[0] + 1
+            except (KeyError, TypeError):
+                pass
+            out[key] = _plain(v, path + (key,), lines)
+        return out
+    if isinstance(node, CommentedSeq):
+        out_list = []
+        for i, v in enumerate(node):
+            try:
+                lines[path + (i,)] = node.lc.item(i)[0] + 1
+            except (KeyError, TypeError):
+                pass
+            out_list.append(_plain(v, path + (i,), lines))
+        return out_list
+    if isinstance(node, str):
+        return str(node)  # drop ruamel's scalar-string subclasses
+    if hasattr(node, "__float__") and type(node).__module__.startswith("ruamel"):
+        return float(node)
+    if type(node).__module__.startswith("ruamel") and isinstance(node, int):
+        return int(node)
+    return node
+
+
+def interpolate(doc: Document, variables: dict[str, str] | None, base_dir: Path) -> list[Problem]:
+    """Replace ``${VAR}``, ``${VAR:-default}`` and ``${file:path}`` in every string, in place.
+
+    ``variables`` (``--var K=V``) win over the environment. Returns the problems found (unset
+    variables, unreadable files), each with its line. Values that look like secrets are collected
+    in ``doc.secrets`` so they can be masked in every message and record.
+    """
+    env = {**os.environ, **(variables or {})}
+    problems: list[Problem] = []
+
+    def sub(value: str, path: Path_) -> str:
+        secret_place = path[:1] == ("connections",) or any(
+            isinstance(p, str) and _SECRET_KEY.search(p) for p in path[1:]
+        )
+
+        def one(m: re.Match[str]) -> str:
+            ref = m.group(1).strip()
+            if ref.startswith("file:"):
+                target = Path(ref[5:].strip()).expanduser()
+                target = target if target.is_absolute() else base_dir / target
+                try:
+                    text = target.read_text().strip()
+                except OSError as e:
+                    problems.append(Problem(f"cannot read {target} for ${{{ref}}}: {e.strerror}", doc.line(path),
+                                            "check the path; it is relative to the pipeline file"))
+                    return m.group(0)
+                doc.secrets.add(text)
+                return text
+            name, sep, default = ref.partition(":-")
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                problems.append(Problem(f"bad reference ${{{ref}}}", doc.line(path),
+                                        "write ${NAME}, ${NAME:-default} or ${file:path}"))
+                return m.group(0)
+            if name in env:
+                val = env[name]
+            elif sep:
+                val = default
+            else:
+                problems.append(Problem(f"${{{name}}} is not set", doc.line(path),
+                                        f"export {name}=... or pass --var {name}=..."))
+                return m.group(0)
+            if secret_place and len(val) >= 4:
+                doc.secrets.add(val)
+            return val
+
+        return _REF.sub(one, value)
+
+    def walk(node: Any, path: Path_) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, path + (k,)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, path + (i,)) for i, v in enumerate(node)]
+        if isinstance(node, str) and "${" in node:
+            return sub(node, path)
+        return node
+
+    doc.data = walk(doc.data, ())
+    return problems
+
+
+def redact(text: str, secrets: set[str]) -> str:
+    for s in sorted(secrets, key=len, reverse=True):
+        if s:
+            text = text.replace(s, "***")
+    return text
