@@ -55,6 +55,7 @@ class Step(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     tool: str
     _line: int | None = PrivateAttr(None)
+    _path: tuple = PrivateAttr(())  # where the step is in the YAML tree
 
     @property
     def options(self) -> dict[str, Any]:
@@ -86,6 +87,7 @@ class QualityGroup(_Model):
     checks: list[dict[str, Any]] = Field(min_length=1)
     on_failure: Literal["fail", "warn", "quarantine"] = "fail"
     _line: int | None = PrivateAttr(None)
+    _path: tuple = PrivateAttr(())
     _check_lines: list[int | None] = PrivateAttr(default_factory=list)
 
 
@@ -175,12 +177,13 @@ class Pipeline:
             spec = Spec.model_validate(doc.data)
         except ValidationError as e:
             problems.extend(_pydantic_problems(e, doc))
+            spec = _partial(doc.data)  # so graph and tool problems are reported in the same pass
         if spec is not None:
             _attach_lines(spec, doc)
             problems.extend(_check_graph(spec, doc))
             problems.extend(_check_tools(spec, doc, registry))
         if problems:
-            raise SpecError(problems, source)
+            raise SpecError(_dedupe(problems), source)
         return cls(spec, doc, base_dir, path)
 
     def task(self, name: str) -> Task:
@@ -213,22 +216,61 @@ class Pipeline:
 
 
 def _attach_lines(spec: Spec, doc: Document) -> None:
-    for name, step in spec.extract.items():
-        step._line = doc.line(("extract", name))
-    for i, step in enumerate(spec.transform):
-        step._line = doc.line(("transform", i))
-    for name, step in spec.load.items():
-        step._line = doc.line(("load", name))
-    for i, group in enumerate(spec.quality):
-        group._line = doc.line(("quality", i))
-        group._check_lines = [doc.line(("quality", i, "checks", j)) for j in range(len(group.checks))]
+    for section, steps in (("extract", spec.extract.items()), ("transform", enumerate(spec.transform)),
+                           ("load", spec.load.items()), ("quality", enumerate(spec.quality))):
+        for key, step in steps:
+            step._path = step._path or (section, key)
+            step._line = doc.line(step._path)
+    for group in spec.quality:
+        group._check_lines = [doc.line(group._path + ("checks", j)) for j in range(len(group.checks))]
 
 
 def _steps(spec: Spec) -> list[tuple[str, tuple, Step]]:
-    out: list[tuple[str, tuple, Step]] = [("extract", ("extract", n), s) for n, s in spec.extract.items()]
-    out += [("transform", ("transform", i), s) for i, s in enumerate(spec.transform)]
-    out += [("load", ("load", n), s) for n, s in spec.load.items()]
-    return out
+    steps: list[Step] = [*spec.extract.values(), *spec.transform, *spec.load.values()]
+    return [(s._path[0], s._path, s) for s in steps]
+
+
+def _partial(data: Any) -> Spec | None:
+    """The valid parts of an invalid spec, for the checks that span the file."""
+    if not isinstance(data, dict):
+        return None
+
+    def valid(model: type[BaseModel], value: Any, path: tuple) -> Any:
+        try:
+            obj = model.model_validate(value)
+        except ValidationError:
+            checks = value.get("checks") if isinstance(value, dict) else None
+            if model is not QualityGroup or not isinstance(checks, list):
+                return None
+            # an invalid group still has checks worth validating
+            obj = QualityGroup.model_construct(input=str(value.get("input", "")), on_failure="fail",
+                                               checks=[c for c in checks if isinstance(c, dict)])
+        obj._path = path
+        return obj
+
+    def section(name: str, model: type[BaseModel], keyed: bool) -> Any:
+        raw = data.get(name)
+        if keyed and isinstance(raw, dict):
+            items = {k: valid(model, {"name": k, **v} if isinstance(v, dict) else v, (name, k)) for k, v in raw.items()}
+            return {k: v for k, v in items.items() if v is not None}
+        if not keyed and isinstance(raw, list):
+            return [v for i, x in enumerate(raw) if (v := valid(model, x, (name, i))) is not None]
+        return {} if keyed else []
+
+    connections = data.get("connections")
+    return Spec.model_construct(
+        version=1, name=str(data.get("name", "")), description="", defaults=Defaults(),
+        connections={k: Connection.model_construct(url="") for k in connections} if isinstance(connections, dict) else {},
+        extract=section("extract", ExtractStep, True), transform=section("transform", TransformStep, False),
+        quality=section("quality", QualityGroup, False), load=section("load", LoadStep, True))
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    out: list[Problem] = []
+    for p in problems:
+        if p not in out:
+            out.append(p)
+    return sorted(out, key=lambda p: (p.line or 0))
 
 
 def _check_graph(spec: Spec, doc: Document) -> list[Problem]:
@@ -243,7 +285,7 @@ def _check_graph(spec: Spec, doc: Document) -> list[Problem]:
     producers = set(spec.extract) | {t.name for t in spec.transform}
 
     def dangling(ref: str, path: tuple, who: str) -> None:
-        if ref in producers:
+        if not ref or ref in producers:
             return
         if ref in spec.load:
             problems.append(Problem(f"{who} reads {ref!r}, which is a load step", doc.line(path),
@@ -253,22 +295,22 @@ def _check_graph(spec: Spec, doc: Document) -> list[Problem]:
         hint = f"did you mean {close[0]!r}?" if close else f"defined steps: {', '.join(sorted(producers))}"
         problems.append(Problem(f"{who} reads {ref!r}, which is not defined", doc.line(path), hint))
 
-    for i, t in enumerate(spec.transform):
+    for t in spec.transform:
         for j, ref in enumerate(t.inputs):
-            path = ("transform", i, "input") + ((j,) if isinstance(t.input, list) else ())
+            path = t._path + ("input",) + ((j,) if isinstance(t.input, list) else ())
             dangling(ref, path, f"transform {t.name!r}")
     for n, step in spec.load.items():
-        dangling(step.input, ("load", n, "input"), f"load {n!r}")
-    for i, g in enumerate(spec.quality):
-        dangling(g.input, ("quality", i, "input"), f"quality group {i + 1}")
-    for i, t in enumerate(spec.transform):
+        dangling(step.input, step._path + ("input",), f"load {n!r}")
+    for g in spec.quality:
+        dangling(g.input, g._path + ("input",), f"quality group {g._path[1] + 1}")
+    for t in spec.transform:
         if t.name in t.inputs:
-            problems.append(Problem(f"transform {t.name!r} reads itself", doc.line(("transform", i)),
+            problems.append(Problem(f"transform {t.name!r} reads itself", doc.line(t._path),
                                     "a step cannot be its own input"))
     cycle = _find_cycle({t.name: [x for x in t.inputs if x != t.name] for t in spec.transform})
     if cycle:
-        idx = next(i for i, t in enumerate(spec.transform) if t.name == cycle[0])
-        problems.append(Problem("cycle: " + " -> ".join(cycle + [cycle[0]]), doc.line(("transform", idx)),
+        first = next(t for t in spec.transform if t.name == cycle[0])
+        problems.append(Problem("cycle: " + " -> ".join(cycle + [cycle[0]]), doc.line(first._path),
                                 "the steps of a pipeline must form a DAG; remove one of these input edges"))
     return problems
 
@@ -320,9 +362,9 @@ def _check_tools(spec: Spec, doc: Document, registry) -> list[Problem]:
             known = ", ".join(sorted(spec.connections)) or "none"
             problems.append(Problem(f"{kind} {step.name!r} uses connection {conn!r}, which is not defined",
                                     doc.line(path + ("connection",)), f"define it under connections: (defined: {known})"))
-    for i, group in enumerate(spec.quality):
+    for group in spec.quality:
         for j, check in enumerate(group.checks):
-            cpath = ("quality", i, "checks", j)
+            cpath = group._path + ("checks", j)
             if len(check) != 1:
                 problems.append(Problem("each check is a mapping with one key, e.g. `- not_null: [id]`",
                                         doc.line(cpath), f"this one has {len(check)} keys: {', '.join(check)}"))
