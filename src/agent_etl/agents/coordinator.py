@@ -167,7 +167,7 @@ class AgentCoordinator(Agent):
             await self.bus.publish(RunFinished(run_id=run_id, pipeline=pipeline.name, status=status, duration=duration))
             if self.store is not None:
                 rows = sum(t.rows for t in results.values() if t.kind == "load" and t.status == "succeeded")
-                await asyncio.to_thread(self.store.finish_run, run_id, status, exit_code, rows, error)
+                await asyncio.to_thread(self.store.finish_run, run_id, status, exit_code, rows, error, duration)
         return RunResult(run_id, pipeline.name, status, exit_code, duration, results, error)
 
     def run_sync(self, pipeline: Pipeline | str | Path, *, variables: dict[str, str] | None = None) -> RunResult:

@@ -106,7 +106,7 @@ class _TaskRun:
         self.ctx = ToolContext(
             run_id=rc.run_id, task=task.name, base_dir=rc.pipeline.base_dir, home=rc.home,
             batch_size=spec.defaults.batch_size,
-            connections={k: c.model_dump() for k, c in spec.connections.items()},
+            connections=rc.connections,
             commit_hook=self._commit, line=task.line)
         self.tool = cls(cls.Config.model_validate(task.options), self.ctx)
 

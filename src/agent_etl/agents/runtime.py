@@ -21,8 +21,12 @@ class RunContext:
     store: RunStore | None
     registry: Any
     channels: dict[str, Channel] = field(default_factory=dict)
+    connections: dict[str, dict[str, Any]] = field(default_factory=dict)
     # (task, input) -> index of the task's queue in the input's channel
     readers: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.connections = {k: c.model_dump() for k, c in self.pipeline.spec.connections.items()}
 
     def wire(self, tasks: list[Any], queue_size: int) -> None:
         """(Re)create the channels between ``tasks`` (one attempt of a branch)."""

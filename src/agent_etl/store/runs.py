@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, delete, event, insert, select, update
+from sqlalchemy import bindparam, create_engine, delete, event, insert, select, update
 from sqlalchemy.engine import Engine
 
 from agent_etl.store.schema import checkpoints, metadata, runs, tasks
@@ -37,6 +37,7 @@ class RunStore:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
         self._pending: list[tuple[Any, list[dict[str, Any]] | dict[str, Any]]] = []
+        self._task_updates: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -52,11 +53,21 @@ class RunStore:
     def flush(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, []
-        if not pending:
+            updates, self._task_updates = self._task_updates, {}
+        if not pending and not updates:
             return
+        # one statement per set of columns, run as executemany: building a statement per row
+        # would cost more than the database work itself
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for (run_id, task), values in updates.items():
+            by_columns.setdefault(tuple(sorted(values)), []).append({"_run_id": run_id, "_task": task, **values})
         with self.engine.begin() as conn:
             for stmt, params in pending:
                 conn.execute(stmt, params) if params is not None else conn.execute(stmt)
+            for columns, rows in by_columns.items():
+                stmt = (update(tasks).where(tasks.c.run_id == bindparam("_run_id"), tasks.c.task == bindparam("_task"))
+                        .values({c: bindparam(c) for c in columns}))
+                conn.execute(stmt, rows)
 
     def start_run(self, run_id: str, pipeline: str, fingerprint: str, spec_path: str | None,
                   plan: list[dict[str, Any]]) -> None:
@@ -69,22 +80,17 @@ class RunStore:
         self.flush()
 
     def update_task(self, run_id: str, task: str, **values: Any) -> None:
-        self.defer(update(tasks).where(tasks.c.run_id == run_id, tasks.c.task == task).values(**values))
+        with self._lock:
+            self._task_updates.setdefault((run_id, task), {}).update(values)
 
-    def finish_run(self, run_id: str, status: str, exit_code: int, rows_loaded: int, error: str | None) -> None:
-        now = time.time()
+    def finish_run(self, run_id: str, status: str, exit_code: int, rows_loaded: int, error: str | None,
+                   duration: float) -> None:
         self.defer(update(runs).where(runs.c.run_id == run_id).values(
-            status=status, exit_code=exit_code, finished_at=now, rows_loaded=rows_loaded, error=error,
-            duration=now - self._started(run_id)))
+            status=status, exit_code=exit_code, finished_at=time.time(), rows_loaded=rows_loaded, error=error,
+            duration=duration))
         self.flush()
-
-    def _started(self, run_id: str) -> float:
-        self.flush()
-        with self.engine.connect() as conn:
-            return conn.execute(select(runs.c.started_at).where(runs.c.run_id == run_id)).scalar_one()
 
     def checkpoint(self, run_id: str, pipeline: str, task: str, position: dict[str, Any] | None, rows: int) -> None:
-        self.flush()
         with self.engine.begin() as conn:
             conn.execute(insert(checkpoints), {"run_id": run_id, "pipeline": pipeline, "task": task,
                                                "position": position, "rows": rows, "created_at": time.time()})
