@@ -1,0 +1,48 @@
+"""Benchmark data: a CSV of N rows x 10 columns (ints, floats, strings, dates, a nullable column),
+written once under benchmarks/.data and reused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pv
+
+DATA = Path(__file__).parent / ".data"
+
+
+def csv_file(rows: int) -> Path:
+    DATA.mkdir(exist_ok=True)
+    path = DATA / f"rows_{rows}.csv"
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".tmp")
+    rng = np.random.default_rng(42)
+    chunk = 1_000_000
+    cats = np.array(["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"])
+    with pv.CSVWriter(tmp, _schema()) as w:
+        for start in range(0, rows, chunk):
+            n = min(chunk, rows - start)
+            ids = np.arange(start + 1, start + n + 1)
+            maybe = pa.array(ids % 100_000, mask=(ids % 20 == 0))
+            w.write_table(pa.table({
+                "id": ids,
+                "big": (ids * 2654435761) % 9_000_000_000_000,
+                "txt": pa.array(np.char.add("t", (ids * 7919 % 1_000_003).astype(str))),
+                "amount": np.round(rng.random(n) * 1_000_000, 2),
+                "score": rng.random(n) * 1000,
+                "flag": ids % 2 == 0,
+                "ts": pa.array(np.datetime64("2020-01-01T00:00:00") + (ids * 37).astype("timedelta64[s]")),
+                "d": pa.array(np.datetime64("2020-01-01") + (ids % 1500).astype("timedelta64[D]")),
+                "category": pa.array(cats[ids % 8]),
+                "maybe": maybe,
+            }, schema=_schema()))
+    tmp.rename(path)
+    return path
+
+
+def _schema() -> pa.Schema:
+    return pa.schema([("id", pa.int64()), ("big", pa.int64()), ("txt", pa.string()), ("amount", pa.float64()),
+                      ("score", pa.float64()), ("flag", pa.bool_()), ("ts", pa.timestamp("s")), ("d", pa.date32()),
+                      ("category", pa.string()), ("maybe", pa.int64())])

@@ -1,0 +1,50 @@
+"""Peak RSS of a CSV -> Parquet pipeline run by the CLI, for growing inputs (goal: < 400 MB at 10M
+rows, and flat as rows grow). Each size runs in a fresh `agent-etl run` process; its peak RSS comes
+from the kernel (wait4 rusage).
+
+    python benchmarks/peak_rss.py [--rows 1000000 10000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from data import csv_file
+
+CLI = str(Path(sys.executable).parent / "agent-etl")
+SPEC = """
+version: 1
+name: rss
+extract:
+  src: {{tool: csv, path: "{src}"}}
+load:
+  out: {{input: src, tool: parquet, path: out.parquet}}
+"""
+
+
+def peak_mb(rows: int) -> tuple[float, float]:
+    work = Path(tempfile.mkdtemp())
+    (work / "p.yaml").write_text(SPEC.format(src=csv_file(rows)))
+    t = time.perf_counter()
+    proc = subprocess.Popen([CLI, "run", "p.yaml", "--quiet"], cwd=work, stdout=subprocess.DEVNULL,
+                            env={**os.environ, "AGENT_ETL_HOME": str(work / ".agent-etl")})
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return usage.ru_maxrss / 1024, time.perf_counter() - t
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    args = ap.parse_args()
+    base = None
+    for rows in args.rows:
+        mb, secs = peak_mb(rows)
+        base = base or mb
+        print(f"{rows:>12,} rows: peak RSS {mb:6.0f} MB  ({mb / base:4.2f}x the first)  {secs:6.1f} s   goal < 400 MB")
