@@ -59,9 +59,11 @@ class ETLAgent(Agent):
         key = f"{run_id}/{name}"
         self.running.add(key)
         started = time.perf_counter()
-        run = _TaskRun(self, rc, task, attempt)
         await self.bus.publish(TaskStarted(run_id=run_id, task=name, agent=self.id, attempt=attempt))
+        run: _TaskRun | None = None
         try:
+            # inside the try: a tool that cannot even be built must still report a failure
+            run = _TaskRun(self, rc, task, attempt)
             details = await run.execute()
         except BaseException as e:
             out = rc.channels.get(name)
@@ -69,6 +71,10 @@ class ETLAgent(Agent):
                 await out.close(e)
             if task.gates:
                 await self.bus.request("quality.abort", (run_id, name))
+            for channel_name in task.inputs:  # stop reading: producers must not wait on this task
+                index = rc.readers.get((name, channel_name))
+                if index is not None and channel_name in rc.channels:
+                    rc.channels[channel_name].detach(index)
             if isinstance(e, asyncio.CancelledError):
                 raise
             if not isinstance(e, AgentETLError):

@@ -17,6 +17,7 @@ import pyarrow as pa
 from agent_etl.agents import runtime
 from agent_etl.agents.base import Agent
 from agent_etl.events import BatchValidated
+from agent_etl.exceptions import QualityGateError
 
 
 @dataclass
@@ -86,11 +87,17 @@ class QualityAgent(Agent):
     async def _finish(self, req: GateFinish) -> list[Any]:
         gates = self._gates.pop((req.run_id, req.task), [])
         self.running.discard(f"{req.run_id}/{req.task}")
-        try:
-            return [gate.finish() for gate in gates]
-        finally:
-            for gate in gates:
+        reports, failure = [], None
+        for gate in gates:  # every gate gives its verdict, even after one has failed
+            try:
+                reports.append(gate.finish())
+            except QualityGateError as e:
+                failure = failure or e
+            finally:
                 gate.close()
+        if failure is not None:
+            raise failure
+        return reports
 
     async def _abort(self, key: tuple[str, str]) -> None:
         self.running.discard("/".join(key))

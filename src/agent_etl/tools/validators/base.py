@@ -19,6 +19,8 @@ from agent_etl.tools.base import Tool, ToolConfig
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from agent_etl.exceptions import Problem
+
 
 class Check(Tool):
     kind = "validator"
@@ -38,6 +40,12 @@ class Check(Tool):
 
     def columns(self) -> list[str]:
         """Columns the check reads; a missing one is a spec error reported before any data moves."""
+        return []
+
+    def bind(self, schema: pa.Schema) -> list[Problem]:
+        """Resolve the check for the stream's schema (bound types, casts); the problems found.
+
+        Missing columns are reported by the gate before this is called."""
         return []
 
     def failures(self, batch: pa.RecordBatch) -> pa.BooleanArray | None:

@@ -1,0 +1,274 @@
+"""SQLite extractor: a table or a query, streamed as Arrow batches of ``batch_size`` rows.
+
+Options: ``connection`` (a ``connections:`` entry whose ``url`` is ``sqlite:///path.db``, relative
+to the pipeline file; ``?timeout=`` sets the lock wait in seconds) and exactly one of ``table``
+(a plain name, quoted as given: ``a.b`` is one table named "a.b") or ``query``.
+
+Arrow types come from the declared column types (see ``tools.sqlite_types``): INTEGER -> int64,
+REAL/FLOAT/DOUBLE -> float64, TEXT/CHAR/CLOB/JSON/TIME -> string, BLOB -> binary, BOOLEAN -> bool,
+DATE -> date32, TIMESTAMP/DATETIME -> timestamp[us] (timestamp[us, UTC] when the text carries
+offsets), DECIMAL/NUMERIC(p,s) -> decimal, without precision -> float64; no declared type -> inferred.
+
+SQLite does not enforce declared types, so with ``table:`` one aggregate pass over ``typeof()``
+first checks what the column really holds (in the same read transaction as the data): a column
+whose values do not fit its declared type (text in an INTEGER column, dates that do not parse)
+is read by what it holds, and one that mixes storage classes is read as string (blobs as hex).
+A ``query:`` is run once: its columns that are plain table columns keep their declared types
+(read from a temporary view of the query), the others are inferred from the first batch, and
+later batches must fit those types (else an error says to CAST the column in the query).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from pydantic import Field, model_validator
+
+from agent_etl.exceptions import ToolError, TransientError
+from agent_etl.tools.base import Extractor, ToolConfig, ToolContext
+from agent_etl.tools.sqlite_types import (
+    arrow_type,
+    as_text,
+    cause,
+    database,
+    engine,
+    from_values,
+    in_thread,
+    quote,
+    storage_classes,
+)
+
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError, OverflowError)
+_CLASSES = ("integer", "real", "text", "blob")
+_ISO_DATE = "'[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'"
+
+
+@dataclass
+class _Column:
+    name: str
+    type: pa.DataType | None  # None: not known until the first batch
+    expr: str = ""  # what to select (table mode)
+    settled: bool = False  # later batches must fit ``type``
+
+
+class _Reader:
+    """The blocking half: one connection, one read transaction, one cursor."""
+
+    def __init__(self, ctx: ToolContext, config: SQLiteExtractor.Config):
+        self.ctx, self.config = ctx, config
+        self.path, self.timeout = database(ctx, config.connection)
+        self.what = f"table {config.table!r}" if config.table is not None else f"query {_short(config.query)!r}"
+        self.columns: list[_Column] = []
+        self.emitted = self.done = False
+
+    def open(self) -> None:
+        if not self.path.is_file():
+            raise ToolError(f"task {self.ctx.task!r}: SQLite database {self.path} does not exist; "
+                            "check the connection url (relative paths start at the pipeline file)")
+        self.engine = engine(self.path, self.timeout, read_only=True, begin="BEGIN")
+        self.conn = self.engine.connect()
+        self.dbapi: sqlite3.Connection = self.conn.connection.driver_connection
+
+    def close(self) -> None:
+        if getattr(self, "cursor", None) is not None:
+            self.cursor.close()  # a half-read SELECT would keep the database open (and locked) until GC
+        if getattr(self, "conn", None) is not None:
+            self.conn.close()  # ends the read transaction
+            self.engine.dispose()
+            self.conn = None
+
+    def start(self) -> None:
+        self.conn.begin()  # one snapshot for the type probe and the rows
+        self.cursor = self.dbapi.cursor()
+        if self.config.table is not None:
+            self.columns = self._table_columns()
+            select = ", ".join(c.expr for c in self.columns)
+            self.cursor.execute(f"SELECT {select} FROM {quote(self.config.table)}")
+        else:
+            sql = self.config.query.strip().rstrip(";")
+            declared = self._declared_types(sql)
+            self.cursor.execute(sql)
+            names = [d[0] for d in self.cursor.description or ()]
+            if len(declared) != len(names):
+                declared = [None] * len(names)
+            self.columns = [_Column(n, arrow_type(d)) for n, d in zip(names, declared)]
+
+    def next(self) -> pa.RecordBatch | None:
+        if self.done:
+            return None
+        rows = self.cursor.fetchmany(self.ctx.batch_size)
+        if len(rows) < self.ctx.batch_size:
+            self.done = True  # fetchmany comes back short only at the end
+        if not rows and self.emitted:
+            return None
+        self.emitted = True  # an empty result still gives one 0-row batch, so the schema travels
+        values = list(zip(*rows)) if rows else [()] * len(self.columns)
+        arrays = [self._array(c, v) for c, v in zip(self.columns, values)]
+        return pa.RecordBatch.from_arrays(arrays, names=[c.name for c in self.columns])
+
+    def _array(self, col: _Column, values: Any) -> pa.Array:
+        if col.settled:
+            try:
+                return from_values(values, col.type)
+            except _ARROW_ERRORS:
+                try:
+                    return pa.array(values).cast(col.type)
+                except _ARROW_ERRORS as e:
+                    fixed_by = "the first batch" if self.config.table is None else "the declared column type"
+                    raise ToolError(
+                        f"task {self.ctx.task!r}: SQLite {self.what} in {self.path}: column {col.name!r} holds a value "
+                        f"that cannot be read as {col.type}, the type fixed by {fixed_by} ({e}); read it with a "
+                        f"query: that converts it, e.g. SELECT CAST({quote(col.name)} AS TEXT) AS {quote(col.name)}"
+                    ) from e
+        # First batch of a query: the declared type if the values fit it, else what they are.
+        candidates = [col.type, None]
+        if col.type is not None and pa.types.is_timestamp(col.type):
+            candidates.insert(1, pa.timestamp("us", "UTC"))  # the text carries offsets
+        for t in candidates:
+            try:
+                arr = from_values(values, t)
+                break
+            except _ARROW_ERRORS:
+                continue
+        else:
+            arr = as_text(values)
+        if pa.types.is_null(arr.type):
+            arr = arr.cast(pa.string())  # all NULL: a type later batches can always be cast to
+        col.type, col.settled = arr.type, True
+        return arr
+
+    def _declared_types(self, sql: str) -> list[str | None]:
+        """Declared types of the query's columns, through a temporary view (no rows are read)."""
+        view = f"_agent_etl_probe_{uuid.uuid4().hex}"
+        try:
+            self.cursor.execute(f"CREATE TEMP VIEW {quote(view)} AS {sql}")
+        except sqlite3.Error:
+            return []  # not a SELECT a view can hold (a PRAGMA, parameters, an error): infer
+        try:
+            sql = "SELECT type FROM pragma_table_xinfo(?, 'temp') ORDER BY cid"
+            rows = self.cursor.execute(sql, (view,)).fetchall()
+            return [r[0] or None for r in rows]
+        finally:
+            self.cursor.execute(f"DROP VIEW temp.{quote(view)}")
+
+    def _table_columns(self) -> list[_Column]:
+        table = self.config.table
+        info = self.cursor.execute(
+            "SELECT name, type FROM pragma_table_xinfo(?) WHERE hidden IN (0, 2, 3) ORDER BY cid", (table,)).fetchall()
+        if not info:
+            names = [r[0] for r in self.cursor.execute(
+                "SELECT name FROM sqlite_schema WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' "
+                "ORDER BY name")]
+            known = ", ".join(repr(n) for n in names[:20]) or "none"
+            raise ToolError(f"task {self.ctx.task!r}: SQLite table {table!r} not found in {self.path} "
+                            f"(tables: {known}); check the table name or the connection url")
+        probes: list[list[str]] = []
+        for name, decl in info:
+            q, t = quote(name), arrow_type(decl)
+            text = f"typeof({q})='text'"
+            p = [f"max(typeof({q})='{k}')" for k in _CLASSES]
+            if t is not None and pa.types.is_date(t):
+                p.append(f"max({text} AND date({q}) IS NOT {q})")
+            elif t is not None and pa.types.is_timestamp(t):
+                tz = f"({q} GLOB '*[+-][0-9][0-9]:[0-9][0-9]' OR {q} GLOB '*Z')"
+                p += [f"max({text} AND (julianday({q}) IS NULL OR {q} NOT GLOB {_ISO_DATE}))",
+                      f"max({text} AND {tz})", f"max({text} AND NOT {tz})"]
+            elif t is not None and pa.types.is_decimal(t):
+                p.append(f"max({text} AND (trim({q}, '0123456789.+-eE') != '' OR {q} NOT GLOB '*[0-9]*'))")
+            probes.append(p)
+        row = self.cursor.execute(f"SELECT {', '.join(e for p in probes for e in p)} FROM {quote(table)}").fetchone()
+        flags, columns, i = [bool(v) for v in row], [], 0
+        for (name, decl), p in zip(info, probes):
+            columns.append(_decide(name, arrow_type(decl), flags[i:i + len(p)]))
+            i += len(p)
+        return columns
+
+    def error(self, e: BaseException) -> ToolError:
+        e = cause(e)
+        msg = f"task {self.ctx.task!r}: SQLite {self.what} in {self.path}: {e}"
+        if isinstance(e, sqlite3.OperationalError) and getattr(e, "sqlite_errorcode", None) in (5, 6):
+            return TransientError(f"{msg}; another connection holds a write lock: retry, or raise ?timeout= in the url")
+        return ToolError(f"{msg}; check the SQL, the table and column names")
+
+
+def _decide(name: str, t: pa.DataType | None, flags: list[bool]) -> _Column:
+    """The Arrow type and SELECT expression of one table column, from what the probe found."""
+    q = quote(name)
+    seen = {k for k, f in zip(_CLASSES, flags) if f}
+    extra = flags[4:]
+    fits = t is not None and seen <= storage_classes(t)
+    if fits and pa.types.is_timestamp(t):
+        bad, tz, naive = extra
+        fits = not bad and not (tz and naive)
+        if fits:
+            t = pa.timestamp("us", "UTC") if tz else pa.timestamp("us", t.tz) if not naive else pa.timestamp("us")
+    elif fits and (pa.types.is_date(t) or pa.types.is_decimal(t)):
+        fits = not extra[0]
+    if fits or not seen:
+        t = t or pa.string()
+        expr = f"CAST({q} AS TEXT)" if pa.types.is_decimal(t) else q  # exact digits, whatever the storage class
+        return _Column(name, t, expr, settled=True)
+    if seen == {"integer"}:
+        return _Column(name, pa.int64(), q, settled=True)
+    if seen <= {"integer", "real"}:
+        return _Column(name, pa.float64(), q, settled=True)
+    if seen == {"blob"}:
+        return _Column(name, pa.binary(), q, settled=True)
+    as_string = f"CASE WHEN typeof({q})='blob' THEN hex({q}) ELSE CAST({q} AS TEXT) END"
+    return _Column(name, pa.string(), as_string, settled=True)
+
+
+def _short(sql: str | None) -> str:
+    sql = " ".join((sql or "").split())
+    return sql if len(sql) <= 80 else sql[:77] + "..."
+
+
+class SQLiteExtractor(Extractor):
+    """Read a SQLite table or query as Arrow batches (declared column types become Arrow types)."""
+
+    class Config(ToolConfig):
+        """Options of the sqlite extractor: connection, and one of table or query."""
+
+        connection: str = Field(min_length=1, description="name of a connections: entry with url sqlite:///path.db")
+        table: str | None = Field(None, min_length=1, description="table (or view) to read, as a plain name")
+        query: str | None = Field(None, min_length=1, description="SELECT to run instead of reading a table")
+
+        @model_validator(mode="after")
+        def _one_source(self) -> SQLiteExtractor.Config:
+            if (self.table is None) == (self.query is None):
+                raise ValueError("give exactly one of table: (read a whole table) or query: (run a SELECT)")
+            return self
+
+    def __init__(self, config: ToolConfig, ctx: ToolContext):
+        super().__init__(config, ctx)
+        self._rows = 0
+
+    def position(self) -> dict[str, Any]:
+        return {"rows": self._rows}
+
+    async def batches(self):
+        import sqlalchemy.exc
+
+        reader = _Reader(self.ctx, self.config)
+        db_errors = (sqlite3.Error, sqlalchemy.exc.SQLAlchemyError)
+        try:
+            try:
+                await in_thread(reader.open)
+                await in_thread(reader.start, stop=reader.dbapi.interrupt)
+            except db_errors as e:
+                raise reader.error(e) from e
+            while True:
+                try:
+                    batch = await in_thread(reader.next, stop=reader.dbapi.interrupt)
+                except db_errors as e:
+                    raise reader.error(e) from e
+                if batch is None:
+                    return
+                self._rows += batch.num_rows
+                yield batch
+        finally:
+            await in_thread(reader.close)

@@ -1,0 +1,232 @@
+"""SQLite loader: one transaction per load, so a reader sees the table before or after, never half.
+
+Options: ``connection`` (``url: sqlite:///path.db``, relative to the pipeline file; the file and
+its directory are created if missing; ``?timeout=`` sets the lock wait in seconds), ``table``
+(a plain name, always quoted: ``a.b`` is one table named "a.b"), ``mode`` and ``schema_policy``.
+
+- ``mode: append`` (default) inserts into the table, creating it from the first batch's schema if
+  it does not exist. Nothing is committed until the input stream has ended cleanly.
+- ``mode: replace`` writes into a staging table and, in the same transaction, drops the old table
+  and renames the staging table in. The new table is built from the stream's schema: indexes,
+  triggers and constraints of the old table go with it. A stream without any batch (so without a
+  schema) empties the existing table instead.
+- ``schema_policy: evolve`` (default) adds a batch's new columns as nullable columns (ALTER TABLE
+  ADD COLUMN); ``freeze`` fails, listing them, and leaves the table as it was (with replace, the
+  stream must have exactly the old table's columns). Columns of the table that a batch lacks get
+  NULL (or their default). SQLite columns are dynamically typed, so types are not compared.
+
+Created tables get these declared types (stored values in brackets)::
+
+    ints -> INTEGER, floats -> REAL (NaN is stored as NULL), bool -> BOOLEAN [INTEGER 0/1],
+    string -> TEXT, binary -> BLOB, date -> DATE [TEXT 2024-05-31],
+    timestamp -> TIMESTAMP [TEXT 2024-05-31T12:00:00.123456],
+    tz-aware timestamp -> TIMESTAMPTZ [TEXT in UTC, 2024-05-31T10:00:00.123456+00:00],
+    decimal(p,s) -> DECIMAL_TEXT(p,s) [TEXT 12.30], time -> TIME [TEXT], lists/structs/maps -> JSON [TEXT]
+
+Decimals are stored as TEXT rather than NUMERIC because NUMERIC affinity keeps only 15 significant
+digits; the declared type still carries (p,s), so the sqlite extractor reads them back as decimals.
+
+Rows go in with the DB-API cursor's ``executemany`` over column-wise converted values; values are
+always bound parameters. A constraint violation (NOT NULL, UNIQUE, CHECK, ...) rolls the whole
+load back. The database is switched to WAL journaling (persistent, for the file) so readers are
+not blocked while a load runs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from typing import Literal
+
+import pyarrow as pa
+from pydantic import Field
+
+from agent_etl.exceptions import ToolError, TransientError
+from agent_etl.stream import slices
+from agent_etl.tools.base import Loader, ToolConfig, ToolContext
+from agent_etl.tools.sqlite_types import cause, database, declared_type, engine, fold, in_thread, quote, to_params
+
+_CHUNK_ROWS = 10_000
+
+
+class _Writer:
+    """The blocking half: one connection and one write transaction, opened at the first batch."""
+
+    def __init__(self, ctx: ToolContext, config: SQLiteLoader.Config):
+        self.ctx, self.config = ctx, config
+        self.path, self.timeout = database(ctx, config.connection)
+        self.table = config.table
+        self.into = self.table  # replace writes to a staging table first
+        self.tx = None
+        self.conn = None
+        self.columns: dict[str, str] = {}  # folded name -> name, of the table written into
+        self.schema: pa.Schema | None = None  # of the last batch, whose INSERT is prepared
+        self.insert = ""
+        self.rows = 0
+        self.stopped = threading.Event()
+        self.committed = False
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.engine = engine(self.path, self.timeout, read_only=False, begin="BEGIN IMMEDIATE")
+        self.conn = self.engine.connect()
+        self.dbapi: sqlite3.Connection = self.conn.connection.driver_connection
+        cur = self.dbapi.cursor()
+        if cur.execute("PRAGMA journal_mode").fetchone()[0] == "delete":
+            try:
+                cur.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError:
+                pass  # another connection is busy with the file; rollback journaling works too
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()  # rolls back whatever was not committed, staging table included
+            self.engine.dispose()
+            self.conn = None
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self.tx is None:
+            self._begin(batch.schema)
+        if batch.schema != self.schema:
+            self._fit(batch.schema)
+        cursor = self.dbapi.cursor()
+        # In chunks: bounds the Python objects alive at once, and lets a cancelled load stop
+        # between chunks (sqlite3_interrupt cannot stop executemany, which resets per row).
+        for chunk in slices(batch, _CHUNK_ROWS) if batch.num_rows else ():
+            if self.stopped.is_set():
+                raise sqlite3.OperationalError("interrupted")
+            params = []
+            for name, column in zip(chunk.schema.names, chunk.columns):
+                try:
+                    params.append(to_params(column))
+                except (pa.ArrowException, TypeError, ValueError) as e:
+                    raise self._fail(f"column {name!r} ({column.type}) cannot be converted: {e}") from e
+            cursor.executemany(self.insert, zip(*params))
+        self.rows += batch.num_rows
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.dbapi.interrupt()
+
+    def finish(self) -> None:
+        if self.tx is None:  # no batch at all: nothing to append; replace empties the table
+            if self.config.mode == "append" or not self._existing(self.table):
+                self.committed = True  # nothing to write; the load is still complete
+                return
+            self.tx = self.conn.begin()
+            self.dbapi.execute(f"DELETE FROM {quote(self.table)}")
+        elif self.config.mode == "replace":
+            self.dbapi.execute(f"DROP TABLE IF EXISTS {quote(self.table)}")
+            # Legacy rename: the new SQLite rename re-checks every view and trigger, and fails on
+            # those that referred to the table just dropped; the legacy one only renames.
+            self.dbapi.execute("PRAGMA legacy_alter_table=ON")
+            try:
+                self.dbapi.execute(f"ALTER TABLE {quote(self.into)} RENAME TO {quote(self.table)}")
+            finally:
+                self.dbapi.execute("PRAGMA legacy_alter_table=OFF")
+        self.tx.commit()
+        self.committed = True
+
+    def _begin(self, schema: pa.Schema) -> None:
+        self.tx = self.conn.begin()  # BEGIN IMMEDIATE: take the write lock now, not halfway
+        names = [fold(n) for n in schema.names]
+        dupes = sorted({n for n in schema.names if names.count(fold(n)) > 1})
+        if dupes:
+            raise self._fail(f"the input has columns that differ only in case or repeat: {dupes}; "
+                             "rename them upstream (SQLite column names ignore case)")
+        if not schema.names:
+            raise self._fail("the input has no columns; select some columns upstream")
+        existing = self._existing(self.table)
+        if self.config.mode == "append":
+            if existing:
+                self.columns = existing
+            else:
+                self._create(self.table, schema)
+            return
+        if existing and self.config.schema_policy == "freeze":
+            new = [n for n in schema.names if fold(n) not in existing]
+            gone = [n for k, n in existing.items() if k not in set(names)]
+            if new or gone:
+                raise self._fail(f"schema_policy: freeze, but the input's columns differ from the table's: "
+                                 f"new {new}, missing {gone}; change the table or set schema_policy: evolve")
+        self.into = f"_agent_etl_staging_{self.table}"
+        self.dbapi.execute(f"DROP TABLE IF EXISTS {quote(self.into)}")
+        self._create(self.into, schema)
+
+    def _create(self, table: str, schema: pa.Schema) -> None:
+        cols = ", ".join(f"{quote(f.name)} {declared_type(f.type)}" for f in schema)
+        self.dbapi.execute(f"CREATE TABLE {quote(table)} ({cols})")
+        self.columns = {fold(n): n for n in schema.names}
+
+    def _existing(self, table: str) -> dict[str, str]:
+        rows = self.dbapi.execute(
+            "SELECT name FROM pragma_table_xinfo(?) WHERE hidden IN (0, 2, 3) ORDER BY cid", (table,)).fetchall()
+        return {fold(r[0]): r[0] for r in rows}
+
+    def _fit(self, schema: pa.Schema) -> None:
+        """Prepare the INSERT for a batch schema, adding its new columns if the policy allows."""
+        new = [f for f in schema if fold(f.name) not in self.columns]
+        if new and self.config.schema_policy == "freeze":
+            listed = ", ".join(f"{f.name} ({f.type})" for f in new)
+            raise self._fail(f"schema_policy: freeze, but the input has columns the table lacks: {listed}; "
+                             "add them to the table, drop them upstream, or set schema_policy: evolve")
+        for f in new:
+            self.dbapi.execute(f"ALTER TABLE {quote(self.into)} ADD COLUMN {quote(f.name)} {declared_type(f.type)}")
+            self.columns[fold(f.name)] = f.name
+        names = ", ".join(quote(n) for n in schema.names)
+        marks = ", ".join("?" * len(schema.names))
+        self.insert = f"INSERT INTO {quote(self.into)} ({names}) VALUES ({marks})"
+        self.schema = schema
+
+    def _fail(self, problem: str) -> ToolError:
+        return ToolError(f"task {self.ctx.task!r}: SQLite table {self.table!r} in {self.path}: {problem}; "
+                         "nothing was written")
+
+    def error(self, e: BaseException) -> ToolError:
+        e = cause(e)
+        where = f"task {self.ctx.task!r}: SQLite table {self.table!r} in {self.path}"
+        if isinstance(e, sqlite3.IntegrityError):
+            return ToolError(f"{where}: a row violates a constraint ({e}); the load was rolled back and nothing "
+                             "was written; fix the rows upstream (e.g. a quality check) or the table's constraint")
+        if isinstance(e, sqlite3.OperationalError) and getattr(e, "sqlite_errorcode", None) in (5, 6):
+            return TransientError(f"{where}: {e}; another connection holds the write lock: retry, "
+                                  "or raise ?timeout= in the url")
+        return ToolError(f"{where}: {e}; the load was rolled back and nothing was written")
+
+
+class SQLiteLoader(Loader):
+    """Write Arrow batches into a SQLite table in one transaction (append, or an atomic replace)."""
+
+    class Config(ToolConfig):
+        """Options of the sqlite loader: connection, table, mode, schema_policy."""
+
+        connection: str = Field(min_length=1, description="name of a connections: entry with url sqlite:///path.db")
+        table: str = Field(min_length=1, description="table to write, as a plain name (created if missing)")
+        mode: Literal["append", "replace"] = "append"
+        schema_policy: Literal["evolve", "freeze"] = "evolve"
+
+    async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
+        import sqlalchemy.exc
+
+        writer = _Writer(self.ctx, self.config)
+        db_errors = (sqlite3.Error, sqlalchemy.exc.SQLAlchemyError, OverflowError)
+        try:
+            try:
+                await in_thread(writer.open)
+            except db_errors as e:
+                raise writer.error(e) from e
+            async for batch in batches:
+                try:
+                    await in_thread(writer.write, batch, stop=writer.stop)
+                except db_errors as e:
+                    raise writer.error(e) from e
+            try:
+                await in_thread(writer.finish)  # never interrupted: a commit happens or it does not
+            except db_errors as e:
+                raise writer.error(e) from e
+        finally:
+            await in_thread(writer.close)
+            if writer.committed:  # even if cancelled just after COMMIT: the rows are in, so is the checkpoint
+                await self.ctx.commit(writer.rows)
+        return writer.rows
