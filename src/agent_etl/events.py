@@ -85,6 +85,7 @@ class TaskFailed(Event):
     exit_code: int = 1
     duration: float = 0.0
     attempt: int = 1
+    details: dict[str, Any] = {}
 
 
 class BatchValidated(Event):

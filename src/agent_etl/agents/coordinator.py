@@ -229,7 +229,8 @@ class AgentCoordinator(Agent):
         elif isinstance(ev, TaskFailed):
             r.status = "upstream_failed" if ev.upstream else "failed"
             r.duration, r.error = ev.duration, ev.error
-            r.details = {"error_type": ev.error_type, "exit_code": ev.exit_code, "transient": ev.transient}
+            r.details = {"error_type": ev.error_type, "exit_code": ev.exit_code, "transient": ev.transient,
+                         **ev.details}
         if self.store is not None:
             self.store.update_task(ev.run_id, ev.task, status=r.status, rows=r.rows, batches=r.batches,
                                    finished_at=ev.ts, duration=r.duration, error=r.error, details=r.details)

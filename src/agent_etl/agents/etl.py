@@ -80,7 +80,9 @@ class ETLAgent(Agent):
             if not isinstance(e, AgentETLError):
                 log.exception("task %s failed", key)
             message = redact(_message(e, task), rc.pipeline.secrets)
+            report = getattr(e, "report", None)
             await self.bus.publish(TaskFailed(
+                details={"quality": [report.to_dict()]} if report is not None else {},
                 run_id=run_id, task=name, agent=self.id, error=message, error_type=type(e).__name__,
                 transient=isinstance(e, TransientError), upstream=isinstance(e, UpstreamError),
                 exit_code=getattr(e, "exit_code", 1), duration=time.perf_counter() - started, attempt=attempt))
