@@ -1,0 +1,389 @@
+"""File loaders: CSV, JSON Lines and Parquet (one file, or a hive-partitioned directory).
+
+A load is one commit unit: batches are written (in a worker thread) to a temporary name next to
+the target, ``.<name>.tmp-<run_id>``, which replaces the target only after the input stream ended
+cleanly. If the stream raises - an upstream failure, a failed quality gate, a cancellation - the
+temporary output is deleted and an existing target is left as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import threading
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from agent_etl.exceptions import ToolError
+from agent_etl.tools.base import Loader, ToolConfig
+
+WRITE_ERRORS = (pa.ArrowException, OSError)
+
+
+class FileLoaderConfig(ToolConfig):
+    """Options shared by the file loaders."""
+
+    path: str = Field(min_length=1, description="the output file")
+
+
+class FileLoader(Loader):
+    """Base of the file loaders: temp output, atomic swap, cleanup on failure, one commit."""
+
+    fmt: ClassVar[str] = ""
+    Config = FileLoaderConfig
+
+    def _directory(self, target: Path) -> bool:
+        """Whether the output is a directory (swapped as a whole) rather than one file."""
+        if target.is_dir():
+            raise ToolError(f"task {self.ctx.task!r}: {target} is a directory; give the {self.fmt} loader a "
+                            "file name as path")
+        return False
+
+    def _writer(self, tmp: Path, schema: pa.Schema, name: str, as_dir: bool) -> Any:
+        """Open a writer on ``tmp`` (in a worker thread): ``write(batch)``, ``close()``, ``abort()``."""
+        raise NotImplementedError
+
+    def _empty(self, tmp: Path, as_dir: bool) -> None:
+        """Write the output of a stream that had no batch at all."""
+        if as_dir:
+            tmp.mkdir()
+        else:
+            tmp.write_bytes(b"")
+
+    def _fail(self, name: str, error: Exception) -> ToolError:
+        return ToolError(f"task {self.ctx.task!r}: cannot write {self.fmt} output {name}: {error}; check that "
+                         f"the directory is writable and the column types suit {self.fmt}")
+
+    async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
+        target = self.ctx.path(self.config.path)
+        as_dir = self._directory(target)
+        name = str(target)
+        tmp = target.with_name(f".{target.name}.tmp-{self.ctx.run_id}")
+        old = target.with_name(f".{target.name}.old-{self.ctx.run_id}")
+        await asyncio.to_thread(_prepare, target, tmp, old)
+        lock = threading.Lock()
+        # One thread for all writes: each thread keeps its own allocator cache, so spreading writes over
+        # the default executor's threads makes the resident memory several times larger.
+        pool = ThreadPoolExecutor(1, thread_name_prefix="agent-etl-write")
+        loop = asyncio.get_running_loop()
+        opened: list[Any] = []  # filled in the thread, so a writer opened as we are cancelled is still closed
+        schema, rows = None, 0
+
+        def call(fn: Callable[..., Any], *args: Any) -> Any:
+            def locked() -> Any:
+                with lock:  # cleanup takes the lock, so it never runs under a write still in its thread
+                    try:
+                        return fn(*args)
+                    except WRITE_ERRORS as e:
+                        raise self._fail(name, e) from e
+
+            return loop.run_in_executor(pool, locked)
+
+        try:
+            async for batch in batches:
+                if schema is None:
+                    schema = batch.schema
+                    await call(lambda: opened.append(self._writer(tmp, schema, name, as_dir)))
+                await call(opened[0].write, _same_schema(batch, schema, self.ctx.task, name))
+                rows += batch.num_rows
+            await call(opened[0].close if opened else partial(self._empty, tmp, as_dir))
+            # Renames on the loop thread: a cancellation cannot land between them.
+            moved = _swap(tmp, target, old)
+        except BaseException:
+            with lock:  # blocks for at most the one write that may still be running
+                for writer in opened:
+                    with suppress(Exception):  # the error that brought us here is the one to report
+                        writer.abort()
+            _remove(tmp)
+            raise
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        await self.ctx.commit(rows)
+        if moved:
+            await asyncio.to_thread(_remove, old)
+        return rows
+
+
+def _prepare(target: Path, tmp: Path, old: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove(tmp)  # left by an earlier attempt of the same run
+    _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _swap(tmp: Path, target: Path, old: Path) -> bool:
+    """Put ``tmp`` in place of ``target``; a directory target is renamed aside first (deleted later)."""
+    if tmp.is_dir() and target.exists():
+        os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            os.replace(old, target)
+            raise
+        return True
+    os.replace(tmp, target)
+    return False
+
+
+def _same_schema(batch: pa.RecordBatch, schema: pa.Schema, task: str, name: str) -> pa.RecordBatch:
+    """A file has one schema: later batches are cast to the first one's."""
+    if batch.schema.equals(schema):
+        return batch
+    try:
+        return batch.select(schema.names).cast(schema)
+    except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise ToolError(f"task {task!r}: a batch for {name} has columns {batch.schema} where the first had "
+                        f"{schema} ({e}); cast the columns upstream so every batch has one schema") from e
+
+
+def _check_flat(schema: pa.Schema, fmt: str, task: str, name: str) -> None:
+    nested = [f.name for f in schema if pa.types.is_nested(f.type)]
+    if nested:
+        raise ToolError(f"task {task!r}: {fmt} cannot hold the nested columns {nested} for {name}; flatten or "
+                        "cast them to string upstream, or load to jsonl or parquet")
+
+
+class CSVLoaderConfig(FileLoaderConfig):
+    """Write one CSV file."""
+
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    header: bool = Field(True, description="write the column names as the first line")
+
+
+class _CSVFile:
+    def __init__(self, path: Path, schema: pa.Schema, options: pacsv.WriteOptions):
+        self._w = pacsv.CSVWriter(str(path), schema, write_options=options)
+        self.write, self.close, self.abort = self._w.write_batch, self._w.close, self._w.close
+
+
+class CSVLoader(FileLoader):
+    """Write a CSV file (with a header line), replaced atomically when the stream ends."""
+
+    fmt = "csv"
+    Config = CSVLoaderConfig
+    config: CSVLoaderConfig
+
+    def _writer(self, tmp: Path, schema: pa.Schema, name: str, as_dir: bool) -> _CSVFile:
+        _check_flat(schema, self.fmt, self.ctx.task, name)
+        options = pacsv.WriteOptions(include_header=self.config.header, delimiter=self.config.delimiter)
+        return _CSVFile(tmp, schema, options)
+
+
+class _JSONLinesFile:
+    """Rows as JSON objects, one per line, rendered by DuckDB's to_json (vectorised, no per-row Python)."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        import duckdb
+
+        self._con = duckdb.connect()
+        self._file = open(path, "wb")
+        lowered = {n.lower() for n in schema.names}
+        self._alias = next(a for a in (f"_row{i}" for i in range(len(lowered) + 1)) if a not in lowered)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        # JSON has no NaN or Infinity: write them as null, as pandas and most JSON libraries do.
+        for i, field in enumerate(batch.schema):
+            if pa.types.is_floating(field.type):
+                col = batch.column(i)
+                batch = batch.set_column(i, field, pc.if_else(pc.is_finite(col), col, pa.scalar(None, field.type)))
+        self._con.register("batch", pa.Table.from_batches([batch]))
+        out = self._con.sql(f'select to_json("{self._alias}") || chr(10) from batch as "{self._alias}"')
+        for chunk in out.to_arrow_table().column(0).chunks:
+            self._file.write(_text(chunk))
+        self._con.unregister("batch")
+
+    def close(self) -> None:
+        self._file.close()
+        self._con.close()
+
+    abort = close
+
+
+def _text(chunk: pa.Array) -> pa.Buffer:
+    """The bytes of a string array's values, back to back (a zero-copy view of its data buffer)."""
+    if not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)):
+        chunk = chunk.cast(pa.large_string())  # e.g. a string view
+    _, offsets, data = chunk.buffers()
+    width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+    offs = np.frombuffer(offsets, dtype=width)
+    start, end = int(offs[chunk.offset]), int(offs[chunk.offset + len(chunk)])
+    return data.slice(start, end - start)
+
+
+class JSONLLoader(FileLoader):
+    """Write a JSON Lines file (one object per line), replaced atomically when the stream ends.
+
+    Dates and timestamps are written as ISO-like strings, NaN and Infinity as null.
+    """
+
+    fmt = "jsonl"
+    Config = FileLoaderConfig
+
+    def _writer(self, tmp: Path, schema: pa.Schema, name: str, as_dir: bool) -> _JSONLinesFile:
+        return _JSONLinesFile(tmp, schema)
+
+
+GROUP_BYTES = 64 << 20  # a row group is written once this much data waits, even short of row_group_size
+MAX_OPEN_PARTITIONS = 256  # partition files open at once; more close all and later rows start part-<n+1>
+
+
+class ParquetLoaderConfig(FileLoaderConfig):
+    """Write a Parquet file, or a hive-partitioned directory of them with partition_by."""
+
+    path: str = Field(min_length=1, description="the output file, or a directory (ends in / or partition_by set)")
+    compression: Literal["zstd", "snappy", "lz4", "gzip", "brotli", "none"] = "zstd"
+    row_group_size: int = Field(1_048_576, ge=1,
+                                description="rows per row group (fewer past 64 MiB of data, or when partitioned)")
+    partition_by: list[str] = Field(default_factory=list, description="columns to partition a directory by")
+
+
+class _ParquetFile:
+    """A Parquet writer that gathers batches into full row groups (one write per batch would make one
+    small row group each). What waits is bounded by ``row_group_size`` rows and GROUP_BYTES."""
+
+    def __init__(self, path: Path, schema: pa.Schema, compression: str, row_group_size: int):
+        self._w = pq.ParquetWriter(str(path), schema, compression=compression)
+        self._schema, self._size = schema, row_group_size
+        self._held: list[pa.RecordBatch] = []
+        self.held = self.held_bytes = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._held.append(batch)
+        self.held += batch.num_rows
+        self.held_bytes += batch.nbytes
+        if self.held >= self._size:
+            table = pa.Table.from_batches(self._held, schema=self._schema)
+            full = self.held - self.held % self._size
+            self._w.write_table(table.slice(0, full), row_group_size=self._size)
+            self._held = table.slice(full).to_batches()
+            self.held, self.held_bytes = self.held - full, sum(b.nbytes for b in self._held)
+        elif self.held_bytes >= GROUP_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.held:
+            self._w.write_table(pa.Table.from_batches(self._held, schema=self._schema), row_group_size=self._size)
+        self._held, self.held, self.held_bytes = [], 0, 0
+
+    def close(self) -> None:
+        self.flush()
+        self._w.close()
+
+    def abort(self) -> None:
+        self._held = []
+        self._w.close()
+
+
+class _PartitionedParquet:
+    """Hive-style ``col=value/part-<n>.parquet`` files under a directory, one open writer per partition."""
+
+    def __init__(self, root: Path, schema: pa.Schema, by: list[str], compression: str, row_group_size: int):
+        root.mkdir()
+        self._root, self._by, self._compression, self._size = root, by, compression, row_group_size
+        self._schema = pa.schema([f for f in schema if f.name not in by])
+        self._open: dict[tuple[str, ...], _ParquetFile] = {}
+        self._parts: dict[tuple[str, ...], int] = {}
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        table = pa.Table.from_batches([batch])
+        table = table.take(pc.sort_indices(table, [(c, "ascending") for c in self._by]))  # nulls sort last
+        # On sorted input a single-threaded group_by lists the groups in order, so counts give the runs.
+        groups = table.group_by(self._by, use_threads=False).aggregate([([], "count_all")])
+        keys = zip(*(_segments(groups.column(c)) for c in self._by))
+        data, start = table.drop_columns(self._by), 0
+        for key, n in zip(keys, groups.column("count_all").to_pylist()):  # a loop over partitions, not rows
+            writer = self._open.get(key) or self._start(key)
+            for part in data.slice(start, n).to_batches():
+                writer.write(part)
+            start += n
+        # Bound memory: all partitions together hold at most about one row group.
+        if sum(w.held for w in self._open.values()) >= self._size or \
+                sum(w.held_bytes for w in self._open.values()) >= GROUP_BYTES:
+            for w in self._open.values():
+                w.flush()
+        if len(self._open) > MAX_OPEN_PARTITIONS:
+            self.close()
+
+    def _start(self, key: tuple[str, ...]) -> _ParquetFile:
+        folder = self._root.joinpath(*(f"{c}={v}" for c, v in zip(self._by, key)))
+        folder.mkdir(parents=True, exist_ok=True)
+        n = self._parts.get(key, 0)
+        self._parts[key] = n + 1
+        writer = self._open[key] = _ParquetFile(folder / f"part-{n}.parquet", self._schema, self._compression,
+                                                self._size)
+        return writer
+
+    def close(self) -> None:
+        for w in self._open.values():
+            w.close()
+        self._open = {}
+
+    def abort(self) -> None:
+        for w in self._open.values():
+            w.abort()
+        self._open = {}
+
+
+def _segments(column: pa.ChunkedArray) -> list[str]:
+    """Hive path segments of partition values, in Arrow's text form, URI-escaped like pyarrow.dataset."""
+    text = pc.cast(column, pa.string()).to_pylist()
+    return ["__HIVE_DEFAULT_PARTITION__" if v is None else urllib.parse.quote(v, safe="") for v in text]
+
+
+class ParquetLoader(FileLoader):
+    """Write a Parquet file, or a hive-partitioned directory with partition_by; replaced atomically.
+
+    A path ending in / (or an existing directory) without partition_by gets ``part-0.parquet``.
+    Compression defaults to zstd: as fast to write as snappy here and about 30% smaller. A stream
+    without any batch writes an empty Parquet file with no columns (or an empty directory).
+    """
+
+    fmt = "parquet"
+    Config = ParquetLoaderConfig
+    config: ParquetLoaderConfig
+
+    def _directory(self, target: Path) -> bool:
+        as_dir = bool(self.config.partition_by) or self.config.path.endswith(("/", os.sep)) or target.is_dir()
+        if as_dir and target.is_file():
+            raise ToolError(f"task {self.ctx.task!r}: {target} is a file, but this output is a directory "
+                            "(partition_by or a path ending in /); give a directory path or remove the file")
+        return as_dir
+
+    def _writer(self, tmp: Path, schema: pa.Schema, name: str, as_dir: bool) -> Any:
+        c, compression = self.config, self.config.compression
+        if c.partition_by:
+            missing = [col for col in c.partition_by if col not in schema.names]
+            if missing or len(c.partition_by) == len(schema.names):
+                raise ToolError(f"task {self.ctx.task!r}: partition_by {c.partition_by} for {name}: "
+                                + (f"no column {missing} in {schema.names}" if missing else
+                                   "leaves no column to write") + "; fix partition_by")
+            return _PartitionedParquet(tmp, schema, c.partition_by, compression, c.row_group_size)
+        if as_dir:
+            tmp.mkdir()
+            return _ParquetFile(tmp / "part-0.parquet", schema, compression, c.row_group_size)
+        return _ParquetFile(tmp, schema, compression, c.row_group_size)
+
+    def _empty(self, tmp: Path, as_dir: bool) -> None:
+        if as_dir:
+            tmp.mkdir()
+        else:
+            pq.write_table(pa.table({}), str(tmp))
