@@ -64,6 +64,7 @@ class AgentCoordinator(Agent):
         self.monitor: Any = None
         self._waiting: dict[tuple[str, str, int], asyncio.Future] = {}
         self._results: dict[str, dict[str, TaskResult]] = {}
+        self._flusher: asyncio.Task | None = None
 
     @property
     def registry(self) -> Any:
@@ -97,8 +98,20 @@ class AgentCoordinator(Agent):
                        self.bus.subscribe(TaskFailed, self._on_event), self.bus.subscribe(AgentStalled, self._on_stalled)]
         for agent in self.agents:
             await agent.start()
+        if self.store is not None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_store(), name="run-store-flush")
+
+    async def _flush_store(self) -> None:
+        """Write what the store holds in memory every second, so `runs list` sees runs in progress."""
+        while True:
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(self.store.flush)
 
     async def on_stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
         for agent in reversed(self.agents):
             await agent.stop()
         await self.bus.drain()
@@ -142,8 +155,8 @@ class AgentCoordinator(Agent):
         if self.store is not None:
             plan = [{"task": t.name, "position": i, "kind": t.kind, "tool": t.tool, "inputs": t.inputs,
                      "agent": chosen[t.name][0].id, "reason": chosen[t.name][1]} for i, t in enumerate(pipeline.tasks)]
-            await asyncio.to_thread(self.store.start_run, run_id, pipeline.name, pipeline.fingerprint,
-                                    str(pipeline.path) if pipeline.path else None, plan)
+            self.store.start_run(run_id, pipeline.name, pipeline.fingerprint,
+                                 str(pipeline.path) if pipeline.path else None, plan)
         await self.bus.publish(RunStarted(run_id=run_id, pipeline=pipeline.name, tasks=[t.name for t in pipeline.tasks]))
         exit_code, error = 0, None
         try:
@@ -167,7 +180,9 @@ class AgentCoordinator(Agent):
             await self.bus.publish(RunFinished(run_id=run_id, pipeline=pipeline.name, status=status, duration=duration))
             if self.store is not None:
                 rows = sum(t.rows for t in results.values() if t.kind == "load" and t.status == "succeeded")
-                await asyncio.to_thread(self.store.finish_run, run_id, status, exit_code, rows, error, duration)
+                # on the loop thread: the run is over, and a worker thread would wait for the GIL
+                # while the loop drains events (up to the 5 ms switch interval)
+                self.store.finish_run(run_id, status, exit_code, rows, error, duration)
         return RunResult(run_id, pipeline.name, status, exit_code, duration, results, error)
 
     def run_sync(self, pipeline: Pipeline | str | Path, *, variables: dict[str, str] | None = None) -> RunResult:

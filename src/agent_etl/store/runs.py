@@ -2,9 +2,10 @@
 chosen (and why), plus loader checkpoints. SQLAlchemy Core; SQLite at ``.agent-etl/runs.db`` by
 default, any SQLAlchemy URL otherwise.
 
-Writes that only record progress go through ``RunStore.defer`` and are flushed together (one
-transaction for many rows), so the store costs microseconds per task, not a disk sync each.
-Checkpoints are written at once: they must be durable when the loader's commit is.
+Writes that only record progress (a run starting, task updates) are kept in memory and flushed
+together, one transaction for many rows: the coordinator flushes every second and when a run ends,
+so the store costs microseconds per task, not a transaction each. Checkpoints are written at once:
+they must be durable when the loader's commit is.
 """
 
 from __future__ import annotations
@@ -36,9 +37,14 @@ class RunStore:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
-        self._pending: list[tuple[Any, list[dict[str, Any]] | dict[str, Any]]] = []
+        # rows not yet written: a run and its tasks are inserted with their latest values, so a short
+        # run costs one INSERT of its tasks rather than an INSERT plus an UPDATE per task event
+        self._new_runs: dict[str, dict[str, Any]] = {}
+        self._new_tasks: dict[tuple[str, str], dict[str, Any]] = {}
+        self._run_updates: dict[str, dict[str, Any]] = {}
         self._task_updates: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()
 
     @classmethod
     def at(cls, home: Path) -> RunStore:
@@ -46,24 +52,29 @@ class RunStore:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def defer(self, stmt: Any, params: list[dict[str, Any]] | dict[str, Any] | None = None) -> None:
-        with self._lock:
-            self._pending.append((stmt, params))
-
     def flush(self) -> None:
+        with self._flushing:  # flushes run one at a time, so writes land in the order they were made
+            self._flush()
+
+    def _flush(self) -> None:
         with self._lock:
-            pending, self._pending = self._pending, []
-            updates, self._task_updates = self._task_updates, {}
-        if not pending and not updates:
+            new_runs, self._new_runs = list(self._new_runs.values()), {}
+            new_tasks, self._new_tasks = list(self._new_tasks.values()), {}
+            run_updates, self._run_updates = self._run_updates, {}
+            task_updates, self._task_updates = self._task_updates, {}
+        if not (new_runs or new_tasks or run_updates or task_updates):
             return
-        # one statement per set of columns, run as executemany: building a statement per row
-        # would cost more than the database work itself
-        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for (run_id, task), values in updates.items():
-            by_columns.setdefault(tuple(sorted(values)), []).append({"_run_id": run_id, "_task": task, **values})
         with self.engine.begin() as conn:
-            for stmt, params in pending:
-                conn.execute(stmt, params) if params is not None else conn.execute(stmt)
+            if new_runs:
+                conn.execute(insert(runs), _uniform(new_runs, runs))
+            if new_tasks:
+                conn.execute(insert(tasks), _uniform(new_tasks, tasks))
+            for run_id, values in run_updates.items():
+                conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values))
+            # one statement per set of columns, run as executemany
+            by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            for (run_id, task), values in task_updates.items():
+                by_columns.setdefault(tuple(sorted(values)), []).append({"_run_id": run_id, "_task": task, **values})
             for columns, rows in by_columns.items():
                 stmt = (update(tasks).where(tasks.c.run_id == bindparam("_run_id"), tasks.c.task == bindparam("_task"))
                         .values({c: bindparam(c) for c in columns}))
@@ -71,23 +82,26 @@ class RunStore:
 
     def start_run(self, run_id: str, pipeline: str, fingerprint: str, spec_path: str | None,
                   plan: list[dict[str, Any]]) -> None:
-        now = time.time()
-        self.defer(insert(runs), {"run_id": run_id, "pipeline": pipeline, "fingerprint": fingerprint,
-                                  "spec_path": spec_path, "status": "running", "started_at": now, "rows_loaded": 0})
-        if plan:
-            self.defer(insert(tasks), [{"run_id": run_id, "status": "pending", "attempts": 0, "rows": 0,
-                                        "batches": 0, **t} for t in plan])
-        self.flush()
+        with self._lock:
+            self._new_runs[run_id] = {"run_id": run_id, "pipeline": pipeline, "fingerprint": fingerprint,
+                                      "spec_path": spec_path, "status": "running", "started_at": time.time(),
+                                      "rows_loaded": 0}
+            for t in plan:
+                self._new_tasks[(run_id, t["task"])] = {"run_id": run_id, "status": "pending", "attempts": 0,
+                                                        "rows": 0, "batches": 0, **t}
 
     def update_task(self, run_id: str, task: str, **values: Any) -> None:
         with self._lock:
-            self._task_updates.setdefault((run_id, task), {}).update(values)
+            row = self._new_tasks.get((run_id, task))
+            (row if row is not None else self._task_updates.setdefault((run_id, task), {})).update(values)
 
     def finish_run(self, run_id: str, status: str, exit_code: int, rows_loaded: int, error: str | None,
                    duration: float) -> None:
-        self.defer(update(runs).where(runs.c.run_id == run_id).values(
-            status=status, exit_code=exit_code, finished_at=time.time(), rows_loaded=rows_loaded, error=error,
-            duration=duration))
+        values = {"status": status, "exit_code": exit_code, "finished_at": time.time(), "rows_loaded": rows_loaded,
+                  "error": error, "duration": duration}
+        with self._lock:
+            row = self._new_runs.get(run_id)
+            (row if row is not None else self._run_updates.setdefault(run_id, {})).update(values)
         self.flush()
 
     def checkpoint(self, run_id: str, pipeline: str, task: str, position: dict[str, Any] | None, rows: int) -> None:
@@ -142,3 +156,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=5000")
     cur.close()
+
+
+def _uniform(rows: list[dict[str, Any]], table: Any) -> list[dict[str, Any]]:
+    """executemany needs the same keys in every row."""
+    keys = [c.name for c in table.columns if any(c.name in r for r in rows)]
+    return [{k: r.get(k) for k in keys} for r in rows]
