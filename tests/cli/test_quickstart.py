@@ -1,12 +1,16 @@
 """The quickstart, end to end through the CLI and the Python API, checked against pandas."""
 
 import json
+import os
+import shutil
 import sqlite3
+import subprocess
 
 import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from conftest import cli
+import pytest
+from conftest import AGENT_ETL, cli
 
 from agent_etl import AgentCoordinator, Pipeline
 
@@ -90,3 +94,12 @@ def test_tools_list(quickstart):
     for name in ("csv", "jsonl", "parquet", "excel", "sqlite", "filter", "derive", "sql", "dedupe", "python",
                  "not_null", "unique", "range", "regex", "accepted_values", "row_count"):
         assert f"  {name} " in r.stdout, name
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="util-linux `script` gives the CLI a terminal")
+def test_live_table_on_a_terminal(quickstart):
+    r = subprocess.run(["script", "-q", "-e", "-c", f"{AGENT_ETL} run pipeline.yaml", "/dev/null"], cwd=quickstart,
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "AGENT_ETL_HOME": str(quickstart / ".agent-etl"), "COLUMNS": "120"})
+    assert r.returncode == 0, r.stdout
+    assert "┏" in r.stdout and "rows/s" in r.stdout and "succeeded" in r.stdout
