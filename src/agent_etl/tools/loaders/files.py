@@ -242,7 +242,7 @@ class JSONLLoader(FileLoader):
         return _JSONLinesFile(tmp, schema)
 
 
-GROUP_BYTES = 64 << 20  # a row group is written once this much data waits, even short of row_group_size
+GROUP_BYTES = 32 << 20  # a row group is written once this much data waits, even short of row_group_size
 MAX_OPEN_PARTITIONS = 256  # partition files open at once; more close all and later rows start part-<n+1>
 
 
@@ -283,6 +283,8 @@ class _ParquetFile:
         if self.held:
             self._w.write_table(pa.Table.from_batches(self._held, schema=self._schema), row_group_size=self._size)
         self._held, self.held, self.held_bytes = [], 0, 0
+        # the allocator keeps freed row-group buffers for reuse; hand them back so RSS stays flat
+        pa.default_memory_pool().release_unused()
 
     def close(self) -> None:
         self.flush()
