@@ -1,0 +1,142 @@
+"""Call a user's Python function on every batch: function: "module:function".
+
+The module is imported with the pipeline's directory first on sys.path, so a transforms.py
+next to pipeline.yaml works with function: "transforms:clean". The function gets a
+pa.Table (format: arrow) or a pandas DataFrame (format: pandas) per batch and
+returns a Table, RecordBatch, DataFrame (or anything with __arrow_c_stream__, e.g. polars),
+or None to drop the batch. async def functions are awaited on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import re
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal
+
+import pyarrow as pa
+from pydantic import Field, field_validator
+
+from agent_etl.tools.base import Transform, ToolConfig
+from agent_etl.tools.transforms.columns import skip_empty, tool_error
+
+_import_lock = threading.Lock()  # sys.path is process-wide: two imports must not interleave their edits
+
+
+class Python(Transform):
+    """Apply a Python function module:function to each batch (as Arrow or pandas)."""
+
+    class Config(ToolConfig):
+        """Apply a Python function module:function to each batch (as Arrow or pandas)."""
+
+        function: str = Field(description="module:function, the module next to the pipeline or importable")
+        format: Literal["arrow", "pandas"] = Field("arrow", description="what the function gets: pa.Table or DataFrame")
+
+        @field_validator("function")
+        @classmethod
+        def _target(cls, value: str) -> str:
+            if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value):
+                raise ValueError(f"function must be module:function, e.g. transforms:clean, not {value!r}")
+            return value
+
+    async def run(self, inputs: dict[str, AsyncIterator[pa.RecordBatch]]) -> AsyncIterator[pa.RecordBatch]:
+        fn = await asyncio.to_thread(self._resolve)
+        (stream,) = inputs.values()
+
+        async def outputs() -> AsyncIterator[pa.RecordBatch]:
+            async for batch in stream:
+                if inspect.iscoroutinefunction(fn):
+                    result = await self._call_async(fn, batch)
+                else:
+                    result = await asyncio.to_thread(self._call, fn, batch)
+                for out in self._batches(result):
+                    yield out
+
+        async with contextlib.aclosing(skip_empty(outputs())) as batches:
+            async for out in batches:
+                yield out
+
+    def _resolve(self) -> Callable[..., Any]:
+        target = self.config.function
+        module_name, _, attr = target.partition(":")
+        base = str(self.ctx.base_dir)
+        with _import_lock:
+            sys.path.insert(0, base)
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as e:
+                if e.name is None or not (module_name == e.name or module_name.startswith(e.name + ".")):
+                    raise self._broken(e, module_name, base) from e  # the module imports something missing
+                raise tool_error(self, f"cannot import {target!r}: {e}",
+                                 f"put {module_name.replace('.', '/')}.py next to the pipeline ({base}) "
+                                 "or install the package that provides it") from e
+            except Exception as e:  # the module's own code failed while importing
+                raise self._broken(e, module_name, base) from e
+            finally:
+                sys.path.remove(base)  # the first one, ours; the module's own imports already ran
+        fn: Any = module
+        for part in attr.split("."):
+            fn = getattr(fn, part, None)
+            if fn is None:
+                names = sorted(n for n in dir(module) if callable(getattr(module, n)) and not n.startswith("_"))
+                raise tool_error(self, f"{target!r}: module {module_name!r} has no function {attr!r}",
+                                 f"functions it has: {', '.join(names) or 'none'}")
+        if not callable(fn):
+            raise tool_error(self, f"{target!r} is a {type(fn).__name__}, not a function",
+                             "point function: at a callable that takes a table and returns one")
+        return fn
+
+    def _broken(self, e: Exception, module_name: str, base: str) -> Exception:
+        return tool_error(self, f"importing {self.config.function!r} failed: {type(e).__name__}: {e}",
+                          f"fix the module {module_name!r}; run `python -c \"import {module_name}\"` "
+                          f"in {base} to see the traceback")
+
+    def _arg(self, batch: pa.RecordBatch) -> Any:
+        table = pa.Table.from_batches([batch])
+        return table.to_pandas() if self.config.format == "pandas" else table
+
+    def _call(self, fn: Callable[..., Any], batch: pa.RecordBatch) -> Any:
+        try:
+            return fn(self._arg(batch))
+        except Exception as e:
+            raise self._raised(e) from e
+
+    async def _call_async(self, fn: Callable[..., Any], batch: pa.RecordBatch) -> Any:
+        arg = await asyncio.to_thread(self._arg, batch)
+        try:
+            return await fn(arg)
+        except Exception as e:
+            raise self._raised(e) from e
+
+    def _raised(self, e: Exception) -> Exception:
+        kind = "a pandas DataFrame" if self.config.format == "pandas" else "a pyarrow.Table"
+        return tool_error(self, f"{self.config.function} raised {type(e).__name__}: {e}",
+                          f"fix the function; it gets {kind} per batch and returns a table or None")
+
+    def _batches(self, result: Any) -> list[pa.RecordBatch]:
+        if result is None:
+            return []
+        if isinstance(result, pa.RecordBatch):
+            return [result]
+        if isinstance(result, pa.Table):
+            return result.to_batches() or [pa.RecordBatch.from_pylist([], schema=result.schema)]
+        pd = sys.modules.get("pandas")
+        if pd is not None and isinstance(result, pd.DataFrame):
+            # a named index (a groupby key) is data; an unnamed one is just row numbers
+            if any(n is not None for n in result.index.names):
+                result = result.reset_index()
+            try:
+                table = pa.Table.from_pandas(result, preserve_index=False).replace_schema_metadata(None)
+            except (pa.ArrowException, ValueError, TypeError) as e:
+                raise tool_error(self, f"{self.config.function} returned a DataFrame Arrow cannot hold: {e}",
+                                 "give each column one type (no mixed objects)") from e
+            return self._batches(table)
+        if hasattr(result, "__arrow_c_stream__"):
+            return self._batches(pa.table(result))
+        raise tool_error(self, f"{self.config.function} returned {type(result).__name__}",
+                         "return a pyarrow.Table, pyarrow.RecordBatch, pandas.DataFrame or None")
