@@ -3,7 +3,6 @@
 import pytest
 
 from agent_etl.exceptions import SpecError
-from agent_etl.spec import Pipeline
 
 GOOD = """\
 version: 1

@@ -34,57 +34,47 @@ class RunFinished(Event):
     duration: float
 
 
-class TaskAssigned(Event):
+class TaskEvent(Event):
+    """Something that happened to one attempt of one task, on one agent."""
+
+    run_id: str
+    task: str
+    agent: str
+    attempt: int = 1
+
+
+class TaskAssigned(TaskEvent):
     topic: ClassVar[str] = "task.assigned"
-    run_id: str
-    task: str
-    agent: str
     reason: str
-    attempt: int = 1
 
 
-class TaskStarted(Event):
+class TaskStarted(TaskEvent):
     topic: ClassVar[str] = "task.started"
-    run_id: str
-    task: str
-    agent: str
-    attempt: int = 1
 
 
-class TaskProgress(Event):
+class TaskProgress(TaskEvent):
     topic: ClassVar[str] = "task.progress"
-    run_id: str
-    task: str
-    agent: str
     rows: int  # rows in this batch
     rows_total: int
     batches: int
 
 
-class TaskCompleted(Event):
+class TaskCompleted(TaskEvent):
     topic: ClassVar[str] = "task.completed"
-    run_id: str
-    task: str
-    agent: str
     rows: int
     batches: int
     duration: float
-    attempt: int = 1
     details: dict[str, Any] = {}
 
 
-class TaskFailed(Event):
+class TaskFailed(TaskEvent):
     topic: ClassVar[str] = "task.failed"
-    run_id: str
-    task: str
-    agent: str
     error: str
     error_type: str
     transient: bool = False
     upstream: bool = False  # failed only because an input failed
     exit_code: int = 1
     duration: float = 0.0
-    attempt: int = 1
     details: dict[str, Any] = {}
 
 

@@ -4,7 +4,6 @@ and destinations absent or unchanged afterwards."""
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest

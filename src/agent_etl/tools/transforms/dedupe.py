@@ -9,26 +9,23 @@ new keys are added to the seen table. The batch rows are taken by index, so type
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from agent_etl.tools.base import BatchTransform, ToolConfig
-from agent_etl.tools.transforms.columns import missing_columns, skip_empty, tool_error
-from agent_etl.tools.transforms.sql import connect, quote, reason, remove_spool, spool_dir, sql_errors, to_table
+from agent_etl.tools.base import ToolConfig
+from agent_etl.tools.transforms.columns import missing_columns, tool_error
+from agent_etl.tools.transforms.sql import DuckDBBatchTransform, quote, reason, sql_errors, to_table
 
 ROW = "__agent_etl_row"
 
 
-class Dedupe(BatchTransform):
+class Dedupe(DuckDBBatchTransform):
     """Keep the first row of each key (columns, default all) across the whole stream."""
 
-    threaded = True
+    spills = True  # the seen keys may outgrow memory
 
     class Config(ToolConfig):
         """Keep the first row of each key (columns, default all) across the whole stream."""
@@ -39,27 +36,10 @@ class Dedupe(BatchTransform):
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
         self._keys: list[str] | None = list(self.config.columns) if self.config.columns else None
-        self._con: Any = None
-        self._spool = None
-        self._lock = threading.Lock()  # apply() runs in worker threads; one connection, one thread at a time
         self._sql: tuple[str, str, str] | None = None
 
-    async def run(self, inputs: dict[str, AsyncIterator[pa.RecordBatch]]) -> AsyncIterator[pa.RecordBatch]:
-        self._spool = spool_dir(self.ctx)
-        try:
-            async with contextlib.aclosing(skip_empty(super().run(inputs))) as batches:
-                async for batch in batches:
-                    yield batch
-        finally:
-            if self._con is not None:
-                self._con.interrupt()
-                with self._lock:
-                    self._con.close()
-                    self._con = None
-            remove_spool(self._spool)
-
     def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        with self._lock:
+        with self.lock:
             if self._keys is None:
                 self._keys = batch.schema.names
             missing_columns(self, self._keys, batch.schema, "key column")
@@ -76,9 +56,7 @@ class Dedupe(BatchTransform):
 
     def _fresh(self, keys: pa.Table) -> pa.Array:
         """Indices, ascending, of the batch rows whose key was never seen before."""
-        con = self._con
-        if con is None:
-            con = self._con = connect(self._spool / "duckdb" if self._spool else None)
+        con = self.con
         con.register("batch_keys", keys)
         try:
             if self._sql is None:

@@ -82,29 +82,33 @@ def remove_spool(path: Path) -> None:
             break
 
 
-class _PerBatchSQL(BatchTransform):
-    """Evaluates a select list over each batch on one DuckDB connection owned by this tool."""
+class DuckDBBatchTransform(BatchTransform):
+    """A per-batch transform with one DuckDB connection of its own, closed when the stream ends.
+
+    ``apply`` runs in worker threads; ``self.lock`` keeps the connection out of two threads at
+    once. With ``spills`` the connection may spill to a temporary directory of the run, removed
+    at the end.
+    """
 
     threaded = True
+    spills: ClassVar[bool] = False
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
         self._con: Any = None
-        # apply() runs in worker threads; the lock keeps one connection out of two threads at once
-        self._lock = threading.Lock()
+        self._spool: Path | None = None
+        self.lock = threading.Lock()
 
-    def _select(self, batch: pa.RecordBatch, select_list: str) -> pa.Table:
-        """Raises the DuckDB error; the caller knows which expression to name."""
-        with self._lock:
-            if self._con is None:
-                self._con = connect()
-            self._con.register(BATCH_TABLE, batch)
-            try:
-                return to_table(self._con.sql(f"SELECT {select_list}\nFROM {BATCH_TABLE}"))
-            finally:
-                self._con.unregister(BATCH_TABLE)
+    @property
+    def con(self) -> Any:
+        """The connection (call with ``self.lock`` held)."""
+        if self._con is None:
+            self._con = connect(self._spool / "duckdb" if self._spool else None)
+        return self._con
 
     async def run(self, inputs: dict[str, AsyncIterator[pa.RecordBatch]]) -> AsyncIterator[pa.RecordBatch]:
+        if self.spills:
+            self._spool = spool_dir(self.ctx)
         try:
             async with contextlib.aclosing(skip_empty(super().run(inputs))) as batches:
                 async for batch in batches:
@@ -112,9 +116,25 @@ class _PerBatchSQL(BatchTransform):
         finally:
             if self._con is not None:
                 self._con.interrupt()  # a cancelled run may leave a query going in a worker thread
-                with self._lock:
+                with self.lock:
                     self._con.close()
                     self._con = None
+            if self._spool is not None:
+                remove_spool(self._spool)
+
+
+class _PerBatchSQL(DuckDBBatchTransform):
+    """Evaluates a select list over each batch."""
+
+    def _select(self, batch: pa.RecordBatch, select_list: str) -> pa.Table:
+        """Raises the DuckDB error; the caller knows which expression to name."""
+        with self.lock:
+            con = self.con
+            con.register(BATCH_TABLE, batch)
+            try:
+                return to_table(con.sql(f"SELECT {select_list}\nFROM {BATCH_TABLE}"))
+            finally:
+                con.unregister(BATCH_TABLE)
 
 
 class Filter(_PerBatchSQL):

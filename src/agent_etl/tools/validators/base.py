@@ -14,12 +14,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import Field, field_validator
+
 from agent_etl.tools.base import Tool, ToolConfig
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from agent_etl.exceptions import Problem
+
+
+class ColumnsConfig(ToolConfig):
+    """One column or a list of them: ``[a, b]`` or ``a``."""
+
+    columns: list[str] = Field(min_length=1)
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
 
 class Check(Tool):

@@ -13,16 +13,15 @@ never a duplicate.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from agent_etl.exceptions import Problem, SpecError
 from agent_etl.tools.base import ToolConfig
-from agent_etl.tools.validators.base import Check
+from agent_etl.tools.validators.base import Check, ColumnsConfig
 
 
 class Unique(Check):
@@ -30,15 +29,8 @@ class Unique(Check):
 
     shorthand = "columns"
 
-    class Config(ToolConfig):
+    class Config(ColumnsConfig):
         """Key columns whose values must not repeat: ``unique: [id]`` or, composite, ``unique: [a, b]``."""
-
-        columns: list[str] = Field(min_length=1)
-
-        @field_validator("columns", mode="before")
-        @classmethod
-        def _one_or_many(cls, value: Any) -> Any:
-            return [value] if isinstance(value, str) else value
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)

@@ -24,13 +24,9 @@ from pydantic import Field, field_validator, model_validator
 
 from agent_etl.exceptions import Problem, SpecError
 from agent_etl.tools.base import ToolConfig
-from agent_etl.tools.validators.base import Check
+from agent_etl.tools.validators.base import Check, ColumnsConfig
 
 Scalar = str | bool | int | float | dt.datetime | dt.date | None
-
-
-def _as_list(value: Any) -> Any:
-    return [value] if isinstance(value, str) else value
 
 
 def _no_nulls(mask: pa.Array) -> pa.Array:
@@ -88,15 +84,8 @@ class NotNull(Check):
 
     shorthand = "columns"
 
-    class Config(ToolConfig):
+    class Config(ColumnsConfig):
         """Columns that must not be null: ``not_null: [a, b]``."""
-
-        columns: list[str] = Field(min_length=1)
-
-        @field_validator("columns", mode="before")
-        @classmethod
-        def _one_or_many(cls, value: Any) -> Any:
-            return _as_list(value)
 
     def columns(self) -> list[str]:
         return list(self.config.columns)
