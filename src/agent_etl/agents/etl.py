@@ -60,7 +60,6 @@ class ETLAgent(Agent):
         self.running.add(key)
         started = time.perf_counter()
         await self.bus.publish(TaskStarted(run_id=run_id, task=name, agent=self.id, attempt=attempt))
-        run: _TaskRun | None = None
         try:
             # inside the try: a tool that cannot even be built must still report a failure
             run = _TaskRun(self, rc, task, attempt)
