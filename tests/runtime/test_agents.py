@@ -85,3 +85,15 @@ async def test_sync_entry_point_inside_a_running_loop(make_pipeline, registry, t
     # as in a notebook cell that calls the sync API: runs on a private loop in a thread
     result = agent_etl.run(make_pipeline(SPEC), registry=registry, home=tmp_path)
     assert result.ok
+
+
+async def test_monitor_keeps_recent_runs_only(make_pipeline, registry, tmp_path):
+    bus = MemoryBus()
+    monitor = MonitorAgent(bus, keep_runs=1)
+    async with AgentCoordinator(bus=bus, agents=[ETLAgent(bus), QualityAgent(bus), monitor], registry=registry,
+                                home=tmp_path) as c:
+        first = await c.run(make_pipeline(SPEC))
+        second = await c.run(make_pipeline(SPEC))
+        await bus.drain()
+        assert monitor.stats(first.run_id) == [] and len(monitor.stats(second.run_id)) == 2
+        assert 'agent_etl_rows_total{pipeline="agents",task="nums"} 20.0' in monitor.metrics_text()

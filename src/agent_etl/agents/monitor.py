@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,14 +43,18 @@ class AgentSeen:
 class MonitorAgent(Agent):
     kind = "monitor"
 
-    def __init__(self, bus, *, stall_timeout: float = 60.0, **kw):
+    def __init__(self, bus, *, stall_timeout: float = 60.0, keep_runs: int = 100, **kw):
         super().__init__(bus, **kw)
+        self.keep_runs = keep_runs
+        self._finished: deque[str] = deque()
         self.stall_timeout = stall_timeout
         self.tasks: dict[tuple[str, str], TaskStats] = {}
         self.agents: dict[str, AgentSeen] = {}
         self.runs: dict[str, str] = {}  # run_id -> pipeline
         self._watch: asyncio.Task | None = None
-        self._metrics: Any = None
+        self.totals: dict[tuple[str, str], list[float]] = {}  # (pipeline, task) -> rows, batches, count, seconds
+        self.outcomes: dict[tuple[str, str], int] = {}  # (pipeline, status) -> tasks
+        self._registry: Any = None
 
     async def on_start(self) -> None:
         self._subs.append(self.bus.subscribe("*", self._on_event, maxsize=4096))
@@ -77,6 +82,12 @@ class MonitorAgent(Agent):
                 self.tasks[(ev.run_id, t)] = TaskStats(ev.run_id, t)
             return
         if isinstance(ev, RunFinished):
+            self._finished.append(ev.run_id)
+            while len(self._finished) > self.keep_runs:  # a long-lived monitor keeps recent runs only
+                old = self._finished.popleft()
+                self.runs.pop(old, None)
+                for key in [k for k in self.tasks if k[0] == old]:
+                    del self.tasks[key]
             return
         run_id, task = getattr(ev, "run_id", None), getattr(ev, "task", None)
         if run_id is None or task is None:
@@ -104,33 +115,38 @@ class MonitorAgent(Agent):
                     await self.bus.publish(AgentStalled(agent=agent_id, silent_for=silent, running=seen.running))
 
     # -- Prometheus ------------------------------------------------------------------------------
+    # Totals are plain numbers updated once per finished task; the Prometheus families are built
+    # only when metrics are scraped, so the hot path never touches the client library.
 
     def _observe(self, run_id: str, s: TaskStats) -> None:
-        m = self.metrics
         pipeline = self.runs.get(run_id, "")
-        m["rows"].labels(pipeline, s.task).inc(s.rows)
-        m["batches"].labels(pipeline, s.task).inc(s.batches)
-        m["tasks"].labels(pipeline, s.status).inc()
-        if s.duration is not None:
-            m["duration"].labels(pipeline, s.task).observe(s.duration)
+        t = self.totals.setdefault((pipeline, s.task), [0, 0, 0, 0.0])
+        t[0] += s.rows
+        t[1] += s.batches
+        t[2] += 1
+        t[3] += s.duration or 0.0
+        self.outcomes[(pipeline, s.status)] = self.outcomes.get((pipeline, s.status), 0) + 1
 
-    @property
-    def metrics(self) -> dict[str, Any]:
-        if self._metrics is None:
-            from prometheus_client import CollectorRegistry, Counter, Histogram
+    def collect(self):
+        """The prometheus_client collector protocol: one family per metric, built now."""
+        from prometheus_client.core import CounterMetricFamily, SummaryMetricFamily
 
-            reg = CollectorRegistry()
-            self._metrics = {
-                "registry": reg,
-                "rows": Counter("agent_etl_rows", "Rows processed", ["pipeline", "task"], registry=reg),
-                "batches": Counter("agent_etl_batches", "Batches processed", ["pipeline", "task"], registry=reg),
-                "tasks": Counter("agent_etl_tasks", "Tasks finished", ["pipeline", "status"], registry=reg),
-                "duration": Histogram("agent_etl_task_duration_seconds", "Task duration", ["pipeline", "task"],
-                                      registry=reg),
-            }
-        return self._metrics
+        rows = CounterMetricFamily("agent_etl_rows", "Rows processed", labels=["pipeline", "task"])
+        batches = CounterMetricFamily("agent_etl_batches", "Batches processed", labels=["pipeline", "task"])
+        duration = SummaryMetricFamily("agent_etl_task_duration_seconds", "Task duration", labels=["pipeline", "task"])
+        for (pipeline, task), (n_rows, n_batches, count, seconds) in self.totals.items():
+            rows.add_metric([pipeline, task], n_rows)
+            batches.add_metric([pipeline, task], n_batches)
+            duration.add_metric([pipeline, task], count_value=count, sum_value=seconds)
+        tasks = CounterMetricFamily("agent_etl_tasks", "Tasks finished", labels=["pipeline", "status"])
+        for (pipeline, status), n in self.outcomes.items():
+            tasks.add_metric([pipeline, status], n)
+        yield from (rows, batches, duration, tasks)
 
     def metrics_text(self) -> str:
-        from prometheus_client import generate_latest
+        from prometheus_client import CollectorRegistry, generate_latest
 
-        return generate_latest(self.metrics["registry"]).decode()
+        if self._registry is None:
+            self._registry = CollectorRegistry()
+            self._registry.register(self)
+        return generate_latest(self._registry).decode()
