@@ -1,6 +1,7 @@
 """Bad input through the CLI: the right exit code, a message naming the problem, no traceback,
 and destinations absent or unchanged afterwards."""
 
+import json
 import os
 import signal
 import subprocess
@@ -168,3 +169,26 @@ def test_interrupt_exits_130_and_leaves_no_output(tmp_path):
     assert "Traceback" not in err
     r = cli("runs", "list", "--json", cwd=tmp_path)
     assert '"interrupted"' in r.stdout
+
+
+def test_interpolated_secrets_never_reach_messages_or_the_store(tmp_path):
+    secret = "hunter2-not-for-logs"
+    (tmp_path / "secret.txt").write_text(secret)
+    (tmp_path / "p.yaml").write_text("""\
+version: 1
+name: secrets
+connections:
+  db: {url: "sqlite:///missing-${file:secret.txt}.db"}
+extract:
+  t: {tool: sqlite, connection: db, table: things}
+load:
+  out: {input: t, tool: csv, path: out.csv}
+""")
+    r = cli("run", "p.yaml", cwd=tmp_path)
+    assert r.returncode == 1 and "***" in r.stderr
+    assert secret not in r.stderr + r.stdout
+    shown = cli("runs", "list", "--json", cwd=tmp_path).stdout
+    run_id = json.loads(shown)[0]["run_id"]
+    detail = cli("runs", "show", run_id, "--json", cwd=tmp_path).stdout
+    assert "***" in detail and secret not in detail
+    assert secret.encode() not in (tmp_path / ".agent-etl" / "runs.db").read_bytes()
