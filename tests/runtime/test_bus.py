@@ -110,3 +110,21 @@ async def test_request_reply_passes_payload_by_reference():
 def test_events_serialise_round_trip():
     ev = Heartbeat(agent="etl-1", kind="etl", running=["r/t"])
     assert parse_event(ev.topic, ev.model_dump_json()) == ev
+
+
+async def test_listeners_run_inside_publish_and_are_isolated(caplog):
+    bus = MemoryBus()
+    seen = []
+
+    def bad(ev):
+        raise RuntimeError("listener bug")
+
+    bus.listen(TaskProgress, bad)
+    listener = bus.listen("*", lambda ev: seen.append(ev.rows_total))
+    await bus.publish(progress(1))
+    assert seen == [1]  # before publish returned, no drain needed
+    assert bus.handler_errors == 1 and "listener bug" in caplog.text
+    await listener.cancel()
+    await bus.publish(progress(2))
+    assert seen == [1]
+    await bus.close()

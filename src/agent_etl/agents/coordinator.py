@@ -94,8 +94,9 @@ class AgentCoordinator(Agent):
             self.store = RunStore(self.settings.run_store_url)
         elif self._store_option is not False:
             self.store = self._store_option
-        self._subs += [self.bus.subscribe(TaskStarted, self._on_event), self.bus.subscribe(TaskCompleted, self._on_event),
-                       self.bus.subscribe(TaskFailed, self._on_event), self.bus.subscribe(AgentStalled, self._on_stalled)]
+        # bookkeeping only: listeners run inside publish, without a queue or a task switch
+        self._subs += [self.bus.listen(TaskStarted, self._on_event), self.bus.listen(TaskCompleted, self._on_event),
+                       self.bus.listen(TaskFailed, self._on_event), self.bus.listen(AgentStalled, self._on_stalled)]
         for agent in self.agents:
             await agent.start()
         if self.store is not None:
@@ -227,7 +228,7 @@ class AgentCoordinator(Agent):
                 self._waiting.pop((rc.run_id, t.name, attempt), None)
         return dict(zip(futures, done))
 
-    async def _on_event(self, ev: Event) -> None:
+    def _on_event(self, ev: Event) -> None:
         results = self._results.get(ev.run_id)
         if results is None or ev.task not in results:
             return
@@ -253,7 +254,7 @@ class AgentCoordinator(Agent):
         if future is not None and not future.done():
             future.set_result(ev)
 
-    async def _on_stalled(self, ev: AgentStalled) -> None:
+    def _on_stalled(self, ev: AgentStalled) -> None:
         log.warning("agent %s silent for %.0fs while running %s", ev.agent, ev.silent_for, ", ".join(ev.running))
 
     async def _cancel(self, run_id: str) -> None:

@@ -38,14 +38,14 @@ class ETLAgent(Agent):
         self._work: set[asyncio.Task] = set()
 
     async def on_start(self) -> None:
-        self._subs.append(self.bus.subscribe(TaskAssigned, self._on_assigned))
+        self._subs.append(self.bus.listen(TaskAssigned, self._on_assigned))
 
     async def on_stop(self) -> None:
         for t in list(self._work):
             t.cancel()
         await asyncio.gather(*self._work, return_exceptions=True)
 
-    async def _on_assigned(self, ev: TaskAssigned) -> None:
+    def _on_assigned(self, ev: TaskAssigned) -> None:
         if ev.agent != self.id:
             return
         work = asyncio.get_running_loop().create_task(self.execute(ev.run_id, ev.task, ev.attempt),

@@ -57,7 +57,7 @@ class MonitorAgent(Agent):
         self._registry: Any = None
 
     async def on_start(self) -> None:
-        self._subs.append(self.bus.subscribe("*", self._on_event, maxsize=4096))
+        self._subs.append(self.bus.listen("*", self._on_event))
         self._watch = asyncio.get_running_loop().create_task(self._watch_stalls(), name=f"stalls:{self.id}")
 
     async def on_stop(self) -> None:
@@ -68,7 +68,7 @@ class MonitorAgent(Agent):
     def stats(self, run_id: str) -> list[TaskStats]:
         return [s for (r, _), s in self.tasks.items() if r == run_id]
 
-    async def _on_event(self, ev: Event) -> None:
+    def _on_event(self, ev: Event) -> None:
         agent = getattr(ev, "agent", None)
         if agent and agent in self.agents:
             self.agents[agent].last_seen = ev.ts
@@ -92,7 +92,9 @@ class MonitorAgent(Agent):
         run_id, task = getattr(ev, "run_id", None), getattr(ev, "task", None)
         if run_id is None or task is None:
             return
-        s = self.tasks.setdefault((run_id, task), TaskStats(run_id, task))
+        s = self.tasks.get((run_id, task))
+        if s is None:
+            s = self.tasks[(run_id, task)] = TaskStats(run_id, task)
         if isinstance(ev, TaskStarted):
             s.agent, s.status, s.started, s.rows, s.batches = ev.agent, "running", ev.ts, 0, 0
         elif isinstance(ev, TaskProgress):

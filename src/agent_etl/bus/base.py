@@ -4,6 +4,10 @@
   subscriber's bounded queue fills and ``publish`` waits: backpressure, not unbounded memory.
 - ``subscribe(topic, handler)`` runs ``handler`` for each event, one at a time, in order. A handler
   that raises is logged and counted; the subscription and the bus go on.
+- ``listen(topic, fn)`` calls a plain function inside ``publish``, in order, before publish
+  returns: for bookkeeping that only updates memory (counters, futures, spawning a task). It
+  costs no queue and no task switch; a listener must never block. One that raises is logged and
+  isolated like a handler.
 - ``serve(subject, handler)`` / ``request(subject, payload)``: request/reply. In-process the payload
   is passed by reference (an Arrow batch is never copied).
 """
@@ -17,6 +21,7 @@ from agent_etl.events import Event
 
 Handler = Callable[[Event], Awaitable[None]]
 Responder = Callable[[Any], Awaitable[Any]]
+Listener = Callable[[Event], None]
 
 
 class NoResponder(LookupError):
@@ -33,6 +38,8 @@ class EventBus(Protocol):
     async def publish(self, event: Event) -> None: ...
 
     def subscribe(self, topic: str | type[Event], handler: Handler, *, maxsize: int = 1024) -> Subscription: ...
+
+    def listen(self, topic: str | type[Event], handler: Listener) -> Subscription: ...
 
     def serve(self, subject: str, handler: Responder) -> Subscription: ...
 

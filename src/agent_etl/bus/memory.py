@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-from agent_etl.bus.base import Handler, NoResponder, Responder
+from agent_etl.bus.base import Handler, Listener, NoResponder, Responder
 from agent_etl.events import Event
 
 log = logging.getLogger("agent_etl.bus")
@@ -43,6 +43,25 @@ class _Sub:
             await self.worker
 
 
+class _Listener:
+    """An inline subscriber: a plain function called inside ``publish``."""
+
+    def __init__(self, bus: MemoryBus, topic: str, handler: Listener):
+        self.bus, self.topic, self.handler = bus, topic, handler
+
+    def __call__(self, event: Event) -> None:
+        try:
+            self.handler(event)
+        except Exception:
+            self.bus.handler_errors += 1
+            log.exception("listener %r of %s failed on %r; it stays subscribed", self.handler, self.topic, event)
+
+    async def cancel(self) -> None:
+        listeners = self.bus._listeners.get(self.topic, [])
+        if self in listeners:
+            listeners.remove(self)
+
+
 class _Service:
     def __init__(self, bus: MemoryBus, subject: str):
         self.bus, self.subject = bus, subject
@@ -54,6 +73,7 @@ class _Service:
 class MemoryBus:
     def __init__(self) -> None:
         self._subs: dict[str, list[_Sub]] = {}
+        self._listeners: dict[str, list[_Listener]] = {}
         self._services: dict[str, Responder] = {}
         self.handler_errors = 0
         self.closed = False
@@ -61,6 +81,8 @@ class MemoryBus:
     async def publish(self, event: Event) -> None:
         if self.closed:
             return
+        for listener in (*self._listeners.get(event.topic, ()), *self._listeners.get("*", ())):
+            listener(event)
         for sub in (*self._subs.get(event.topic, ()), *self._subs.get("*", ())):
             await sub.queue.put(event)
 
@@ -69,6 +91,12 @@ class MemoryBus:
         sub = _Sub(self, name, handler, maxsize)
         self._subs.setdefault(name, []).append(sub)
         return sub
+
+    def listen(self, topic: str | type[Event], handler: Listener) -> _Listener:
+        name = topic if isinstance(topic, str) else topic.topic
+        listener = _Listener(self, name, handler)
+        self._listeners.setdefault(name, []).append(listener)
+        return listener
 
     def serve(self, subject: str, handler: Responder) -> _Service:
         if subject in self._services:
@@ -101,3 +129,4 @@ class MemoryBus:
             for sub in list(subs):
                 await sub.cancel()
         self._services.clear()
+        self._listeners.clear()

@@ -10,13 +10,14 @@ they must be durable when the loader's commit is.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, create_engine, delete, event, insert, select, update
+from sqlalchemy import JSON, bindparam, create_engine, delete, event, insert, select, update
 from sqlalchemy.engine import Engine
 
 from agent_etl.store.schema import checkpoints, metadata, runs, tasks
@@ -66,9 +67,9 @@ class RunStore:
             return
         with self.engine.begin() as conn:
             if new_runs:
-                conn.execute(insert(runs), _uniform(new_runs, runs))
+                _insert_many(conn, runs, new_runs)
             if new_tasks:
-                conn.execute(insert(tasks), _uniform(new_tasks, tasks))
+                _insert_many(conn, tasks, new_tasks)
             for run_id, values in run_updates.items():
                 conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values))
             # one statement per set of columns, run as executemany
@@ -158,7 +159,21 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def _uniform(rows: list[dict[str, Any]], table: Any) -> list[dict[str, Any]]:
-    """executemany needs the same keys in every row."""
+def _insert_many(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+    """INSERT rows through the driver's executemany, in the dialect's own parameter style.
+
+    SQLAlchemy's per-row parameter processing cost more than SQLite's insert itself (1.5 ms
+    against 0.6 ms for a run of 52 tasks); the statement is still compiled by SQLAlchemy, and the
+    only processing the columns need, JSON, is done here."""
     keys = [c.name for c in table.columns if any(c.name in r for r in rows)]
-    return [{k: r.get(k) for k in keys} for r in rows]
+    json_keys = {c.name for c in table.columns if isinstance(c.type, JSON)}
+    values = [{k: (json.dumps(r.get(k)) if k in json_keys and r.get(k) is not None else r.get(k)) for k in keys}
+              for r in rows]
+    compiled = insert(table).compile(dialect=conn.dialect, column_keys=keys)
+    params: list[Any] = ([tuple(v[k] for k in compiled.positiontup) for v in values] if compiled.positional
+                         else values)
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.executemany(str(compiled), params)
+    finally:
+        cursor.close()
