@@ -107,8 +107,8 @@ class RunStore:
 
     def checkpoint(self, run_id: str, pipeline: str, task: str, position: dict[str, Any] | None, rows: int) -> None:
         with self.engine.begin() as conn:
-            conn.execute(insert(checkpoints), {"run_id": run_id, "pipeline": pipeline, "task": task,
-                                               "position": position, "rows": rows, "created_at": time.time()})
+            _insert_many(conn, checkpoints, [{"run_id": run_id, "pipeline": pipeline, "task": task,
+                                              "position": position, "rows": rows, "created_at": time.time()}])
 
     def delete_run(self, run_id: str) -> None:
         with self.engine.begin() as conn:
@@ -159,6 +159,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+_COMPILED: dict[tuple[str, tuple[str, ...], str], Any] = {}
+
+
 def _insert_many(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
     """INSERT rows through the driver's executemany, in the dialect's own parameter style.
 
@@ -166,12 +169,19 @@ def _insert_many(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
     against 0.6 ms for a run of 52 tasks); the statement is still compiled by SQLAlchemy, and the
     only processing the columns need, JSON, is done here."""
     keys = [c.name for c in table.columns if any(c.name in r for r in rows)]
-    json_keys = {c.name for c in table.columns if isinstance(c.type, JSON)}
-    values = [{k: (json.dumps(r.get(k)) if k in json_keys and r.get(k) is not None else r.get(k)) for k in keys}
-              for r in rows]
-    compiled = insert(table).compile(dialect=conn.dialect, column_keys=keys)
-    params: list[Any] = ([tuple(v[k] for k in compiled.positiontup) for v in values] if compiled.positional
-                         else values)
+    key = (table.name, tuple(keys), conn.dialect.name)
+    compiled = _COMPILED.get(key)
+    if compiled is None:  # compiling costs more than inserting a run's rows: once per shape
+        compiled = _COMPILED[key] = insert(table).compile(dialect=conn.dialect, column_keys=keys)
+    order = list(compiled.positiontup) if compiled.positional else keys
+    json_at = [i for i, k in enumerate(order) if isinstance(table.c[k].type, JSON)]
+    params: list[Any] = []
+    for r in rows:
+        values = [r.get(k) for k in order]
+        for i in json_at:
+            if values[i] is not None:
+                values[i] = json.dumps(values[i])
+        params.append(tuple(values) if compiled.positional else dict(zip(order, values)))
     cursor = conn.connection.driver_connection.cursor()
     try:
         cursor.executemany(str(compiled), params)
