@@ -17,7 +17,7 @@ class Settings(BaseSettings):
     store_url: str | None = Field(None, description="SQLAlchemy URL of the run store; default sqlite in home")
     heartbeat_interval: float = Field(5.0, gt=0, description="seconds between agent heartbeats")
     stall_timeout: float = Field(60.0, gt=0, description="an agent silent this long while busy is stalled")
-    log_level: str = "WARNING"
+    log_level: str = Field("WARNING", description="level of the log lines `agent-etl run` prints to stderr")
 
     @property
     def run_store_url(self) -> str:

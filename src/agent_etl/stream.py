@@ -39,10 +39,6 @@ class Channel:
         self._live = [True] * consumers
         self.closed = False
 
-    @property
-    def consumers(self) -> int:
-        return len(self._queues)
-
     async def put(self, env: Envelope) -> None:
         for q, live in zip(self._queues, self._live):
             if live:

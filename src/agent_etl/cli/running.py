@@ -73,7 +73,10 @@ def run_command(path: str, pairs: list[str], *, as_json: bool, quiet: bool) -> i
     from agent_etl.agents.coordinator import AgentCoordinator
     from agent_etl.cli.progress import make_reporter
 
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    from agent_etl.settings import Settings
+
+    logging.basicConfig(level=Settings().log_level.upper(), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
     pipeline = _load(path, pairs)
     reporter = make_reporter(pipeline, enabled=not (as_json or quiet))
 

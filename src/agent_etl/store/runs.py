@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, bindparam, create_engine, delete, event, insert, select, update
+from sqlalchemy import JSON, bindparam, create_engine, event, insert, select, update
 from sqlalchemy.engine import Engine
 
 from agent_etl.store.schema import checkpoints, metadata, runs, tasks
@@ -109,11 +109,6 @@ class RunStore:
         with self.engine.begin() as conn:
             _insert_many(conn, checkpoints, [{"run_id": run_id, "pipeline": pipeline, "task": task,
                                               "position": position, "rows": rows, "created_at": time.time()}])
-
-    def delete_run(self, run_id: str) -> None:
-        with self.engine.begin() as conn:
-            for table in (checkpoints, tasks, runs):
-                conn.execute(delete(table).where(table.c.run_id == run_id))
 
     # -- reads ----------------------------------------------------------------------------------
 
