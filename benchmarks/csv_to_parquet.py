@@ -15,18 +15,10 @@ from pathlib import Path
 
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
-from data import csv_file
+from data import csv_file, csv_to_parquet_spec
 
 from agent_etl import AgentCoordinator, Pipeline
 
-SPEC = """
-version: 1
-name: csv_to_parquet
-extract:
-  src: {{tool: csv, path: "{src}"}}
-load:
-  out: {{input: src, tool: parquet, path: "{dst}"}}
-"""
 
 
 def anchor(src: Path, dst: Path, compression: str) -> float:
@@ -37,7 +29,7 @@ def anchor(src: Path, dst: Path, compression: str) -> float:
 
 async def ours(src: Path, dst: Path, home: Path) -> float:
     t = time.perf_counter()
-    result = await AgentCoordinator(home=home).run(Pipeline.from_text(SPEC.format(src=src, dst=dst)))
+    result = await AgentCoordinator(home=home).run(Pipeline.from_text(csv_to_parquet_spec(src, str(dst))))
     elapsed = time.perf_counter() - t
     assert result.ok, result
     return elapsed

@@ -42,6 +42,12 @@ def csv_file(rows: int) -> Path:
     return path
 
 
+def csv_to_parquet_spec(src: Path, dst: str) -> str:
+    """The pipeline both CSV -> Parquet benchmarks run."""
+    return (f'version: 1\nname: csv_to_parquet\nextract:\n  src: {{tool: csv, path: "{src}"}}\n'
+            f'load:\n  out: {{input: src, tool: parquet, path: "{dst}"}}\n')
+
+
 def _schema() -> pa.Schema:
     return pa.schema([("id", pa.int64()), ("big", pa.int64()), ("txt", pa.string()), ("amount", pa.float64()),
                       ("score", pa.float64()), ("flag", pa.bool_()), ("ts", pa.timestamp("s")), ("d", pa.date32()),

@@ -15,22 +15,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from data import csv_file
+from data import csv_file, csv_to_parquet_spec
 
 CLI = str(Path(sys.executable).parent / "agent-etl")
-SPEC = """
-version: 1
-name: rss
-extract:
-  src: {{tool: csv, path: "{src}"}}
-load:
-  out: {{input: src, tool: parquet, path: out.parquet}}
-"""
 
 
 def peak_mb(rows: int) -> tuple[float, float]:
     work = Path(tempfile.mkdtemp())
-    (work / "p.yaml").write_text(SPEC.format(src=csv_file(rows)))
+    (work / "p.yaml").write_text(csv_to_parquet_spec(csv_file(rows), "out.parquet"))
     t = time.perf_counter()
     proc = subprocess.Popen([CLI, "run", "p.yaml", "--quiet"], cwd=work, stdout=subprocess.DEVNULL,
                             env={**os.environ, "AGENT_ETL_HOME": str(work / ".agent-etl")})
