@@ -175,6 +175,9 @@ class AgentCoordinator(Agent):
             raise
         finally:
             runtime.unregister(run_id)
+            await rc.resources.aclose()
+            if self.store is not None and rc.staged_state:
+                self.store.save_state(pipeline.name, run_id, _settled_state(pipeline, results, rc.staged_state))
             self._results.pop(run_id, None)
             duration = time.perf_counter() - started
             status = STATUS_BY_EXIT.get(exit_code, "failed")
@@ -277,6 +280,21 @@ def _with_ancestors(sinks: list[Task], tasks: list[Task]) -> list[Task]:
         need.add(n)
         stack.extend(by_name[n].inputs)
     return [t for t in tasks if t.name in need]
+
+
+def _settled_state(pipeline: Pipeline, results: dict[str, TaskResult], staged: dict[str, Any]) -> dict[str, Any]:
+    """The staged state of the tasks that succeeded along with everything downstream of them: an
+    incremental cursor moves on only once every destination fed from it has committed the rows."""
+    below: dict[str, list[str]] = {}
+    for t in pipeline.tasks:
+        for i in t.inputs:
+            below.setdefault(i, []).append(t.name)
+
+    def settled(name: str) -> bool:
+        r = results.get(name)
+        return r is not None and r.status == "succeeded" and all(settled(d) for d in below.get(name, ()))
+
+    return {task: value for task, value in staged.items() if settled(task)}
 
 
 def _outcome(results: dict[str, TaskResult]) -> tuple[int, str | None]:

@@ -114,7 +114,8 @@ class _TaskRun:
             run_id=rc.run_id, task=task.name, base_dir=rc.pipeline.base_dir, home=rc.home,
             batch_size=spec.defaults.batch_size,
             connections=rc.connections,
-            commit_hook=self._commit, line=task.line)
+            commit_hook=self._commit, line=task.line, resources=rc.resources,
+            state_loader=lambda: rc.load_state(task.name), state_hook=lambda v: rc.stage_state(task.name, v))
         self.tool = cls(cls.Config.model_validate(task.options), self.ctx)
 
     async def execute(self) -> dict[str, Any]:

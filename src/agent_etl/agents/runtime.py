@@ -11,6 +11,7 @@ from typing import Any
 from agent_etl.spec import Pipeline
 from agent_etl.store.runs import RunStore
 from agent_etl.stream import Channel
+from agent_etl.tools.resources import Resources
 
 
 @dataclass
@@ -24,9 +25,18 @@ class RunContext:
     connections: dict[str, dict[str, Any]] = field(default_factory=dict)
     # (task, input) -> index of the task's queue in the input's channel
     readers: dict[tuple[str, str], int] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    # task -> state its tool staged with ctx.save_state (saved if the task's part of the run succeeds)
+    staged_state: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.connections = {k: c.model_dump() for k, c in self.pipeline.spec.connections.items()}
+
+    def load_state(self, task: str) -> Any:
+        return None if self.store is None else self.store.load_state(self.pipeline.name, task)
+
+    def stage_state(self, task: str, value: Any) -> None:
+        self.staged_state[task] = value
 
     def wire(self, tasks: list[Any], queue_size: int) -> None:
         """(Re)create the channels between ``tasks`` (one attempt of a branch)."""

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, bindparam, create_engine, event, insert, select, update
+from sqlalchemy import JSON, bindparam, create_engine, delete, event, insert, select, update
 from sqlalchemy.engine import Engine
 
-from agent_etl.store.schema import checkpoints, metadata, runs, tasks
+from agent_etl.store.schema import checkpoints, metadata, runs, state, tasks
 
 
 @dataclass
@@ -109,6 +109,22 @@ class RunStore:
         with self.engine.begin() as conn:
             _insert_many(conn, checkpoints, [{"run_id": run_id, "pipeline": pipeline, "task": task,
                                               "position": position, "rows": rows, "created_at": time.time()}])
+
+    def save_state(self, pipeline: str, run_id: str, values: dict[str, Any]) -> None:
+        """Replace the carried-over state of tasks of ``pipeline`` (called only for successful runs)."""
+        if not values:
+            return
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(delete(state).where(state.c.pipeline == pipeline, state.c.task.in_(list(values))))
+            _insert_many(conn, state, [{"pipeline": pipeline, "task": task, "value": value, "run_id": run_id,
+                                        "updated_at": now} for task, value in values.items()])
+
+    def load_state(self, pipeline: str, task: str) -> Any:
+        """The state the last successful run of ``pipeline`` saved for ``task`` (None if none did)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(state.c.value).where(state.c.pipeline == pipeline, state.c.task == task)).first()
+        return None if row is None else row[0]
 
     # -- reads ----------------------------------------------------------------------------------
 

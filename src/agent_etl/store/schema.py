@@ -53,3 +53,13 @@ checkpoints = Table(
     Column("created_at", Float, nullable=False),
     Index("ix_checkpoints_pipeline_task", "pipeline", "task"),
 )
+
+# what a task carries from one successful run to the next (an incremental cursor's high-water mark)
+state = Table(
+    "state", metadata,
+    Column("pipeline", String(200), primary_key=True),
+    Column("task", String(200), primary_key=True),
+    Column("value", JSON),
+    Column("run_id", String(64), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from agent_etl.tools.resources import Resources
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -46,6 +48,11 @@ class ToolContext:
     connections: dict[str, dict[str, Any]] = field(default_factory=dict)
     commit_hook: Callable[[int], Awaitable[None]] | None = None
     line: int | None = None  # YAML line of the step, for error messages
+    resources: Resources = field(default_factory=Resources)  # shared by the tasks of the run
+    # state carried between runs (an incremental cursor): read it with load_state(), stage the new
+    # value with save_state(); it is stored only when this task and everything downstream succeeded
+    state_loader: Callable[[], Any] | None = None
+    state_hook: Callable[[Any], None] | None = None
 
     def path(self, value: str | Path) -> Path:
         p = Path(value).expanduser()
@@ -59,6 +66,15 @@ class ToolContext:
 
             known = ", ".join(sorted(self.connections)) or "none"
             raise SpecError(f"task {self.task!r}: unknown connection {name!r} (defined: {known})") from None
+
+    def load_state(self) -> Any:
+        """What the last successful run of this task saved with ``save_state`` (None the first time)."""
+        return self.state_loader() if self.state_loader is not None else None
+
+    def save_state(self, value: Any) -> None:
+        """Carry ``value`` (JSON-serialisable) to the next run of this task, if this run succeeds."""
+        if self.state_hook is not None:
+            self.state_hook(value)
 
     async def commit(self, rows: int) -> None:
         """Record that ``rows`` more rows are durably in the destination (one commit unit)."""
