@@ -44,5 +44,5 @@ class Resources:
                 result = close(obj)
                 if inspect.isawaitable(result):
                     await result
-            except Exception:  # noqa: BLE001 - closing must go on
+            except Exception:  # closing must go on
                 log.warning("closing %r failed", key, exc_info=True)

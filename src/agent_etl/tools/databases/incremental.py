@@ -103,7 +103,7 @@ def partition_bounds(lo: Any, hi: Any, n: int) -> list[tuple[Any, Any]]:
     distinct values than ``n``. The first range is the one that should also read NULL keys."""
     if lo is None or hi is None:
         return [(None, None)]
-    if isinstance(lo, dt.datetime) or isinstance(lo, dt.date):
+    if isinstance(lo, (dt.datetime, dt.date)):
         span = hi - lo
         step = span / n
         if isinstance(lo, dt.date) and not isinstance(lo, dt.datetime):
