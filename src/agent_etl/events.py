@@ -54,7 +54,7 @@ class TaskStarted(TaskEvent):
 
 class TaskProgress(TaskEvent):
     topic: ClassVar[str] = "task.progress"
-    rows: int  # rows in this batch
+    rows: int  # rows since the task's previous progress event (events come at most every 0.2 s)
     rows_total: int
     batches: int
 

@@ -27,6 +27,9 @@ from agent_etl.tools.base import ToolContext
 from agent_etl.yamlsource import redact
 
 log = logging.getLogger("agent_etl.etl")
+# progress events carry running totals, so they need not come per batch: a fast stream of small
+# batches would spend more time on events than on data
+PROGRESS_EVERY = 0.2
 
 
 class ETLAgent(Agent):
@@ -107,6 +110,8 @@ class _TaskRun:
         self.rows = 0
         self.batches = 0
         self.committed = 0
+        self._unreported = 0
+        self._reported_at = time.monotonic()
         self.tracker = Tracker()
         spec = rc.pipeline.spec
         cls = rc.registry.get(task.family, task.tool)
@@ -143,8 +148,7 @@ class _TaskRun:
                 if batch is None:
                     continue
             await channel.put(Envelope(batch, position()))
-            await self.agent.bus.publish(TaskProgress(run_id=self.rc.run_id, task=self.task.name, agent=self.agent.id,
-                                                      rows=batch.num_rows, rows_total=self.rows, batches=self.batches))
+            await self._progress(batch.num_rows)
         if gated:
             reports = await self.agent.bus.request("quality.finish", GateFinish(self.rc.run_id, self.task.name))
             details["quality"] = [r.to_dict() for r in reports]
@@ -161,9 +165,19 @@ class _TaskRun:
         async for b in batches:
             self.batches += 1
             self.rows += b.num_rows
-            await self.agent.bus.publish(TaskProgress(run_id=self.rc.run_id, task=self.task.name, agent=self.agent.id,
-                                                      rows=b.num_rows, rows_total=self.rows, batches=self.batches))
+            await self._progress(b.num_rows)
             yield b
+
+    async def _progress(self, rows: int) -> None:
+        """Publish the task's totals at most every PROGRESS_EVERY seconds; TaskCompleted has the final ones."""
+        self._unreported += rows
+        now = time.monotonic()
+        if now - self._reported_at < PROGRESS_EVERY:
+            return
+        self._reported_at = now
+        await self.agent.bus.publish(TaskProgress(run_id=self.rc.run_id, task=self.task.name, agent=self.agent.id,
+                                                  rows=self._unreported, rows_total=self.rows, batches=self.batches))
+        self._unreported = 0
 
     async def _commit(self, rows: int) -> None:
         self.committed += rows
