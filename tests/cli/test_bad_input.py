@@ -160,7 +160,11 @@ def test_interrupt_exits_130_and_leaves_no_output(tmp_path):
     ).replace("input: people\n    tool: parquet", "input: slowed\n    tool: parquet"), rows=rows)
     proc = subprocess.Popen([AGENT_ETL, "run", "p.yaml"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "AGENT_ETL_HOME": str(tmp_path / ".agent-etl")})
-    time.sleep(2.5)
+    # interrupt once the run is under way (the run store shows it within a second), however slow the machine
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and '"running"' not in cli("runs", "list", "--json", cwd=tmp_path).stdout:
+        time.sleep(0.2)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err

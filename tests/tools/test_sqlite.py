@@ -322,7 +322,7 @@ def test_config_errors():
     extractor = default_registry().get("extractor", "sqlite")
     loader = default_registry().get("loader", "sqlite")
     for options in [{}, {"table": "t", "query": "select 1"}]:
-        with pytest.raises(pydantic.ValidationError, match="exactly one of table"):
+        with pytest.raises(pydantic.ValidationError, match="exactly one of `query` or `table`"):
             extractor.Config.model_validate({"connection": "db", **options})
     with pytest.raises(pydantic.ValidationError, match="mode"):
         loader.Config.model_validate({"connection": "db", "table": "t", "mode": "merge"})
@@ -350,7 +350,7 @@ async def test_mixed_storage_classes_fall_back_instead_of_crashing(tmp_path):
     assert got.column("a").to_pylist() == ["1", "n/a", None]
     assert got.column("b").to_pylist() == ["1", "x", "01FF"]
     assert got.column("c").to_pylist() == ["2024-01-05", "05/01/2024", None]
-    utc = dt.timezone.utc
+    utc = dt.UTC
     assert [v and v.astimezone(utc) for v in got.column("d").to_pylist()] == [
         dt.datetime(2024, 1, 5, 8, tzinfo=utc), dt.datetime(2024, 1, 5, 11, tzinfo=utc), None]
     assert got.column("e").to_pylist() == [decimal.Decimal("1.10"), decimal.Decimal("2.25"), None]
@@ -431,3 +431,128 @@ async def test_query_of_a_timestamp_column_with_offsets_reads_utc(tmp_path):
     (got,) = await extract(make_ctx(tmp_path), query="SELECT at FROM e")
     assert got.schema.types == [pa.timestamp("us", "UTC")]
     assert [v.hour * 60 + v.minute for v in got.column("at").to_pylist()] == [8 * 60, 9 * 60 + 30]
+
+
+# -- merge -------------------------------------------------------------------------------------
+
+
+def _expected_merge(old: dict[int, tuple], *batches: pa.RecordBatch) -> list[tuple]:
+    """What a merge must leave: the old rows, each input row applied in order (the last one wins)."""
+    rows = dict(old)
+    for b in batches:
+        for k, v in zip(b.column("id").to_pylist(), b.column("v").to_pylist()):
+            rows[k] = (k, v)
+    return sorted(rows.values())
+
+
+async def test_merge_matches_a_computed_expectation(tmp_path):
+    import random
+
+    rng = random.Random(7)
+    ctx = make_ctx(tmp_path)
+    first = pa.record_batch({"id": list(range(300)), "v": [f"a{i}" for i in range(300)]})
+    assert await load(ctx, stream(first), table="t", mode="merge", key=["id"]) == 300
+    ids = [rng.randrange(0, 600) for _ in range(500)]  # half updates, half inserts, with repeats
+    batches = [pa.record_batch({"id": ids[i:i + 100], "v": [f"b{i + j}" for j in range(100)]}) for i in range(0, 500, 100)]
+    assert await load(ctx, stream(*batches), table="t", mode="merge", key="id") == 500
+    old = {i: (i, f"a{i}") for i in range(300)}
+    assert query(tmp_path, "SELECT id, v FROM t ORDER BY id") == _expected_merge(old, *batches)
+    assert query(tmp_path, "SELECT name FROM pragma_index_list('t') WHERE \"unique\"") == [("t_key",)]
+
+
+async def test_merge_updates_only_the_input_columns_and_inserts_null_keys(tmp_path):
+    setup_db(tmp_path, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, keep TEXT);", {"t": [(1, "x", "k1"), (2, "y", "k2")]})
+    ctx = make_ctx(tmp_path)
+    await load(ctx, stream(pa.record_batch({"id": [2, 3], "v": ["Y", "z"]})), table="t", mode="merge", key=["id"])
+    assert query(tmp_path, "SELECT id, v, keep FROM t ORDER BY id") == [(1, "x", "k1"), (2, "Y", "k2"), (3, "z", None)]
+    assert query(tmp_path, "SELECT name FROM sqlite_schema WHERE type = 'index'") == []  # the rowid key serves
+    nulls = pa.record_batch({"k": pa.array([1, None, None, 1]), "v": ["a", "n1", "n2", "b"]})
+    await load(ctx, stream(nulls), table="n", mode="merge", key=["k"])
+    assert query(tmp_path, "SELECT k, v FROM n ORDER BY v") == [(1, "b"), (None, "n1"), (None, "n2")]
+
+
+async def test_merge_into_a_table_without_a_unique_index(tmp_path):
+    setup_db(tmp_path, "CREATE TABLE t(id INTEGER, v TEXT); CREATE TABLE d(id INTEGER, v TEXT);",
+             {"t": [(1, "a")], "d": [(1, "a"), (1, "b")]})
+    ctx = make_ctx(tmp_path)
+    await load(ctx, stream(pa.record_batch({"id": [1, 2], "v": ["A", "B"]})), table="t", mode="merge", key="id")
+    assert query(tmp_path, "SELECT id, v FROM t ORDER BY id") == [(1, "A"), (2, "B")]
+    with pytest.raises(ToolError, match=r"'d'.*share a key.*remove the duplicates"):
+        await load(ctx, stream(pa.record_batch({"id": [3], "v": ["c"]})), table="d", mode="merge", key="id")
+    assert query(tmp_path, "SELECT count(*) FROM d") == [(2,)]
+    with pytest.raises(ToolError, match=r"merge key \['nope'\] is not a column"):
+        await load(ctx, stream(pa.record_batch({"id": [3], "v": ["c"]})), table="t", mode="merge", key="nope")
+
+
+async def test_a_failing_merge_changes_nothing(tmp_path):
+    ctx = make_ctx(tmp_path)
+    await load(ctx, stream(pa.record_batch({"id": [1], "v": ["a"]})), table="t", mode="merge", key="id")
+
+    async def broken():
+        yield pa.record_batch({"id": [1, 2], "v": ["X", "Y"]})
+        raise RuntimeError("upstream broke")
+
+    with pytest.raises(RuntimeError):
+        await load(ctx, broken(), table="t", mode="merge", key="id")
+    assert query(tmp_path, "SELECT id, v FROM t") == [(1, "a")]
+
+
+# -- incremental and partitions -----------------------------------------------------------------
+
+
+async def run_incremental(tmp_path: Path, state, **options) -> tuple[pa.Table, object]:
+    from agent_etl.testing import build, collect, tool_context
+
+    ctx = tool_context(tmp_path, connections={"db": {"url": URL}}, state=state, batch_size=2)
+    got = await collect(build("extractor", "sqlite", {"connection": "db", **options}, ctx).batches())
+    return got, getattr(ctx, "saved_state", None)
+
+
+@pytest.mark.parametrize("source", [{"table": "ev"}, {"query": "SELECT id, at FROM ev"}])
+async def test_incremental_reads_rows_after_the_mark(tmp_path, source):
+    setup_db(tmp_path, "CREATE TABLE ev(id INTEGER, at TIMESTAMP);",
+             {"ev": [(1, "2024-01-01 10:00:00"), (2, "2024-01-01T11:00:00.5"), (3, "2024-01-02T09:00:00"), (4, None)]})
+    got, state = await run_incremental(tmp_path, None, incremental={"cursor": "at"}, **source)
+    assert sorted(got.column("id").to_pylist()) == [1, 2, 3, 4]
+    assert state == {"cursor": "at", "type": "timestamp", "value": "2024-01-02T09:00:00"}
+    setup_db(tmp_path, "INSERT INTO ev VALUES (5, '2024-01-02 09:00:00.000001'), (6, '2024-01-02T08:00:00');")
+    got, new = await run_incremental(tmp_path, state, incremental={"cursor": "at"}, **source)
+    assert got.column("id").to_pylist() == [5]
+    got, _ = await run_incremental(tmp_path, state, incremental={"cursor": "at", "lookback": "2 hours"}, **source)
+    assert sorted(got.column("id").to_pylist()) == [3, 5, 6]  # 07:00 on: re-reads the mark row too
+    got, same = await run_incremental(tmp_path, new, incremental={"cursor": "at"}, **source)
+    assert got.num_rows == 0 and same is None  # nothing new: the mark stays where it is
+    got, _ = await run_incremental(tmp_path, None, incremental={"cursor": "at", "initial": "2024-01-01T12:00:00"},
+                                   **source)
+    assert sorted(got.column("id").to_pylist()) == [3, 5, 6]
+
+
+async def test_incremental_integer_cursor_with_lookback(tmp_path):
+    setup_db(tmp_path, "CREATE TABLE ev(id INTEGER, v TEXT);", {"ev": [(i, f"v{i}") for i in range(1, 11)]})
+    got, state = await run_incremental(tmp_path, {"cursor": "id", "type": "int", "value": 7}, table="ev",
+                                       incremental={"cursor": "id", "lookback": 2})
+    assert got.column("id").to_pylist() == [6, 7, 8, 9, 10]
+    assert state == {"cursor": "id", "type": "int", "value": 10}
+    with pytest.raises(ToolError, match="'nope' is not a column"):
+        await run_incremental(tmp_path, None, table="ev", incremental={"cursor": "nope"})
+
+
+@pytest.mark.parametrize(("column", "n"), [("id", 3), ("id", 64), ("day", 4), ("at", 5)])
+async def test_partitions_return_exactly_the_rows_of_a_single_read(tmp_path, column, n):
+    rows = [(i if i % 7 else None, f"2024-01-{1 + i % 28:02d}", f"2024-02-01T{i % 24:02d}:{i % 60:02d}:00" if i % 5 else None)
+            for i in range(200)]
+    setup_db(tmp_path, "CREATE TABLE p(id INTEGER, day DATE, at TIMESTAMP);", {"p": rows})
+    single, _ = await run_incremental(tmp_path, None, table="p")
+    parted, _ = await run_incremental(tmp_path, None, table="p", partitions=n, partition_on=column)
+    key = lambda r: tuple(str(v) for v in r.values())
+    assert sorted(parted.to_pylist(), key=key) == sorted(single.to_pylist(), key=key)
+    assert parted.num_rows == 200
+    both, _ = await run_incremental(tmp_path, None, query="SELECT * FROM p", partitions=n, partition_on=column,
+                                    incremental={"cursor": "id", "initial": 100})
+    assert sorted(both.column("id").to_pylist()) == [i for i in range(101, 200) if i % 7]
+
+
+async def test_partitioning_on_text_is_an_error(tmp_path):
+    setup_db(tmp_path, "CREATE TABLE p(name TEXT);", {"p": [("a",), ("b",)]})
+    with pytest.raises(ToolError, match="partition on an integer, date or timestamp column"):
+        await run_incremental(tmp_path, None, table="p", partitions=2, partition_on="name")

@@ -174,19 +174,24 @@ class AgentCoordinator(Agent):
             await self._cancel(run_id)
             raise
         finally:
+            # no await before the store has the run's end: a second cancellation (a second Ctrl-C)
+            # must not leave the run recorded as running
             runtime.unregister(run_id)
-            await rc.resources.aclose()
-            if self.store is not None and rc.staged_state:
-                self.store.save_state(pipeline.name, run_id, _settled_state(pipeline, results, rc.staged_state))
             self._results.pop(run_id, None)
             duration = time.perf_counter() - started
             status = STATUS_BY_EXIT.get(exit_code, "failed")
-            await self.bus.publish(RunFinished(run_id=run_id, pipeline=pipeline.name, status=status, duration=duration))
             if self.store is not None:
+                if rc.staged_state:
+                    self.store.save_state(pipeline.name, run_id, _settled_state(pipeline, results, rc.staged_state))
                 rows = sum(t.rows for t in results.values() if t.kind == "load" and t.status == "succeeded")
                 # on the loop thread: the run is over, and a worker thread would wait for the GIL
                 # while the loop drains events (up to the 5 ms switch interval)
                 self.store.finish_run(run_id, status, exit_code, rows, error, duration)
+            try:
+                await self.bus.publish(RunFinished(run_id=run_id, pipeline=pipeline.name, status=status,
+                                                   duration=duration))
+            finally:
+                await rc.resources.aclose()
         return RunResult(run_id, pipeline.name, status, exit_code, duration, results, error)
 
     def run_sync(self, pipeline: Pipeline | str | Path, *, variables: dict[str, str] | None = None) -> RunResult:

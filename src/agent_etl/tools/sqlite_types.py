@@ -30,11 +30,9 @@ matches names case-insensitively for ASCII letters only, which ``fold`` reproduc
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +41,7 @@ import pyarrow.compute as pc
 
 from agent_etl.exceptions import SpecError
 from agent_etl.tools.base import ToolContext
+from agent_etl.tools.databases.blocking import in_thread
 
 BUSY_TIMEOUT_S = 10.0  # how long to wait for another writer's lock; `?timeout=` in the URL overrides it
 
@@ -209,6 +208,9 @@ def as_text(values: Any) -> pa.Array:
     )
 
 
+__all__ = ["in_thread"]  # the sqlite tools' blocking calls go through it
+
+
 # -- the connection ----------------------------------------------------------------------------
 
 
@@ -256,28 +258,6 @@ def engine(path: Path, timeout: float, *, read_only: bool, begin: str):
         conn.exec_driver_sql(begin)
 
     return eng
-
-
-async def in_thread(fn: Callable[..., Any], *args: Any, stop: Callable[[], None] | None = None) -> Any:
-    """Run blocking database work in a worker thread; on cancellation, wait for it to stop.
-
-    A cancelled await would otherwise return while the thread still uses the connection, and the
-    cleanup (rollback, close) would race it. ``stop`` asks the thread to give up early.
-    """
-    fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    try:
-        return await asyncio.shield(fut)
-    except asyncio.CancelledError:
-        if stop is not None:
-            stop()
-        while not fut.done():
-            try:
-                await asyncio.wait({fut})
-            except asyncio.CancelledError:
-                pass
-        if not fut.cancelled():
-            fut.exception()  # retrieved: the cancellation is what propagates
-        raise
 
 
 def cause(e: BaseException) -> BaseException:

@@ -2,7 +2,16 @@
 
 Options: ``connection`` (a ``connections:`` entry whose ``url`` is ``sqlite:///path.db``, relative
 to the pipeline file; ``?timeout=`` sets the lock wait in seconds) and exactly one of ``table``
-(a plain name, quoted as given: ``a.b`` is one table named "a.b") or ``query``.
+(a plain name, quoted as given: ``a.b`` is one table named "a.b") or ``query``; and the options
+every database extractor has (``tools.databases.reads``):
+
+- ``incremental: {cursor, initial, lookback}`` reads only rows whose cursor column is greater than
+  the mark of the last successful run. SQLite compares what it stores: integers and reals as
+  numbers, dates and timestamps as ISO-8601 text (``2024-05-31T12:00:00``; a space instead of the
+  ``T`` is fine, offsets must all be written the same way, as the sqlite loader does in UTC).
+- ``partitions: N`` with ``partition_on: <integer, date or timestamp column>`` reads N key ranges,
+  one after the other in the same read transaction (one snapshot, so exactly the rows of a single
+  read; SQLite gains nothing from parallel readers of one file).
 
 Arrow types come from the declared column types (see ``tools.sqlite_types``): INTEGER -> int64,
 REAL/FLOAT/DOUBLE -> float64, TEXT/CHAR/CLOB/JSON/TIME -> string, BLOB -> binary, BOOLEAN -> bool,
@@ -20,16 +29,19 @@ later batches must fit those types (else an error says to CAST the column in the
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import sqlite3
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from pydantic import Field, model_validator
 
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.tools.base import Extractor, ToolConfig, ToolContext
+from agent_etl.tools.databases.options import SourceOptions
+from agent_etl.tools.databases.reads import CursorRead, Part, parts, where
 from agent_etl.tools.sqlite_types import (
     arrow_type,
     as_text,
@@ -81,28 +93,67 @@ class _Reader:
             self.engine.dispose()
             self.conn = None
 
-    def start(self) -> None:
-        self.conn.begin()  # one snapshot for the type probe and the rows
+    def start(self, after: Any = None) -> None:
+        self.conn.begin()  # one snapshot for the type probe, the partition bounds and the rows
         self.cursor = self.dbapi.cursor()
-        if self.config.table is not None:
+        config = self.config
+        if config.table is not None:
             self.columns = self._table_columns()
             select = ", ".join(c.expr for c in self.columns)
-            self.cursor.execute(f"SELECT {select} FROM {quote(self.config.table)}")
+            source = quote(config.table)
+            self.select = f"SELECT {select} FROM {source}"
         else:
-            sql = self.config.query.strip().rstrip(";")
+            sql = config.query.strip().rstrip(";")
             declared = self._declared_types(sql)
-            self.cursor.execute(sql)
+            source = f"({sql})"
+            # wrapped only when filtered: a bare query may be a PRAGMA, which a subquery cannot hold
+            self.select = sql if config.incremental is None and config.partitions == 1 else f"SELECT * FROM {source}"
+        self.cursor_sql = self.after = None
+        if config.incremental is not None and after is not None:
+            self.cursor_sql, self.after = _compared(quote(config.incremental.cursor), after), _param(after)
+        self.parts = self._parts(source) if config.partitions > 1 else [Part()]
+        self._run_part()
+        if config.table is None:
             names = [d[0] for d in self.cursor.description or ()]
             if len(declared) != len(names):
                 declared = [None] * len(names)
             self.columns = [_Column(n, arrow_type(d)) for n, d in zip(names, declared)]
 
+    def _parts(self, source: str) -> list[Part]:
+        """Key ranges from the key's min and max (under the incremental filter)."""
+        key = quote(self.config.partition_on)
+        clause, params = where(mark=lambda _: "?", cursor=self.cursor_sql, after=self.after)
+        lo, hi = self.cursor.execute(f"SELECT min({key}), max({key}) FROM {source}{clause}", params).fetchone()
+        lo, hi = _key_value(lo), _key_value(hi)
+        numbers = all(isinstance(v, (int, float)) for v in (lo, hi))
+        times = all(isinstance(v, dt.datetime) for v in (lo, hi)) and (lo.tzinfo is None) == (hi.tzinfo is None)
+        dates = all(type(v) is dt.date for v in (lo, hi))
+        if not (lo is None and hi is None or numbers or times or dates):
+            raise ToolError(f"task {self.ctx.task!r}: SQLite {self.what} in {self.path}: partition_on column "
+                            f"{self.config.partition_on!r} holds {lo!r} .. {hi!r}; partition on an integer, date or "
+                            "timestamp column (ISO-8601 text), or drop `partitions`")
+        return parts(lo, hi, self.config.partitions)
+
+    def _run_part(self) -> None:
+        part = self.parts.pop(0)
+        key = None
+        if part.lo is not None or part.hi is not None:
+            key = _compared(quote(self.config.partition_on), part.lo if part.lo is not None else part.hi)
+            part = Part(_param(part.lo), _param(part.hi), part.nulls)
+        clause, params = where(mark=lambda _: "?", cursor=self.cursor_sql, after=self.after, key=key, part=part)
+        self.cursor.execute(self.select + clause, params)
+
     def next(self) -> pa.RecordBatch | None:
-        if self.done:
-            return None
-        rows = self.cursor.fetchmany(self.ctx.batch_size)
-        if len(rows) < self.ctx.batch_size:
-            self.done = True  # fetchmany comes back short only at the end
+        rows: list = []
+        while not self.done:
+            rows = self.cursor.fetchmany(self.ctx.batch_size)
+            if len(rows) < self.ctx.batch_size:  # fetchmany comes back short only at the end
+                if self.parts:
+                    self._run_part()
+                else:
+                    self.done = True
+            if rows:
+                break
         if not rows and self.emitted:
             return None
         self.emitted = True  # an empty result still gives one 0-row batch, so the schema travels
@@ -222,6 +273,34 @@ def _decide(name: str, t: pa.DataType | None, flags: list[bool]) -> _Column:
     return _Column(name, pa.string(), as_string, settled=True)
 
 
+def _compared(column: str, like: Any) -> str:
+    """How a column is compared with a value like ``like``: timestamps as ISO text with a ``T``."""
+    return f"replace({column}, ' ', 'T')" if isinstance(like, dt.datetime) else column
+
+
+def _param(value: Any) -> Any:
+    """A bound or cursor value as SQLite stores it (see ``tools.sqlite_types``)."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC)
+        return value.isoformat(timespec="microseconds")  # fixed width: text order is time order
+    if isinstance(value, (dt.date, decimal.Decimal)):
+        return value.isoformat() if isinstance(value, dt.date) else float(value)
+    return value
+
+
+def _key_value(value: Any) -> Any:
+    """A partition key's min or max as SQLite returns it: ISO text becomes a date or datetime."""
+    if not isinstance(value, str):
+        return value
+    try:
+        if len(value) == 10:
+            return dt.date.fromisoformat(value)
+        return dt.datetime.fromisoformat(value.replace(" ", "T"))
+    except ValueError:
+        return value
+
+
 def _short(sql: str | None) -> str:
     sql = " ".join((sql or "").split())
     return sql if len(sql) <= 80 else sql[:77] + "..."
@@ -230,18 +309,8 @@ def _short(sql: str | None) -> str:
 class SQLiteExtractor(Extractor):
     """Read a SQLite table or query as Arrow batches (declared column types become Arrow types)."""
 
-    class Config(ToolConfig):
-        """Options of the sqlite extractor: connection, and one of table or query."""
-
-        connection: str = Field(min_length=1, description="name of a connections: entry with url sqlite:///path.db")
-        table: str | None = Field(None, min_length=1, description="table (or view) to read, as a plain name")
-        query: str | None = Field(None, min_length=1, description="SELECT to run instead of reading a table")
-
-        @model_validator(mode="after")
-        def _one_source(self) -> SQLiteExtractor.Config:
-            if (self.table is None) == (self.query is None):
-                raise ValueError("give exactly one of table: (read a whole table) or query: (run a SELECT)")
-            return self
+    class Config(SourceOptions):
+        """Options of the sqlite extractor: connection, table or query, incremental, partitions."""
 
     def __init__(self, config: ToolConfig, ctx: ToolContext):
         super().__init__(config, ctx)
@@ -254,11 +323,12 @@ class SQLiteExtractor(Extractor):
         import sqlalchemy.exc
 
         reader = _Reader(self.ctx, self.config)
+        inc = CursorRead(self.config.incremental, self.ctx) if self.config.incremental is not None else None
         db_errors = (sqlite3.Error, sqlalchemy.exc.SQLAlchemyError)
         try:
             try:
                 await in_thread(reader.open)
-                await in_thread(reader.start, stop=reader.dbapi.interrupt)
+                await in_thread(reader.start, inc.after if inc else None, stop=reader.dbapi.interrupt)
             except db_errors as e:
                 raise reader.error(e) from e
             while True:
@@ -267,8 +337,12 @@ class SQLiteExtractor(Extractor):
                 except db_errors as e:
                     raise reader.error(e) from e
                 if batch is None:
-                    return
+                    break
+                if inc is not None:
+                    inc.observe(batch)
                 self._rows += batch.num_rows
                 yield batch
+            if inc is not None:
+                inc.finish()
         finally:
             await in_thread(reader.close)

@@ -2,7 +2,8 @@
 
 Options: ``connection`` (``url: sqlite:///path.db``, relative to the pipeline file; the file and
 its directory are created if missing; ``?timeout=`` sets the lock wait in seconds), ``table``
-(a plain name, always quoted: ``a.b`` is one table named "a.b"), ``mode`` and ``schema_policy``.
+(a plain name, always quoted: ``a.b`` is one table named "a.b"), ``mode``, ``key`` and
+``schema_policy`` (the options of every database loader, ``tools.databases.options.SinkOptions``).
 
 - ``mode: append`` (default) inserts into the table, creating it from the first batch's schema if
   it does not exist. Nothing is committed until the input stream has ended cleanly.
@@ -10,6 +11,13 @@ its directory are created if missing; ``?timeout=`` sets the lock wait in second
   and renames the staging table in. The new table is built from the stream's schema: indexes,
   triggers and constraints of the old table go with it. A stream without any batch (so without a
   schema) empties the existing table instead.
+- ``mode: merge`` with ``key: [columns]`` upserts: ``INSERT ... ON CONFLICT(key) DO UPDATE`` sets
+  the input's other columns on rows whose key exists and inserts the rest; columns the input lacks
+  keep their values. Rows are applied in order, so within one load the last row of a key wins.
+  The upsert needs a unique index on exactly the key columns: it is created with a new table, and
+  on an existing table that has none it is created in the load's transaction (if the table already
+  holds duplicate keys the load fails, naming them, and changes nothing). Rows whose key is NULL
+  never match (SQLite's UNIQUE allows many NULLs), so they are always inserted.
 - ``schema_policy: evolve`` (default) adds a batch's new columns as nullable columns (ALTER TABLE
   ADD COLUMN); ``freeze`` fails, listing them, and leaves the table as it was (with replace, the
   stream must have exactly the old table's columns). Columns of the table that a batch lacks get
@@ -37,14 +45,13 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
-from typing import Literal
 
 import pyarrow as pa
-from pydantic import Field
 
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.stream import slices
-from agent_etl.tools.base import Loader, ToolConfig, ToolContext
+from agent_etl.tools.base import Loader, ToolContext
+from agent_etl.tools.databases.options import SinkOptions
 from agent_etl.tools.sqlite_types import cause, database, declared_type, engine, fold, in_thread, quote, to_params
 
 _CHUNK_ROWS = 10_000
@@ -110,8 +117,8 @@ class _Writer:
         self.dbapi.interrupt()
 
     def finish(self) -> None:
-        if self.tx is None:  # no batch at all: nothing to append; replace empties the table
-            if self.config.mode == "append" or not self._existing(self.table):
+        if self.tx is None:  # no batch at all: nothing to append or merge; replace empties the table
+            if self.config.mode != "replace" or not self._existing(self.table):
                 self.committed = True  # nothing to write; the load is still complete
                 return
             self.tx = self.conn.begin()
@@ -138,11 +145,13 @@ class _Writer:
         if not schema.names:
             raise self._fail("the input has no columns; select some columns upstream")
         existing = self._existing(self.table)
-        if self.config.mode == "append":
+        if self.config.mode in ("append", "merge"):
             if existing:
                 self.columns = existing
             else:
                 self._create(self.table, schema)
+            if self.config.mode == "merge":
+                self._key_index(fresh=not existing)
             return
         if existing and self.config.schema_policy == "freeze":
             new = [n for n in schema.names if fold(n) not in existing]
@@ -158,6 +167,31 @@ class _Writer:
         cols = ", ".join(f"{quote(f.name)} {declared_type(f.type)}" for f in schema)
         self.dbapi.execute(f"CREATE TABLE {quote(table)} ({cols})")
         self.columns = {fold(n): n for n in schema.names}
+
+    def _key_index(self, fresh: bool) -> None:
+        """Make sure a unique index on exactly the key columns exists (the upsert's conflict target)."""
+        key = self.config.key
+        missing = [k for k in key if fold(k) not in self.columns]
+        if missing:
+            raise self._fail(f"merge key {missing} is not a column of the table (columns: {list(self.columns.values())}); "
+                             "fix `key`")
+        want = {fold(k) for k in key}
+        if not fresh:
+            pk = [fold(r[0]) for r in self.dbapi.execute(
+                "SELECT name FROM pragma_table_info(?) WHERE pk > 0", (self.table,))]
+            if set(pk) == want and len(pk) == len(want):
+                return  # the primary key (a rowid alias or an index of its own)
+            for (name,) in self.dbapi.execute(
+                    'SELECT name FROM pragma_index_list(?) WHERE "unique" AND NOT partial', (self.table,)).fetchall():
+                cols = [fold(r[0] or "") for r in self.dbapi.execute("SELECT name FROM pragma_index_info(?)", (name,))]
+                if set(cols) == want and len(cols) == len(want):
+                    return
+        cols = ", ".join(quote(k) for k in key)
+        try:
+            self.dbapi.execute(f"CREATE UNIQUE INDEX {quote(f'{self.table}_key')} ON {quote(self.table)} ({cols})")
+        except sqlite3.IntegrityError:
+            raise self._fail(f"merge needs a unique index on key {key}, and the table already holds rows that share "
+                             "a key, so none can be created; remove the duplicates, or create the index yourself") from None
 
     def _existing(self, table: str) -> dict[str, str]:
         rows = self.dbapi.execute(
@@ -177,7 +211,19 @@ class _Writer:
         names = ", ".join(quote(n) for n in schema.names)
         marks = ", ".join("?" * len(schema.names))
         self.insert = f"INSERT INTO {quote(self.into)} ({names}) VALUES ({marks})"
+        if self.config.mode == "merge":
+            self.insert += self._upsert(schema)
         self.schema = schema
+
+    def _upsert(self, schema: pa.Schema) -> str:
+        key = {fold(k) for k in self.config.key}
+        lacking = [k for k in self.config.key if fold(k) not in {fold(n) for n in schema.names}]
+        if lacking:
+            raise self._fail(f"the input lacks merge key column(s) {lacking} (it has {schema.names}); "
+                             "select them upstream or fix `key`")
+        target = ", ".join(quote(k) for k in self.config.key)
+        sets = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in schema.names if fold(n) not in key)
+        return f" ON CONFLICT ({target}) DO " + (f"UPDATE SET {sets}" if sets else "NOTHING")
 
     def _fail(self, problem: str) -> ToolError:
         return ToolError(f"task {self.ctx.task!r}: SQLite table {self.table!r} in {self.path}: {problem}; "
@@ -196,15 +242,10 @@ class _Writer:
 
 
 class SQLiteLoader(Loader):
-    """Write Arrow batches into a SQLite table in one transaction (append, or an atomic replace)."""
+    """Write Arrow batches into a SQLite table in one transaction (append, atomic replace, or merge)."""
 
-    class Config(ToolConfig):
-        """Options of the sqlite loader: connection, table, mode, schema_policy."""
-
-        connection: str = Field(min_length=1, description="name of a connections: entry with url sqlite:///path.db")
-        table: str = Field(min_length=1, description="table to write, as a plain name (created if missing)")
-        mode: Literal["append", "replace"] = "append"
-        schema_policy: Literal["evolve", "freeze"] = "evolve"
+    class Config(SinkOptions):
+        """Options of the sqlite loader: connection, table, mode (append, replace, merge), key, schema_policy."""
 
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         import sqlalchemy.exc

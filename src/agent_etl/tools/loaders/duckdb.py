@@ -1,0 +1,281 @@
+"""DuckDB loader: Arrow batches into a table of a DuckDB file, in one transaction per load.
+
+Options (``tools.databases.options.SinkOptions``): ``connection`` (``url: duckdb:///path.duckdb``,
+relative to the pipeline file; the file and its directory are created if missing), ``table``
+(``name`` or ``schema.name``, double quotes keep dots; a missing schema is created), ``mode``,
+``key``, ``schema_policy``.
+
+- ``append`` (default): rows are added; the table is created from the first batch's schema.
+- ``replace``: rows go into a staging table; in the same transaction the old table is dropped and
+  the staging table renamed in, so a reader sees the old table or the new one, never half. The new
+  table has the stream's columns (constraints and indexes of the old one are not kept). A stream
+  with no batch at all empties the table.
+- ``merge`` with ``key``: rows go into a temporary staging table, then one ``MERGE INTO`` updates
+  the rows whose key matches (the input's columns only) and inserts the others. Within one load the
+  last row of a key wins; rows with a NULL key never match and are inserted. No index is needed.
+- ``schema_policy: evolve`` (default) adds the input's new columns (nullable); ``freeze`` fails on
+  any difference, naming the columns. Columns the input lacks get NULL (or their default).
+
+Each batch is handed to DuckDB as an Arrow table (no copy) and inserted with ``INSERT INTO ... BY
+NAME SELECT``; values never pass through SQL text. Types are DuckDB's Arrow mapping: int8..int64
+-> TINYINT..BIGINT, uint* -> UTINYINT..UBIGINT, float32/64 -> FLOAT/DOUBLE (NaN and infinity kept),
+decimal128(p,s) -> DECIMAL(p,s) (p <= 38), bool -> BOOLEAN, string -> VARCHAR, binary -> BLOB,
+date32 -> DATE, timestamp[s/ms/us] -> TIMESTAMP (ns -> TIMESTAMP_NS), with a time zone ->
+TIMESTAMPTZ, time -> TIME, duration -> INTERVAL, list -> LIST, struct -> STRUCT, map -> MAP,
+dictionary -> its values' type, json extension -> JSON. A type DuckDB cannot take fails the load
+naming the column. A failure anywhere (the input stream, a type, a constraint) rolls everything
+back, and ``ctx.commit`` is called only after the COMMIT.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pyarrow as pa
+
+from agent_etl.exceptions import ToolError
+from agent_etl.tools.base import Loader, ToolContext
+from agent_etl.tools.databases.blocking import in_thread
+from agent_etl.tools.databases.duckdb import cursor, first_line, open_database, path_of, qualified, quote
+from agent_etl.tools.databases.options import SinkOptions, split_table
+
+_SEQ = "__agent_etl_seq"  # row order in the merge staging table: the last row of a key wins
+
+
+def _fold(name: str) -> str:
+    return name.lower()  # DuckDB matches names case-insensitively
+
+
+class _Writer:
+    """The blocking half: one cursor, one transaction, opened at the first batch."""
+
+    def __init__(self, ctx: ToolContext, config: DuckDBLoader.Config):
+        self.ctx, self.config = ctx, config
+        try:
+            self.schema, self.name = split_table(config.table)
+        except ValueError as e:
+            raise ToolError(f"task {ctx.task!r}: {e}") from None
+        self.table = qualified(self.schema, self.name)
+        self.into = self.table  # where batches go: the table, or a staging table
+        self.view = f"__agent_etl_batch_{uuid.uuid4().hex[:8]}"
+        self.cur = None
+        self.begun = self.committed = False
+        self.columns: dict[str, str] = {}  # folded -> name, of ``into``
+        self.rows = 0
+
+    def open(self) -> None:
+        self.cur = cursor(open_database(self.ctx, self.config.connection, create=True))
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if not self.begun:
+            self._begin(batch)
+        if self.config.mode == "merge":
+            seq = pa.array(np.arange(self.rows, self.rows + batch.num_rows, dtype=np.int64))
+            batch = batch.append_column(_SEQ, seq)
+        import duckdb
+
+        try:
+            self.cur.register(self.view, batch)
+            self._fit(batch)
+            self.cur.execute(f"INSERT INTO {self.into} BY NAME SELECT * FROM {quote(self.view)}")
+        except duckdb.NotImplementedException as e:
+            raise self._unmappable(batch.schema) or e
+        finally:
+            with contextlib.suppress(duckdb.Error):  # an aborted transaction refuses even this
+                self.cur.unregister(self.view)
+        self.rows += batch.num_rows
+
+    def _begin(self, batch: pa.RecordBatch) -> None:
+        names = [_fold(n) for n in batch.schema.names]
+        dupes = sorted({n for n in batch.schema.names if names.count(_fold(n)) > 1})
+        if dupes or not names:
+            raise self._fail(f"the input has columns that differ only in case or repeat: {dupes}; rename them "
+                             "upstream" if dupes else "the input has no columns; select some upstream")
+        self.cur.begin()
+        self.begun = True
+        if self.schema:
+            self.cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
+        existing = self._existing()
+        mode = self.config.mode
+        if mode == "merge":
+            missing = [k for k in self.config.key if _fold(k) not in names]
+            if missing:
+                raise self._fail(f"the input lacks merge key column(s) {missing} (it has {batch.schema.names}); "
+                                 "select them upstream or fix `key`")
+        if mode == "append" and existing:
+            self.columns = existing
+            return
+        if mode == "replace" and existing and self.config.schema_policy == "freeze":
+            new = [n for n in batch.schema.names if _fold(n) not in existing]
+            gone = [n for k, n in existing.items() if k not in names]
+            if new or gone:
+                raise self._fail(f"schema_policy: freeze, but the input's columns differ from the table's: new {new}, "
+                                 f"missing {gone}; change the table or set schema_policy: evolve")
+        if mode == "append" or (mode == "merge" and not existing):
+            self._create(self.table, batch, temp=False)
+        if mode == "merge":
+            self.target_columns = self._existing()
+            self.into = quote(f"__agent_etl_merge_{uuid.uuid4().hex[:8]}")
+            self._create(self.into, batch.slice(0, 0).append_column(_SEQ, pa.array([], pa.int64())), temp=True)
+        elif mode == "replace":
+            self.into = qualified(self.schema, f"__agent_etl_staging_{self.name}")
+            self.cur.execute(f"DROP TABLE IF EXISTS {self.into}")
+            self._create(self.into, batch, temp=False)
+
+    def _create(self, table: str, batch: pa.RecordBatch, *, temp: bool) -> None:
+        import duckdb
+
+        try:
+            self.cur.register(self.view, batch.slice(0, 0))
+            self.cur.execute(f"CREATE {'TEMP ' if temp else ''}TABLE {table} AS SELECT * FROM {quote(self.view)}")
+        except duckdb.NotImplementedException as e:
+            raise self._unmappable(batch.schema) or e
+        finally:
+            with contextlib.suppress(duckdb.Error):  # an aborted transaction refuses even this
+                self.cur.unregister(self.view)
+        self.columns = {_fold(n): n for n in batch.schema.names}
+
+    def _existing(self) -> dict[str, str]:
+        rows = self.cur.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = coalesce($1, current_schema()) "
+            "AND table_name = $2 ORDER BY ordinal_position", [self.schema, self.name]).fetchall()
+        return {_fold(r[0]): r[0] for r in rows}
+
+    def _fit(self, batch: pa.RecordBatch) -> None:
+        """Add the batch's new columns to the table written into, if the policy allows."""
+        new = [f for f in batch.schema if _fold(f.name) not in self.columns]
+        if not new:
+            return
+        if self.config.schema_policy == "freeze":
+            listed = ", ".join(f"{f.name} ({f.type})" for f in new)
+            raise self._fail(f"schema_policy: freeze, but the input has columns the table lacks: {listed}; add them "
+                             "to the table, drop them upstream, or set schema_policy: evolve")
+        types = dict(self.cur.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {quote(self.view)})")
+                     .fetchall())
+        for f in new:
+            self.cur.execute(f"ALTER TABLE {self.into} ADD COLUMN {quote(f.name)} {types[f.name]}")
+            self.columns[_fold(f.name)] = f.name
+
+    def finish(self) -> None:
+        mode = self.config.mode
+        if not self.begun:  # no batch at all: nothing to append or merge; replace empties the table
+            if mode != "replace":
+                self.committed = True
+                return
+            self.cur.begin()
+            self.begun = True
+            if self._existing():
+                self.cur.execute(f"DELETE FROM {self.table}")
+        elif mode == "replace":
+            self.cur.execute(f"DROP TABLE IF EXISTS {self.table}")
+            self.cur.execute(f"ALTER TABLE {self.into} RENAME TO {quote(self.name)}")
+        elif mode == "merge":
+            self._merge()
+        self.cur.commit()
+        self.committed = True
+
+    def _merge(self) -> None:
+        columns = [n for k, n in self.columns.items() if k != _fold(_SEQ)]
+        new = [n for n in columns if _fold(n) not in self.target_columns]
+        if new:
+            if self.config.schema_policy == "freeze":
+                raise self._fail(f"schema_policy: freeze, but the input has columns the table lacks: {new}; add them "
+                                 "to the table, drop them upstream, or set schema_policy: evolve")
+            types = dict(self.cur.execute(f"SELECT column_name, column_type FROM (DESCRIBE {self.into})").fetchall())
+            for n in new:
+                self.cur.execute(f"ALTER TABLE {self.table} ADD COLUMN {quote(n)} {types[n]}")
+        key = {_fold(k) for k in self.config.key}
+        keys = [quote(k) for k in self.config.key]
+        null_key = " OR ".join(f"{k} IS NULL" for k in keys)
+        last = (f"SELECT * EXCLUDE ({quote(_SEQ)}) FROM {self.into} QUALIFY row_number() OVER "
+                f"(PARTITION BY {', '.join(keys)} ORDER BY {quote(_SEQ)} DESC) = 1 OR {null_key}")
+        on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+        sets = ", ".join(f"{quote(n)} = s.{quote(n)}" for n in columns if _fold(n) not in key)
+        cols = ", ".join(quote(n) for n in columns)
+        values = ", ".join(f"s.{quote(n)}" for n in columns)
+        matched = f" WHEN MATCHED THEN UPDATE SET {sets}" if sets else ""
+        self.cur.execute(f"MERGE INTO {self.table} AS t USING ({last}) AS s ON ({on}){matched} "
+                         f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})")
+        self.cur.execute(f"DROP TABLE {self.into}")
+
+    def close(self) -> None:
+        if self.cur is None:
+            return
+        if self.begun and not self.committed:
+            with contextlib.suppress(Exception):  # the transaction is already gone (DuckDB aborted it)
+                self.cur.rollback()
+        self.cur.close()
+        self.cur = None
+
+    def interrupt(self) -> None:
+        if self.cur is not None:
+            self.cur.interrupt()
+
+    def _unmappable(self, schema: pa.Schema) -> ToolError | None:
+        """Which column DuckDB cannot take, if that is what went wrong (asked on a fresh cursor: the
+        failed statement aborted this one's transaction)."""
+        probe_cur = open_database(self.ctx, self.config.connection, create=True).cursor()
+        try:
+            for f in schema:
+                probe = pa.RecordBatch.from_arrays([pa.array([], f.type)], names=[f.name])
+                try:
+                    probe_cur.register("probe", probe)
+                    probe_cur.execute("DESCRIBE SELECT * FROM probe").fetchall()
+                except Exception as e:  # noqa: BLE001 - any failure here names the column
+                    return self._fail(f"column {f.name!r} has type {f.type}, which DuckDB cannot store "
+                                      f"({first_line(e)}); cast it upstream (e.g. the cast transform) to a supported type")
+                finally:
+                    probe_cur.unregister("probe")
+        finally:
+            probe_cur.close()
+        return None
+
+    def _fail(self, problem: str) -> ToolError:
+        return ToolError(f"task {self.ctx.task!r}: DuckDB table {self.config.table!r} in "
+                         f"{path_of(self.ctx, self.config.connection)}: {problem}; nothing was written")
+
+    def error(self, e: BaseException) -> ToolError:
+        import duckdb
+
+        if isinstance(e, duckdb.ConstraintException):
+            return self._fail(f"a row violates a constraint ({first_line(e)}); the load was rolled back. Fix the "
+                              "rows upstream (e.g. a quality check) or the table's constraint")
+        if isinstance(e, duckdb.ConversionException):
+            return self._fail(f"a value does not fit the table's column type ({first_line(e)}); the load was rolled "
+                              "back. Cast the column upstream or change the table")
+        return self._fail(f"{first_line(e)}; the load was rolled back")
+
+
+class DuckDBLoader(Loader):
+    """Write Arrow batches into a DuckDB table in one transaction (append, atomic replace, merge)."""
+
+    class Config(SinkOptions):
+        """Options of the duckdb loader: connection, table, mode (append, replace, merge), key, schema_policy."""
+
+    async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
+        import duckdb
+
+        writer = _Writer(self.ctx, self.config)
+        errors = (duckdb.Error, pa.ArrowException)
+        try:
+            try:
+                await in_thread(writer.open)
+            except errors as e:
+                raise writer.error(e) from e
+            async for batch in batches:
+                try:
+                    await in_thread(writer.write, batch, stop=writer.interrupt)
+                except errors as e:
+                    raise writer.error(e) from e
+            try:
+                await in_thread(writer.finish)  # never interrupted: a commit happens or it does not
+            except errors as e:
+                raise writer.error(e) from e
+        finally:
+            await in_thread(writer.close)
+            if writer.committed:
+                await self.ctx.commit(writer.rows)
+        return writer.rows

@@ -1,0 +1,311 @@
+"""Generic SQL loader (``tool: sql``): Arrow batches into a table of any SQLAlchemy database.
+
+Slower than the dedicated loaders (rows go in through the driver's ``executemany`` in chunks of
+10,000, with SQLAlchemy's batched "insertmanyvalues" where the dialect has it), but correct on any
+dialect. Options (``tools.databases.options.SinkOptions``): ``connection`` (a SQLAlchemy URL, see
+``tools.databases.engines``), ``table`` (``name`` or ``schema.name``), ``mode``, ``key``,
+``schema_policy``. Missing tables are created from the Arrow schema with the mapping in
+``tools.databases.sqlalchemy_types``; names are always quoted by the dialect, values are always
+bound parameters.
+
+- ``append`` inserts in one transaction, committed after the input stream ended cleanly.
+- ``replace`` fills a staging table and swaps it in: on PostgreSQL and SQLite the drop and rename
+  happen in the same transaction as the inserts (readers see the old table or the new one); on
+  MySQL/MariaDB with one atomic ``RENAME TABLE``. The new table has the stream's columns.
+- ``merge`` (PostgreSQL, SQLite, MySQL/MariaDB) fills a staging table, then upserts from it with
+  ``INSERT ... ON CONFLICT (key) DO UPDATE`` (``ON DUPLICATE KEY UPDATE`` on MySQL), updating the
+  input's columns; the last row of a key in a load wins; rows with a NULL key are inserted. The
+  upsert needs a unique index on the key: created with a new table, or on an existing one that
+  lacks it (the load fails, naming the fix, when the table already holds duplicate keys). Other
+  dialects have no upsert here: merge fails with a message saying so.
+- ``schema_policy: evolve`` adds new input columns (nullable); ``freeze`` fails naming them.
+
+If anything fails (the input stream, a constraint, a type), the transaction rolls back; MySQL and
+MariaDB commit DDL at once, so tables this load created are dropped again. ``ctx.commit`` is called
+after the COMMIT.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from agent_etl.exceptions import ToolError
+from agent_etl.stream import slices
+from agent_etl.tools.base import Loader, ToolContext
+from agent_etl.tools.databases.blocking import in_thread
+from agent_etl.tools.databases.engines import connect_error, engine, identifier, location, qualified
+from agent_etl.tools.databases.options import SinkOptions, split_table
+from agent_etl.tools.databases.sqlalchemy_types import Unmappable, column_type, params
+
+_CHUNK_ROWS = 10_000
+_SEQ = "agent_etl_seq"  # row order in the merge staging table
+_UPSERT = ("postgresql", "sqlite", "mysql", "mariadb")
+
+
+class _Writer:
+    def __init__(self, ctx: ToolContext, config: SQLLoader.Config):
+        self.ctx, self.config = ctx, config
+        try:
+            self.schema, self.name = split_table(config.table)
+        except ValueError as e:
+            raise ToolError(f"task {ctx.task!r}: {e}") from None
+        self.conn = self.tx = None
+        self.target = self.into = None  # sa.Table objects
+        self.created: list[Any] = []  # tables to drop if the load fails (DDL that committed at once)
+        self.rows = 0
+        self.committed = False
+
+    def open(self) -> None:
+        import sqlalchemy.exc
+
+        self.engine = engine(self.ctx, self.config.connection)
+        self.dialect = self.engine.dialect.name
+        if self.config.mode == "merge" and self.dialect not in _UPSERT:
+            raise self._fail(f"mode: merge needs an upsert, which tool: sql has for PostgreSQL, SQLite and MySQL/"
+                             f"MariaDB, not {self.dialect}; use mode: append or replace")
+        try:
+            self.conn = self.engine.connect()
+        except sqlalchemy.exc.DBAPIError as e:
+            raise connect_error(e, self.engine.url, self.config.connection) from None
+
+    # -- the first batch decides the tables ------------------------------------------------------
+
+    def _begin(self, schema: pa.Schema) -> None:
+        import sqlalchemy as sa
+
+        folded = [n.lower() for n in schema.names]
+        dupes = sorted({n for n in schema.names if folded.count(n.lower()) > 1})
+        if dupes or not schema.names:
+            raise self._fail(f"the input has columns that repeat or differ only in case: {dupes}; rename them "
+                             "upstream" if dupes else "the input has no columns; select some upstream")
+        self.tx = self.conn.begin()
+        insp = sa.inspect(self.conn)
+        exists = insp.has_table(self.name, schema=self.schema)
+        existing = sa.Table(self.name, sa.MetaData(), schema=self.schema, autoload_with=self.conn) if exists else None
+        mode, key = self.config.mode, self.config.key or []
+        if mode == "merge":
+            missing = [k for k in key if k not in schema.names]
+            if missing:
+                raise self._fail(f"the input lacks merge key column(s) {missing} (it has {schema.names}); select "
+                                 "them upstream or fix `key`")
+        if existing is not None and mode == "replace" and self.config.schema_policy == "freeze":
+            new = [n for n in schema.names if n not in existing.c]
+            gone = [c.name for c in existing.c if c.name not in schema.names]
+            if new or gone:
+                raise self._fail(f"schema_policy: freeze, but the input's columns differ from the table's: new {new}, "
+                                 f"missing {gone}; change the table or set schema_policy: evolve")
+        if mode == "replace":
+            self.target = existing
+            self.into = self._create(f"{self.name[:40]}_stg_{uuid.uuid4().hex[:8]}", schema)
+            return
+        self.target = existing if existing is not None else self._create(self.name, schema, key=key)
+        if mode == "append":
+            self.into = self.target
+            return
+        self._unique_key(insp, exists)
+        self.into = self._create(f"{self.name[:40]}_mrg_{uuid.uuid4().hex[:8]}", schema, seq=True)
+
+    def _create(self, name: str, schema: pa.Schema, *, key: list[str] = (), seq: bool = False) -> Any:
+        import sqlalchemy as sa
+
+        try:
+            cols = [sa.Column(f.name, column_type(f.name, f.type, self.dialect, key=f.name in key)) for f in schema]
+        except Unmappable as e:
+            raise self._fail(str(e)) from None
+        if seq:
+            cols.append(sa.Column(_SEQ, sa.BigInteger()))
+        table = sa.Table(name, sa.MetaData(), *cols, schema=self.schema)
+        if key:
+            sa.Index(f"{name[:50]}_key", *[table.c[k] for k in key], unique=True)
+        table.create(self.conn)
+        self.created.append(table)
+        return table
+
+    def _unique_key(self, insp: Any, existed: bool) -> None:
+        """Make sure a unique index on exactly the key exists (the upsert's conflict target)."""
+        import sqlalchemy as sa
+
+        key = set(self.config.key)
+        if existed:
+            candidates = [insp.get_pk_constraint(self.name, schema=self.schema).get("constrained_columns") or []]
+            candidates += [u["column_names"] for u in insp.get_unique_constraints(self.name, schema=self.schema)]
+            candidates += [i["column_names"] for i in insp.get_indexes(self.name, schema=self.schema) if i["unique"]]
+            if any(set(c) == key and len(c) == len(key) for c in candidates):
+                return
+            absent = [k for k in self.config.key if k not in self.target.c]
+            if absent:
+                raise self._fail(f"merge key {absent} is not a column of the table; fix `key`")
+        else:
+            return  # created with its unique index
+        index = sa.Index(f"{self.name[:50]}_key", *[self.target.c[k] for k in self.config.key], unique=True)
+        try:
+            index.create(self.conn)
+        except sa.exc.IntegrityError:
+            raise self._fail(f"merge needs a unique index on key {self.config.key}, and the table already holds rows "
+                             "that share a key, so none can be created; remove the duplicates, or create the index "
+                             "yourself") from None
+
+    # -- rows --------------------------------------------------------------------------------------
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self.tx is None:
+            self._begin(batch.schema)
+        self._fit(batch.schema)
+        for chunk in slices(batch, _CHUNK_ROWS) if batch.num_rows else ():
+            if self.config.mode == "merge":
+                seq = np.arange(self.rows, self.rows + chunk.num_rows, dtype=np.int64)
+                chunk = chunk.append_column(_SEQ, pa.array(seq))
+            try:
+                rows = params(chunk, self.dialect)
+            except (ValueError, pa.ArrowException) as e:
+                raise self._fail(str(e)) from None
+            self.conn.execute(self.into.insert(), rows)
+            self.rows += chunk.num_rows
+
+    def _fit(self, schema: pa.Schema) -> None:
+        """Add the batch's new columns (to the staging table and the merge target) if the policy allows."""
+        for table in [self.into, self.target] if self.config.mode == "merge" else [self.into]:
+            new = [f for f in schema if f.name not in table.c]
+            if new and self.config.schema_policy == "freeze":
+                listed = ", ".join(f"{f.name} ({f.type})" for f in new)
+                raise self._fail(f"schema_policy: freeze, but the input has columns the table lacks: {listed}; add "
+                                 "them to the table, drop them upstream, or set schema_policy: evolve")
+            for f in new:
+                self._add_column(table, f)
+
+    def _add_column(self, table: Any, f: pa.Field) -> None:
+        import sqlalchemy as sa
+
+        try:
+            t = column_type(f.name, f.type, self.dialect)
+        except Unmappable as e:
+            raise self._fail(str(e)) from None
+        ddl = t.compile(dialect=self.engine.dialect)
+        where = qualified(self.engine, table.schema, table.name)
+        self.conn.exec_driver_sql(f"ALTER TABLE {where} ADD COLUMN {identifier(self.engine, f.name)} {ddl}")
+        table.append_column(sa.Column(f.name, t))
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        import sqlalchemy as sa
+
+        if self.tx is None:  # no batch: nothing to append or merge; replace empties the table
+            if self.config.mode == "replace":
+                self.tx = self.conn.begin()
+                if sa.inspect(self.conn).has_table(self.name, schema=self.schema):
+                    self.conn.exec_driver_sql(f"DELETE FROM {qualified(self.engine, self.schema, self.name)}")
+                self.tx.commit()
+            self.committed = True
+            return
+        if self.config.mode == "replace":
+            self._swap()
+        elif self.config.mode == "merge":
+            self._upsert()
+            self.into.drop(self.conn)
+        self.tx.commit()
+        self.created = []
+        self.committed = True
+
+    def _swap(self) -> None:
+        q = lambda n: qualified(self.engine, self.schema, n)
+        staging, table = q(self.into.name), q(self.name)
+        if self.dialect in ("mysql", "mariadb"):
+            if self.target is None:
+                self.conn.exec_driver_sql(f"RENAME TABLE {staging} TO {table}")
+            else:  # one statement swaps both names: readers see the old table or the new one
+                old = q(f"{self.name[:40]}_old_{uuid.uuid4().hex[:8]}")
+                self.conn.exec_driver_sql(f"RENAME TABLE {table} TO {old}, {staging} TO {table}")
+                self.conn.exec_driver_sql(f"DROP TABLE {old}")
+            return
+        if self.target is not None:
+            self.conn.exec_driver_sql(f"DROP TABLE {table}")
+        self.conn.exec_driver_sql(f"ALTER TABLE {staging} RENAME TO {identifier(self.engine, self.name)}")
+
+    def _upsert(self) -> None:
+        import sqlalchemy as sa
+
+        s, t = self.into, self.target
+        cols = [c.name for c in s.c if c.name != _SEQ]
+        keys = [s.c[k] for k in self.config.key]
+        last = sa.select(sa.func.max(s.c[_SEQ])).group_by(*keys)
+        # the last row of each key; NULL keys never conflict, so all of those rows go in
+        source = sa.select(*[s.c[n] for n in cols]).where(sa.or_(s.c[_SEQ].in_(last), *[k.is_(None) for k in keys]))
+        others = [n for n in cols if n not in self.config.key]
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        elif self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.mysql import insert
+            stmt = insert(t).from_select(cols, source)
+            update = {n: stmt.inserted[n] for n in (others or self.config.key[:1])}
+            self.conn.execute(stmt.on_duplicate_key_update(update))
+            return
+        stmt = insert(t).from_select(cols, source)
+        if others:
+            stmt = stmt.on_conflict_do_update(index_elements=self.config.key,
+                                              set_={n: stmt.excluded[n] for n in others})
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=self.config.key)
+        self.conn.execute(stmt)
+
+    def close(self) -> None:
+        if self.conn is None:
+            return
+        with contextlib.suppress(Exception):
+            if self.tx is not None and self.tx.is_active:
+                self.tx.rollback()
+        for table in reversed(self.created):  # MySQL committed these at once; elsewhere they are gone
+            with contextlib.suppress(Exception), self.conn.begin():
+                table.drop(self.conn, checkfirst=True)
+        self.conn.close()
+        self.conn = None
+
+    def _fail(self, problem: str) -> ToolError:
+        where = location(self.engine) if hasattr(self, "engine") else "?"
+        return ToolError(f"task {self.ctx.task!r}: table {self.config.table!r} at {where}: {problem}; nothing was "
+                         "written")
+
+    def error(self, e: BaseException) -> ToolError:
+        import sqlalchemy.exc
+
+        text = " ".join(str(getattr(e, "orig", None) or e).split())[:400]
+        if isinstance(e, sqlalchemy.exc.IntegrityError):
+            return self._fail(f"a row violates a constraint ({text}); the load was rolled back. Fix the rows upstream "
+                              "(e.g. a quality check) or the table's constraint")
+        if isinstance(e, sqlalchemy.exc.DataError):
+            return self._fail(f"a value does not fit its column ({text}); the load was rolled back. Cast the column "
+                              "upstream or change the table")
+        return self._fail(f"{text}; the load was rolled back")
+
+
+class SQLLoader(Loader):
+    """Write Arrow batches into a table of any SQLAlchemy database (append, replace, merge)."""
+
+    class Config(SinkOptions):
+        """Options of the sql loader: connection (a SQLAlchemy url), table, mode, key, schema_policy."""
+
+    async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
+        import sqlalchemy.exc
+
+        writer = _Writer(self.ctx, self.config)
+        try:
+            try:
+                await in_thread(writer.open)
+                async for batch in batches:
+                    await in_thread(writer.write, batch)
+                await in_thread(writer.finish)
+            except sqlalchemy.exc.SQLAlchemyError as e:
+                raise writer.error(e) from e
+        finally:
+            await in_thread(writer.close)
+            if writer.committed:
+                await self.ctx.commit(writer.rows)
+        return writer.rows

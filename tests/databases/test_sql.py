@@ -1,0 +1,263 @@
+"""The generic sql extractor and loader against SQLite files, PostgreSQL and MariaDB on 127.0.0.1.
+
+Every test runs once per backend, in a private schema (PostgreSQL), database (MariaDB) or file
+(SQLite) that is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import decimal
+import random
+import uuid
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from agent_etl.exceptions import ToolError
+from agent_etl.testing import build, collect, tool_context
+
+
+@dataclass
+class Target:
+    kind: str
+    url: str
+    schema: str | None  # prefix of table names
+
+    def table(self, name: str) -> str:
+        quoted = '"' + name.replace('"', '""') + '"'
+        return f"{self.schema}.{quoted}" if self.schema else quoted
+
+    def rows(self, sql: str) -> list[tuple]:
+        eng = sa.create_engine(self.url)
+        try:
+            with eng.connect() as conn:
+                return [tuple(r) for r in conn.exec_driver_sql(sql)]
+        finally:
+            eng.dispose()
+
+    def q(self, name: str) -> str:
+        """A table name quoted for raw SQL in this database."""
+        eng = sa.create_engine(self.url)
+        prep = eng.dialect.identifier_preparer
+        eng.dispose()
+        return (prep.quote_identifier(self.schema) + "." if self.schema else "") + prep.quote_identifier(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def target(request, tmp_path):
+    kind, name = request.param, f"t_{uuid.uuid4().hex[:12]}"
+    if kind == "sqlite":
+        yield Target(kind, f"sqlite:///{tmp_path / 'test.db'}", None)
+        return
+    admin_url = {"postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+                 "mariadb": "mysql+pymysql://root@127.0.0.1:3306/test"}[kind]
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    create, drop = {"postgresql": (f'CREATE SCHEMA "{name}"', f'DROP SCHEMA IF EXISTS "{name}" CASCADE'),
+                    "mariadb": (f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4",
+                                f"DROP DATABASE IF EXISTS `{name}`")}[kind]
+    with admin.connect() as conn:
+        conn.exec_driver_sql(create)
+    try:
+        if kind == "postgresql":
+            yield Target(kind, admin_url, name)
+        else:
+            yield Target(kind, f"mysql+pymysql://root@127.0.0.1:3306/{name}?charset=utf8mb4", None)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(drop)
+        admin.dispose()
+
+
+@pytest.fixture
+async def ctx(tmp_path, target):
+    c = tool_context(tmp_path, connections={"db": {"url": target.url}}, batch_size=1000)
+    yield c
+    await c.resources.aclose()
+
+
+async def stream(*batches):
+    for b in batches:
+        await asyncio.sleep(0)
+        yield b
+
+
+async def load(ctx, batches, **options) -> int:
+    return await build("loader", "sql", {"connection": "db", **options}, ctx).load(batches)
+
+
+async def extract(ctx, **options) -> pa.Table:
+    return await collect(build("extractor", "sql", {"connection": "db", **options}, ctx).batches())
+
+
+async def test_round_trip_of_mapped_types(ctx, target):
+    utc = dt.UTC
+    batch = pa.record_batch({
+        "i16": pa.array([1, None, -300], pa.int16()),
+        "i64": pa.array([2**62, None, -1]),
+        "f64": pa.array([1e300, None, -0.25]),
+        "flag": pa.array([True, False, None]),
+        "text": pa.array(["ü ✓ 🙂 日本", None, ""]),
+        "bin": pa.array([b"\x00\xff", None, b""]),
+        "day": pa.array([dt.date(2024, 2, 29), None, dt.date(1970, 1, 1)]),
+        "ts": pa.array([dt.datetime(2024, 1, 5, 10, 0, 0, 123456), None, dt.datetime(2038, 12, 31, 23, 59, 59)]),
+        "tz": pa.array([dt.datetime(2024, 7, 1, 10, 0, 0, 5, tzinfo=utc), None, dt.datetime(2000, 1, 1, tzinfo=utc)],
+                       pa.timestamp("us", "Europe/Berlin")),
+        "dec": pa.array([decimal.Decimal("1234567890123.123456789"), None, decimal.Decimal("-0.5")],
+                        pa.decimal128(30, 9)),
+    })
+    name = target.table("all types")
+    assert await load(ctx, stream(batch), table=name, mode="replace") == 3
+    got = await extract(ctx, table=name)
+    assert got.num_rows == 3
+    for col in ["i16", "i64", "f64", "flag", "text", "bin", "day", "ts"]:
+        have = got.column(col).to_pylist()
+        if col == "flag" and target.kind == "mariadb":
+            have = [None if v is None else bool(v) for v in have]  # BOOL is TINYINT(1) there
+        assert have == batch.column(col).to_pylist(), col
+    want_tz = batch.column("tz").cast(pa.timestamp("us", "UTC")).to_pylist()
+    have_tz = [v if v is None or v.tzinfo else v.replace(tzinfo=utc) for v in got.column("tz").to_pylist()]
+    assert have_tz == want_tz  # PostgreSQL keeps the zone; the others hold the UTC wall clock
+    if target.kind != "sqlite":  # SQLite's NUMERIC keeps 15 digits: use the sqlite tool for exact decimals
+        assert got.column("dec").to_pylist() == batch.column("dec").to_pylist()
+    empty = pa.record_batch({"id": pa.array([], pa.int64()), "s": pa.array([], pa.string())})
+    assert await load(ctx, stream(empty), table=target.table("empty"), mode="replace") == 0
+    got = await extract(ctx, table=target.table("empty"))
+    assert got.num_rows == 0 and got.schema.names == ["id", "s"]
+
+
+async def test_nan_and_infinity(ctx, target):
+    batch = pa.record_batch({"x": [float("nan"), float("inf"), float("-inf"), 1.0]})
+    if target.kind == "mariadb":
+        with pytest.raises(ToolError, match=r"column 'x' holds 3 NaN or infinite.*replace them upstream"):
+            await load(ctx, stream(batch), table=target.table("f"))
+        return
+    await load(ctx, stream(batch), table=target.table("f"))
+    got = (await extract(ctx, table=target.table("f"))).column("x").to_pylist()
+    if target.kind == "sqlite":
+        assert got[1:] == [float("inf"), float("-inf"), 1.0]  # SQLite stores NaN as NULL
+    else:
+        assert got[0] != got[0] and got[1:] == [float("inf"), float("-inf"), 1.0]
+
+
+async def test_merge_matches_a_computed_expectation(ctx, target):
+    rng = random.Random(3)
+    name = target.table("m")
+    await load(ctx, stream(pa.record_batch({"id": list(range(300)), "v": [f"a{i}" for i in range(300)]})),
+               table=name, mode="merge", key="id")
+    ids = [rng.randrange(0, 600) for _ in range(400)]
+    batches = [pa.record_batch({"id": ids[i:i + 100], "v": [f"b{i + j}" for j in range(100)]}) for i in range(0, 400, 100)]
+    assert await load(ctx, stream(*batches), table=name, mode="merge", key=["id"]) == 400
+    expected = {i: f"a{i}" for i in range(300)}
+    for b in batches:
+        expected.update(zip(b.column("id").to_pylist(), b.column("v").to_pylist()))
+    assert target.rows(f"SELECT id, v FROM {target.q('m')} ORDER BY id") == sorted(expected.items())
+    # an existing table without a unique index gets one; only the input's columns change
+    with sa.create_engine(target.url).begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {target.q('plain')} (id INTEGER, v VARCHAR(20), keep VARCHAR(20))")
+        conn.exec_driver_sql(f"INSERT INTO {target.q('plain')} VALUES (1, 'a', 'k')")
+    await load(ctx, stream(pa.record_batch({"id": [1, 2], "v": ["A", "B"]})), table=target.table("plain"),
+               mode="merge", key="id")
+    assert target.rows(f"SELECT id, v, keep FROM {target.q('plain')} ORDER BY id") == [(1, "A", "k"), (2, "B", None)]
+    staging = [r for r in sa.inspect(sa.create_engine(target.url)).get_table_names(schema=target.schema)
+               if r not in ("m", "plain")]
+    assert staging == []
+
+
+async def test_merge_into_a_table_with_duplicate_keys_fails_unchanged(ctx, target):
+    with sa.create_engine(target.url).begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {target.q('d')} (id INTEGER, v VARCHAR(20))")
+        conn.exec_driver_sql(f"INSERT INTO {target.q('d')} VALUES (1, 'a'), (1, 'b')")
+    with pytest.raises(ToolError, match=r"share a key.*remove the duplicates"):
+        await load(ctx, stream(pa.record_batch({"id": [3], "v": ["c"]})), table=target.table("d"), mode="merge", key="id")
+    assert target.rows(f"SELECT count(*) FROM {target.q('d')}") == [(2,)]
+
+
+@pytest.mark.parametrize("mode", ["append", "replace", "merge"])
+async def test_a_failing_stream_or_constraint_leaves_the_table_unchanged(ctx, target, mode):
+    name = target.table("t")
+    await load(ctx, stream(pa.record_batch({"id": [1, 2], "v": ["a", "b"]})), table=name, mode="merge", key="id")
+
+    async def broken():
+        yield pa.record_batch({"id": [3, 4], "v": ["X", "Y"]})
+        raise RuntimeError("upstream broke")
+
+    with pytest.raises(RuntimeError):
+        await load(ctx, broken(), table=name, mode=mode, key="id" if mode == "merge" else None)
+    assert target.rows(f"SELECT id, v FROM {target.q('t')} ORDER BY id") == [(1, "a"), (2, "b")]
+    if mode == "append":  # a duplicate key against the unique index
+        with pytest.raises(ToolError, match=r"violates a constraint.*rolled back"):
+            await load(ctx, stream(pa.record_batch({"id": [5, 1], "v": ["e", "dup"]})), table=name)
+        assert target.rows(f"SELECT id, v FROM {target.q('t')} ORDER BY id") == [(1, "a"), (2, "b")]
+    tables = sa.inspect(sa.create_engine(target.url)).get_table_names(schema=target.schema)
+    assert tables == ["t"]
+
+
+async def test_replace_swaps_in_the_new_rows(ctx, target):
+    name = target.table("r")
+    await load(ctx, stream(pa.record_batch({"id": [1, 2, 3]})), table=name)
+    assert await load(ctx, stream(pa.record_batch({"id": [10]}), pa.record_batch({"id": [11], "x": ["new"]})),
+                      table=name, mode="replace") == 2
+    assert target.rows(f"SELECT id, x FROM {target.q('r')} ORDER BY id") == [(10, None), (11, "new")]
+    assert await load(ctx, stream(), table=name, mode="replace") == 0
+    assert target.rows(f"SELECT count(*) FROM {target.q('r')}") == [(0,)]
+
+
+async def test_partitions_and_incremental(ctx, target):
+    n = 500
+    batch = pa.record_batch({"id": pa.array([i if i % 11 else None for i in range(n)], pa.int64()),
+                             "day": [dt.date(2024, 1, 1) + dt.timedelta(days=i % 30) for i in range(n)],
+                             "n": list(range(n))})
+    name = target.table("p")
+    await load(ctx, stream(batch), table=name)
+    single = (await extract(ctx, table=name)).sort_by("n")
+    for column, parts in [("id", 5), ("day", 4), ("id", 64)]:
+        parted = await extract(ctx, table=name, partitions=parts, partition_on=column)
+        assert parted.sort_by("n").equals(single), (column, parts)
+    ctx2 = tool_context(ctx.base_dir, connections=ctx.connections, state={"cursor": "id", "type": "int", "value": 480})
+    ctx2.resources = ctx.resources
+    got = await collect(build("extractor", "sql", {"connection": "db", "query": f"SELECT id, n FROM {target.q('p')} "
+                                                   "WHERE n >= 0", "incremental": {"cursor": "id", "lookback": 5},
+                                                   "partitions": 3, "partition_on": "n"}, ctx2).batches())
+    assert sorted(got.column("id").to_pylist()) == [i for i in range(476, n) if i % 11]
+    assert ctx2.saved_state == {"cursor": "id", "type": "int", "value": 499}
+
+
+async def test_weird_identifiers_are_names(ctx, target):
+    batch = pa.record_batch({"a b": [1, 2], 'q"uote': ["x", "y"], "semi;colon": [True, False]})
+    name = target.table("x; drop table t")
+    await load(ctx, stream(batch), table=name, mode="replace")
+    await load(ctx, stream(batch), table=name, mode="merge", key="a b")
+    got = await extract(ctx, table=name)
+    assert got.column("a b").to_pylist() == [1, 2] and got.column('q"uote').to_pylist() == ["x", "y"]
+    assert target.rows(f"SELECT count(*) FROM {target.q('x; drop table t')}") == [(2,)]
+
+
+async def test_bad_input_errors(ctx, target):
+    await load(ctx, stream(pa.record_batch({"id": [1]})), table=target.table("orders"))
+    with pytest.raises(ToolError, match=r"table .*ordres.* not found at .*\(tables: 'orders'\); check the table"):
+        await extract(ctx, table=target.table("ordres"))
+    with pytest.raises(ToolError, match=r"column 'u' has Arrow type dense_union.*cast it upstream"):
+        u = pa.UnionArray.from_dense(pa.array([0], pa.int8()), pa.array([0], pa.int32()), [pa.array([1])])
+        await load(ctx, stream(pa.record_batch({"u": u})), table=target.table("bad"))
+    with pytest.raises(ToolError, match=r"freeze.*extra"):
+        await load(ctx, stream(pa.record_batch({"id": [2], "extra": [1]})), table=target.table("orders"),
+                   schema_policy="freeze")
+    with pytest.raises(ToolError, match=r"query .*nope"):
+        await extract(ctx, query="SELECT nope FROM nowhere_at_all")
+    assert "password" not in str(ctx.connections)
+
+
+async def test_wrong_password_and_unreachable_host_name_the_server(tmp_path):
+    from agent_etl.exceptions import TransientError
+
+    for url, error, text in [("mysql+pymysql://root:s3cret@127.0.0.1:3306/nope_db", ToolError, "root@127.0.0.1:3306"),
+                             ("postgresql+psycopg://postgres@127.0.0.1:1/test", TransientError, "unreachable")]:
+        c = tool_context(tmp_path, connections={"db": {"url": url}})
+        with pytest.raises(error, match=text) as info:
+            await collect(build("extractor", "sql", {"connection": "db", "table": "t"}, c).batches())
+        assert "s3cret" not in str(info.value)
+        await c.resources.aclose()
