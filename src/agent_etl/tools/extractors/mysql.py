@@ -1,0 +1,189 @@
+"""MariaDB / MySQL extractor: a table or a query, streamed as Arrow batches of ``batch_size`` rows.
+
+Options (DESIGN.md §2): ``connection`` (a ``connections:`` entry, ``url: mysql://user@host:3306/db``),
+exactly one of ``table`` (``name`` or ``database.name``; double quotes keep dots) or ``query``,
+``partitions: N`` with ``partition_on: <integer, date or datetime column>``, and
+``incremental: {cursor, initial, lookback}`` (see ``tools.databases.reads``).
+
+Rows come through connectorx's Arrow stream (Rust, binary protocol; measured 10-20x faster than
+PyMySQL and faster than the ``mariadb`` client printing to /dev/null), in batches of ``batch_size``
+rows, so memory stays flat whatever the table's size. The column types come from the result's
+metadata, read first with PyMySQL (``SELECT ... LIMIT 0``), and follow ``databases.mysql_types``;
+DECIMAL is selected as text and cast in Arrow, as connectorx would round it to a fixed scale.
+A ``query:`` runs as written, unless it is read incrementally or in partitions, or its result has
+columns connectorx cannot read exactly (DECIMAL beyond 28 digits or 10 decimals, BIT, GEOMETRY): then
+it runs as a derived table (``SELECT ... FROM (query) AS q WHERE ...``), which needs distinct column
+names and does not keep the query's ORDER BY. ``partitions`` reads the key ranges on that many
+connections in parallel (the first range also reads NULL keys). TIMESTAMP values are read in UTC.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from agent_etl.exceptions import ToolError, TransientError
+from agent_etl.tools.base import Extractor, ToolContext
+from agent_etl.tools.databases import mysql
+from agent_etl.tools.databases.blocking import in_thread
+from agent_etl.tools.databases.mysql_types import Column, conform, result_columns
+from agent_etl.tools.databases.options import SourceOptions
+from agent_etl.tools.databases.reads import CursorRead, Part, parts, where
+
+_DERIVED = "_agent_etl_q"
+
+
+class _Plan:
+    """The blocking half: metadata, bounds and the SQL of each partition."""
+
+    def __init__(self, ctx: ToolContext, config: SourceOptions, cursor: CursorRead | None):
+        self.ctx, self.config, self.cursor = ctx, config, cursor
+        self.pool = mysql.pool(ctx, config.connection)
+        if config.table is not None:
+            self.what = f"table {config.table!r}"
+            self.source = mysql.qualified(*mysql.table_name(config.table))
+        else:
+            self.what = f"query {_short(config.query)!r}"
+            self.source = f"({config.query.strip().rstrip(';')}) AS {_DERIVED}"
+        self.columns: list[Column] = []
+        self.queries: list[str] = []
+
+    def build(self) -> None:
+        import pymysql
+
+        with self.pool.connection() as conn:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(f"SELECT * FROM {self.source} LIMIT 0")
+                    self.columns = result_columns(cur._result.fields)  # PyMySQL keeps flags and charset here
+                    names = [c.name for c in self.columns]
+                    for opt, col in (("incremental.cursor", self.cursor and self.cursor.inc.cursor),
+                                     ("partition_on", self.config.partitions > 1 and self.config.partition_on)):
+                        if col and col not in names:
+                            raise ToolError(f"task {self.ctx.task!r}: {opt} {col!r} is not a column of the MariaDB/"
+                                            f"MySQL {self.what}; columns: {', '.join(names)}")
+                    splits = self._parts(cur)
+            except pymysql.Error as e:
+                raise self.error(e) from e
+        if self.config.query is not None and splits == [Part()] and self.cursor is None \
+                and all(c.plain for c in self.columns):
+            self.queries = [self.config.query.strip().rstrip(";")]  # as written: a derived table drops ORDER BY
+            return
+        select = ", ".join(f"{c.expr} AS {mysql.ident(c.name)}" for c in self.columns)
+        self.queries = [f"SELECT {select} FROM {self.source}{self._where(p)}" for p in splits]
+
+    def _parts(self, cur: Any) -> list[Part]:
+        if self.config.partitions <= 1:
+            return [Part()]
+        key = mysql.ident(self.config.partition_on)
+        cur.execute(f"SELECT MIN({key}), MAX({key}) FROM {self.source}{self._where(None)}")
+        lo, hi = cur.fetchone()
+        return parts(lo, hi, self.config.partitions)
+
+    def _where(self, part: Part | None) -> str:
+        inc = self.cursor
+        # connectorx takes no parameters: bounds become literals of typed values (mysql.literal)
+        sql, params = where(mark=lambda i: f"\x00{i}\x00",
+                            cursor=mysql.ident(inc.inc.cursor) if inc else None, after=inc.after if inc else None,
+                            key=mysql.ident(self.config.partition_on) if part is not None and part != Part() else None,
+                            part=part)
+        for i, value in enumerate(params, 1):
+            sql = sql.replace(f"\x00{i}\x00", mysql.literal(value))
+        return sql
+
+    def error(self, e: BaseException) -> ToolError:
+        code, text = mysql.error_code(e), mysql.error_text(e)
+        where = f"task {self.ctx.task!r}: MariaDB/MySQL {self.what} at {self.pool.where()}"
+        if code == 1146:
+            return ToolError(f"{where}: {text}; check the table name (database.table) and the connection's database")
+        if code in mysql.TRANSIENT_CODES:
+            return TransientError(f"{where}: {text}; the server went away, the read will be retried")
+        if code == 1060:
+            return ToolError(f"{where}: {text}; give the query's columns distinct names (AS ...)")
+        return ToolError(f"{where}: {text}; check the SQL, the table and column names")
+
+
+def _short(sql: str | None) -> str:
+    sql = " ".join((sql or "").split())
+    return sql if len(sql) <= 80 else sql[:77] + "..."
+
+
+class MySQLExtractor(Extractor):
+    """Read a MariaDB/MySQL table or query as Arrow batches (incremental, partitioned)."""
+
+    Config = SourceOptions
+
+    def __init__(self, config: SourceOptions, ctx: ToolContext):
+        super().__init__(config, ctx)
+        self._rows = 0
+
+    def position(self) -> dict[str, Any]:
+        return {"rows": self._rows}
+
+    async def batches(self):
+        cursor = CursorRead(self.config.incremental, self.ctx) if self.config.incremental else None
+        plan = _Plan(self.ctx, self.config, cursor)
+        await in_thread(plan.build)
+        reader = await in_thread(self._open, plan)
+        try:
+            sent = False
+            while True:
+                batch = await in_thread(self._next, plan, reader)
+                if batch is None:
+                    break
+                if batch.num_rows == 0 and sent:
+                    continue
+                sent = True
+                if cursor is not None:
+                    cursor.observe(batch)
+                self._rows += batch.num_rows
+                yield batch
+            if not sent:  # an empty result still gives one 0-row batch, so the schema travels
+                yield pa.RecordBatch.from_arrays([pa.array([], c.type) for c in plan.columns],
+                                                 names=[c.name for c in plan.columns])
+        finally:
+            reader.close()
+        if cursor is not None:
+            cursor.finish()
+
+    def _open(self, plan: _Plan) -> pa.RecordBatchReader:
+        import connectorx as cx
+
+        url = plan.pool.address.connectorx_url()
+        queries = plan.queries if len(plan.queries) > 1 else plan.queries[0]
+        try:
+            return cx.read_sql(url, queries, return_type="arrow_stream", batch_size=self.ctx.batch_size,
+                               pre_execution_query=[mysql.SESSION])
+        except BaseException as e:  # connectorx raises RuntimeError, or a PanicException (a BaseException)
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise self._error(plan, e) from None
+
+    def _next(self, plan: _Plan, reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return None
+        except BaseException as e:
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise self._error(plan, e) from None
+        try:
+            return conform(batch, plan.columns)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise ToolError(f"task {self.ctx.task!r}: MariaDB/MySQL {plan.what}: a value does not fit its column's "
+                            f"Arrow type ({e}); CAST the column in a query:") from None
+
+    def _error(self, plan: _Plan, e: BaseException) -> ToolError:
+        text = str(e).split("Stack backtrace:")[0].strip().splitlines()
+        msg = " ".join(line.strip() for line in text if line.strip())[:500] or type(e).__name__
+        password = plan.pool.address.password
+        if password:
+            msg = msg.replace(password, "***")
+        where = f"task {self.ctx.task!r}: MariaDB/MySQL {plan.what} at {plan.pool.where()}"
+        low = msg.lower()
+        if any(s in low for s in ("connection refused", "timed out", "broken pipe", "connection reset", "gone away")):
+            return TransientError(f"{where}: the read failed: {msg}; it will be retried")
+        return ToolError(f"{where}: the read failed: {msg}; if a value does not fit its Arrow type (a TIME beyond "
+                         "24 hours, a zero date), read it with a query: that CASTs the column AS CHAR")

@@ -1,0 +1,324 @@
+"""MariaDB / MySQL loader: ``LOAD DATA LOCAL INFILE`` of each batch, committed atomically.
+
+Options (DESIGN.md §2): ``connection`` (``url: mysql://user@host:3306/db``), ``table`` (``name`` or
+``database.name``; double quotes keep dots), ``mode``, ``key`` and ``schema_policy``.
+
+- ``mode: append`` (default) loads every batch into the table in one transaction, committed when the
+  input stream has ended cleanly; if the stream or a row fails, the transaction rolls back (and a
+  table this load created is dropped). A missing table is created from the first batch's schema.
+- ``mode: replace`` loads into a staging table built from the stream's schema, then swaps it in with
+  one ``RENAME TABLE`` (atomic: readers see the old table or the new one) and drops the old one.
+  A stream without any batch empties the table the same way.
+- ``mode: merge`` (needs ``key``) loads into a staging table, then in one transaction runs
+  ``INSERT ... SELECT ... ON DUPLICATE KEY UPDATE`` in input order, so the last row of a key wins.
+  A missing table is created with a UNIQUE key on ``key``; an existing one must have a unique key (or
+  primary key) on exactly those columns.
+- ``schema_policy: evolve`` (default) adds the input's new columns as nullable columns before the
+  data moves; ``freeze`` fails, listing them (and, with replace, the table's missing columns). In
+  append mode the columns are settled by the first batch: a later batch with new columns fails.
+
+Batches are written by ``pyarrow.csv`` (every value quoted, NULL as the bare word NULL, which LOAD
+DATA reads as NULL, so '' and 'NULL' stay strings) to a temporary file that is deleted right after
+its LOAD DATA. The session runs in STRICT_ALL_TABLES; as LOAD DATA LOCAL turns bad values into
+warnings, any warning (a truncated string, an integer out of range, a duplicate key) fails the
+load with the server's message, the input row, and a rollback. The client enables ``local_infile``;
+the server must allow it too (``SHOW VARIABLES LIKE 'local_infile'`` is ON; MariaDB's default).
+Created tables follow the mapping in ``databases.mysql_types``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pv
+
+from agent_etl.exceptions import ToolError, TransientError
+from agent_etl.tools.base import Loader, ToolContext
+from agent_etl.tools.databases import mysql
+from agent_etl.tools.databases.blocking import in_thread
+from agent_etl.tools.databases.mysql import ident
+from agent_etl.tools.databases.mysql_types import column_type, text_batch
+from agent_etl.tools.databases.options import SinkOptions
+
+_CSV = pv.WriteOptions(include_header=False, quoting_style="all_valid", null_string="NULL", batch_size=8192)
+# hex literals, so no sql_mode (NO_BACKSLASH_ESCAPES) changes what the terminators are
+_FORMAT = "CHARACTER SET utf8mb4 FIELDS TERMINATED BY X'2C' OPTIONALLY ENCLOSED BY X'22' ESCAPED BY '' " \
+          "LINES TERMINATED BY X'0A'"
+_ROW = "_agent_etl_row"
+
+
+class _Writer:
+    """The blocking half: one pooled connection for the whole load."""
+
+    def __init__(self, ctx: ToolContext, config: SinkOptions):
+        self.ctx, self.config = ctx, config
+        self.pool = mysql.pool(ctx, config.connection)
+        self.database, self.name = mysql.table_name(config.table)
+        self.conn: Any = None
+        self.target = mysql.qualified(self.database, self.name)
+        self.into = self.target  # append writes the table itself, replace and merge a staging table
+        self.staging: str | None = None
+        self.existing: dict[str, str] = {}  # folded name -> name, of the table
+        self.columns: dict[str, str] = {}  # of the table written into
+        self.fields: dict[str, pa.Field] = {}  # every input column seen, folded name -> field
+        self.drops: list[str] = []  # tables close() drops: staging, or the table replaced
+        self.created = False  # this load created the table (dropped again if it fails)
+        self.tx = False
+        self.rows = 0
+        self.committed = False
+
+    def open(self) -> None:
+        self.conn = self.pool.acquire()
+        if self.database is None:
+            self.database = self._query("SELECT DATABASE()")[0][0]
+            if self.database is None:
+                raise ToolError(f"task {self.ctx.task!r}: MariaDB/MySQL table {self.config.table!r}: no database; "
+                                "write table: database.name or put the database in the url (mysql://host/db)")
+        self.target = mysql.qualified(self.database, self.name)
+        self.into = self.target
+        self.existing = self._columns(self.name)
+
+    def close(self) -> None:
+        if self.conn is None:
+            return
+        conn, self.conn = self.conn, None
+        try:
+            conn.rollback()
+            drops = self.drops + ([self.target] if self.created and not self.committed else [])
+            with conn.cursor() as cur:
+                for table in drops:
+                    cur.execute(f"DROP TABLE IF EXISTS {table}")
+        except Exception:
+            self.pool.release(conn, broken=True)
+            if self.committed:
+                return  # the data is in; a staging table left behind is named _agent_etl_...
+            raise
+        self.pool.release(conn)
+
+    # -- writing
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if not self.columns:
+            self._begin(batch.schema)
+        for f in batch.schema:
+            self.fields.setdefault(f.name.lower(), f)
+        new = [f for f in batch.schema if f.name.lower() not in self.columns]
+        if new:
+            self._add(new)
+        if batch.num_rows == 0:
+            return
+        data, targets, sets = text_batch(batch)
+        fd, path = tempfile.mkstemp(prefix="agent-etl-mysql-", suffix=".csv")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                pv.write_csv(data, f, _CSV)
+            sql = f"LOAD DATA LOCAL INFILE %s INTO TABLE {self.into} {_FORMAT} ({', '.join(targets)})"
+            if sets:
+                sql += " SET " + ", ".join(sets)
+            with self.conn.cursor() as cur:
+                cur.execute(sql, (path,))
+                cur.execute("SHOW WARNINGS LIMIT 3")
+                warnings = cur.fetchall()
+        finally:
+            os.unlink(path)
+        if warnings:
+            listed = "; ".join(_at_row(w[2], self.rows) for w in warnings)
+            raise self._fail(f"rows do not fit the table: {listed}; fix the rows upstream (a quality check) or the "
+                             "table's column types")
+        self.rows += batch.num_rows
+
+    def _begin(self, schema: pa.Schema) -> None:
+        names = [n.lower() for n in schema.names]
+        dupes = sorted({n for n in schema.names if names.count(n.lower()) > 1})
+        if dupes or not names:
+            raise self._fail(f"the input has columns that repeat (names ignore case): {dupes}; rename them upstream"
+                             if dupes else "the input has no columns; select some columns upstream")
+        for f in schema:
+            column_type(f)  # an unmappable type fails before anything is created
+        key = self.config.key or []
+        missing = [k for k in key if k.lower() not in names]
+        if missing:
+            raise self._fail(f"key column(s) {missing} are not in the input; columns: {schema.names}")
+        if self.config.mode == "append":
+            if not self.existing:
+                self._execute(self._create(self.target, schema))
+                self.created = True
+                self.columns = self._columns(self.name)
+            else:
+                self.columns = dict(self.existing)
+                self._check_frozen(schema)
+                new = [f for f in schema if f.name.lower() not in self.columns]
+                if new:  # before BEGIN: DDL would commit the transaction
+                    adds = ", ".join(f"ADD COLUMN {ident(f.name)} {column_type(f)}" for f in new)
+                    self._execute(f"ALTER TABLE {self.target} {adds}")
+                    self.columns.update({f.name.lower(): f.name for f in new})
+            self.conn.begin()
+            self.tx = True
+            return
+        if self.existing:
+            self._check_frozen(schema, exact=self.config.mode == "replace")
+        self._stage()
+        row = f"{ident(_ROW)} BIGINT AUTO_INCREMENT PRIMARY KEY" if self.config.mode == "merge" else None
+        self._execute(self._create(self.into, schema, extra=row, keyed=False))
+        self.columns = self._columns(self.staging)
+
+    def _stage(self) -> None:
+        self.staging = f"_agent_etl_{uuid.uuid4().hex[:12]}_{self.name}"[:64]
+        self.into = mysql.qualified(self.database, self.staging)
+        self.drops.append(self.into)
+
+    def _create(self, table: str, schema: pa.Schema, extra: str | None = None, keyed: bool = True) -> str:
+        key = [k.lower() for k in self.config.key or []] if keyed else []
+        cols = [f"{ident(f.name)} {column_type(f, key=f.name.lower() in key)}" for f in schema]
+        if extra:
+            cols.append(extra)
+        if key and self.config.mode == "merge":
+            cols.append(f"UNIQUE KEY {ident('_agent_etl_key')} ({', '.join(ident(k) for k in self.config.key)})")
+        return f"CREATE TABLE {table} ({', '.join(cols)}) DEFAULT CHARSET=utf8mb4"
+
+    def _check_frozen(self, schema: pa.Schema, exact: bool = False) -> None:
+        if self.config.schema_policy != "freeze":
+            return
+        new = [n for n in schema.names if n.lower() not in self.existing]
+        gone = [n for k, n in self.existing.items() if k not in {x.lower() for x in schema.names}] if exact else []
+        if new or gone:
+            raise self._fail(f"schema_policy: freeze, but the input's columns differ from the table's: new {new}"
+                             + (f", missing {gone}" if exact else "") + "; change the table or set schema_policy: evolve")
+
+    def _add(self, fields: list[pa.Field]) -> None:
+        listed = ", ".join(f"{f.name} ({f.type})" for f in fields)
+        if self.config.schema_policy == "freeze":
+            raise self._fail(f"schema_policy: freeze, but the input has columns the table lacks: {listed}; add them "
+                             "to the table, drop them upstream, or set schema_policy: evolve")
+        if self.staging is None:  # DDL would commit the open transaction of an append
+            raise self._fail(f"a batch brought new columns after rows were loaded: {listed}; give the stream one "
+                             "schema from its first batch, or load with mode: replace or merge")
+        adds = ", ".join(f"ADD COLUMN {ident(f.name)} {column_type(f)}" for f in fields)
+        self._execute(f"ALTER TABLE {self.into} {adds}")
+        self.columns.update({f.name.lower(): f.name for f in fields})
+
+    # -- committing
+
+    def finish(self) -> None:
+        mode = self.config.mode
+        if mode == "append":
+            if self.tx:
+                self.conn.commit()
+        elif mode == "replace":
+            if self.staging is None:  # no batch at all: empty the table, keeping its definition
+                if not self.existing:
+                    self.committed = True
+                    return
+                self._stage()
+                self._execute(f"CREATE TABLE {self.into} LIKE {self.target}")
+            self.drops.remove(self.into)
+            if self.existing:
+                old = mysql.qualified(self.database, f"_agent_etl_old_{uuid.uuid4().hex[:12]}")
+                self.drops.append(old)  # close() drops the replaced table
+                self._execute(f"RENAME TABLE {self.target} TO {old}, {self.into} TO {self.target}")
+            else:
+                self._execute(f"RENAME TABLE {self.into} TO {self.target}")
+        elif self.staging is not None:
+            self._merge()
+        self.committed = True
+
+    def _merge(self) -> None:
+        cols = [n for k, n in self.columns.items() if k != _ROW.lower()]
+        if not self.existing:
+            self._execute(self._create(self.target, pa.schema(list(self.fields.values()))))
+            self.created = True
+        else:
+            self._check_unique_key()
+            new = [self.fields[k] for k in self.fields if k not in self.existing]
+            if new:
+                adds = ", ".join(f"ADD COLUMN {ident(f.name)} {column_type(f)}" for f in new)
+                self._execute(f"ALTER TABLE {self.target} {adds}")
+        key = {k.lower() for k in self.config.key}
+        names = ", ".join(ident(n) for n in cols)
+        updates = ", ".join(f"{ident(n)} = VALUES({ident(n)})" for n in cols if n.lower() not in key)
+        updates = updates or f"{ident(self.config.key[0])} = {ident(self.config.key[0])}"
+        self.conn.begin()
+        with self.conn.cursor() as cur:
+            cur.execute(f"INSERT INTO {self.target} ({names}) SELECT {names} FROM {self.into} ORDER BY {ident(_ROW)} "
+                        f"ON DUPLICATE KEY UPDATE {updates}")
+        self.conn.commit()
+        self.created = False
+
+    def _check_unique_key(self) -> None:
+        rows = self._query(
+            "SELECT INDEX_NAME, LOWER(COLUMN_NAME) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s "
+            "AND TABLE_NAME = %s AND NON_UNIQUE = 0", (self.database, self.name))
+        indexes: dict[str, set[str]] = {}
+        for index, col in rows:
+            indexes.setdefault(index, set()).add(col)
+        if {k.lower() for k in self.config.key} not in indexes.values():
+            cols = ", ".join(ident(k) for k in self.config.key)
+            raise self._fail(f"mode: merge needs a unique key on {self.config.key}, and the table has none; add one "
+                             f"(ALTER TABLE {self.target} ADD UNIQUE ({cols})) or change `key`")
+
+    # -- plumbing
+
+    def _columns(self, table: str) -> dict[str, str]:
+        rows = self._query("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND "
+                           "TABLE_NAME = %s ORDER BY ORDINAL_POSITION", (self.database, table))
+        return {r[0].lower(): r[0] for r in rows}
+
+    def _query(self, sql: str, params: Any = None) -> list[tuple]:
+        with self.conn.cursor() as cur:
+            cur.execute(sql, params)
+            return list(cur.fetchall())
+
+    def _execute(self, sql: str) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute(sql)
+
+    def _fail(self, problem: str) -> ToolError:
+        return ToolError(f"task {self.ctx.task!r}: MariaDB/MySQL table {self.config.table!r} at {self.pool.where()}: "
+                         f"{problem}; nothing was written")
+
+    def error(self, e: BaseException) -> ToolError:
+        code, text = mysql.error_code(e), mysql.error_text(e)
+        where = f"task {self.ctx.task!r}: MariaDB/MySQL table {self.config.table!r} at {self.pool.where()}"
+        if code in mysql.TRANSIENT_CODES:
+            return TransientError(f"{where}: {text}; the load was rolled back and will be retried")
+        if code == 1300 and "character string" in text:
+            return ToolError(f"{where}: {text}; MariaDB/MySQL table and column names cannot hold characters beyond "
+                             "U+FFFF (emoji): rename the column upstream (tool: rename)")
+        if code == 1148 or (code == 2068) or "local" in text.lower() and "infile" in text.lower():
+            return ToolError(f"{where}: {text}; the server must allow LOAD DATA LOCAL: SET GLOBAL local_infile = 1")
+        return ToolError(f"{where}: {text}; the load was rolled back and nothing was written")
+
+
+def _at_row(message: str, offset: int) -> str:
+    """A LOAD DATA warning with its row counted in the whole input, not in the batch's file."""
+    return re.sub(r"at row (\d+)", lambda m: f"at input row {offset + int(m.group(1))}", message)
+
+
+class MySQLLoader(Loader):
+    """Write Arrow batches into a MariaDB/MySQL table with LOAD DATA (append, atomic replace or merge)."""
+
+    Config = SinkOptions
+
+    async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
+        import pymysql
+
+        writer = _Writer(self.ctx, self.config)
+        try:
+            try:
+                await in_thread(writer.open)
+                async for batch in batches:
+                    await in_thread(writer.write, batch)
+                await in_thread(writer.finish)
+            except pymysql.Error as e:
+                raise writer.error(e) from e
+        finally:
+            await in_thread(writer.close)
+            if writer.committed:
+                await self.ctx.commit(writer.rows)
+        return writer.rows
