@@ -257,7 +257,7 @@ class AgentCoordinator(Agent):
                          **ev.details}
         if self.store is not None:
             self.store.update_task(ev.run_id, ev.task, status=r.status, rows=r.rows, batches=r.batches,
-                                   finished_at=ev.ts, duration=r.duration, error=r.error, details=r.details)
+                                   finished_at=ev.ts, duration=r.duration, error=r.error, details=r.details or None)
         future = self._waiting.get((ev.run_id, ev.task, ev.attempt))
         if future is not None and not future.done():
             future.set_result(ev)

@@ -70,41 +70,55 @@ class MonitorAgent(Agent):
 
     def _on_event(self, ev: Event) -> None:
         agent = getattr(ev, "agent", None)
-        if agent and agent in self.agents:
-            self.agents[agent].last_seen = ev.ts
-        if isinstance(ev, Heartbeat):
-            seen = self.agents.setdefault(ev.agent, AgentSeen(ev.kind, ev.ts))
-            seen.last_seen, seen.running, seen.stalled = ev.ts, ev.running, False
-            return
-        if isinstance(ev, RunStarted):
-            self.runs[ev.run_id] = ev.pipeline
-            for t in ev.tasks:
-                self.tasks[(ev.run_id, t)] = TaskStats(ev.run_id, t)
-            return
-        if isinstance(ev, RunFinished):
-            self._finished.append(ev.run_id)
-            while len(self._finished) > self.keep_runs:  # a long-lived monitor keeps recent runs only
-                old = self._finished.popleft()
-                self.runs.pop(old, None)
-                for key in [k for k in self.tasks if k[0] == old]:
-                    del self.tasks[key]
-            return
-        run_id, task = getattr(ev, "run_id", None), getattr(ev, "task", None)
-        if run_id is None or task is None:
-            return
-        s = self.tasks.get((run_id, task))
+        if agent:
+            seen = self.agents.get(agent)
+            if seen is not None:
+                seen.last_seen = ev.ts
+        handler = _HANDLERS.get(type(ev))
+        if handler is not None:  # one dict lookup instead of an isinstance chain: this runs for every event
+            handler(self, ev)
+
+    def _seen_heartbeat(self, ev: Heartbeat) -> None:
+        seen = self.agents.setdefault(ev.agent, AgentSeen(ev.kind, ev.ts))
+        seen.last_seen, seen.running, seen.stalled = ev.ts, ev.running, False
+
+    def _run_started(self, ev: RunStarted) -> None:
+        self.runs[ev.run_id] = ev.pipeline
+        for t in ev.tasks:
+            self.tasks[(ev.run_id, t)] = TaskStats(ev.run_id, t)
+
+    def _run_finished(self, ev: RunFinished) -> None:
+        self._finished.append(ev.run_id)
+        while len(self._finished) > self.keep_runs:  # a long-lived monitor keeps recent runs only
+            old = self._finished.popleft()
+            self.runs.pop(old, None)
+            for key in [k for k in self.tasks if k[0] == old]:
+                del self.tasks[key]
+
+    def _stats(self, ev: Any) -> TaskStats:
+        key = (ev.run_id, ev.task)
+        s = self.tasks.get(key)
         if s is None:
-            s = self.tasks[(run_id, task)] = TaskStats(run_id, task)
-        if isinstance(ev, TaskStarted):
-            s.agent, s.status, s.started, s.rows, s.batches = ev.agent, "running", ev.ts, 0, 0
-        elif isinstance(ev, TaskProgress):
-            s.rows, s.batches = ev.rows_total, ev.batches
-        elif isinstance(ev, TaskCompleted):
-            s.status, s.rows, s.batches, s.duration = "succeeded", ev.rows, ev.batches, ev.duration
-            self._observe(run_id, s)
-        elif isinstance(ev, TaskFailed):
-            s.status, s.duration, s.error = ("upstream_failed" if ev.upstream else "failed"), ev.duration, ev.error
-            self._observe(run_id, s)
+            s = self.tasks[key] = TaskStats(ev.run_id, ev.task)
+        return s
+
+    def _task_started(self, ev: TaskStarted) -> None:
+        s = self._stats(ev)
+        s.agent, s.status, s.started, s.rows, s.batches = ev.agent, "running", ev.ts, 0, 0
+
+    def _task_progress(self, ev: TaskProgress) -> None:
+        s = self._stats(ev)
+        s.rows, s.batches = ev.rows_total, ev.batches
+
+    def _task_completed(self, ev: TaskCompleted) -> None:
+        s = self._stats(ev)
+        s.status, s.rows, s.batches, s.duration = "succeeded", ev.rows, ev.batches, ev.duration
+        self._observe(ev.run_id, s)
+
+    def _task_failed(self, ev: TaskFailed) -> None:
+        s = self._stats(ev)
+        s.status, s.duration, s.error = ("upstream_failed" if ev.upstream else "failed"), ev.duration, ev.error
+        self._observe(ev.run_id, s)
 
     async def _watch_stalls(self) -> None:
         while True:
@@ -152,3 +166,9 @@ class MonitorAgent(Agent):
             self._registry = CollectorRegistry()
             self._registry.register(self)
         return generate_latest(self._registry).decode()
+
+
+_HANDLERS = {Heartbeat: MonitorAgent._seen_heartbeat, RunStarted: MonitorAgent._run_started,
+             RunFinished: MonitorAgent._run_finished, TaskStarted: MonitorAgent._task_started,
+             TaskProgress: MonitorAgent._task_progress, TaskCompleted: MonitorAgent._task_completed,
+             TaskFailed: MonitorAgent._task_failed}
