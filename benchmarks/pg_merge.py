@@ -1,0 +1,86 @@
+"""Merge 1M rows (half updates of existing keys, half new keys) into a PostgreSQL table holding 1M
+rows with a PRIMARY KEY: our pipeline (parquet -> postgres, mode: merge, key: [id]) against a
+hand-written anchor (server COPY of the same rows from a binary file into a TEMP table, then
+INSERT ... ON CONFLICT (id) DO UPDATE, in one transaction), each in fresh processes (median of
+--repeat), in the same run. The target is rebuilt before every run, outside the timed region.
+
+    python benchmarks/pg_merge.py [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+from parquet_to_pg import DATA, SCHEMA, URL, child, connect, export, fresh, prepare, run_ours
+
+MERGE_BIN = "/tmp/agent_etl_bench_merge.bin"
+COLUMNS = ["id", "big", "txt", "amount", "score", "flag", "ts", "d", "category", "maybe"]
+
+
+def inputs() -> Path:
+    """The merge input: ids 500,001..1,500,000 with changed values, as Parquet and as a server file."""
+    parquet = DATA / "pg_merge_input.parquet"
+    with connect() as conn:
+        if conn.execute(f"SELECT to_regclass('{SCHEMA}.merge_in')").fetchone()[0] is None:
+            conn.execute(f"CREATE TABLE {SCHEMA}.merge_in AS SELECT id + 500000 AS id, big + 1 AS big, txt, "
+                         f"amount + 1 AS amount, score, NOT flag AS flag, ts, d, category, maybe FROM {SCHEMA}.t")
+        conn.execute(f"COPY {SCHEMA}.merge_in TO '{MERGE_BIN}' (FORMAT binary)")
+    if not parquet.exists():
+        export(f"SELECT * FROM {SCHEMA}.merge_in ORDER BY id", parquet)
+    return parquet
+
+
+def reset(table: str) -> None:
+    with connect() as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.execute(f"CREATE TABLE {table} (LIKE {SCHEMA}.t INCLUDING ALL)")
+        conn.execute(f"INSERT INTO {table} SELECT * FROM {SCHEMA}.t")
+        conn.execute(f"VACUUM ANALYZE {table}")
+
+
+def run_anchor(parquet: Path, table: str) -> None:
+    import psycopg
+
+    rest = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
+    with psycopg.connect(URL) as conn:
+        conn.execute(f"CREATE TEMP TABLE s ON COMMIT DROP AS SELECT * FROM {table} WITH NO DATA")
+        conn.execute(f"COPY s FROM '{MERGE_BIN}' (FORMAT binary)")
+        conn.execute(f"INSERT INTO {table} SELECT * FROM s ON CONFLICT (id) DO UPDATE SET {rest}")
+
+
+def run_merge(parquet: Path, table: str) -> None:
+    run_ours(parquet, table, ", mode: merge, key: [id]")
+
+
+def main(repeat: int) -> None:
+    prepare()
+    parquet = inputs()
+    table = f"{SCHEMA}.t_merge"
+    results = {}
+    for name in ("anchor", "ours"):
+        runs = []
+        for _ in range(repeat):
+            reset(table)
+            runs.append(fresh(name, parquet, table, script=__file__, empty=False))
+            with connect() as conn:
+                count, updated = conn.execute(f"SELECT count(*), count(*) FILTER (WHERE id > 500000 AND id <= 1000000 "
+                                              f"AND NOT flag = (id % 2 = 0)) FROM {table}").fetchone()
+            assert (count, updated) == (1_500_000, 500_000), (name, count, updated)
+        results[name] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
+    (a, _), (o, o_mb) = results["anchor"], results["ours"]
+    print(f"\nmerge 1M rows (500k updates, 500k inserts) into 1M rows with a PRIMARY KEY (median of {repeat})")
+    print(f"anchor: COPY FROM file into TEMP + INSERT ... ON CONFLICT   {a:6.2f} s")
+    print(f"agent-etl parquet -> postgres mode: merge                  {o:6.2f} s   peak RSS {o_mb:.0f} MB")
+    print(f"ratio ours / anchor: {o / a:.2f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(*sys.argv[2:], methods={"anchor": run_anchor, "ours": run_merge})
+        sys.exit(0)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    main(ap.parse_args().repeat)

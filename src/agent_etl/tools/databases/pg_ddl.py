@@ -1,0 +1,119 @@
+"""The SQL of the postgres loader: catalog look-ups, CREATE/ALTER, COPY, and the statements that
+move a staging table into its destination (replace, merge). Identifiers always go through
+``psycopg.sql.Identifier``; type names come from our own mapping or from PostgreSQL's
+``format_type`` (which quotes what needs quoting); values are always parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import sql
+
+from agent_etl.tools.databases.pg_load_types import Column
+
+STAGE = "_agent_etl_stage"  # TEMP, so private to the session and dropped at commit or rollback
+SEQ = "_agent_etl_seq"  # load order of a staged row: with duplicate keys, the last row wins
+CHECKPOINTS = "_agent_etl_checkpoints"
+
+_TABLE = """SELECT c.oid, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = %s AND c.relname = %s"""
+_COLUMNS = """SELECT a.attname,
+                     CASE WHEN t.typtype = 'e' THEN 'text' WHEN t.typtype = 'd' THEN b.typname ELSE t.typname END,
+                     format_type(a.atttypid, a.atttypmod), a.attnotnull
+              FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid LEFT JOIN pg_type b ON b.oid = t.typbasetype
+              WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"""
+# a unique index on exactly the key columns (no predicate, no expressions): what ON CONFLICT needs
+_UNIQUE = """SELECT EXISTS (
+               SELECT 1 FROM pg_index i
+               WHERE i.indrelid = %s AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+                 AND i.indnatts = cardinality(%s::text[])
+                 AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a
+                      WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) = %s::text[])"""
+
+
+def table(cur: Any, schema: str, name: str) -> tuple[int, str] | None:
+    """(oid, relkind) of ``schema.name``, or None if there is no such relation."""
+    return cur.execute(_TABLE, (schema, name)).fetchone()
+
+
+def columns(cur: Any, oid: int) -> dict[str, Column]:
+    return {r[0]: Column(r[0], r[1], r[2], r[3]) for r in cur.execute(_COLUMNS, (oid,)).fetchall()}
+
+
+def has_unique(cur: Any, oid: int, key: list[str]) -> bool:
+    ordered = sorted(key)
+    return bool(cur.execute(_UNIQUE, (oid, ordered, ordered)).fetchone()[0])
+
+
+def _names(names: list[str], prefix: str | None = None) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(prefix, n) if prefix else sql.Identifier(n) for n in names)
+
+
+def create_schema(schema: str) -> sql.Composed:
+    return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+
+
+def create_table(target: sql.Identifier, cols: list[tuple[str, str]], key: list[str] | None,
+                 temp: bool = False) -> sql.Composed:
+    body = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in cols]
+    if key:
+        body.append(sql.SQL("PRIMARY KEY ({})").format(_names(key)))
+    head = "CREATE TEMP TABLE {} ({}) ON COMMIT DROP" if temp else "CREATE TABLE {} ({})"
+    return sql.SQL(head).format(target, sql.SQL(", ").join(body))
+
+
+def add_column(target: sql.Identifier, name: str, type_sql: str) -> sql.Composed:
+    return sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(target, sql.Identifier(name), sql.SQL(type_sql))
+
+
+def copy(target: sql.Identifier, names: list[str]) -> sql.Composed:
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(target, _names(names))
+
+
+def replace(target: sql.Identifier, names: list[str]) -> list[sql.Composed]:
+    """DELETE, not TRUNCATE: TRUNCATE is not MVCC-safe (a REPEATABLE READ reader that started before
+    would see the table empty); with DELETE every reader sees the old rows until the commit."""
+    return [sql.SQL("DELETE FROM {}").format(target),
+            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(target, _names(names), _names(names),
+                                                                   sql.Identifier(STAGE))]
+
+
+def _source(names: list[str], key: list[str], dedupe: bool) -> sql.Composed:
+    if not dedupe:
+        return sql.SQL("SELECT {} FROM {}").format(_names(names), sql.Identifier(STAGE))
+    return sql.SQL("SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, {} DESC").format(
+        _names(key), _names(names), sql.Identifier(STAGE), _names(key), sql.Identifier(SEQ))
+
+
+def upsert(target: sql.Identifier, names: list[str], key: list[str], dedupe: bool) -> sql.Composed:
+    rest = [n for n in names if n not in key]
+    action = sql.SQL("DO NOTHING") if not rest else sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
+        sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(n), sql.Identifier(n)) for n in rest))
+    return sql.SQL("INSERT INTO {} ({}) {} ON CONFLICT ({}) {}").format(
+        target, _names(names), _source(names, key, dedupe), _names(key), action)
+
+
+def update_insert(target: sql.Identifier, names: list[str], key: list[str]) -> list[sql.Composed]:
+    """Merge without a unique index on the key: UPDATE the matching rows, INSERT the others. The
+    lock keeps concurrent writers from inserting the same key between the two statements."""
+    rest = [n for n in names if n not in key]
+    match = sql.SQL(" AND ").join(sql.SQL("t.{} = s.{}").format(sql.Identifier(k), sql.Identifier(k)) for k in key)
+    deduped = sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS {}").format(
+        sql.Identifier(STAGE + "_last"), _source(names, key, True))
+    stmts = [sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target), deduped]
+    if rest:
+        stmts.append(sql.SQL("UPDATE {} AS t SET {} FROM {} AS s WHERE {}").format(
+            target, sql.SQL(", ").join(sql.SQL("{} = s.{}").format(sql.Identifier(n), sql.Identifier(n)) for n in rest),
+            sql.Identifier(STAGE + "_last"), match))
+    stmts.append(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} AS s WHERE NOT EXISTS (SELECT 1 FROM {} AS t WHERE {})")
+                 .format(target, _names(names), _names(names, "s"), sql.Identifier(STAGE + "_last"), target, match))
+    return stmts
+
+
+def checkpoint(schema: str) -> tuple[sql.Composed, sql.Composed]:
+    """The checkpoint table of a schema and the INSERT of one row (run_id, task, table_name, rows)."""
+    name = sql.Identifier(schema, CHECKPOINTS)
+    create = sql.SQL("CREATE TABLE IF NOT EXISTS {} (run_id text NOT NULL, task text NOT NULL, table_name text NOT NULL, "
+                     "rows bigint NOT NULL, committed_at timestamptz NOT NULL DEFAULT now())").format(name)
+    insert = sql.SQL("INSERT INTO {} (run_id, task, table_name, rows) VALUES (%s, %s, %s, %s)").format(name)
+    return create, insert

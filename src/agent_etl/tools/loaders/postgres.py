@@ -1,0 +1,361 @@
+"""PostgreSQL loader: binary COPY from Arrow batches, in one transaction per load.
+
+Options (DESIGN.md §2): ``connection`` (a ``connections:`` entry with ``url: postgresql://...``),
+``table`` (``name`` or ``schema.name``; double quotes keep dots and case: ``'"Odd.Name"'``),
+``mode: append | replace | merge``, ``key`` (merge), ``schema_policy: evolve | freeze``.
+
+- ``append`` (default) COPYs straight into the table (created from the first batch's schema if it
+  does not exist, with its schema). Everything is one transaction, committed when the input stream
+  has ended cleanly: if the stream fails, nothing new stays in the table.
+- ``replace`` COPYs into a TEMP staging table, then in one transaction deletes the old rows and
+  inserts the staged ones. Readers see the old rows until the commit, then the new ones, never a
+  mix (DELETE rather than TRUNCATE: TRUNCATE is not MVCC-safe). The table itself stays, with its
+  indexes, grants, views and constraints; its columns missing from the stream get NULL (or their
+  default). A stream with no batch at all empties the table.
+- ``merge`` stages the same way, then ``INSERT ... ON CONFLICT (key) DO UPDATE`` in one
+  transaction. Within one load, the last row of a key wins. A table the loader creates gets a
+  PRIMARY KEY on ``key`` (so key values may not be NULL); an existing table without a unique index
+  on exactly ``key`` is merged by UPDATE of the matching rows, then INSERT of the others, under a
+  lock that keeps out concurrent writers (readers are not blocked).
+- ``schema_policy: evolve`` (default) adds the stream's new columns as nullable columns (ALTER
+  TABLE ADD COLUMN; in append mode this locks the table against readers until the load commits);
+  ``freeze`` fails listing them (and, for replace, the table's columns the stream lacks), changing
+  nothing. A column whose type does not fit the table's column is an error naming both types in
+  either mode (see ``pg_load_types`` for the type mapping and what fits).
+
+Rows that violate a constraint or a type (NOT NULL, unique, check, numeric overflow, a string too
+long for varchar(n), ...) fail the load with PostgreSQL's message and leave the table unchanged.
+With each commit, a row (run_id, task, table_name, rows) goes into ``_agent_etl_checkpoints`` in
+the table's schema, in the same transaction: the destination itself tells which runs landed.
+
+Batches are encoded by ``pg_encode`` in a worker thread while the previous one is being sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pydantic import field_validator
+
+from agent_etl.exceptions import ToolError, TransientError
+from agent_etl.tools.base import Loader, ToolContext
+from agent_etl.tools.databases import pg_ddl
+from agent_etl.tools.databases.blocking import in_thread
+from agent_etl.tools.databases.connection import describe
+from agent_etl.tools.databases.options import SinkOptions, split_table
+from agent_etl.tools.databases.pg_encode import HEADER, TRAILER, EncodeError, Encoder, order
+from agent_etl.tools.databases.pg_load_types import Column, Unmapped, accepts, natural, writable
+from agent_etl.tools.databases.postgres import pool
+
+
+class _Session:
+    """The blocking half: one pooled connection and one transaction; each method runs in a thread."""
+
+    def __init__(self, ctx: ToolContext, config: PostgresLoader.Config):
+        self.ctx, self.config = ctx, config
+        self.pool = pool(ctx, config.connection)
+        self.schema_name, self.name = split_table(config.table)
+        self.stack = contextlib.ExitStack()
+        self.existing: dict[str, Column] | None = None  # the table's columns, None if it did not exist
+        self.oid: int | None = None
+        self.staged: dict[str, Column] = {}  # columns of the table being written (target or stage)
+        self.added: list[tuple[str, str]] = []  # new columns to add to the target at the end
+        self.staging = False
+        self.copy: Any = None
+        self.copy_stack: contextlib.ExitStack | None = None
+        self.encoder: Encoder | None = None
+        self.schema: pa.Schema | None = None
+        self.rows = 0
+        self.encoded = 0  # rows encoded so far (runs ahead of `rows` by one batch)
+        self.committed = False
+
+    @property
+    def shown(self) -> str:
+        return f"{self.schema_name}.{self.name}" if self.schema_name else self.name
+
+    def open(self) -> None:
+        self.conn = self.stack.enter_context(self.pool.connection())
+        self.cur = self.conn.cursor()
+        if self.schema_name is None:
+            self.schema_name = self.cur.execute("SELECT current_schema()").fetchone()[0]
+            if self.schema_name is None:
+                raise self._fail("no schema to create it in (the search_path is empty); write table: schema.name")
+        self.target = pg_ddl.sql.Identifier(self.schema_name, self.name)
+        found = pg_ddl.table(self.cur, self.schema_name, self.name)
+        if found and found[1] not in ("r", "p"):
+            raise self._fail("it is not a table (a view, sequence or foreign table?); load into a table")
+        if found:
+            self.oid = found[0]
+            self.existing = pg_ddl.columns(self.cur, self.oid)
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    def fit(self, schema: pa.Schema) -> None:
+        """Prepare COPY for batches of ``schema``: create or evolve the table, start a new COPY."""
+        self._end_copy()
+        if len(set(schema.names)) != len(schema.names) or not schema.names:
+            dupes = sorted({n for n in schema.names if schema.names.count(n) > 1})
+            raise self._fail(f"the input has repeated column names {dupes}; rename them upstream" if dupes
+                             else "the input has no columns; select some columns upstream")
+        mode = self.config.mode
+        if self.existing is None and not self.staged:
+            self._create(schema)
+        elif not self.staged:
+            self._check_drift(schema)
+            if mode == "append":
+                self.staged = dict(self.existing)
+            else:
+                self._stage(schema)
+        new = [f for f in schema if f.name not in self.staged]
+        self._check_types(schema)
+        for f in new:
+            kind, type_sql = self._natural(f)
+            into = pg_ddl.sql.Identifier(pg_ddl.STAGE) if self.staging else self.target
+            self.cur.execute(pg_ddl.add_column(into, f.name, type_sql))
+            self.staged[f.name] = Column(f.name, kind, type_sql)
+            if self.staging and self.existing is not None:
+                self.added.append((f.name, type_sql))
+        columns = order([(n, self.staged[n].kind) for n in schema.names])
+        if self.staging and mode == "merge":
+            columns.append((pg_ddl.SEQ, "int8"))
+        self.encoder = Encoder(columns)
+        into = pg_ddl.sql.Identifier(pg_ddl.STAGE) if self.staging else self.target
+        self.copy_stack = contextlib.ExitStack()
+        self.copy = self.copy_stack.enter_context(self.cur.copy(pg_ddl.copy(into, [n for n, _ in columns])))
+        self.copy.write(HEADER)
+        self.schema = schema
+
+    def _create(self, schema: pa.Schema) -> None:
+        cols = []
+        for f in schema:
+            kind, type_sql = self._natural(f)
+            cols.append((f.name, type_sql))
+            self.staged[f.name] = Column(f.name, kind, type_sql)
+        key = self.config.key if self.config.mode == "merge" else None
+        if key:
+            missing = [k for k in key if k not in self.staged]
+            if missing:
+                raise self._fail(f"merge key column(s) {missing} are not in the input (columns: "
+                                 f"{', '.join(schema.names)}); fix `key`")
+        self.cur.execute(pg_ddl.create_schema(self.schema_name))
+        self.cur.execute(pg_ddl.create_table(self.target, cols, key))
+        if self.config.mode == "merge":  # duplicate keys in the stream must collapse: stage first
+            self.existing = dict(self.staged)
+            self.oid = pg_ddl.table(self.cur, self.schema_name, self.name)[0]
+            self.staged = {}
+            self._stage(schema)
+
+    def _stage(self, schema: pa.Schema) -> None:
+        """The TEMP staging table: the stream's columns, typed as in the target where it has them."""
+        if self.config.mode == "merge":
+            missing = [k for k in self.config.key or [] if k not in self.existing or k not in schema.names]
+            if missing:
+                raise self._fail(f"merge key column(s) {missing} are not in both the input and the table (input: "
+                                 f"{', '.join(schema.names)}); fix `key`")
+        cols = []
+        for f in schema:
+            col = self.existing.get(f.name)
+            if col is None:
+                kind, type_sql = self._natural(f)
+                col = Column(f.name, kind, type_sql)
+                self.added.append((f.name, type_sql))
+            cols.append((f.name, col.shown))
+            self.staged[f.name] = col
+        if self.config.mode == "merge":
+            cols.append((pg_ddl.SEQ, "bigint"))
+        self.cur.execute(pg_ddl.create_table(pg_ddl.sql.Identifier(pg_ddl.STAGE), cols, None, temp=True))
+        self.staging = True
+
+    def _check_drift(self, schema: pa.Schema) -> None:
+        if self.config.schema_policy != "freeze":
+            return
+        new = [f"{f.name} ({f.type})" for f in schema if f.name not in self.existing]
+        gone = [n for n in self.existing if n not in schema.names] if self.config.mode == "replace" else []
+        if new or gone:
+            raise self._fail(f"schema_policy: freeze, but the input differs from the table: new columns {new}, "
+                             f"missing columns {gone}; change the table or set schema_policy: evolve")
+
+    def _check_types(self, schema: pa.Schema) -> None:
+        for f in schema:
+            col = self.staged.get(f.name)
+            if col is None:
+                if self.config.schema_policy == "freeze" and self.existing is not None:
+                    raise self._fail(f"schema_policy: freeze, but the input has a new column {f.name!r} ({f.type}); "
+                                     "add it to the table, drop it upstream, or set schema_policy: evolve")
+                continue
+            if not writable(col.kind):
+                raise self._fail(f"column {f.name!r} has type {col.shown}, which the loader cannot write; "
+                                 "load into a staging table of a supported type and convert in SQL")
+            if not accepts(col.kind, f.type):
+                raise self._fail(f"column {f.name!r} is {col.shown} in the table but {f.type} in the input; cast it "
+                                 f"upstream (tool: cast) to a type that fits {col.shown}, or change the table")
+
+    def _natural(self, f: pa.Field) -> tuple[str, str]:
+        try:
+            return natural(f.type)
+        except Unmapped:
+            raise self._fail(f"column {f.name!r} has Arrow type {f.type}, which has no PostgreSQL column type; "
+                             f"cast it upstream, e.g. {{tool: cast, columns: {{{f.name}: string}}}}") from None
+
+    # -- data -----------------------------------------------------------------------------------
+
+    def encode(self, batch: pa.RecordBatch) -> memoryview:
+        if self.staging and self.config.mode == "merge":
+            seq = np.arange(self.encoded, self.encoded + batch.num_rows, dtype=np.int64)
+            batch = batch.append_column(pg_ddl.SEQ, pa.array(seq))
+        self.encoded += batch.num_rows
+        return self.encoder.encode(batch)
+
+    def write(self, data: memoryview, rows: int) -> None:
+        self.copy.write(data)
+        self.rows += rows
+
+    def _end_copy(self) -> None:
+        if self.copy_stack is not None:
+            self.copy.write(TRAILER)
+            stack, self.copy_stack, self.copy = self.copy_stack, None, None
+            stack.close()
+
+    def finish(self) -> None:
+        self._end_copy()
+        mode, names = self.config.mode, list(self.staged)
+        if mode == "replace" and self.existing is not None and not self.staging:
+            self.cur.execute(pg_ddl.sql.SQL("DELETE FROM {}").format(self.target))  # no batch: empty it
+        for name, type_sql in self.added:
+            self.cur.execute(pg_ddl.add_column(self.target, name, type_sql))
+        if self.staging and mode == "replace":
+            for stmt in pg_ddl.replace(self.target, names):
+                self.cur.execute(stmt)
+        elif self.staging and mode == "merge":
+            self._merge(names)
+        if self.existing is not None or self.staged:  # else nothing happened, not even the schema
+            create, insert = pg_ddl.checkpoint(self.schema_name)
+            self.cur.execute(create)
+            self.cur.execute(insert, (self.ctx.run_id, self.ctx.task, self.shown, self.rows))
+        self.conn.commit()
+        self.committed = True
+
+    def _merge(self, names: list[str]) -> None:
+        import psycopg
+
+        key = self.config.key or []
+        if not pg_ddl.has_unique(self.cur, self.oid, key):
+            for stmt in pg_ddl.update_insert(self.target, names, key):
+                self.cur.execute(stmt)
+            return
+        # Duplicate keys are rare: try without DISTINCT ON (a sort of the whole stage), and only if
+        # PostgreSQL says a row would be updated twice, roll back to here and deduplicate.
+        try:
+            with self.conn.transaction():
+                self.cur.execute(pg_ddl.upsert(self.target, names, key, dedupe=False))
+        except psycopg.errors.CardinalityViolation:
+            self.cur.execute(pg_ddl.upsert(self.target, names, key, dedupe=True))
+
+    def close(self, exc: BaseException | None) -> None:
+        if exc is None:
+            self.stack.close()
+        else:  # the COPY is abandoned and the connection discarded: the transaction rolls back
+            self.copy_stack = None
+            self.stack.__exit__(type(exc), exc, exc.__traceback__)
+
+    # -- errors ---------------------------------------------------------------------------------
+
+    def _where(self) -> str:
+        return f"task {self.ctx.task!r}: PostgreSQL table {self.shown} at {describe(self.pool.url)}"
+
+    def _fail(self, problem: str) -> ToolError:
+        return ToolError(f"{self._where()}: {problem}; nothing was written")
+
+    def error(self, e: BaseException) -> ToolError:
+        import psycopg
+
+        if isinstance(e, EncodeError):
+            return ToolError(f"{self._where()}: {e}; the load was rolled back and nothing was written; "
+                             "cast or fix the column upstream")
+        if not isinstance(e, psycopg.Error):
+            return e
+        diag = e.diag
+        text = diag.message_primary or str(e).splitlines()[0]
+        if diag.message_detail:
+            text += f" ({diag.message_detail})"
+        if diag.context and diag.context.startswith("COPY "):
+            text += " at " + diag.context.splitlines()[0].replace(f"COPY {pg_ddl.STAGE}, line", "input row").replace(
+                f"COPY {self.name}, line", "input row")
+        tail = "the load was rolled back and nothing was written"
+        if isinstance(e, psycopg.errors.IntegrityError):
+            return ToolError(f"{self._where()}: a row violates a constraint: {text}; {tail}; fix the rows upstream "
+                             "(e.g. a quality check) or the table's constraint")
+        if isinstance(e, psycopg.errors.DataError):
+            return ToolError(f"{self._where()}: a value does not fit its column: {text}; {tail}; fix or cast the "
+                             "values upstream, or widen the column")
+        if isinstance(e, psycopg.OperationalError):
+            return TransientError(f"{self._where()}: {text}; {tail}")
+        return ToolError(f"{self._where()}: {text}; {tail}")
+
+
+class PostgresLoader(Loader):
+    """Write Arrow batches into a PostgreSQL table with binary COPY (append, atomic replace, merge)."""
+
+    class Config(SinkOptions):
+        """Options of the postgres loader: connection, table, mode, key, schema_policy."""
+
+        @field_validator("table")
+        @classmethod
+        def _table(cls, value: str) -> str:
+            split_table(value)  # a malformed name is a spec error, with its YAML line
+            return value
+
+    async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
+        import psycopg
+
+        session = _Session(self.ctx, self.config)
+        pending: asyncio.Future | None = None  # the previous buffer's write, overlapping this encode
+        failure: BaseException | None = None
+        try:
+            await in_thread(session.open)
+            async for batch in batches:
+                if batch.schema != session.schema:
+                    await _settle(pending)
+                    pending = None
+                    await in_thread(session.fit, batch.schema)
+                if not batch.num_rows:
+                    continue
+                data = await asyncio.to_thread(session.encode, batch)
+                await _settle(pending)
+                pending = asyncio.ensure_future(in_thread(session.write, data, batch.num_rows))
+            await _settle(pending)
+            await in_thread(session.finish)  # commits
+        except (psycopg.Error, EncodeError) as e:
+            failure = session.error(e)
+            raise failure from e
+        except BaseException as e:
+            failure = e
+            raise
+        finally:
+            await _drain(pending)
+            await in_thread(session.close, failure if not session.committed else None)
+            if session.committed:
+                await self.ctx.commit(session.rows)
+        return session.rows
+
+
+async def _settle(fut: asyncio.Future | None) -> None:
+    if fut is not None:
+        await fut
+
+
+async def _drain(fut: asyncio.Future | None) -> None:
+    """Wait for a write still running in its thread (after a failure or a cancellation) before the
+    connection is closed under it."""
+    while fut is not None and not fut.done():
+        try:
+            await asyncio.wait({fut})
+        except asyncio.CancelledError:
+            pass
+    if fut is not None and not fut.cancelled():
+        fut.exception()
