@@ -451,7 +451,8 @@ class JSONLExtractor(FileExtractor):
             str(path), read_options=pajson.ReadOptions(block_size=self.config.block_size or
                                                        _block_size(path, self.ctx.batch_size)),
             parse_options=pajson.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="infer"))
-        schema = _cast(reader.schema.empty_table(), types).schema
+        # Table.from_batches, not Schema.empty_table(): the latter imports pandas (0.4 s)
+        schema = _cast(pa.Table.from_batches([], reader.schema), types).schema
         return Source(schema, lambda: (lambda b: b if b is None else _cast(b, types))(next(reader, None)),
                       reader.close)
 
