@@ -88,6 +88,18 @@ class BatchValidated(Event):
     failed: int
 
 
+class AnomalyDetected(Event):
+    """An input's profile is out of line with its history (``anomaly`` check): the anomalies, each
+    ``{input, metric, column, quantile, value, expected, low, high, score, severity, message}``;
+    ``severity`` ``fail`` ones also fail the gate."""
+
+    topic: ClassVar[str] = "anomaly.detected"
+    run_id: str
+    task: str
+    input: str
+    anomalies: list[dict[str, Any]]
+
+
 class Heartbeat(Event):
     topic: ClassVar[str] = "agent.heartbeat"
     agent: str
@@ -105,7 +117,7 @@ class AgentStalled(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.topic: cls
     for cls in (RunStarted, RunFinished, TaskAssigned, TaskStarted, TaskProgress, TaskCompleted, TaskFailed,
-                BatchValidated, Heartbeat, AgentStalled)
+                BatchValidated, AnomalyDetected, Heartbeat, AgentStalled)
 }
 
 

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from agent_etl.exceptions import Problem, SpecError
+from agent_etl.spec_problems import pydantic_problems, validate_options
+from agent_etl.spec_quality import check_groups, check_references, check_validate_step, group_refs
 from agent_etl.yamlsource import Document, interpolate, load_yaml
 
 
@@ -82,10 +84,29 @@ class LoadStep(Step):
         return [self.input]
 
 
+class ProfileOptions(_Model):
+    """``profile:`` of a quality group: ``true`` (default), ``false``, or which columns to profile
+    and, per column, an outlier method."""
+
+    enabled: bool = True
+    columns: list[str] | None = Field(None, min_length=1)
+    outliers: dict[str, Literal["iqr", "zscore", "mad", "auto"]] = {}
+
+
 class QualityGroup(_Model):
     input: str
     checks: list[dict[str, Any]] = Field(min_length=1)
     on_failure: Literal["fail", "warn", "quarantine"] = "fail"
+    # where quarantined rows go: {tool: <loader>, <its options>}; default a Parquet file (agents.quarantine)
+    quarantine: dict[str, Any] | None = None
+    # a streaming data profile of the input, stored per run (agent_etl.quality.profile)
+    profile: ProfileOptions = ProfileOptions()
+
+    @field_validator("profile", mode="before")
+    @classmethod
+    def _profile_switch(cls, v: Any) -> Any:
+        # `profile: true/false` is the switch alone; one model keeps error messages to the point
+        return {"enabled": v} if isinstance(v, bool) else v
     _line: int | None = PrivateAttr(None)
     _path: tuple = PrivateAttr(())
     _check_lines: list[int | None] = PrivateAttr(default_factory=list)
@@ -125,6 +146,13 @@ class Task:
     options: dict[str, Any]
     line: int | None = None
     gates: list[QualityGroup] = field(default_factory=list)
+    # inputs the gates read in full before the first batch (referential checks); also in ``inputs``
+    refs: list[str] = field(default_factory=list)
+
+    @property
+    def data_inputs(self) -> list[str]:
+        """The inputs the task's tool reads (``inputs`` without the gates' references)."""
+        return [i for i in self.inputs if i not in self.refs]
 
     @property
     def family(self) -> str:
@@ -176,7 +204,7 @@ class Pipeline:
         try:
             spec = Spec.model_validate(doc.data)
         except ValidationError as e:
-            problems.extend(_pydantic_problems(e, doc))
+            problems.extend(pydantic_problems(e, doc, model=Spec))
             spec = _partial(doc.data)  # so graph and tool problems are reported in the same pass
         if spec is not None:
             _attach_lines(spec, doc)
@@ -303,6 +331,7 @@ def _check_graph(spec: Spec, doc: Document) -> list[Problem]:
         dangling(step.input, step._path + ("input",), f"load {n!r}")
     for g in spec.quality:
         dangling(g.input, g._path + ("input",), f"quality group {g._path[1] + 1}")
+    problems.extend(check_references(spec, doc, producers))
     for t in spec.transform:
         if t.name in t.inputs:
             problems.append(Problem(f"transform {t.name!r} reads itself", doc.line(t._path),
@@ -351,7 +380,7 @@ def _check_tools(spec: Spec, doc: Document, registry) -> list[Problem]:
         except UnknownTool as e:
             problems.append(Problem(str(e), doc.line(path + ("tool",)), e.hint))
             continue
-        problems.extend(_validate_options(cls, step.options, path, doc, f"{kind} {step.name!r}"))
+        problems.extend(validate_options(cls, step.options, path, doc, f"{kind} {step.name!r}"))
         if kind == "transform":
             n = len(step.inputs)
             if cls.arity is not None and n != cls.arity:
@@ -362,84 +391,10 @@ def _check_tools(spec: Spec, doc: Document, registry) -> list[Problem]:
             known = ", ".join(sorted(spec.connections)) or "none"
             problems.append(Problem(f"{kind} {step.name!r} uses connection {conn!r}, which is not defined",
                                     doc.line(path + ("connection",)), f"define it under connections: (defined: {known})"))
-    for group in spec.quality:
-        for j, check in enumerate(group.checks):
-            cpath = group._path + ("checks", j)
-            if len(check) != 1:
-                problems.append(Problem("each check is a mapping with one key, e.g. `- not_null: [id]`",
-                                        doc.line(cpath), f"this one has {len(check)} keys: {', '.join(check)}"))
-                continue
-            (cname, value), = check.items()
-            try:
-                cls = registry.get("validator", cname)
-            except UnknownTool as e:
-                problems.append(Problem(str(e).replace("validator", "quality check"), doc.line(cpath), e.hint))
-                continue
-            try:
-                cls.parse(value)
-            except ValidationError as e:
-                problems.extend(_pydantic_problems(e, doc, cpath + (cname,), f"check {cname}", cls.Config))
+        if getattr(cls, "inline_checks", False):  # the validate step: a quality group of its own
+            problems.extend(check_validate_step(step, path, doc, registry, spec))
+    problems.extend(check_groups(spec, doc, registry))
     return problems
-
-
-def _validate_options(cls, options: dict[str, Any], path: tuple, doc: Document, who: str) -> list[Problem]:
-    try:
-        cls.Config.model_validate(options)
-    except ValidationError as e:
-        return _pydantic_problems(e, doc, path, f"{who} ({cls.name})", cls.Config)
-    return []
-
-
-def _pydantic_problems(e: ValidationError, doc: Document, prefix: tuple = (), who: str = "",
-                       model: type[BaseModel] | None = Spec) -> list[Problem]:
-    problems = []
-    for err in e.errors(include_url=False):
-        loc = prefix + tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
-        # pydantic puts union branch names (str, list[str]) into loc; keep the real path only
-        clean = tuple(x for x in loc if not (isinstance(x, str) and ("[" in x or x in {"str", "int", "float", "bool"})))
-        where = ".".join(str(x) for x in clean)
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            key = clean[-1]
-            allowed = [k for k in _allowed_keys(model, clean[len(prefix):]) if k != "name"]
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else (f"allowed keys: {', '.join(allowed)}" if allowed else None)
-            msg = f"unknown key {key!r}" + (f" in {who}" if who else "")
-            problems.append(Problem(msg, doc.line(clean), hint, where=".".join(str(x) for x in clean[:-1]) or None))
-        elif kind == "missing":
-            problems.append(Problem(f"missing required key {clean[-1]!r}" + (f" in {who}" if who else ""),
-                                    doc.line(clean[:-1]), where=".".join(str(x) for x in clean[:-1]) or None))
-        else:
-            msg = err["msg"]
-            if "input" in err and kind not in ("model_type", "dict_type"):
-                msg += f" (got {err['input']!r})"
-            problems.append(Problem(msg, doc.line(clean), where=where or None))
-    # the same key may be reported once per union branch
-    unique: list[Problem] = []
-    for p in problems:
-        if p not in unique:
-            unique.append(p)
-    return unique
-
-
-def _allowed_keys(model: type[BaseModel] | None, loc: tuple) -> list[str]:
-    """Field names of the (nested) model that holds the key at ``loc``."""
-    import typing
-
-    cur: Any = model
-    for part in loc[:-1]:
-        if cur is None:
-            return []
-        if isinstance(cur, type) and issubclass(cur, BaseModel):
-            field_ = cur.model_fields.get(part) if isinstance(part, str) else None
-            cur = field_.annotation if field_ else None
-            continue
-        args = [a for a in typing.get_args(cur) if a is not type(None)]
-        cur = args[-1] if args else None  # dict[str, M] / list[M] / M | None: step into M
-    while cur is not None and not (isinstance(cur, type) and issubclass(cur, BaseModel)):
-        args = [a for a in typing.get_args(cur) if a is not type(None)]
-        cur = args[-1] if args else None
-    return sorted(cur.model_fields) if cur is not None else []
 
 
 def _plan(spec: Spec) -> list[Task]:
@@ -452,6 +407,10 @@ def _plan(spec: Spec) -> list[Task]:
         nodes[name] = Task(name, "load", s.tool, s.inputs, s.options, s._line)
     for g in spec.quality:
         nodes[g.input].gates.append(g)
+        for ref in group_refs(g.checks):  # the gate reads it first: a dependency like an input
+            task = nodes[g.input]
+            task.refs += [] if ref in task.refs else [ref]
+            task.inputs = task.inputs + ([] if ref in task.inputs else [ref])
     order: list[Task] = []
     done: set[str] = set()
 

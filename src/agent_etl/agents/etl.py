@@ -96,6 +96,16 @@ class ETLAgent(Agent):
             self.running.discard(key)
 
 
+def _config(task: Task, cls: Any) -> Any:
+    """The tool's validated options. Tool configs are frozen, so one validation serves every run and
+    every attempt of the task (the spec validated them once already; this keeps a run from paying again)."""
+    cache = task.__dict__.setdefault("_configs", {})
+    config = cache.get(cls.Config)
+    if config is None:
+        config = cache[cls.Config] = cls.Config.model_validate(task.options)
+    return config
+
+
 def _message(e: BaseException, task: Task) -> str:
     if isinstance(e, AgentETLError):
         return str(e)
@@ -121,7 +131,7 @@ class _TaskRun:
             connections=rc.connections,
             commit_hook=self._commit, line=task.line, resources=rc.resources,
             state_loader=lambda: rc.load_state(task.name), state_hook=lambda v: rc.stage_state(task.name, v))
-        self.tool = cls(cls.Config.model_validate(task.options), self.ctx)
+        self.tool = cls(_config(task, cls), self.ctx)
 
     async def execute(self) -> dict[str, Any]:
         details: dict[str, Any] = {}
@@ -133,12 +143,14 @@ class _TaskRun:
             out = self.tool.batches()
             position = lambda: {self.task.name: self.tool.position()}  # noqa: E731
         else:
-            out = self.tool.run({i: self.tracker.batches(self._input(i)) for i in self.task.inputs})
+            out = self.tool.run({i: self.tracker.batches(self._input(i)) for i in self.task.data_inputs})
             position = lambda: dict(self.tracker.position)  # noqa: E731
         channel = self.rc.channels[self.task.name]
         gated = bool(self.task.gates)
         if gated:
-            await self.agent.bus.request("quality.open", GateOpen(self.rc.run_id, self.task.name, self.task.gates))
+            # no timeout: opening reads the inputs that referential checks need in full
+            await self.agent.bus.request("quality.open", GateOpen(self.rc.run_id, self.task.name, self.task.gates),
+                                         timeout=None)
         async for batch in out:
             self.rows += batch.num_rows
             self.batches += 1
@@ -150,11 +162,15 @@ class _TaskRun:
             await channel.put(Envelope(batch, position()))
             await self._progress(batch.num_rows)
         if gated:
-            reports = await self.agent.bus.request("quality.finish", GateFinish(self.rc.run_id, self.task.name))
+            # no timeout: finishing waits for a quarantine loader's commit
+            reports = await self.agent.bus.request("quality.finish", GateFinish(self.rc.run_id, self.task.name),
+                                                   timeout=None)
             details["quality"] = [r.to_dict() for r in reports]
         for attr in ("skipped_rows",):
             if getattr(self.tool, attr, None):
                 details[attr] = getattr(self.tool, attr)
+        if getattr(self.tool, "quality_reports", None):  # a validate step's own gate
+            details.setdefault("quality", []).extend(r.to_dict() for r in self.tool.quality_reports)
         await channel.close()
         return details
 

@@ -6,18 +6,27 @@ the row checks' masks and acts on ``on_failure``:
 
 - ``fail``: raise ``QualityGateError`` at the first batch with a failing row;
 - ``warn``: let every row through and count;
-- ``quarantine``: let the good rows through and append the bad ones, with the labels of every
-  check they failed (``_quarantine_reason``) and the run id, to
-  ``<home>/quarantine/<run_id>/<input>.parquet``.
+- ``quarantine``: let the good rows through and send the bad ones, with the labels of every
+  check they failed (``_quarantine_reason``) and the run id, to the group's quarantine sink
+  (``agents.quarantine``: ``<home>/quarantine/<run_id>/<input>.parquet`` by default, or any loader).
 
-Dataset checks (``row_count``) give their verdict in ``finish``; there is no row to set aside for
-a count, so they fail the gate in ``fail`` and ``quarantine`` modes and only warn in ``warn``.
-``validate`` is synchronous and vectorised; the quality agent runs it in a worker thread.
+A check with ``severity: warn`` is run and reported but never fails the gate nor sets a row aside.
+Dataset checks (``row_count``, ``mean``, ``schema`` ...) give their verdict in ``finish``; there is
+no row to set aside for them, so they fail the gate in ``fail`` and ``quarantine`` modes and only
+warn in ``warn``. Checks that read another input (``referential``) get it through ``reference``
+and ``referenced`` before the first batch. ``validate`` is synchronous and vectorised; the
+quality agent runs it in a worker thread.
+
+Unless the group says ``profile: false``, every incoming batch (bad rows too) also goes to a
+streaming ``quality.profile.Profiler``; ``gate.profile`` holds the result after ``finish`` (the
+quality agent stores it in the run store; it is not part of the report).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,22 +34,31 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from agent_etl.exceptions import Problem, QualityGateError, SpecError, ToolError
+from agent_etl.agents.quarantine import REASON, RUN_ID
+from agent_etl.exceptions import Problem, QualityGateError, SpecError
 from agent_etl.tools.base import ToolContext
 
 if TYPE_CHECKING:
     from agent_etl.spec import QualityGroup
     from agent_etl.tools.validators.base import Check
 
-REASON, RUN_ID = "_quarantine_reason", "_run_id"
-EXAMPLES = 3
+EXAMPLES = 3  # in the message
+EXAMPLE_ROWS = 5  # in CheckReport.examples
 
 
 @dataclass
 class CheckReport:
+    """One check's outcome. ``examples`` holds up to 5 failing rows as JSON-safe dicts of the
+    check's columns plus ``_row``, the row's number in the stream (from 0), e.g.
+    ``{"_row": 7, "amount": -5.0}``."""
+
     label: str
     failed_rows: int = 0
     message: str | None = None  # e.g. "2 rows failed, e.g. row 7: -5", or a dataset check's verdict
+    kind: str = "row"  # row | dataset
+    severity: str = "error"  # error | warn
+    status: str = "passed"  # passed | warned | failed
+    examples: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -59,7 +77,9 @@ class GateReport:
 
 
 class QualityGate:
-    def __init__(self, group: QualityGroup, *, run_id: str, home: Path, registry=None):
+    def __init__(self, group: QualityGroup, *, run_id: str, home: Path, registry=None, sink=None):
+        """``sink`` takes the quarantined rows (``agents.quarantine``); default: the Parquet file."""
+        from agent_etl.agents.quarantine import ParquetFile
         from agent_etl.tools.registry import UnknownTool, default_registry
 
         registry = registry or default_registry()
@@ -94,13 +114,22 @@ class QualityGate:
         if problems:
             raise SpecError(problems)
         self._failed = [0] * len(self.checks)
-        self._examples: list[list[str]] = [[] for _ in self.checks]
+        self._examples: list[list[dict[str, Any]]] = [[] for _ in self.checks]
+        self._warn = [c.severity == "warn" for c in self.checks]
+        self.sink = sink if sink is not None else ParquetFile(self.path, self.input)
         self._verdicts: list[str | None] = [None] * len(self.checks)
         self._schema: pa.Schema | None = None
-        self._writer = None
         self._row_failed = False
         self._finished: GateReport | None = None
         self.rows_in = self.rows_passed = self.rows_quarantined = 0
+        from agent_etl.quality.profile import profiler_for
+
+        self.profiler = profiler_for(group)  # sees every incoming batch; None with profile: false
+        self.profile: dict[str, Any] | None = None  # the profile, after finish (stored, not reported)
+        wanting = [line for c, line in zip(self.checks, self._lines) if getattr(c, "wants_profile", False)]
+        if wanting and self.profiler is None:  # `anomaly` compares this run's profile with earlier ones
+            raise SpecError(Problem(f"quality group on {self.input!r}: the anomaly check needs the group's profile",
+                                    wanting[0], "remove `profile: false` from the group"))
 
     # ------------------------------------------------------------------------------------------
 
@@ -125,6 +154,11 @@ class QualityGate:
             if not missing:
                 for p in check.bind(schema):
                     problems.append(replace(p, message=f"{who}: {p.message}", line=p.line or line))
+        if self.profiler is not None:
+            try:
+                self.profiler.bind(schema)
+            except SpecError as e:
+                problems.extend(e.problems)
         if problems:
             raise SpecError(problems)
         self._schema = schema
@@ -136,6 +170,8 @@ class QualityGate:
         n = batch.num_rows
         start = self.rows_in
         self.rows_in += n
+        if self.profiler is not None:
+            self.profiler.observe(batch)
         failing: list[tuple[int, pa.BooleanArray]] = []
         for i, check in enumerate(self.checks):
             mask = check.failures(batch)
@@ -152,6 +188,7 @@ class QualityGate:
                 self._note_examples(i, batch, mask, start)
         for check in self.checks:
             check.observe(batch)
+        failing = [(i, mask) for i, mask in failing if not self._warn[i]]  # severity warn only reports
         if not failing:
             self.rows_passed += n
             return batch
@@ -177,6 +214,11 @@ class QualityGate:
         """End of stream: dataset checks' verdicts, close the quarantine file, return the report."""
         if self._finished is not None:
             return self._finished
+        if self.profiler is not None and self.profile is None:
+            self.profile = self.profiler.result()
+        for check in self.checks:
+            if getattr(check, "wants_profile", False):
+                check.profiled(self.profile)
         try:
             for i, check in enumerate(self.checks):
                 self._verdicts[i] = check.finish()
@@ -191,43 +233,72 @@ class QualityGate:
         return report
 
     def close(self) -> None:
-        """Close the quarantine file (keeping what was written); safe to call on an aborted run."""
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
+        """Close the quarantine sink's file (keeping what was written); safe to call on an aborted run."""
+        self.sink.close()
+
+    # -- checks that read another input (referential) ---------------------------------------------
+
+    def references(self) -> list[str]:
+        """The other inputs the checks read in full before the first batch, in order."""
+        return list(dict.fromkeys(name for c in self.checks for name in c.inputs()))
+
+    def reference(self, name: str, batch: pa.RecordBatch) -> None:
+        for check in self.checks:
+            if name in check.inputs():
+                check.reference(name, batch)
+
+    def referenced(self) -> None:
+        """Every referenced input has been read; raise one SpecError for what is wrong in them."""
+        problems = []
+        for check, line in zip(self.checks, self._lines):
+            if check.inputs():
+                for p in check.referenced():
+                    who = f"quality check {check.label} on {self.input!r}"
+                    problems.append(replace(p, message=f"{who}: {p.message}", line=p.line or line))
+        if problems:
+            raise SpecError(problems)
+
+    @property
+    def anomalies(self) -> list[dict[str, Any]] | None:
+        """What the ``anomaly`` checks found after finish (None: no such check gave a verdict)."""
+        found = [c.anomalies for c in self.checks if getattr(c, "anomalies", None) is not None]
+        return [a for group in found for a in group] if found else None
 
     def report(self) -> GateReport:
-        dataset_failed = any(v is not None for v in self._verdicts)
-        row_failed = any(self._failed)
+        blocking = [not w for w in self._warn]
+        dataset_failed = any(v is not None and b for v, b in zip(self._verdicts, blocking))
+        row_failed = any(f and b for f, b in zip(self._failed, blocking))
+        warned = any((f or v is not None) and w for f, v, w in zip(self._failed, self._verdicts, self._warn))
         if self.on_failure == "warn":
-            status = "warned" if (row_failed or dataset_failed) else "passed"
+            status = "warned" if (row_failed or dataset_failed or warned) else "passed"
         elif dataset_failed or self._row_failed or (self.on_failure == "fail" and row_failed):
             status = "failed"
         else:
-            status = "quarantined" if self.rows_quarantined else "passed"
-        checks = [CheckReport(c.label, self._failed[i], self._check_text(i)) for i, c in enumerate(self.checks)]
+            status = "quarantined" if self.rows_quarantined else ("warned" if warned else "passed")
+        checks = []
+        for i, c in enumerate(self.checks):
+            failed = bool(self._failed[i]) or self._verdicts[i] is not None
+            check_status = "passed" if not failed else (
+                "warned" if self._warn[i] or self.on_failure == "warn" else "failed")
+            text = self._check_text(i) or getattr(c, "note", None)  # e.g. anomaly: "learning (3 of 7 runs)"
+            checks.append(CheckReport(c.label, self._failed[i], text, kind=c.scope,
+                                      severity=c.severity, status=check_status, examples=list(self._examples[i])))
         return GateReport(
             input=self.input, on_failure=self.on_failure, status=status, rows_in=self.rows_in,
             rows_passed=self.rows_passed, rows_quarantined=self.rows_quarantined, checks=checks,
-            quarantine_path=str(self.path) if self.rows_quarantined else None)
+            quarantine_path=self.sink.where if self.rows_quarantined else None)
 
     # ------------------------------------------------------------------------------------------
 
     def _note_examples(self, i: int, batch: pa.RecordBatch, mask: pa.BooleanArray, start: int) -> None:
-        need = EXAMPLES - len(self._examples[i])
+        need = EXAMPLE_ROWS - len(self._examples[i])
         if need <= 0:
             return
         rows = pc.indices_nonzero(mask).slice(0, need)
         cols = [c for c in self.checks[i].columns() if c in batch.schema.names]
-        values = [batch.column(c).take(rows).to_pylist() for c in cols]  # at most 3 values each
+        values = [batch.column(c).take(rows).to_pylist() for c in cols]  # at most 5 values each
         for k, row in enumerate(rows.to_pylist()):
-            if len(cols) == 1:
-                shown = f": {values[0][k]!r}"
-            elif cols:
-                shown = ": " + ", ".join(f"{c}={v[k]!r}" for c, v in zip(cols, values))
-            else:
-                shown = ""
-            self._examples[i].append(f"row {start + row}{shown}")
+            self._examples[i].append({"_row": start + row, **{c: _json_safe(v[k]) for c, v in zip(cols, values)}})
 
     def _check_text(self, i: int) -> str | None:
         if self._verdicts[i] is not None:
@@ -236,17 +307,24 @@ class QualityGate:
             return None
         n = self._failed[i]
         text = f"{n} row{'s' if n != 1 else ''} failed"
-        return f"{text}, e.g. " + "; ".join(self._examples[i]) if self._examples[i] else text
+        shown = []
+        for ex in self._examples[i][:EXAMPLES]:
+            cols = [c for c in ex if c != "_row"]
+            if len(cols) == 1:
+                shown.append(f"row {ex['_row']}: {ex[cols[0]]!r}")
+            else:
+                shown.append(f"row {ex['_row']}" + (": " + ", ".join(f"{c}={ex[c]!r}" for c in cols) if cols else ""))
+        return f"{text}, e.g. " + "; ".join(shown) if shown else text
 
     def _failure_text(self) -> str:
         lines = [f"quality gate on {self.input!r} failed (on_failure: {self.on_failure}; rows count from 0):"]
         for i, check in enumerate(self.checks):
             text = self._check_text(i)
             if text is not None:
-                lines.append(f"  - {check.label}: {text}")
+                lines.append(f"  - {check.label}{' (severity warn)' if self._warn[i] else ''}: {text}")
         fix = ("fix the data upstream, or set on_failure: quarantine to set failing rows aside "
                "(warn lets them through)")
-        if any(v is not None for v in self._verdicts):
+        if any(v is not None and not w for v, w in zip(self._verdicts, self._warn)):
             fix = "fix the source, or change the bounds of the dataset check (on_failure: warn only reports it)"
         lines.append(f"  hint: {fix}")
         return "\n".join(lines)
@@ -260,23 +338,24 @@ class QualityGate:
             if name in table.column_names:
                 table = table.drop_columns([name])
         table = table.append_column(REASON, reason).append_column(RUN_ID, pa.repeat(self.run_id, len(bad)))
-        try:
-            if self._writer is None:
-                import pyarrow.parquet as pq
+        self.sink.write(table)
 
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                # the two added columns repeat a few values; dictionary-encoding only them halves write time
-                self._writer = pq.ParquetWriter(self.path, table.schema, use_dictionary=[REASON, RUN_ID])
-            if not table.schema.equals(self._writer.schema):
-                table = table.cast(self._writer.schema)
-            self._writer.write_table(table)
-        except OSError as e:
-            raise ToolError(f"quality gate on {self.input!r}: cannot write quarantined rows to {self.path}: {e}; "
-                            "check that the directory is writable and has space (or set AGENT_ETL_HOME)") from e
-        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as e:
-            raise ToolError(f"quality gate on {self.input!r}: the batch's columns changed mid-stream and cannot go "
-                            f"into the same quarantine file {self.path}: {e}; give the stream one schema "
-                            "(cast transform)") from e
+
+def _json_safe(value: Any) -> Any:
+    """A value of an example row as JSON can hold it (dates as ISO text, NaN as text, bytes as hex)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return str(value)  # Decimal, timedelta, ...
 
 
 def _pydantic_text(e: Exception) -> str:

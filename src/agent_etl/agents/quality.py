@@ -8,6 +8,8 @@ the verdict at the end of the stream. Checks run in a worker thread; the agent p
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,10 @@ import pyarrow as pa
 
 from agent_etl.agents import runtime
 from agent_etl.agents.base import Agent
-from agent_etl.events import BatchValidated
-from agent_etl.exceptions import QualityGateError
+from agent_etl.events import AnomalyDetected, BatchValidated
+from agent_etl.exceptions import QualityGateError, ToolError
+
+log = logging.getLogger("agent_etl.quality")
 
 
 @dataclass
@@ -62,12 +66,20 @@ class QualityAgent(Agent):
 
     async def _open(self, req: GateOpen) -> None:
         from agent_etl.agents.gate import QualityGate
+        from agent_etl.agents.quarantine import build_sink
 
         rc = runtime.lookup(req.run_id)
-        self._gates[(req.run_id, req.task)] = [
-            QualityGate(g, run_id=req.run_id, home=Path(rc.home), registry=rc.registry) for g in req.groups
-        ]
+        gates = self._gates[(req.run_id, req.task)] = []
         self.running.add(f"{req.run_id}/{req.task}")
+        for g in req.groups:
+            sink = None
+            if g.quarantine and g.on_failure == "quarantine":  # a loader; the default file is the gate's own
+                sink = build_sink(g.quarantine, input=g.input, run_id=req.run_id, home=Path(rc.home),
+                                  base_dir=rc.pipeline.base_dir, registry=rc.registry, connections=rc.connections,
+                                  resources=rc.resources, line=g._line)
+            gates.append(QualityGate(g, run_id=req.run_id, home=Path(rc.home), registry=rc.registry, sink=sink))
+        await read_references(gates, {name: rc.channels[name].envelopes(rc.readers[(req.task, name)])
+                                      for name in dict.fromkeys(n for g in gates for n in g.references())})
 
     async def _validate(self, req: GateValidate) -> pa.RecordBatch | None:
         gates = self._gates[(req.run_id, req.task)]
@@ -95,6 +107,21 @@ class QualityAgent(Agent):
                 failure = failure or e
             finally:
                 gate.close()
+            try:
+                await gate.sink.finish()  # a quarantine loader commits what it got, even for a failed gate
+            except ToolError as e:
+                failure = failure or e
+        profiles = [(g.input, g.profile, g.anomalies) for g in gates if g.profile is not None]
+        rc = runtime.lookup(req.run_id)
+        if profiles and rc.store is not None:  # a failed gate's profile is kept too: its report shows it
+            await asyncio.to_thread(_save_profiles, rc.store, req.run_id, rc.pipeline.name, profiles)
+        for gate in gates:
+            if gate.anomalies:
+                for a in gate.anomalies:
+                    if a["severity"] == "warn":  # a failing one is in the gate's error already
+                        log.warning("run %s: anomaly: %s", req.run_id, a["message"])
+                await self.bus.publish(AnomalyDetected(run_id=req.run_id, task=req.task, input=gate.input,
+                                                       anomalies=gate.anomalies))
         if failure is not None:
             raise failure
         return reports
@@ -103,3 +130,32 @@ class QualityAgent(Agent):
         self.running.discard("/".join(key))
         for gate in self._gates.pop(key, []):
             gate.close()
+            await gate.sink.abort()
+
+
+async def read_references(gates: list[Any], streams: dict[str, AsyncIterator[Any]]) -> None:
+    """Feed every batch of each referenced input to the gates, all inputs at once (two of them fed
+    by one producer must advance together), then let the gates check what they got."""
+
+    async def one(name: str, envelopes: AsyncIterator[Any]) -> None:
+        async for env in envelopes:
+            batch = getattr(env, "batch", env)
+            for gate in gates:
+                if name in gate.references():
+                    await asyncio.to_thread(gate.reference, name, batch)
+
+    if streams:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for name, envelopes in streams.items():
+                    tg.create_task(one(name, envelopes))
+        except BaseExceptionGroup as group:
+            first = group.exceptions[0]  # the failure itself (an upstream error), not a group wrapper
+            raise first from first.__cause__
+    for gate in gates:
+        gate.referenced()
+
+
+def _save_profiles(store: Any, run_id: str, pipeline: str, profiles: list[tuple[str, dict[str, Any], Any]]) -> None:
+    for name, profile, anomalies in profiles:  # anomalies: None when no anomaly check judged the input
+        store.save_profile(run_id, pipeline, name, profile, anomalies)

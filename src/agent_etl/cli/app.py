@@ -89,6 +89,21 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="Run id (a unique prefi
     _exit(lambda: show_command(run_id, as_json=json))
 
 
+@app.command()
+def report(run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+           format: Annotated[Optional[str], typer.Option(
+               "--format", "-f", help="html (default), json, csv or xlsx; left out, the extension of --out.")] = None,
+           out: Annotated[Optional[str], typer.Option(
+               "--out", "-o", help="File or directory to write; '-' for stdout. Default: report-RUN_ID.EXT here.",
+           )] = None,
+           history: Annotated[int, typer.Option(help="How many earlier runs of the pipeline to compare with.")] = 20,
+           ) -> None:
+    """Write the quality report of a run: checks, failing rows, profile charts, anomalies, history."""
+    from agent_etl.cli.report import report_command
+
+    _exit(lambda: report_command(run_id, format, out, history))
+
+
 def _exit(command) -> None:
     """Run a command body; turn our errors into a message and an exit code, never a traceback."""
     from agent_etl.exceptions import AgentETLError

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import JSON, bindparam, create_engine, delete, event, insert, select, update
 from sqlalchemy.engine import Engine
 
-from agent_etl.store.schema import checkpoints, metadata, runs, state, tasks
+from agent_etl.store.schema import checkpoints, metadata, profiles, runs, state, tasks
 
 
 @dataclass
@@ -126,7 +126,56 @@ class RunStore:
             row = conn.execute(select(state.c.value).where(state.c.pipeline == pipeline, state.c.task == task)).first()
         return None if row is None else row[0]
 
+    def save_profile(self, run_id: str, pipeline: str, input: str, profile: dict[str, Any],
+                     anomalies: list[dict[str, Any]] | None = None) -> None:
+        """Store the data profile of ``input`` in this run (a retried task replaces its earlier one)."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(profiles).where(profiles.c.run_id == run_id, profiles.c.input == input))
+            _insert_many(conn, profiles, [{"run_id": run_id, "input": input, "pipeline": pipeline,
+                                           "created_at": time.time(), "profile": profile, "anomalies": anomalies}])
+
+    def set_anomalies(self, run_id: str, input: str, anomalies: list[dict[str, Any]] | None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(profiles).where(profiles.c.run_id == run_id, profiles.c.input == input)
+                         .values(anomalies=anomalies))
+
     # -- reads ----------------------------------------------------------------------------------
+
+    def run_profiles(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """``{input: {"profile": ..., "anomalies": [...] | None}}`` of one run, inputs in storing order."""
+        q = select(profiles.c.input, profiles.c.profile, profiles.c.anomalies).where(
+            profiles.c.run_id == run_id).order_by(profiles.c.created_at)
+        with self.engine.connect() as conn:
+            return {r.input: {"profile": r.profile, "anomalies": r.anomalies} for r in conn.execute(q)}
+
+    def profile_history(self, pipeline: str, input: str, limit: int = 100,
+                        before: str | float | None = None, times: bool = False) -> list[Any]:
+        """The last ``limit`` profiles of ``input`` from successful runs of ``pipeline``, oldest first.
+
+        Only runs that finished ``succeeded`` (or ``warned``) count: a failed run's data is not a
+        baseline. ``before`` is a run id (that run is left out, and so is anything stored after
+        it) or a ``time.time()`` timestamp. ``times``: ``(created_at, profile)`` pairs instead
+        (anomaly detection compares a run with earlier runs on the same weekday)."""
+        self.flush()  # the runs' final statuses may still be buffered
+        q = (select(profiles.c.profile, profiles.c.created_at).join(runs, runs.c.run_id == profiles.c.run_id)
+             .where(profiles.c.pipeline == pipeline, profiles.c.input == input,
+                    runs.c.status.in_(("succeeded", "warned")))
+             .order_by(profiles.c.created_at.desc()).limit(limit))
+        with self.engine.connect() as conn:
+            if isinstance(before, str):
+                q = q.where(profiles.c.run_id != before)
+                at = conn.execute(select(profiles.c.created_at).where(
+                    profiles.c.run_id == before, profiles.c.input == input)).scalar()
+                if at is None:
+                    at = conn.execute(select(runs.c.started_at).where(runs.c.run_id == before)).scalar()
+                if at is not None:
+                    q = q.where(profiles.c.created_at < at)
+            elif before is not None:
+                q = q.where(profiles.c.created_at < before)
+            rows = [(r.created_at, r.profile) if times else r.profile for r in conn.execute(q)]
+        rows.reverse()
+        return rows
+
 
     def list_runs(self, limit: int = 20, pipeline: str | None = None) -> list[dict[str, Any]]:
         self.flush()

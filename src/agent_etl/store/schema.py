@@ -63,3 +63,16 @@ state = Table(
     Column("run_id", String(64), nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# one data profile per quality-gated input of a run (agent_etl.quality.profile), and the anomalies
+# found comparing it with earlier runs; the history of an input is read by (pipeline, input)
+profiles = Table(
+    "profiles", metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("input", String(200), primary_key=True),
+    Column("pipeline", String(200), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("profile", JSON, nullable=False),
+    Column("anomalies", JSON),
+    Index("ix_profiles_pipeline_input", "pipeline", "input", "created_at"),
+)

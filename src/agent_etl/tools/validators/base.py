@@ -8,11 +8,17 @@ Row checks return, per batch, a boolean mask of the failing rows (vectorised; nu
 count as "passes" and must be filled before masks are combined). Dataset checks see every batch
 through ``observe`` and give their verdict in ``finish`` when the stream ends. A check may be
 both (``unique`` flags the later occurrences of a key row by row, across batch boundaries).
+
+Every check takes ``severity: error | warn`` (default ``error``): a ``warn`` check is run and
+reported but never fails the gate nor quarantines a row. ``scope`` (``row`` or ``dataset``) says
+how the report presents the check. A check whose config names another step in ``input``
+(``referential``) makes the gated step wait for that step: the gate feeds it every batch of that
+input through ``reference`` before the first batch of its own stream.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -24,7 +30,13 @@ if TYPE_CHECKING:
     from agent_etl.exceptions import Problem
 
 
-class ColumnsConfig(ToolConfig):
+class CheckConfig(ToolConfig):
+    """Options every check has."""
+
+    severity: Literal["error", "warn"] = Field("error", description="warn: report failures, never fail or quarantine")
+
+
+class ColumnsConfig(CheckConfig):
     """One column or a list of them: ``[a, b]`` or ``a``."""
 
     columns: list[str] = Field(min_length=1)
@@ -38,6 +50,7 @@ class ColumnsConfig(ToolConfig):
 class Check(Tool):
     kind = "validator"
     shorthand: ClassVar[str | None] = None
+    scope: ClassVar[Literal["row", "dataset"]] = "row"
 
     @classmethod
     def parse(cls, value: Any) -> ToolConfig:
@@ -51,8 +64,23 @@ class Check(Tool):
         cols = ",".join(self.columns())
         return f"{self.name}({cols})" if cols else self.name
 
+    @property
+    def severity(self) -> str:
+        return getattr(self.config, "severity", "error")
+
     def columns(self) -> list[str]:
         """Columns the check reads; a missing one is a spec error reported before any data moves."""
+        return []
+
+    def inputs(self) -> list[str]:
+        """Other steps of the pipeline the check reads in full before the gated stream starts."""
+        return []
+
+    def reference(self, name: str, batch: pa.RecordBatch) -> None:
+        """One batch of the referenced input ``name`` (all of them arrive before any ``failures`` call)."""
+
+    def referenced(self) -> list[Problem]:
+        """Every referenced input has been read; the problems found in it (e.g. a missing key column)."""
         return []
 
     def bind(self, schema: pa.Schema) -> list[Problem]:

@@ -20,21 +20,21 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from agent_etl.exceptions import Problem, SpecError
-from agent_etl.tools.base import ToolConfig
-from agent_etl.tools.validators.base import Check, ColumnsConfig
+from agent_etl.tools.validators.base import Check, CheckConfig, ColumnsConfig
 
 
 class Unique(Check):
     """Flag every repeat of a key (one column or several), across the whole stream."""
 
     shorthand = "columns"
+    scope = "dataset"
 
     class Config(ColumnsConfig):
         """Key columns whose values must not repeat: ``unique: [id]`` or, composite, ``unique: [a, b]``."""
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
-        self._seen = _SortedKeys()
+        self._seen = _KeySet()
         self._bound = False
         self.duplicates = 0
 
@@ -103,6 +103,70 @@ class Unique(Check):
             dup[rows[order]] = ~first | _isin_sorted(srk, seen_before)
         self._seen.add(distinct[~old])
         return dup
+
+
+class _KeySet:
+    """The keys seen so far: a bitmap while they are integers packed densely enough (ids), else sorted runs.
+
+    Dense integer keys (auto-increment ids, dates) are the common case: a bitmap over [base, base +
+    len) answers a batch's lookups with one gather instead of a binary search per key per run, in a
+    byte per slot. When the keys stop being dense (the span would exceed 4 slots per key and 1M
+    slots) or are not integers, the set moves to ``_SortedKeys`` for good.
+    """
+
+    MIN_SLOTS = 1 << 20
+
+    def __init__(self) -> None:
+        self.bits: np.ndarray | None = None
+        self.base = 0
+        self.count = 0
+        self.runs: _SortedKeys | None = None
+
+    def __len__(self) -> int:
+        return len(self.runs) if self.runs is not None else self.count
+
+    def contains(self, sorted_keys: np.ndarray) -> np.ndarray:
+        if self.runs is not None:
+            return self.runs.contains(sorted_keys)
+        found = np.zeros(len(sorted_keys), dtype=bool)
+        if self.bits is None or not len(sorted_keys):
+            return found
+        lo = np.searchsorted(sorted_keys, self.base, "left")
+        hi = np.searchsorted(sorted_keys, self.base + len(self.bits), "left")
+        found[lo:hi] = self.bits[sorted_keys[lo:hi] - self.base]
+        return found
+
+    def add(self, sorted_new: np.ndarray) -> None:
+        if len(sorted_new) == 0:
+            return
+        if self.runs is None and sorted_new.dtype.kind == "i":
+            lo = int(sorted_new[0]) if self.bits is None else min(self.base, int(sorted_new[0]))
+            hi = int(sorted_new[-1]) if self.bits is None else max(self.base + len(self.bits) - 1, int(sorted_new[-1]))
+            count = self.count + len(sorted_new)
+            slots = max(4 * count, self.MIN_SLOTS)
+            if hi - lo < slots and -(2**62) < lo and hi + slots < 2**62:  # no int64 overflow in key - base
+                self._grow(lo, hi, count)
+                self.bits[sorted_new - self.base] = True
+                self.count = count
+                return
+        if self.runs is None:  # not (or no longer) dense integers: sorted runs from now on
+            self.runs = _SortedKeys()
+            if self.bits is not None:
+                self.runs.add(np.flatnonzero(self.bits).astype(np.int64) + self.base)
+            self.bits = None
+        self.runs.add(sorted_new)
+
+    def _grow(self, lo: int, hi: int, count: int) -> None:
+        if self.bits is not None and lo >= self.base and hi < self.base + len(self.bits):
+            return
+        # room to spare on the side that grew, so ids that keep rising reallocate O(log n) times
+        size = hi - lo + 1
+        slack = min(size, max(4 * count, self.MIN_SLOTS) - size)
+        base = lo - slack if self.bits is not None and lo < self.base else lo
+        bits = np.zeros(size + max(slack, 0), dtype=bool)
+        if self.bits is not None:
+            bits[self.base - base:self.base - base + len(self.bits)] = self.bits
+        self.bits, self.base = bits, base
 
 
 def _isin_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
@@ -237,7 +301,9 @@ def _fixed_width(col: pa.Array) -> np.ndarray:
 class RowCount(Check):
     """Fail the dataset when the number of rows is outside [min, max]."""
 
-    class Config(ToolConfig):
+    scope = "dataset"
+
+    class Config(CheckConfig):
         """Bounds on the number of rows of the whole stream: ``row_count: {min: 1, max: 1000000}``."""
 
         min: int | None = Field(None, ge=0)

@@ -23,8 +23,7 @@ import pyarrow.compute as pc
 from pydantic import Field, field_validator, model_validator
 
 from agent_etl.exceptions import Problem, SpecError
-from agent_etl.tools.base import ToolConfig
-from agent_etl.tools.validators.base import Check, ColumnsConfig
+from agent_etl.tools.validators.base import Check, CheckConfig, ColumnsConfig
 
 Scalar = str | bool | int | float | dt.datetime | dt.date | None
 
@@ -104,7 +103,7 @@ class NotNull(Check):
 class Range(_TypedCheck):
     """Fail rows whose value lies outside [min, max] (nulls pass; add not_null for them)."""
 
-    class Config(ToolConfig):
+    class Config(CheckConfig):
         """Bounds of a numeric, date/timestamp or string column: ``range: {column: amount, min: 0}``.
 
         Dates and timestamps are written as ISO strings (``"2024-01-31"``, ``"2024-01-31T08:00:00Z"``)
@@ -123,7 +122,8 @@ class Range(_TypedCheck):
                 raise ValueError("range needs min, max or both")
             for v in (self.min, self.max):
                 if isinstance(v, bool):
-                    raise ValueError(f"a range bound must be a number, date or string, not {v!r}")
+                    # pydantic turns only ValueError into a validation error
+                    raise ValueError(f"a range bound must be a number, date or string, not {v!r}")  # noqa: TRY004
             lo, hi = self.min, self.max
             numbers = all(isinstance(v, (int, float)) for v in (lo, hi))
             if numbers and lo > hi:
@@ -193,7 +193,7 @@ def _bound_scalar(value: Any, t: pa.DataType) -> tuple[pa.Scalar | None, str | N
             if not isinstance(value, dt.datetime):
                 return None, "the column holds timestamps; write the bound as an ISO timestamp, e.g. \"2024-01-31T08:00:00\""
             if t.tz is not None and value.tzinfo is None:
-                value = value.replace(tzinfo=dt.timezone.utc)
+                value = value.replace(tzinfo=dt.UTC)
             scalar = pa.scalar(value, type=t)
         elif pa.types.is_time(t):
             if not isinstance(value, str):
@@ -216,7 +216,7 @@ def _bound_scalar(value: Any, t: pa.DataType) -> tuple[pa.Scalar | None, str | N
 class Regex(_TypedCheck):
     """Fail rows whose string does not match the pattern as a whole (nulls pass)."""
 
-    class Config(ToolConfig):
+    class Config(CheckConfig):
         """A regular expression (RE2 syntax) the whole value must match: ``regex: {column: email, pattern: ".+@.+"}``."""
 
         column: str
@@ -265,7 +265,7 @@ def _anchored(pattern: str) -> str:
 class AcceptedValues(_TypedCheck):
     """Fail rows whose value is not one of the listed values (nulls pass)."""
 
-    class Config(ToolConfig):
+    class Config(CheckConfig):
         """The allowed values of a column: ``accepted_values: {column: status, values: [paid, open]}``."""
 
         column: str
