@@ -538,7 +538,9 @@ class ParquetExtractor(FileExtractor):
     config: ParquetConfig
 
     def _open(self, path: Path, target: pa.Schema | None) -> Source | None:
-        pf = pq.ParquetFile(str(path))
+        # pre_buffer keeps what it read ahead until the file is closed: 745 MB against 309 MB over a
+        # 10M-row file read in 100k-row batches; it pays off only on high-latency storage
+        pf = pq.ParquetFile(str(path), pre_buffer=False)
         schema, cols = pf.schema_arrow, self.config.columns
         if cols:
             missing = [c for c in cols if c not in schema.names]
