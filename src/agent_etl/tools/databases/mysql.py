@@ -14,16 +14,14 @@ which the coordinator retries with backoff (``defaults.retries``) before the run
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import decimal
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from agent_etl.exceptions import ToolError, TransientError
+from agent_etl.tools.databases import pool as pool_base
 from agent_etl.tools.databases.connection import describe, url_of
 from agent_etl.tools.databases.options import split_table
 
@@ -65,16 +63,10 @@ def address(url: str, name: str) -> Address:
                    unix_socket=query.get("unix_socket"))
 
 
-class Pool:
+class Pool(pool_base.Pool):
     def __init__(self, url: str, name: str):
-        self.url, self.name = url, name
+        super().__init__(url, name)
         self.address = address(url, name)
-        self._idle: list[Any] = []
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def where(self) -> str:
-        return describe(self.url)
 
     def connect(self) -> Any:
         import pymysql
@@ -87,48 +79,17 @@ class Pool:
         except pymysql.Error as e:
             raise connect_error(self.url, self.name, e) from None
 
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[Any]:
-        conn = self.acquire()
-        try:
-            yield conn
-        except BaseException:
-            _discard(conn)
-            raise
-        else:
-            self.release(conn)
+    def is_open(self, conn: Any) -> bool:
+        return conn.open
 
-    def acquire(self) -> Any:
-        """A connection for a caller that holds it across calls; give it back with ``release``."""
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None or not conn.open:
-            conn = self.connect()
-        return conn
-
-    def release(self, conn: Any, broken: bool = False) -> None:
+    def reset(self, conn: Any) -> bool:
         import pymysql
 
-        if broken:
-            _discard(conn)
-            return
         try:
             conn.rollback()  # a transaction left open must not leak into the next borrower
         except pymysql.Error:
-            _discard(conn)
-            return
-        with self._lock:
-            if not self._closed:
-                self._idle.append(conn)
-                return
-        _discard(conn)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            _discard(conn)
+            return False
+        return True
 
 
 def pool(ctx: Any, name: str) -> Pool:
@@ -206,8 +167,3 @@ def literal(value: Any) -> str:
         return f"_utf8mb4 X'{value.encode().hex()}'" if value else "''"
     raise ToolError(f"cannot use a {type(value).__name__} value ({value!r}) as a bound; use a number, date, "
                     "timestamp or string column")
-
-
-def _discard(conn: Any) -> None:
-    with contextlib.suppress(Exception):
-        conn.close()

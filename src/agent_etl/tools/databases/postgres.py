@@ -10,25 +10,20 @@ backoff (``defaults.retries``) before the run fails with that message.
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 from agent_etl.exceptions import ToolError, TransientError
+from agent_etl.tools.databases import pool as pool_base
 from agent_etl.tools.databases.connection import describe, url_of
 
 CONNECT_TIMEOUT = 10  # seconds per attempt; the coordinator's retries bound the total
 
 
-class Pool:
+class Pool(pool_base.Pool):
     def __init__(self, url: str, name: str):
         # SQLAlchemy-style URLs work too: postgresql+psycopg://... is the same server
-        self.url = url.replace("postgresql+psycopg://", "postgresql://").replace("postgres+psycopg://", "postgresql://")
-        self.name = name
-        self._idle: list[Any] = []
-        self._lock = threading.Lock()
-        self._closed = False
+        super().__init__(url.replace("postgresql+psycopg://", "postgresql://")
+                         .replace("postgres+psycopg://", "postgresql://"), name)
 
     def connect(self) -> Any:
         import psycopg
@@ -38,41 +33,18 @@ class Pool:
         except psycopg.OperationalError as e:
             raise connect_error(self.url, self.name, e) from None
 
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[Any]:
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None or conn.closed:
-            conn = self.connect()
-        try:
-            yield conn
-        except BaseException:
-            _discard(conn)
-            raise
-        else:
-            self._give_back(conn)
+    def is_open(self, conn: Any) -> bool:
+        return not conn.closed
 
-    def _give_back(self, conn: Any) -> None:
+    def reset(self, conn: Any) -> bool:
         import psycopg
 
         try:
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 conn.rollback()
         except psycopg.Error:
-            _discard(conn)
-            return
-        with self._lock:
-            if not self._closed:
-                self._idle.append(conn)
-                return
-        _discard(conn)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            _discard(conn)
+            return False
+        return True
 
 
 def pool(ctx: Any, name: str) -> Pool:
@@ -97,7 +69,3 @@ def connect_error(url: str, name: str, e: Exception) -> Exception:
                               "server runs and that host and port in the url are right")
     return ToolError(f"connection {name!r}: cannot connect to PostgreSQL at {where}: {text}")
 
-
-def _discard(conn: Any) -> None:
-    with contextlib.suppress(Exception):
-        conn.close()
