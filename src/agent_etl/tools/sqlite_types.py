@@ -41,7 +41,6 @@ import pyarrow.compute as pc
 
 from agent_etl.exceptions import SpecError
 from agent_etl.tools.base import ToolContext
-from agent_etl.tools.databases.blocking import in_thread
 
 BUSY_TIMEOUT_S = 10.0  # how long to wait for another writer's lock; `?timeout=` in the URL overrides it
 
@@ -207,8 +206,6 @@ def as_text(values: Any) -> pa.Array:
         pa.string(),
     )
 
-
-__all__ = ["in_thread"]  # the sqlite tools' blocking calls go through it
 
 
 # -- the connection ----------------------------------------------------------------------------

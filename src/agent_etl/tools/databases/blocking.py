@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 
@@ -27,3 +27,25 @@ async def in_thread(fn: Callable[..., Any], *args: Any, stop: Callable[[], None]
         if not fut.cancelled():
             fut.exception()  # retrieved: the cancellation is what propagates
         raise
+
+
+async def write_stream(writer: Any, batches: AsyncIterator[Any], ctx: Any, errors: tuple[type[BaseException], ...],
+                       stop: Callable[[], None] | None = None) -> int:
+    """Drive a blocking table writer over a stream: ``open``, ``write`` per batch (``stop`` interrupts
+    a write when the load is cancelled), ``finish`` (the commit: never interrupted, it happens or it
+    does not) and always ``close``. Driver ``errors`` become ``writer.error(e)``. Once the writer has
+    committed, the checkpoint is recorded, even if the load was cancelled just after the COMMIT:
+    the rows are in, so is the checkpoint."""
+    try:
+        try:
+            await in_thread(writer.open)
+            async for batch in batches:
+                await in_thread(writer.write, batch, stop=stop)
+            await in_thread(writer.finish)
+        except errors as e:
+            raise writer.error(e) from e
+    finally:
+        await in_thread(writer.close)
+        if writer.committed:
+            await ctx.commit(writer.rows)
+    return writer.rows

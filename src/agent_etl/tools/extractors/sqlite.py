@@ -41,6 +41,7 @@ import pyarrow as pa
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.tools.base import Extractor, ToolConfig, ToolContext
 from agent_etl.tools.databases.options import SourceOptions
+from agent_etl.tools.databases.blocking import in_thread
 from agent_etl.tools.databases.reads import CursorRead, Part, parts, where
 from agent_etl.tools.sqlite_types import (
     arrow_type,
@@ -49,7 +50,6 @@ from agent_etl.tools.sqlite_types import (
     database,
     engine,
     from_values,
-    in_thread,
     quote,
     storage_classes,
 )

@@ -38,7 +38,7 @@ import pyarrow as pa
 
 from agent_etl.exceptions import ToolError
 from agent_etl.tools.base import Loader, ToolContext
-from agent_etl.tools.databases.blocking import in_thread
+from agent_etl.tools.databases.blocking import write_stream
 from agent_etl.tools.databases.duckdb import cursor, first_line, open_database, path_of, qualified, quote
 from agent_etl.tools.databases.options import SinkOptions, split_table
 
@@ -259,23 +259,4 @@ class DuckDBLoader(Loader):
         import duckdb
 
         writer = _Writer(self.ctx, self.config)
-        errors = (duckdb.Error, pa.ArrowException)
-        try:
-            try:
-                await in_thread(writer.open)
-            except errors as e:
-                raise writer.error(e) from e
-            async for batch in batches:
-                try:
-                    await in_thread(writer.write, batch, stop=writer.interrupt)
-                except errors as e:
-                    raise writer.error(e) from e
-            try:
-                await in_thread(writer.finish)  # never interrupted: a commit happens or it does not
-            except errors as e:
-                raise writer.error(e) from e
-        finally:
-            await in_thread(writer.close)
-            if writer.committed:
-                await self.ctx.commit(writer.rows)
-        return writer.rows
+        return await write_stream(writer, batches, self.ctx, (duckdb.Error, pa.ArrowException), stop=writer.interrupt)

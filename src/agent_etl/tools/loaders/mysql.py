@@ -41,7 +41,7 @@ import pyarrow.csv as pv
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.tools.base import Loader, ToolContext
 from agent_etl.tools.databases import mysql
-from agent_etl.tools.databases.blocking import in_thread
+from agent_etl.tools.databases.blocking import write_stream
 from agent_etl.tools.databases.mysql import ident
 from agent_etl.tools.databases.mysql_types import column_type, text_batch
 from agent_etl.tools.databases.options import SinkOptions
@@ -308,17 +308,4 @@ class MySQLLoader(Loader):
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         import pymysql
 
-        writer = _Writer(self.ctx, self.config)
-        try:
-            try:
-                await in_thread(writer.open)
-                async for batch in batches:
-                    await in_thread(writer.write, batch)
-                await in_thread(writer.finish)
-            except pymysql.Error as e:
-                raise writer.error(e) from e
-        finally:
-            await in_thread(writer.close)
-            if writer.committed:
-                await self.ctx.commit(writer.rows)
-        return writer.rows
+        return await write_stream(_Writer(self.ctx, self.config), batches, self.ctx, (pymysql.Error,))

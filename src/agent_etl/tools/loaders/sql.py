@@ -38,7 +38,7 @@ import pyarrow as pa
 from agent_etl.exceptions import ToolError
 from agent_etl.stream import slices
 from agent_etl.tools.base import Loader, ToolContext
-from agent_etl.tools.databases.blocking import in_thread
+from agent_etl.tools.databases.blocking import write_stream
 from agent_etl.tools.databases.engines import connect_error, engine, identifier, location, qualified
 from agent_etl.tools.databases.options import SinkOptions, split_table
 from agent_etl.tools.databases.sqlalchemy_types import Unmappable, column_type, params
@@ -295,17 +295,4 @@ class SQLLoader(Loader):
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         import sqlalchemy.exc
 
-        writer = _Writer(self.ctx, self.config)
-        try:
-            try:
-                await in_thread(writer.open)
-                async for batch in batches:
-                    await in_thread(writer.write, batch)
-                await in_thread(writer.finish)
-            except sqlalchemy.exc.SQLAlchemyError as e:
-                raise writer.error(e) from e
-        finally:
-            await in_thread(writer.close)
-            if writer.committed:
-                await self.ctx.commit(writer.rows)
-        return writer.rows
+        return await write_stream(_Writer(self.ctx, self.config), batches, self.ctx, (sqlalchemy.exc.SQLAlchemyError,))

@@ -52,7 +52,8 @@ from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.stream import slices
 from agent_etl.tools.base import Loader, ToolContext
 from agent_etl.tools.databases.options import SinkOptions
-from agent_etl.tools.sqlite_types import cause, database, declared_type, engine, fold, in_thread, quote, to_params
+from agent_etl.tools.databases.blocking import write_stream
+from agent_etl.tools.sqlite_types import cause, database, declared_type, engine, fold, quote, to_params
 
 _CHUNK_ROWS = 10_000
 
@@ -251,23 +252,5 @@ class SQLiteLoader(Loader):
         import sqlalchemy.exc
 
         writer = _Writer(self.ctx, self.config)
-        db_errors = (sqlite3.Error, sqlalchemy.exc.SQLAlchemyError, OverflowError)
-        try:
-            try:
-                await in_thread(writer.open)
-            except db_errors as e:
-                raise writer.error(e) from e
-            async for batch in batches:
-                try:
-                    await in_thread(writer.write, batch, stop=writer.stop)
-                except db_errors as e:
-                    raise writer.error(e) from e
-            try:
-                await in_thread(writer.finish)  # never interrupted: a commit happens or it does not
-            except db_errors as e:
-                raise writer.error(e) from e
-        finally:
-            await in_thread(writer.close)
-            if writer.committed:  # even if cancelled just after COMMIT: the rows are in, so is the checkpoint
-                await self.ctx.commit(writer.rows)
-        return writer.rows
+        errors = (sqlite3.Error, sqlalchemy.exc.SQLAlchemyError, OverflowError)
+        return await write_stream(writer, batches, self.ctx, errors, stop=writer.stop)
