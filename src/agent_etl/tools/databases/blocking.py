@@ -49,3 +49,31 @@ async def write_stream(writer: Any, batches: AsyncIterator[Any], ctx: Any, error
         if writer.committed:
             await ctx.commit(writer.rows)
     return writer.rows
+
+
+async def read_stream(reader: Any, errors: tuple[type[BaseException], ...], inc: Any = None,
+                      stop: Callable[[], None] | None = None) -> AsyncIterator[Any]:
+    """Drive a blocking table reader: ``open``, ``next`` until it returns None, and always ``close``
+    (``stop`` interrupts the call in flight when the read is cancelled). Driver ``errors`` become
+    ``reader.error(e)``. An incremental read (``inc``) sees every batch and stages its new mark once
+    the stream has ended. Iterate it inside ``contextlib.aclosing`` so that a consumer that stops
+    early closes the reader at once, not when the generator is collected."""
+    try:
+        try:
+            await in_thread(reader.open, stop=stop)
+        except errors as e:
+            raise reader.error(e) from e
+        while True:
+            try:
+                batch = await in_thread(reader.next, stop=stop)
+            except errors as e:
+                raise reader.error(e) from e
+            if batch is None:
+                break
+            if inc is not None:
+                inc.observe(batch)
+            yield batch
+        if inc is not None:
+            inc.finish()
+    finally:
+        await in_thread(reader.close)

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from agent_etl.exceptions import ToolError
 from agent_etl.tools.base import Extractor, ToolConfig, ToolContext
-from agent_etl.tools.databases.blocking import in_thread
+from agent_etl.tools.databases.blocking import read_stream
 from agent_etl.tools.databases.duckdb import cursor, first_line, open_database, path_of, qualified, quote
 from agent_etl.tools.databases.options import SourceOptions, split_table
 from agent_etl.tools.databases.reads import CursorRead, Part, parts, where
@@ -138,23 +138,7 @@ class DuckDBExtractor(Extractor):
         inc = CursorRead(self.config.incremental, self.ctx) if self.config.incremental is not None else None
         reader = _Reader(self.ctx, self.config, inc.after if inc else None)
         errors = (duckdb.Error, pa.ArrowException)
-        try:
-            try:
-                await in_thread(reader.open, stop=reader.interrupt)
-            except errors as e:
-                raise reader.error(e) from e
-            while True:
-                try:
-                    batch = await in_thread(reader.next, stop=reader.interrupt)
-                except errors as e:
-                    raise reader.error(e) from e
-                if batch is None:
-                    break
-                if inc is not None:
-                    inc.observe(batch)
+        async with contextlib.aclosing(read_stream(reader, errors, inc, stop=reader.interrupt)) as stream:
+            async for batch in stream:
                 self._rows += batch.num_rows
                 yield batch
-            if inc is not None:
-                inc.finish()
-        finally:
-            await in_thread(reader.close)

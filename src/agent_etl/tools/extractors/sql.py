@@ -19,6 +19,7 @@ dedicated postgres and mysql tools read partitions in parallel.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from typing import Any
 
@@ -26,7 +27,7 @@ import pyarrow as pa
 
 from agent_etl.exceptions import ToolError
 from agent_etl.tools.base import Extractor, ToolConfig, ToolContext
-from agent_etl.tools.databases.blocking import in_thread
+from agent_etl.tools.databases.blocking import read_stream
 from agent_etl.tools.databases.engines import bind, connect_error, engine, identifier, location, placeholder, qualified
 from agent_etl.tools.databases.options import SourceOptions, split_table
 from agent_etl.tools.databases.reads import CursorRead, Part, parts, where
@@ -214,23 +215,7 @@ class SQLExtractor(Extractor):
 
         inc = CursorRead(self.config.incremental, self.ctx) if self.config.incremental is not None else None
         reader = _Reader(self.ctx, self.config, inc.after if inc else None)
-        try:
-            try:
-                await in_thread(reader.open)
-            except sqlalchemy.exc.SQLAlchemyError as e:
-                raise reader.error(e) from e
-            while True:
-                try:
-                    batch = await in_thread(reader.next)
-                except sqlalchemy.exc.SQLAlchemyError as e:
-                    raise reader.error(e) from e
-                if batch is None:
-                    break
-                if inc is not None:
-                    inc.observe(batch)
+        async with contextlib.aclosing(read_stream(reader, (sqlalchemy.exc.SQLAlchemyError,), inc)) as stream:
+            async for batch in stream:
                 self._rows += batch.num_rows
                 yield batch
-            if inc is not None:
-                inc.finish()
-        finally:
-            await in_thread(reader.close)

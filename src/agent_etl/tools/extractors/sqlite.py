@@ -29,6 +29,7 @@ later batches must fit those types (else an error says to CAST the column in the
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import sqlite3
@@ -41,7 +42,7 @@ import pyarrow as pa
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.tools.base import Extractor, ToolConfig, ToolContext
 from agent_etl.tools.databases.options import SourceOptions
-from agent_etl.tools.databases.blocking import in_thread
+from agent_etl.tools.databases.blocking import read_stream
 from agent_etl.tools.databases.reads import CursorRead, Part, parts, where
 from agent_etl.tools.sqlite_types import (
     arrow_type,
@@ -70,14 +71,23 @@ class _Column:
 class _Reader:
     """The blocking half: one connection, one read transaction, one cursor."""
 
-    def __init__(self, ctx: ToolContext, config: SQLiteExtractor.Config):
-        self.ctx, self.config = ctx, config
+    def __init__(self, ctx: ToolContext, config: SQLiteExtractor.Config, after: Any = None):
+        self.ctx, self.config, self._after = ctx, config, after  # after: the incremental bound
         self.path, self.timeout = database(ctx, config.connection)
         self.what = f"table {config.table!r}" if config.table is not None else f"query {_short(config.query)!r}"
         self.columns: list[_Column] = []
         self.emitted = self.done = False
 
     def open(self) -> None:
+        self._connect()
+        self.start(self._after)
+
+    def interrupt(self) -> None:
+        dbapi = getattr(self, "dbapi", None)
+        if dbapi is not None:  # not connected yet: nothing runs that could be interrupted
+            dbapi.interrupt()
+
+    def _connect(self) -> None:
         if not self.path.is_file():
             raise ToolError(f"task {self.ctx.task!r}: SQLite database {self.path} does not exist; "
                             "check the connection url (relative paths start at the pipeline file)")
@@ -322,27 +332,10 @@ class SQLiteExtractor(Extractor):
     async def batches(self):
         import sqlalchemy.exc
 
-        reader = _Reader(self.ctx, self.config)
         inc = CursorRead(self.config.incremental, self.ctx) if self.config.incremental is not None else None
-        db_errors = (sqlite3.Error, sqlalchemy.exc.SQLAlchemyError)
-        try:
-            try:
-                await in_thread(reader.open)
-                await in_thread(reader.start, inc.after if inc else None, stop=reader.dbapi.interrupt)
-            except db_errors as e:
-                raise reader.error(e) from e
-            while True:
-                try:
-                    batch = await in_thread(reader.next, stop=reader.dbapi.interrupt)
-                except db_errors as e:
-                    raise reader.error(e) from e
-                if batch is None:
-                    break
-                if inc is not None:
-                    inc.observe(batch)
+        reader = _Reader(self.ctx, self.config, inc.after if inc else None)
+        errors = (sqlite3.Error, sqlalchemy.exc.SQLAlchemyError)
+        async with contextlib.aclosing(read_stream(reader, errors, inc, stop=reader.interrupt)) as stream:
+            async for batch in stream:
                 self._rows += batch.num_rows
                 yield batch
-            if inc is not None:
-                inc.finish()
-        finally:
-            await in_thread(reader.close)
