@@ -29,7 +29,9 @@ _EXPORTS = {
     "Problem": "agent_etl.exceptions",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["AgentCoordinator", "AgentETLError", "Pipeline", "Problem", "QualityGateError", "Registry",  # noqa: RUF022
+           "RunInterrupted", "RunResult", "SpecError", "TaskResult", "ToolError", "TransientError",
+           "UpstreamError", "run"]
 
 if TYPE_CHECKING:
     from agent_etl.agents.coordinator import AgentCoordinator

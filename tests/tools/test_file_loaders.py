@@ -112,7 +112,8 @@ async def test_cancellation_removes_the_temp_file_and_keeps_the_target(tmp_path,
         await asyncio.Event().wait()
         yield sample(3).to_batches()[0]
 
-    task = asyncio.create_task(file_tool("loader", "parquet", {"path": "t.parquet"}).load(stalls()))
+    loader = file_tool("loader", "parquet", {"path": "t.parquet", "row_group_size": 3})  # a row group per batch
+    task = asyncio.create_task(loader.load(stalls()))
     await asyncio.wait_for(first_written.wait(), 5)
     assert (tmp_path / ".t.parquet.tmp-r1").exists()
     task.cancel()
@@ -143,6 +144,35 @@ async def test_parquet_gathers_batches_into_row_groups_with_the_chosen_compressi
     assert meta.row_group(0).column(0).compression == "SNAPPY"
     await file_tool("loader", "parquet", {"path": "z.parquet"}).load(stream(table.to_batches()))
     assert pq.ParquetFile(tmp_path / "z.parquet").metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def _dictionary_encoded(path: Path) -> set[str]:
+    meta = pq.ParquetFile(path).metadata
+    column = [meta.row_group(0).column(i) for i in range(meta.num_columns)]
+    return {c.path_in_schema for c in column if c.has_dictionary_page}
+
+
+async def test_parquet_dictionary_encodes_the_columns_that_repeat(tmp_path, file_tool):
+    n = 50_000
+    table = pa.table({"id": pa.array(range(n)), "word": [f"w{i}" for i in range(n)],
+                      "country": [["de", "fr", None][i % 3] for i in range(n)],
+                      "day": pa.array([dt.date(2024, 1, 1 + i % 28) for i in range(n)], pa.date32()),
+                      "flag": [i % 2 == 0 for i in range(n)],
+                      "tag": pa.array([["a", "b"][i % 2] for i in range(n)]).dictionary_encode()})
+    await file_tool("loader", "parquet", {"path": "auto.parquet"}).load(stream(table.to_batches(max_chunksize=7_000)))
+    assert _dictionary_encoded(tmp_path / "auto.parquet") == {"country", "day", "tag"}
+    assert pq.read_table(tmp_path / "auto.parquet").equals(table)
+    await file_tool("loader", "parquet", {"path": "all.parquet", "dictionary": "all"}).load(stream(table.to_batches()))
+    assert _dictionary_encoded(tmp_path / "all.parquet") >= {"id", "word", "country", "day", "tag"}
+    await file_tool("loader", "parquet", {"path": "one.parquet", "dictionary": ["word"]}).load(
+        stream(table.to_batches()))
+    assert _dictionary_encoded(tmp_path / "one.parquet") == {"word"}
+    await file_tool("loader", "parquet", {"path": "lake", "partition_by": ["flag"]}).load(stream(table.to_batches()))
+    for part in (tmp_path / "lake").rglob("*.parquet"):
+        assert _dictionary_encoded(part) == {"country", "day", "tag"}
+    with pytest.raises(ToolError, match=r"dictionary names \['wrod'\]"):
+        await file_tool("loader", "parquet", {"path": "bad.parquet", "dictionary": ["wrod"]}).load(
+            stream(table.to_batches()))
 
 
 def orders(n: int) -> pa.Table:

@@ -544,7 +544,9 @@ async def test_partitions_return_exactly_the_rows_of_a_single_read(tmp_path, col
     setup_db(tmp_path, "CREATE TABLE p(id INTEGER, day DATE, at TIMESTAMP);", {"p": rows})
     single, _ = await run_incremental(tmp_path, None, table="p")
     parted, _ = await run_incremental(tmp_path, None, table="p", partitions=n, partition_on=column)
-    key = lambda r: tuple(str(v) for v in r.values())
+    def key(r):
+        return tuple(str(v) for v in r.values())
+
     assert sorted(parted.to_pylist(), key=key) == sorted(single.to_pylist(), key=key)
     assert parted.num_rows == 200
     both, _ = await run_incremental(tmp_path, None, query="SELECT * FROM p", partitions=n, partition_on=column,

@@ -213,14 +213,16 @@ class _Writer:
         self.created = []
         self.committed = True
 
+    def _qualified(self, name: str) -> str:
+        return qualified(self.engine, self.schema, name)
+
     def _swap(self) -> None:
-        q = lambda n: qualified(self.engine, self.schema, n)
-        staging, table = q(self.into.name), q(self.name)
+        staging, table = self._qualified(self.into.name), self._qualified(self.name)
         if self.dialect in ("mysql", "mariadb"):
             if self.target is None:
                 self.conn.exec_driver_sql(f"RENAME TABLE {staging} TO {table}")
             else:  # one statement swaps both names: readers see the old table or the new one
-                old = q(f"{self.name[:40]}_old_{uuid.uuid4().hex[:8]}")
+                old = self._qualified(f"{self.name[:40]}_old_{uuid.uuid4().hex[:8]}")
                 self.conn.exec_driver_sql(f"RENAME TABLE {table} TO {old}, {staging} TO {table}")
                 self.conn.exec_driver_sql(f"DROP TABLE {old}")
             return
