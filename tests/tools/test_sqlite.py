@@ -15,6 +15,7 @@ import pytest
 
 from agent_etl.exceptions import SpecError, ToolError, TransientError
 from agent_etl.tools.base import ToolContext
+from agent_etl.tools.databases.options import key_index_name
 from agent_etl.tools.registry import default_registry
 
 URL = "sqlite:///db/test.sqlite"
@@ -449,6 +450,7 @@ async def test_merge_matches_a_computed_expectation(tmp_path):
     import random
 
     rng = random.Random(7)
+    setup_db(tmp_path, 'CREATE TABLE "t_key"(x INTEGER);')  # a name the merge's index must not take
     ctx = make_ctx(tmp_path)
     first = pa.record_batch({"id": list(range(300)), "v": [f"a{i}" for i in range(300)]})
     assert await load(ctx, stream(first), table="t", mode="merge", key=["id"]) == 300
@@ -457,7 +459,8 @@ async def test_merge_matches_a_computed_expectation(tmp_path):
     assert await load(ctx, stream(*batches), table="t", mode="merge", key="id") == 500
     old = {i: (i, f"a{i}") for i in range(300)}
     assert query(tmp_path, "SELECT id, v FROM t ORDER BY id") == _expected_merge(old, *batches)
-    assert query(tmp_path, "SELECT name FROM pragma_index_list('t') WHERE \"unique\"") == [("t_key",)]
+    assert query(tmp_path, "SELECT name FROM pragma_index_list('t') WHERE \"unique\"") == \
+        [(key_index_name("t", ["id"]),)]
 
 
 async def test_merge_updates_only_the_input_columns_and_inserts_null_keys(tmp_path):

@@ -12,6 +12,7 @@ name is never SQL.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any, Literal
 
@@ -114,3 +115,10 @@ def split_table(name: str) -> tuple[str | None, str]:
     if any(p == "" for p in parts):
         raise ValueError(f"table name {name!r} has an empty part; write `table` or `schema.table`")
     return (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+
+
+def key_index_name(table: str, key: list[str]) -> str:
+    """The name of the unique index a merge creates on ``key``: the table's name (cut to fit the
+    63-byte limits) and a hash of the table and key, so no other table's index or table has it."""
+    digest = hashlib.sha1("\0".join([table, *key]).encode()).hexdigest()[:10]
+    return f"{table[:40]}_key_{digest}"

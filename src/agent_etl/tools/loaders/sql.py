@@ -40,7 +40,7 @@ from agent_etl.stream import slices
 from agent_etl.tools.base import Loader, ToolContext
 from agent_etl.tools.databases.blocking import write_stream
 from agent_etl.tools.databases.engines import connect_error, engine, identifier, location, qualified
-from agent_etl.tools.databases.options import SinkOptions, split_table
+from agent_etl.tools.databases.options import SinkOptions, key_index_name, split_table
 from agent_etl.tools.databases.sqlalchemy_types import Unmappable, column_type, params
 
 _CHUNK_ROWS = 10_000
@@ -122,7 +122,7 @@ class _Writer:
             cols.append(sa.Column(_SEQ, sa.BigInteger()))
         table = sa.Table(name, sa.MetaData(), *cols, schema=self.schema)
         if key:
-            sa.Index(f"{name[:50]}_key", *[table.c[k] for k in key], unique=True)
+            sa.Index(key_index_name(name, list(key)), *[table.c[k] for k in key], unique=True)
         table.create(self.conn)
         self.created.append(table)
         return table
@@ -143,7 +143,8 @@ class _Writer:
                 raise self._fail(f"merge key {absent} is not a column of the table; fix `key`")
         else:
             return  # created with its unique index
-        index = sa.Index(f"{self.name[:50]}_key", *[self.target.c[k] for k in self.config.key], unique=True)
+        index = sa.Index(key_index_name(self.name, self.config.key), *[self.target.c[k] for k in self.config.key],
+                         unique=True)
         try:
             index.create(self.conn)
         except sa.exc.IntegrityError:

@@ -51,7 +51,7 @@ import pyarrow as pa
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.stream import slices
 from agent_etl.tools.base import Loader, ToolContext
-from agent_etl.tools.databases.options import SinkOptions
+from agent_etl.tools.databases.options import SinkOptions, key_index_name
 from agent_etl.tools.databases.blocking import write_stream
 from agent_etl.tools.sqlite_types import cause, database, declared_type, engine, fold, quote, to_params
 
@@ -189,7 +189,7 @@ class _Writer:
                     return
         cols = ", ".join(quote(k) for k in key)
         try:
-            self.dbapi.execute(f"CREATE UNIQUE INDEX {quote(f'{self.table}_key')} ON {quote(self.table)} ({cols})")
+            self.dbapi.execute(f"CREATE UNIQUE INDEX {quote(key_index_name(self.table, key))} ON {quote(self.table)} ({cols})")
         except sqlite3.IntegrityError:
             raise self._fail(f"merge needs a unique index on key {key}, and the table already holds rows that share "
                              "a key, so none can be created; remove the duplicates, or create the index yourself") from None
