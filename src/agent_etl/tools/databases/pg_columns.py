@@ -17,12 +17,14 @@
 | timestamp | timestamp[us] | binary |
 | timestamptz | timestamp[us, tz=UTC] | binary |
 | time | time64[us] | binary |
-| arrays, enums, intervals, ranges, timetz, inet, money, user types | string (text form: ``{1,2,3}``) | ``::text`` |
+| one-dimensional arrays of the types above (not numeric with p > 18 or unconstrained) | list of the element's type | binary |
+| other arrays, enums, intervals, ranges, timetz, inet, money, user types | string (text form: ``{1,2,3}``) | ``::text`` |
 
 A domain is read as its base type. 'infinity' and '-infinity' dates and timestamps become the
 largest and smallest values Python can hold (9999-12-31 23:59:59.999999 and 0001-01-01); a NaN
 in a numeric(p, s) column is an error that names the column (read it with ``NULLIF(col, 'NaN')``
-or cast it to float8 in the query).
+or cast it to float8 in the query). So is a multi-dimensional value in an array column (read it
+as ``col::text``); an empty array is an empty list.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class PgColumn:
     type: pa.DataType
     as_text: bool = False  # select it as ``col::text``
     not_null: bool = False  # a NOT NULL column of a fixed width: its values need no NULL check
+    element: PgColumn | None = None  # the elements of an array column (kind "array")
 
 
 def numeric_typmod(typmod: int) -> tuple[int, int] | None:
@@ -82,8 +85,14 @@ def numeric_typmod(typmod: int) -> tuple[int, int] | None:
     return (tm >> 16) & 0xFFFF, scale
 
 
-def plan(name: str, oid: int, typmod: int, type_name: str) -> PgColumn:
-    """How to read a column of type ``oid`` (a domain's base type already resolved)."""
+def plan(name: str, oid: int, typmod: int, type_name: str, element: int = 0) -> PgColumn:
+    """How to read a column of type ``oid`` (a domain's base type already resolved); ``element`` is
+    the element type of an array type."""
+    if element:
+        item = plan(name, element, typmod, type_name)
+        if item.as_text:
+            return PgColumn(name, type_name, "text", pa.string(), as_text=True)
+        return PgColumn(name, type_name, "array", pa.list_(item.type), element=item)
     if oid == NUMERIC:
         ps = numeric_typmod(typmod)
         if ps is None:
@@ -102,9 +111,13 @@ def plan(name: str, oid: int, typmod: int, type_name: str) -> PgColumn:
 
 
 TYPE_INFO_SQL = """
-SELECT t.oid, format_type(t.oid, NULL), CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END,
-       CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE -1 END
-FROM pg_catalog.pg_type t WHERE t.oid = ANY(%s)
+SELECT t.oid, format_type(t.oid, NULL), b.oid,
+       CASE WHEN t.typtype = 'd' THEN t.typtypmod WHEN e.typtype = 'd' THEN e.typtypmod ELSE -1 END,
+       COALESCE(CASE WHEN e.typtype = 'd' THEN e.typbasetype ELSE e.oid END, 0)
+FROM pg_catalog.pg_type t
+JOIN pg_catalog.pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+LEFT JOIN pg_catalog.pg_type e ON e.oid = b.typelem AND b.typcategory = 'A' AND b.typlen = -1
+WHERE t.oid = ANY(%s)
 """
 
 
@@ -114,9 +127,10 @@ def resolve(conn: Any, description: list[tuple[str, int, int]]) -> list[PgColumn
     info = {row[0]: row[1:] for row in conn.execute(TYPE_INFO_SQL, (oids,)).fetchall()}
     columns = []
     for name, oid, typmod in description:
-        type_name, base, base_typmod = info.get(oid, (str(oid), oid, -1))
+        type_name, base, base_typmod, element = info.get(oid, (str(oid), oid, -1, 0))
         typmod = typmod if typmod >= 0 else base_typmod  # a domain over numeric(p, s) keeps its typmod here
-        if base == NUMERIC and (ps := numeric_typmod(typmod)):
-            type_name = f"numeric({ps[0]},{ps[1]})"
-        columns.append(plan(name, base, typmod, type_name))
+        # (and so does an array of such a domain)
+        if NUMERIC in (base, element) and (ps := numeric_typmod(typmod)):
+            type_name = f"numeric({ps[0]},{ps[1]})" + ("[]" if element else "")
+        columns.append(plan(name, base, typmod, type_name, element))
     return columns
