@@ -15,13 +15,16 @@ parameter marker), so an incremental or partitioned read means the same on every
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
+from agent_etl.tools.base import Extractor
+from agent_etl.tools.databases.blocking import read_stream
 from agent_etl.tools.databases.incremental import CursorTracker, bound, decode, partition_bounds
 from agent_etl.tools.databases.options import Incremental
 
@@ -106,3 +109,32 @@ class CursorRead:
             except TypeError:  # the cursor column changed type: the new values are what counts
                 pass
         self.ctx.save_state(new)
+
+
+class ReaderExtractor(Extractor):
+    """An extractor driving a blocking reader (``open``/``next``/``close``, and ``interrupt`` where
+    the driver can stop a call in flight) through ``read_stream``, with the incremental cursor."""
+
+    def __init__(self, config: Any, ctx: Any):
+        super().__init__(config, ctx)
+        self._rows = 0
+
+    def position(self) -> dict[str, Any]:
+        return {"rows": self._rows}
+
+    def reader(self, after: Any) -> Any:
+        """The blocking reader of this read; ``after`` is the incremental bound (None: no filter)."""
+        raise NotImplementedError
+
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """The driver's exceptions, which the reader turns into task errors."""
+        raise NotImplementedError
+
+    async def batches(self) -> AsyncIterator[pa.RecordBatch]:
+        inc = CursorRead(self.config.incremental, self.ctx) if self.config.incremental is not None else None
+        reader = self.reader(inc.after if inc else None)
+        stream = read_stream(reader, self.errors(), inc, stop=getattr(reader, "interrupt", None))
+        async with contextlib.aclosing(stream):
+            async for batch in stream:
+                self._rows += batch.num_rows
+                yield batch

@@ -25,11 +25,10 @@ from typing import Any
 import pyarrow as pa
 
 from agent_etl.exceptions import ToolError
-from agent_etl.tools.base import Extractor, ToolConfig, ToolContext
-from agent_etl.tools.databases.blocking import read_stream
+from agent_etl.tools.base import ToolContext
 from agent_etl.tools.databases.duckdb import cursor, first_line, open_database, path_of, qualified, quote
 from agent_etl.tools.databases.options import SourceOptions, split_table
-from agent_etl.tools.databases.reads import CursorRead, Part, parts, where
+from agent_etl.tools.databases.reads import Part, ReaderExtractor, parts, where
 
 
 def _mark(i: int) -> str:
@@ -119,26 +118,16 @@ class _Reader:
         return ToolError(f"{where_}: {first_line(e)}; check the SQL")
 
 
-class DuckDBExtractor(Extractor):
+class DuckDBExtractor(ReaderExtractor):
     """Stream a DuckDB table or query as Arrow batches (incremental, partitioned)."""
 
     class Config(SourceOptions):
         """Options of the duckdb extractor: connection, table or query, incremental, partitions."""
 
-    def __init__(self, config: ToolConfig, ctx: ToolContext):
-        super().__init__(config, ctx)
-        self._rows = 0
+    def reader(self, after: Any) -> _Reader:
+        return _Reader(self.ctx, self.config, after)
 
-    def position(self) -> dict[str, Any]:
-        return {"rows": self._rows}
-
-    async def batches(self):
+    def errors(self) -> tuple[type[BaseException], ...]:
         import duckdb
 
-        inc = CursorRead(self.config.incremental, self.ctx) if self.config.incremental is not None else None
-        reader = _Reader(self.ctx, self.config, inc.after if inc else None)
-        errors = (duckdb.Error, pa.ArrowException)
-        async with contextlib.aclosing(read_stream(reader, errors, inc, stop=reader.interrupt)) as stream:
-            async for batch in stream:
-                self._rows += batch.num_rows
-                yield batch
+        return (duckdb.Error, pa.ArrowException)

@@ -19,18 +19,16 @@ dedicated postgres and mysql tools read partitions in parallel.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from typing import Any
 
 import pyarrow as pa
 
 from agent_etl.exceptions import ToolError
-from agent_etl.tools.base import Extractor, ToolConfig, ToolContext
-from agent_etl.tools.databases.blocking import read_stream
+from agent_etl.tools.base import ToolContext
 from agent_etl.tools.databases.engines import bind, connect_error, engine, identifier, location, placeholder, qualified
 from agent_etl.tools.databases.options import SourceOptions, split_table
-from agent_etl.tools.databases.reads import CursorRead, Part, parts, where
+from agent_etl.tools.databases.reads import Part, ReaderExtractor, parts, where
 from agent_etl.tools.databases.sqlalchemy_types import arrow_type, text_values
 
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError, OverflowError)
@@ -197,25 +195,16 @@ def _iso(value: Any) -> Any:
     return value
 
 
-class SQLExtractor(Extractor):
+class SQLExtractor(ReaderExtractor):
     """Read a table or query of any SQLAlchemy database as Arrow batches (slower, but anywhere)."""
 
     class Config(SourceOptions):
         """Options of the sql extractor: connection (a SQLAlchemy url), table or query, incremental, partitions."""
 
-    def __init__(self, config: ToolConfig, ctx: ToolContext):
-        super().__init__(config, ctx)
-        self._rows = 0
+    def reader(self, after: Any) -> _Reader:
+        return _Reader(self.ctx, self.config, after)
 
-    def position(self) -> dict[str, Any]:
-        return {"rows": self._rows}
-
-    async def batches(self):
+    def errors(self) -> tuple[type[BaseException], ...]:
         import sqlalchemy.exc
 
-        inc = CursorRead(self.config.incremental, self.ctx) if self.config.incremental is not None else None
-        reader = _Reader(self.ctx, self.config, inc.after if inc else None)
-        async with contextlib.aclosing(read_stream(reader, (sqlalchemy.exc.SQLAlchemyError,), inc)) as stream:
-            async for batch in stream:
-                self._rows += batch.num_rows
-                yield batch
+        return (sqlalchemy.exc.SQLAlchemyError,)

@@ -29,7 +29,6 @@ later batches must fit those types (else an error says to CAST the column in the
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import decimal
 import sqlite3
@@ -40,10 +39,9 @@ from typing import Any
 import pyarrow as pa
 
 from agent_etl.exceptions import ToolError, TransientError
-from agent_etl.tools.base import Extractor, ToolConfig, ToolContext
+from agent_etl.tools.base import ToolContext
 from agent_etl.tools.databases.options import SourceOptions
-from agent_etl.tools.databases.blocking import read_stream
-from agent_etl.tools.databases.reads import CursorRead, Part, parts, where
+from agent_etl.tools.databases.reads import Part, ReaderExtractor, parts, where
 from agent_etl.tools.sqlite_types import (
     arrow_type,
     as_text,
@@ -316,26 +314,16 @@ def _short(sql: str | None) -> str:
     return sql if len(sql) <= 80 else sql[:77] + "..."
 
 
-class SQLiteExtractor(Extractor):
+class SQLiteExtractor(ReaderExtractor):
     """Read a SQLite table or query as Arrow batches (declared column types become Arrow types)."""
 
     class Config(SourceOptions):
         """Options of the sqlite extractor: connection, table or query, incremental, partitions."""
 
-    def __init__(self, config: ToolConfig, ctx: ToolContext):
-        super().__init__(config, ctx)
-        self._rows = 0
+    def reader(self, after: Any) -> _Reader:
+        return _Reader(self.ctx, self.config, after)
 
-    def position(self) -> dict[str, Any]:
-        return {"rows": self._rows}
-
-    async def batches(self):
+    def errors(self) -> tuple[type[BaseException], ...]:
         import sqlalchemy.exc
 
-        inc = CursorRead(self.config.incremental, self.ctx) if self.config.incremental is not None else None
-        reader = _Reader(self.ctx, self.config, inc.after if inc else None)
-        errors = (sqlite3.Error, sqlalchemy.exc.SQLAlchemyError)
-        async with contextlib.aclosing(read_stream(reader, errors, inc, stop=reader.interrupt)) as stream:
-            async for batch in stream:
-                self._rows += batch.num_rows
-                yield batch
+        return (sqlite3.Error, sqlalchemy.exc.SQLAlchemyError)
