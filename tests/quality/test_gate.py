@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from agent_etl.agents.gate import QualityGate
-from agent_etl.exceptions import QualityGateError, SpecError
+from agent_etl.exceptions import QualityGateError, SpecError, ToolError
 from agent_etl.spec import Pipeline
 from agent_etl.tools.base import Extractor, ToolConfig
 from agent_etl.tools.registry import Registry
@@ -306,6 +306,50 @@ def test_close_alone_on_an_aborted_run_keeps_the_file(tmp_path, registry):
     gate.close()
     path = tmp_path / ".agent-etl" / "quarantine" / "r1" / "orders.parquet"
     assert pq.read_table(path)["x"].to_pylist() == list(range(6, 20))
+
+
+def test_quarantined_rows_of_many_batches_make_full_row_groups(tmp_path, registry, monkeypatch):
+    from agent_etl.agents.quarantine import ParquetFile
+
+    monkeypatch.setattr(ParquetFile, "GROUP_ROWS", 25)
+    gate = make_gate(tmp_path, registry, "- range: {column: x, max: 6}")
+    for start in range(0, 100, 10):  # 3 bad rows per batch: 7, 8, 9 of each ten
+        gate.validate(pa.record_batch({"x": pa.array([v % 10 for v in range(start, start + 10)])}))
+    gate.finish()
+    path = tmp_path / ".agent-etl" / "quarantine" / "r1" / "orders.parquet"
+    meta = pq.ParquetFile(path).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [27, 3]
+    assert pq.read_table(path)["x"].to_pylist() == [7, 8, 9] * 10
+
+
+def test_a_quarantine_file_that_cannot_be_written_fails_the_gate_with_its_path(tmp_path, registry):
+    (tmp_path / ".agent-etl").mkdir()
+    (tmp_path / ".agent-etl" / "quarantine").write_text("a file where the folder should be")
+    gate = make_gate(tmp_path, registry, "- range: {column: x, max: 5}")
+    assert gate.validate(ROWS[0])["x"].to_pylist() == list(range(6))
+    with pytest.raises(ToolError, match=r"cannot write quarantined rows to .*orders\.parquet"):
+        gate.finish()  # the rows wait for a full row group, or for the end of the stream
+
+
+class Odd(Check):
+    """A third-party row check whose mask is a slice of a longer array (its bits start mid-byte)."""
+
+    def failures(self, batch):
+        return pa.array([True] * 5 + [v % 2 == 1 for v in batch.column("y").to_pylist()]).slice(5)
+
+
+def test_reasons_name_every_failed_check_beyond_eight_checks(tmp_path, registry):
+    registry.register("validator", "odd", Odd)
+    checks = "\n".join([f"- range: {{column: x{i}, max: 0}}" for i in range(10)] + ["- odd: {}"])
+    gate = make_gate(tmp_path, registry, checks)
+    fails = [[], [0], [10], [3, 8], list(range(11)), [7, 9], [8], [0, 10], [1, 2, 4, 5, 6]]  # per row
+    columns = {f"x{i}": pa.array([int(i in f) for f in fails]) for i in range(10)}
+    batch = pa.record_batch({**columns, "y": pa.array([int(10 in f) for f in fails])})
+    assert gate.validate(batch.slice(1)) is None
+    gate.finish()
+    q = pq.read_table(tmp_path / ".agent-etl" / "quarantine" / "r1" / "orders.parquet")
+    labels = [f"range(x{i})" for i in range(10)] + ["odd"]
+    assert q["_quarantine_reason"].to_pylist() == ["; ".join(labels[i] for i in f) for f in fails[1:]]
 
 
 def test_empty_stream_fails_a_minimum_row_count(tmp_path, registry):

@@ -15,7 +15,7 @@ Dataset checks (``row_count``, ``mean``, ``schema`` ...) give their verdict in `
 no row to set aside for them, so they fail the gate in ``fail`` and ``quarantine`` modes and only
 warn in ``warn``. Checks that read another input (``referential``) get it through ``reference``
 and ``referenced`` before the first batch. ``validate`` is synchronous and vectorised; the
-quality agent runs it in a worker thread.
+quality agent runs it, and ``finish`` (which writes the last quarantined rows), in a worker thread.
 
 Unless the group says ``profile: false``, every incoming batch (bad rows too) also goes to a
 streaming ``quality.profile.Profiler``; ``gate.profile`` holds the result after ``finish`` (the
@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -204,7 +205,7 @@ class QualityGate:
             raise err
         if self.on_failure == "warn":
             return batch
-        self._quarantine(batch.filter(bad), [(self.checks[i].label, m.filter(bad)) for i, m in failing])
+        self._quarantine(batch, bad, [(self.checks[i].label, m) for i, m in failing])
         self.rows_quarantined += n_bad
         if n_bad == n:
             return None
@@ -329,16 +330,43 @@ class QualityGate:
         lines.append(f"  hint: {fix}")
         return "\n".join(lines)
 
-    def _quarantine(self, bad: pa.RecordBatch, failed: list[tuple[str, pa.BooleanArray]]) -> None:
-        reasons = [pc.if_else(mask, pa.scalar(label), pa.scalar(None, pa.string())) for label, mask in failed]
-        reason = reasons[0] if len(reasons) == 1 else pc.binary_join_element_wise(*reasons, "; ",
-                                                                                 null_handling="skip")
-        table = pa.Table.from_batches([bad])
+    def _quarantine(self, batch: pa.RecordBatch, bad: pa.BooleanArray,
+                    failed: list[tuple[str, pa.BooleanArray]]) -> None:
+        rows = pc.indices_nonzero(bad)
+        table = pa.Table.from_batches([batch.take(rows)])
         for name in (REASON, RUN_ID):  # a re-checked quarantine file already has them
             if name in table.column_names:
                 table = table.drop_columns([name])
-        table = table.append_column(REASON, reason).append_column(RUN_ID, pa.repeat(self.run_id, len(bad)))
+        reason = _reasons(rows.to_numpy(), failed)
+        table = table.append_column(REASON, reason).append_column(RUN_ID, pa.repeat(self.run_id, len(rows)))
         self.sink.write(table)
+
+
+def _reasons(rows: np.ndarray, failed: list[tuple[str, pa.BooleanArray]]) -> pa.StringArray:
+    """The ``; ``-joined labels of the checks each of ``rows`` failed (masks without nulls).
+
+    Each row's failed checks become a bit string, dictionary-encoded: the labels are joined once per
+    combination that occurs, then taken for every row."""
+    width = (len(failed) + 7) // 8
+    code = np.zeros((len(rows), width), dtype=np.uint8)
+    byte, shift = rows >> 3, (rows & 7).astype(np.uint8)
+    for k, (_, mask) in enumerate(failed):
+        bits = np.frombuffer(mask.buffers()[1], dtype=np.uint8)
+        if mask.offset:  # a slice: its bits start mid-buffer
+            at = rows + mask.offset
+            hit = bits[at >> 3] >> (at & 7).astype(np.uint8)
+        else:
+            hit = bits[byte] >> shift
+        hit &= 1
+        hit <<= k & 7
+        code[:, k >> 3] |= hit
+    codes = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(rows), [None, pa.py_buffer(code)])
+    encoded = pc.dictionary_encode(codes)
+    combos = np.frombuffer(encoded.dictionary.buffers()[1], dtype=np.uint8, count=len(encoded.dictionary) * width)
+    hits = np.unpackbits(combos.reshape(-1, width), axis=1, count=len(failed), bitorder="little").astype(bool)
+    labels = [label for label, _ in failed]
+    joined = ["; ".join(label for label, hit in zip(labels, row) if hit) for row in hits]
+    return pa.array(joined, pa.string()).take(encoded.indices)
 
 
 def _json_safe(value: Any) -> Any:

@@ -102,8 +102,8 @@ class QualityAgent(Agent):
         reports, failure = [], None
         for gate in gates:  # every gate gives its verdict, even after one has failed
             try:
-                reports.append(gate.finish())
-            except QualityGateError as e:
+                reports.append(await asyncio.to_thread(gate.finish))  # writes the last quarantined rows
+            except (QualityGateError, ToolError) as e:  # ToolError: the quarantine file could not be written
                 failure = failure or e
             finally:
                 gate.close()
@@ -129,7 +129,7 @@ class QualityAgent(Agent):
     async def _abort(self, key: tuple[str, str]) -> None:
         self.running.discard("/".join(key))
         for gate in self._gates.pop(key, []):
-            gate.close()
+            await asyncio.to_thread(gate.close)  # writes the quarantined rows that wait
             await gate.sink.abort()
 
 

@@ -11,8 +11,8 @@ carries ``_quarantine_reason`` (the labels of the checks it failed, ``; ``-separ
 ``_run_id``. The loader's options are validated with the spec (a typo is a spec error with its
 line). Both sinks take ``write(table)`` from the gate's worker thread:
 
-- ``ParquetFile`` writes synchronously; what was written stays readable when the run fails or is
-  cancelled (``close`` keeps it).
+- ``ParquetFile`` writes synchronously, a row group per 64k bad rows; ``close`` writes what waits
+  and keeps the file, so what was set aside stays readable when the run fails or is cancelled.
 - ``LoaderSink`` runs the loader as a real ``Loader`` over an async stream of the bad rows, as an
   asyncio task started at the first bad row and fed through a bounded queue: ``write`` blocks the
   gate's thread while the queue is full (backpressure, flat memory). ``finish`` ends the stream
@@ -23,6 +23,7 @@ line). Both sinks take ``write(table)`` from the gate's worker thread:
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,36 +35,72 @@ REASON, RUN_ID = "_quarantine_reason", "_run_id"
 
 
 class ParquetFile:
-    """The default sink: one Parquet file per gate, written in the gate's thread."""
+    """The default sink: one Parquet file per gate, written in the gate's thread.
+
+    A batch has few bad rows; they wait until GROUP_ROWS of them (or GROUP_BYTES) make a row group,
+    so the file is not one tiny row group per batch (slower to write and to read). A lock keeps a
+    ``close`` from an aborting run out of a ``write`` still under way in the gate's thread."""
+
+    GROUP_ROWS = 65_536
+    GROUP_BYTES = 16 << 20
 
     def __init__(self, path: Path, input: str):
         self.path, self.input = Path(path), input
         self.where = str(self.path)
         self._writer = None
+        self._schema: pa.Schema | None = None  # the first table's: later ones are cast to it
+        self._held: list[pa.Table] = []
+        self._held_rows = self._held_bytes = 0
+        self._lock = threading.Lock()
 
     def write(self, table: pa.Table) -> None:
+        with self._lock:
+            self._hold(table)
+
+    def _hold(self, table: pa.Table) -> None:
+        if self._schema is None:
+            self._schema = table.schema
+        elif not table.schema.equals(self._schema):
+            try:
+                table = table.cast(self._schema)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as e:
+                raise ToolError(f"quality gate on {self.input!r}: the batch's columns changed mid-stream and cannot go "
+                                f"into the same quarantine file {self.path}: {e}; give the stream one schema "
+                                "(cast transform)") from e
+        self._held.append(table)
+        self._held_rows += table.num_rows
+        self._held_bytes += table.get_total_buffer_size()
+        if self._held_rows >= self.GROUP_ROWS or self._held_bytes >= self.GROUP_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._held:
+            return
+        table = pa.concat_tables(self._held)
+        self._held, self._held_rows, self._held_bytes = [], 0, 0
         try:
             if self._writer is None:
                 import pyarrow.parquet as pq
 
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                # the two added columns repeat a few values; dictionary-encoding only them halves write time
-                self._writer = pq.ParquetWriter(self.path, table.schema, use_dictionary=[REASON, RUN_ID])
-            if not table.schema.equals(self._writer.schema):
-                table = table.cast(self._writer.schema)
+                # the two added columns repeat a few values; dictionary-encoding only them halves write time,
+                # and min/max statistics (a fifth of it, for text) serve no reader of a file of rejects
+                self._writer = pq.ParquetWriter(self.path, table.schema, use_dictionary=[REASON, RUN_ID],
+                                                write_statistics=False)
             self._writer.write_table(table)
         except OSError as e:
             raise ToolError(f"quality gate on {self.input!r}: cannot write quarantined rows to {self.path}: {e}; "
                             "check that the directory is writable and has space (or set AGENT_ETL_HOME)") from e
-        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as e:
-            raise ToolError(f"quality gate on {self.input!r}: the batch's columns changed mid-stream and cannot go "
-                            f"into the same quarantine file {self.path}: {e}; give the stream one schema "
-                            "(cast transform)") from e
 
     def close(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
+        """Write the rows that wait and close the file (keeping what was written)."""
+        with self._lock:
+            try:
+                self._flush()
+            finally:
+                writer, self._writer = self._writer, None
+                if writer is not None:
+                    writer.close()
 
     async def finish(self) -> None:
         self.close()

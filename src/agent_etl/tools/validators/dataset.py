@@ -36,7 +36,6 @@ class Unique(Check):
         super().__init__(config, ctx)
         self._seen = _KeySet()
         self._bound = False
-        self.duplicates = 0
 
     def columns(self) -> list[str]:
         return list(self.config.columns)
@@ -76,8 +75,6 @@ class Unique(Check):
             full = np.zeros(n, dtype=bool)
             full[np.flatnonzero(valid.to_numpy(zero_copy_only=False))] = dup
             dup = full
-        count = int(dup.sum())
-        self.duplicates += count
         return pa.array(dup, type=pa.bool_())
 
     def _flag(self, keys: np.ndarray) -> np.ndarray:
@@ -85,7 +82,9 @@ class Unique(Check):
         dup = np.zeros(len(keys), dtype=bool)
         if len(keys) == 0:
             return dup
-        sk = np.sort(keys)
+        # keys that mostly rise (ids) are long sorted runs, which a merge sort only has to merge
+        presorted = np.count_nonzero(keys[1:] < keys[:-1]) < len(keys) // 64
+        sk = np.sort(keys, kind="stable" if presorted else "quicksort")
         repeat = sk[1:] == sk[:-1]
         distinct = sk[np.concatenate(([True], ~repeat))]
         old = self._seen.contains(distinct)
@@ -95,7 +94,7 @@ class Unique(Check):
             # The common batch has no repeat and skips this. Only rows holding a repeated key are
             # sorted again (stably, to find which occurrence came first within the batch).
             bad.sort()
-            rows = np.flatnonzero(_isin_sorted(keys, bad))
+            rows = _holding(keys, bad)
             rk = keys[rows]
             order = np.argsort(rk, kind="stable")
             srk = rk[order]
@@ -175,6 +174,32 @@ def _isin_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     pos = np.searchsorted(sorted_set, values)
     np.minimum(pos, len(sorted_set) - 1, out=pos)
     return sorted_set[pos] == values
+
+
+def _holding(keys: np.ndarray, few: np.ndarray) -> np.ndarray:
+    """Positions of the ``keys`` whose value is one of the sorted ``few``.
+
+    A binary search per key would miss the cache at every step once the keys are out of order; a
+    table of 64k hash slots, set for ``few``, picks the candidates first and only they are searched."""
+    table = np.zeros(1 << 16, dtype=bool)
+    table[_slots(few)] = True
+    candidates = np.flatnonzero(table[_slots(keys)])
+    return candidates[_isin_sorted(keys[candidates], few)]
+
+
+def _slots(keys: np.ndarray) -> np.ndarray:
+    """A 16-bit hash of each key: its 8-byte words XOR-ed, then Fibonacci hashing (the top bits of a product)."""
+    n, width = len(keys), keys.dtype.itemsize
+    raw = np.ascontiguousarray(keys).view(np.uint8).reshape(n, width)
+    if width % 8:  # byte keys: zero-padded to whole words
+        raw = np.concatenate([raw, np.zeros((n, -width % 8), dtype=np.uint8)], axis=1)
+    words = raw.view(np.uint64)
+    folded = words[:, 0]
+    for k in range(1, words.shape[1]):
+        folded = folded ^ words[:, k]
+    mixed = folded * np.uint64(0x9E3779B97F4A7C15)
+    mixed >>= np.uint64(48)
+    return mixed.view(np.intp)  # indexes without a conversion
 
 
 class _SortedKeys:
