@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from agent_etl.result import STATUS_BY_EXIT, RunResult, TaskResult
 from agent_etl.spec import Pipeline, Task
 
 log = logging.getLogger("agent_etl.coordinator")
+_NONE: dict[str, TaskResult] = {}  # the results of a run that is not this coordinator's
 
 
 @dataclass
@@ -34,6 +35,25 @@ class PlannedTask:
     task: Task
     agent: str
     reason: str
+
+
+class _Attempt:
+    """One attempt of a branch: the final event of each of its tasks, and a future that is done once
+    all have one (one future per attempt, not one per task)."""
+
+    __slots__ = ("number", "size", "outcome", "done")
+
+    def __init__(self, number: int, size: int):
+        self.number, self.size = number, size
+        self.outcome: dict[str, Event] = {}
+        self.done = asyncio.get_running_loop().create_future()
+
+    def record(self, ev: Event) -> None:
+        if ev.attempt != self.number or ev.task in self.outcome:
+            return
+        self.outcome[ev.task] = ev
+        if len(self.outcome) == self.size and not self.done.done():
+            self.done.set_result(None)
 
 
 class AgentCoordinator(Agent):
@@ -62,7 +82,7 @@ class AgentCoordinator(Agent):
         self._agents_given = agents
         self.agents: list[Agent] = []
         self.monitor: Any = None
-        self._waiting: dict[tuple[str, str, int], asyncio.Future] = {}
+        self._waiting: dict[tuple[str, str], _Attempt] = {}  # (run, task) -> its current attempt
         self._results: dict[str, dict[str, TaskResult]] = {}
         self._flusher: asyncio.Task | None = None
 
@@ -95,8 +115,8 @@ class AgentCoordinator(Agent):
         elif self._store_option is not False:
             self.store = self._store_option
         # bookkeeping only: listeners run inside publish, without a queue or a task switch
-        self._subs += [self.bus.listen(TaskStarted, self._on_event), self.bus.listen(TaskCompleted, self._on_event),
-                       self.bus.listen(TaskFailed, self._on_event), self.bus.listen(AgentStalled, self._on_stalled)]
+        self._subs += [self.bus.listen(TaskStarted, self._on_started), self.bus.listen(TaskCompleted, self._on_completed),
+                       self.bus.listen(TaskFailed, self._on_failed), self.bus.listen(AgentStalled, self._on_stalled)]
         for agent in self.agents:
             await agent.start()
         if self.store is not None:
@@ -145,7 +165,7 @@ class AgentCoordinator(Agent):
         if not self.started:
             async with self:
                 return await self.run(pipeline)
-        run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(3).hex()
         chosen = self.selector.select(pipeline.tasks, self.agents)
         results = {t.name: TaskResult(t.name, t.kind, t.tool, agent=chosen[t.name][0].id, reason=chosen[t.name][1])
                    for t in pipeline.tasks}
@@ -219,48 +239,56 @@ class AgentCoordinator(Agent):
             attempt += 1
 
     async def _attempt(self, rc: runtime.RunContext, tasks: list[Task], chosen: dict[str, tuple[Agent, str]],
-                       attempt: int) -> dict[str, Event]:
+                       number: int) -> dict[str, Event]:
         rc.wire(tasks, rc.pipeline.spec.defaults.queue_size)
-        loop = asyncio.get_running_loop()
-        futures = {}
+        attempt = _Attempt(number, len(tasks))
         for t in tasks:
-            futures[t.name] = self._waiting[(rc.run_id, t.name, attempt)] = loop.create_future()
-        for t in reversed(tasks):  # readers first, so a producer never waits on an unassigned reader
-            agent, reason = chosen[t.name]
-            await self.bus.publish(TaskAssigned(run_id=rc.run_id, task=t.name, agent=agent.id, reason=reason,
-                                                attempt=attempt))
+            self._waiting[(rc.run_id, t.name)] = attempt
         try:
-            done = await asyncio.gather(*futures.values())
+            for t in reversed(tasks):  # readers first, so a producer never waits on an unassigned reader
+                agent, reason = chosen[t.name]
+                await self.bus.publish(TaskAssigned(run_id=rc.run_id, task=t.name, agent=agent.id, reason=reason,
+                                                    attempt=number))
+            await attempt.done
         finally:
             for t in tasks:
-                self._waiting.pop((rc.run_id, t.name, attempt), None)
-        return dict(zip(futures, done))
+                if self._waiting.get((rc.run_id, t.name)) is attempt:
+                    del self._waiting[(rc.run_id, t.name)]
+        return {t.name: attempt.outcome[t.name] for t in tasks}
 
-    def _on_event(self, ev: Event) -> None:
-        results = self._results.get(ev.run_id)
-        if results is None or ev.task not in results:
+    def _on_started(self, ev: TaskStarted) -> None:
+        r = self._results.get(ev.run_id, _NONE).get(ev.task)
+        if r is None:
             return
-        r = results[ev.task]
-        if isinstance(ev, TaskStarted):
-            r.status, r.attempts, r.agent = "running", ev.attempt, ev.agent
-            if self.store is not None:
-                self.store.update_task(ev.run_id, ev.task, status="running", attempts=ev.attempt, agent=ev.agent,
-                                       started_at=ev.ts)
+        r.status, r.attempts, r.agent = "running", ev.attempt, ev.agent
+        if self.store is not None:
+            self.store.update_task(ev.run_id, ev.task, status="running", attempts=ev.attempt, agent=ev.agent,
+                                   started_at=ev.ts)
+
+    def _on_completed(self, ev: TaskCompleted) -> None:
+        r = self._results.get(ev.run_id, _NONE).get(ev.task)
+        if r is None:
             return
-        if isinstance(ev, TaskCompleted):
-            r.status, r.rows, r.batches, r.duration, r.details, r.error = ("succeeded", ev.rows, ev.batches,
-                                                                           ev.duration, ev.details, None)
-        elif isinstance(ev, TaskFailed):
-            r.status = "upstream_failed" if ev.upstream else "failed"
-            r.duration, r.error = ev.duration, ev.error
-            r.details = {"error_type": ev.error_type, "exit_code": ev.exit_code, "transient": ev.transient,
-                         **ev.details}
+        r.status, r.rows, r.batches, r.duration, r.details, r.error = ("succeeded", ev.rows, ev.batches,
+                                                                       ev.duration, ev.details, None)
+        self._finished(ev, r)
+
+    def _on_failed(self, ev: TaskFailed) -> None:
+        r = self._results.get(ev.run_id, _NONE).get(ev.task)
+        if r is None:
+            return
+        r.status = "upstream_failed" if ev.upstream else "failed"
+        r.duration, r.error = ev.duration, ev.error
+        r.details = {"error_type": ev.error_type, "exit_code": ev.exit_code, "transient": ev.transient, **ev.details}
+        self._finished(ev, r)
+
+    def _finished(self, ev: TaskCompleted | TaskFailed, r: TaskResult) -> None:
         if self.store is not None:
             self.store.update_task(ev.run_id, ev.task, status=r.status, rows=r.rows, batches=r.batches,
                                    finished_at=ev.ts, duration=r.duration, error=r.error, details=r.details or None)
-        future = self._waiting.get((ev.run_id, ev.task, ev.attempt))
-        if future is not None and not future.done():
-            future.set_result(ev)
+        attempt = self._waiting.get((ev.run_id, ev.task))
+        if attempt is not None:
+            attempt.record(ev)
 
     def _on_stalled(self, ev: AgentStalled) -> None:
         log.warning("agent %s silent for %.0fs while running %s", ev.agent, ev.silent_for, ", ".join(ev.running))
@@ -268,10 +296,12 @@ class AgentCoordinator(Agent):
     async def _cancel(self, run_id: str) -> None:
         prefix = f"{run_id}/"
         for agent in self.agents:
-            work = [w for w in getattr(agent, "_work", ()) if w.get_name().startswith(prefix)]
+            tasks: set[asyncio.Task] = getattr(agent, "_work", set())
+            work = [w for w in tasks if w.get_name().startswith(prefix)]
             for w in work:
                 w.cancel()
             await asyncio.gather(*work, return_exceptions=True)
+            tasks.difference_update(work)  # a task cancelled before it started did not take itself out
 
 
 def _with_ancestors(sinks: list[Task], tasks: list[Task]) -> list[Task]:

@@ -47,18 +47,18 @@ class ETLAgent(Agent):
         for t in list(self._work):
             t.cancel()
         await asyncio.gather(*self._work, return_exceptions=True)
+        self._work.clear()
 
     def _on_assigned(self, ev: TaskAssigned) -> None:
         if ev.agent != self.id:
             return
         work = asyncio.get_running_loop().create_task(self.execute(ev.run_id, ev.task, ev.attempt),
                                                       name=f"{ev.run_id}/{ev.task}")
-        self._work.add(work)
-        work.add_done_callback(self._work.discard)
+        self._work.add(work)  # execute() takes it out when it ends: cheaper than a done callback per task
 
     async def execute(self, run_id: str, name: str, attempt: int = 1) -> None:
         rc = runtime.lookup(run_id)
-        task = rc.pipeline.task(name)
+        task = rc.tasks[name]
         key = f"{run_id}/{name}"
         self.running.add(key)
         started = time.perf_counter()
@@ -94,12 +94,15 @@ class ETLAgent(Agent):
                 duration=time.perf_counter() - started, attempt=attempt, details=details))
         finally:
             self.running.discard(key)
+            self._work.discard(asyncio.current_task())
 
 
 def _config(task: Task, cls: Any) -> Any:
     """The tool's validated options. Tool configs are frozen, so one validation serves every run and
     every attempt of the task (the spec validated them once already; this keeps a run from paying again)."""
-    cache = task.__dict__.setdefault("_configs", {})
+    cache = task.__dict__.get("_configs")
+    if cache is None:
+        cache = task.__dict__["_configs"] = {}
     config = cache.get(cls.Config)
     if config is None:
         config = cache[cls.Config] = cls.Config.model_validate(task.options)
@@ -119,17 +122,17 @@ class _TaskRun:
         self.agent, self.rc, self.task, self.attempt = agent, rc, task, attempt
         self.rows = 0
         self.batches = 0
-        self.committed = 0
         self._unreported = 0
         self._reported_at = time.monotonic()
         self.tracker = Tracker()
+        self.commits = _Commits(rc, task.name, self.tracker)
         spec = rc.pipeline.spec
         cls = rc.registry.get(task.family, task.tool)
         self.ctx = ToolContext(
             run_id=rc.run_id, task=task.name, base_dir=rc.pipeline.base_dir, home=rc.home,
             batch_size=spec.defaults.batch_size,
             connections=rc.connections,
-            commit_hook=self._commit, line=task.line, resources=rc.resources,
+            commit_hook=self.commits.commit, line=task.line, resources=rc.resources,
             state_loader=lambda: rc.load_state(task.name), state_hook=lambda v: rc.stage_state(task.name, v))
         self.tool = cls(_config(task, cls), self.ctx)
 
@@ -137,7 +140,7 @@ class _TaskRun:
         details: dict[str, Any] = {}
         if self.task.kind == "load":
             self.rows = await self.tool.load(self._count(self.tracker.batches(self._input(self.task.inputs[0]))))
-            details["committed_rows"] = self.committed
+            details["committed_rows"] = self.commits.rows
             return details
         if self.task.kind == "extract":
             out = self.tool.batches()
@@ -160,7 +163,8 @@ class _TaskRun:
                 if batch is None:
                     continue
             await channel.put(Envelope(batch, position()))
-            await self._progress(batch.num_rows)
+            if self._progress_due(batch.num_rows):
+                await self._progress()
         if gated:
             # no timeout: finishing waits for a quarantine loader's commit
             reports = await self.agent.bus.request("quality.finish", GateFinish(self.rc.run_id, self.task.name),
@@ -181,23 +185,38 @@ class _TaskRun:
         async for b in batches:
             self.batches += 1
             self.rows += b.num_rows
-            await self._progress(b.num_rows)
+            if self._progress_due(b.num_rows):
+                await self._progress()
             yield b
 
-    async def _progress(self, rows: int) -> None:
-        """Publish the task's totals at most every PROGRESS_EVERY seconds; TaskCompleted has the final ones."""
+    def _progress_due(self, rows: int) -> bool:
+        """Count ``rows``; true when the task's totals are due: at most every PROGRESS_EVERY seconds
+        (TaskCompleted has the final ones). A plain call, not a coroutine: it runs for every batch."""
         self._unreported += rows
-        now = time.monotonic()
-        if now - self._reported_at < PROGRESS_EVERY:
-            return
-        self._reported_at = now
+        return time.monotonic() - self._reported_at >= PROGRESS_EVERY
+
+    async def _progress(self) -> None:
+        self._reported_at = time.monotonic()
         await self.agent.bus.publish(TaskProgress(run_id=self.rc.run_id, task=self.task.name, agent=self.agent.id,
                                                   rows=self._unreported, rows_total=self.rows, batches=self.batches))
         self._unreported = 0
 
-    async def _commit(self, rows: int) -> None:
-        self.committed += rows
+
+class _Commits:
+    """A task's commit hook: counts the rows committed and records a checkpoint with each commit.
+
+    Apart from ``_TaskRun`` so that the tool's context does not point back at it: without that
+    reference cycle a finished task is freed at once, not left to the garbage collector."""
+
+    __slots__ = ("rc", "task", "tracker", "rows")
+
+    def __init__(self, rc: runtime.RunContext, task: str, tracker: Tracker):
+        self.rc, self.task, self.tracker = rc, task, tracker
+        self.rows = 0
+
+    async def commit(self, rows: int) -> None:
+        self.rows += rows
         store = self.rc.store
         if store is not None:
             # one short local transaction: cheaper on the loop than a thread hop that waits for the GIL
-            store.checkpoint(self.rc.run_id, self.rc.pipeline.name, self.task.name, dict(self.tracker.position), rows)
+            store.checkpoint(self.rc.run_id, self.rc.pipeline.name, self.task, dict(self.tracker.position), rows)

@@ -14,7 +14,7 @@ from agent_etl.events import (AgentStalled, Event, Heartbeat, RunFinished, RunSt
                               TaskProgress, TaskStarted)
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskStats:
     run_id: str
     task: str
@@ -51,6 +51,7 @@ class MonitorAgent(Agent):
         self.tasks: dict[tuple[str, str], TaskStats] = {}
         self.agents: dict[str, AgentSeen] = {}
         self.runs: dict[str, str] = {}  # run_id -> pipeline
+        self._run_tasks: dict[str, list[str]] = {}  # run_id -> its tasks in self.tasks, to forget them at once
         self._watch: asyncio.Task | None = None
         self.totals: dict[tuple[str, str], list[float]] = {}  # (pipeline, task) -> rows, batches, count, seconds
         self.outcomes: dict[tuple[str, str], int] = {}  # (pipeline, status) -> tasks
@@ -83,27 +84,31 @@ class MonitorAgent(Agent):
         seen.last_seen, seen.running, seen.stalled = ev.ts, ev.running, False
 
     def _run_started(self, ev: RunStarted) -> None:
-        self.runs[ev.run_id] = ev.pipeline
+        run_id = ev.run_id
+        self.runs[run_id] = ev.pipeline
+        self._run_tasks[run_id] = list(ev.tasks)
+        tasks = self.tasks
         for t in ev.tasks:
-            self.tasks[(ev.run_id, t)] = TaskStats(ev.run_id, t)
+            tasks[(run_id, t)] = TaskStats(run_id, t)
 
     def _run_finished(self, ev: RunFinished) -> None:
         self._finished.append(ev.run_id)
         while len(self._finished) > self.keep_runs:  # a long-lived monitor keeps recent runs only
             old = self._finished.popleft()
             self.runs.pop(old, None)
-            for key in [k for k in self.tasks if k[0] == old]:
-                del self.tasks[key]
+            for t in self._run_tasks.pop(old, ()):
+                self.tasks.pop((old, t), None)
 
     def _stats(self, ev: Any) -> TaskStats:
         key = (ev.run_id, ev.task)
         s = self.tasks.get(key)
         if s is None:
             s = self.tasks[key] = TaskStats(ev.run_id, ev.task)
+            self._run_tasks.setdefault(ev.run_id, []).append(ev.task)
         return s
 
     def _task_started(self, ev: TaskStarted) -> None:
-        s = self._stats(ev)
+        s = self.tasks.get((ev.run_id, ev.task)) or self._stats(ev)
         s.agent, s.status, s.started, s.rows, s.batches = ev.agent, "running", ev.ts, 0, 0
 
     def _task_progress(self, ev: TaskProgress) -> None:
@@ -111,7 +116,7 @@ class MonitorAgent(Agent):
         s.rows, s.batches = ev.rows_total, ev.batches
 
     def _task_completed(self, ev: TaskCompleted) -> None:
-        s = self._stats(ev)
+        s = self.tasks.get((ev.run_id, ev.task)) or self._stats(ev)
         s.status, s.rows, s.batches, s.duration = "succeeded", ev.rows, ev.batches, ev.duration
         self._observe(ev.run_id, s)
 
@@ -136,7 +141,9 @@ class MonitorAgent(Agent):
 
     def _observe(self, run_id: str, s: TaskStats) -> None:
         pipeline = self.runs.get(run_id, "")
-        t = self.totals.setdefault((pipeline, s.task), [0, 0, 0, 0.0])
+        t = self.totals.get((pipeline, s.task))
+        if t is None:
+            t = self.totals[(pipeline, s.task)] = [0, 0, 0, 0.0]
         t[0] += s.rows
         t[1] += s.batches
         t[2] += 1

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent_etl.spec import Pipeline
+from agent_etl.spec import Pipeline, Task
 from agent_etl.store.runs import RunStore
 from agent_etl.stream import Channel
 from agent_etl.tools.resources import Resources
@@ -28,9 +28,11 @@ class RunContext:
     resources: Resources = field(default_factory=Resources)
     # task -> state its tool staged with ctx.save_state (saved if the task's part of the run succeeds)
     staged_state: dict[str, Any] = field(default_factory=dict)
+    tasks: dict[str, Task] = field(init=False)  # by name
 
     def __post_init__(self) -> None:
         self.connections = {k: c.model_dump() for k, c in self.pipeline.spec.connections.items()}
+        self.tasks = {t.name: t for t in self.pipeline.tasks}
 
     def load_state(self, task: str) -> Any:
         return None if self.store is None else self.store.load_state(self.pipeline.name, task)

@@ -23,16 +23,20 @@ class CapabilitySelector:
     def select(self, tasks: list[Task], agents: list[Agent]) -> dict[str, tuple[Agent, str]]:
         load: Counter[str] = Counter({a.id: len(a.running) for a in agents})
         chosen: dict[str, tuple[Agent, str]] = {}
+        # (kind, tool) -> the agents able to run it and the reason; a pipeline has few distinct pairs
+        options: dict[tuple[str, str], tuple[list[Agent], str]] = {}
         for task in tasks:
-            capable = [a for a in agents if a.can_run(task.kind, task.tool)]
-            if not capable:
-                raise AgentETLError(f"no agent can run {task.kind} task {task.name!r} (tool {task.tool}); "
-                                    f"start an agent with capability {task.kind!r}")
-            agent = min(capable, key=lambda a: (load[a.id], a.id))
+            option = options.get((task.kind, task.tool))
+            if option is None:
+                capable = [a for a in agents if a.can_run(task.kind, task.tool)]
+                if not capable:
+                    raise AgentETLError(f"no agent can run {task.kind} task {task.name!r} (tool {task.tool}); "
+                                        f"start an agent with capability {task.kind!r}")
+                reason = (f"only agent able to {task.kind}" if len(capable) == 1
+                          else f"least busy of {len(capable)} agents able to {task.kind}")
+                option = options[(task.kind, task.tool)] = (capable, reason)
+            capable, reason = option
+            agent = capable[0] if len(capable) == 1 else min(capable, key=lambda a: (load[a.id], a.id))
             load[agent.id] += 1
-            if len(capable) == 1:
-                reason = f"only agent able to {task.kind}"
-            else:
-                reason = f"least busy of {len(capable)} agents able to {task.kind}"
             chosen[task.name] = (agent, reason)
         return chosen

@@ -39,6 +39,7 @@ class _Sub:
         subs = self.bus._subs.get(self.topic, [])
         if self in subs:
             subs.remove(self)
+            self.bus._routes.clear()
             await self.queue.put(_STOP)
             await self.worker
 
@@ -49,17 +50,11 @@ class _Listener:
     def __init__(self, bus: MemoryBus, topic: str, handler: Listener):
         self.bus, self.topic, self.handler = bus, topic, handler
 
-    def __call__(self, event: Event) -> None:
-        try:
-            self.handler(event)
-        except Exception:
-            self.bus.handler_errors += 1
-            log.exception("listener %r of %s failed on %r; it stays subscribed", self.handler, self.topic, event)
-
     async def cancel(self) -> None:
         listeners = self.bus._listeners.get(self.topic, [])
         if self in listeners:
             listeners.remove(self)
+            self.bus._routes.clear()
 
 
 class _Service:
@@ -75,27 +70,44 @@ class MemoryBus:
         self._subs: dict[str, list[_Sub]] = {}
         self._listeners: dict[str, list[_Listener]] = {}
         self._services: dict[str, Responder] = {}
+        # topic -> (listeners, subscriptions) of the topic and of "*", in order; rebuilt after any
+        # (un)subscription, so publishing looks the receivers up once
+        self._routes: dict[str, tuple[tuple[_Listener, ...], tuple[_Sub, ...]]] = {}
         self.handler_errors = 0
         self.closed = False
+
+    def _route(self, topic: str) -> tuple[tuple[_Listener, ...], tuple[_Sub, ...]]:
+        route = self._routes[topic] = ((*self._listeners.get(topic, ()), *self._listeners.get("*", ())),
+                                       (*self._subs.get(topic, ()), *self._subs.get("*", ())))
+        return route
 
     async def publish(self, event: Event) -> None:
         if self.closed:
             return
-        for listener in (*self._listeners.get(event.topic, ()), *self._listeners.get("*", ())):
-            listener(event)
-        for sub in (*self._subs.get(event.topic, ()), *self._subs.get("*", ())):
+        topic = event.topic
+        listeners, subs = self._routes.get(topic) or self._route(topic)
+        for listener in listeners:
+            try:
+                listener.handler(event)
+            except Exception:
+                self.handler_errors += 1
+                log.exception("listener %r of %s failed on %r; it stays subscribed", listener.handler,
+                              listener.topic, event)
+        for sub in subs:
             await sub.queue.put(event)
 
     def subscribe(self, topic: str | type[Event], handler: Handler, *, maxsize: int = 1024) -> _Sub:
         name = topic if isinstance(topic, str) else topic.topic
         sub = _Sub(self, name, handler, maxsize)
         self._subs.setdefault(name, []).append(sub)
+        self._routes.clear()
         return sub
 
     def listen(self, topic: str | type[Event], handler: Listener) -> _Listener:
         name = topic if isinstance(topic, str) else topic.topic
         listener = _Listener(self, name, handler)
         self._listeners.setdefault(name, []).append(listener)
+        self._routes.clear()
         return listener
 
     def serve(self, subject: str, handler: Responder) -> _Service:
@@ -130,3 +142,4 @@ class MemoryBus:
                 await sub.cancel()
         self._services.clear()
         self._listeners.clear()
+        self._routes.clear()
