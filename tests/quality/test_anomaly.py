@@ -201,3 +201,64 @@ def test_the_profilers_profiles_of_generated_runs():
     assert ("null_rate", "amount") in {(a["metric"], a["column"]) for a in found}
     shifted = det.detect("orders", history, run(4000, 0.01, shift=0.3), times, at(12)).anomalies
     assert "mean" in {a["metric"] for a in shifted if a["column"] == "amount"}
+
+
+def test_a_shift_of_every_value_is_found_by_the_mean_and_quantiles_together():
+    """Each of amount's mean and quantiles carries its own noise (sd 0.5, as from sampling): a shift
+    of 1.2 is within each one's band, but their weighted mean varies far less and leaves its band."""
+    rng = np.random.default_rng(8)
+
+    def run(shift: float = 0.0) -> dict:
+        p = profile(10_000, mean=100 + shift)
+        col = p["columns"]["amount"]
+        col["mean"] += rng.normal(0, 0.5)
+        col["quantiles"] = {q: v + rng.normal(0, 0.5) for q, v in col["quantiles"].items()}
+        return p
+
+    history = [run() for _ in range(40)]
+    times = [at(d) for d in range(40)]
+    det = Detector(seasonality="none")
+    assert det.detect("orders", history, run(), times, at(40)).anomalies == []
+    for shift in (1.2, -1.2, 1.2, -1.2):
+        found = det.detect("orders", history, run(shift), times, at(40)).anomalies
+        (a,) = [a for a in found if a["metric"] == "shift"]
+        assert a["column"] == "amount" and a["expected"] == 0.0 and a["low"] == -a["high"]
+        assert abs(a["value"]) > a["high"] and np.sign(a["value"]) == np.sign(shift) and a["score"] > det.threshold
+        assert "shift of 'amount' (its mean and quantiles together) is " in a["message"]
+        assert set(a) == KEYS
+
+
+def test_null_rates_are_compared_on_a_log_scale():
+    """A null rate varies by factors: its band reaches further up than down."""
+    rng = np.random.default_rng(11)
+    history, times = noisy_history(rng, 35)
+    found = Detector().detect("orders", history, profile(10_000, null_rate=0.05), times, at(35)).anomalies
+    (a,) = [a for a in found if a["metric"] == "null_rate"]
+    assert 0 < a["low"] < a["expected"] < a["high"] < a["value"]
+    assert a["high"] - a["expected"] > 1.3 * (a["expected"] - a["low"])  # a linear band is symmetric
+
+
+def test_a_small_count_may_move_by_a_value_or_two():
+    """The distinct count of a column with about 15 values (the largest of some small whole numbers)
+    wanders by one or two: 17 after a history of 14 to 16 is normal; 10 or 20 is not."""
+    history = [profile(1000, null_rate=0.0, status=s) for s in [15, 15, 14, 15, 15, 15, 15, 15, 15, 15, 16]]
+
+    def found(status: int) -> set:
+        return {(a["metric"], a["column"]) for a in Detector().detect("o", history, profile(1000, null_rate=0.0,
+                                                                                            status=status)).anomalies}
+
+    assert found(17) == found(13) == set()
+    assert found(10) == found(20) == {("distinct", "status")}
+
+
+def test_a_weekly_pattern_is_used_from_the_second_week_on():
+    rng = np.random.default_rng(4)
+    history, times = noisy_history(rng, 14, weekend=0.5)
+    det = Detector()
+    weekday_drop = det.detect("orders", history, profile(6_000, mean=100), times, at(14))  # a Monday, 40% down
+    assert weekday_drop.seasonal and "row_count" in {a["metric"] for a in weekday_drop.anomalies}
+    assert det.detect("orders", history, profile(10_000, mean=100), times, at(14)).anomalies == []
+    # one Sunday in the history is enough to know a Sunday at weekend volume is normal
+    assert det.detect("orders", history[:13], profile(5_000, mean=100), times[:13], at(13)).anomalies == []
+    # without the weekly baseline, the weekends make the band too wide to see the drop
+    assert Detector(seasonality="none").detect("orders", history, profile(6_000, mean=100), times, at(14)).anomalies == []

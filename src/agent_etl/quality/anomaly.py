@@ -1,14 +1,15 @@
 """Anomaly detection: one run's data profile against the profiles of earlier runs of the same input.
 
 For every metric (row count; per column null rate and distinct count; per numeric column mean and
-quantiles) the history predicts this run's value and a band around it (``quality.baseline``: a
-robust line, a weekday offset with ``seasonality: weekly``, or the last value plus the typical
-change; outliers of the history set aside; a Student-t band, so a short history gives a wide
-band, not a falsely tight one). A value is an anomaly when it is outside the band *and* the change
-is big enough to matter:
+quantiles, and their **shift**: see below) the history predicts this run's value and a band
+around it (``quality.baseline``: a level, with a robust line and a weekday offset where they
+narrow the band, or the last value plus the typical change; outliers of the history set aside;
+a Student-t band, so a short history gives a wide band, not a falsely tight one). A value is an
+anomaly when it is outside the band *and* the change is big enough to matter:
 
-- **flat histories** (all runs equal): the band has a floor (1% for counts, 0.1 point plus 2% of
-  the level for null rates, 1% of the column's standard deviation for means and quantiles);
+- **flat histories** (all runs equal): the band has a floor (1% or half a unit for counts, 0.1
+  point plus 2% of the level for null rates, 1% of the column's standard deviation for means and
+  quantiles);
 - **small changes** never count: under 5% (or 1 row) for row counts, 5% or 2 values for distinct
   counts, 0.5 point of null rate, 2% of the column's standard deviation for means and quantiles,
   one step for quantiles of whole numbers;
@@ -16,17 +17,27 @@ is big enough to matter:
   stable mean or quantiles: only their null rate and distinct count are compared;
 - **schema**: a column added, removed or retyped since the previous run is always an anomaly.
 
-Counts are compared on a log scale (a weekend at half volume is the same ratio whatever the size).
+Counts are compared on a log scale (a weekend at half volume is the same ratio whatever the
+size), null rates as log(rate + 0.5 point) (they vary by factors too).
+
+**Shift**: when every value of a column moves by the same amount, its mean and all its quantiles
+move together. Their weighted mean (least-variance weights from the correlation of their
+residuals in the history) is forecast like any metric, and its distance from the forecast is the
+column's shift, one test with more power than each metric alone. The mean and quantiles are
+still judged one by one, each at 1/k of the false-alarm rate of the threshold (Bonferroni over
+the column's k of them), so that together they raise false alarms no more than one metric would.
+
 Until ``min_history`` earlier runs exist the detector gives no verdict on the numeric metrics (it
 is "learning"); schema drift is reported as soon as there is one earlier run.
 
 Options (the ``anomaly:`` quality check passes them through):
 
 =================  =================================================================================
-``metrics``        any of row_count, null_rate, distinct, mean, quantiles, schema (default: all)
-``sensitivity``    low | medium | high, or a number: the z threshold (low 5.5, medium 4, high 3)
+``metrics``        any of row_count, null_rate, distinct, mean, quantiles, schema (default: all;
+                   the shift needs mean and quantiles)
+``sensitivity``    low | medium | high, or a number: the z threshold (low 5.5, medium 3.5, high 3)
 ``min_history``    earlier runs needed before a verdict (default 7)
-``seasonality``    weekly | none (default weekly: used once two weeks of history exist)
+``seasonality``    weekly | none (default weekly: tried once a week of history exists)
 ``window``         how many earlier runs form the history (default 60)
 ``columns``        only these columns (default: every column)
 =================  =================================================================================
@@ -38,11 +49,12 @@ import datetime as dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
-from agent_etl.quality.baseline import forecast, t_quantile_array
+from agent_etl.quality.baseline import forecast, median, t_quantile_array
 from agent_etl.quality.metrics import (
     LOG_SCALE,
     METRICS,
@@ -54,8 +66,12 @@ from agent_etl.quality.metrics import (
     schema_of,
 )
 
-SENSITIVITY = {"low": 5.5, "medium": 4.0, "high": 3.0}  # tuned on benchmarks/anomaly_eval.py, seed 1
-SEASON_SPAN_DAYS = 14.0
+SENSITIVITY = {"low": 5.5, "medium": 3.5, "high": 3.0}  # tuned on benchmarks/anomaly_eval.py, seed 1
+SEASON_SPAN_DAYS = 7.0
+# null rates are compared as log(rate + half a point): they change by factors (1% -> 1.2%), which a
+# linear band, symmetric around the rate, does not follow; the offset keeps rates near 0 apart
+NULL_OFFSET = 0.005
+SHRINK = 0.1  # the correlation of a column's mean and quantiles is shrunk this much towards none
 DAY = 86400.0
 
 
@@ -85,19 +101,22 @@ class Assessment:
 
     keys: list[MetricKey]
     value: np.ndarray  # this run's values
-    expected: np.ndarray  # forecast, in the compared space (log1p for counts)
+    expected: np.ndarray  # forecast, in the compared space (log scale for counts and null rates)
     sd: np.ndarray  # standard deviation of the forecast error, estimated from the history
     floor: np.ndarray  # the smallest standard deviation a metric is given (a flat history has 0)
     dof: np.ndarray  # degrees of freedom of ``sd`` (its threshold is a Student-t quantile for them)
     deviation: np.ndarray  # |value - expected|, in the compared space
     large: np.ndarray  # the change is big enough to matter (and there is a forecast)
-    logged: np.ndarray
+    offset: np.ndarray  # compared as log(value + offset) where > 0 (counts: 1, null rates: NULL_OFFSET)
     seasonal: np.ndarray
+    share: np.ndarray  # the metric shares its false-alarm rate with this many (a column's mean and quantiles)
 
     def width(self, threshold: float) -> np.ndarray:
         """Half-width of the band of normal values for a z ``threshold``: the t quantile of ``sd``
-        widens it when the history is short; the floor is a fixed minimum, not an estimate."""
-        return np.maximum(t_quantile_array(self.dof, threshold) * self.sd, threshold * self.floor)
+        widens it when the history is short; the floor is a fixed minimum, not an estimate. A
+        metric that shares the threshold's false-alarm rate with k others gets 1/k of it."""
+        z = _split(threshold, self.share)
+        return np.maximum(t_quantile_array(self.dof, z) * self.sd, z * self.floor)
 
     def flagged(self, threshold: float) -> np.ndarray:
         return (self.deviation > self.width(threshold)) & self.large
@@ -138,7 +157,7 @@ class Detector:
         for i in np.flatnonzero((a.deviation > width) & a.large):
             score = self.threshold * a.deviation[i] / width[i]
             verdict.anomalies.append(self._numeric(input, a.keys[i], a.value[i], a.expected[i], width[i], score,
-                                                   bool(a.logged[i]), bool(a.seasonal[i]), len(history)))
+                                                   float(a.offset[i]), bool(a.seasonal[i]), len(history)))
         return verdict
 
     def assess(self, history: Sequence[dict[str, Any]], current: dict[str, Any],
@@ -153,35 +172,36 @@ class Detector:
             return None
         t, t_now, weekday, weekday_now = _time_axis(len(history), times, now)
         seasonal = self.seasonality == "weekly" and times is not None and t_now - t[0] >= SEASON_SPAN_DAYS
-        logged = np.array([k[0] in LOG_SCALE for k in keys])
-        y, x = past.copy(), value.copy()
-        y[:, logged] = np.log1p(np.maximum(past[:, logged], 0))
-        x[logged] = np.log1p(np.maximum(value[logged], 0))
-        fc = forecast(y, t, t_now, weekday if seasonal else None, weekday_now)
+        offset = np.array([1.0 if k[0] in LOG_SCALE else NULL_OFFSET if k[0] == "null_rate" else 0.0 for k in keys])
+        y, x = _compared(past, offset), _compared(value, offset)
         spread = {c: column_spread(history, c) for c in {k[1] for k in keys if k[0] in ("mean", "quantile")}}
-        floor, guard = _floors(keys, fc.expected, logged, spread)
+        floor, _ = _floors(keys, median(past), offset, spread)
+        fc = forecast(y, t, t_now, weekday if seasonal else None, weekday_now, floor)
+        expected_raw = _raw(fc.expected, offset)
+        floor, guard = _floors(keys, expected_raw, offset, spread)
         # a quantile of whole numbers moves in steps of one (the median of 1, 2, 2, 3 ... flips
         # between 2 and 3): one step is not a shift
         stepped = np.array([k[0] == "quantile" for k in keys]) & _integral(past, value)
         guard = np.where(stepped, np.maximum(guard, 1.5), guard)
-        expected_raw = fc.expected.copy()
-        expected_raw[logged] = np.expm1(fc.expected[logged])
         large = (np.abs(value - expected_raw) >= guard) & np.isfinite(fc.expected)
         moving = advancing(history)
         if moving:
             large &= np.array([not (k[0] in ("mean", "quantile") and k[1] in moving) for k in keys])
-        return Assessment(keys, value, fc.expected, fc.sd, floor, fc.dof, np.abs(x - fc.expected), large, logged,
-                          fc.seasonal)
+        a = Assessment(keys, value, fc.expected, fc.sd, floor, fc.dof, np.abs(x - fc.expected), large, offset,
+                       fc.seasonal, np.ones(len(keys)))
+        if "mean" in self.metrics and "quantiles" in self.metrics:
+            a = _with_shifts(a, _shift_weights(a, fc.resid, ~stepped, moving), spread, y, x, t, t_now,
+                             weekday if seasonal else None, weekday_now)
+        return a
 
     # ------------------------------------------------------------------------------------------
 
     def _numeric(self, input: str, key: MetricKey, value: float, expected: float, width: float, z: float,
-                 logged: bool, seasonal: bool, n: int) -> dict[str, Any]:
+                 offset: float, seasonal: bool, n: int) -> dict[str, Any]:
         metric, column, q = key
-        if logged:  # the band is symmetric in log space: x0.8 .. x1.25, not -20% .. +20%
-            low, high, mid = math.expm1(expected - width), math.expm1(expected + width), math.expm1(expected)
-        else:
-            low, high, mid = expected - width, expected + width, expected
+        # on a log scale the band is symmetric in ratios: x0.8 .. x1.25, not -20% .. +20%
+        low, high, mid = (float(_raw(np.array([v]), np.array([offset]))[0])
+                          for v in (expected - width, expected + width, expected))
         if metric in ("row_count", "distinct", "null_rate"):
             low = max(low, 0.0)
         if metric == "null_rate":
@@ -229,6 +249,80 @@ def _time_axis(n: int, times: Sequence[float] | None, now: float | None) -> tupl
     return (ts - ts[0]) / DAY, (now - ts[0]) / DAY, weekday, weekday_now
 
 
+def _shift_weights(a: Assessment, resid: np.ndarray, usable: np.ndarray,
+                   moving: set[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per numeric column with two or more usable mean and quantile metrics: their indexes and the
+    weights (summing to 1) of their least-variance combination, from the covariance of their
+    residuals in the history (shrunk towards none: nearly collinear metrics get stable weights)."""
+    groups: dict[str, list[int]] = {}
+    for i, (metric, column, _) in enumerate(a.keys):
+        if metric in ("mean", "quantile") and column not in moving and usable[i] and np.isfinite(a.expected[i]):
+            groups.setdefault(column, []).append(i)
+    out = {}
+    for column, idx in groups.items():
+        j = np.array(idx)
+        r = resid[:, j]
+        r = r[np.isfinite(r).all(axis=1)]
+        if len(j) < 2 or len(r) < 5 or not (r.std(axis=0) > 0).all():
+            continue
+        sd = np.maximum(a.sd[j], a.floor[j])
+        cov = np.corrcoef(r, rowvar=False) * np.outer(sd, sd)
+        w = np.linalg.solve((1 - SHRINK) * cov + SHRINK * np.diag(np.diag(cov)), np.ones(len(j)))
+        if np.isfinite(w).all() and w.sum() > 0:
+            out[column] = (j, w / w.sum())
+    return out
+
+
+def _with_shifts(a: Assessment, weights: dict[str, tuple[np.ndarray, np.ndarray]], spread: dict[str | None, float],
+                 y: np.ndarray, x: np.ndarray, t: np.ndarray, t_now: float, weekday: np.ndarray | None,
+                 weekday_now: int) -> Assessment:
+    """``a`` with the shift of each column in ``weights``: the weighted mean of its mean and
+    quantiles is forecast from its own history like any metric (its value is its distance from
+    the forecast; the weights, fitted to the same history, cost degrees of freedom), and the
+    column's mean and quantiles share one false-alarm rate."""
+    if not weights:
+        return a
+    columns = list(weights)
+    past = np.column_stack([y[:, j] @ w for j, w in weights.values()])
+    now = np.array([x[j] @ w for j, w in weights.values()])
+    floor = np.array([a.floor[j].min() for j, _ in weights.values()])
+    fc = forecast(past, t, t_now, weekday, weekday_now, floor)
+    shift = now - fc.expected
+    unit = np.array([spread.get(c, float("nan")) for c in columns])
+    large = np.isfinite(shift) & ~(np.abs(shift) < 0.02 * unit)  # the mean's guard
+    dof = np.maximum(fc.dof - np.array([len(w) - 1 for _, w in weights.values()]), 1)
+    share = a.share.copy()
+    for j, _ in weights.values():
+        share[j] = len(j)
+    n = len(columns)
+    return Assessment(a.keys + [("shift", c, None) for c in columns], np.r_[a.value, shift],
+                      np.r_[a.expected, np.zeros(n)], np.r_[a.sd, fc.sd], np.r_[a.floor, floor], np.r_[a.dof, dof],
+                      np.r_[a.deviation, np.abs(shift)], np.r_[a.large, large], np.r_[a.offset, np.zeros(n)],
+                      np.r_[a.seasonal, fc.seasonal], np.r_[share, np.ones(n)])
+
+
+def _split(threshold: float, share: np.ndarray) -> np.ndarray:
+    """The z threshold of each metric: as rare as ``threshold`` divided by its ``share``
+    (Bonferroni: k metrics at 1/k of the rate each together raise no more false alarms than one)."""
+    tail = math.erfc(threshold / math.sqrt(2))
+    return np.array([threshold if k <= 1 else -NormalDist().inv_cdf(tail / k / 2) for k in share])
+
+
+def _compared(a: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Values in the space they are compared in: log(value + offset) where the offset is > 0."""
+    out = a.copy()
+    logged = np.broadcast_to(offset > 0, a.shape)
+    out[logged] = np.log(np.maximum(a[logged], 0) + np.broadcast_to(offset, a.shape)[logged])
+    return out
+
+
+def _raw(a: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    out = a.copy()
+    logged = offset > 0
+    out[logged] = np.exp(a[logged]) - offset[logged]
+    return out
+
+
 def _integral(past: np.ndarray, value: np.ndarray) -> np.ndarray:
     """Per metric: every known value is a whole number."""
     both = np.vstack([past, value[None, :]])
@@ -236,19 +330,20 @@ def _integral(past: np.ndarray, value: np.ndarray) -> np.ndarray:
     return whole.all(axis=0)
 
 
-def _floors(keys: list[MetricKey], expected: np.ndarray, logged: np.ndarray,
+def _floors(keys: list[MetricKey], expected: np.ndarray, offset: np.ndarray,
             spread: dict[str | None, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Per metric: the smallest scale (in the compared space) and the smallest change (raw) that counts."""
+    """Per metric: the smallest scale (in the compared space) and the smallest change (raw) that
+    counts; ``expected`` is raw."""
     floor = np.empty(len(keys))
     guard = np.empty(len(keys))
     for i, (metric, column, _) in enumerate(keys):  # one entry per metric, not per row
-        if logged[i]:
-            floor[i] = 0.01
-            level = math.expm1(expected[i]) if np.isfinite(expected[i]) else 0.0
-            guard[i] = max(0.05 * level, 2.0 if metric == "distinct" else 1.0)
-        elif metric == "null_rate":
-            floor[i] = 0.001 + 0.02 * abs(expected[i]) if np.isfinite(expected[i]) else 0.001
+        level = max(float(expected[i]), 0.0) if np.isfinite(expected[i]) else 0.0
+        if metric == "null_rate":  # 0.1 point plus 2% of the rate, on the log scale
+            floor[i] = (0.001 + 0.02 * level) / (level + offset[i])
             guard[i] = 0.005
+        elif offset[i] > 0:  # 1%, and half a step of one (a count of 12 is half-way to 11 and to 13)
+            floor[i] = max(0.01, 0.5 * math.log((level + 2) / (level + 1)))
+            guard[i] = max(0.05 * level, 2.0 if metric == "distinct" else 1.0)
         else:
             unit = spread.get(column, float("nan"))
             if not np.isfinite(unit) or unit <= 0:
@@ -264,6 +359,8 @@ def _metric_name(key: MetricKey) -> str:
         return "row count"
     if metric == "quantile":
         return f"quantile {q} of {column!r}"
+    if metric == "shift":
+        return f"shift of {column!r} (its mean and quantiles together)"
     return f"{metric.replace('_', ' ')} of {column!r}"
 
 
@@ -278,4 +375,6 @@ def _fmt(metric: str, value: float) -> str:
         return f"{round(value):,}"
     if metric == "null_rate":
         return f"{value:.2%}"
+    if metric == "shift":
+        return f"{value:+.6g}" if value else "0"
     return f"{value:.6g}"

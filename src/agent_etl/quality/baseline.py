@@ -1,19 +1,22 @@
 """The expected value of every metric of the next run, and how far from it a run may fall.
 
 Works on a matrix: one row per earlier run, one column per metric (NaN where a run lacks the
-metric), so all metrics of an input are forecast together in NumPy. Two models are fitted per
-metric and the one with the narrower prediction interval is kept:
+metric), so all metrics of an input are forecast together in NumPy. Per metric, the candidate
+models are fitted and the one with the narrowest prediction interval is kept:
 
-- **level**: a robust line through the runs (Theil-Sen slope, from TREND_MIN runs on) plus, when
-  given weekdays, the median offset of each weekday where that explains the history (judged on
-  leave-one-out residuals, since a fitted median per weekday flatters any noise);
+- **level**: the level of the runs, with a robust line (Theil-Sen slope, from TREND_MIN runs
+  on), with, when given weekdays, the median offset of each weekday where that explains the
+  history (judged on leave-one-out residuals, since a fitted median per weekday flatters any
+  noise), or with both;
 - **step**: the last value plus the typical change between consecutive runs - for metrics that
   wander like a random walk (the mean of an auto-increment id) or moved to a new level.
 
 Residuals farther than 4 robust standard deviations (MAD) from their median are set aside as
-outliers (an earlier bad run must not widen the band); the standard deviation of the rest, the
-uncertainty of the fitted level, slope and weekday offset, and a Student-t quantile for the degrees
-of freedom left make a calibrated band: with few runs the band is wider, not falsely tight.
+outliers (an earlier bad run must not widen the band; nothing within 4 of a metric's floor is
+an outlier, so a count that is 13 on most runs keeps its 12s and 14s); the standard deviation of
+the rest, the uncertainty of the fitted level, slope and weekday offset, and a Student-t quantile
+for the degrees of freedom left make a calibrated band: with few runs the band is wider, not
+falsely tight. Each extra term must pay for the degree of freedom it costs.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Forecast:
     dof: np.ndarray  # degrees of freedom of ``sd``
     seasonal: np.ndarray  # bool: the weekday offset was used
     step: np.ndarray  # bool: the step model was chosen
+    resid: np.ndarray  # runs x metrics: the history's residuals under the chosen model (NaN: outlier)
 
 
 def _quiet(fn, *args, **kw):
@@ -45,84 +49,108 @@ def _quiet(fn, *args, **kw):
         return fn(*args, **kw)
 
 
-def _median(a: np.ndarray) -> np.ndarray:
+def median(a: np.ndarray) -> np.ndarray:
     """Median of each column ignoring NaN (NaN for an empty column); one sort, as np.nanmedian on
     small arrays goes through masked arrays and cost 9 ms a call."""
     if a.shape[0] == 0:
         return np.full(a.shape[1:], np.nan)
     ordered = np.sort(a, axis=0)  # NaN sorts last
     n = (~np.isnan(a)).sum(axis=0)
-    lo = np.maximum((n - 1) // 2, 0)[None, :]
-    hi = np.maximum(n // 2, 0)[None, :]
-    hi = np.minimum(hi, a.shape[0] - 1)
-    mid = (np.take_along_axis(ordered, lo, 0)[0] + np.take_along_axis(ordered, hi, 0)[0]) / 2
+    lo = np.maximum((n - 1) // 2, 0)
+    hi = np.minimum(n // 2, a.shape[0] - 1)
+    cols = np.arange(a.shape[1])
+    mid = (ordered[lo, cols] + ordered[hi, cols]) / 2
     return np.where(n > 0, mid, np.nan)
 
 
 def _mad(r: np.ndarray) -> np.ndarray:
-    return _median(np.abs(r - _median(r)))
+    return median(np.abs(r - median(r)))
 
 
 def _mean_ad(r: np.ndarray) -> np.ndarray:
-    return _quiet(np.nanmean, np.abs(r - _median(r)), axis=0)
+    return _quiet(np.nanmean, np.abs(r - median(r)), axis=0)
 
 
-def _trimmed(r: np.ndarray, params: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, standard deviation and degrees of freedom of each column without its outliers."""
-    centre = _median(r)
+def _trimmed(r: np.ndarray, params: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Mean, standard deviation and number of runs of each column without its outliers, and the
+    residuals from the mean (NaN for the outliers)."""
+    centre = median(r)
     # MAD is 0 when most runs agree exactly (a count that is usually 13): then the mean absolute
-    # deviation still sees the others
-    spread = np.maximum(MAD_TO_SD * _mad(r), 1.2533 * _mean_ad(r))
+    # deviation still sees the others, and nothing within 4 floors (a count of 12 or 14) is an outlier
+    spread = np.maximum(np.maximum(MAD_TO_SD * _mad(r), 1.2533 * _mean_ad(r)), floor)
     keep = np.isfinite(r) & (np.abs(r - centre) <= OUTLIER * spread)
     kept = np.where(keep, r, np.nan)
     n = keep.sum(axis=0)
     mean = _quiet(np.nanmean, kept, axis=0)
     dof = np.maximum(n - params, 1)
     sd = np.sqrt(_quiet(np.nansum, (kept - mean) ** 2, axis=0) / dof)
-    return mean, sd, n.astype(float)
+    return mean, sd, n.astype(float), kept - mean
+
+
+def _level(y: np.ndarray, t: np.ndarray, t_now: float, slope: np.ndarray, weekday: np.ndarray | None,
+           weekday_now: int, floor: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The level model with a given slope (0: none), with a weekday offset where that narrows the
+    band: expected value, sd, dof, weekday offset used, residuals."""
+    sloped = slope != 0
+    r = y - slope * t[:, None]
+    params = 1.0 + sloped
+    tc = t - t.mean()
+    lever = np.where(sloped, (t_now - t.mean()) ** 2 / max(float((tc**2).sum()), 1e-9), 0.0)
+    level, sd, kept, resid = _trimmed(r, params, floor)
+    sd_level = sd * np.sqrt(1.0 + 1.0 / np.maximum(kept, 1) + 1.1 * lever)
+    dof_level = np.maximum(kept - params, 1)
+    expected = level + slope * t_now
+    seasonal = np.zeros(y.shape[1], dtype=bool)
+    if weekday is None:
+        return expected, sd_level, dof_level, seasonal, resid
+    centred = r - median(r)
+    m = y.shape[1]
+    # the runs of each weekday side by side, padded with NaN: the seven medians in one sort
+    groups = [centred[weekday == d] for d in range(7)]
+    padded = np.full((max(len(g) for g in groups), 7 * m), np.nan)
+    for d, g in enumerate(groups):
+        padded[:len(g), d * m:(d + 1) * m] = g
+    size = np.isfinite(padded).sum(axis=0).reshape(7, m)
+    offsets = np.nan_to_num(median(padded), nan=0.0).reshape(7, m)
+    k = size[weekday]  # runs in each run's weekday group
+    within = centred - offsets[weekday]
+    # judged on leave-one-out residuals (a weekday seen once says nothing either way); mean, not
+    # median, absolute deviations: weekend runs are 2 in 7, which a median ignores
+    loo = np.where(k >= 2, within * k / np.maximum(k - 1, 1), centred)
+    explains = _mean_ad(loo) < 0.8 * _mean_ad(centred)
+    params_w = params + (size >= 1).sum(axis=0)
+    level_w, sd_w, kept_w, resid_w = _trimmed(r - offsets[weekday], params_w, floor)
+    n_now = size[weekday_now]
+    extra = np.where(n_now <= 2, 1.0, 1.57) / np.maximum(n_now, 1)  # the variance of a median of n_now runs
+    sd_w = sd_w * np.sqrt(1.0 + 1.0 / np.maximum(kept_w, 1) + 1.1 * lever + extra)
+    dof_w = np.maximum(kept_w - params_w, 1)
+    seasonal = (explains & (n_now >= 1) & np.isfinite(sd_w)
+                & (sd_w * t_quantile_array(dof_w) < sd_level * t_quantile_array(dof_level)))
+    return (np.where(seasonal, level_w + slope * t_now + offsets[weekday_now], expected),
+            np.where(seasonal, sd_w, sd_level), np.where(seasonal, dof_w, dof_level), seasonal,
+            np.where(seasonal, resid_w, resid))
 
 
 def forecast(y: np.ndarray, t: np.ndarray, t_now: float, weekday: np.ndarray | None = None,
-             weekday_now: int = 0) -> Forecast:
+             weekday_now: int = 0, floor: np.ndarray | None = None) -> Forecast:
+    """The forecast of every column of ``y`` (runs x metrics) at ``t_now``; ``floor``: per metric,
+    the smallest standard deviation it can have (a count's half step), which no outlier is within."""
     n, m = y.shape
+    floor = np.zeros(m) if floor is None else floor
     counts = np.isfinite(y).sum(axis=0)
-    slope = np.zeros(m)
+    expected, sd_level, dof_level, seasonal, resid = _level(y, t, t_now, np.zeros(m), weekday, weekday_now, floor)
     if n >= TREND_MIN:
         i, j = np.triu_indices(n, k=1)
         gap = t[j] - t[i]
         ok = gap > 0  # two runs at the same time say nothing about a slope
-        slope = np.nan_to_num(_median((y[j[ok]] - y[i[ok]]) / gap[ok, None]), nan=0.0)
+        slope = np.nan_to_num(median((y[j[ok]] - y[i[ok]]) / gap[ok, None]), nan=0.0)
         slope[counts < TREND_MIN] = 0.0
-    sloped = slope != 0
-    r = y - slope * t[:, None]
-    params = 1.0 + sloped
-    offset_now = np.zeros(m)
-    seasonal = np.zeros(m, dtype=bool)
-    extra = np.zeros(m)  # variance of the weekday offset, in units of the residual variance
-    if weekday is not None:
-        centred = r - _median(r)
-        offsets = np.zeros((7, m))
-        size = np.zeros((7, m))
-        for d in range(7):  # seven medians over whole columns, not a loop over runs
-            rows = centred[weekday == d]
-            size[d] = np.isfinite(rows).sum(axis=0)
-            offsets[d] = np.where(size[d] >= 2, np.nan_to_num(_median(rows), nan=0.0), 0.0)
-        adjusted = r - offsets[weekday]
-        k = size[weekday]  # runs in each run's weekday group
-        within = centred - offsets[weekday]
-        loo = np.where(k >= 2, within * k / np.maximum(k - 1, 1), within)
-        # mean, not median, absolute deviations: weekend runs are 2 in 7, which a median ignores
-        seasonal = (_mean_ad(loo) < 0.8 * _mean_ad(centred)) & (size[weekday_now] >= 2)
-        r = np.where(seasonal, adjusted, r)
-        offset_now = np.where(seasonal, offsets[weekday_now], 0.0)
-        params = params + np.where(seasonal, (size >= 2).sum(axis=0), 0)
-        extra = np.where(seasonal, 1.57 / np.maximum(size[weekday_now], 1), 0.0)  # a median's variance
-    level, sd, kept = _trimmed(r, params)
-    tc = t - t.mean()
-    lever = np.where(sloped, (t_now - t.mean()) ** 2 / max(float((tc**2).sum()), 1e-9), 0.0)
-    sd_level = sd * np.sqrt(1.0 + 1.0 / np.maximum(kept, 1) + 1.1 * lever + extra)
-    dof_level = np.maximum(kept - params, 1)
-    expected = level + slope * t_now + offset_now
+        # the line only where it narrows the band: a slope fitted to noise costs a degree of
+        # freedom and widens the band of a flat metric
+        e2, s2, d2, w2, r2 = _level(y, t, t_now, slope, weekday, weekday_now, floor)
+        better = (slope != 0) & (s2 * t_quantile_array(d2) < sd_level * t_quantile_array(dof_level))
+        expected, sd_level, dof_level, seasonal, resid = (np.where(better, a, b) for a, b in (
+            (e2, expected), (s2, sd_level), (d2, dof_level), (w2, seasonal), (r2, resid)))
 
     # the step model: last value plus the typical change per run
     step = np.zeros(m, dtype=bool)
@@ -131,7 +159,7 @@ def forecast(y: np.ndarray, t: np.ndarray, t_now: float, weekday: np.ndarray | N
         # changes per unit of time, so a run missing from the history (a failed one) is bridged
         unit = float(np.median(gaps))
         rates = np.diff(y, axis=0) / (gaps / unit)[:, None]
-        rate, sd_rate, kept_rate = _trimmed(rates, np.ones(m))
+        rate, sd_rate, kept_rate, resid_rate = _trimmed(rates, np.ones(m), floor)
         ahead = (t_now - t[-1]) / unit
         last = y[-1]
         sd_step = sd_rate * np.sqrt(max(ahead, 1.0) + 1.0 / np.maximum(kept_rate, 1))
@@ -142,8 +170,9 @@ def forecast(y: np.ndarray, t: np.ndarray, t_now: float, weekday: np.ndarray | N
         sd_level = np.where(step, sd_step, sd_level)
         dof_level = np.where(step, dof_step, dof_level)
         seasonal = seasonal & ~step
+        resid = np.where(step, np.vstack([np.full((1, m), np.nan), resid_rate]), resid)
     expected[counts == 0] = np.nan
-    return Forecast(expected, sd_level, dof_level, seasonal, step)
+    return Forecast(expected, sd_level, dof_level, seasonal, step, resid)
 
 
 # -- Student t, without SciPy -----------------------------------------------------------------
@@ -187,5 +216,8 @@ def t_quantile(threshold: float, dof: int) -> float:
     return hi
 
 
-def t_quantile_array(dof: np.ndarray, threshold: float = 4.0) -> np.ndarray:
-    return np.array([t_quantile(threshold, int(d)) for d in np.asarray(dof).ravel()]).reshape(np.shape(dof))
+def t_quantile_array(dof: np.ndarray, threshold: float | np.ndarray = 4.0) -> np.ndarray:
+    """``t_quantile`` of each element (``threshold``: one, or one per element)."""
+    dof = np.asarray(dof)
+    z = np.broadcast_to(np.asarray(threshold, dtype=float), dof.shape)
+    return np.array([t_quantile(float(a), int(d)) for a, d in zip(z.ravel(), dof.ravel())]).reshape(dof.shape)

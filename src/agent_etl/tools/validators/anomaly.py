@@ -61,7 +61,7 @@ class Anomaly(Check):
         @classmethod
         def _positive(cls, v: Any) -> Any:
             if isinstance(v, float) and not v > 0:
-                raise ValueError("a numeric sensitivity is a z threshold and must be above 0 (medium is 4)")
+                raise ValueError("a numeric sensitivity is a z threshold and must be above 0 (medium is 3.5)")
             return v
 
         @field_validator("quantiles", mode="before")
