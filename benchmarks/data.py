@@ -52,3 +52,15 @@ def _schema() -> pa.Schema:
     return pa.schema([("id", pa.int64()), ("big", pa.int64()), ("txt", pa.string()), ("amount", pa.float64()),
                       ("score", pa.float64()), ("flag", pa.bool_()), ("ts", pa.timestamp("s")), ("d", pa.date32()),
                       ("category", pa.string()), ("maybe", pa.int64())])
+
+
+def import_runtime(*tools: str) -> None:
+    """Import what an ``agent-etl`` run imports lazily (the agents, the run store and SQLAlchemy,
+    settings, the YAML parser, the registry) and the modules of ``tools``, as the peers' imports
+    are done before the clock: a fixed cost per process, not throughput. Nothing runs or warms up."""
+    import importlib
+
+    for module in ("agent_etl.agents.coordinator", "agent_etl.agents.etl", "agent_etl.agents.monitor",
+                   "agent_etl.agents.quality", "agent_etl.bus.memory", "agent_etl.settings", "agent_etl.store.runs",
+                   "agent_etl.tools.registry", "ruamel.yaml", "sqlite3", *tools):
+        importlib.import_module(module)

@@ -172,9 +172,9 @@ def _preload(method: str) -> None:
     import psycopg  # noqa: F401
 
     if method in ("ours", "loader"):
-        import agent_etl.agents.coordinator  # noqa: F401
-        import agent_etl.tools.extractors.files  # noqa: F401
-        import agent_etl.tools.loaders.postgres  # noqa: F401
+        from data import import_runtime
+
+        import_runtime("agent_etl.tools.extractors.files", "agent_etl.tools.loaders.postgres")
 
 
 def child(method: str, parquet: str, table: str, *extra: str, methods: dict | None = None) -> None:

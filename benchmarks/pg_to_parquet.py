@@ -84,10 +84,11 @@ def run_ours(schema: str, out: Path, compression: str) -> float:
     import pandas  # noqa: F401  (pyarrow imports it at its first pa.array: a library import, ~0.5 s)
     import pyarrow.compute  # noqa: F401  (imported by the runtime anyway; not part of the read)
 
-    import agent_etl.agents.coordinator  # noqa: F401  (our own imports, before the clock like the driver's)
-    import agent_etl.tools.extractors.postgres  # noqa: F401
-    import agent_etl.tools.loaders.files  # noqa: F401
+    from data import import_runtime  # our own imports, before the clock like the driver's
+
     from agent_etl import AgentCoordinator, Pipeline
+
+    import_runtime("agent_etl.tools.extractors.postgres", "agent_etl.tools.loaders.files")
 
     spec = (f"version: 1\nname: pg_to_parquet\nconnections:\n  pg: {{url: \"{DSN}\"}}\n"
             f"extract:\n  src: {{tool: postgres, connection: pg, table: {schema}.t}}\n"

@@ -43,8 +43,9 @@ class Registry:
         self._found: dict[str, dict[str, EntryPoint | type[Tool]]] = {k: {} for k in KINDS}
         self._loaded: dict[tuple[str, str], type[Tool]] = {}
         if discover:
+            found = entry_points()  # one scan of the installed packages for the four groups
             for kind, group in KINDS.items():
-                for ep in entry_points(group=group):
+                for ep in found.select(group=group):
                     self._found[kind].setdefault(ep.name, ep)
 
     def register(self, kind: str, name: str, cls: type[Tool]) -> None:

@@ -28,7 +28,9 @@ long for varchar(n), ...) fail the load with PostgreSQL's message and leave the 
 With each commit, a row (run_id, task, table_name, rows) goes into ``_agent_etl_checkpoints`` in
 the table's schema, in the same transaction: the destination itself tells which runs landed.
 
-Batches are encoded by ``pg_encode`` in a worker thread while the previous one is being sent.
+Batches are encoded by ``pg_encode`` in a worker thread, ENCODE_ROWS rows at a time, while the
+previous part is being sent: the first bytes reach the server after a small encode, not a whole
+batch's, and the encoded data in flight stays a few MB.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import pyarrow as pa
 from pydantic import field_validator
 
 from agent_etl.exceptions import ToolError, TransientError
+from agent_etl.stream import slices
 from agent_etl.tools.base import Loader, ToolContext
 from agent_etl.tools.databases import pg_ddl
 from agent_etl.tools.databases.blocking import in_thread
@@ -51,6 +54,8 @@ from agent_etl.tools.databases.options import SinkOptions, split_table
 from agent_etl.tools.databases.pg_encode import HEADER, TRAILER, EncodeError, Encoder, order
 from agent_etl.tools.databases.pg_load_types import Column, Unmapped, accepts, natural, writable
 from agent_etl.tools.databases.postgres import pool
+
+ENCODE_ROWS = 32_768  # rows encoded and sent together
 
 
 class _Session:
@@ -323,11 +328,10 @@ class PostgresLoader(Loader):
                     await _settle(pending)
                     pending = None
                     await in_thread(session.fit, batch.schema)
-                if not batch.num_rows:
-                    continue
-                data = await asyncio.to_thread(session.encode, batch)
-                await _settle(pending)
-                pending = asyncio.ensure_future(in_thread(session.write, data, batch.num_rows))
+                for part in slices(batch, ENCODE_ROWS) if batch.num_rows else ():
+                    data = await asyncio.to_thread(session.encode, part)
+                    await _settle(pending)
+                    pending = asyncio.ensure_future(in_thread(session.write, data, part.num_rows))
             await _settle(pending)
             await in_thread(session.finish)  # commits
         except (psycopg.Error, EncodeError) as e:
