@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from agent_etl.exceptions import Problem, ToolError
+from agent_etl.quality.numeric import Moments
 from agent_etl.tools.validators.base import Check, CheckConfig
 
 _KLL_K = 800
@@ -113,37 +114,22 @@ class Completeness(Check):
         return None
 
 
-class _Moments:
-    """Count, mean and sum of squared deviations, merged batch by batch (Chan et al.)."""
+class _MomentStat(_ColumnStat):
+    """A check on the streaming moments (count, mean, squared deviations) of a column."""
 
-    def __init__(self) -> None:
-        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+    def __init__(self, config, ctx):
+        super().__init__(config, ctx)
+        self.moments = Moments()
 
-    def add(self, values: np.ndarray) -> None:
-        nb = len(values)
-        if nb == 0:
-            return
-        mb = float(values.mean())
-        m2b = float(np.square(values - mb).sum())
-        n = self.n + nb
-        delta = mb - self.mean
-        self.mean += delta * nb / n
-        self.m2 += m2b + delta * delta * self.n * nb / n
-        self.n = n
+    def observe(self, batch: pa.RecordBatch) -> None:
+        self.moments.add(_values(batch, self.config.column))
 
 
-class Mean(_ColumnStat):
+class Mean(_MomentStat):
     """Fail the dataset when a column's mean lies outside [min, max]."""
 
     class Config(_Bounds):
         """Bounds on the mean: ``mean: {column: amount, min: 10, max: 200}``."""
-
-    def __init__(self, config, ctx):
-        super().__init__(config, ctx)
-        self.moments = _Moments()
-
-    def observe(self, batch: pa.RecordBatch) -> None:
-        self.moments.add(_values(batch, self.config.column))
 
     def finish(self) -> str | None:
         if not self.moments.n:
@@ -151,20 +137,13 @@ class Mean(_ColumnStat):
         return _outside("the mean", self.moments.mean, self.config.min, self.config.max)
 
 
-class Stddev(_ColumnStat):
+class Stddev(_MomentStat):
     """Fail the dataset when a column's standard deviation lies outside [min, max]."""
 
     class Config(_Bounds):
         """Bounds on the standard deviation: ``stddev: {column: amount, max: 50}`` (sample, ddof 1)."""
 
         ddof: int = Field(1, ge=0, le=1)
-
-    def __init__(self, config, ctx):
-        super().__init__(config, ctx)
-        self.moments = _Moments()
-
-    def observe(self, batch: pa.RecordBatch) -> None:
-        self.moments.add(_values(batch, self.config.column))
 
     def finish(self) -> str | None:
         m = self.moments
