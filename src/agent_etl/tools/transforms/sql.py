@@ -65,6 +65,28 @@ def to_table(rel: Any) -> pa.Table:
     return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
 
 
+class BatchQuery:
+    """One SQL statement run over one batch at a time (registered as ``name``) on a DuckDB
+    connection made at first use and never used by two threads at once; ``column`` returns the
+    first column of the result."""
+
+    def __init__(self, name: str, sql: str):
+        self.name, self.sql = name, sql
+        self._con: Any = None
+        self._lock = threading.Lock()
+
+    def column(self, batch: pa.RecordBatch, suffix: str = "") -> pa.Array:
+        with self._lock:
+            if self._con is None:
+                self._con = connect()
+            self._con.register(self.name, batch)
+            try:
+                result = to_table(self._con.sql(self.sql + suffix))
+            finally:
+                self._con.unregister(self.name)
+        return result.column(0).combine_chunks()
+
+
 def to_reader(rel: Any, batch_size: int) -> pa.RecordBatchReader:
     return rel.to_arrow_reader(batch_size) if hasattr(rel, "to_arrow_reader") else rel.fetch_record_batch(batch_size)
 

@@ -15,12 +15,11 @@ Timestamps without an offset are read as UTC.
 
 from __future__ import annotations
 
-import threading
-
 import pyarrow as pa
 from pydantic import field_validator
 
 from agent_etl.exceptions import Problem, ToolError
+from agent_etl.tools.transforms.sql import BatchQuery, reason
 from agent_etl.tools.validators.base import CheckConfig
 from agent_etl.tools.validators.rows import _column, _TypedCheck
 
@@ -64,9 +63,8 @@ class Castable(_TypedCheck):
         super().__init__(config, ctx)
         from agent_etl.tools.transforms.columns import parse_type
 
-        self._sql = f"SELECT TRY_CAST(v AS {duckdb_type(parse_type(config.type))}) IS NULL AND v IS NOT NULL FROM b"
-        self._con = None
-        self._lock = threading.Lock()  # one DuckDB connection, never used by two threads at once
+        self._query = BatchQuery("b", f"SELECT TRY_CAST(v AS {duckdb_type(parse_type(config.type))}) IS NULL "
+                                      "AND v IS NOT NULL FROM b")
 
     def columns(self) -> list[str]:
         return [self.config.column]
@@ -78,19 +76,10 @@ class Castable(_TypedCheck):
         self._ensure_bound(batch)
         import duckdb
 
-        from agent_etl.tools.transforms.sql import connect, reason, to_table
-
         one = pa.record_batch([_column(batch, self.config.column)], names=["v"])
-        with self._lock:
-            if self._con is None:
-                self._con = connect()
-            self._con.register("b", one)
-            try:
-                mask = to_table(self._con.sql(self._sql)).column(0).combine_chunks()
-            except duckdb.Error as e:
-                raise ToolError(f"quality check {self.label}: DuckDB cannot convert column {self.config.column!r} "
-                                f"({one.schema.field(0).type}) to {self.config.type}: {reason(e)}; cast the column "
-                                "to string first (cast transform)") from e
-            finally:
-                self._con.unregister("b")
-        return mask
+        try:
+            return self._query.column(one)
+        except duckdb.Error as e:
+            raise ToolError(f"quality check {self.label}: DuckDB cannot convert column {self.config.column!r} "
+                            f"({one.schema.field(0).type}) to {self.config.type}: {reason(e)}; cast the column "
+                            "to string first (cast transform)") from e

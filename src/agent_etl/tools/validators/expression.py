@@ -15,12 +15,12 @@ type mismatch likewise). It sees the batch as a table, so it can only look at th
 from __future__ import annotations
 
 import re
-import threading
 
 import pyarrow as pa
 from pydantic import Field, field_validator
 
 from agent_etl.exceptions import Problem, ToolError
+from agent_etl.tools.transforms.sql import BatchQuery, reason, sql_errors
 from agent_etl.tools.validators.base import Check, CheckConfig
 from agent_etl.tools.validators.rows import _no_nulls
 
@@ -46,16 +46,15 @@ class Expression(Check):
             try:
                 statements = duckdb.connect(":memory:").extract_statements(f"SELECT ({predicate}\n)")
             except duckdb.Error as e:
-                raise ValueError(f"invalid SQL predicate {predicate!r}: {_reason(e)}") from None
+                raise ValueError(f"invalid SQL predicate {predicate!r}: {reason(e)}") from None
             if len(statements) != 1:
                 raise ValueError(f"the predicate {predicate!r} must be one expression, not several statements")
             return predicate
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
-        self._sql = f"SELECT NOT coalesce(CAST(({config.predicate}\n) AS BOOLEAN), true) FROM {_TABLE}"
-        self._con = None
-        self._lock = threading.Lock()  # one DuckDB connection, never used by two threads at once
+        self._query = BatchQuery(_TABLE, f"SELECT NOT coalesce(CAST(({config.predicate}\n) AS BOOLEAN), true) "
+                                         f"FROM {_TABLE}")
         self._bound: pa.Schema | None = None
         self._reads: list[str] = []
 
@@ -70,10 +69,10 @@ class Expression(Check):
 
     def bind(self, schema: pa.Schema) -> list[Problem]:
         try:
-            self._query(pa.RecordBatch.from_pylist([], schema=schema), limit=True)
-        except _errors() as e:
+            self._query.column(pa.RecordBatch.from_pylist([], schema=schema), " LIMIT 0")
+        except sql_errors() as e:
             self._bound = None
-            return [Problem(f"cannot evaluate {self.config.predicate!r}: {_reason(e)}",
+            return [Problem(f"cannot evaluate {self.config.predicate!r}: {reason(e)}",
                             hint=f"write a DuckDB predicate over the columns {', '.join(schema.names)}; "
                                  "quote text with single quotes, names with double quotes")]
         text = self.config.predicate
@@ -89,32 +88,7 @@ class Expression(Check):
 
                 raise SpecError([Problem(f"{self.label}: {p.message}", hint=p.hint) for p in problems])
         try:
-            return _no_nulls(self._query(batch))
-        except _errors() as e:  # a value the predicate cannot handle, e.g. a failing CAST
+            return _no_nulls(self._query.column(batch))
+        except sql_errors() as e:  # a value the predicate cannot handle, e.g. a failing CAST
             raise ToolError(f"quality check {self.label}: cannot evaluate {self.config.predicate!r} on this "
-                            f"batch: {_reason(e)}; use TRY_CAST or guard the expression with CASE") from e
-
-    def _query(self, batch: pa.RecordBatch, limit: bool = False) -> pa.Array:
-        from agent_etl.tools.transforms.sql import connect, to_table
-
-        with self._lock:
-            if self._con is None:
-                self._con = connect()
-            self._con.register(_TABLE, batch)
-            try:
-                result = to_table(self._con.sql(self._sql + (" LIMIT 0" if limit else "")))
-            finally:
-                self._con.unregister(_TABLE)
-        return result.column(0).combine_chunks()
-
-
-def _errors() -> tuple[type[BaseException], ...]:
-    from agent_etl.tools.transforms.sql import sql_errors
-
-    return sql_errors()
-
-
-def _reason(e: BaseException) -> str:
-    from agent_etl.tools.transforms.sql import reason
-
-    return reason(e)
+                            f"batch: {reason(e)}; use TRY_CAST or guard the expression with CASE") from e
