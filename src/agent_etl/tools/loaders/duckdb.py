@@ -75,18 +75,25 @@ class _Writer:
         if self.config.mode == "merge":
             seq = pa.array(np.arange(self.rows, self.rows + batch.num_rows, dtype=np.int64))
             batch = batch.append_column(_SEQ, seq)
+        with self._registered(batch) as view:
+            self._fit(batch)
+            self.cur.execute(f"INSERT INTO {self.into} BY NAME SELECT * FROM {view}")
+        self.rows += batch.num_rows
+
+    @contextlib.contextmanager
+    def _registered(self, batch: pa.RecordBatch):
+        """``batch`` as a view for the statements inside (its quoted name); a type DuckDB cannot
+        store is named as the batch's unmappable column."""
         import duckdb
 
         try:
             self.cur.register(self.view, batch)
-            self._fit(batch)
-            self.cur.execute(f"INSERT INTO {self.into} BY NAME SELECT * FROM {quote(self.view)}")
+            yield quote(self.view)
         except duckdb.NotImplementedException as e:
             raise self._unmappable(batch.schema) or e
         finally:
             with contextlib.suppress(duckdb.Error):  # an aborted transaction refuses even this
                 self.cur.unregister(self.view)
-        self.rows += batch.num_rows
 
     def _begin(self, batch: pa.RecordBatch) -> None:
         names = [_fold(n) for n in batch.schema.names]
@@ -126,16 +133,8 @@ class _Writer:
             self._create(self.into, batch, temp=False)
 
     def _create(self, table: str, batch: pa.RecordBatch, *, temp: bool) -> None:
-        import duckdb
-
-        try:
-            self.cur.register(self.view, batch.slice(0, 0))
-            self.cur.execute(f"CREATE {'TEMP ' if temp else ''}TABLE {table} AS SELECT * FROM {quote(self.view)}")
-        except duckdb.NotImplementedException as e:
-            raise self._unmappable(batch.schema) or e
-        finally:
-            with contextlib.suppress(duckdb.Error):  # an aborted transaction refuses even this
-                self.cur.unregister(self.view)
+        with self._registered(batch.slice(0, 0)) as view:
+            self.cur.execute(f"CREATE {'TEMP ' if temp else ''}TABLE {table} AS SELECT * FROM {view}")
         self.columns = {_fold(n): n for n in batch.schema.names}
 
     def _existing(self) -> dict[str, str]:
