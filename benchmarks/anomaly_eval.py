@@ -301,7 +301,7 @@ def main() -> None:
           f"{ROW_DROP[1]:.0%} fewer rows; distribution_shift {SHIFT_SD[0]:g}..{SHIFT_SD[1]:g} sd of the column "
           "mean's last 4 weeks; schema_drift: a column dropped, added or retyped")
     if args.tune:
-        grid = [3.0, 3.25, 3.4, 3.5, 3.6, 3.75, 4.0, 4.5, 5.0, 5.5, 6.0]
+        grid = [3.0, 3.25, 3.4, 3.5, 3.6, 3.7, 3.8, 4.0, 4.5, 5.0, 5.5, 6.0]
         outcomes = evaluate(runs, detector, grid)
         print(f"{'z':>5} {'recall':>7} {'fp rate':>8}  " + " ".join(f"{f:>18}" for f in FAULTS))
         for z in grid:

@@ -262,3 +262,17 @@ def test_a_weekly_pattern_is_used_from_the_second_week_on():
     assert det.detect("orders", history[:13], profile(5_000, mean=100), times[:13], at(13)).anomalies == []
     # without the weekly baseline, the weekends make the band too wide to see the drop
     assert Detector(seasonality="none").detect("orders", history, profile(6_000, mean=100), times, at(14)).anomalies == []
+
+
+def test_the_false_alarm_budget_is_weighted_towards_shifts_and_row_counts():
+    """Weighted Bonferroni: a metric with share k is flagged at 1/k of the threshold's two-sided
+    tail; shifts and row counts get shares below 1 (a lower bar), the many other metrics above."""
+    from math import erfc, sqrt
+
+    from agent_etl.quality.anomaly import OTHER_WEIGHT, WEIGHT, _split
+
+    shares = np.array([1 / WEIGHT["shift"], 1 / WEIGHT["row_count"], 1.0, 1 / OTHER_WEIGHT, 7 / OTHER_WEIGHT])
+    z = _split(3.7, shares)
+    tail = erfc(3.7 / sqrt(2))
+    assert np.allclose([erfc(v / sqrt(2)) for v in z], tail / shares, rtol=1e-6)
+    assert z[0] < z[1] < z[2] == 3.7 < z[3] < z[4]
