@@ -1,7 +1,7 @@
 """PostgreSQL -> Parquet: our pipeline against raw binary COPY (the anchor) and peers, in one run.
 
     python benchmarks/pg_to_parquet.py [--rows 1000000 10000000] [--repeat 3] [--methods anchor,ours,...]
-                                       [--alternatives] [--compression snappy]
+                                       [--alternatives] [--compression snappy] [--partitions 2]
 
 The table is ../shared/bench/pg_1m_rows.sql (generated with N rows for other sizes) in schema
 ``bench_pg_<rows>`` of database ``test``, created once. Every method runs in a fresh process
@@ -41,6 +41,7 @@ SQL = Path(__file__).resolve().parents[2] / "shared" / "bench" / "pg_1m_rows.sql
 PEERS = Path(os.environ.get("BENCH_PEERS", "/work/peers"))
 MAIN = ["anchor", "ours", "duckdb", "dlt", "pandas"]
 ALTERNATIVES = ["ours_read", "adbc", "csv", "connectorx"]
+PARTITIONS = int(os.environ.get("BENCH_PG_PARTITIONS", "1"))  # ours and ours_read: block partitions
 PYTHON = {"duckdb": PEERS / "duckdb14" / "bin" / "python", "dlt": PEERS / "dlt" / "bin" / "python"}
 
 
@@ -91,7 +92,7 @@ def run_ours(schema: str, out: Path, compression: str) -> float:
     import_runtime("agent_etl.tools.extractors.postgres", "agent_etl.tools.loaders.files")
 
     spec = (f"version: 1\nname: pg_to_parquet\nconnections:\n  pg: {{url: \"{DSN}\"}}\n"
-            f"extract:\n  src: {{tool: postgres, connection: pg, table: {schema}.t}}\n"
+            f"extract:\n  src: {{tool: postgres, connection: pg, table: {schema}.t, partitions: {PARTITIONS}}}\n"
             f"load:\n  out: {{input: src, tool: parquet, path: \"{out}\", compression: {compression}}}\n")
     pipeline = Pipeline.from_text(spec)
     coordinator = AgentCoordinator(home=out.parent / ".agent-etl")
@@ -111,7 +112,8 @@ def run_ours_read(schema: str, out: Path, compression: str) -> float:
 
     async def read() -> None:
         ctx = tool_context(out.parent, connections={"pg": {"url": DSN}})
-        tool = build("extractor", "postgres", {"connection": "pg", "table": f"{schema}.t"}, ctx)
+        tool = build("extractor", "postgres", {"connection": "pg", "table": f"{schema}.t", "partitions": PARTITIONS},
+                     ctx)
         async for _ in tool.batches():
             pass
         await ctx.resources.aclose()
@@ -308,6 +310,8 @@ if __name__ == "__main__":
     ap.add_argument("--methods", default=",".join(MAIN))
     ap.add_argument("--alternatives", action="store_true", help="also measure " + ", ".join(ALTERNATIVES))
     ap.add_argument("--compression", default="snappy", choices=["snappy", "zstd"])
+    ap.add_argument("--partitions", type=int, default=1,
+                    help="ours and ours_read read the table in this many block ranges (partitions: N)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--schema", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -315,5 +319,6 @@ if __name__ == "__main__":
     if args.child:
         child(args.child, args.schema, Path(args.out), args.compression)
     else:
+        os.environ["BENCH_PG_PARTITIONS"] = str(args.partitions)  # the children read it
         chosen = [m.strip() for m in args.methods.split(",") if m.strip()]
         main(args.rows, args.repeat, chosen + (ALTERNATIVES if args.alternatives else []), args.compression)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from pydantic import ValidationError
 
 from agent_etl.exceptions import SpecError, ToolError, TransientError
 from agent_etl.testing import build, tool_context
@@ -297,6 +298,42 @@ async def test_partitions_of_a_query_with_an_incremental_cursor(pg_source, tmp_p
     assert ids == [i for i in range(1001, 3001) if i % 50 != 3]
     assert context.saved_state == {"cursor": "id", "type": "int", "value": 3000}
     assert tool.position() == {"rows": len(ids), "cursor": "id", "after": 1000, "max": 3000}
+
+
+async def test_block_partitions_of_a_table_return_exactly_the_rows_of_a_single_read(pg_source, tmp_path):
+    """Without partition_on a table is split by its pages (ctid ranges): deleted and updated rows
+    (new versions on later pages) are read once, with the incremental cursor too."""
+    pg_source.run("CREATE TABLE blk (id int, v text, note text)")
+    pg_source.run("INSERT INTO blk SELECT g, md5(g::text), CASE WHEN g % 9 = 0 THEN NULL ELSE 'n' END "
+                  "FROM generate_series(1, 20000) g")
+    pg_source.run("DELETE FROM blk WHERE id % 5 = 0")
+    pg_source.run("UPDATE blk SET v = 'updated' WHERE id % 7 = 0")
+    single = await table_of(pg_source.url, {"table": "blk"}, tmp_path)
+    assert single.num_rows == 16000
+    for n in (2, 3, 8):
+        batches, _, tool = await extract(pg_source.url, {"table": "blk", "partitions": n}, tmp_path, batch_size=900)
+        split = pa.Table.from_batches(batches)
+        assert split.num_rows == 16000 == tool.position()["rows"]
+        assert split.sort_by("id").equals(single.sort_by("id"))
+        assert sum(b.num_rows < 900 for b in batches) == n  # each partition's stream ends in a short batch
+    opts = {"table": "blk", "partitions": 3, "incremental": {"cursor": "id", "initial": 15000}}
+    batches, context, _ = await extract(pg_source.url, opts, tmp_path)
+    assert sorted(pa.Table.from_batches(batches).column("id").to_pylist()) == \
+        [i for i in range(15001, 20001) if i % 5]
+    assert context.saved_state["value"] == 19999
+    pg_source.run("CREATE TABLE blk_empty (id int)")
+    empty = await table_of(pg_source.url, {"table": "blk_empty", "partitions": 4}, tmp_path)
+    assert empty.num_rows == 0 and empty.schema.names == ["id"]
+
+
+async def test_block_partitions_need_a_plain_table(pg_source, tmp_path):
+    pg_source.run("CREATE TABLE base AS SELECT g AS id FROM generate_series(1, 10) g")
+    pg_source.run("CREATE VIEW v AS SELECT id FROM base")
+    with pytest.raises(ToolError, match=r"partitions without partition_on split a table by its storage blocks, "
+                                        r"but 'v' is a view or a partitioned table; give partition_on"):
+        await extract(pg_source.url, {"table": "v", "partitions": 2}, tmp_path)
+    with pytest.raises(ValidationError, match=r"`partitions` without `partition_on` splits a table by its storage "):
+        await extract(pg_source.url, {"query": "select 1", "partitions": 2}, tmp_path)
 
 
 async def test_partitioning_on_a_text_column_is_refused(pg_source, tmp_path):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -50,6 +50,9 @@ class Incremental(ToolConfig):
 
 
 class SourceOptions(ToolConfig):
+    # whether a table may be split without a key, by its storage blocks (PostgreSQL's ctid ranges)
+    block_partitions: ClassVar[bool] = False
+
     connection: str
     query: str | None = None
     table: str | None = None
@@ -62,7 +65,11 @@ class SourceOptions(ToolConfig):
         if (self.query is None) == (self.table is None):
             raise ValueError("give exactly one of `query` or `table`")
         if self.partitions > 1 and not self.partition_on:
-            raise ValueError("`partitions` needs `partition_on`: an integer, date or timestamp column to split on")
+            if not self.block_partitions:
+                raise ValueError("`partitions` needs `partition_on`: an integer, date or timestamp column to split on")
+            if self.table is None:
+                raise ValueError("`partitions` without `partition_on` splits a table by its storage blocks: give "
+                                 "`table`, or `partition_on` (an integer, date or timestamp column) for a query")
         return self
 
 

@@ -7,7 +7,9 @@ quotes keep case, dots and anything else: ``'"Odd.Name"'``) or ``query`` (any SE
 - ``partitions: N`` with ``partition_on: <integer, date or timestamp column>``: the key's range is
   split into N ranges read by N pooled connections in parallel, all in one snapshot (exported by
   the first connection), so together they return exactly the rows of a single read; the first
-  range also reads NULL keys.
+  range also reads NULL keys. Without ``partition_on`` a ``table`` is split by its storage blocks
+  instead (ranges of ``ctid``, a TID range scan since PostgreSQL 14): each connection's backend
+  reads only its share of the pages, so the server's work is spread over N cores as well.
 - ``incremental: {cursor, initial, lookback}``: only rows with ``cursor > mark - lookback``, where
   the mark is the largest cursor value of the last successful run (``initial`` the first time).
 
@@ -46,6 +48,8 @@ SNAPSHOT_WAIT = 60  # seconds the first read waits for the others to import its 
 
 class PostgresOptions(SourceOptions):
     """Options of the postgres extractor (see the module docstring)."""
+
+    block_partitions = True
 
     @field_validator("table")
     @classmethod
@@ -149,9 +153,25 @@ class PostgresExtractor(Extractor):
         subquery = sql.SQL("({}) AS _q({})").format(source, sql.SQL(", ").join(aliases))
         after = self.cursor.after if self.cursor else None
         snapshot, ranges = None, [Part()]
+        blocks = cfg.partitions > 1 and key_col is None  # split the table's pages, not a key's range
+        if blocks and not plain_table:
+            raise ToolError(f"task {self.ctx.task!r}: partitions without partition_on split a table by its storage "
+                            f"blocks, but {cfg.table!r} is a view or a partitioned table; give partition_on (an "
+                            "integer, date or timestamp column)")
+        if blocks:
+            subquery = sql.SQL("{} AS _q({})").format(relation, sql.SQL(", ").join(aliases))
         if cfg.partitions > 1:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        if blocks:
+            # rows visible to the snapshot are in the pages counted now; the last range is open anyway
+            pages = conn.execute(sql.SQL("SELECT pg_relation_size({}) / current_setting('block_size')::bigint")
+                                 .format(sql.Literal(relation.as_string(conn)))).fetchone()[0]
+            ranges = parts(0, pages - 1, cfg.partitions) if pages > 1 else [Part()]
+            if len(ranges) == 1:
+                conn.execute("COMMIT")
+                snapshot = None
+        elif cfg.partitions > 1:
             lo, hi = conn.execute(sql.SQL("SELECT min({}), max({}) FROM {}{}").format(
                 refs[key_col], refs[key_col], subquery, self._filter(refs, cursor_col, after))).fetchone()
             if lo is not None and (isinstance(lo, bool) or not isinstance(lo, (int, dt.date))):
@@ -166,6 +186,9 @@ class PostgresExtractor(Extractor):
         statements = []
         for part in ranges:
             filt = self._filter(refs, cursor_col, after, key_col if part != Part() else None, part)
+            if blocks and part != Part():
+                joiner = " AND " if filt.as_string(conn) else " WHERE "
+                filt = sql.Composed([filt, sql.SQL(joiner), _block_range(part)])
             if filt.as_string(conn) or casts:
                 body = sql.SQL("(SELECT {} FROM {}{})").format(selects, subquery, filt)
             elif plain_table:
@@ -293,6 +316,15 @@ def _autocommit(conn: Any):
     conn.autocommit = True
     yield conn
     conn.autocommit = before  # after a failure the pool discards the connection anyway
+
+
+def _block_range(part: Part) -> Any:
+    """``lo <= ctid < hi`` of a partition of page numbers (None: unbounded)."""
+    from psycopg import sql
+
+    bounds = [sql.SQL("_q.ctid {} {}::tid").format(sql.SQL(op), sql.Literal(f"({page},0)"))
+              for op, page in ((">=", part.lo), ("<", part.hi)) if page is not None]
+    return sql.SQL(" AND ").join(bounds)
 
 
 def _quote(value: str) -> str:
