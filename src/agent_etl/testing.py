@@ -20,12 +20,15 @@ from agent_etl.tools.registry import Registry, default_registry
 
 
 def tool_context(base_dir: str | Path, *, task: str = "test", run_id: str = "test-run", batch_size: int = 100_000,
-                 connections: dict[str, dict[str, Any]] | None = None, state: Any = None) -> ToolContext:
+                 connections: dict[str, dict[str, Any]] | None = None, state: Any = None,
+                 position: dict[str, Any] | None = None) -> ToolContext:
     """A context for running a tool alone; ``state`` is what ``ctx.load_state()`` returns, and what the
-    tool saves with ``ctx.save_state`` is in ``ctx.saved_state`` afterwards."""
+    tool saves with ``ctx.save_state`` is in ``ctx.saved_state`` afterwards; ``position`` is what
+    ``ctx.source_position()`` returns (a loader's upstream position)."""
     base = Path(base_dir)
     ctx = ToolContext(run_id=run_id, task=task, base_dir=base, home=base / ".agent-etl", batch_size=batch_size,
-                      connections=connections or {}, state_loader=lambda: state)
+                      connections=connections or {}, state_loader=lambda: state,
+                      position_source=(lambda: dict(position)) if position is not None else None)
     ctx.state_hook = lambda value: setattr(ctx, "saved_state", value)
     return ctx
 

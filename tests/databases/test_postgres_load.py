@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import decimal
 import math
+import re
 import threading
 import uuid
 from pathlib import Path
@@ -165,8 +166,24 @@ async def test_append_commits_once_with_a_checkpoint(pg_target, tmp_path):
     await load(table, pg_target, tmp_path, batch_size=4, commits=commits)
     assert commits == [10, 10]
     assert query(pg_target, "SELECT count(*), count(DISTINCT id) FROM t") == [(20, 10)]
-    marks = query(pg_target, "SELECT run_id, task, table_name, rows FROM _agent_etl_checkpoints")
-    assert marks == [("test-run", "load", f"{pg_target[0]}.t", 10)] * 2
+    marks = query(pg_target, "SELECT run_id, task, table_name, rows, position FROM _agent_etl_checkpoints")
+    assert marks == [("test-run", "load", f"{pg_target[0]}.t", 10, {})] * 2
+
+
+async def test_a_checkpoint_table_from_before_positions_gets_the_column(pg_target, tmp_path):
+    execute(pg_target, "CREATE TABLE _agent_etl_checkpoints (run_id text NOT NULL, task text NOT NULL, "
+                       "table_name text NOT NULL, rows bigint NOT NULL, committed_at timestamptz NOT NULL DEFAULT now())",
+            "INSERT INTO _agent_etl_checkpoints VALUES ('old-run', 'load', 't', 5)")
+    schema, url = pg_target
+    ctx = tool_context(tmp_path, task="load", connections={"pg": {"url": url}},
+                       position={"src": {"rows": 3, "cursor": "id", "max": 2}})
+    try:
+        await build("loader", "postgres", {"connection": "pg", "table": f'"{schema}".t'}, ctx).load(
+            stream(pa.table({"id": [0, 1, 2]})))
+    finally:
+        await ctx.resources.aclose()
+    assert query(pg_target, "SELECT run_id, rows, position FROM _agent_etl_checkpoints ORDER BY committed_at") == [
+        ("old-run", 5, {}), ("test-run", 3, {"src": {"rows": 3, "cursor": "id", "max": 2}})]
 
 
 async def failing(batches: list[pa.RecordBatch]):
@@ -185,6 +202,7 @@ async def test_a_failing_stream_leaves_the_table_as_it_was(pg_target, tmp_path, 
         await load(failing(new), pg_target, tmp_path, mode=mode, key=["id"], commits=commits)
     assert commits == []
     assert query(pg_target, "SELECT * FROM t ORDER BY id") == [(1, "a"), (2, "b")]  # no rows, no new column
+    assert query(pg_target, "SELECT count(*) FROM _agent_etl_checkpoints") == [(1,)]  # the first load's only
 
 
 async def test_a_failing_stream_creates_no_table(pg_target, tmp_path):
@@ -410,6 +428,19 @@ def test_cli_csv_and_parquet_to_postgres(pg_target, tmp_path):
     assert done.returncode == 0, done.stderr
     assert query(pg_target, "SELECT * FROM orders ORDER BY id") == [
         (1, 9.5, "Köln"), (2, 3.25, None), (3, 7.0, "Lyon"), (4, 8.0, None)]
+
+
+def test_cli_checkpoints_carry_the_source_position(pg_target, tmp_path):
+    """Each run's commit leaves a row in the destination naming the run and where its source stood."""
+    (tmp_path / "orders.csv").write_text("id,amount,city\n1,9.5,Köln\n2,3.25,\n3,1,Paris\n")
+    pipeline(tmp_path, pg_target, "orders.csv")
+    done = cli("run", "pipeline.yaml", "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (run_id, task, name, rows, position), = query(
+        pg_target, "SELECT run_id, task, table_name, rows, position FROM _agent_etl_checkpoints")
+    assert re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{6}", run_id)
+    assert (task, name, rows) == ("out", f"{pg_target[0]}.orders", 3)
+    assert set(position) == {"src"} and position["src"]["rows"] == 3
 
 
 def test_cli_bad_rows_exit_1_without_traceback(pg_target, tmp_path):

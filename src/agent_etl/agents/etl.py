@@ -132,7 +132,8 @@ class _TaskRun:
             run_id=rc.run_id, task=task.name, base_dir=rc.pipeline.base_dir, home=rc.home,
             batch_size=spec.defaults.batch_size,
             connections=rc.connections,
-            commit_hook=self.commits.commit, line=task.line, resources=rc.resources,
+            commit_hook=self.commits.commit, position_source=self.commits.position, line=task.line,
+            resources=rc.resources,
             state_loader=lambda: rc.load_state(task.name), state_hook=lambda v: rc.stage_state(task.name, v))
         self.tool = cls(_config(task, cls), self.ctx)
 
@@ -213,6 +214,9 @@ class _Commits:
     def __init__(self, rc: runtime.RunContext, task: str, tracker: Tracker):
         self.rc, self.task, self.tracker = rc, task, tracker
         self.rows = 0
+
+    def position(self) -> dict[str, Any]:
+        return dict(self.tracker.position)
 
     async def commit(self, rows: int) -> None:
         self.rows += rows

@@ -7,7 +7,9 @@ Four families, each registered under its own entry-point group:
 - ``Transform``  (``agent_etl.transforms``): ``run(inputs)`` maps named input streams to one output
   stream. ``BatchTransform`` is the common case: one input, ``apply(batch)`` per batch.
 - ``Loader``     (``agent_etl.loaders``): ``load(batches)`` writes a stream and commits it; it calls
-  ``ctx.commit(rows)`` after each commit unit so a checkpoint is recorded with it.
+  ``ctx.commit(rows)`` after each commit unit so a checkpoint is recorded with it. A destination with
+  transactions also gets the checkpoint itself, in the commit's transaction: run, task, rows and
+  ``ctx.source_position()`` (``tools.databases.checkpoints``).
 - ``Check``      (``agent_etl.validators``): a quality rule (see ``tools.validators.base``).
 
 A tool's ``Config`` (pydantic, unknown keys rejected) is validated when the spec is validated, so
@@ -53,6 +55,9 @@ class ToolContext:
     # value with save_state(); it is stored only when this task and everything downstream succeeded
     state_loader: Callable[[], Any] | None = None
     state_hook: Callable[[Any], None] | None = None
+    # where the sources of the batches this task received stand ({extract task: position}); a loader
+    # writes it into the destination with each commit (``source_position()``)
+    position_source: Callable[[], dict[str, Any]] | None = None
 
     def path(self, value: str | Path) -> Path:
         p = Path(value).expanduser()
@@ -75,6 +80,11 @@ class ToolContext:
         """Carry ``value`` (JSON-serialisable) to the next run of this task, if this run succeeds."""
         if self.state_hook is not None:
             self.state_hook(value)
+
+    def source_position(self) -> dict[str, Any]:
+        """The position of each extract upstream after the last batch this task received: what a
+        commit made now covers ({} when the task runs alone)."""
+        return self.position_source() if self.position_source is not None else {}
 
     async def commit(self, rows: int) -> None:
         """Record that ``rows`` more rows are durably in the destination (one commit unit)."""

@@ -9,11 +9,12 @@ from typing import Any
 
 from psycopg import sql
 
+from agent_etl.tools.databases import checkpoints
 from agent_etl.tools.databases.pg_load_types import Column
 
 STAGE = "_agent_etl_stage"  # TEMP, so private to the session and dropped at commit or rollback
 SEQ = "_agent_etl_seq"  # load order of a staged row: with duplicate keys, the last row wins
-CHECKPOINTS = "_agent_etl_checkpoints"
+CHECKPOINTS = checkpoints.TABLE
 
 _TABLE = """SELECT c.oid, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname = %s AND c.relname = %s"""
@@ -110,10 +111,16 @@ def update_insert(target: sql.Identifier, names: list[str], key: list[str]) -> l
     return stmts
 
 
-def checkpoint(schema: str) -> tuple[sql.Composed, sql.Composed]:
-    """The checkpoint table of a schema and the INSERT of one row (run_id, task, table_name, rows)."""
+def checkpoint(schema: str) -> list[sql.Composed]:
+    """The checkpoint table of a schema (with ``position``, added to a table from before it was
+    recorded); the INSERT of one row of ``checkpoints.COLUMNS`` is ``checkpoint_insert``."""
     name = sql.Identifier(schema, CHECKPOINTS)
-    create = sql.SQL("CREATE TABLE IF NOT EXISTS {} (run_id text NOT NULL, task text NOT NULL, table_name text NOT NULL, "
-                     "rows bigint NOT NULL, committed_at timestamptz NOT NULL DEFAULT now())").format(name)
-    insert = sql.SQL("INSERT INTO {} (run_id, task, table_name, rows) VALUES (%s, %s, %s, %s)").format(name)
-    return create, insert
+    return [sql.SQL("CREATE TABLE IF NOT EXISTS {} (run_id text NOT NULL, task text NOT NULL, table_name text NOT NULL, "
+                    "rows bigint NOT NULL, position jsonb NOT NULL DEFAULT '{{}}', "
+                    "committed_at timestamptz NOT NULL DEFAULT now())").format(name),
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS position jsonb NOT NULL DEFAULT '{{}}'").format(name)]
+
+
+def checkpoint_insert(schema: str) -> sql.Composed:
+    return sql.SQL("INSERT INTO {} (run_id, task, table_name, rows, position) VALUES (%s, %s, %s, %s, %s::jsonb)"
+                   ).format(sql.Identifier(schema, CHECKPOINTS))

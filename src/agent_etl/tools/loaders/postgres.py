@@ -25,8 +25,9 @@ Options (DESIGN.md §2): ``connection`` (a ``connections:`` entry with ``url: po
 
 Rows that violate a constraint or a type (NOT NULL, unique, check, numeric overflow, a string too
 long for varchar(n), ...) fail the load with PostgreSQL's message and leave the table unchanged.
-With each commit, a row (run_id, task, table_name, rows) goes into ``_agent_etl_checkpoints`` in
-the table's schema, in the same transaction: the destination itself tells which runs landed.
+With each commit, a row (run_id, task, table_name, rows, position) goes into ``_agent_etl_checkpoints``
+in the table's schema, in the same transaction (``databases.checkpoints``): the destination itself
+tells which runs landed, and up to where in their sources.
 
 Batches are encoded by ``pg_encode`` in a worker thread, ENCODE_ROWS rows at a time, while the
 previous part is being sent: the first bytes reach the server after a small encode, not a whole
@@ -48,6 +49,7 @@ from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.stream import slices
 from agent_etl.tools.base import Loader, ToolContext
 from agent_etl.tools.databases import pg_ddl
+from agent_etl.tools.databases.checkpoints import checkpoint
 from agent_etl.tools.databases.blocking import in_thread
 from agent_etl.tools.databases.connection import describe
 from agent_etl.tools.databases.options import SinkOptions, split_table
@@ -239,9 +241,10 @@ class _Session:
         elif self.staging and mode == "merge":
             self._merge(names)
         if self.existing is not None or self.staged:  # else nothing happened, not even the schema
-            create, insert = pg_ddl.checkpoint(self.schema_name)
-            self.cur.execute(create)
-            self.cur.execute(insert, (self.ctx.run_id, self.ctx.task, self.shown, self.rows))
+            for stmt in pg_ddl.checkpoint(self.schema_name):
+                self.cur.execute(stmt)
+            self.cur.execute(pg_ddl.checkpoint_insert(self.schema_name),
+                             checkpoint(self.ctx, self.shown, self.rows).values())
         self.conn.commit()
         self.committed = True
 

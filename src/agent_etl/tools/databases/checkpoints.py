@@ -1,0 +1,49 @@
+"""The checkpoint a database loader writes into the destination with each commit (DESIGN.md §1).
+
+Table ``_agent_etl_checkpoints``, next to the loaded table (same schema or database), one row per
+commit, written in the commit's own transaction wherever the load has one, so the destination
+itself tells which runs landed, and up to where in their sources:
+
+=============  ===========================================================================
+run_id         the run that committed
+task           the load task
+table_name     the loaded table, as the spec names it
+rows           rows this commit wrote
+position       JSON: each upstream extract task's position after the last batch committed
+               (the extractor's ``position()``: rows read, the incremental cursor's bound and
+               largest value, a file and offset...), ``{}`` for a load run on its own
+committed_at   the database's clock at the commit
+=============  ===========================================================================
+
+A resumed or repeated run can read it to skip what already landed (exactly-once), and an operator
+can audit a warehouse table without the run store.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from agent_etl.tools.base import ToolContext
+
+TABLE = "_agent_etl_checkpoints"
+COLUMNS = ("run_id", "task", "table_name", "rows", "position")  # written; committed_at is the default
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    run_id: str
+    task: str
+    table_name: str
+    rows: int
+    position: str  # JSON text
+
+    def values(self) -> tuple[Any, ...]:
+        return self.run_id, self.task, self.table_name, self.rows, self.position
+
+
+def checkpoint(ctx: ToolContext, table_name: str, rows: int) -> Checkpoint:
+    """The checkpoint of a commit of ``rows`` rows into ``table_name`` now."""
+    position = json.dumps(ctx.source_position(), sort_keys=True, default=str)
+    return Checkpoint(ctx.run_id, ctx.task, table_name, rows, position)
