@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import decimal
+import json
 import random
 
 import pyarrow as pa
@@ -12,7 +13,7 @@ import pytest
 
 from agent_etl.exceptions import SpecError, ToolError
 from agent_etl.testing import build, collect, tool_context
-from agent_etl.tools.databases.duckdb import open_database
+from agent_etl.tools.databases.duckdb import open_database, qualified
 
 URL = "duckdb:///data/test.duckdb"
 
@@ -98,14 +99,65 @@ async def test_round_trip_of_types_nulls_unicode_nan_and_time_zones(ctx):
 
 
 async def test_append_creates_then_adds_and_commits_once_per_load(ctx):
+    assert await load(ctx, stream(), table="t") == 0
+    assert sql(ctx, "SELECT table_name FROM information_schema.tables") == []  # not even a checkpoint
     one = pa.record_batch({"id": [1, 2], "v": ["a", "b"]})
     assert await load(ctx, stream(one, one), table="t") == 4
     assert await load(ctx, stream(one), table="t") == 2
-    assert ctx.commits == [4, 2]
+    assert ctx.commits == [0, 4, 2]
     assert sql(ctx, "SELECT count(*) FROM t") == [(6,)]
     assert await load(ctx, stream(), table="t") == 0
     assert await load(ctx, stream(), table="t", mode="replace") == 0  # no batch at all: empties it
     assert sql(ctx, "SELECT count(*) FROM t") == [(0,)]
+    assert sql(ctx, "SELECT rows FROM _agent_etl_checkpoints ORDER BY rowid") == [(4,), (2,), (0,), (0,)]
+
+
+def checkpoints(ctx, schema: str = "main") -> list[tuple]:
+    """The checkpoint rows of a schema in the order written, position parsed."""
+    rows = sql(ctx, "SELECT run_id, task, table_name, rows, position FROM "
+                    f"{qualified(schema, '_agent_etl_checkpoints')} ORDER BY rowid")
+    return [(*r[:4], json.loads(r[4])) for r in rows]
+
+
+@pytest.mark.parametrize("mode", ["append", "replace", "merge"])
+async def test_each_load_commits_a_checkpoint_with_the_source_position(ctx, tmp_path, mode):
+    first, second = {"src": {"rows": 4}}, {"src": {"rows": 6, "max": "2024-05-31"}, "other": {"offset": 2}}
+    key = "id" if mode == "merge" else None
+    for table, schema in [("t", "main"), ('"new schema".t', "new schema")]:  # next to the table
+        for run_id, position, batch in [("run-1", first, pa.record_batch({"id": [1, 2, 3, 4]})),
+                                        ("run-2", second, pa.record_batch({"id": [4, 5]}))]:
+            c = tool_context(tmp_path, task="load", run_id=run_id, connections=ctx.connections, position=position)
+            c.resources = ctx.resources  # the run's open database
+            await load(c, stream(batch), table=table, mode=mode, key=key)
+        assert checkpoints(ctx, schema) == [("run-1", "load", table, 4, first), ("run-2", "load", table, 2, second)]
+    assert sql(ctx, "SELECT typeof(committed_at) FROM _agent_etl_checkpoints LIMIT 1") == [("TIMESTAMP WITH TIME ZONE",)]
+
+
+async def test_a_checkpoint_table_from_before_positions_gets_the_column(ctx, tmp_path):
+    sql(ctx, "CREATE TABLE _agent_etl_checkpoints (run_id VARCHAR NOT NULL, task VARCHAR NOT NULL, "
+             "table_name VARCHAR NOT NULL, rows BIGINT NOT NULL, committed_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+    sql(ctx, "INSERT INTO _agent_etl_checkpoints VALUES ('old-run', 'load', 't', 5, '2024-01-01')")
+    c = tool_context(tmp_path, connections=ctx.connections, position={"src": {"rows": 2}})
+    c.resources = ctx.resources
+    await load(c, stream(pa.record_batch({"id": [1, 2]})), table="t")
+    assert checkpoints(ctx) == [("old-run", "load", "t", 5, {}), ("test-run", "test", "t", 2, {"src": {"rows": 2}})]
+
+
+async def test_two_loads_of_a_first_run_both_commit_their_checkpoints(ctx):
+    """A DuckDB transaction may not create a table that another one created after it began."""
+    halfway, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slow():
+        yield pa.record_batch({"id": [1, 2]})
+        halfway.set()  # the first batch is in: this load's transaction is open
+        await go_on.wait()
+
+    first = asyncio.create_task(load(ctx, slow(), table="a"))
+    await halfway.wait()
+    assert await load(ctx, stream(pa.record_batch({"id": [3]})), table="b") == 1
+    go_on.set()
+    assert await first == 2
+    assert sql(ctx, "SELECT table_name, rows FROM _agent_etl_checkpoints ORDER BY table_name") == [("a", 2), ("b", 1)]
 
 
 def _expected(old: dict, batches) -> list[tuple]:
@@ -135,7 +187,8 @@ async def test_merge_matches_a_computed_expectation(ctx):
     await load(ctx, stream(pa.record_batch({"id": [1], "extra": [2.5]})), table="m", mode="merge", key="id")
     assert sql(ctx, "SELECT id, v, extra FROM m WHERE id IN (0, 1) ORDER BY id") == [(0, before[0], None),
                                                                                    (1, before[1], 2.5)]
-    assert [r[0] for r in sql(ctx, "SELECT table_name FROM information_schema.tables")] == ["m"]
+    assert [r[0] for r in sql(ctx, "SELECT table_name FROM information_schema.tables ORDER BY table_name")] == [
+        "_agent_etl_checkpoints", "m"]
 
 
 async def test_replace_is_atomic_for_a_concurrent_reader(ctx):
@@ -168,7 +221,9 @@ async def test_a_failing_stream_commits_nothing(ctx, mode):
     with pytest.raises(RuntimeError):
         await load(ctx, broken(), table="t", mode=mode, key="id" if mode == "merge" else None)
     assert sql(ctx, "SELECT id, v FROM t ORDER BY id") == [(1, "a"), (2, "b")]
-    assert [r[0] for r in sql(ctx, "SELECT table_name FROM information_schema.tables")] == ["t"]
+    assert [r[0] for r in sql(ctx, "SELECT table_name FROM information_schema.tables ORDER BY table_name")] == [
+        "_agent_etl_checkpoints", "t"]
+    assert sql(ctx, "SELECT rows FROM _agent_etl_checkpoints") == [(2,)]  # the first load's only
     assert ctx.commits == [2]
 
 

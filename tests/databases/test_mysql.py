@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import decimal
 import importlib.util
+import json
 import re
 import threading
 from pathlib import Path
@@ -44,8 +45,9 @@ def sql(db: str, statement: str, params=None, *, fetch: bool = True):
         conn.close()
 
 
-def context(tmp_path, url, batch_size=1000, state=None, commits=None):
-    ctx = tool_context(tmp_path, batch_size=batch_size, connections={"db": {"url": url}}, state=state)
+def context(tmp_path, url, batch_size=1000, state=None, commits=None, position=None):
+    ctx = tool_context(tmp_path, batch_size=batch_size, connections={"db": {"url": url}}, state=state,
+                       position=position)
     if commits is not None:
         async def hook(rows):
             commits.append(rows)
@@ -76,7 +78,15 @@ async def load(ctx, data, size=None, fail_after=None, **options) -> int:
 
 
 def tables(db: str) -> list[str]:
-    return sorted(r[0] for r in sql(db, "SHOW TABLES"))
+    """The database's tables but the checkpoint table: created before a load's transaction (DDL commits),
+    it stays when that load fails; its rows are what tells."""
+    return sorted(r[0] for r in sql(db, "SHOW TABLES") if r[0] != "_agent_etl_checkpoints")
+
+
+def marks(db: str) -> list[tuple]:
+    """The checkpoint rows, oldest first, with their position parsed."""
+    rows = sql(db, "SELECT run_id, task, table_name, `rows`, position FROM _agent_etl_checkpoints ORDER BY committed_at")
+    return [(*r[:4], json.loads(r[4])) for r in rows]
 
 
 # -- reading MariaDB's own types
@@ -275,6 +285,78 @@ async def test_constraint_and_type_violations_roll_back(tmp_path, mysql_db):
     assert sql(db, "SELECT * FROM strict_t") == ((1, "one", 1),)
 
 
+async def test_each_mode_writes_a_checkpoint_with_the_source_position(tmp_path, mysql_db):
+    db, url = mysql_db
+    at = [{"src": {"rows": n, "cursor": "id", "max": n}} for n in (2, 5, 7)]
+    await load(context(tmp_path, url, position=at[0]), people([1, 2], 1), size=1, table="p", mode="merge", key="id")
+    await load(context(tmp_path, url, position=at[1]), people([3, 4, 5], 2), table=f"{db}.p")
+    await load(context(tmp_path, url, position=at[2]), people([5, 6], 3), table="p", mode="replace")
+    await load(context(tmp_path, url), people([], 1).to_batches(), table="none", mode="replace")  # nothing happened
+    # the table as database.name, whether the spec wrote the database or not
+    assert marks(db) == [("test-run", "test", f"{db}.p", 2, at[0]), ("test-run", "test", f"{db}.p", 3, at[1]),
+                         ("test-run", "test", f"{db}.p", 2, at[2])]
+    declared = sql(db, "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS "
+                       "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = '_agent_etl_checkpoints' ORDER BY ORDINAL_POSITION",
+                   (db,))
+    assert [(n, t.split("(")[0], null) for n, t, null in declared] == [
+        ("run_id", "varchar", "NO"), ("task", "varchar", "NO"), ("table_name", "varchar", "NO"),
+        ("rows", "bigint", "NO"), ("position", "longtext", "NO"), ("committed_at", "timestamp", "NO")]
+    assert tables(db) == ["p"]
+
+
+@pytest.mark.parametrize("mode", ["append", "replace", "merge"])
+async def test_a_failing_stream_writes_no_checkpoint(tmp_path, mysql_db, mode):
+    db, url = mysql_db
+    await load(context(tmp_path, url), people([1, 2], 1), table="p", mode=mode, key="id")
+    with pytest.raises(RuntimeError, match="upstream broke"):
+        await load(context(tmp_path, url, position={"src": {"rows": 3}}), people([3, 4, 5], 2), size=1, fail_after=2,
+                   table="p", mode=mode, key="id")
+    assert sql(db, "SELECT id FROM p ORDER BY id") == ((1,), (2,))
+    assert [m[3] for m in marks(db)] == [2]  # the first load's only
+
+
+# a checkpoint table whose run_id column cannot hold the run id "test-run": its INSERT fails
+NARROW_CHECKPOINTS = ("CREATE TABLE _agent_etl_checkpoints (run_id VARCHAR(1) NOT NULL, task VARCHAR(255) NOT NULL, "
+                      "table_name VARCHAR(255) NOT NULL, `rows` BIGINT NOT NULL, position LONGTEXT NOT NULL, "
+                      "committed_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))")
+
+
+@pytest.mark.parametrize("mode", ["append", "merge"])
+async def test_a_checkpoint_that_cannot_be_written_rolls_the_load_back(tmp_path, mysql_db, mode):
+    db, url = mysql_db
+    sql(db, "CREATE TABLE p (id BIGINT PRIMARY KEY, name TEXT, version INT)", fetch=False)
+    sql(db, "INSERT INTO p VALUES (1, 'a', 1), (2, 'b', 1)", fetch=False)
+    sql(db, NARROW_CHECKPOINTS, fetch=False)
+    commits: list[int] = []
+    new = people([3, 4] if mode == "append" else [2, 3], 2)  # merge: an update and an insert
+    with pytest.raises(ToolError, match=r"Data too long for column 'run_id'.*rolled back"):
+        await load(context(tmp_path, url, commits=commits), new, table="p", mode=mode, key="id")
+    assert sql(db, "SELECT id, version FROM p ORDER BY id") == ((1, 1), (2, 1))  # the same transaction
+    assert commits == [] and marks(db) == []
+
+
+async def test_replace_writes_its_checkpoint_after_the_swap(tmp_path, mysql_db):
+    db, url = mysql_db
+    sql(db, NARROW_CHECKPOINTS, fetch=False)
+    commits: list[int] = []
+    with pytest.raises(ToolError, match=r"Data too long.*the table was replaced, but its checkpoint row could not"):
+        await load(context(tmp_path, url, commits=commits), people([1, 2], 1), table="p", mode="replace")
+    assert sql(db, "SELECT id FROM p ORDER BY id") == ((1,), (2,)) and commits == [2]  # RENAME TABLE commits alone
+    assert tables(db) == ["p"]
+
+
+async def test_a_checkpoint_table_from_before_positions_gets_the_column(tmp_path, mysql_db):
+    db, url = mysql_db
+    sql(db, "CREATE TABLE _agent_etl_checkpoints (run_id VARCHAR(255) NOT NULL, task VARCHAR(255) NOT NULL, "
+            "table_name VARCHAR(255) NOT NULL, `rows` BIGINT NOT NULL, "
+            "committed_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))", fetch=False)
+    sql(db, "INSERT INTO _agent_etl_checkpoints (run_id, task, table_name, `rows`) VALUES ('old-run', 'load', 'p', 5)",
+        fetch=False)
+    position = {"src": {"rows": 3, "cursor": "id", "max": 2}}
+    await load(context(tmp_path, url, position=position), people([0, 1, 2], 1), table="p")
+    assert marks(db) == [("old-run", "load", "p", 5, {}), ("test-run", "test", f"{db}.p", 3, position)]
+
+
 async def test_replace_swaps_in_the_new_rows(tmp_path, mysql_db):
     db, url = mysql_db
     await load(context(tmp_path, url), people([1, 2, 3], 1), table="p")
@@ -442,6 +524,10 @@ def test_incremental_across_three_cli_runs(tmp_path, mysql_db):
         assert sql(db, "SELECT COUNT(*), COUNT(DISTINCT id) FROM events_copy") == ((expect, expect),)
     read = [pq.read_table(tmp_path / "out" / f"events_{i}.parquet").num_rows for i in (1, 2, 3)]
     assert read == [3, 2, 0]
+    # each run's commit left a row naming the run and where the extract stood after its last batch
+    runs = marks(db)
+    assert [m[1:] for m in runs] == [("copy", f"{db}.events_copy", n, {"events": {"rows": n}}) for n in (3, 2, 0)]
+    assert len({m[0] for m in runs}) == 3 and all(re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{6}", m[0]) for m in runs)
 
 
 # -- bad input

@@ -154,7 +154,9 @@ async def test_unmappable_type_names_the_column_and_the_fix(pg_target, tmp_path)
     table = pa.table({"id": [1], "took": pa.array([5], pa.duration("s"))})
     with pytest.raises(ToolError, match=r"column 'took' has Arrow type duration\[s\].*tool: cast"):
         await load(table, pg_target, tmp_path)
-    assert query(pg_target, "SELECT count(*) FROM pg_tables WHERE schemaname = %s", pg_target[0]) == [(0,)]
+    # no table (the checkpoint table is made before the load, in a transaction of its own)
+    assert query(pg_target, "SELECT tablename FROM pg_tables WHERE schemaname = %s", pg_target[0]) == [
+        ("_agent_etl_checkpoints",)]
 
 
 # -- append ----------------------------------------------------------------------------------------
@@ -184,6 +186,28 @@ async def test_a_checkpoint_table_from_before_positions_gets_the_column(pg_targe
         await ctx.resources.aclose()
     assert query(pg_target, "SELECT run_id, rows, position FROM _agent_etl_checkpoints ORDER BY committed_at") == [
         ("old-run", 5, {}), ("test-run", 3, {"src": {"rows": 3, "cursor": "id", "max": 2}})]
+
+
+async def test_a_checkpoint_table_made_meanwhile_by_another_load_fails_neither(pg_target, tmp_path):
+    """Two loads of a first run may create the checkpoint table at the same moment; the one that
+    waits on the other's CREATE must go on, not fail with its rows."""
+    schema, url = pg_target
+    other = psycopg.connect(url)
+    other.execute(sql.SQL("CREATE TABLE {} (run_id text NOT NULL, task text NOT NULL, table_name text NOT NULL, "
+                          "rows bigint NOT NULL, position jsonb NOT NULL DEFAULT '{{}}', committed_at timestamptz "
+                          "NOT NULL DEFAULT now())").format(sql.Identifier(schema, "_agent_etl_checkpoints")))
+    loading = asyncio.create_task(load(pa.table({"id": [1, 2, 3]}), pg_target, tmp_path))
+    waiting = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+               "AND query LIKE '%%_agent_etl_checkpoints%%' AND pid <> pg_backend_pid()")
+    for _ in range(200):  # until the loader waits on the uncommitted CREATE
+        if query(pg_target, waiting) != [(0,)] or loading.done():
+            break
+        await asyncio.sleep(0.02)
+    assert query(pg_target, waiting) == [(1,)]
+    other.commit()
+    other.close()
+    assert await loading == 3
+    assert query(pg_target, "SELECT rows FROM _agent_etl_checkpoints") == [(3,)]
 
 
 async def failing(batches: list[pa.RecordBatch]):

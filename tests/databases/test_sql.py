@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import decimal
+import json
 import random
 import uuid
 from dataclasses import dataclass
@@ -39,12 +40,29 @@ class Target:
         finally:
             eng.dispose()
 
-    def q(self, name: str) -> str:
-        """A table name quoted for raw SQL in this database."""
+    def ident(self, name: str) -> str:
+        """A name quoted for raw SQL in this database."""
         eng = sa.create_engine(self.url)
         prep = eng.dialect.identifier_preparer
         eng.dispose()
-        return (prep.quote_identifier(self.schema) + "." if self.schema else "") + prep.quote_identifier(name)
+        return prep.quote_identifier(name)
+
+    def q(self, name: str) -> str:
+        """A table name quoted for raw SQL in this database."""
+        return (self.ident(self.schema) + "." if self.schema else "") + self.ident(name)
+
+    def checkpoints(self) -> list[tuple]:
+        """The rows of the checkpoint table next to the tables, by run id, position parsed."""
+        names = ", ".join(self.ident(n) for n in ("run_id", "task", "table_name", "rows", "position"))
+        rows = self.rows(f"SELECT {names} FROM {self.q('_agent_etl_checkpoints')} ORDER BY run_id")
+        return [(*r[:4], json.loads(r[4]) if isinstance(r[4], str) else r[4]) for r in rows]
+
+    def tables(self) -> list[str]:
+        eng = sa.create_engine(self.url)
+        try:
+            return sorted(sa.inspect(eng).get_table_names(schema=self.schema))
+        finally:
+            eng.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
@@ -162,9 +180,7 @@ async def test_merge_matches_a_computed_expectation(ctx, target):
     await load(ctx, stream(pa.record_batch({"id": [1, 2], "v": ["A", "B"]})), table=target.table("plain"),
                mode="merge", key="id")
     assert target.rows(f"SELECT id, v, keep FROM {target.q('plain')} ORDER BY id") == [(1, "A", "k"), (2, "B", None)]
-    staging = [r for r in sa.inspect(sa.create_engine(target.url)).get_table_names(schema=target.schema)
-               if r not in ("m", "plain")]
-    assert staging == []
+    assert target.tables() == ["_agent_etl_checkpoints", "m", "plain"]  # no staging table left
 
 
 async def test_merge_into_a_table_with_duplicate_keys_fails_unchanged(ctx, target):
@@ -192,8 +208,8 @@ async def test_a_failing_stream_or_constraint_leaves_the_table_unchanged(ctx, ta
         with pytest.raises(ToolError, match=r"violates a constraint.*rolled back"):
             await load(ctx, stream(pa.record_batch({"id": [5, 1], "v": ["e", "dup"]})), table=name)
         assert target.rows(f"SELECT id, v FROM {target.q('t')} ORDER BY id") == [(1, "a"), (2, "b")]
-    tables = sa.inspect(sa.create_engine(target.url)).get_table_names(schema=target.schema)
-    assert tables == ["t"]
+    assert target.tables() == ["_agent_etl_checkpoints", "t"]
+    assert [r[3] for r in target.checkpoints()] == [2]  # the first load's only
 
 
 async def test_replace_swaps_in_the_new_rows(ctx, target):
@@ -204,6 +220,35 @@ async def test_replace_swaps_in_the_new_rows(ctx, target):
     assert target.rows(f"SELECT id, x FROM {target.q('r')} ORDER BY id") == [(10, None), (11, "new")]
     assert await load(ctx, stream(), table=name, mode="replace") == 0
     assert target.rows(f"SELECT count(*) FROM {target.q('r')}") == [(0,)]
+
+
+@pytest.mark.parametrize("mode", ["append", "replace", "merge"])
+async def test_each_load_commits_a_checkpoint_with_the_source_position(ctx, target, tmp_path, mode):
+    assert await load(ctx, stream(), table=target.table("c")) == 0
+    assert target.tables() == []  # no table, no batch: not even a checkpoint
+    first, second = {"src": {"rows": 4}}, {"src": {"rows": 6, "max": "2024-05-31"}, "other": {"offset": 2}}
+    name, key = target.table("c"), "id" if mode == "merge" else None
+    for run_id, position, batch in [("run-1", first, pa.record_batch({"id": [1, 2, 3, 4]})),
+                                    ("run-2", second, pa.record_batch({"id": [4, 5]}))]:
+        c = tool_context(tmp_path, task="load", run_id=run_id, connections=ctx.connections, position=position)
+        c.resources = ctx.resources
+        await load(c, stream(batch), table=name, mode=mode, key=key)
+    assert target.checkpoints() == [("run-1", "load", name, 4, first), ("run-2", "load", name, 2, second)]
+    assert None not in [r[0] for r in target.rows(f"SELECT committed_at FROM {target.q('_agent_etl_checkpoints')}")]
+    assert target.tables() == ["_agent_etl_checkpoints", "c"]
+
+
+async def test_a_checkpoint_table_from_before_positions_gets_the_column(ctx, target):
+    rows = target.ident("rows")
+    with sa.create_engine(target.url).begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {target.q('_agent_etl_checkpoints')} (run_id TEXT NOT NULL, "
+                             f"task TEXT NOT NULL, table_name TEXT NOT NULL, {rows} BIGINT NOT NULL)")
+        conn.exec_driver_sql(f"INSERT INTO {target.q('_agent_etl_checkpoints')} VALUES ('old-run', 'load', 't', 5)")
+    c = tool_context(ctx.base_dir, connections=ctx.connections, position={"src": {"rows": 2}})
+    c.resources = ctx.resources
+    await load(c, stream(pa.record_batch({"id": [1, 2]})), table=target.table("t"))
+    assert target.checkpoints() == [("old-run", "load", "t", 5, None),  # no position was recorded then
+                                    ("test-run", "test", target.table("t"), 2, {"src": {"rows": 2}})]
 
 
 async def test_partitions_and_incremental(ctx, target):
@@ -238,7 +283,8 @@ async def test_weird_identifiers_are_names(ctx, target):
 
 async def test_bad_input_errors(ctx, target):
     await load(ctx, stream(pa.record_batch({"id": [1]})), table=target.table("orders"))
-    with pytest.raises(ToolError, match=r"table .*ordres.* not found at .*\(tables: 'orders'\); check the table"):
+    with pytest.raises(ToolError, match=r"table .*ordres.* not found at .*\(tables: '_agent_etl_checkpoints', 'orders'\); "
+                                        "check the table"):
         await extract(ctx, table=target.table("ordres"))
     with pytest.raises(ToolError, match=r"column 'u' has Arrow type dense_union.*cast it upstream"):
         u = pa.UnionArray.from_dense(pa.array([0], pa.int8()), pa.array([0], pa.int32()), [pa.array([1])])

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import decimal
+import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -14,9 +16,11 @@ import pydantic
 import pytest
 
 from agent_etl.exceptions import SpecError, ToolError, TransientError
+from agent_etl.testing import tool_context
 from agent_etl.tools.base import ToolContext
 from agent_etl.tools.databases.options import key_index_name
 from agent_etl.tools.registry import default_registry
+from tests.cli.conftest import cli
 
 URL = "sqlite:///db/test.sqlite"
 
@@ -131,11 +135,14 @@ async def test_replace_with_an_empty_batch_creates_an_empty_table(tmp_path):
 
 async def test_replace_with_no_batches_empties_the_table(tmp_path):
     ctx = make_ctx(tmp_path)
+    assert await load(ctx, stream(), table="t") == 0
+    assert query(tmp_path, "SELECT name FROM sqlite_schema") == []  # no table, no batch: not even a checkpoint
     await load(ctx, stream(numbers(0, 3)), table="t")
     assert await load(ctx, stream(), table="t", mode="replace") == 0
     assert query(tmp_path, "SELECT count(*) FROM t") == [(0,)]
     assert await load(ctx, stream(), table="never", mode="replace") == 0
     assert query(tmp_path, "SELECT count(*) FROM sqlite_schema WHERE name = 'never'") == [(0,)]
+    assert query(tmp_path, "SELECT table_name, rows FROM _agent_etl_checkpoints ORDER BY rowid") == [("t", 3), ("t", 0)]
 
 
 async def test_query_and_table_extraction(tmp_path):
@@ -183,6 +190,35 @@ async def test_append_twice_commits_once_per_load(tmp_path):
     assert query(tmp_path, "SELECT id FROM t ORDER BY id") == [(i,) for i in range(8)]
 
 
+def checkpoints(tmp_path: Path) -> list[tuple]:
+    """The checkpoint rows in the order written, position parsed."""
+    rows = query(tmp_path, "SELECT run_id, task, table_name, rows, position FROM _agent_etl_checkpoints ORDER BY rowid")
+    return [(*r[:4], json.loads(r[4])) for r in rows]
+
+
+@pytest.mark.parametrize("mode", ["append", "replace", "merge"])
+async def test_each_load_commits_a_checkpoint_with_the_source_position(tmp_path, mode):
+    first, second = {"src": {"rows": 5}}, {"src": {"rows": 8, "max": "2024-05-31T12:00:00"}, "other": {"offset": 2}}
+    key = ["id"] if mode == "merge" else None
+    for run_id, position, batches in [("run-1", first, [numbers(0, 3), numbers(3, 5)]), ("run-2", second, [numbers(3, 6)])]:
+        ctx = tool_context(tmp_path, task="load", run_id=run_id, connections={"db": {"url": URL}}, position=position)
+        await load(ctx, stream(*batches), table="my table", mode=mode, key=key)
+    assert checkpoints(tmp_path) == [("run-1", "load", "my table", 5, first), ("run-2", "load", "my table", 3, second)]
+    (at,), _ = query(tmp_path, "SELECT committed_at FROM _agent_etl_checkpoints")
+    assert dt.datetime.fromisoformat(at).utcoffset() == dt.timedelta(0)  # the database's clock, in UTC
+    assert query(tmp_path, "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name") == [
+        ("_agent_etl_checkpoints",), ("my table",)]
+
+
+async def test_a_checkpoint_table_from_before_positions_gets_the_column(tmp_path):
+    setup_db(tmp_path, "CREATE TABLE _agent_etl_checkpoints (run_id TEXT NOT NULL, task TEXT NOT NULL, "
+                       "table_name TEXT NOT NULL, rows INTEGER NOT NULL, committed_at TIMESTAMP);",
+             {"_agent_etl_checkpoints": [("old-run", "load", "t", 5, "2024-01-01T00:00:00")]})
+    ctx = tool_context(tmp_path, connections={"db": {"url": URL}}, position={"src": {"rows": 2}})
+    await load(ctx, stream(numbers(0, 2)), table="t")
+    assert checkpoints(tmp_path) == [("old-run", "load", "t", 5, {}), ("test-run", "test", "t", 2, {"src": {"rows": 2}})]
+
+
 @pytest.mark.parametrize("how", ["error", "cancel"])
 async def test_failing_stream_leaves_the_old_table_intact(tmp_path, how):
     commits: list[int] = []
@@ -209,7 +245,9 @@ async def test_failing_stream_leaves_the_old_table_intact(tmp_path, how):
         with pytest.raises(RuntimeError if how == "error" else asyncio.CancelledError):
             await task
         assert query(tmp_path, "SELECT id FROM t ORDER BY id") == [(0,), (1,), (2,)]
-        assert query(tmp_path, "SELECT name FROM sqlite_schema") == [("t",)]  # no staging table left
+        assert query(tmp_path, "SELECT name FROM sqlite_schema ORDER BY name") == [
+            ("_agent_etl_checkpoints",), ("t",)]  # no staging table left
+        assert query(tmp_path, "SELECT run_id, rows FROM _agent_etl_checkpoints") == [("r1", 3)]  # the first load's
     assert commits == []
 
 
@@ -313,7 +351,8 @@ async def test_missing_table_database_and_bad_query_errors(tmp_path):
         await extract(ctx, table="t")
     assert not (tmp_path / "db" / "test.sqlite").exists()  # reading never creates a database
     await load(ctx, stream(numbers(0, 1)), table="orders")
-    with pytest.raises(ToolError, match=r"table 'ordres' not found in .*test\.sqlite \(tables: 'orders'\)"):
+    with pytest.raises(ToolError, match=r"table 'ordres' not found in .*test\.sqlite \(tables: "
+                                        r"'_agent_etl_checkpoints', 'orders'\)"):
         await extract(ctx, table="ordres")
     with pytest.raises(ToolError, match=r"query 'SELECT nope FROM orders' in .*test\.sqlite: no such column: nope"):
         await extract(ctx, query="SELECT nope FROM orders")
@@ -409,7 +448,8 @@ async def test_cancelling_a_running_write_rolls_it_back(tmp_path):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert query(tmp_path, "SELECT count(*) FROM t") == [(3,)]
-    assert query(tmp_path, "SELECT name FROM sqlite_schema") == [("t",)]
+    assert query(tmp_path, "SELECT name FROM sqlite_schema ORDER BY name") == [("_agent_etl_checkpoints",), ("t",)]
+    assert query(tmp_path, "SELECT rows FROM _agent_etl_checkpoints") == [(3,)]
 
 
 async def test_stopping_early_releases_the_database(tmp_path):
@@ -498,6 +538,7 @@ async def test_a_failing_merge_changes_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         await load(ctx, broken(), table="t", mode="merge", key="id")
     assert query(tmp_path, "SELECT id, v FROM t") == [(1, "a")]
+    assert query(tmp_path, "SELECT rows FROM _agent_etl_checkpoints") == [(1,)]  # the first load's only
 
 
 # -- incremental and partitions -----------------------------------------------------------------
@@ -561,3 +602,25 @@ async def test_partitioning_on_text_is_an_error(tmp_path):
     setup_db(tmp_path, "CREATE TABLE p(name TEXT);", {"p": [("a",), ("b",)]})
     with pytest.raises(ToolError, match="partition on an integer, date or timestamp column"):
         await run_incremental(tmp_path, None, table="p", partitions=2, partition_on="name")
+
+
+# -- through the CLI -----------------------------------------------------------------------------
+
+
+def test_cli_checkpoints_carry_the_source_position(tmp_path):
+    """Each run's commit leaves a row in the database naming the run and where its source stood."""
+    (tmp_path / "orders.csv").write_text("id,amount,city\n1,9.5,Köln\n2,3.25,\n3,1,Paris\n")
+    (tmp_path / "pipeline.yaml").write_text(
+        "version: 1\nname: to_sqlite\nconnections:\n  db: {url: \"sqlite:///db/test.sqlite\"}\n"
+        "extract:\n  src: {tool: csv, path: orders.csv}\n"
+        "load:\n  out: {input: src, tool: sqlite, connection: db, table: orders, mode: merge, key: [id]}\n")
+    for _ in range(2):
+        done = cli("run", "pipeline.yaml", "--quiet", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    first, second = checkpoints(tmp_path)
+    for run_id, task, name, rows, position in (first, second):
+        assert re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{6}", run_id)
+        assert (task, name, rows) == ("out", "orders", 3)
+        assert set(position) == {"src"} and position["src"]["rows"] == 3
+    assert first[0] != second[0]
+    assert query(tmp_path, "SELECT count(*) FROM orders") == [(3,)]

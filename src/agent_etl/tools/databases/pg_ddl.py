@@ -111,14 +111,17 @@ def update_insert(target: sql.Identifier, names: list[str], key: list[str]) -> l
     return stmts
 
 
-def checkpoint(schema: str) -> list[sql.Composed]:
-    """The checkpoint table of a schema (with ``position``, added to a table from before it was
-    recorded); the INSERT of one row of ``checkpoints.COLUMNS`` is ``checkpoint_insert``."""
+def checkpoint(cur: Any, schema: str) -> None:
+    """Make the checkpoint table of a schema, or add ``position`` to one from before it was recorded
+    (an ALTER only when it is missing: it would lock the table against readers)."""
     name = sql.Identifier(schema, CHECKPOINTS)
-    return [sql.SQL("CREATE TABLE IF NOT EXISTS {} (run_id text NOT NULL, task text NOT NULL, table_name text NOT NULL, "
-                    "rows bigint NOT NULL, position jsonb NOT NULL DEFAULT '{{}}', "
-                    "committed_at timestamptz NOT NULL DEFAULT now())").format(name),
-            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS position jsonb NOT NULL DEFAULT '{{}}'").format(name)]
+    cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (run_id text NOT NULL, task text NOT NULL, "
+                        "table_name text NOT NULL, rows bigint NOT NULL, position jsonb NOT NULL DEFAULT '{{}}', "
+                        "committed_at timestamptz NOT NULL DEFAULT now())").format(name))
+    if not cur.execute("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'position' "
+                       "AND NOT attisdropped", (name.as_string(cur),)).fetchone():
+        cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS position jsonb NOT NULL DEFAULT '{{}}'")
+                    .format(name))
 
 
 def checkpoint_insert(schema: str) -> sql.Composed:

@@ -24,7 +24,9 @@ date32 -> DATE, timestamp[s/ms/us] -> TIMESTAMP (ns -> TIMESTAMP_NS), with a tim
 TIMESTAMPTZ, time -> TIME, duration -> INTERVAL, list -> LIST, struct -> STRUCT, map -> MAP,
 dictionary -> its values' type, json extension -> JSON. A type DuckDB cannot take fails the load
 naming the column. A failure anywhere (the input stream, a type, a constraint) rolls everything
-back, and ``ctx.commit`` is called only after the COMMIT.
+back, and ``ctx.commit`` is called only after the COMMIT. With the commit, a row (run_id, task,
+table_name, rows, position) goes into ``_agent_etl_checkpoints`` in the table's schema, in the same
+transaction (``databases.checkpoints``).
 """
 
 from __future__ import annotations
@@ -38,15 +40,24 @@ import pyarrow as pa
 
 from agent_etl.exceptions import ToolError
 from agent_etl.tools.base import Loader, ToolContext
+from agent_etl.tools.databases import checkpoints
 from agent_etl.tools.databases.blocking import write_stream
 from agent_etl.tools.databases.duckdb import cursor, first_line, open_database, path_of, qualified, quote
 from agent_etl.tools.databases.options import SinkOptions, split_table
 
 _SEQ = "__agent_etl_seq"  # row order in the merge staging table: the last row of a key wins
+_COLUMNS = ("SELECT column_name FROM information_schema.columns WHERE table_schema = coalesce($1, current_schema()) "
+            "AND table_name = $2 ORDER BY ordinal_position")
 
 
 def _fold(name: str) -> str:
     return name.lower()  # DuckDB matches names case-insensitively
+
+
+def _create_checkpoints(table: str) -> str:
+    return (f"CREATE TABLE IF NOT EXISTS {table} (run_id VARCHAR NOT NULL, task VARCHAR NOT NULL, "
+            "table_name VARCHAR NOT NULL, rows BIGINT NOT NULL, position JSON NOT NULL DEFAULT '{}', "
+            "committed_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)")
 
 
 class _Writer:
@@ -59,6 +70,7 @@ class _Writer:
         except ValueError as e:
             raise ToolError(f"task {ctx.task!r}: {e}") from None
         self.table = qualified(self.schema, self.name)
+        self.checkpoints = qualified(self.schema, checkpoints.TABLE)
         self.into = self.table  # where batches go: the table, or a staging table
         self.view = f"__agent_etl_batch_{uuid.uuid4().hex[:8]}"
         self.cur = None
@@ -101,6 +113,7 @@ class _Writer:
         if dupes or not names:
             raise self._fail(f"the input has columns that differ only in case or repeat: {dupes}; rename them "
                              "upstream" if dupes else "the input has no columns; select some upstream")
+        self._checkpoint_table()
         self.cur.begin()
         self.begun = True
         if self.schema:
@@ -138,9 +151,7 @@ class _Writer:
         self.columns = {_fold(n): n for n in batch.schema.names}
 
     def _existing(self) -> dict[str, str]:
-        rows = self.cur.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = coalesce($1, current_schema()) "
-            "AND table_name = $2 ORDER BY ordinal_position", [self.schema, self.name]).fetchall()
+        rows = self.cur.execute(_COLUMNS, [self.schema, self.name]).fetchall()
         return {_fold(r[0]): r[0] for r in rows}
 
     def _fit(self, batch: pa.RecordBatch) -> None:
@@ -161,20 +172,47 @@ class _Writer:
     def finish(self) -> None:
         mode = self.config.mode
         if not self.begun:  # no batch at all: nothing to append or merge; replace empties the table
-            if mode != "replace":
-                self.committed = True
+            if not self._existing():
+                self.committed = True  # nothing to write, not even a checkpoint
                 return
+            self._checkpoint_table()
             self.cur.begin()
             self.begun = True
-            if self._existing():
+            if mode == "replace":
                 self.cur.execute(f"DELETE FROM {self.table}")
         elif mode == "replace":
             self.cur.execute(f"DROP TABLE IF EXISTS {self.table}")
             self.cur.execute(f"ALTER TABLE {self.into} RENAME TO {quote(self.name)}")
         elif mode == "merge":
             self._merge()
+        self.cur.execute(_create_checkpoints(self.checkpoints))  # in a schema this load created, it is new
+        names = ", ".join(quote(n) for n in checkpoints.COLUMNS)
+        self.cur.execute(f"INSERT INTO {self.checkpoints} ({names}) VALUES "
+                         f"({', '.join('?' * len(checkpoints.COLUMNS))})",
+                         list(checkpoints.checkpoint(self.ctx, self.config.table, self.rows).values()))
         self.cur.commit()
         self.committed = True
+
+    def _checkpoint_table(self) -> None:
+        """Create the checkpoint table (or add ``position`` to one from before it) in a transaction of its
+        own, before the load's: DuckDB fails a transaction that creates a table another one created after
+        it began, so two loads of a first run would otherwise fail one another. In a schema that does not
+        exist yet, the load creates the table itself, in its transaction."""
+        import duckdb
+
+        for attempt in range(3):
+            try:
+                have = {r[0] for r in self.cur.execute(_COLUMNS, [self.schema, checkpoints.TABLE]).fetchall()}
+                if not have:
+                    self.cur.execute(_create_checkpoints(self.checkpoints))
+                elif "position" not in have:
+                    self.cur.execute(f"ALTER TABLE {self.checkpoints} ADD COLUMN position JSON NOT NULL DEFAULT '{{}}'")
+                return
+            except duckdb.CatalogException:
+                return  # no such schema (yet)
+            except duckdb.TransactionException:  # another load created it at the same moment: look again
+                if attempt == 2:
+                    raise
 
     def _merge(self) -> None:
         columns = [n for k, n in self.columns.items() if k != _fold(_SEQ)]

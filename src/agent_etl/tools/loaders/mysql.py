@@ -26,6 +26,12 @@ warnings, any warning (a truncated string, an integer out of range, a duplicate 
 load with the server's message, the input row, and a rollback. The client enables ``local_infile``;
 the server must allow it too (``SHOW VARIABLES LIKE 'local_infile'`` is ON; MariaDB's default).
 Created tables follow the mapping in ``databases.mysql_types``.
+
+With each load, a row (run_id, task, table_name, rows, position) goes into ``_agent_etl_checkpoints``
+in the table's database (``databases.checkpoints``), inside the commit's transaction for append and
+merge; DDL commits implicitly, so that table is created (or given ``position``) before the load's
+transaction begins. For replace the checkpoint follows the swap (RENAME TABLE commits on its own):
+it is written right after it, not atomically with it.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ import pyarrow.csv as pv
 
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.tools.base import Loader, ToolContext
-from agent_etl.tools.databases import mysql
+from agent_etl.tools.databases import checkpoints, mysql
 from agent_etl.tools.databases.blocking import write_stream
 from agent_etl.tools.databases.mysql import ident
 from agent_etl.tools.databases.mysql_types import column_type, text_batch
@@ -55,6 +61,7 @@ _CSV = pv.WriteOptions(include_header=False, quoting_style="all_valid", null_str
 _FORMAT = "CHARACTER SET utf8mb4 FIELDS TERMINATED BY X'2C' OPTIONALLY ENCLOSED BY X'22' ESCAPED BY '' " \
           "LINES TERMINATED BY X'0A'"
 _ROW = "_agent_etl_row"
+_POSITION = f"{ident('position')} LONGTEXT NOT NULL DEFAULT ('{{}}')"  # JSON text; '{}' in rows from before it
 
 
 class _Writer:
@@ -190,6 +197,7 @@ class _Writer:
                     adds = ", ".join(f"ADD COLUMN {ident(f.name)} {column_type(f)}" for f in new)
                     self._execute(f"ALTER TABLE {self.target} {adds}")
                     self.columns.update({f.name.lower(): f.name for f in new})
+            self._checkpoint_table()
             self.conn.begin()
             self.tx = True
             return
@@ -240,26 +248,35 @@ class _Writer:
     def finish(self) -> None:
         self._settle()
         mode = self.config.mode
-        if mode == "append":
-            if self.tx:
-                self.conn.commit()
+        if not self.existing and not self.columns:  # no batch, no table: nothing happened, not even the schema
+            self.committed = True
+            return
+        if mode == "append" and self.tx:
+            self._checkpoint()
+            self.conn.commit()
         elif mode == "replace":
-            if self.staging is None:  # no batch at all: empty the table, keeping its definition
-                if not self.existing:
-                    self.committed = True
-                    return
-                self._stage()
-                self._execute(f"CREATE TABLE {self.into} LIKE {self.target}")
-            self.drops.remove(self.into)
-            if self.existing:
-                old = mysql.qualified(self.database, f"_agent_etl_old_{uuid.uuid4().hex[:12]}")
-                self.drops.append(old)  # close() drops the replaced table
-                self._execute(f"RENAME TABLE {self.target} TO {old}, {self.into} TO {self.target}")
-            else:
-                self._execute(f"RENAME TABLE {self.into} TO {self.target}")
+            self._replace()
         elif self.staging is not None:
             self._merge()
+        else:  # no batch into an existing table: a commit of no rows
+            self._checkpoint_table()
+            self._checkpoint()
         self.committed = True
+
+    def _replace(self) -> None:
+        if self.staging is None:  # no batch at all: empty the table, keeping its definition
+            self._stage()
+            self._execute(f"CREATE TABLE {self.into} LIKE {self.target}")
+        self._checkpoint_table()
+        self.drops.remove(self.into)
+        if self.existing:
+            old = mysql.qualified(self.database, f"_agent_etl_old_{uuid.uuid4().hex[:12]}")
+            self.drops.append(old)  # close() drops the replaced table
+            self._execute(f"RENAME TABLE {self.target} TO {old}, {self.into} TO {self.target}")
+        else:
+            self._execute(f"RENAME TABLE {self.into} TO {self.target}")
+        self.committed = True  # the new rows are in: the checkpoint follows, it cannot share the swap's commit
+        self._checkpoint()
 
     def _merge(self) -> None:
         cols = [n for k, n in self.columns.items() if k != _ROW.lower()]
@@ -276,10 +293,12 @@ class _Writer:
         names = ", ".join(ident(n) for n in cols)
         updates = ", ".join(f"{ident(n)} = VALUES({ident(n)})" for n in cols if n.lower() not in key)
         updates = updates or f"{ident(self.config.key[0])} = {ident(self.config.key[0])}"
+        self._checkpoint_table()
         self.conn.begin()
         with self.conn.cursor() as cur:
             cur.execute(f"INSERT INTO {self.target} ({names}) SELECT {names} FROM {self.into} ORDER BY {ident(_ROW)} "
                         f"ON DUPLICATE KEY UPDATE {updates}")
+        self._checkpoint()
         self.conn.commit()
         self.created = False
 
@@ -294,6 +313,26 @@ class _Writer:
             cols = ", ".join(ident(k) for k in self.config.key)
             raise self._fail(f"mode: merge needs a unique key on {self.config.key}, and the table has none; add one "
                              f"(ALTER TABLE {self.target} ADD UNIQUE ({cols})) or change `key`")
+
+    def _checkpoint_table(self) -> None:
+        """Create the checkpoint table, or add ``position`` to one from before it. DDL commits any open
+        transaction, so this runs before the load's transaction begins, never inside it."""
+        table = mysql.qualified(self.database, checkpoints.TABLE)
+        self._execute(f"CREATE TABLE IF NOT EXISTS {table} ({ident('run_id')} VARCHAR(255) NOT NULL, "
+                      f"{ident('task')} VARCHAR(255) NOT NULL, {ident('table_name')} VARCHAR(255) NOT NULL, "
+                      f"{ident('rows')} BIGINT NOT NULL, {_POSITION}, "
+                      f"{ident('committed_at')} TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) "
+                      "DEFAULT CHARSET=utf8mb4")
+        if "position" not in self._columns(checkpoints.TABLE):  # MySQL has no ADD COLUMN IF NOT EXISTS
+            self._execute(f"ALTER TABLE {table} ADD COLUMN {_POSITION}")
+
+    def _checkpoint(self) -> None:
+        """The checkpoint row of this load (in the open transaction, if there is one)."""
+        cols = ", ".join(ident(c) for c in checkpoints.COLUMNS)
+        marks = ", ".join(["%s"] * len(checkpoints.COLUMNS))
+        with self.conn.cursor() as cur:
+            cur.execute(f"INSERT INTO {mysql.qualified(self.database, checkpoints.TABLE)} ({cols}) VALUES ({marks})",
+                        checkpoints.checkpoint(self.ctx, f"{self.database}.{self.name}", self.rows).values())
 
     # -- plumbing
 
@@ -318,6 +357,8 @@ class _Writer:
     def error(self, e: BaseException) -> ToolError:
         code, text = mysql.error_code(e), mysql.error_text(e)
         where = f"task {self.ctx.task!r}: MariaDB/MySQL table {self.config.table!r} at {self.pool.where()}"
+        if self.committed:  # replace: the swap is in, only the checkpoint row after it failed
+            return ToolError(f"{where}: {text}; the table was replaced, but its checkpoint row could not be written")
         if code in mysql.TRANSIENT_CODES:
             return TransientError(f"{where}: {text}; the load was rolled back and will be retried")
         if code == 1300 and "character string" in text:

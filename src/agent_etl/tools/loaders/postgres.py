@@ -99,6 +99,26 @@ class _Session:
         if found:
             self.oid = found[0]
             self.existing = pg_ddl.columns(self.cur, self.oid)
+        self._checkpoint_table()
+
+    def _checkpoint_table(self) -> None:
+        """Make the checkpoint table in a transaction of its own, before the load's. Two loads of a
+        first run would otherwise create it at the same moment, and PostgreSQL's CREATE TABLE IF NOT
+        EXISTS fails the later one (a unique violation in the catalog) with all its rows. In a schema
+        that does not exist yet, the load makes the table itself, in its transaction."""
+        import psycopg
+
+        if not self.cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema_name,)).fetchone():
+            return
+        for attempt in range(3):
+            try:
+                pg_ddl.checkpoint(self.cur, self.schema_name)
+                self.conn.commit()
+                return
+            except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable, psycopg.errors.DuplicateColumn):
+                self.conn.rollback()  # another load made it meanwhile: look again
+                if attempt == 2:
+                    raise
 
     # -- schema ---------------------------------------------------------------------------------
 
@@ -241,8 +261,7 @@ class _Session:
         elif self.staging and mode == "merge":
             self._merge(names)
         if self.existing is not None or self.staged:  # else nothing happened, not even the schema
-            for stmt in pg_ddl.checkpoint(self.schema_name):
-                self.cur.execute(stmt)
+            pg_ddl.checkpoint(self.cur, self.schema_name)  # made at open, unless the schema is new
             self.cur.execute(pg_ddl.checkpoint_insert(self.schema_name),
                              checkpoint(self.ctx, self.shown, self.rows).values())
         self.conn.commit()

@@ -22,12 +22,15 @@ bound parameters.
 
 If anything fails (the input stream, a constraint, a type), the transaction rolls back; MySQL and
 MariaDB commit DDL at once, so tables this load created are dropped again. ``ctx.commit`` is called
-after the COMMIT.
+after the COMMIT. With it, a row (run_id, task, table_name, rows, position) goes into
+``_agent_etl_checkpoints`` in the table's schema, in the same transaction (``databases.checkpoints``;
+on MySQL/MariaDB that table is made before the load, and a replace's RENAME commits ahead of the row).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -38,6 +41,7 @@ import pyarrow as pa
 from agent_etl.exceptions import ToolError
 from agent_etl.stream import slices
 from agent_etl.tools.base import Loader, ToolContext
+from agent_etl.tools.databases import checkpoints
 from agent_etl.tools.databases.blocking import write_stream
 from agent_etl.tools.databases.engines import connect_error, engine, identifier, location, qualified
 from agent_etl.tools.databases.options import SinkOptions, key_index_name, split_table
@@ -57,6 +61,7 @@ class _Writer:
             raise ToolError(f"task {ctx.task!r}: {e}") from None
         self.conn = self.tx = None
         self.target = self.into = None  # sa.Table objects
+        self.checkpoints = None  # sa.Table, once it is known to exist
         self.created: list[Any] = []  # tables to drop if the load fails (DDL that committed at once)
         self.rows = 0
         self.committed = False
@@ -84,7 +89,10 @@ class _Writer:
         if dupes or not schema.names:
             raise self._fail(f"the input has columns that repeat or differ only in case: {dupes}; rename them "
                              "upstream" if dupes else "the input has no columns; select some upstream")
+        self._early_checkpoint_table()
         self.tx = self.conn.begin()
+        if self._mysql and self.checkpoints is None:  # DDL commits at once there: before the first row
+            self._checkpoint_table()
         insp = sa.inspect(self.conn)
         exists = insp.has_table(self.name, schema=self.schema)
         existing = sa.Table(self.name, sa.MetaData(), schema=self.schema, autoload_with=self.conn) if exists else None
@@ -198,28 +206,89 @@ class _Writer:
         import sqlalchemy as sa
 
         if self.tx is None:  # no batch: nothing to append or merge; replace empties the table
-            if self.config.mode == "replace":
-                self.tx = self.conn.begin()
-                if sa.inspect(self.conn).has_table(self.name, schema=self.schema):
+            self.tx = self.conn.begin()
+            if sa.inspect(self.conn).has_table(self.name, schema=self.schema):  # else no checkpoint either
+                if self._mysql:  # its DDL before the DELETE, as in _begin
+                    self._checkpoint_table()
+                if self.config.mode == "replace":
                     self.conn.exec_driver_sql(f"DELETE FROM {qualified(self.engine, self.schema, self.name)}")
-                self.tx.commit()
+                self._checkpoint()
+            self.tx.commit()
             self.committed = True
             return
         if self.config.mode == "replace":
             self._swap()
         elif self.config.mode == "merge":
             self._upsert()
+        self._checkpoint()  # before the staging table's DROP, whose implicit COMMIT on MySQL then carries both
+        if self.config.mode == "merge":
             self.into.drop(self.conn)
         self.tx.commit()
         self.created = []
         self.committed = True
+
+    @property
+    def _mysql(self) -> bool:
+        return self.dialect in ("mysql", "mariadb")
+
+    def _checkpoint_table(self) -> None:
+        """The checkpoint table next to the target, created if missing; one from before positions gets the
+        column (nullable: its rows have none)."""
+        import sqlalchemy as sa
+        from sqlalchemy.dialects import mysql, postgresql
+
+        table = sa.Table(
+            checkpoints.TABLE, sa.MetaData(),
+            sa.Column("run_id", sa.Text(), nullable=False),
+            sa.Column("task", sa.Text(), nullable=False),
+            sa.Column("table_name", sa.Text(), nullable=False),
+            sa.Column("rows", sa.BigInteger(), nullable=False),
+            sa.Column("position", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+            # TIMESTAMP on MySQL: a point in time (DATETIME would hold the session's wall clock)
+            sa.Column("committed_at", sa.DateTime(timezone=True).with_variant(mysql.TIMESTAMP(), "mysql", "mariadb"),
+                      nullable=False, server_default=sa.func.current_timestamp()),
+            schema=self.schema)
+        insp = sa.inspect(self.conn)
+        if not insp.has_table(checkpoints.TABLE, schema=self.schema):
+            table.create(self.conn)
+        elif "position" not in {c["name"] for c in insp.get_columns(checkpoints.TABLE, schema=self.schema)}:
+            ddl = table.c.position.type.compile(dialect=self.engine.dialect)
+            self.conn.exec_driver_sql(f"ALTER TABLE {self._qualified(checkpoints.TABLE)} ADD COLUMN "
+                                      f"{identifier(self.engine, 'position')} {ddl}")
+        self.checkpoints = table
+
+    def _early_checkpoint_table(self) -> None:
+        """Make the checkpoint table in a transaction of its own, before the load's: two loads of a first
+        run would otherwise create it at the same moment, and on PostgreSQL the later CREATE fails with
+        all its load's rows. Where that cannot be done now (a schema the database does not have yet),
+        the load makes the table itself, in its transaction."""
+        import sqlalchemy.exc
+
+        for attempt in range(3):
+            try:
+                with self.conn.begin():
+                    self._checkpoint_table()
+                return
+            except sqlalchemy.exc.IntegrityError:  # another load made it meanwhile: look again
+                if attempt == 2:
+                    raise
+            except sqlalchemy.exc.DBAPIError:
+                self.checkpoints = None
+                return
+
+    def _checkpoint(self) -> None:
+        if self.checkpoints is None:
+            self._checkpoint_table()
+        row = dict(zip(checkpoints.COLUMNS, checkpoints.checkpoint(self.ctx, self.config.table, self.rows).values()))
+        row["position"] = json.loads(row["position"])  # the JSON type writes it as JSON again
+        self.conn.execute(self.checkpoints.insert(), row)
 
     def _qualified(self, name: str) -> str:
         return qualified(self.engine, self.schema, name)
 
     def _swap(self) -> None:
         staging, table = self._qualified(self.into.name), self._qualified(self.name)
-        if self.dialect in ("mysql", "mariadb"):
+        if self._mysql:
             if self.target is None:
                 self.conn.exec_driver_sql(f"RENAME TABLE {staging} TO {table}")
             else:  # one statement swaps both names: readers see the old table or the new one

@@ -37,7 +37,8 @@ digits; the declared type still carries (p,s), so the sqlite extractor reads the
 Rows go in with the DB-API cursor's ``executemany`` over column-wise converted values; values are
 always bound parameters. A constraint violation (NOT NULL, UNIQUE, CHECK, ...) rolls the whole
 load back. The database is switched to WAL journaling (persistent, for the file) so readers are
-not blocked while a load runs.
+not blocked while a load runs. With the commit, a row (run_id, task, table_name, rows, position)
+goes into ``_agent_etl_checkpoints`` in the same file and transaction (``databases.checkpoints``).
 """
 
 from __future__ import annotations
@@ -51,11 +52,17 @@ import pyarrow as pa
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.stream import slices
 from agent_etl.tools.base import Loader, ToolContext
+from agent_etl.tools.databases import checkpoints
 from agent_etl.tools.databases.options import SinkOptions, key_index_name
 from agent_etl.tools.databases.blocking import write_stream
 from agent_etl.tools.sqlite_types import cause, database, declared_type, engine, fold, quote, to_params
 
 _CHUNK_ROWS = 10_000
+_CHECKPOINTS = quote(checkpoints.TABLE)
+# committed_at is UTC text like a tz-aware timestamp the loader writes (millisecond precision)
+_CHECKPOINTS_DDL = (f"CREATE TABLE IF NOT EXISTS {_CHECKPOINTS} (run_id TEXT NOT NULL, task TEXT NOT NULL, "
+                    "table_name TEXT NOT NULL, rows INTEGER NOT NULL, position JSON NOT NULL DEFAULT '{}', "
+                    "committed_at TIMESTAMPTZ NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')))")
 
 
 class _Writer:
@@ -119,11 +126,12 @@ class _Writer:
 
     def finish(self) -> None:
         if self.tx is None:  # no batch at all: nothing to append or merge; replace empties the table
-            if self.config.mode != "replace" or not self._existing(self.table):
-                self.committed = True  # nothing to write; the load is still complete
+            if not self._existing(self.table):
+                self.committed = True  # nothing to write, not even a checkpoint; the load is still complete
                 return
             self.tx = self.conn.begin()
-            self.dbapi.execute(f"DELETE FROM {quote(self.table)}")
+            if self.config.mode == "replace":
+                self.dbapi.execute(f"DELETE FROM {quote(self.table)}")
         elif self.config.mode == "replace":
             self.dbapi.execute(f"DROP TABLE IF EXISTS {quote(self.table)}")
             # Legacy rename: the new SQLite rename re-checks every view and trigger, and fails on
@@ -133,8 +141,19 @@ class _Writer:
                 self.dbapi.execute(f"ALTER TABLE {quote(self.into)} RENAME TO {quote(self.table)}")
             finally:
                 self.dbapi.execute("PRAGMA legacy_alter_table=OFF")
+        self._checkpoint()
         self.tx.commit()
         self.committed = True
+
+    def _checkpoint(self) -> None:
+        """This load's checkpoint row, in its transaction (the table is created, or given ``position``, if need be)."""
+        self.dbapi.execute(_CHECKPOINTS_DDL)
+        if not self.dbapi.execute("SELECT 1 FROM pragma_table_info(?) WHERE name = 'position'",
+                                  (checkpoints.TABLE,)).fetchone():
+            self.dbapi.execute(f"ALTER TABLE {_CHECKPOINTS} ADD COLUMN position JSON NOT NULL DEFAULT '{{}}'")
+        names = ", ".join(quote(n) for n in checkpoints.COLUMNS)
+        self.dbapi.execute(f"INSERT INTO {_CHECKPOINTS} ({names}) VALUES ({', '.join('?' * len(checkpoints.COLUMNS))})",
+                           checkpoints.checkpoint(self.ctx, self.table, self.rows).values())
 
     def _begin(self, schema: pa.Schema) -> None:
         self.tx = self.conn.begin()  # BEGIN IMMEDIATE: take the write lock now, not halfway
