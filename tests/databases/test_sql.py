@@ -283,7 +283,7 @@ async def test_weird_identifiers_are_names(ctx, target):
 
 async def test_bad_input_errors(ctx, target):
     await load(ctx, stream(pa.record_batch({"id": [1]})), table=target.table("orders"))
-    with pytest.raises(ToolError, match=r"table .*ordres.* not found at .*\(tables: '_agent_etl_checkpoints', 'orders'\); "
+    with pytest.raises(ToolError, match=r"table .*ordres.* not found at .*\(tables: 'orders'\); "
                                         "check the table"):
         await extract(ctx, table=target.table("ordres"))
     with pytest.raises(ToolError, match=r"column 'u' has Arrow type dense_union.*cast it upstream"):

@@ -351,8 +351,7 @@ async def test_missing_table_database_and_bad_query_errors(tmp_path):
         await extract(ctx, table="t")
     assert not (tmp_path / "db" / "test.sqlite").exists()  # reading never creates a database
     await load(ctx, stream(numbers(0, 1)), table="orders")
-    with pytest.raises(ToolError, match=r"table 'ordres' not found in .*test\.sqlite \(tables: "
-                                        r"'_agent_etl_checkpoints', 'orders'\)"):
+    with pytest.raises(ToolError, match=r"table 'ordres' not found in .*test\.sqlite \(tables: 'orders'\)"):
         await extract(ctx, table="ordres")
     with pytest.raises(ToolError, match=r"query 'SELECT nope FROM orders' in .*test\.sqlite: no such column: nope"):
         await extract(ctx, query="SELECT nope FROM orders")

@@ -34,6 +34,7 @@ from pydantic import field_validator
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.tools.base import Extractor, ToolContext
 from agent_etl.tools.databases.blocking import in_thread
+from agent_etl.tools.databases.checkpoints import TABLE as CHECKPOINTS
 from agent_etl.tools.databases.connection import describe
 from agent_etl.tools.databases.incremental import encode
 from agent_etl.tools.databases.options import SourceOptions, split_table
@@ -242,7 +243,7 @@ class PostgresExtractor(Extractor):
             r[0] for r in conn.execute("SELECT unnest(current_schemas(false))").fetchall()]
         tables = [r[0] for r in conn.execute(
             "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM information_schema.tables "
-            "WHERE table_schema = ANY(%s) ORDER BY 1 LIMIT 20", (schemas,)).fetchall()]
+            "WHERE table_schema = ANY(%s) AND table_name <> %s ORDER BY 1 LIMIT 20", (schemas, CHECKPOINTS)).fetchall()]
         where_ = f"schema {schema!r}" if schema is not None else f"the search path ({', '.join(schemas) or 'empty'})"
         known = ", ".join(tables) or "none"
         return (f"task {self.ctx.task!r}: PostgreSQL table {name!r} not found in {where_} at {describe(pg.url)} "

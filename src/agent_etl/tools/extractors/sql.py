@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from agent_etl.exceptions import ToolError
 from agent_etl.tools.base import ToolContext
+from agent_etl.tools.databases.checkpoints import TABLE as CHECKPOINTS
 from agent_etl.tools.databases.engines import bind, connect_error, engine, identifier, location, placeholder, qualified
 from agent_etl.tools.databases.options import SourceOptions, split_table
 from agent_etl.tools.databases.reads import Part, ReaderExtractor, parts, where
@@ -82,7 +83,7 @@ class _Reader:
         inspector = sa.inspect(self.conn)
         if not inspector.has_table(table, schema=schema):
             names = inspector.get_table_names(schema=schema) + inspector.get_view_names(schema=schema)
-            known = ", ".join(repr(n) for n in sorted(names)[:20]) or "none"
+            known = ", ".join(repr(n) for n in sorted(names)[:20] if n != CHECKPOINTS) or "none"
             raise ToolError(f"task {self.ctx.task!r}: table {self.config.table!r} not found at {self._where()} "
                             f"(tables: {known}); check the table name, its schema, or the connection url")
         columns = inspector.get_columns(table, schema=schema)
