@@ -62,5 +62,7 @@ def import_runtime(*tools: str) -> None:
 
     for module in ("agent_etl.agents.coordinator", "agent_etl.agents.etl", "agent_etl.agents.monitor",
                    "agent_etl.agents.quality", "agent_etl.bus.memory", "agent_etl.settings", "agent_etl.store.runs",
-                   "agent_etl.tools.registry", "ruamel.yaml", "sqlite3", *tools):
+                   "agent_etl.tools.registry", "ruamel.yaml", "sqlite3",
+                   "sqlalchemy.dialects.sqlite",  # the run store's dialect, imported by its first create_engine
+                   *tools):
         importlib.import_module(module)
