@@ -95,9 +95,11 @@ def child(kind: str, table: str, out: str) -> None:
         from agent_etl import AgentCoordinator, Pipeline
 
         pipeline = Pipeline.from_text(SPEC.format(url=URL, table=table, out=out))
-        home = Path(out).parent / ".agent-etl"
+        from data import home
+
+        at = home()
         t = time.perf_counter()
-        result = asyncio.run(AgentCoordinator(home=home).run(pipeline))
+        result = asyncio.run(AgentCoordinator(home=at).run(pipeline))
         assert result.ok, result
     else:
         import connectorx as cx

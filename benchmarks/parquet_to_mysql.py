@@ -59,12 +59,15 @@ def prepare(rows: int, work: Path) -> tuple[Path, Path]:
     return src, tsv
 
 
-def child(src: str, table: str, home: str) -> None:
+def child(src: str, table: str) -> None:
     from agent_etl import AgentCoordinator, Pipeline
 
+    from data import home
+
     pipeline = Pipeline.from_text(LOAD_SPEC.format(url=URL, src=src, table=table))
+    at = home()
     t = time.perf_counter()
-    result = asyncio.run(AgentCoordinator(home=Path(home)).run(pipeline))
+    result = asyncio.run(AgentCoordinator(home=at).run(pipeline))
     assert result.ok, result
     print(f"{time.perf_counter() - t:.4f}")
 
@@ -72,7 +75,7 @@ def child(src: str, table: str, home: str) -> None:
 def main(rows: int, repeat: int) -> None:
     work = Path(tempfile.mkdtemp())
     src, tsv = prepare(rows, work)
-    me = [sys.executable, __file__, "--child", str(src), "t_load", str(work / ".agent-etl")]
+    me = [sys.executable, __file__, "--child", str(src), "t_load"]
     timed(me)  # warm-up: creates t_load, whose definition the anchor's table copies
     ours, anchor, rss = [], [], []
     for _ in range(repeat):
@@ -94,7 +97,7 @@ def main(rows: int, repeat: int) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(*sys.argv[2:5])
+        child(*sys.argv[2:4])
         sys.exit(0)
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)

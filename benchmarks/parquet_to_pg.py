@@ -33,6 +33,7 @@ SCHEMA = "bench_load"
 SQL_FILE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "pg_1m_rows.sql"
 DATA = Path(__file__).parent / ".data"
 BIN = "/tmp/agent_etl_bench_t.bin"  # written and read by the server
+HOME: Path | None = None  # the run store's home of the ours method (benchmarks/data.home(), before the clock)
 
 
 def connect():
@@ -86,8 +87,7 @@ def spec(parquet: Path, table: str, extra: str = "") -> str:
 def run_ours(parquet: Path, table: str, extra: str = "") -> None:
     from agent_etl import AgentCoordinator, Pipeline
 
-    home = Path(tempfile.mkdtemp()) / ".agent-etl"
-    result = asyncio.run(AgentCoordinator(home=home).run(Pipeline.from_text(spec(parquet, table, extra))))
+    result = asyncio.run(AgentCoordinator(home=HOME).run(Pipeline.from_text(spec(parquet, table, extra))))
     assert result.ok, result
 
 
@@ -155,6 +155,9 @@ def fresh(method: str, parquet: Path, table: str, *extra: str, script: str = __f
     if empty:
         with connect() as conn:
             conn.execute(f"TRUNCATE {table}")
+            # each load writes ~120 MB of WAL: without this, the server's own checkpoints land in
+            # whichever runs cross max_wal_size, and the spread between runs doubles
+            conn.execute("CHECKPOINT")
     # Through sh, which forks: a process started straight from this one would start its peak RSS
     # count from this process's size (Linux carries it over exec).
     done = subprocess.run(["sh", "-c", '"$@"; exit $?', "sh", sys.executable, script, "--child", method,
@@ -172,9 +175,11 @@ def _preload(method: str) -> None:
     import psycopg  # noqa: F401
 
     if method in ("ours", "loader"):
-        from data import import_runtime
+        from data import home, import_runtime
 
         import_runtime("agent_etl.tools.extractors.files", "agent_etl.tools.loaders.postgres")
+        global HOME
+        HOME = home()
 
 
 def child(method: str, parquet: str, table: str, *extra: str, methods: dict | None = None) -> None:

@@ -85,7 +85,7 @@ def run_ours(schema: str, out: Path, compression: str) -> float:
     import pandas  # noqa: F401  (pyarrow imports it at its first pa.array: a library import, ~0.5 s)
     import pyarrow.compute  # noqa: F401  (imported by the runtime anyway; not part of the read)
 
-    from data import import_runtime  # our own imports, before the clock like the driver's
+    from data import home, import_runtime  # our own imports, before the clock like the driver's
 
     from agent_etl import AgentCoordinator, Pipeline
 
@@ -95,7 +95,7 @@ def run_ours(schema: str, out: Path, compression: str) -> float:
             f"extract:\n  src: {{tool: postgres, connection: pg, table: {schema}.t, partitions: {PARTITIONS}}}\n"
             f"load:\n  out: {{input: src, tool: parquet, path: \"{out}\", compression: {compression}}}\n")
     pipeline = Pipeline.from_text(spec)
-    coordinator = AgentCoordinator(home=out.parent / ".agent-etl")
+    coordinator = AgentCoordinator(home=home())
     t = time.perf_counter()
     result = asyncio.run(coordinator.run(pipeline))
     assert result.ok, result
