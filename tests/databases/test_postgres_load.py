@@ -199,7 +199,7 @@ async def test_a_checkpoint_table_made_meanwhile_by_another_load_fails_neither(p
     loading = asyncio.create_task(load(pa.table({"id": [1, 2, 3]}), pg_target, tmp_path))
     waiting = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                "AND query LIKE '%%_agent_etl_checkpoints%%' AND pid <> pg_backend_pid()")
-    for _ in range(200):  # until the loader waits on the uncommitted CREATE
+    for _ in range(1500):  # until the loader waits on the uncommitted CREATE (30 s at most, for a loaded machine)
         if query(pg_target, waiting) != [(0,)] or loading.done():
             break
         await asyncio.sleep(0.02)
