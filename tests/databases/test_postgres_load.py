@@ -210,6 +210,26 @@ async def test_a_checkpoint_table_made_meanwhile_by_another_load_fails_neither(p
     assert query(pg_target, "SELECT rows FROM _agent_etl_checkpoints") == [(3,)]
 
 
+async def test_a_role_that_may_not_create_still_loads_into_existing_tables(pg_target, tmp_path):
+    """Once the checkpoint table exists, a load needs no CREATE right in the schema: only to write."""
+    schema, url = pg_target
+    await load(pa.table({"id": [1]}), pg_target, tmp_path)  # makes t and the checkpoint table
+    role = f"writer_{uuid.uuid4().hex[:10]}"
+    execute(pg_target, f'CREATE ROLE "{role}" LOGIN', f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"',
+            f'GRANT SELECT, INSERT ON t, _agent_etl_checkpoints TO "{role}"')
+    try:
+        ctx = tool_context(tmp_path, task="load", connections={"pg": {"url": url.replace("postgres@", f"{role}@")}})
+        try:
+            await build("loader", "postgres", {"connection": "pg", "table": f'"{schema}".t'}, ctx).load(
+                stream(pa.table({"id": [2, 3]})))
+        finally:
+            await ctx.resources.aclose()
+    finally:
+        execute(pg_target, f'DROP OWNED BY "{role}"', f'DROP ROLE "{role}"')
+    assert query(pg_target, "SELECT id FROM t ORDER BY id") == [(1,), (2,), (3,)]
+    assert query(pg_target, "SELECT rows FROM _agent_etl_checkpoints ORDER BY committed_at") == [(1,), (2,)]
+
+
 async def failing(batches: list[pa.RecordBatch]):
     for b in batches:
         yield b

@@ -115,11 +115,16 @@ def checkpoint(cur: Any, schema: str) -> None:
     """Make the checkpoint table of a schema, or add ``position`` to one from before it was recorded
     (an ALTER only when it is missing: it would lock the table against readers)."""
     name = sql.Identifier(schema, CHECKPOINTS)
-    cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (run_id text NOT NULL, task text NOT NULL, "
-                        "table_name text NOT NULL, rows bigint NOT NULL, position jsonb NOT NULL DEFAULT '{{}}', "
-                        "committed_at timestamptz NOT NULL DEFAULT now())").format(name))
-    if not cur.execute("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'position' "
-                       "AND NOT attisdropped", (name.as_string(cur),)).fetchone():
+    found = cur.execute("SELECT c.oid IS NOT NULL, EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = c.oid AND "
+                        "attname = 'position' AND NOT attisdropped) FROM (SELECT to_regclass(%s) AS oid) AS c",
+                        (name.as_string(cur),)).fetchone()
+    if found[0] and found[1]:
+        return  # no DDL at all: a role that may write the table but not create in the schema still loads
+    if not found[0]:
+        cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (run_id text NOT NULL, task text NOT NULL, "
+                            "table_name text NOT NULL, rows bigint NOT NULL, position jsonb NOT NULL DEFAULT '{{}}', "
+                            "committed_at timestamptz NOT NULL DEFAULT now())").format(name))
+    else:
         cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS position jsonb NOT NULL DEFAULT '{{}}'")
                     .format(name))
 
