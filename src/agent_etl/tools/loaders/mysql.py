@@ -318,12 +318,14 @@ class _Writer:
         """Create the checkpoint table, or add ``position`` to one from before it. DDL commits any open
         transaction, so this runs before the load's transaction begins, never inside it."""
         table = mysql.qualified(self.database, checkpoints.TABLE)
-        self._execute(f"CREATE TABLE IF NOT EXISTS {table} ({ident('run_id')} VARCHAR(255) NOT NULL, "
-                      f"{ident('task')} VARCHAR(255) NOT NULL, {ident('table_name')} VARCHAR(255) NOT NULL, "
-                      f"{ident('rows')} BIGINT NOT NULL, {_POSITION}, "
-                      f"{ident('committed_at')} TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) "
-                      "DEFAULT CHARSET=utf8mb4")
-        if "position" not in self._columns(checkpoints.TABLE):  # MySQL has no ADD COLUMN IF NOT EXISTS
+        have = self._columns(checkpoints.TABLE)  # looked up first: no DDL (and no DDL right) once it is there
+        if not have:
+            self._execute(f"CREATE TABLE IF NOT EXISTS {table} ({ident('run_id')} VARCHAR(255) NOT NULL, "
+                          f"{ident('task')} VARCHAR(255) NOT NULL, {ident('table_name')} VARCHAR(255) NOT NULL, "
+                          f"{ident('rows')} BIGINT NOT NULL, {_POSITION}, "
+                          f"{ident('committed_at')} TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) "
+                          "DEFAULT CHARSET=utf8mb4")
+        elif "position" not in have:  # MySQL has no ADD COLUMN IF NOT EXISTS
             self._execute(f"ALTER TABLE {table} ADD COLUMN {_POSITION}")
 
     def _checkpoint(self) -> None:
