@@ -223,4 +223,4 @@ class _Commits:
         store = self.rc.store
         if store is not None:
             # one short local transaction: cheaper on the loop than a thread hop that waits for the GIL
-            store.checkpoint(self.rc.run_id, self.rc.pipeline.name, self.task, dict(self.tracker.position), rows)
+            store.checkpoint(self.rc.run_id, self.rc.pipeline.name, self.task, self.position(), rows)

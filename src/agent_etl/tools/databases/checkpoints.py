@@ -7,7 +7,8 @@ itself tells which runs landed, and up to where in their sources:
 =============  ===========================================================================
 run_id         the run that committed
 task           the load task
-table_name     the loaded table, as the spec names it
+table_name     the loaded table: schema.table (postgres), database.table (mysql), else as the
+               spec names it
 rows           rows this commit wrote
 position       JSON: each upstream extract task's position after the last batch committed
                (the extractor's ``position()``: rows read, the incremental cursor's bound and
@@ -22,6 +23,7 @@ can audit a warehouse table without the run store.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +43,12 @@ class Checkpoint:
 
     def values(self) -> tuple[Any, ...]:
         return self.run_id, self.task, self.table_name, self.rows, self.position
+
+
+def insert(table: str, quote: Callable[[str], str], mark: str) -> str:
+    """The INSERT of one row of COLUMNS into ``table`` (already quoted), with the driver's ``mark``
+    as placeholder (``?``, ``%s``)."""
+    return f"INSERT INTO {table} ({', '.join(quote(c) for c in COLUMNS)}) VALUES ({', '.join([mark] * len(COLUMNS))})"
 
 
 def checkpoint(ctx: ToolContext, table_name: str, rows: int) -> Checkpoint:

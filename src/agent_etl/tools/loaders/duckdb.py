@@ -71,6 +71,7 @@ class _Writer:
             raise ToolError(f"task {ctx.task!r}: {e}") from None
         self.table = qualified(self.schema, self.name)
         self.checkpoints = qualified(self.schema, checkpoints.TABLE)
+        self.checkpoints_ready = False  # the checkpoint table is known to exist with its columns
         self.into = self.table  # where batches go: the table, or a staging table
         self.view = f"__agent_etl_batch_{uuid.uuid4().hex[:8]}"
         self.cur = None
@@ -185,10 +186,9 @@ class _Writer:
             self.cur.execute(f"ALTER TABLE {self.into} RENAME TO {quote(self.name)}")
         elif mode == "merge":
             self._merge()
-        self.cur.execute(_create_checkpoints(self.checkpoints))  # in a schema this load created, it is new
-        names = ", ".join(quote(n) for n in checkpoints.COLUMNS)
-        self.cur.execute(f"INSERT INTO {self.checkpoints} ({names}) VALUES "
-                         f"({', '.join('?' * len(checkpoints.COLUMNS))})",
+        if not self.checkpoints_ready:  # in a schema this load created, it is new
+            self.cur.execute(_create_checkpoints(self.checkpoints))
+        self.cur.execute(checkpoints.insert(self.checkpoints, quote, "?"),
                          list(checkpoints.checkpoint(self.ctx, self.config.table, self.rows).values()))
         self.cur.commit()
         self.committed = True
@@ -207,6 +207,7 @@ class _Writer:
                     self.cur.execute(_create_checkpoints(self.checkpoints))
                 elif "position" not in have:
                     self.cur.execute(f"ALTER TABLE {self.checkpoints} ADD COLUMN position JSON NOT NULL DEFAULT '{{}}'")
+                self.checkpoints_ready = True
                 return
             except duckdb.CatalogException:
                 return  # no such schema (yet)

@@ -330,10 +330,8 @@ class _Writer:
 
     def _checkpoint(self) -> None:
         """The checkpoint row of this load (in the open transaction, if there is one)."""
-        cols = ", ".join(ident(c) for c in checkpoints.COLUMNS)
-        marks = ", ".join(["%s"] * len(checkpoints.COLUMNS))
         with self.conn.cursor() as cur:
-            cur.execute(f"INSERT INTO {mysql.qualified(self.database, checkpoints.TABLE)} ({cols}) VALUES ({marks})",
+            cur.execute(checkpoints.insert(mysql.qualified(self.database, checkpoints.TABLE), ident, "%s"),
                         checkpoints.checkpoint(self.ctx, f"{self.database}.{self.name}", self.rows).values())
 
     # -- plumbing

@@ -80,6 +80,7 @@ class _Session:
         self.rows = 0
         self.encoded = 0  # rows encoded so far (runs ahead of `rows` by one batch)
         self.committed = False
+        self.checkpoints_ready = False  # the checkpoint table is known to exist with its columns
 
     @property
     def shown(self) -> str:
@@ -114,6 +115,7 @@ class _Session:
             try:
                 pg_ddl.checkpoint(self.cur, self.schema_name)
                 self.conn.commit()
+                self.checkpoints_ready = True
                 return
             except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable, psycopg.errors.DuplicateColumn):
                 self.conn.rollback()  # another load made it meanwhile: look again
@@ -261,7 +263,8 @@ class _Session:
         elif self.staging and mode == "merge":
             self._merge(names)
         if self.existing is not None or self.staged:  # else nothing happened, not even the schema
-            pg_ddl.checkpoint(self.cur, self.schema_name)  # made at open, unless the schema is new
+            if not self.checkpoints_ready:  # the schema is new: the table is made in this transaction
+                pg_ddl.checkpoint(self.cur, self.schema_name)
             self.cur.execute(pg_ddl.checkpoint_insert(self.schema_name),
                              checkpoint(self.ctx, self.shown, self.rows).values())
         self.conn.commit()

@@ -151,8 +151,7 @@ class _Writer:
         if not self.dbapi.execute("SELECT 1 FROM pragma_table_info(?) WHERE name = 'position'",
                                   (checkpoints.TABLE,)).fetchone():
             self.dbapi.execute(f"ALTER TABLE {_CHECKPOINTS} ADD COLUMN position JSON NOT NULL DEFAULT '{{}}'")
-        names = ", ".join(quote(n) for n in checkpoints.COLUMNS)
-        self.dbapi.execute(f"INSERT INTO {_CHECKPOINTS} ({names}) VALUES ({', '.join('?' * len(checkpoints.COLUMNS))})",
+        self.dbapi.execute(checkpoints.insert(_CHECKPOINTS, quote, "?"),
                            checkpoints.checkpoint(self.ctx, self.table, self.rows).values())
 
     def _begin(self, schema: pa.Schema) -> None:
