@@ -212,6 +212,31 @@ async def test_a_failing_stream_or_constraint_leaves_the_table_unchanged(ctx, ta
     assert [r[3] for r in target.checkpoints()] == [2]  # the first load's only
 
 
+@pytest.mark.parametrize("mode", ["append", "merge"])
+async def test_a_column_that_arrives_mid_stream_leaves_no_trace_when_the_load_fails(ctx, target, mode):
+    name, key = target.table("e"), "id" if mode == "merge" else None
+    await load(ctx, stream(pa.record_batch({"id": [1, 2], "v": ["a", "b"]})), table=name, mode="merge", key="id")
+
+    async def broken():
+        yield pa.record_batch({"id": [3], "v": ["c"]})
+        yield pa.record_batch({"id": [4], "v": ["d"], "extra": [7]})
+        raise RuntimeError("upstream broke")
+
+    if target.kind == "mariadb" and mode == "append":  # its ALTER TABLE would commit the rows before it
+        with pytest.raises(ToolError, match=r"new columns after rows were loaded: extra \(int64\).*mode: replace"):
+            await load(ctx, broken(), table=name, mode=mode)
+    else:
+        with pytest.raises(RuntimeError, match="upstream broke"):
+            await load(ctx, broken(), table=name, mode=mode, key=key)
+    assert target.rows(f"SELECT * FROM {target.q('e')} ORDER BY id") == [(1, "a"), (2, "b")]
+    assert target.tables() == ["_agent_etl_checkpoints", "e"]
+    if mode == "merge":  # the same stream, ending cleanly, brings the column
+        batches = [pa.record_batch({"id": [3], "v": ["c"]}), pa.record_batch({"id": [2], "v": ["B"], "extra": [7]})]
+        assert await load(ctx, stream(*batches), table=name, mode=mode, key=key) == 2
+        assert target.rows(f"SELECT id, v, extra FROM {target.q('e')} ORDER BY id") == [
+            (1, "a", None), (2, "B", 7), (3, "c", None)]
+
+
 async def test_replace_swaps_in_the_new_rows(ctx, target):
     name = target.table("r")
     await load(ctx, stream(pa.record_batch({"id": [1, 2, 3]})), table=name)

@@ -18,7 +18,9 @@ bound parameters.
   upsert needs a unique index on the key: created with a new table, or on an existing one that
   lacks it (the load fails, naming the fix, when the table already holds duplicate keys). Other
   dialects have no upsert here: merge fails with a message saying so.
-- ``schema_policy: evolve`` adds new input columns (nullable); ``freeze`` fails naming them.
+- ``schema_policy: evolve`` adds new input columns (nullable); ``freeze`` fails naming them. On
+  MySQL/MariaDB, where ALTER TABLE commits at once, a merge adds them to the table just before its
+  upsert, and an append fails (naming them) when they arrive after rows were loaded.
 
 If anything fails (the input stream, a constraint, a type), the transaction rolls back; MySQL and
 MariaDB commit DDL at once, so tables this load created are dropped again. ``ctx.commit`` is called
@@ -63,6 +65,7 @@ class _Writer:
         self.target = self.into = None  # sa.Table objects
         self.checkpoints = None  # sa.Table, once it is known to exist
         self.created: list[Any] = []  # tables to drop if the load fails (DDL that committed at once)
+        self.later: dict[str, pa.Field] = {}  # new merge target columns, added at the end on MySQL
         self.rows = 0
         self.committed = False
 
@@ -178,13 +181,25 @@ class _Writer:
             self.rows += chunk.num_rows
 
     def _fit(self, schema: pa.Schema) -> None:
-        """Add the batch's new columns (to the staging table and the merge target) if the policy allows."""
-        for table in [self.into, self.target] if self.config.mode == "merge" else [self.into]:
-            new = [f for f in schema if f.name not in table.c]
-            if new and self.config.schema_policy == "freeze":
-                listed = ", ".join(f"{f.name} ({f.type})" for f in new)
+        """Add the batch's new columns (to the staging table and the merge target) if the policy allows.
+
+        On MySQL/MariaDB an ALTER TABLE commits the open transaction: the merge target gets its new
+        columns only at the end, and an append cannot take new columns once rows are in."""
+        merge = self.config.mode == "merge"
+        for table in [self.into, self.target] if merge else [self.into]:
+            new = [f for f in schema if f.name not in table.c and f.name not in self.later]
+            if not new:
+                continue
+            listed = ", ".join(f"{f.name} ({f.type})" for f in new)
+            if self.config.schema_policy == "freeze":
                 raise self._fail(f"schema_policy: freeze, but the input has columns the table lacks: {listed}; add "
                                  "them to the table, drop them upstream, or set schema_policy: evolve")
+            if self._mysql and merge and table is self.target:
+                self.later.update((f.name, f) for f in new)
+                continue
+            if self._mysql and self.rows and self.config.mode == "append":
+                raise self._fail(f"a batch brought new columns after rows were loaded: {listed}; give the stream "
+                                 "one schema from its first batch, or load with mode: replace or merge")
             for f in new:
                 self._add_column(table, f)
 
@@ -219,6 +234,8 @@ class _Writer:
         if self.config.mode == "replace":
             self._swap()
         elif self.config.mode == "merge":
+            for f in self.later.values():
+                self._add_column(self.target, f)
             self._upsert()
         self._checkpoint()  # before the staging table's DROP, whose implicit COMMIT on MySQL then carries both
         if self.config.mode == "merge":
