@@ -39,6 +39,8 @@ from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 
+import agent_etl  # noqa: F401  (first, as in the CLI: it sets pyarrow's allocator up before pyarrow loads)
+
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))

@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import agent_etl  # noqa: F401  (first, as in the CLI: it sets pyarrow's allocator up before pyarrow loads)
+
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
 from data import csv_file, csv_to_parquet_spec

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import agent_etl  # noqa: F401  (first, as in the CLI: it sets pyarrow's allocator up before pyarrow loads)
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pv

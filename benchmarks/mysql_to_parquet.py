@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import agent_etl  # noqa: F401  (first, as in the CLI: it sets pyarrow's allocator up before pyarrow loads)
+
 DATABASE = "agent_etl_bench"
 URL = f"mysql://root@127.0.0.1:3306/{DATABASE}"
 CLIENT = ["mariadb", "-h127.0.0.1", "-uroot", DATABASE]

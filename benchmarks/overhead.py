@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import agent_etl  # noqa: F401  (first, as in the CLI: it sets pyarrow's allocator up before pyarrow loads)
+
 import pyarrow as pa
 
 from agent_etl import AgentCoordinator, Pipeline

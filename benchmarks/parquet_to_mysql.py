@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import agent_etl  # noqa: F401  (first, as in the CLI: it sets pyarrow's allocator up before pyarrow loads)
+
 from mysql_to_parquet import CLIENT, SPEC, URL, client, ensure_table, timed
 
 LOAD_SPEC = """\

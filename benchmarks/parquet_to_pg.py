@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import agent_etl  # noqa: F401  (first, as in the CLI: it sets pyarrow's allocator up before pyarrow loads)
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 

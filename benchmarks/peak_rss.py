@@ -2,6 +2,8 @@
 rows, and flat as rows grow). Each size runs in a fresh `agent-etl run` process; its peak RSS comes
 from the kernel (wait4 rusage).
 
+import agent_etl  # noqa: F401  (first, as in the CLI: it sets pyarrow's allocator up before pyarrow loads)
+
     python benchmarks/peak_rss.py [--rows 1000000 10000000]
 """
 

@@ -14,6 +14,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import agent_etl  # noqa: F401  (first, as in the CLI: it sets pyarrow's allocator up before pyarrow loads)
+
 from parquet_to_pg import DATA, SCHEMA, URL, child, connect, export, fresh, prepare, run_ours
 
 MERGE_BIN = "/tmp/agent_etl_bench_merge.bin"

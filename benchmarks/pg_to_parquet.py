@@ -36,6 +36,11 @@ import tempfile
 import time
 from pathlib import Path
 
+try:
+    import agent_etl  # noqa: F401  (first, as in the CLI: it sets pyarrow's allocator up before pyarrow loads)
+except ImportError:  # the duckdb and dlt venvs run this file too; they inherit the parent's setting
+    pass
+
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 SQL = Path(__file__).resolve().parents[2] / "shared" / "bench" / "pg_1m_rows.sql"
 PEERS = Path(os.environ.get("BENCH_PEERS", "/work/peers"))

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import agent_etl  # noqa: F401  (first, as in the CLI: it sets pyarrow's allocator up before pyarrow loads)
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc

@@ -8,7 +8,16 @@ Names are imported lazily so that ``import agent_etl`` (and the CLI's ``--help``
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# pyarrow's allocator (mimalloc 3) asks for transparent huge pages where the kernel gives them on
+# request (THP "madvise"), and each first touch of one zeroes 2 MiB. Batches allocated in one thread
+# and freed in another keep touching fresh ones: the kernel's page zeroing took about half the CPU of
+# a Parquet -> PostgreSQL load and 0.1 s of a 1M-row PostgreSQL -> Parquet copy (docs/benchmarks.md).
+# mimalloc reads this when pyarrow is first imported, so it applies when agent_etl comes first; a
+# value set by the user is kept.
+os.environ.setdefault("MIMALLOC_ALLOW_THP", "0")
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from conftest import AGENT_ETL
 
 
@@ -19,3 +21,18 @@ def test_help_and_version(tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("agent-etl ")
     r = subprocess.run([AGENT_ETL, "frobnicate"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_pyarrow_allocator_takes_no_transparent_huge_pages_unless_the_user_says_so():
+    import os
+
+    code = "import agent_etl, pyarrow as pa; pa.array([1]); print(pa.default_memory_pool().backend_name)"
+    for preset, want in [(None, "0"), ("1", "1")]:
+        env = {k: v for k, v in os.environ.items() if k != "MIMALLOC_ALLOW_THP"}
+        env["MIMALLOC_VERBOSE"] = "1"  # mimalloc prints every option it read at start
+        if preset is not None:
+            env["MIMALLOC_ALLOW_THP"] = preset
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+        if r.stdout.strip() != "mimalloc":
+            pytest.skip(f"pyarrow allocates with {r.stdout.strip()}, which has no such option")
+        assert f"option 'allow_thp': {want}" in r.stderr, r.stderr[-2000:]
