@@ -187,7 +187,8 @@ class _Writer:
         columns only at the end, and an append cannot take new columns once rows are in."""
         merge = self.config.mode == "merge"
         for table in [self.into, self.target] if merge else [self.into]:
-            new = [f for f in schema if f.name not in table.c and f.name not in self.later]
+            later = self.later if table is self.target else {}
+            new = [f for f in schema if f.name not in table.c and f.name not in later]
             if not new:
                 continue
             listed = ", ".join(f"{f.name} ({f.type})" for f in new)
