@@ -267,6 +267,25 @@ async def test_append_keeps_nothing_when_the_stream_fails(tmp_path, mysql_db):
     assert tables(db) == ["p"]  # the table this load created is gone again
 
 
+async def test_a_failed_load_takes_back_the_columns_it_added(tmp_path, mysql_db):
+    # ALTER TABLE commits at once on MariaDB: a load that fails must drop the columns it added again
+    db, url = mysql_db
+    sql(db, "CREATE TABLE p2 (id INT PRIMARY KEY, name VARCHAR(3) NOT NULL)", fetch=False)
+    sql(db, "INSERT INTO p2 VALUES (1, 'one')", fetch=False)
+    before = sql(db, "SHOW COLUMNS FROM p2")
+    ctx = context(tmp_path, url)
+    with pytest.raises(RuntimeError, match="upstream broke"):
+        await load(ctx, pa.table({"id": [2, 3], "name": ["a", "b"], "extra": [1, 2]}), size=1, fail_after=1, table="p2")
+    with pytest.raises(ToolError, match=r"Duplicate entry '1'"):
+        await load(ctx, pa.table({"id": [1], "name": ["x"], "extra": [1]}), table="p2")
+    with pytest.raises(ToolError, match=r"too long for column 'name'"):  # in the upsert, after the ALTER
+        await load(ctx, pa.table({"id": [1], "name": ["toolong"], "more": [1]}), table="p2", mode="merge", key="id")
+    assert sql(db, "SHOW COLUMNS FROM p2") == before
+    assert sql(db, "SELECT * FROM p2") == ((1, "one"),)
+    assert await load(ctx, pa.table({"id": [2], "name": ["two"], "extra": [5]}), table="p2") == 1  # and it can still evolve
+    assert sql(db, "SELECT id, name, extra FROM p2 ORDER BY id") == ((1, "one", None), (2, "two", 5))
+
+
 async def test_constraint_and_type_violations_roll_back(tmp_path, mysql_db):
     db, url = mysql_db
     sql(db, "CREATE TABLE strict_t (id INT PRIMARY KEY, name VARCHAR(3) NOT NULL, n TINYINT)", fetch=False)

@@ -237,6 +237,24 @@ async def test_a_column_that_arrives_mid_stream_leaves_no_trace_when_the_load_fa
             (1, "a", None), (2, "B", 7), (3, "c", None)]
 
 
+async def test_a_failed_load_takes_back_the_columns_it_added(ctx, target):
+    name = target.table("g")
+    with sa.create_engine(target.url).begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {target.q('g')} (id INTEGER PRIMARY KEY, v VARCHAR(20) NOT NULL)")
+        conn.exec_driver_sql(f"INSERT INTO {target.q('g')} VALUES (1, 'a')")
+
+    async def broken(batch):
+        yield batch
+        raise RuntimeError("upstream broke")
+
+    with pytest.raises(RuntimeError, match="upstream broke"):  # the first batch's new column, then a failure
+        await load(ctx, broken(pa.record_batch({"id": [2], "v": ["b"], "extra": [1]})), table=name)
+    with pytest.raises(ToolError, match=r"violates a constraint.*rolled back"):  # the upsert fails after the ALTER
+        await load(ctx, stream(pa.record_batch({"id": [3], "v": pa.array([None], pa.string()), "more": [1]})),
+                   table=name, mode="merge", key="id")
+    assert target.rows(f"SELECT * FROM {target.q('g')}") == [(1, "a")]  # no column more than before
+
+
 async def test_replace_swaps_in_the_new_rows(ctx, target):
     name = target.table("r")
     await load(ctx, stream(pa.record_batch({"id": [1, 2, 3]})), table=name)

@@ -14,8 +14,9 @@ Options (DESIGN.md §2): ``connection`` (``url: mysql://user@host:3306/db``), ``
   A missing table is created with a UNIQUE key on ``key``; an existing one must have a unique key (or
   primary key) on exactly those columns.
 - ``schema_policy: evolve`` (default) adds the input's new columns as nullable columns before the
-  data moves; ``freeze`` fails, listing them (and, with replace, the table's missing columns). In
-  append mode the columns are settled by the first batch: a later batch with new columns fails.
+  data moves (ALTER TABLE commits at once, so a load that then fails drops them again); ``freeze``
+  fails, listing them (and, with replace, the table's missing columns). In append mode the columns
+  are settled by the first batch: a later batch with new columns fails.
 
 Batches are written by ``pyarrow.csv`` (every value quoted, NULL as the bare word NULL, which LOAD
 DATA reads as NULL, so '' and 'NULL' stay strings) to a temporary file that is deleted right after
@@ -80,6 +81,7 @@ class _Writer:
         self.fields: dict[str, pa.Field] = {}  # every input column seen, folded name -> field
         self.drops: list[str] = []  # tables close() drops: staging, or the table replaced
         self.created = False  # this load created the table (dropped again if it fails)
+        self.added: list[str] = []  # columns this load added to the table (dropped again if it fails)
         self.tx = False
         self.rows = 0
         self.committed = False
@@ -113,6 +115,8 @@ class _Writer:
             with conn.cursor() as cur:
                 for table in drops:
                     cur.execute(f"DROP TABLE IF EXISTS {table}")
+                if self.added and not self.committed:
+                    cur.execute(f"ALTER TABLE {self.target} " + ", ".join(f"DROP COLUMN {ident(n)}" for n in self.added))
         except Exception:
             self.pool.release(conn, broken=True)
             if self.committed:
@@ -194,8 +198,7 @@ class _Writer:
                 self._check_frozen(schema)
                 new = [f for f in schema if f.name.lower() not in self.columns]
                 if new:  # before BEGIN: DDL would commit the transaction
-                    adds = ", ".join(f"ADD COLUMN {ident(f.name)} {column_type(f)}" for f in new)
-                    self._execute(f"ALTER TABLE {self.target} {adds}")
+                    self._add_to_target(new)
                     self.columns.update({f.name.lower(): f.name for f in new})
             self._checkpoint_table()
             self.conn.begin()
@@ -287,8 +290,7 @@ class _Writer:
             self._check_unique_key()
             new = [self.fields[k] for k in self.fields if k not in self.existing]
             if new:
-                adds = ", ".join(f"ADD COLUMN {ident(f.name)} {column_type(f)}" for f in new)
-                self._execute(f"ALTER TABLE {self.target} {adds}")
+                self._add_to_target(new)
         key = {k.lower() for k in self.config.key}
         names = ", ".join(ident(n) for n in cols)
         updates = ", ".join(f"{ident(n)} = VALUES({ident(n)})" for n in cols if n.lower() not in key)
@@ -301,6 +303,11 @@ class _Writer:
         self._checkpoint()
         self.conn.commit()
         self.created = False
+
+    def _add_to_target(self, fields: list[pa.Field]) -> None:
+        adds = ", ".join(f"ADD COLUMN {ident(f.name)} {column_type(f)}" for f in fields)
+        self._execute(f"ALTER TABLE {self.target} {adds}")  # commits at once: close() drops them if the load fails
+        self.added += [f.name for f in fields]
 
     def _check_unique_key(self) -> None:
         rows = self._query(

@@ -23,7 +23,7 @@ bound parameters.
   upsert, and an append fails (naming them) when they arrive after rows were loaded.
 
 If anything fails (the input stream, a constraint, a type), the transaction rolls back; MySQL and
-MariaDB commit DDL at once, so tables this load created are dropped again. ``ctx.commit`` is called
+MariaDB commit DDL at once, so tables this load created, and columns it added, are dropped again. ``ctx.commit`` is called
 after the COMMIT. With it, a row (run_id, task, table_name, rows, position) goes into
 ``_agent_etl_checkpoints`` in the table's schema, in the same transaction (``databases.checkpoints``;
 on MySQL/MariaDB that table is made before the load, and a replace's RENAME commits ahead of the row).
@@ -66,6 +66,7 @@ class _Writer:
         self.checkpoints = None  # sa.Table, once it is known to exist
         self.created: list[Any] = []  # tables to drop if the load fails (DDL that committed at once)
         self.later: dict[str, pa.Field] = {}  # new merge target columns, added at the end on MySQL
+        self.added: list[str] = []  # columns this load added to the table on MySQL (dropped again if it fails)
         self.rows = 0
         self.committed = False
 
@@ -215,6 +216,8 @@ class _Writer:
         where = qualified(self.engine, table.schema, table.name)
         self.conn.exec_driver_sql(f"ALTER TABLE {where} ADD COLUMN {identifier(self.engine, f.name)} {ddl}")
         table.append_column(sa.Column(f.name, t))
+        if self._mysql and table is self.target and table not in self.created:
+            self.added.append(f.name)
 
     # -- the end -------------------------------------------------------------------------------
 
@@ -355,6 +358,10 @@ class _Writer:
         for table in reversed(self.created):  # MySQL committed these at once; elsewhere they are gone
             with contextlib.suppress(Exception), self.conn.begin():
                 table.drop(self.conn, checkfirst=True)
+        if self.added and not self.committed:  # the same for columns added to an existing table
+            drops = ", ".join(f"DROP COLUMN {identifier(self.engine, n)}" for n in self.added)
+            with contextlib.suppress(Exception), self.conn.begin():
+                self.conn.exec_driver_sql(f"ALTER TABLE {self._qualified(self.name)} {drops}")
         self.conn.close()
         self.conn = None
 
