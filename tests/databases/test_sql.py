@@ -253,6 +253,13 @@ async def test_a_failed_load_takes_back_the_columns_it_added(ctx, target):
         await load(ctx, stream(pa.record_batch({"id": [3], "v": pa.array([None], pa.string()), "more": [1]})),
                    table=name, mode="merge", key="id")
     assert target.rows(f"SELECT * FROM {target.q('g')}") == [(1, "a")]  # no column more than before
+    with sa.create_engine(target.url).begin() as conn:  # a merge makes the unique index its upsert needs
+        conn.exec_driver_sql(f"CREATE TABLE {target.q('h')} (id INTEGER, v VARCHAR(20))")
+    with pytest.raises(RuntimeError, match="upstream broke"):
+        await load(ctx, broken(pa.record_batch({"id": [2], "v": ["b"]})), table=target.table("h"), mode="merge", key="id")
+    eng = sa.create_engine(target.url)
+    assert sa.inspect(eng).get_indexes("h", schema=target.schema) == []
+    eng.dispose()
 
 
 async def test_replace_swaps_in_the_new_rows(ctx, target):

@@ -23,7 +23,8 @@ bound parameters.
   upsert, and an append fails (naming them) when they arrive after rows were loaded.
 
 If anything fails (the input stream, a constraint, a type), the transaction rolls back; MySQL and
-MariaDB commit DDL at once, so tables this load created, and columns it added, are dropped again. ``ctx.commit`` is called
+MariaDB commit DDL at once, so tables this load created, and columns and the unique index it
+added, are dropped again. ``ctx.commit`` is called
 after the COMMIT. With it, a row (run_id, task, table_name, rows, position) goes into
 ``_agent_etl_checkpoints`` in the table's schema, in the same transaction (``databases.checkpoints``;
 on MySQL/MariaDB that table is made before the load, and a replace's RENAME commits ahead of the row).
@@ -67,6 +68,7 @@ class _Writer:
         self.created: list[Any] = []  # tables to drop if the load fails (DDL that committed at once)
         self.later: dict[str, pa.Field] = {}  # new merge target columns, added at the end on MySQL
         self.added: list[str] = []  # columns this load added to the table on MySQL (dropped again if it fails)
+        self.index: Any = None  # the unique index this load made on the table on MySQL (the same)
         self.rows = 0
         self.committed = False
 
@@ -159,6 +161,8 @@ class _Writer:
                          unique=True)
         try:
             index.create(self.conn)
+            if self._mysql:
+                self.index = index
         except sa.exc.IntegrityError:
             raise self._fail(f"merge needs a unique index on key {self.config.key}, and the table already holds rows "
                              "that share a key, so none can be created; remove the duplicates, or create the index "
@@ -362,6 +366,9 @@ class _Writer:
             drops = ", ".join(f"DROP COLUMN {identifier(self.engine, n)}" for n in self.added)
             with contextlib.suppress(Exception), self.conn.begin():
                 self.conn.exec_driver_sql(f"ALTER TABLE {self._qualified(self.name)} {drops}")
+        if self.index is not None and not self.committed:  # and for its unique index
+            with contextlib.suppress(Exception), self.conn.begin():
+                self.index.drop(self.conn)
         self.conn.close()
         self.conn = None
 
