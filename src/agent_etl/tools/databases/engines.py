@@ -35,33 +35,15 @@ def engine(ctx: Any, connection: str) -> Any:
 
     def create() -> Any:
         try:
-            eng = sa.create_engine(url, pool_pre_ping=True)
+            return sa.create_engine(url, pool_pre_ping=True)
         except NoSuchModuleError:
             raise SpecError(f"task {ctx.task!r}: connection {connection!r}: SQLAlchemy has no dialect "
                             f"{url.drivername!r}; check the url's scheme") from None
         except ImportError as e:
             raise ToolError(f"task {ctx.task!r}: connection {connection!r} needs the database driver {e.name!r}; "
                             f"install it (pip install {e.name})") from None
-        if url.get_backend_name() == "sqlite" and eng.driver == "pysqlite":
-            _transactional_ddl(eng)
-        return eng
 
     return ctx.resources.get(("sql", url.render_as_string(hide_password=False)), create, lambda eng: eng.dispose())
-
-
-def _transactional_ddl(eng: Any) -> None:
-    """Python's sqlite3 opens a transaction only at the first INSERT/UPDATE/DELETE: a CREATE or
-    ALTER TABLE before it commits on its own, and a failed load would keep it. SQLAlchemy's recipe
-    for pysqlite: the driver opens no transaction, SQLAlchemy sends BEGIN itself."""
-    from sqlalchemy import event
-
-    @event.listens_for(eng, "connect")
-    def _no_driver_transactions(dbapi_conn: Any, record: Any) -> None:
-        dbapi_conn.isolation_level = None
-
-    @event.listens_for(eng, "begin")
-    def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
 
 
 def connect_error(e: BaseException, url: Any, connection: str) -> Exception:

@@ -23,8 +23,8 @@ bound parameters.
   upsert, and an append fails (naming them) when they arrive after rows were loaded.
 
 If anything fails (the input stream, a constraint, a type), the transaction rolls back; MySQL and
-MariaDB commit DDL at once, so tables this load created, and columns and the unique index it
-added, are dropped again. ``ctx.commit`` is called
+MariaDB commit DDL at once (and SQLite, through Python's sqlite3, before the first row), so
+tables this load created, and columns and the unique index it added, are dropped again. ``ctx.commit`` is called
 after the COMMIT. With it, a row (run_id, task, table_name, rows, position) goes into
 ``_agent_etl_checkpoints`` in the table's schema, in the same transaction (``databases.checkpoints``;
 on MySQL/MariaDB that table is made before the load, and a replace's RENAME commits ahead of the row).
@@ -67,8 +67,8 @@ class _Writer:
         self.checkpoints = None  # sa.Table, once it is known to exist
         self.created: list[Any] = []  # tables to drop if the load fails (DDL that committed at once)
         self.later: dict[str, pa.Field] = {}  # new merge target columns, added at the end on MySQL
-        self.added: list[str] = []  # columns this load added to the table on MySQL (dropped again if it fails)
-        self.index: Any = None  # the unique index this load made on the table on MySQL (the same)
+        self.added: list[str] = []  # columns added to the table by DDL that committed at once (see _ddl_commits)
+        self.index: Any = None  # the unique index this load made on the table, the same way
         self.rows = 0
         self.committed = False
 
@@ -161,7 +161,7 @@ class _Writer:
                          unique=True)
         try:
             index.create(self.conn)
-            if self._mysql:
+            if self._ddl_commits:
                 self.index = index
         except sa.exc.IntegrityError:
             raise self._fail(f"merge needs a unique index on key {self.config.key}, and the table already holds rows "
@@ -220,7 +220,7 @@ class _Writer:
         where = qualified(self.engine, table.schema, table.name)
         self.conn.exec_driver_sql(f"ALTER TABLE {where} ADD COLUMN {identifier(self.engine, f.name)} {ddl}")
         table.append_column(sa.Column(f.name, t))
-        if self._mysql and table is self.target and table not in self.created:
+        if self._ddl_commits and table is self.target and table not in self.created:
             self.added.append(f.name)
 
     # -- the end -------------------------------------------------------------------------------
@@ -255,6 +255,12 @@ class _Writer:
     @property
     def _mysql(self) -> bool:
         return self.dialect in ("mysql", "mariadb")
+
+    @property
+    def _ddl_commits(self) -> bool:
+        """DDL may commit outside the load's transaction: always on MySQL/MariaDB, and on SQLite before
+        the first row (Python's sqlite3 begins its transaction at the first INSERT)."""
+        return self._mysql or self.dialect == "sqlite"
 
     def _checkpoint_table(self) -> None:
         """The checkpoint table next to the target, created if missing; one from before positions gets the
@@ -362,10 +368,10 @@ class _Writer:
         for table in reversed(self.created):  # MySQL committed these at once; elsewhere they are gone
             with contextlib.suppress(Exception), self.conn.begin():
                 table.drop(self.conn, checkfirst=True)
-        if self.added and not self.committed:  # the same for columns added to an existing table
-            drops = ", ".join(f"DROP COLUMN {identifier(self.engine, n)}" for n in self.added)
-            with contextlib.suppress(Exception), self.conn.begin():
-                self.conn.exec_driver_sql(f"ALTER TABLE {self._qualified(self.name)} {drops}")
+        for name in self.added if not self.committed else ():  # the same for columns added to the table
+            with contextlib.suppress(Exception), self.conn.begin():  # (gone already if the DDL was in the rollback)
+                self.conn.exec_driver_sql(f"ALTER TABLE {self._qualified(self.name)} "
+                                          f"DROP COLUMN {identifier(self.engine, name)}")
         if self.index is not None and not self.committed:  # and for its unique index
             with contextlib.suppress(Exception), self.conn.begin():
                 self.index.drop(self.conn)
