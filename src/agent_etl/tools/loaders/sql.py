@@ -23,9 +23,9 @@ bound parameters.
   upsert, and an append fails (naming them) when they arrive after rows were loaded.
 
 If anything fails (the input stream, a constraint, a type), the transaction rolls back; MySQL and
-MariaDB commit DDL at once (and SQLite, through Python's sqlite3, before the first row), so
-tables this load created, and columns and the unique index it added, are dropped again. ``ctx.commit`` is called
-after the COMMIT. With it, a row (run_id, task, table_name, rows, position) goes into
+MariaDB commit DDL at once (and SQLite, through Python's sqlite3, before the first row), so tables
+this load created, and columns and the unique index it added, are dropped again. ``ctx.commit`` is
+called after the COMMIT. With it, a row (run_id, task, table_name, rows, position) goes into
 ``_agent_etl_checkpoints`` in the table's schema, in the same transaction (``databases.checkpoints``;
 on MySQL/MariaDB that table is made before the load, and a replace's RENAME commits ahead of the row).
 """
@@ -365,7 +365,7 @@ class _Writer:
         with contextlib.suppress(Exception):
             if self.tx is not None and self.tx.is_active:
                 self.tx.rollback()
-        for table in reversed(self.created):  # MySQL committed these at once; elsewhere they are gone
+        for table in reversed(self.created):  # committed at once where _ddl_commits; elsewhere gone already
             with contextlib.suppress(Exception), self.conn.begin():
                 table.drop(self.conn, checkfirst=True)
         for name in self.added if not self.committed else ():  # the same for columns added to the table
