@@ -7,6 +7,7 @@ Every test runs once per backend, in a private schema (PostgreSQL), database (Ma
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import decimal
 import json
@@ -371,3 +372,49 @@ async def test_loads_into_one_sqlite_file_at_once_both_land(tmp_path):
     finally:
         await ctx.resources.aclose()
     assert [Target("sqlite", url, None).rows(f"SELECT count(*) FROM {t}") for t in "bcd"] == [[(20_000,)]] * 3
+
+
+async def test_sqlite_partitions_are_one_snapshot_while_another_connection_writes(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "snap.db"
+    with contextlib.closing(sqlite3.connect(path)) as setup:
+        setup.execute("PRAGMA journal_mode=WAL")  # a writer may commit while the read is open
+        setup.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        setup.executemany("INSERT INTO t VALUES (?, ?)", [(i, f"v{i}") for i in range(1, 301)])
+        setup.commit()
+    ctx = tool_context(tmp_path, connections={"db": {"url": f"sqlite:///{path}"}}, batch_size=50)
+    reader = build("extractor", "sql", {"connection": "db", "table": "t", "partitions": 3, "partition_on": "id"}, ctx)
+    ids = []
+    try:
+        async with contextlib.aclosing(reader.batches()) as batches:
+            async for batch in batches:
+                if not ids:  # the first partition is under way: move rows between the other two, and drop one
+                    with contextlib.closing(sqlite3.connect(path)) as writer:
+                        writer.execute("UPDATE t SET id = id + 1000 WHERE id BETWEEN 150 AND 160")
+                        writer.execute("DELETE FROM t WHERE id = 290")
+                        writer.commit()
+                ids += batch.column("id").to_pylist()
+    finally:
+        await ctx.resources.aclose()
+    assert sorted(ids) == list(range(1, 301))  # the table as the read began
+
+
+async def test_a_pipeline_reads_and_writes_one_sqlite_file_at_once(tmp_path):
+    import sqlite3
+
+    from agent_etl import AgentCoordinator
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "same.db")) as setup:
+        setup.execute("CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT)")
+        setup.executemany("INSERT INTO a VALUES (?, ?)", [(i, "x" * 20) for i in range(30_000)])
+        setup.commit()
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\nname: same_file\nconnections:\n  db: {url: 'sqlite:///same.db'}\n"
+        "extract:\n  src: {tool: sql, connection: db, table: a, partitions: 3, partition_on: id}\n"
+        "load:\n  b: {input: src, tool: sql, connection: db, table: b, mode: replace}\n"
+        "  c: {input: src, tool: sql, connection: db, table: c}\n")
+    result = await AgentCoordinator(home=tmp_path / ".agent-etl").run(tmp_path / "p.yaml")
+    assert result.ok, result
+    target = Target("sqlite", f"sqlite:///{tmp_path / 'same.db'}", None)
+    assert [target.rows(f"SELECT count(*) FROM {t}") for t in "bc"] == [[(30_000,)]] * 2

@@ -61,6 +61,8 @@ class _Reader:
             options["isolation_level"] = level[self.engine.dialect.name]
         self.conn = conn.execution_options(**options)
         self.conn.begin()
+        if self.engine.dialect.name == "sqlite":  # Python's sqlite3 opens no transaction for reads by itself
+            self.conn.exec_driver_sql("BEGIN")
         self.mark, self.escape = placeholder(self.engine)
         config, q = self.config, lambda n: identifier(self.engine, n)
         if config.table is not None:
