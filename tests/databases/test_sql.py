@@ -263,6 +263,24 @@ async def test_a_failed_load_takes_back_the_columns_it_added(ctx, target):
     eng.dispose()
 
 
+async def test_column_names_match_as_the_database_compares_them(ctx, target):
+    # MariaDB and SQLite compare column names ignoring case; PostgreSQL's quoted names keep it
+    with sa.create_engine(target.url).begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {target.q('m')} ({target.ident('ID')} INTEGER PRIMARY KEY, "
+                             f"{target.ident('Name')} VARCHAR(20))")
+    name = target.table("m")
+    first = pa.record_batch({"id": [1, 2], "name": ["a", "b"]})
+    if target.kind == "postgresql":  # there "id" is another column than "ID"
+        with pytest.raises(ToolError, match=r"merge key \['id'\] is not a column of the table"):
+            await load(ctx, stream(first), table=name, mode="merge", key="id")
+        return
+    assert await load(ctx, stream(first), table=name) == 2
+    assert await load(ctx, stream(pa.record_batch({"Id": [2, 3], "NAME": ["B", "c"], "Extra": [1, 2]})), table=name,
+                      mode="merge", key="iD") == 2
+    assert target.rows(f"SELECT * FROM {target.q('m')} ORDER BY 1") == [(1, "a", None), (2, "B", 1), (3, "c", 2)]
+    assert [c["name"] for c in sa.inspect(sa.create_engine(target.url)).get_columns("m")] == ["ID", "Name", "Extra"]
+
+
 async def test_replace_swaps_in_the_new_rows(ctx, target):
     name = target.table("r")
     await load(ctx, stream(pa.record_batch({"id": [1, 2, 3]})), table=name)

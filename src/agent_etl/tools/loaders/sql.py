@@ -18,6 +18,8 @@ bound parameters.
   upsert needs a unique index on the key: created with a new table, or on an existing one that
   lacks it (the load fails, naming the fix, when the table already holds duplicate keys). Other
   dialects have no upsert here: merge fails with a message saying so.
+- Input columns match the table's ignoring case where the database does (MySQL/MariaDB, SQLite):
+  rows go into the table's own spelling, and so does ``key``.
 - ``schema_policy: evolve`` adds new input columns (nullable); ``freeze`` fails naming them. On
   MySQL/MariaDB, where ALTER TABLE commits at once, a merge adds them to the table just before its
   upsert, and an append fails (naming them) when they arrive after rows were loaded.
@@ -69,6 +71,8 @@ class _Writer:
         self.later: dict[str, pa.Field] = {}  # new merge target columns, added at the end on MySQL
         self.added: list[str] = []  # columns added to the table by DDL that committed at once (see _ddl_commits)
         self.index: Any = None  # the unique index this load made on the table, the same way
+        self.spelling: dict[str, str] = {}  # folded name -> the table's, where names ignore case (_folds)
+        self.key: list[str] = list(config.key or [])  # as the table (or else the input) spells them
         self.rows = 0
         self.committed = False
 
@@ -102,7 +106,12 @@ class _Writer:
         insp = sa.inspect(self.conn)
         exists = insp.has_table(self.name, schema=self.schema)
         existing = sa.Table(self.name, sa.MetaData(), schema=self.schema, autoload_with=self.conn) if exists else None
-        mode, key = self.config.mode, self.config.key or []
+        if self._folds:
+            self.spelling = {c.name.lower(): c.name for c in existing.c} if existing is not None else {}
+            schema = self._respell(schema)
+            spelled = {n.lower(): n for n in schema.names}
+            self.key = [self.spelling.get(k.lower()) or spelled.get(k.lower(), k) for k in self.key]
+        mode, key = self.config.mode, self.key
         if mode == "merge":
             missing = [k for k in key if k not in schema.names]
             if missing:
@@ -145,26 +154,26 @@ class _Writer:
         """Make sure a unique index on exactly the key exists (the upsert's conflict target)."""
         import sqlalchemy as sa
 
-        key = set(self.config.key)
+        key = set(self.key)
         if existed:
             candidates = [insp.get_pk_constraint(self.name, schema=self.schema).get("constrained_columns") or []]
             candidates += [u["column_names"] for u in insp.get_unique_constraints(self.name, schema=self.schema)]
             candidates += [i["column_names"] for i in insp.get_indexes(self.name, schema=self.schema) if i["unique"]]
             if any(set(c) == key and len(c) == len(key) for c in candidates):
                 return
-            absent = [k for k in self.config.key if k not in self.target.c]
+            absent = [k for k in self.key if k not in self.target.c]
             if absent:
                 raise self._fail(f"merge key {absent} is not a column of the table; fix `key`")
         else:
             return  # created with its unique index
-        index = sa.Index(key_index_name(self.name, self.config.key), *[self.target.c[k] for k in self.config.key],
+        index = sa.Index(key_index_name(self.name, self.key), *[self.target.c[k] for k in self.key],
                          unique=True)
         try:
             index.create(self.conn)
             if self._ddl_commits:
                 self.index = index
         except sa.exc.IntegrityError:
-            raise self._fail(f"merge needs a unique index on key {self.config.key}, and the table already holds rows "
+            raise self._fail(f"merge needs a unique index on key {self.key}, and the table already holds rows "
                              "that share a key, so none can be created; remove the duplicates, or create the index "
                              "yourself") from None
 
@@ -173,6 +182,8 @@ class _Writer:
     def write(self, batch: pa.RecordBatch) -> None:
         if self.tx is None:
             self._begin(batch.schema)
+        if self.spelling:
+            batch = self._respell(batch)
         self._fit(batch.schema)
         for chunk in slices(batch, _CHUNK_ROWS) if batch.num_rows else ():
             if self.config.mode == "merge":
@@ -220,6 +231,8 @@ class _Writer:
         where = qualified(self.engine, table.schema, table.name)
         self.conn.exec_driver_sql(f"ALTER TABLE {where} ADD COLUMN {identifier(self.engine, f.name)} {ddl}")
         table.append_column(sa.Column(f.name, t))
+        if self._folds and table is self.target:
+            self.spelling[f.name.lower()] = f.name
         if self._ddl_commits and table is self.target and table not in self.created:
             self.added.append(f.name)
 
@@ -255,6 +268,18 @@ class _Writer:
     @property
     def _mysql(self) -> bool:
         return self.dialect in ("mysql", "mariadb")
+
+    @property
+    def _folds(self) -> bool:
+        """Column names ignore case in this database (MySQL/MariaDB and SQLite do)."""
+        return self._mysql or self.dialect == "sqlite"
+
+    def _respell(self, data: Any) -> Any:
+        """A schema or batch with the columns the table has under another case named as the table names them."""
+        names = [self.spelling.get(n.lower(), n) for n in (data if isinstance(data, pa.Schema) else data.schema).names]
+        if isinstance(data, pa.Schema):
+            return pa.schema([f.with_name(n) for f, n in zip(data, names)], metadata=data.metadata)
+        return data.rename_columns(names)
 
     @property
     def _ddl_commits(self) -> bool:
@@ -336,11 +361,11 @@ class _Writer:
 
         s, t = self.into, self.target
         cols = [c.name for c in s.c if c.name != _SEQ]
-        keys = [s.c[k] for k in self.config.key]
+        keys = [s.c[k] for k in self.key]
         last = sa.select(sa.func.max(s.c[_SEQ])).group_by(*keys)
         # the last row of each key; NULL keys never conflict, so all of those rows go in
         source = sa.select(*[s.c[n] for n in cols]).where(sa.or_(s.c[_SEQ].in_(last), *[k.is_(None) for k in keys]))
-        others = [n for n in cols if n not in self.config.key]
+        others = [n for n in cols if n not in self.key]
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         elif self.dialect == "sqlite":
@@ -348,15 +373,15 @@ class _Writer:
         else:
             from sqlalchemy.dialects.mysql import insert
             stmt = insert(t).from_select(cols, source)
-            update = {n: stmt.inserted[n] for n in (others or self.config.key[:1])}
+            update = {n: stmt.inserted[n] for n in (others or self.key[:1])}
             self.conn.execute(stmt.on_duplicate_key_update(update))
             return
         stmt = insert(t).from_select(cols, source)
         if others:
-            stmt = stmt.on_conflict_do_update(index_elements=self.config.key,
+            stmt = stmt.on_conflict_do_update(index_elements=self.key,
                                               set_={n: stmt.excluded[n] for n in others})
         else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=self.config.key)
+            stmt = stmt.on_conflict_do_nothing(index_elements=self.key)
         self.conn.execute(stmt)
 
     def close(self) -> None:
