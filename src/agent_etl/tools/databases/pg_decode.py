@@ -216,9 +216,39 @@ def _numeric(block, data, length, nulls, col) -> pa.Array:
         what = _NUMERIC_SPECIAL.get(int(sign[special][0]), "a special value")
         raise DecodeError(col, f"holds {what}, which a decimal cannot hold",
                           f"read it with NULLIF({col.name}, '{what}') or cast it to float8 in the query")
+    most = int(ndigits.max(initial=0))
+    unscaled = _four_digits(block, data, ndigits, weight, col.type.scale, most) if most <= 4 else \
+        _digits(block, data, ndigits, weight, col.type.scale, most)
+    unscaled[sign == 0x4000] *= -1
+    wide = np.empty((len(data), 2), np.int64)
+    wide[:, 0] = unscaled
+    wide[:, 1] = unscaled >> 63  # two's complement sign extension to 128 bits
+    return _from_wide(col.type, wide.reshape(-1), nulls)
+
+
+def _four_digits(block: RowBlock, data: np.ndarray, ndigits: np.ndarray, weight: np.ndarray, scale: int,
+                 most: int) -> np.ndarray:
+    """Values of at most four base-10000 digits: read as one integer of ``most`` digits by Horner's
+    rule (below 10^16), then scaled by one power of ten per row, exactly."""
+    word = block.view(">u8")[data + 8]  # digits 0-3, 16 bits each, most significant first
+    whole = np.zeros(len(data), np.int64)
+    for j in range(most):
+        whole *= 10_000
+        whole += np.where(ndigits > j, (word >> np.uint64(48 - 16 * j)) & np.uint64(0xFFFF), 0).astype(np.int64)
+    exp = 4 * (weight - (most - 1)) + scale  # whole x 10^exp is the unscaled value
+    if (exp >= 0).all():
+        return whole * _POW10[np.minimum(exp, 18)]
+    if (exp <= 0).all():  # the digits past the scale are zeros: the division is exact
+        return whole // _POW10[np.minimum(-exp, 18)]
+    return np.where(exp >= 0, whole * _POW10[np.clip(exp, 0, 18)], whole // _POW10[np.clip(-exp, 0, 18)])
+
+
+def _digits(block: RowBlock, data: np.ndarray, ndigits: np.ndarray, weight: np.ndarray, scale: int,
+            most: int) -> np.ndarray:
+    """Any number of digits, each scaled on its own (no intermediate beyond the unscaled value)."""
     unscaled = np.zeros(len(data), np.int64)
-    top = 4 * weight + col.type.scale  # power of ten of digit 0 in the unscaled value
-    for group in range((int(ndigits.max(initial=0)) + 3) // 4):
+    top = 4 * weight + scale  # power of ten of digit 0 in the unscaled value
+    for group in range((most + 3) // 4):
         word = block.view(">u8")[data + 8 + 8 * group]  # four digits at a time
         for k in range(4):
             j = 4 * group + k
@@ -226,11 +256,7 @@ def _numeric(block, data, length, nulls, col) -> pa.Array:
             digit[ndigits <= j] = 0
             exp = top - 4 * j  # -3..18: digits past the scale are whole multiples of 10^-exp
             unscaled += digit * _POW10[np.clip(exp, 0, 18)] // _POW10[np.clip(-exp, 0, 18)]
-    unscaled[sign == 0x4000] *= -1
-    wide = np.empty((len(data), 2), np.int64)
-    wide[:, 0] = unscaled
-    wide[:, 1] = unscaled >> 63  # two's complement sign extension to 128 bits
-    return _from_wide(col.type, wide.reshape(-1), nulls)
+    return unscaled
 
 
 def _array(block, data, length, nulls, col) -> pa.Array:
