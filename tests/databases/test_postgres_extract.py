@@ -212,6 +212,20 @@ async def test_numeric_values_match_postgres_exactly(pg_source, tmp_path):
     assert [tuple(r.values()) for r in got.to_pylist()] == want
 
 
+async def test_numeric_values_of_each_size_match_postgres_exactly(pg_source, tmp_path):
+    # one read per magnitude, so that each read holds values of at most that many digits (values of up
+    # to four base-10000 digits are decoded another way than wider ones), with NULLs and both signs
+    for p, s in [(18, 6), (18, 0), (12, 2), (10, 5), (18, 18)]:
+        pg_source.run(f"CREATE TABLE n_{p}_{s} (mag int, v numeric({p}, {s}))")
+        pg_source.run(f"""INSERT INTO n_{p}_{s} SELECT m, CASE WHEN g % 7 = 0 THEN NULL ELSE
+            trunc(((random() - 0.5) * 2 * 10 ^ m)::numeric, {s}) END
+            FROM generate_series(0, {max(p - s, 1) - 1}) m, generate_series(1, 200) g""")
+        for m in range(max(p - s, 1)):
+            query = f"SELECT v FROM n_{p}_{s} WHERE mag = {m}"
+            got = await table_of(pg_source.url, {"query": query}, tmp_path)
+            assert [r["v"] for r in got.to_pylist()] == [r[0] for r in pg_source.run(query)], (p, s, m)
+
+
 async def test_text_of_every_length_and_rows_wider_than_a_block(pg_source, tmp_path):
     pg_source.run("CREATE TABLE words (id int, w text, blob bytea)")
     pg_source.run("INSERT INTO words SELECT g, repeat('é', g % 30), decode(repeat('ab', g % 20), 'hex') "
