@@ -85,7 +85,7 @@ class _Reader:
         inspector = sa.inspect(self.conn)
         if not inspector.has_table(table, schema=schema):
             names = inspector.get_table_names(schema=schema) + inspector.get_view_names(schema=schema)
-            known = ", ".join(repr(n) for n in sorted(names)[:20] if n != CHECKPOINTS) or "none"
+            known = ", ".join([repr(n) for n in sorted(names) if n != CHECKPOINTS][:20]) or "none"
             raise ToolError(f"task {self.ctx.task!r}: table {self.config.table!r} not found at {self._where()} "
                             f"(tables: {known}); check the table name, its schema, or the connection url")
         columns = inspector.get_columns(table, schema=schema)

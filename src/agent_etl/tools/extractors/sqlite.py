@@ -223,7 +223,7 @@ class _Reader:
             names = [r[0] for r in self.cursor.execute(
                 "SELECT name FROM sqlite_schema WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' "
                 "ORDER BY name")]
-            known = ", ".join(repr(n) for n in names[:20] if n != CHECKPOINTS) or "none"
+            known = ", ".join([repr(n) for n in names if n != CHECKPOINTS][:20]) or "none"
             raise ToolError(f"task {self.ctx.task!r}: SQLite table {table!r} not found in {self.path} "
                             f"(tables: {known}); check the table name or the connection url")
         probes: list[list[str]] = []
