@@ -108,7 +108,8 @@ class _Writer:
         existing = sa.Table(self.name, sa.MetaData(), schema=self.schema, autoload_with=self.conn) if exists else None
         if self._folds:
             self.spelling = {c.name.lower(): c.name for c in existing.c} if existing is not None else {}
-            schema = self._respell(schema)
+            schema = pa.schema([f.with_name(n) for f, n in zip(schema, self._spelled(schema.names))],
+                               metadata=schema.metadata)
             spelled = {n.lower(): n for n in schema.names}
             self.key = [self.spelling.get(k.lower()) or spelled.get(k.lower(), k) for k in self.key]
         mode, key = self.config.mode, self.key
@@ -183,7 +184,7 @@ class _Writer:
         if self.tx is None:
             self._begin(batch.schema)
         if self.spelling:
-            batch = self._respell(batch)
+            batch = batch.rename_columns(self._spelled(batch.schema.names))
         self._fit(batch.schema)
         for chunk in slices(batch, _CHUNK_ROWS) if batch.num_rows else ():
             if self.config.mode == "merge":
@@ -274,12 +275,9 @@ class _Writer:
         """Column names ignore case in this database (MySQL/MariaDB and SQLite do)."""
         return self._mysql or self.dialect == "sqlite"
 
-    def _respell(self, data: Any) -> Any:
-        """A schema or batch with the columns the table has under another case named as the table names them."""
-        names = [self.spelling.get(n.lower(), n) for n in (data if isinstance(data, pa.Schema) else data.schema).names]
-        if isinstance(data, pa.Schema):
-            return pa.schema([f.with_name(n) for f, n in zip(data, names)], metadata=data.metadata)
-        return data.rename_columns(names)
+    def _spelled(self, names: list[str]) -> list[str]:
+        """The input's column names, those the table has under another case spelled as the table does."""
+        return [self.spelling.get(n.lower(), n) for n in names]
 
     @property
     def _ddl_commits(self) -> bool:
@@ -393,13 +391,14 @@ class _Writer:
         for table in reversed(self.created):  # committed at once where _ddl_commits; elsewhere gone already
             with contextlib.suppress(Exception), self.conn.begin():
                 table.drop(self.conn, checkfirst=True)
-        for name in self.added if not self.committed else ():  # the same for columns added to the table
-            with contextlib.suppress(Exception), self.conn.begin():  # (gone already if the DDL was in the rollback)
-                self.conn.exec_driver_sql(f"ALTER TABLE {self._qualified(self.name)} "
-                                          f"DROP COLUMN {identifier(self.engine, name)}")
-        if self.index is not None and not self.committed:  # and for its unique index
-            with contextlib.suppress(Exception), self.conn.begin():
-                self.index.drop(self.conn)
+        if not self.committed:  # the same for columns and a unique index added to the table
+            for name in self.added:  # (gone already where the DDL was in the rollback)
+                with contextlib.suppress(Exception), self.conn.begin():
+                    self.conn.exec_driver_sql(f"ALTER TABLE {self._qualified(self.name)} "
+                                              f"DROP COLUMN {identifier(self.engine, name)}")
+            if self.index is not None:
+                with contextlib.suppress(Exception), self.conn.begin():
+                    self.index.drop(self.conn)
         self.conn.close()
         self.conn = None
 
