@@ -9,6 +9,8 @@ fix; ``exit_code`` is what the CLI exits with.  ``TransientError`` marks what ma
     ├── ToolError (1)              a tool failed while running (bad row, missing file, ...)
     │   └── TransientError (1)     the same call may succeed later; the coordinator retries it
     ├── UpstreamError (1)          a task could not run because a task it reads from failed
+    │   └── SiblingFailed (1)      a load rolled back its commit because a sibling load failed
+    ├── ResumeError (2)            a run cannot be resumed (unknown, spec changed, locked, ...)
     ├── QualityGateError (3)       a quality gate with on_failure: fail did not pass
     └── RunInterrupted (130)       the run was cancelled (Ctrl-C)
 """
@@ -70,6 +72,17 @@ class TransientError(ToolError):
 
 class UpstreamError(AgentETLError):
     """The input stream of a task ended because a task it depends on failed."""
+
+
+class SiblingFailed(UpstreamError):
+    """A sibling load of the same input failed before the commit (``commit: together``): this load
+    rolled back its commit unit so that the destinations do not disagree."""
+
+
+class ResumeError(AgentETLError):
+    """A run cannot be resumed or started: unknown id, spec changed, another process holds it."""
+
+    exit_code = 2
 
 
 class QualityGateError(AgentETLError):

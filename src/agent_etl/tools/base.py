@@ -3,13 +3,28 @@
 Four families, each registered under its own entry-point group:
 
 - ``Extractor``  (``agent_etl.extractors``): ``batches()`` yields ``pa.RecordBatch``; ``position()``
-  tells where the source stands after the last yielded batch, so a run can resume from it.
+  tells where the source stands after the last yielded batch (JSON, with ``rows``: rows yielded in
+  all); when ``resumable()``, ``resume_from(position)`` before ``batches()`` makes it yield exactly
+  the rows after that position, so a resumed run goes on where the last commit left off.
 - ``Transform``  (``agent_etl.transforms``): ``run(inputs)`` maps named input streams to one output
   stream. ``BatchTransform`` is the common case: one input, ``apply(batch)`` per batch.
-- ``Loader``     (``agent_etl.loaders``): ``load(batches)`` writes a stream and commits it; it calls
-  ``ctx.commit(rows)`` after each commit unit so a checkpoint is recorded with it. A destination with
-  transactions also gets the checkpoint itself, in the commit's transaction: run, task, rows and
-  ``ctx.source_position()`` (``tools.databases.checkpoints``).
+- ``Loader``     (``agent_etl.loaders``): ``load(batches)`` writes a stream and commits it in commit
+  units. The protocol of one unit (DESIGN.md §1, "Commits and checkpoints"):
+
+  1. after writing a batch, a loader that ``takes_units()`` asks ``ctx.commit_due()``; when it is
+     true (and once more when the stream has ended) it ends the unit;
+  2. it makes the unit durable up to the commit itself (flush, staging table filled, temporary file
+     closed) and calls ``await ctx.prepare(final)``: this waits until the sibling loads of the same
+     input (``defaults.commit: together``) have prepared too, and raises ``SiblingFailed`` if one
+     of them failed instead, in which case the loader rolls the unit back;
+  3. it commits, writing the checkpoint (run, task, rows, ``ctx.source_position()``) in the same
+     transaction where the destination has transactions (``tools.databases.checkpoints``), or in a
+     manifest renamed with the data for files;
+  4. it calls ``await ctx.commit(rows)`` so the run store mirrors the checkpoint.
+
+  ``committed()`` reads back what the destination holds for ``ctx.run_id``/``ctx.task`` (the
+  destination is the truth about what landed; the run store only mirrors it), so a resumed run
+  goes on after the last unit that landed.
 - ``Check``      (``agent_etl.validators``): a quality rule (see ``tools.validators.base``).
 
 A tool's ``Config`` (pydantic, unknown keys rejected) is validated when the spec is validated, so
@@ -58,6 +73,10 @@ class ToolContext:
     # where the sources of the batches this task received stand ({extract task: position}); a loader
     # writes it into the destination with each commit (``source_position()``)
     position_source: Callable[[], dict[str, Any]] | None = None
+    # commit units: whether the batch just received ends one (``commit_due()``), and the barrier
+    # with the sibling loads before each commit (``prepare()``); None: one unit, no siblings
+    unit_source: Callable[[], bool] | None = None
+    prepare_hook: Callable[[bool], Awaitable[None]] | None = None
 
     def path(self, value: str | Path) -> Path:
         p = Path(value).expanduser()
@@ -85,6 +104,19 @@ class ToolContext:
         """The position of each extract upstream after the last batch this task received: what a
         commit made now covers ({} when the task runs alone)."""
         return self.position_source() if self.position_source is not None else {}
+
+    def commit_due(self) -> bool:
+        """Whether the batch the loader received last ends a commit unit (``commit_every``). Always
+        false where the run could not resume after a unit (a transform upstream needs the whole
+        stream, or the source cannot start from a position)."""
+        return self.unit_source() if self.unit_source is not None else False
+
+    async def prepare(self, final: bool = False) -> None:
+        """Call when a unit is ready to commit, just before the commit; ``final`` for the unit that
+        ends the stream. Waits for the sibling loads of the same input to be ready too, and raises
+        ``SiblingFailed`` if one of them failed: then roll the unit back instead of committing."""
+        if self.prepare_hook is not None:
+            await self.prepare_hook(final)
 
     async def commit(self, rows: int) -> None:
         """Record that ``rows`` more rows are durably in the destination (one commit unit)."""
@@ -114,14 +146,28 @@ class Extractor(Tool):
         raise NotImplementedError
 
     def position(self) -> dict[str, Any] | None:
-        """Source position after the last batch yielded (file and offset, cursor value, ...)."""
+        """Source position after the last batch yielded (file and offset, cursor value, ...), JSON,
+        with ``rows``: the rows yielded in all, counting those before a ``resume_from``."""
         return None
+
+    def resumable(self) -> bool:
+        """Whether ``resume_from`` can start this read after a position: the source is read in an
+        order that is the same on every read (a key, a file's rows)."""
+        return False
+
+    def resume_from(self, position: dict[str, Any]) -> None:
+        """Before ``batches()``: yield only the rows after ``position`` (a ``position()`` value of an
+        earlier read of the same source). Only called when ``resumable()``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot resume from a position")
 
 
 class Transform(Tool):
     kind = "transform"
     # how many inputs the transform takes: an int, or None for "one or more"
     arity: ClassVar[int | None] = 1
+    # each output batch depends on its input batch alone (filter, select, cast...): a run can resume
+    # in the middle of the stream. False for what needs the whole stream (sql over inputs, dedupe).
+    streaming: ClassVar[bool] = False
 
     def run(self, inputs: dict[str, AsyncIterator[pa.RecordBatch]]) -> AsyncIterator[pa.RecordBatch]:
         raise NotImplementedError
@@ -146,6 +192,16 @@ class BatchTransform(Transform):
 
 class Loader(Tool):
     kind = "loader"
+
+    def takes_units(self) -> bool:
+        """Whether this load commits in units (``commit_every``): append and merge into a database."""
+        return False
+
+    async def committed(self) -> dict[str, Any] | None:
+        """What the destination holds of ``ctx.run_id``/``ctx.task``: ``{"rows": rows committed in
+        all, "commits": units, "position": the source position of the last unit}``, or None if
+        nothing of it landed (or the destination keeps no checkpoints)."""
+        return None
 
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         """Write every batch, commit, and return the number of rows written.
