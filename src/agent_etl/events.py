@@ -20,10 +20,16 @@ class Event(BaseModel):
 
 
 class RunStarted(Event):
+    """A run starts (or a stopped one is resumed): agents build their view of it from
+    ``description`` (agent_etl.run_context.RunDescription) and ``resume`` (agent_etl.agents.resume)."""
+
     topic: ClassVar[str] = "run.started"
     run_id: str
     pipeline: str
     tasks: list[str]
+    description: Any = None  # RunDescription
+    store_url: str | None = None
+    resume: dict[str, Any] | None = None  # ResumePlan.to_dict()
 
 
 class RunFinished(Event):
@@ -46,6 +52,7 @@ class TaskEvent(Event):
 class TaskAssigned(TaskEvent):
     topic: ClassVar[str] = "task.assigned"
     reason: str
+    branch: list[str] = []  # the tasks of this attempt of the branch: they stream into each other
 
 
 class TaskStarted(TaskEvent):

@@ -44,6 +44,22 @@ class RunResult:
     duration: float
     tasks: dict[str, TaskResult]
     error: str | None = None
+    resumed: bool = False  # a resumed run: loads that had committed before were not run again
+    home: str | None = None  # the state folder the run is recorded in
+    note: str | None = None  # e.g. why a resume did nothing
+
+    @property
+    def resume_command(self) -> str | None:
+        """The command that resumes this run, for a run that did not finish."""
+        if self.status not in ("failed", "interrupted", "quality_failed"):
+            return None
+        import shlex
+
+        from agent_etl.settings import Settings
+
+        default = Settings().home_for(None)
+        where = "" if self.home is None or Path(self.home) == default else f" --home {shlex.quote(self.home)}"
+        return f"agent-etl resume {self.run_id}{where}"
 
     @property
     def ok(self) -> bool:
@@ -75,6 +91,8 @@ class RunResult:
             lines.append(f"  {t.name:<20} {t.kind:<9} {t.tool:<10} {t.status:<15} {t.rows:>10,} rows {t.duration:7.2f}s")
         if self.error:
             lines.append(f"  error: {self.error}")
+        if self.resume_command:
+            lines.append(f"  resume with: {self.resume_command}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:

@@ -12,13 +12,24 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGENT_ETL_", env_file=".env", extra="ignore")
 
-    home: Path = Field(default_factory=lambda: Path.cwd() / ".agent-etl",
-                       description="state directory: run store, quarantine, temporary spool files")
+    home: Path | None = Field(None, description="state directory (run store, quarantine, spool files, run "
+                              "locks); default .agent-etl next to the pipeline file")
     store_url: str | None = Field(None, description="SQLAlchemy URL of the run store; default sqlite in home")
     heartbeat_interval: float = Field(5.0, gt=0, description="seconds between agent heartbeats")
     stall_timeout: float = Field(60.0, gt=0, description="an agent silent this long while busy is stalled")
     log_level: str = Field("WARNING", description="level of the log lines `agent-etl run` prints to stderr")
 
+    def home_for(self, base_dir: Path | None) -> Path:
+        """The state folder: AGENT_ETL_HOME if set, else ``.agent-etl`` in ``base_dir`` (the pipeline
+        file's folder), else in the working directory (commands that name no pipeline)."""
+        if self.home is not None:
+            return Path(self.home).resolve()
+        return (Path(base_dir) if base_dir is not None else Path.cwd()).resolve() / ".agent-etl"
+
+    def store_url_for(self, home: Path) -> str:
+        return self.store_url or f"sqlite:///{Path(home) / 'runs.db'}"
+
     @property
     def run_store_url(self) -> str:
-        return self.store_url or f"sqlite:///{self.home / 'runs.db'}"
+        """The run store of commands that name no pipeline (``runs list``, ``report``)."""
+        return self.store_url_for(self.home_for(None))

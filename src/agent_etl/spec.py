@@ -38,11 +38,31 @@ class Retries(_Model):
         return min(self.max_delay, self.initial_delay * 2 ** (attempt - 1))
 
 
+class CommitEvery(_Model):
+    """A load commits a unit every ``rows`` rows or ``seconds`` seconds, whichever comes first."""
+
+    rows: int | None = Field(None, gt=0)
+    seconds: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _some(self) -> CommitEvery:
+        if self.rows is None and self.seconds is None:
+            raise ValueError("give `rows`, `seconds` or both, e.g. commit_every: {rows: 1000000}")
+        return self
+
+
 class Defaults(_Model):
     batch_size: int = Field(100_000, gt=0)
     retries: Retries = Retries()
     concurrency: int = Field(4, ge=1, description="independent branches run at once")
     queue_size: int = Field(4, ge=1, description="batches buffered between two steps")
+    # append and merge loads commit in units (each with its checkpoint, so a resumed run goes on
+    # after the last one); None: one commit at the end
+    commit_every: CommitEvery | None = None
+    # sibling loads of one input: prepare, then all commit, or none (together); or each on its own
+    commit: Literal["together", "each"] = "together"
+    # a second run of the same pipeline while one runs: fail at once, or wait for it to end
+    concurrent_runs: Literal["fail", "wait"] = "fail"
 
 
 class Connection(BaseModel):
@@ -78,6 +98,7 @@ class TransformStep(Step):
 
 class LoadStep(Step):
     input: str
+    commit_every: CommitEvery | None = None  # overrides defaults.commit_every for this load
 
     @property
     def inputs(self) -> list[str]:
@@ -167,6 +188,7 @@ class Pipeline:
         self.doc = doc
         self.base_dir = base_dir
         self.path = path
+        self.variables: dict[str, str] = {}  # the --var values it was read with
         self.tasks: list[Task] = _plan(spec)
 
     @property
@@ -212,7 +234,9 @@ class Pipeline:
             problems.extend(_check_tools(spec, doc, registry))
         if problems:
             raise SpecError(_dedupe(problems), source)
-        return cls(spec, doc, base_dir, path)
+        pipeline = cls(spec, doc, base_dir, path)
+        pipeline.variables = dict(variables or {})
+        return pipeline
 
     def task(self, name: str) -> Task:
         for t in self.tasks:

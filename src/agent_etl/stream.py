@@ -23,6 +23,7 @@ from agent_etl.exceptions import UpstreamError
 class Envelope:
     batch: pa.RecordBatch
     position: dict[str, Any]  # source task -> its position after this batch
+    boundary: bool = False  # a commit unit of the loads downstream ends with this batch
 
 
 class _End:
@@ -79,10 +80,12 @@ class Tracker:
 
     def __init__(self) -> None:
         self.position: dict[str, Any] = {}
+        self.boundary = False  # the last batch handed out ends a commit unit
 
     async def batches(self, envelopes: AsyncIterator[Envelope]) -> AsyncIterator[pa.RecordBatch]:
         async for env in envelopes:
             self.position.update(env.position)
+            self.boundary = env.boundary
             yield env.batch
 
 

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent_etl.agents import runtime
 from agent_etl.agents.base import Agent
 from agent_etl.agents.selector import CapabilitySelector, Selector
 from agent_etl.bus.base import EventBus
+from agent_etl.exceptions import ResumeError
 from agent_etl.events import (AgentStalled, Event, RunFinished, RunStarted, TaskAssigned, TaskCompleted, TaskFailed,
                               TaskStarted)
 from agent_etl.result import STATUS_BY_EXIT, RunResult, TaskResult
+from agent_etl.run_context import RunDescription
 from agent_etl.spec import Pipeline, Task
 
 log = logging.getLogger("agent_etl.coordinator")
@@ -74,10 +75,11 @@ class AgentCoordinator(Agent):
 
             bus = MemoryBus()
         super().__init__(bus, heartbeat_interval=self.settings.heartbeat_interval)
-        self.home = Path(self.settings.home).resolve()
         self.selector = selector or CapabilitySelector()
         self._store_option = store
-        self.store: Any = None
+        self.store: Any = None  # the store given, or the last one a run used
+        self._stores: dict[str, Any] = {}  # url -> RunStore this coordinator opened (shared with its agents)
+        self._live: dict[str, Any] = {}  # run id -> its store, while the run is in progress
         self._registry = registry
         self._agents_given = agents
         self.agents: list[Agent] = []
@@ -103,30 +105,55 @@ class AgentCoordinator(Agent):
 
         hb = self.settings.heartbeat_interval
         if self._agents_given is None:
-            self.agents = [ETLAgent(self.bus, heartbeat_interval=hb), QualityAgent(self.bus, heartbeat_interval=hb),
+            self.agents = [ETLAgent(self.bus, heartbeat_interval=hb, registry=self.registry, stores=self._stores),
+                           QualityAgent(self.bus, heartbeat_interval=hb),
                            MonitorAgent(self.bus, heartbeat_interval=hb, stall_timeout=self.settings.stall_timeout)]
         else:
             self.agents = list(self._agents_given)
+        for agent in self.agents:
+            if isinstance(agent, ETLAgent):
+                agent.registry = agent.registry or self.registry
+                if agent.stores is not self._stores and not agent.stores:
+                    agent.stores = self._stores
         self.monitor = next((a for a in self.agents if isinstance(a, MonitorAgent)), None)
-        if self._store_option is None:
-            from agent_etl.store.runs import RunStore
-
-            self.store = RunStore(self.settings.run_store_url)
-        elif self._store_option is not False:
+        if self._store_option not in (None, False):
             self.store = self._store_option
+            self._stores[getattr(self.store, "url", "given")] = self.store
         # bookkeeping only: listeners run inside publish, without a queue or a task switch
         self._subs += [self.bus.listen(TaskStarted, self._on_started), self.bus.listen(TaskCompleted, self._on_completed),
                        self.bus.listen(TaskFailed, self._on_failed), self.bus.listen(AgentStalled, self._on_stalled)]
         for agent in self.agents:
             await agent.start()
-        if self.store is not None:
+        if self._store_option is not False:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_store(), name="run-store-flush")
 
     async def _flush_store(self) -> None:
-        """Write what the store holds in memory every second, so `runs list` sees runs in progress."""
+        """Every second: write what the stores hold in memory, so `runs list` sees runs in progress,
+        and renew the lease of the runs in progress (a run whose lease runs out is crashed)."""
         while True:
             await asyncio.sleep(1.0)
-            await asyncio.to_thread(self.store.flush)
+            for store in list(self._stores.values()):
+                live = [r for r, s in self._live.items() if s is store]
+                await asyncio.to_thread(_flush_and_renew, store, live)
+
+    def home_for(self, pipeline: Pipeline | None) -> Path:
+        """The state folder of a pipeline's runs: AGENT_ETL_HOME (or ``home=``) if set, else
+        ``.agent-etl`` next to the pipeline file, never the working directory's."""
+        return self.settings.home_for(pipeline.base_dir if pipeline is not None else None)
+
+    def store_for(self, home: Path) -> Any:
+        if self._store_option is False:
+            return None
+        if self._store_option is not None:
+            return self._store_option
+        url = self.settings.store_url_for(home)
+        store = self._stores.get(url)
+        if store is None:
+            from agent_etl.store.runs import RunStore
+
+            store = self._stores[url] = RunStore(url)
+        self.store = store
+        return store
 
     async def on_stop(self) -> None:
         if self._flusher is not None:
@@ -136,8 +163,10 @@ class AgentCoordinator(Agent):
         for agent in reversed(self.agents):
             await agent.stop()
         await self.bus.drain()
-        if self.store is not None and self._store_option is None:
-            self.store.close()
+        if self._store_option is None:
+            for store in self._stores.values():
+                store.close()
+            self._stores.clear()
         if self._owns_bus:
             from agent_etl.bus.memory import MemoryBus
 
@@ -159,35 +188,141 @@ class AgentCoordinator(Agent):
 
     # -- running ----------------------------------------------------------------------------------
 
-    async def run(self, pipeline: Pipeline | str | Path, *, variables: dict[str, str] | None = None) -> RunResult:
-        if not isinstance(pipeline, Pipeline):
+    async def run(self, pipeline: Pipeline | str | Path | None = None, *, variables: dict[str, str] | None = None,
+                  resume: str | bool | None = None, force: bool = False) -> RunResult:
+        """Run ``pipeline``. ``resume``: a run id to go on with (its stored description is run, after
+        its last commits), or True with a pipeline for that pipeline's latest unfinished run;
+        ``force`` resumes even though the pipeline file changed since, with the file as it is now."""
+        if isinstance(pipeline, (str, Path)):
             pipeline = Pipeline.from_yaml(pipeline, variables, registry=self._registry)
         if not self.started:
             async with self:
-                return await self.run(pipeline)
+                return await self.run(pipeline, variables=variables, resume=resume, force=force)
+        if resume:
+            return await self._resume(resume, pipeline, variables, force)
+        if pipeline is None:
+            raise ResumeError("nothing to run: give a pipeline, or resume=RUN_ID")
+        home = self.home_for(pipeline)
+        desc = RunDescription.of(pipeline, variables or pipeline.variables, home)
         run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(3).hex()
-        chosen = self.selector.select(pipeline.tasks, self.agents)
+        return await self._execute(run_id, pipeline, desc, self.store_for(home), None)
+
+    async def _resume(self, resume: str | bool, pipeline: Pipeline | None, variables: dict[str, str] | None,
+                      force: bool) -> RunResult:
+        from agent_etl.agents.resume import plan_resume
+        from agent_etl.store.runs import RESUMABLE
+
+        store = self.store_for(self.home_for(pipeline))
+        if store is None:
+            raise ResumeError("resume needs the run store; this coordinator runs without one (store=False)")
+        if resume is True:
+            if pipeline is None:
+                raise ResumeError("resume=True needs the pipeline whose latest unfinished run to resume")
+            row = store.latest_unfinished(pipeline.name)
+            if row is None:
+                raise ResumeError(f"pipeline {pipeline.name!r} has no unfinished run to resume (its latest run "
+                                  "succeeded, or it never ran); start one with `agent-etl run`")
+            resume = row["run_id"]
+        record = store.get_run(str(resume))
+        if record is None:
+            raise ResumeError(f"no run {resume!r} in the run store {store.url}; `agent-etl runs list` shows the runs")
+        run = record.run
+        run_id = run["run_id"]
+        if run["status"] in ("succeeded", "warned"):
+            results = {t["task"]: TaskResult(t["task"], t["kind"], t["tool"], status=t["status"], rows=t["rows"] or 0,
+                                             agent=t["agent"] or "", reason="")
+                       for t in record.tasks}
+            return RunResult(run_id, run["pipeline"], run["status"], 0, 0.0, results,
+                             note=f"run {run_id} already {run['status']}; nothing to do")
+        if run["status"] not in RESUMABLE:
+            raise ResumeError(f"run {run_id} is {run['status']} (process {run.get('owner')}); a run in progress "
+                              "cannot be resumed")
+        if not run.get("description"):
+            raise ResumeError(f"run {run_id} was recorded without its description (an older agent-etl); "
+                              "start a new run with `agent-etl run`")
+        desc = RunDescription.model_validate(run["description"])
+        rebuilt = desc.pipeline(variables, registry=self._registry)
+        changed = _changes(desc, pipeline)
+        if changed:
+            if not force:
+                raise ResumeError(f"the pipeline changed since run {run_id} started: {changed}; resuming would mix "
+                                  "two versions of it. Run it anew with `agent-etl run`, or resume with --force to "
+                                  "go on with the pipeline as it is now")
+            source = pipeline if pipeline is not None else Pipeline.from_yaml(desc.path, variables,
+                                                                               registry=self._registry)
+            rebuilt, desc = source, RunDescription.of(source, {**desc.variables, **(variables or {})}, Path(desc.home))
+        status = {t["task"]: t["status"] for t in record.tasks}
+        committed, units = await self._committed(run_id, rebuilt, Path(desc.home), store)
+        plan = plan_resume(run_id, rebuilt, self.registry, status, committed, units)
+        return await self._execute(run_id, rebuilt, desc, store, plan)
+
+    async def _committed(self, run_id: str, pipeline: Pipeline, home: Path, store: Any
+                         ) -> tuple[dict[str, Any], dict[str, bool]]:
+        """What each load's destination holds of ``run_id`` (the run store's mirror for a loader
+        that keeps no checkpoints), and whether it commits in units."""
+        from agent_etl.tools.base import Loader, ToolContext
+        from agent_etl.tools.resources import Resources
+
+        mirror = store.run_checkpoints(run_id)
+        connections = {k: c.model_dump() for k, c in pipeline.spec.connections.items()}
+        resources = Resources()
+        committed: dict[str, Any] = {}
+        units: dict[str, bool] = {}
+        try:
+            for t in pipeline.tasks:
+                if t.kind != "load":
+                    continue
+                cls = self.registry.get("loader", t.tool)
+                ctx = ToolContext(run_id=run_id, task=t.name, base_dir=pipeline.base_dir, home=home,
+                                  connections=connections, resources=resources, line=t.line)
+                loader = cls(cls.Config.model_validate(t.options), ctx)
+                units[t.name] = bool(loader.takes_units())
+                if type(loader).committed is Loader.committed:
+                    committed[t.name] = mirror.get(t.name)
+                else:
+                    committed[t.name] = await loader.committed()
+        finally:
+            await resources.aclose()
+        return committed, units
+
+    async def _execute(self, run_id: str, pipeline: Pipeline, desc: RunDescription, store: Any, plan: Any) -> RunResult:
+        from agent_etl.store.locks import RunLock
+
+        chosen = _one_agent_per_branch(pipeline, self.selector.select(pipeline.tasks, self.agents))
         results = {t.name: TaskResult(t.name, t.kind, t.tool, agent=chosen[t.name][0].id, reason=chosen[t.name][1])
                    for t in pipeline.tasks}
+        skipped = plan.skipped(pipeline) if plan is not None else set()
+        for name in skipped:
+            r = results[name]
+            r.status, r.reason = "succeeded", "committed before the run was resumed"
+            r.rows = plan.done.get(name, 0)
+            r.details = {"resumed": "committed before"}
+        lock = RunLock(Path(desc.home), pipeline.name)
+        await asyncio.to_thread(lock.acquire, run_id, pipeline.spec.defaults.concurrent_runs == "wait")
         self._results[run_id] = results
-        rc = runtime.RunContext(run_id, pipeline, self.home, self.store, self.registry)
-        runtime.register(rc)
         started = time.perf_counter()
-        if self.store is not None:
-            plan = [{"task": t.name, "position": i, "kind": t.kind, "tool": t.tool, "inputs": t.inputs,
+        if store is not None:
+            self._live[run_id] = store
+            rows = [{"task": t.name, "position": i, "kind": t.kind, "tool": t.tool, "inputs": t.inputs,
                      "agent": chosen[t.name][0].id, "reason": chosen[t.name][1]} for i, t in enumerate(pipeline.tasks)]
-            self.store.start_run(run_id, pipeline.name, pipeline.fingerprint,
-                                 str(pipeline.path) if pipeline.path else None, plan)
-        await self.bus.publish(RunStarted(run_id=run_id, pipeline=pipeline.name, tasks=[t.name for t in pipeline.tasks]))
+            if plan is None:
+                store.start_run(run_id, pipeline.name, pipeline.fingerprint,
+                                str(pipeline.path) if pipeline.path else None, rows, desc.model_dump())
+            else:
+                store.resume_run(run_id, [{**r, "status": "pending"} for r in rows if r["task"] not in skipped])
+        await self.bus.publish(RunStarted(run_id=run_id, pipeline=pipeline.name, tasks=[t.name for t in pipeline.tasks],
+                                          description=desc, store_url=getattr(store, "url", None),
+                                          resume=plan.to_dict() if plan is not None else None))
         exit_code, error = 0, None
         try:
             limit = asyncio.Semaphore(pipeline.spec.defaults.concurrency)
 
             async def branch(tasks: list[Task]) -> None:
                 async with limit:
-                    await self._run_branch(rc, tasks, chosen)
+                    await self._run_branch(run_id, pipeline, tasks, chosen)
 
-            await asyncio.gather(*(branch(b) for b in pipeline.branches()))
+            todo = [[t for t in b if t.name not in skipped] for b in pipeline.branches()]
+            await asyncio.gather(*(branch(b) for b in todo if b))
             exit_code, error = _outcome(results)
         except asyncio.CancelledError:
             exit_code, error = 130, "interrupted"
@@ -196,23 +331,29 @@ class AgentCoordinator(Agent):
         finally:
             # no await before the store has the run's end: a second cancellation (a second Ctrl-C)
             # must not leave the run recorded as running
-            runtime.unregister(run_id)
             self._results.pop(run_id, None)
+            self._live.pop(run_id, None)
             duration = time.perf_counter() - started
             status = STATUS_BY_EXIT.get(exit_code, "failed")
-            if self.store is not None:
-                if rc.staged_state:
-                    self.store.save_state(pipeline.name, run_id, _settled_state(pipeline, results, rc.staged_state))
+            if store is not None:
+                staged = {n: r.details["state"] for n, r in results.items() if r.details and "state" in r.details}
+                if staged:
+                    store.save_state(pipeline.name, run_id, _settled_state(pipeline, results, staged))
                 rows = sum(t.rows for t in results.values() if t.kind == "load" and t.status == "succeeded")
                 # on the loop thread: the run is over, and a worker thread would wait for the GIL
                 # while the loop drains events (up to the 5 ms switch interval)
-                self.store.finish_run(run_id, status, exit_code, rows, error, duration)
+                store.finish_run(run_id, status, exit_code, rows, error, duration)
+            lock.release()
             try:
                 await self.bus.publish(RunFinished(run_id=run_id, pipeline=pipeline.name, status=status,
                                                    duration=duration))
             finally:
-                await rc.resources.aclose()
-        return RunResult(run_id, pipeline.name, status, exit_code, duration, results, error)
+                for agent in self.agents:
+                    release = getattr(agent, "release", None)
+                    if release is not None:
+                        await release(run_id)
+        return RunResult(run_id, pipeline.name, status, exit_code, duration, results, error,
+                         resumed=plan is not None, home=desc.home)
 
     def run_sync(self, pipeline: Pipeline | str | Path, *, variables: dict[str, str] | None = None) -> RunResult:
         from agent_etl.result import run
@@ -220,11 +361,12 @@ class AgentCoordinator(Agent):
         return run(pipeline, variables, bus=None, registry=self._registry, settings=self.settings,
                    store=self._store_option)
 
-    async def _run_branch(self, rc: runtime.RunContext, tasks: list[Task], chosen: dict[str, tuple[Agent, str]]) -> None:
-        retries = rc.pipeline.spec.defaults.retries
+    async def _run_branch(self, run_id: str, pipeline: Pipeline, tasks: list[Task],
+                          chosen: dict[str, tuple[Agent, str]]) -> None:
+        retries = pipeline.spec.defaults.retries
         todo, attempt = tasks, 1
         while True:
-            outcome = await self._attempt(rc, todo, chosen, attempt)
+            outcome = await self._attempt(run_id, todo, chosen, attempt)
             failed = [ev for ev in outcome.values() if isinstance(ev, TaskFailed)]
             roots = [f for f in failed if not f.upstream]
             if not failed or not roots or attempt >= retries.max_attempts or not all(f.transient for f in roots):
@@ -233,27 +375,27 @@ class AgentCoordinator(Agent):
             sinks = [t for t in todo if t.name not in consumed and isinstance(outcome[t.name], TaskFailed)]
             todo = _with_ancestors(sinks, todo)
             delay = retries.delay(attempt)
-            log.warning("run %s: %s failed transiently (%s); retrying %d task(s) in %.1fs", rc.run_id,
+            log.warning("run %s: %s failed transiently (%s); retrying %d task(s) in %.1fs", run_id,
                         roots[0].task, roots[0].error, len(todo), delay)
             await asyncio.sleep(delay)
             attempt += 1
 
-    async def _attempt(self, rc: runtime.RunContext, tasks: list[Task], chosen: dict[str, tuple[Agent, str]],
+    async def _attempt(self, run_id: str, tasks: list[Task], chosen: dict[str, tuple[Agent, str]],
                        number: int) -> dict[str, Event]:
-        rc.wire(tasks, rc.pipeline.spec.defaults.queue_size)
         attempt = _Attempt(number, len(tasks))
+        branch = [t.name for t in tasks]
         for t in tasks:
-            self._waiting[(rc.run_id, t.name)] = attempt
+            self._waiting[(run_id, t.name)] = attempt
         try:
             for t in reversed(tasks):  # readers first, so a producer never waits on an unassigned reader
                 agent, reason = chosen[t.name]
-                await self.bus.publish(TaskAssigned(run_id=rc.run_id, task=t.name, agent=agent.id, reason=reason,
-                                                    attempt=number))
+                await self.bus.publish(TaskAssigned(run_id=run_id, task=t.name, agent=agent.id, reason=reason,
+                                                    attempt=number, branch=branch))
             await attempt.done
         finally:
             for t in tasks:
-                if self._waiting.get((rc.run_id, t.name)) is attempt:
-                    del self._waiting[(rc.run_id, t.name)]
+                if self._waiting.get((run_id, t.name)) is attempt:
+                    del self._waiting[(run_id, t.name)]
         return {t.name: attempt.outcome[t.name] for t in tasks}
 
     def _on_started(self, ev: TaskStarted) -> None:
@@ -261,8 +403,9 @@ class AgentCoordinator(Agent):
         if r is None:
             return
         r.status, r.attempts, r.agent = "running", ev.attempt, ev.agent
-        if self.store is not None:
-            self.store.update_task(ev.run_id, ev.task, status="running", attempts=ev.attempt, agent=ev.agent,
+        store = self._live.get(ev.run_id)
+        if store is not None:
+            store.update_task(ev.run_id, ev.task, status="running", attempts=ev.attempt, agent=ev.agent,
                                    started_at=ev.ts)
 
     def _on_completed(self, ev: TaskCompleted) -> None:
@@ -283,8 +426,9 @@ class AgentCoordinator(Agent):
         self._finished(ev, r)
 
     def _finished(self, ev: TaskCompleted | TaskFailed, r: TaskResult) -> None:
-        if self.store is not None:
-            self.store.update_task(ev.run_id, ev.task, status=r.status, rows=r.rows, batches=r.batches,
+        store = self._live.get(ev.run_id)
+        if store is not None:
+            store.update_task(ev.run_id, ev.task, status=r.status, rows=r.rows, batches=r.batches,
                                    finished_at=ev.ts, duration=r.duration, error=r.error, details=r.details or None)
         attempt = self._waiting.get((ev.run_id, ev.task))
         if attempt is not None:
@@ -302,6 +446,62 @@ class AgentCoordinator(Agent):
                 w.cancel()
             await asyncio.gather(*work, return_exceptions=True)
             tasks.difference_update(work)  # a task cancelled before it started did not take itself out
+
+
+def _flush_and_renew(store: Any, live: list[str]) -> None:
+    store.flush()
+    store.renew(live)
+
+
+def _one_agent_per_branch(pipeline: Pipeline, chosen: dict[str, tuple[Agent, str]]) -> dict[str, tuple[Agent, str]]:
+    """Keep the tasks of a branch on one agent (they stream into each other through in-process
+    channels): the agent chosen for the branch's first task, where it can run them all."""
+    out = dict(chosen)
+    for branch in pipeline.branches():
+        agent, reason = chosen[branch[0].name]
+        if all(agent.can_run(t.kind, t.tool) for t in branch):
+            for t in branch:
+                out[t.name] = (agent, chosen[t.name][1] if chosen[t.name][0] is agent else reason)
+    return out
+
+
+def _changes(desc: RunDescription, pipeline: Pipeline | None) -> str:
+    """What differs between the pipeline a run was started with and its file now ('' if nothing,
+    or if the file is gone): the sections and steps that were added, removed or changed."""
+    from agent_etl.yamlsource import load_yaml
+
+    if pipeline is not None:
+        text = pipeline.doc.source_text
+    elif desc.path and Path(desc.path).is_file():
+        text = Path(desc.path).read_text()
+    else:
+        return ""
+    if text == desc.spec:
+        return ""
+    try:
+        old, new = load_yaml(desc.spec, "recorded").data, load_yaml(text, "now").data
+    except Exception:  # noqa: BLE001 - a file that no longer parses has changed
+        return "the file no longer parses"
+    diffs: list[str] = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            for step in sorted(set(a) | set(b), key=str):
+                if a.get(step) != b.get(step):
+                    what = "added" if step not in a else "removed" if step not in b else "changed"
+                    diffs.append(f"{key}.{step} {what}")
+        elif isinstance(a, list) and isinstance(b, list):
+            names = lambda xs: {x.get("name", i) if isinstance(x, dict) else i: x for i, x in enumerate(xs)}  # noqa: E731
+            na, nb = names(a), names(b)
+            for step in sorted(set(na) | set(nb), key=str):
+                if na.get(step) != nb.get(step):
+                    what = "added" if step not in na else "removed" if step not in nb else "changed"
+                    diffs.append(f"{key}[{step}] {what}")
+        else:
+            diffs.append(f"{key} changed")
+    return ", ".join(diffs)  # nothing: only comments or layout changed
 
 
 def _with_ancestors(sinks: list[Task], tasks: list[Task]) -> list[Task]:

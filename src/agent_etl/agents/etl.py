@@ -4,6 +4,11 @@ A task reads its inputs from the channels of the tasks upstream and writes its o
 its own channel (bounded queues: backpressure, flat memory). Batches of a step with a quality gate
 are sent to the quality agent first (in-process, by reference) and only the rows it lets through go
 on. A failure closes the task's channel with the error, so every task downstream stops too.
+
+The agent builds its own view of each run (``RunContext``) from the ``RunStarted`` event: the
+run's description, and where a resumed run starts again. Loads commit in units where the spec asks
+(``commit_every``) and the path from the source allows it; sibling loads of one input commit
+together (``agents.commits``).
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from agent_etl.agents import runtime
 from agent_etl.agents.base import Agent
+from agent_etl.agents.commits import CommitBarrier, UnitClock
 from agent_etl.agents.quality import GateFinish, GateOpen, GateValidate
-from agent_etl.events import TaskAssigned, TaskCompleted, TaskFailed, TaskProgress, TaskStarted
-from agent_etl.exceptions import AgentETLError, TransientError, UpstreamError
+from agent_etl.agents.resume import ResumePlan, extracts_above, streaming_path
+from agent_etl.events import RunFinished, RunStarted, TaskAssigned, TaskCompleted, TaskFailed, TaskProgress, TaskStarted
+from agent_etl.exceptions import AgentETLError, ToolError, TransientError, UpstreamError
+from agent_etl.run_context import RunContext
 from agent_etl.spec import Task
 from agent_etl.stream import Envelope, Tracker
 from agent_etl.tools.base import ToolContext
@@ -36,28 +43,72 @@ class ETLAgent(Agent):
     kind = "etl"
     capabilities = frozenset({"extract", "transform", "load"})
 
-    def __init__(self, bus, **kw):
+    def __init__(self, bus, *, registry: Any = None, stores: Any = None, **kw):
         super().__init__(bus, **kw)
         self._work: set[asyncio.Task] = set()
+        self.registry = registry
+        # url -> RunStore, given by a coordinator in the same process (it shares its own), else opened here
+        self.stores: dict[str, Any] = stores if stores is not None else {}
+        self.runs: dict[str, RunContext] = {}
+        self._wired: set[tuple[str, int, tuple[str, ...]]] = set()
 
     async def on_start(self) -> None:
-        self._subs.append(self.bus.listen(TaskAssigned, self._on_assigned))
+        self._subs += [self.bus.listen(RunStarted, self._on_run_started), self.bus.listen(TaskAssigned, self._on_assigned),
+                       self.bus.listen(RunFinished, self._on_run_finished)]
 
     async def on_stop(self) -> None:
         for t in list(self._work):
             t.cancel()
         await asyncio.gather(*self._work, return_exceptions=True)
         self._work.clear()
+        for run_id in list(self.runs):
+            await self.release(run_id)
+
+    def _on_run_started(self, ev: RunStarted) -> None:
+        if ev.description is None:
+            return
+        if self.registry is None:
+            from agent_etl.tools.registry import default_registry
+
+            self.registry = default_registry()
+        desc = ev.description
+        store = None
+        if ev.store_url is not None:
+            store = self.stores.get(ev.store_url)
+            if store is None:
+                from agent_etl.store.runs import RunStore
+
+                store = self.stores[ev.store_url] = RunStore(ev.store_url)
+        from pathlib import Path
+
+        rc = RunContext(ev.run_id, desc.pipeline(registry=self.registry), Path(desc.home), store, self.registry)
+        rc.resume = ResumePlan.from_dict(ev.resume) if ev.resume else None
+        self.runs[ev.run_id] = rc
+
+    def _on_run_finished(self, ev: RunFinished) -> None:
+        self._wired = {w for w in self._wired if w[0] != ev.run_id}
+
+    async def release(self, run_id: str) -> None:
+        """Close what the run held here (connection pools); the run has ended."""
+        rc = self.runs.pop(run_id, None)
+        if rc is not None:
+            await rc.resources.aclose()
 
     def _on_assigned(self, ev: TaskAssigned) -> None:
         if ev.agent != self.id:
             return
+        rc = self.runs.get(ev.run_id)
+        if rc is not None and ev.branch:
+            key = (ev.run_id, ev.attempt, tuple(ev.branch))
+            if key not in self._wired:  # the first assignment of an attempt wires the whole branch
+                self._wired.add(key)
+                _wire(rc, [rc.tasks[n] for n in ev.branch])
         work = asyncio.get_running_loop().create_task(self.execute(ev.run_id, ev.task, ev.attempt),
                                                       name=f"{ev.run_id}/{ev.task}")
         self._work.add(work)  # execute() takes it out when it ends: cheaper than a done callback per task
 
     async def execute(self, run_id: str, name: str, attempt: int = 1) -> None:
-        rc = runtime.lookup(run_id)
+        rc = self.runs[run_id]
         task = rc.tasks[name]
         key = f"{run_id}/{name}"
         self.running.add(key)
@@ -68,6 +119,9 @@ class ETLAgent(Agent):
             run = _TaskRun(self, rc, task, attempt)
             details = await run.execute()
         except BaseException as e:
+            barrier = rc.barriers.get(task.inputs[0]) if task.kind == "load" else None
+            if barrier is not None:
+                barrier.fail(name)
             out = rc.channels.get(name)
             if out is not None:
                 await out.close(e)
@@ -115,10 +169,37 @@ def _message(e: BaseException, task: Task) -> str:
     return f"{task.kind} {task.name!r} ({task.tool}) failed: {type(e).__name__}: {e}"
 
 
+def _wire(rc: RunContext, tasks: list[Task]) -> None:
+    """Channels, commit-unit clocks and commit barriers of one attempt of a branch."""
+    spec = rc.pipeline.spec
+    rc.wire(tasks, spec.defaults.queue_size)
+    loads: dict[str, list[Task]] = {}
+    for t in tasks:
+        if t.kind == "load":
+            loads.setdefault(t.inputs[0], []).append(t)
+    for name, siblings in loads.items():
+        every = [s for s in (spec.load[t.name].commit_every or spec.defaults.commit_every for t in siblings) if s]
+        unit = [t for t in siblings if streaming_path(rc.pipeline, t, rc.registry)
+                and _takes_units(rc, t)]
+        if every and unit:
+            rows = [e.rows for e in every if e.rows]
+            secs = [e.seconds for e in every if e.seconds]
+            rc.clocks[name] = UnitClock(min(rows) if rows else None, min(secs) if secs else None)
+        rc.unit_loads.update(t.name for t in unit)
+        if spec.defaults.commit == "together" and len(siblings) > 1:
+            rc.barriers[name] = CommitBarrier([t.name for t in siblings], [t.name for t in unit])
+
+
+def _takes_units(rc: RunContext, task: Task) -> bool:
+    cls = rc.registry.get("loader", task.tool)
+    ctx = ToolContext(run_id=rc.run_id, task=task.name, base_dir=rc.pipeline.base_dir, home=rc.home)
+    return bool(cls(_config(task, cls), ctx).takes_units())  # a loader connects in load(), not here
+
+
 class _TaskRun:
     """One attempt of one task."""
 
-    def __init__(self, agent: ETLAgent, rc: runtime.RunContext, task: Task, attempt: int):
+    def __init__(self, agent: ETLAgent, rc: RunContext, task: Task, attempt: int):
         self.agent, self.rc, self.task, self.attempt = agent, rc, task, attempt
         self.rows = 0
         self.batches = 0
@@ -128,32 +209,53 @@ class _TaskRun:
         self.commits = _Commits(rc, task.name, self.tracker)
         spec = rc.pipeline.spec
         cls = rc.registry.get(task.family, task.tool)
+        units = task.kind == "load" and task.name in rc.unit_loads
+        barrier = rc.barriers.get(task.inputs[0]) if task.kind == "load" else None
         self.ctx = ToolContext(
             run_id=rc.run_id, task=task.name, base_dir=rc.pipeline.base_dir, home=rc.home,
             batch_size=spec.defaults.batch_size,
             connections=rc.connections,
             commit_hook=self.commits.commit, position_source=self.commits.position, line=task.line,
             resources=rc.resources,
-            state_loader=lambda: rc.load_state(task.name), state_hook=lambda v: rc.stage_state(task.name, v))
+            state_loader=lambda: rc.load_state(task.name), state_hook=lambda v: rc.stage_state(task.name, v),
+            unit_source=(lambda: self.tracker.boundary) if units else None,
+            prepare_hook=(lambda final: barrier.prepare(task.name, final)) if barrier is not None else None,
+            run=rc)
         self.tool = cls(_config(task, cls), self.ctx)
 
     async def execute(self) -> dict[str, Any]:
         details: dict[str, Any] = {}
+        resume = self.rc.resume
         if self.task.kind == "load":
-            self.rows = await self.tool.load(self._count(self.tracker.batches(self._input(self.task.inputs[0]))))
+            envelopes = self._input(self.task.inputs[0])
+            before = resume.resumed.get(self.task.name) if resume is not None else None
+            if before is not None:
+                envelopes = _after(envelopes, before["position"], self.task, self.rc)
+                details["resumed_after_rows"] = before["rows"]
+            self.rows = await self.tool.load(self._count(self.tracker.batches(envelopes)))
             details["committed_rows"] = self.commits.rows
+            if self.task.name in self.rc.unit_loads and self.commits.units:
+                details["commit_units"] = self.commits.units
             return details
         if self.task.kind == "extract":
+            start = resume.start.get(self.task.name) if resume is not None else None
+            if start is not None:
+                if not self.tool.resumable():
+                    raise ToolError(f"extract {self.task.name!r}: the run committed part of this source, but the "
+                                    f"{self.task.tool} source cannot start from a position now; start a new run")
+                self.tool.resume_from(start)
+                details["resumed_from"] = start
             out = self.tool.batches()
             position = lambda: {self.task.name: self.tool.position()}  # noqa: E731
         else:
             out = self.tool.run({i: self.tracker.batches(self._input(i)) for i in self.task.data_inputs})
             position = lambda: dict(self.tracker.position)  # noqa: E731
         channel = self.rc.channels[self.task.name]
+        clock = self.rc.clocks.get(self.task.name)
         gated = bool(self.task.gates)
         if gated:
             # no timeout: opening reads the inputs that referential checks need in full
-            await self.agent.bus.request("quality.open", GateOpen(self.rc.run_id, self.task.name, self.task.gates),
+            await self.agent.bus.request("quality.open", GateOpen(self.rc.run_id, self.task.name, self.task.gates, self.rc),
                                          timeout=None)
         async for batch in out:
             self.rows += batch.num_rows
@@ -163,7 +265,7 @@ class _TaskRun:
                                                      GateValidate(self.rc.run_id, self.task.name, batch), timeout=None)
                 if batch is None:
                     continue
-            await channel.put(Envelope(batch, position()))
+            await channel.put(Envelope(batch, position(), clock is not None and clock.due(batch.num_rows)))
             if self._progress_due(batch.num_rows):
                 await self._progress()
         if gated:
@@ -171,6 +273,8 @@ class _TaskRun:
             reports = await self.agent.bus.request("quality.finish", GateFinish(self.rc.run_id, self.task.name),
                                                    timeout=None)
             details["quality"] = [r.to_dict() for r in reports]
+        if self.task.name in self.rc.staged_state:  # the coordinator saves it once the loads below succeed
+            details["state"] = self.rc.staged_state[self.task.name]
         for attr in ("skipped_rows",):
             if getattr(self.tool, attr, None):
                 details[attr] = getattr(self.tool, attr)
@@ -209,18 +313,42 @@ class _Commits:
     Apart from ``_TaskRun`` so that the tool's context does not point back at it: without that
     reference cycle a finished task is freed at once, not left to the garbage collector."""
 
-    __slots__ = ("rc", "task", "tracker", "rows")
+    __slots__ = ("rc", "task", "tracker", "rows", "units")
 
-    def __init__(self, rc: runtime.RunContext, task: str, tracker: Tracker):
+    def __init__(self, rc: RunContext, task: str, tracker: Tracker):
         self.rc, self.task, self.tracker = rc, task, tracker
         self.rows = 0
+        self.units = 0
 
     def position(self) -> dict[str, Any]:
         return dict(self.tracker.position)
 
     async def commit(self, rows: int) -> None:
         self.rows += rows
+        self.units += 1
         store = self.rc.store
         if store is not None:
             # one short local transaction: cheaper on the loop than a thread hop that waits for the GIL
             store.checkpoint(self.rc.run_id, self.rc.pipeline.name, self.task, self.position(), rows)
+
+
+async def _after(envelopes: AsyncIterator[Envelope], position: dict[str, Any], task: Task,
+                 rc: RunContext) -> AsyncIterator[Envelope]:
+    """The envelopes of a resumed load past what it committed before (``position``): its source may
+    start earlier, for a sibling load that had committed less. A batch that straddles the position
+    is cut where the load left off, which needs the load to read its source's rows unchanged."""
+    sources = extracts_above(rc.pipeline, task)
+    direct = task.inputs[0] in sources
+    async for env in envelopes:
+        behind = [(e, env.position[e].get("rows", 0), position[e].get("rows", 0)) for e in sources
+                  if e in env.position and e in position]
+        if behind and all(now <= then for _, now, then in behind):
+            continue  # committed before
+        straddle = [(now, then) for _, now, then in behind if now - env.batch.num_rows < then]
+        if straddle:
+            if not direct or len(behind) != 1:
+                raise ToolError(f"load {task.name!r}: cannot go on in the middle of a batch after a transform; "
+                                "resume needs the loads of one input to commit together (defaults.commit: together)")
+            now, then = straddle[0]
+            env = Envelope(env.batch.slice(env.batch.num_rows - (now - then)), env.position, env.boundary)
+        yield env

@@ -16,7 +16,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from agent_etl.agents import runtime
 from agent_etl.agents.base import Agent
 from agent_etl.events import AnomalyDetected, BatchValidated
 from agent_etl.exceptions import QualityGateError, ToolError
@@ -29,6 +28,7 @@ class GateOpen:
     run_id: str
     task: str
     groups: list[Any]  # spec.QualityGroup
+    run: Any = None  # the ETL agent's RunContext: home, registry, channels of the references, store
 
 
 @dataclass
@@ -51,6 +51,7 @@ class QualityAgent(Agent):
     def __init__(self, bus, **kw):
         super().__init__(bus, **kw)
         self._gates: dict[tuple[str, str], list[Any]] = {}
+        self._runs: dict[tuple[str, str], Any] = {}  # (run, task) -> the RunContext its GateOpen brought
 
     async def on_start(self) -> None:
         self._subs += [
@@ -68,7 +69,8 @@ class QualityAgent(Agent):
         from agent_etl.agents.gate import QualityGate
         from agent_etl.agents.quarantine import build_sink
 
-        rc = runtime.lookup(req.run_id)
+        rc = req.run
+        self._runs[(req.run_id, req.task)] = rc
         gates = self._gates[(req.run_id, req.task)] = []
         self.running.add(f"{req.run_id}/{req.task}")
         for g in req.groups:
@@ -112,8 +114,8 @@ class QualityAgent(Agent):
             except ToolError as e:
                 failure = failure or e
         profiles = [(g.input, g.profile, g.anomalies) for g in gates if g.profile is not None]
-        rc = runtime.lookup(req.run_id)
-        if profiles and rc.store is not None:  # a failed gate's profile is kept too: its report shows it
+        rc = self._runs.pop((req.run_id, req.task), None)
+        if profiles and rc is not None and rc.store is not None:  # a failed gate's profile is kept too: its report shows it
             await asyncio.to_thread(_save_profiles, rc.store, req.run_id, rc.pipeline.name, profiles)
         for gate in gates:
             if gate.anomalies:
@@ -128,6 +130,7 @@ class QualityAgent(Agent):
 
     async def _abort(self, key: tuple[str, str]) -> None:
         self.running.discard("/".join(key))
+        self._runs.pop(key, None)
         for gate in self._gates.pop(key, []):
             await asyncio.to_thread(gate.close)  # writes the quarantined rows that wait
             await gate.sink.abort()

@@ -11,13 +11,15 @@ they must be durable when the loader's commit is.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, bindparam, create_engine, delete, event, insert, select, update
+from sqlalchemy import JSON, bindparam, create_engine, delete, event, insert, inspect, select, text, update
 from sqlalchemy.engine import Engine
 
 from agent_etl.store.schema import checkpoints, metadata, profiles, runs, state, tasks
@@ -38,6 +40,7 @@ class RunStore:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
         # rows not yet written: a run and its tasks are inserted with their latest values, so a short
         # run costs one INSERT of its tasks rather than an INSERT plus an UPDATE per task event
         self._new_runs: dict[str, dict[str, Any]] = {}
@@ -82,14 +85,36 @@ class RunStore:
                 conn.execute(stmt, rows)
 
     def start_run(self, run_id: str, pipeline: str, fingerprint: str, spec_path: str | None,
-                  plan: list[dict[str, Any]]) -> None:
+                  plan: list[dict[str, Any]], description: dict[str, Any] | None = None) -> None:
+        now = time.time()
         with self._lock:
             self._new_runs[run_id] = {"run_id": run_id, "pipeline": pipeline, "fingerprint": fingerprint,
-                                      "spec_path": spec_path, "status": "running", "started_at": time.time(),
-                                      "rows_loaded": 0}
+                                      "spec_path": spec_path, "status": "running", "started_at": now,
+                                      "rows_loaded": 0, "description": description, "owner": OWNER,
+                                      "heartbeat_at": now, "resumes": 0}
             for t in plan:
                 self._new_tasks[(run_id, t["task"])] = {"run_id": run_id, "status": "pending", "attempts": 0,
                                                         "rows": 0, "batches": 0, **t}
+
+    def resume_run(self, run_id: str, plan: list[dict[str, Any]]) -> None:
+        """Take ``run_id`` up again in this process: running, with a new lease; tasks that will run
+        again are pending (the others keep what they had)."""
+        now = time.time()
+        self.flush()
+        with self.engine.begin() as conn:
+            resumes = conn.execute(select(runs.c.resumes).where(runs.c.run_id == run_id)).scalar() or 0
+            conn.execute(update(runs).where(runs.c.run_id == run_id).values(
+                status="running", exit_code=None, finished_at=None, error=None, owner=OWNER, heartbeat_at=now,
+                resumes=resumes + 1))
+            for t in plan:
+                conn.execute(update(tasks).where(tasks.c.run_id == run_id, tasks.c.task == t["task"]).values(**{
+                    k: v for k, v in t.items() if k != "task"}))
+
+    def renew(self, run_ids: list[str]) -> None:
+        """Renew the lease of runs in progress in this process (the coordinator does, every second)."""
+        if run_ids:
+            with self.engine.begin() as conn:
+                conn.execute(update(runs).where(runs.c.run_id.in_(run_ids)).values(heartbeat_at=time.time()))
 
     def update_task(self, run_id: str, task: str, **values: Any) -> None:
         with self._lock:
@@ -179,11 +204,24 @@ class RunStore:
 
     def list_runs(self, limit: int = 20, pipeline: str | None = None) -> list[dict[str, Any]]:
         self.flush()
-        q = select(runs).order_by(runs.c.started_at.desc()).limit(limit)
+        q = select(*[c for c in runs.c if c.name != "description"]).order_by(runs.c.started_at.desc()).limit(limit)
         if pipeline:
             q = q.where(runs.c.pipeline == pipeline)
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+            return [_live(dict(r._mapping)) for r in conn.execute(q)]
+
+    def latest_unfinished(self, pipeline: str) -> dict[str, Any] | None:
+        """The newest run of ``pipeline`` that did not finish: failed, interrupted or crashed."""
+        self.flush()
+        q = (select(runs).where(runs.c.pipeline == pipeline).order_by(runs.c.started_at.desc()).limit(50))
+        with self.engine.connect() as conn:
+            for r in conn.execute(q):
+                row = _live(dict(r._mapping))
+                if row["status"] in ("succeeded", "warned"):
+                    return None
+                if row["status"] in RESUMABLE:
+                    return row
+        return None
 
     def get_run(self, run_id: str) -> RunRecord | None:
         self.flush()
@@ -196,7 +234,21 @@ class RunStore:
                 row = matches[0]
             rid = row._mapping["run_id"]
             task_rows = conn.execute(select(tasks).where(tasks.c.run_id == rid).order_by(tasks.c.position)).all()
-            return RunRecord(dict(row._mapping), [dict(t._mapping) for t in task_rows])
+            return RunRecord(_live(dict(row._mapping)), [dict(t._mapping) for t in task_rows])
+
+    def run_checkpoints(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """The run store's mirror of what each load of ``run_id`` committed: ``{task: {"rows": all
+        rows, "commits": units, "position": the last unit's source position}}``."""
+        self.flush()
+        q = select(checkpoints).where(checkpoints.c.run_id == run_id).order_by(checkpoints.c.id)
+        out: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(q):
+                seen = out.setdefault(r.task, {"rows": 0, "commits": 0, "position": None})
+                seen["rows"] += r.rows
+                seen["commits"] += 1
+                seen["position"] = r.position
+        return out
 
     def checkpoints(self, pipeline: str, task: str | None = None) -> list[dict[str, Any]]:
         self.flush()
@@ -209,6 +261,53 @@ class RunStore:
     def close(self) -> None:
         self.flush()
         self.engine.dispose()
+
+
+# a run's process renews its lease every second; one not renewed for this long is gone
+LEASE_SECONDS = 15.0
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+RESUMABLE = ("failed", "interrupted", "crashed", "quality_failed")
+
+
+def _live(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with ``status`` ``crashed`` for a run recorded as running whose process is gone: its
+    lease ran out, or it ran on this host and its process no longer exists."""
+    if row.get("status") != "running":
+        return row
+    owner, beat = row.get("owner"), row.get("heartbeat_at")
+    host, _, pid = (owner or "").rpartition(":")
+    gone = beat is not None and time.time() - beat > LEASE_SECONDS
+    if not gone and host == socket.gethostname() and pid.isdigit() and owner != OWNER:
+        gone = not _alive(int(pid))
+    if owner is None and beat is None:  # recorded before runs had leases
+        gone = True
+    if gone:
+        row = {**row, "status": "crashed"}
+    return row
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring a run store made by an older version up to date: add the columns it lacks (all of them
+    nullable). CREATE TABLE IF NOT EXISTS leaves an existing table as it is."""
+    found = inspect(engine)
+    for table in metadata.sorted_tables:
+        have = {c["name"] for c in found.get_columns(table.name)}
+        missing = [c for c in table.columns if c.name not in have]
+        if missing:
+            with engine.begin() as conn:
+                for c in missing:
+                    kind = c.type.compile(dialect=engine.dialect)
+                    conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{c.name}" {kind}'))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

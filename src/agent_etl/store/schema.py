@@ -19,6 +19,13 @@ runs = Table(
     Column("duration", Float),
     Column("rows_loaded", Integer, default=0),
     Column("error", Text),
+    # the run as data (agent_etl.run_context.RunDescription): what `agent-etl resume` rebuilds it from
+    Column("description", JSON),
+    # the lease of the process running it: a run whose lease ran out, or whose process on this host
+    # is gone, is shown as crashed (RunStore.status)
+    Column("owner", String(200)),  # host:pid
+    Column("heartbeat_at", Float),
+    Column("resumes", Integer, default=0),
 )
 
 tasks = Table(

@@ -77,6 +77,9 @@ class ToolContext:
     # with the sibling loads before each commit (``prepare()``); None: one unit, no siblings
     unit_source: Callable[[], bool] | None = None
     prepare_hook: Callable[[bool], Awaitable[None]] | None = None
+    # the run this task is part of (agent_etl.run_context.RunContext: pipeline, registry, run store), None
+    # when the tool runs alone (agent_etl.testing)
+    run: Any = None
 
     def path(self, value: str | Path) -> Path:
         p = Path(value).expanduser()

@@ -110,6 +110,7 @@ def sql_type(t: pa.DataType) -> str:
 
 class Select(BatchTransform):
     """Keep only the listed columns, in the listed order."""
+    streaming = True
 
     class Config(ToolConfig):
         """Keep only the listed columns, in the listed order."""
@@ -123,6 +124,7 @@ class Select(BatchTransform):
 
 class Rename(BatchTransform):
     """Rename columns: columns: {old: new}."""
+    streaming = True
 
     class Config(ToolConfig):
         """Rename columns: columns: {old: new}."""
@@ -142,6 +144,7 @@ class Rename(BatchTransform):
 
 class Cast(BatchTransform):
     """Change column types: columns: {name: type}, e.g. int64, date32, decimal128(12,2)."""
+    streaming = True
 
     threaded = True
 

@@ -147,6 +147,7 @@ class DuckDBBatchTransform(BatchTransform):
 
 class _PerBatchSQL(DuckDBBatchTransform):
     """Evaluates a select list over each batch."""
+    streaming = True  # each batch on its own
 
     def _select(self, batch: pa.RecordBatch, select_list: str) -> pa.Table:
         """Raises the DuckDB error; the caller knows which expression to name."""

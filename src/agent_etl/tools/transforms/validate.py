@@ -79,7 +79,6 @@ class Validate(Transform):
             raise
 
     def _gate(self) -> Any:
-        from agent_etl.agents import runtime
         from agent_etl.agents.gate import QualityGate
         from agent_etl.agents.quarantine import build_sink
         from agent_etl.spec import QualityGroup
@@ -91,9 +90,8 @@ class Validate(Transform):
         if "profile" in QualityGroup.model_fields:
             fields["profile"] = False
         group = QualityGroup.model_validate(fields)
-        try:
-            rc = runtime.lookup(self.ctx.run_id)
-        except LookupError:  # run on its own (testing helpers): the step's line for every check
+        rc = self.ctx.run
+        if rc is None:  # run on its own (testing helpers): the step's line for every check
             registry, group._check_lines = default_registry(), [self.ctx.line] * len(cfg.checks)
         else:
             registry = rc.registry

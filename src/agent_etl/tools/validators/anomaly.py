@@ -124,13 +124,8 @@ class Anomaly(Check):
         return text + (f"; and {more} more" if more > 0 else "")
 
     def _history(self) -> tuple[list[dict[str, Any]] | None, list[float] | None]:
-        from agent_etl.agents import runtime
-
-        try:
-            rc = runtime.lookup(self.ctx.run_id)
-        except LookupError:  # the check used outside a run (a test of the gate alone)
-            return None, None
-        if rc.store is None:
+        rc = self.ctx.run
+        if rc is None or rc.store is None:  # the check used outside a run (a test of the gate alone)
             return None, None
         rows = rc.store.profile_history(rc.pipeline.name, self.ctx.task, limit=self.config.window,
                                         before=self.ctx.run_id, times=True)

@@ -1,0 +1,124 @@
+"""What a resumed run does: which loads already landed, which go on after their last commit unit,
+where each extract starts again (DESIGN.md §1, "Commits and checkpoints").
+
+For every load the destination is asked what it holds of the run (``Loader.committed()``); a
+loader that keeps no checkpoints is answered by the run store's mirror. Then:
+
+- nothing landed: the load runs from the start (its one commit never happened);
+- it landed and the load commits once (replace, files, a path that cannot resume mid-stream):
+  done, not run again;
+- it landed in units: it goes on after the last unit (if that was the last one, the source yields
+  nothing more and the load commits nothing).
+
+An extract starts from the earliest position any of its remaining loads needs; a load that had
+gone further skips the batches it already committed. Tasks whose loads are all done do not run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent_etl.exceptions import ResumeError
+from agent_etl.spec import Pipeline, Task
+
+
+@dataclass
+class ResumePlan:
+    run_id: str
+    done: dict[str, int] = field(default_factory=dict)  # load -> rows it had committed
+    resumed: dict[str, dict[str, Any]] = field(default_factory=dict)  # load -> {rows, position}
+    start: dict[str, dict[str, Any]] = field(default_factory=dict)  # extract -> position to resume from
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "done": self.done, "resumed": self.resumed, "start": self.start}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ResumePlan:
+        return cls(d["run_id"], dict(d["done"]), dict(d["resumed"]), dict(d["start"]))
+
+    def skipped(self, pipeline: Pipeline) -> set[str]:
+        """Tasks that need not run: done loads, and tasks every load below of which is done."""
+        below: dict[str, list[str]] = {}
+        for t in pipeline.tasks:
+            for i in t.inputs:
+                below.setdefault(i, []).append(t.name)
+        memo: dict[str, bool] = {}
+
+        def idle(name: str) -> bool:
+            if name not in memo:
+                kids = below.get(name, [])
+                memo[name] = name in self.done if not kids else all(idle(k) for k in kids)
+            return memo[name]
+
+        return {t.name for t in pipeline.tasks if (t.kind == "load" and t.name in self.done)
+                or (t.kind != "load" and below.get(t.name) and idle(t.name))}
+
+
+def extracts_above(pipeline: Pipeline, task: Task) -> list[str]:
+    """The extract tasks whose rows reach ``task``."""
+    seen: set[str] = set()
+    stack = list(task.inputs)
+    out: list[str] = []
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        t = pipeline.task(n)
+        if t.kind == "extract":
+            out.append(n)
+        stack.extend(t.inputs)
+    return sorted(out)
+
+
+def streaming_path(pipeline: Pipeline, task: Task, registry: Any) -> bool:
+    """Whether every transform between the extracts and ``task`` maps each batch on its own (so a
+    run can go on in the middle of the stream), and no quality gate reads a whole input first."""
+    stack = list(task.inputs)
+    seen: set[str] = set()
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        t = pipeline.task(n)
+        if t.refs:
+            return False
+        if t.kind == "transform" and not getattr(registry.get("transform", t.tool), "streaming", False):
+            return False
+        stack.extend(t.inputs)
+    return True
+
+
+def plan_resume(run_id: str, pipeline: Pipeline, registry: Any, task_status: dict[str, str],
+                committed: dict[str, dict[str, Any] | None], units: dict[str, bool]) -> ResumePlan:
+    """The plan, from each load's ``committed`` answer (destination, else run store mirror), whether
+    it commits in units (``Loader.takes_units``) and the tasks' recorded status."""
+    plan = ResumePlan(run_id)
+    need: dict[str, list[dict[str, Any] | None]] = {}
+    for t in pipeline.tasks:
+        if t.kind != "load":
+            continue
+        cp = committed.get(t.name)
+        if cp is None:
+            if task_status.get(t.name) == "succeeded":
+                # the run store saw it succeed, but the destination holds none of it
+                raise ResumeError(f"load {t.name!r} of run {run_id} committed before, but its destination no longer "
+                                  "holds that commit (was the table or file dropped or rewritten?); resuming would "
+                                  "load only part of the data: start a new run with `agent-etl run` instead")
+            for e in extracts_above(pipeline, t):
+                need.setdefault(e, []).append(None)
+            continue
+        position = cp.get("position") or {}
+        if not units.get(t.name) or not streaming_path(pipeline, t, registry):
+            plan.done[t.name] = int(cp.get("rows") or 0)
+            continue
+        plan.resumed[t.name] = {"rows": int(cp.get("rows") or 0), "position": position}
+        for e in extracts_above(pipeline, t):
+            need.setdefault(e, []).append(position.get(e))
+    for e, positions in need.items():
+        if any(p is None for p in positions):
+            continue  # some load needs the source from its start
+        plan.start[e] = min(positions, key=lambda p: p.get("rows", 0))
+    return plan
