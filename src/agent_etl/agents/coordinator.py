@@ -310,6 +310,9 @@ class AgentCoordinator(Agent):
                                 str(pipeline.path) if pipeline.path else None, rows, desc.model_dump())
             else:
                 store.resume_run(run_id, [{**r, "status": "pending"} for r in rows if r["task"] not in skipped])
+            # at once, not with the next flush: a process killed in its first second must leave a
+            # run that shows as crashed and can be resumed
+            await asyncio.to_thread(store.flush)
         await self.bus.publish(RunStarted(run_id=run_id, pipeline=pipeline.name, tasks=[t.name for t in pipeline.tasks],
                                           description=desc, store_url=getattr(store, "url", None),
                                           resume=plan.to_dict() if plan is not None else None))

@@ -34,13 +34,34 @@ def root(version: Annotated[bool, typer.Option("--version", callback=_version, i
     pass
 
 
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")]
+Force = Annotated[bool, typer.Option("--force", help="Resume even though the pipeline file changed since the run "
+                                                     "started, with the file as it is now.")]
+
+
 @app.command()
 def run(pipeline: Annotated[str, typer.Argument(help="Pipeline YAML file.")], var: Vars = None, json: Json = False,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False) -> None:
+        quiet: Quiet = False,
+        resume: Annotated[bool, typer.Option("--resume", help="Go on with the latest unfinished run of this pipeline "
+                                                              "instead of starting a new one.")] = False,
+        force: Force = False) -> None:
     """Run a pipeline. Exit codes: 0 ok, 1 run failed, 2 bad spec/usage, 3 quality gate failed, 130 interrupted."""
     from agent_etl.cli.running import run_command
 
-    _exit(lambda: run_command(pipeline, var or [], as_json=json, quiet=quiet))
+    _exit(lambda: run_command(pipeline, var or [], as_json=json, quiet=quiet, resume=resume, force=force))
+
+
+@app.command()
+def resume(run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")], var: Vars = None,
+           json: Json = False, quiet: Quiet = False, force: Force = False,
+           home: Annotated[Optional[str], typer.Option(help="State folder of the run (default: AGENT_ETL_HOME, "
+                                                            "else .agent-etl here).")] = None) -> None:
+    """Resume a failed, interrupted or crashed run: finished loads are not run again, a load that
+    committed part of its input goes on after its last commit. Secrets are read again from the
+    environment or --var."""
+    from agent_etl.cli.running import resume_command
+
+    _exit(lambda: resume_command(run_id, var or [], as_json=json, quiet=quiet, force=force, home=home))
 
 
 @app.command()

@@ -69,30 +69,59 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool) -> int:
     return 0
 
 
-def run_command(path: str, pairs: list[str], *, as_json: bool, quiet: bool) -> int:
+def run_command(path: str, pairs: list[str], *, as_json: bool, quiet: bool, resume: bool = False,
+                force: bool = False) -> int:
+    pipeline = _load(path, pairs)
+    return _run(pipeline, pairs, as_json=as_json, quiet=quiet, resume=resume or None, force=force)
+
+
+def resume_command(run_id: str, pairs: list[str], *, as_json: bool, quiet: bool, force: bool,
+                   home: str | None) -> int:
+    return _run(None, pairs, as_json=as_json, quiet=quiet, resume=run_id, force=force, home=home)
+
+
+def _run(pipeline: Any, pairs: list[str], *, as_json: bool, quiet: bool, resume: Any, force: bool,
+         home: str | None = None) -> int:
+    """Run (or resume) with the progress display; SIGTERM stops the run like Ctrl-C: the commit unit
+    in flight rolls back, what was committed stays, and the run can be resumed (exit 130)."""
+    import signal
+
     from agent_etl.agents.coordinator import AgentCoordinator
     from agent_etl.cli.progress import make_reporter
-
     from agent_etl.settings import Settings
 
-    logging.basicConfig(level=Settings().log_level.upper(), stream=sys.stderr,
+    settings = Settings(**({"home": home} if home else {}))
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    pipeline = _load(path, pairs)
-    reporter = make_reporter(pipeline, enabled=not (as_json or quiet))
+    variables = parse_vars(pairs)
+    reporter = make_reporter(pipeline, enabled=not (as_json or quiet or pipeline is None))
 
     async def main():
-        async with AgentCoordinator() as coordinator:
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, me.cancel)
+        async with AgentCoordinator(settings=settings) as coordinator:
             sub = coordinator.bus.subscribe("*", reporter.on_event, maxsize=4096)
             try:
-                return await coordinator.run(pipeline)
+                return await coordinator.run(pipeline, variables=variables, resume=resume, force=force)
             finally:
                 await coordinator.bus.drain()
                 await sub.cancel()
 
     with reporter:
-        result = asyncio.run(main())
+        try:
+            result = asyncio.run(main())
+        except asyncio.CancelledError:
+            print("interrupted: the commit in flight was rolled back; resume with `agent-etl run --resume` or "
+                  "`agent-etl resume RUN_ID` (`agent-etl runs list` shows it)", file=sys.stderr)
+            return 130
     if as_json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
+        if result.note:
+            print(result.note)
         reporter.summary(result)
+        if result.resume_command:
+            print(f"resume with: {result.resume_command}", file=sys.stderr)
     return result.exit_code
