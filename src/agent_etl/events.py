@@ -53,6 +53,7 @@ class TaskAssigned(TaskEvent):
     topic: ClassVar[str] = "task.assigned"
     reason: str
     branch: list[str] = []  # the tasks of this attempt of the branch: they stream into each other
+    resume: dict[str, Any] | None = None  # a retry goes on after what landed (agents.resume.ResumePlan)
 
 
 class TaskStarted(TaskEvent):

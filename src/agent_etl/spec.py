@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,17 +27,45 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|second|m|min|minute|h|hour|d|day)?s?\s*$", re.I)
+_SECONDS = {"ms": 0.001, "s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
+            "d": 86400, "day": 86400}
+
+
+def seconds(value: float | str) -> float:
+    """A duration: a number of seconds, or text such as '90s', '10 min', '2h'."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    m = _DURATION.match(value)
+    if not m:
+        raise ValueError(f"{value!r} is not a duration; write seconds, or e.g. '30s', '10 min', '2h'")
+    return float(m.group(1)) * _SECONDS[(m.group(2) or "s").lower()]
+
+
 class Retries(_Model):
     max_attempts: int = Field(3, ge=1, le=100)
     backoff: Literal["exponential", "fixed"] = "exponential"
     initial_delay: float = Field(0.5, ge=0)
     max_delay: float = Field(30.0, ge=0)
+    # spread the waits of tasks that failed together (a database restart): each wait is drawn
+    # between half and all of the backoff ("equal jitter"), so retries do not arrive as one wave
+    jitter: bool = True
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before try number ``attempt + 1`` (``attempt`` counts from 1)."""
         if self.backoff == "fixed":
-            return self.initial_delay
-        return min(self.max_delay, self.initial_delay * 2 ** (attempt - 1))
+            base = self.initial_delay
+        else:
+            base = min(self.max_delay, self.initial_delay * 2 ** (attempt - 1))
+        return base / 2 + random.uniform(0, base / 2) if self.jitter else base
+
+
+class Breaker(_Model):
+    """A circuit breaker per connection: after ``failures`` transient failures of tasks using one
+    connection, the rest of the run's tasks on it fail at once instead of retrying against a
+    database that is down."""
+
+    failures: int = Field(3, ge=1)
 
 
 class CommitEvery(_Model):
@@ -63,6 +93,20 @@ class Defaults(_Model):
     commit: Literal["together", "each"] = "together"
     # a second run of the same pipeline while one runs: fail at once, or wait for it to end
     concurrent_runs: Literal["fail", "wait"] = "fail"
+    timeout: float | str | None = None  # of every task, unless the step sets its own
+    breaker: Breaker = Breaker()
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: Any) -> Any:
+        return None if value is None else _positive(value)
+
+
+def _positive(value: float | str) -> float:
+    s = seconds(value)
+    if s <= 0:
+        raise ValueError("a timeout must be more than 0 seconds")
+    return s
 
 
 class Connection(BaseModel):
@@ -76,6 +120,13 @@ class Step(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     tool: str
+    # the task fails (transiently: it is retried) if it runs longer; seconds or '10 min'
+    timeout: float | str | None = None
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: Any) -> Any:
+        return None if value is None else _positive(value)
     _line: int | None = PrivateAttr(None)
     _path: tuple = PrivateAttr(())  # where the step is in the YAML tree
 
@@ -169,6 +220,7 @@ class Task:
     gates: list[QualityGroup] = field(default_factory=list)
     # inputs the gates read in full before the first batch (referential checks); also in ``inputs``
     refs: list[str] = field(default_factory=list)
+    timeout: float | None = None  # seconds (the step's, else defaults.timeout)
 
     @property
     def data_inputs(self) -> list[str]:
@@ -424,11 +476,12 @@ def _check_tools(spec: Spec, doc: Document, registry) -> list[Problem]:
 def _plan(spec: Spec) -> list[Task]:
     nodes: dict[str, Task] = {}
     for name, s in spec.extract.items():
-        nodes[name] = Task(name, "extract", s.tool, [], s.options, s._line)
+        nodes[name] = Task(name, "extract", s.tool, [], s.options, s._line, timeout=s.timeout or spec.defaults.timeout)
     for s in spec.transform:
-        nodes[s.name] = Task(s.name, "transform", s.tool, s.inputs, s.options, s._line)
+        nodes[s.name] = Task(s.name, "transform", s.tool, s.inputs, s.options, s._line,
+                             timeout=s.timeout or spec.defaults.timeout)
     for name, s in spec.load.items():
-        nodes[name] = Task(name, "load", s.tool, s.inputs, s.options, s._line)
+        nodes[name] = Task(name, "load", s.tool, s.inputs, s.options, s._line, timeout=s.timeout or spec.defaults.timeout)
     for g in spec.quality:
         nodes[g.input].gates.append(g)
         for ref in group_refs(g.checks):  # the gate reads it first: a dependency like an input

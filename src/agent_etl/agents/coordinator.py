@@ -256,8 +256,8 @@ class AgentCoordinator(Agent):
         plan = plan_resume(run_id, rebuilt, self.registry, status, committed, units)
         return await self._execute(run_id, rebuilt, desc, store, plan)
 
-    async def _committed(self, run_id: str, pipeline: Pipeline, home: Path, store: Any
-                         ) -> tuple[dict[str, Any], dict[str, bool]]:
+    async def _committed(self, run_id: str, pipeline: Pipeline, home: Path, store: Any,
+                         names: set[str] | None = None) -> tuple[dict[str, Any], dict[str, bool]]:
         """What each load's destination holds of ``run_id`` (the run store's mirror for a loader
         that keeps no checkpoints), and whether it commits in units."""
         from agent_etl.tools.base import Loader, ToolContext
@@ -270,7 +270,7 @@ class AgentCoordinator(Agent):
         units: dict[str, bool] = {}
         try:
             for t in pipeline.tasks:
-                if t.kind != "load":
+                if t.kind != "load" or (names is not None and t.name not in names):
                     continue
                 cls = self.registry.get("loader", t.tool)
                 ctx = ToolContext(run_id=run_id, task=t.name, base_dir=pipeline.base_dir, home=home,
@@ -317,12 +317,13 @@ class AgentCoordinator(Agent):
                                           description=desc, store_url=getattr(store, "url", None),
                                           resume=plan.to_dict() if plan is not None else None))
         exit_code, error = 0, None
+        breakers = _Breakers(pipeline)
         try:
             limit = asyncio.Semaphore(pipeline.spec.defaults.concurrency)
 
             async def branch(tasks: list[Task]) -> None:
                 async with limit:
-                    await self._run_branch(run_id, pipeline, tasks, chosen)
+                    await self._run_branch(run_id, pipeline, tasks, chosen, desc, store, breakers)
 
             todo = [[t for t in b if t.name not in skipped] for b in pipeline.branches()]
             await asyncio.gather(*(branch(b) for b in todo if b))
@@ -364,14 +365,25 @@ class AgentCoordinator(Agent):
         return run(pipeline, variables, bus=None, registry=self._registry, settings=self.settings,
                    store=self._store_option)
 
-    async def _run_branch(self, run_id: str, pipeline: Pipeline, tasks: list[Task],
-                          chosen: dict[str, tuple[Agent, str]]) -> None:
+    async def _run_branch(self, run_id: str, pipeline: Pipeline, tasks: list[Task], chosen: dict[str, tuple[Agent, str]],
+                          desc: RunDescription, store: Any, breakers: _Breakers) -> None:
+        """Run one branch; retry what failed transiently, going on after the commit units that
+        landed (a retry is a resume of the failed loads), unless a connection's breaker is open."""
+        from agent_etl.agents.resume import plan_resume
+
         retries = pipeline.spec.defaults.retries
-        todo, attempt = tasks, 1
+        todo, attempt, plan = tasks, 1, None
         while True:
-            outcome = await self._attempt(run_id, todo, chosen, attempt)
+            down = breakers.down(todo)
+            if down is not None:
+                await self._fail_fast(run_id, todo, down)
+                return
+            outcome = await self._attempt(run_id, todo, chosen, attempt, plan)
             failed = [ev for ev in outcome.values() if isinstance(ev, TaskFailed)]
             roots = [f for f in failed if not f.upstream]
+            for f in roots:
+                if f.transient:
+                    breakers.failed(f.task, f.error)
             if not failed or not roots or attempt >= retries.max_attempts or not all(f.transient for f in roots):
                 return
             consumed = {i for t in todo for i in t.inputs}
@@ -381,10 +393,26 @@ class AgentCoordinator(Agent):
             log.warning("run %s: %s failed transiently (%s); retrying %d task(s) in %.1fs", run_id,
                         roots[0].task, roots[0].error, len(todo), delay)
             await asyncio.sleep(delay)
+            if store is not None:
+                names = {t.name for t in todo if t.kind == "load"}
+                committed, units = await self._committed(run_id, pipeline, Path(desc.home), store, names)
+                plan = plan_resume(run_id, pipeline, self.registry, {}, committed, units, loads=names)
+                skipped = plan.skipped(pipeline)
+                todo = [t for t in todo if t.name not in skipped]
+                for name in skipped & names:
+                    self._results[run_id][name].status = "succeeded"
+                if not todo:
+                    return
             attempt += 1
 
+    async def _fail_fast(self, run_id: str, tasks: list[Task], reason: str) -> None:
+        """Fail ``tasks`` without running them: a connection they need is down."""
+        for i, t in enumerate(tasks):
+            await self.bus.publish(TaskFailed(run_id=run_id, task=t.name, agent=self.id, error=reason,
+                                              error_type="CircuitOpen", transient=False, upstream=i > 0, exit_code=1))
+
     async def _attempt(self, run_id: str, tasks: list[Task], chosen: dict[str, tuple[Agent, str]],
-                       number: int) -> dict[str, Event]:
+                       number: int, plan: Any = None) -> dict[str, Event]:
         attempt = _Attempt(number, len(tasks))
         branch = [t.name for t in tasks]
         for t in tasks:
@@ -393,7 +421,8 @@ class AgentCoordinator(Agent):
             for t in reversed(tasks):  # readers first, so a producer never waits on an unassigned reader
                 agent, reason = chosen[t.name]
                 await self.bus.publish(TaskAssigned(run_id=run_id, task=t.name, agent=agent.id, reason=reason,
-                                                    attempt=number, branch=branch))
+                                                    attempt=number, branch=branch,
+                                                    resume=plan.to_dict() if plan is not None else None))
             await attempt.done
         finally:
             for t in tasks:
@@ -449,6 +478,34 @@ class AgentCoordinator(Agent):
                 w.cancel()
             await asyncio.gather(*work, return_exceptions=True)
             tasks.difference_update(work)  # a task cancelled before it started did not take itself out
+
+
+class _Breakers:
+    """A circuit breaker per connection of one run: after ``defaults.breaker.failures`` transient
+    failures of tasks that use a connection, it is taken as down and the run's other tasks on it
+    fail at once, naming the last error, instead of each retrying against it."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.limit = pipeline.spec.defaults.breaker.failures
+        self.uses = {t.name: t.options.get("connection") for t in pipeline.tasks
+                     if isinstance(t.options.get("connection"), str)}
+        self.count: dict[str, int] = {}
+        self.last: dict[str, str] = {}
+
+    def failed(self, task: str, error: str) -> None:
+        conn = self.uses.get(task)
+        if conn is not None:
+            self.count[conn] = self.count.get(conn, 0) + 1
+            self.last[conn] = error
+
+    def down(self, tasks: list[Task]) -> str | None:
+        for t in tasks:
+            conn = self.uses.get(t.name)
+            if conn is not None and self.count.get(conn, 0) >= self.limit:
+                return (f"connection {conn!r} is taken as down after {self.count[conn]} failures (the last: "
+                        f"{self.last[conn]}); {t.kind} {t.name!r} was not started. Fix the connection and resume "
+                        "the run")
+        return None
 
 
 def _flush_and_renew(store: Any, live: list[str]) -> None:

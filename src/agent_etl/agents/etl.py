@@ -102,6 +102,8 @@ class ETLAgent(Agent):
             key = (ev.run_id, ev.attempt, tuple(ev.branch))
             if key not in self._wired:  # the first assignment of an attempt wires the whole branch
                 self._wired.add(key)
+                if ev.resume is not None:
+                    rc.resume = ResumePlan.from_dict(ev.resume).over(rc.resume, ev.branch)
                 _wire(rc, [rc.tasks[n] for n in ev.branch])
         work = asyncio.get_running_loop().create_task(self.execute(ev.run_id, ev.task, ev.attempt),
                                                       name=f"{ev.run_id}/{ev.task}")
@@ -117,7 +119,7 @@ class ETLAgent(Agent):
         try:
             # inside the try: a tool that cannot even be built must still report a failure
             run = _TaskRun(self, rc, task, attempt)
-            details = await run.execute()
+            details = await _within(task, run.execute())
         except BaseException as e:
             barrier = rc.barriers.get(task.inputs[0]) if task.kind == "load" else None
             if barrier is not None:
@@ -167,6 +169,20 @@ def _message(e: BaseException, task: Task) -> str:
     if isinstance(e, AgentETLError):
         return str(e)
     return f"{task.kind} {task.name!r} ({task.tool}) failed: {type(e).__name__}: {e}"
+
+
+async def _within(task: Task, work: Any) -> Any:
+    """``work``, stopped after the task's ``timeout``: the commit unit in flight rolls back, and the
+    task fails transiently (it is retried)."""
+    if task.timeout is None:
+        return await work
+    try:
+        async with asyncio.timeout(task.timeout):
+            return await work
+    except TimeoutError:
+        raise TransientError(f"{task.kind} {task.name!r} ran longer than its timeout of {task.timeout:g}s and was "
+                             "stopped; what it had not committed was rolled back. Raise `timeout` if the work is "
+                             "just big") from None
 
 
 def _wire(rc: RunContext, tasks: list[Task]) -> None:

@@ -37,6 +37,18 @@ class ResumePlan:
     def from_dict(cls, d: dict[str, Any]) -> ResumePlan:
         return cls(d["run_id"], dict(d["done"]), dict(d["resumed"]), dict(d["start"]))
 
+    def over(self, other: ResumePlan | None, names: list[str]) -> ResumePlan:
+        """This plan, made for the tasks ``names`` (a retry of part of a branch), with what ``other``
+        says of the other tasks."""
+        if other is None:
+            return self
+
+        def merged(mine: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+            return {**{k: v for k, v in theirs.items() if k not in names}, **mine}
+
+        return ResumePlan(self.run_id, merged(self.done, other.done), merged(self.resumed, other.resumed),
+                          merged(self.start, other.start))
+
     def skipped(self, pipeline: Pipeline) -> set[str]:
         """Tasks that need not run: done loads, and tasks every load below of which is done."""
         below: dict[str, list[str]] = {}
@@ -92,13 +104,15 @@ def streaming_path(pipeline: Pipeline, task: Task, registry: Any) -> bool:
 
 
 def plan_resume(run_id: str, pipeline: Pipeline, registry: Any, task_status: dict[str, str],
-                committed: dict[str, dict[str, Any] | None], units: dict[str, bool]) -> ResumePlan:
+                committed: dict[str, dict[str, Any] | None], units: dict[str, bool],
+                loads: set[str] | None = None) -> ResumePlan:
     """The plan, from each load's ``committed`` answer (destination, else run store mirror), whether
-    it commits in units (``Loader.takes_units``) and the tasks' recorded status."""
+    it commits in units (``Loader.takes_units``) and the tasks' recorded status; ``loads``: plan
+    only these (a retry of part of a branch)."""
     plan = ResumePlan(run_id)
     need: dict[str, list[dict[str, Any] | None]] = {}
     for t in pipeline.tasks:
-        if t.kind != "load":
+        if t.kind != "load" or (loads is not None and t.name not in loads):
             continue
         cp = committed.get(t.name)
         if cp is None:
