@@ -27,10 +27,11 @@ class Envelope:
 
 
 class _End:
-    __slots__ = ("error",)
+    __slots__ = ("error", "position")
 
-    def __init__(self, error: BaseException | None):
+    def __init__(self, error: BaseException | None, position: dict[str, Any] | None = None):
         self.error = error
+        self.position = position
 
 
 class Channel:
@@ -45,11 +46,13 @@ class Channel:
             if live:
                 await q.put(env)
 
-    async def close(self, error: BaseException | None = None) -> None:
+    async def close(self, error: BaseException | None = None, position: dict[str, Any] | None = None) -> None:
+        """End the stream: with ``error``, or cleanly with the sources' ``position`` once everything
+        was read (an incremental source's new mark is known only then)."""
         if self.closed:
             return
         self.closed = True
-        end = _End(error)
+        end = _End(error, position)
         for i, q in enumerate(self._queues):
             if self._live[i]:
                 await q.put(end)
@@ -62,6 +65,8 @@ class Channel:
             q.get_nowait()
 
     async def envelopes(self, i: int) -> AsyncIterator[Envelope]:
+        """The envelopes of consumer ``i``; a clean end with a final position comes as an envelope
+        with no batch (``Tracker`` takes its position and yields nothing for it)."""
         q = self._queues[i]
         try:
             while True:
@@ -69,6 +74,8 @@ class Channel:
                 if isinstance(item, _End):
                     if item.error is not None:
                         raise UpstreamError(f"input {self.name!r} failed: {item.error}") from item.error
+                    if item.position:
+                        yield Envelope(None, item.position)
                     return
                 yield item
         finally:
@@ -85,6 +92,8 @@ class Tracker:
     async def batches(self, envelopes: AsyncIterator[Envelope]) -> AsyncIterator[pa.RecordBatch]:
         async for env in envelopes:
             self.position.update(env.position)
+            if env.batch is None:  # the end, with the sources' final position
+                continue
             self.boundary = env.boundary
             yield env.batch
 

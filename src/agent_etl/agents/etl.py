@@ -289,14 +289,19 @@ class _TaskRun:
             reports = await self.agent.bus.request("quality.finish", GateFinish(self.rc.run_id, self.task.name),
                                                    timeout=None)
             details["quality"] = [r.to_dict() for r in reports]
-        if self.task.name in self.rc.staged_state:  # the coordinator saves it once the loads below succeed
-            details["state"] = self.rc.staged_state[self.task.name]
+        mark = self.rc.staged_state.get(self.task.name)
+        if mark is not None:  # the coordinator saves it once the loads below succeed
+            details["state"] = mark
         for attr in ("skipped_rows",):
             if getattr(self.tool, attr, None):
                 details[attr] = getattr(self.tool, attr)
         if getattr(self.tool, "quality_reports", None):  # a validate step's own gate
             details.setdefault("quality", []).extend(r.to_dict() for r in self.tool.quality_reports)
-        await channel.close()
+        final = position()
+        if self.task.kind == "extract" and mark is not None:
+            # the loads' last commit records it: the next run's bound, read from the destination
+            final = {self.task.name: {**(final.get(self.task.name) or {}), "mark": mark}}
+        await channel.close(position=final)
         return details
 
     def _input(self, name: str) -> AsyncIterator[Envelope]:
@@ -356,6 +361,9 @@ async def _after(envelopes: AsyncIterator[Envelope], position: dict[str, Any], t
     sources = extracts_above(rc.pipeline, task)
     direct = task.inputs[0] in sources
     async for env in envelopes:
+        if env.batch is None:  # the end, with the sources' final position
+            yield env
+            continue
         behind = [(e, env.position[e].get("rows", 0), position[e].get("rows", 0)) for e in sources
                   if e in env.position and e in position]
         if behind and all(now <= then for _, now, then in behind):

@@ -78,7 +78,7 @@ class GateReport:
 
 
 class QualityGate:
-    def __init__(self, group: QualityGroup, *, run_id: str, home: Path, registry=None, sink=None):
+    def __init__(self, group: QualityGroup, *, run_id: str, home: Path, registry=None, sink=None, run=None):
         """``sink`` takes the quarantined rows (``agents.quarantine``); default: the Parquet file."""
         from agent_etl.agents.quarantine import ParquetFile
         from agent_etl.tools.registry import UnknownTool, default_registry
@@ -89,7 +89,8 @@ class QualityGate:
         self.run_id = run_id
         self.path = Path(home) / "quarantine" / run_id / f"{group.input}.parquet"
         lines = list(getattr(group, "_check_lines", None) or [])
-        ctx = ToolContext(run_id=run_id, task=group.input, base_dir=Path.cwd(), home=Path(home))
+        ctx = ToolContext(run_id=run_id, task=group.input, home=Path(home), run=run,
+                          base_dir=run.pipeline.base_dir if run is not None else Path.cwd())
         self.checks: list[Check] = []
         self._lines: list[int | None] = []
         problems = []

@@ -79,7 +79,7 @@ class QualityAgent(Agent):
                 sink = build_sink(g.quarantine, input=g.input, run_id=req.run_id, home=Path(rc.home),
                                   base_dir=rc.pipeline.base_dir, registry=rc.registry, connections=rc.connections,
                                   resources=rc.resources, line=g._line)
-            gates.append(QualityGate(g, run_id=req.run_id, home=Path(rc.home), registry=rc.registry, sink=sink))
+            gates.append(QualityGate(g, run_id=req.run_id, home=Path(rc.home), registry=rc.registry, sink=sink, run=rc))
         await read_references(gates, {name: rc.channels[name].envelopes(rc.readers[(req.task, name)])
                                       for name in dict.fromkeys(n for g in gates for n in g.references())})
 
@@ -143,6 +143,8 @@ async def read_references(gates: list[Any], streams: dict[str, AsyncIterator[Any
     async def one(name: str, envelopes: AsyncIterator[Any]) -> None:
         async for env in envelopes:
             batch = getattr(env, "batch", env)
+            if batch is None:  # the end of the stream, with its final position
+                continue
             for gate in gates:
                 if name in gate.references():
                     await asyncio.to_thread(gate.reference, name, batch)

@@ -103,4 +103,5 @@ class Validate(Transform):
             sink = build_sink(cfg.quarantine, input=self.ctx.task, run_id=self.ctx.run_id, home=self.ctx.home,
                               base_dir=self.ctx.base_dir, registry=registry, connections=self.ctx.connections,
                               resources=self.ctx.resources, line=self.ctx.line)
-        return QualityGate(group, run_id=self.ctx.run_id, home=self.ctx.home, registry=registry, sink=sink)
+        return QualityGate(group, run_id=self.ctx.run_id, home=self.ctx.home, registry=registry, sink=sink,
+                           run=self.ctx.run)
