@@ -298,7 +298,8 @@ class AgentCoordinator(Agent):
             r.rows = plan.done.get(name, 0)
             r.details = {"resumed": "committed before"}
         lock = RunLock(Path(desc.home), pipeline.name)
-        await asyncio.to_thread(lock.acquire, run_id, pipeline.spec.defaults.concurrent_runs == "wait")
+        if not lock.acquire(run_id, wait=False, raise_busy=False):  # on the loop: a free lock costs microseconds
+            await asyncio.to_thread(lock.acquire, run_id, pipeline.spec.defaults.concurrent_runs == "wait")
         self._results[run_id] = results
         started = time.perf_counter()
         if store is not None:
@@ -310,9 +311,6 @@ class AgentCoordinator(Agent):
                                 str(pipeline.path) if pipeline.path else None, rows, desc.model_dump())
             else:
                 store.resume_run(run_id, [{**r, "status": "pending"} for r in rows if r["task"] not in skipped])
-            # at once, not with the next flush: a process killed in its first second must leave a
-            # run that shows as crashed and can be resumed
-            await asyncio.to_thread(store.flush)
         await self.bus.publish(RunStarted(run_id=run_id, pipeline=pipeline.name, tasks=[t.name for t in pipeline.tasks],
                                           description=desc, store_url=getattr(store, "url", None),
                                           resume=plan.to_dict() if plan is not None else None))
@@ -418,11 +416,12 @@ class AgentCoordinator(Agent):
         for t in tasks:
             self._waiting[(run_id, t.name)] = attempt
         try:
-            for t in reversed(tasks):  # readers first, so a producer never waits on an unassigned reader
+            for i, t in enumerate(reversed(tasks)):  # readers first: a producer never waits on an unassigned reader
                 agent, reason = chosen[t.name]
+                # the first assignment of the attempt carries the branch: the agent wires it on that one
                 await self.bus.publish(TaskAssigned(run_id=run_id, task=t.name, agent=agent.id, reason=reason,
-                                                    attempt=number, branch=branch,
-                                                    resume=plan.to_dict() if plan is not None else None))
+                                                    attempt=number, branch=branch if i == 0 else [],
+                                                    resume=plan.to_dict() if plan is not None and i == 0 else None))
             await attempt.done
         finally:
             for t in tasks:

@@ -196,8 +196,8 @@ def _wire(rc: RunContext, tasks: list[Task]) -> None:
     for name, siblings in loads.items():
         every = [s for s in (spec.load[t.name].commit_every or spec.defaults.commit_every for t in siblings) if s]
         unit = [t for t in siblings if streaming_path(rc.pipeline, t, rc.registry)
-                and _takes_units(rc, t)]
-        if every and unit:
+                and _takes_units(rc, t)] if every else []
+        if unit:
             rows = [e.rows for e in every if e.rows]
             secs = [e.seconds for e in every if e.seconds]
             rc.clocks[name] = UnitClock(min(rows) if rows else None, min(secs) if secs else None)

@@ -21,15 +21,22 @@ class RunLock:
         self.path = Path(home) / "locks" / f"{pipeline}.lock"
         self._fd: int | None = None
 
-    def acquire(self, run_id: str, wait: bool, poll: float = 0.2) -> None:
-        """Take the lock for ``run_id``; if another process holds it, wait for it or raise."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    def acquire(self, run_id: str, wait: bool, poll: float = 0.2, raise_busy: bool = True) -> bool:
+        """Take the lock for ``run_id``; if another process holds it, wait for it, or raise (or
+        return False, with ``raise_busy=False``)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if not raise_busy:
+                    os.close(fd)
+                    return False
                 if not wait:
                     holder = self._holder(fd)
                     os.close(fd)
@@ -39,6 +46,7 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"run_id": run_id, "pid": os.getpid(), "since": time.time()}).encode(), 0)
         self._fd = fd
+        return True
 
     def release(self) -> None:
         if self._fd is not None:

@@ -74,7 +74,7 @@ class RunStore:
             if new_tasks:
                 _insert_many(conn, tasks, new_tasks)
             for run_id, values in run_updates.items():
-                conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values))
+                _update_run(conn, run_id, values)
             # one statement per set of columns, run as executemany
             by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
             for (run_id, task), values in task_updates.items():
@@ -87,11 +87,14 @@ class RunStore:
     def start_run(self, run_id: str, pipeline: str, fingerprint: str, spec_path: str | None,
                   plan: list[dict[str, Any]], description: dict[str, Any] | None = None) -> None:
         now = time.time()
+        # the run's row at once (its tasks go with the next flush): a process killed in its first
+        # second must leave a run that shows as crashed and can be resumed
+        with self.engine.begin() as conn:
+            _insert_many(conn, runs, [{"run_id": run_id, "pipeline": pipeline, "fingerprint": fingerprint,
+                                       "spec_path": spec_path, "status": "running", "started_at": now,
+                                       "rows_loaded": 0, "description": description, "owner": OWNER,
+                                       "heartbeat_at": now, "resumes": 0}])
         with self._lock:
-            self._new_runs[run_id] = {"run_id": run_id, "pipeline": pipeline, "fingerprint": fingerprint,
-                                      "spec_path": spec_path, "status": "running", "started_at": now,
-                                      "rows_loaded": 0, "description": description, "owner": OWNER,
-                                      "heartbeat_at": now, "resumes": 0}
             for t in plan:
                 self._new_tasks[(run_id, t["task"])] = {"run_id": run_id, "status": "pending", "attempts": 0,
                                                         "rows": 0, "batches": 0, **t}
@@ -308,6 +311,29 @@ def _add_missing_columns(engine: Engine) -> None:
                 for c in missing:
                     kind = c.type.compile(dialect=engine.dialect)
                     conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{c.name}" {kind}'))
+
+
+_UPDATES: dict[tuple[tuple[str, ...], str], tuple[str, bool]] = {}
+
+
+def _update_run(conn: Any, run_id: str, values: dict[str, Any]) -> None:
+    """UPDATE one run through the driver, compiled once per set of columns (as ``_insert_many``:
+    SQLAlchemy's per-statement work cost more than the update itself, once per run)."""
+    keys = tuple(sorted(values))
+    shape = _UPDATES.get((keys, conn.dialect.name))
+    if shape is None:
+        compiled = (update(runs).where(runs.c.run_id == bindparam("_rid"))
+                    .values({k: bindparam(k) for k in keys}).compile(dialect=conn.dialect))
+        order = list(compiled.positiontup) if compiled.positional else None
+        shape = _UPDATES[(keys, conn.dialect.name)] = (str(compiled), order)
+    sql, order = shape
+    params = {"_rid": run_id, **{k: _to_json(v) if isinstance(runs.c[k].type, JSON) and v is not None else v
+                                 for k, v in values.items()}}
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.execute(sql, tuple(params[k] for k in order) if order is not None else params)
+    finally:
+        cursor.close()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
