@@ -97,7 +97,7 @@ def streaming_path(pipeline: Pipeline, task: Task, registry: Any) -> bool:
         t = pipeline.task(n)
         if t.refs:
             return False
-        if t.kind == "transform" and not getattr(registry.get("transform", t.tool), "streaming", False):
+        if t.kind == "transform" and not registry.get("transform", t.tool).streams(t.options):
             return False
         stack.extend(t.inputs)
     return True

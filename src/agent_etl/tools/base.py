@@ -172,6 +172,11 @@ class Transform(Tool):
     # in the middle of the stream. False for what needs the whole stream (sql over inputs, dedupe).
     streaming: ClassVar[bool] = False
 
+    @classmethod
+    def streams(cls, options: dict[str, Any]) -> bool:
+        """Whether a step with these options is ``streaming`` (a tool whose options decide it overrides)."""
+        return cls.streaming
+
     def run(self, inputs: dict[str, AsyncIterator[pa.RecordBatch]]) -> AsyncIterator[pa.RecordBatch]:
         raise NotImplementedError
 

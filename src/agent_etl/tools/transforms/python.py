@@ -5,6 +5,10 @@ next to pipeline.yaml works with function: "transforms:clean". The function gets
 pa.Table (format: arrow) or a pandas DataFrame (format: pandas) per batch and
 returns a Table, RecordBatch, DataFrame (or anything with __arrow_c_stream__, e.g. polars),
 or None to drop the batch. async def functions are awaited on the event loop.
+
+Each batch is handled on its own, so a run can resume, and loads commit in units, in the middle of
+the stream. A function that keeps state from one batch to the next (a running total, rows held
+back) must say so with ``stateful: true``: then loads below it commit once, at the end.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class Python(Transform):
 
         function: str = Field(description="module:function, the module next to the pipeline or importable")
         format: Literal["arrow", "pandas"] = Field("arrow", description="what the function gets: pa.Table or DataFrame")
+        stateful: bool = Field(False, description="the function carries state from one batch to the next")
 
         @field_validator("function")
         @classmethod
@@ -43,6 +48,10 @@ class Python(Transform):
             if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value):
                 raise ValueError(f"function must be module:function, e.g. transforms:clean, not {value!r}")
             return value
+
+    @classmethod
+    def streams(cls, options: dict[str, Any]) -> bool:
+        return not options.get("stateful", False)
 
     async def run(self, inputs: dict[str, AsyncIterator[pa.RecordBatch]]) -> AsyncIterator[pa.RecordBatch]:
         fn = await asyncio.to_thread(self._resolve)
