@@ -5,11 +5,28 @@
 
 Tools run exactly as in a pipeline (config validated by the tool's model, batches streamed), only
 without the agents around them.
+
+A loader's commit units (``tools.base``, ``Loader``) can be driven by hand: ``units`` says after
+which batch a unit ends (``ctx.commit_due()``), ``prepare`` stands for the sibling loads at each
+commit (``await ctx.prepare(final)``; raise ``SiblingFailed`` in it to see the unit rolled back),
+and ``ctx.commits`` lists the rows of each unit the loader reported committed::
+
+    due = iter([False, True, False])  # a unit ends after the second batch
+    finals = []
+
+    async def prepare(final):
+        finals.append(final)
+
+    ctx = tool_context(tmp_path, connections=..., units=lambda: next(due), prepare=prepare)
+    loader = build("loader", "postgres", {"connection": "pg", "table": "t"}, ctx)
+    await loader.load(stream(table, batch_size=1000))
+    assert ctx.commits == [2000, 1000] and finals == [False, True]
+    assert (await loader.committed())["commits"] == 2
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +38,34 @@ from agent_etl.tools.registry import Registry, default_registry
 
 def tool_context(base_dir: str | Path, *, task: str = "test", run_id: str = "test-run", batch_size: int = 100_000,
                  connections: dict[str, dict[str, Any]] | None = None, state: Any = None,
-                 position: dict[str, Any] | None = None) -> ToolContext:
-    """A context for running a tool alone; ``state`` is what ``ctx.load_state()`` returns, and what the
-    tool saves with ``ctx.save_state`` is in ``ctx.saved_state`` afterwards; ``position`` is what
-    ``ctx.source_position()`` returns (a loader's upstream position)."""
+                 position: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
+                 units: Callable[[], bool] | None = None,
+                 prepare: Callable[[bool], Awaitable[None]] | None = None) -> ToolContext:
+    """A context for running a tool alone.
+
+    ``state`` is what ``ctx.load_state()`` returns, and what the tool saves with ``ctx.save_state``
+    is in ``ctx.saved_state`` afterwards; ``position`` is what ``ctx.source_position()`` returns (a
+    loader's upstream position; a function to have it move as the stream does). ``units`` is asked
+    by ``ctx.commit_due()`` after each batch a loader writes (None: the load is one unit), and
+    ``prepare`` is awaited by ``ctx.prepare(final)`` before each commit (None: no sibling to wait
+    for). The rows of each commit the tool reports (``ctx.commit(rows)``) are in ``ctx.commits``."""
     base = Path(base_dir)
+    if position is None:
+        position_source = None
+    elif callable(position):
+        position_source = position
+    else:
+        position_source = lambda: dict(position)  # noqa: E731
     ctx = ToolContext(run_id=run_id, task=task, base_dir=base, home=base / ".agent-etl", batch_size=batch_size,
                       connections=connections or {}, state_loader=lambda: state,
-                      position_source=(lambda: dict(position)) if position is not None else None)
+                      position_source=position_source, unit_source=units, prepare_hook=prepare)
     ctx.state_hook = lambda value: setattr(ctx, "saved_state", value)
+    ctx.commits = []
+
+    async def committed(rows: int) -> None:
+        ctx.commits.append(rows)
+
+    ctx.commit_hook = committed
     return ctx
 
 

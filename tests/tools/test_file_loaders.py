@@ -60,7 +60,8 @@ async def test_round_trip_keeps_values_nulls_unicode_and_dates(tmp_path, file_to
     assert file_commits == [7]
     back = await collect(file_tool("extractor", fmt, {"path": FILES[fmt], **READ_BACK[fmt]}))
     assert back.to_pylist() == table.to_pylist()
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [Path(FILES[fmt]).name]  # no temp files left
+    name = Path(FILES[fmt]).name  # the data and its checkpoint manifest, no temp files left
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f".{name}.checkpoint.json", name]
 
 
 @pytest.mark.parametrize("fmt", FILES)
@@ -80,7 +81,8 @@ async def test_stream_failing_midway_leaves_the_old_target_byte_for_byte(tmp_pat
         await file_tool("loader", fmt, {"path": FILES[fmt]}).load(
             stream(sample(9).to_batches(max_chunksize=2), fail_after=3, error=ToolError("quality gate failed")))
     assert (tmp_path / FILES[fmt]).read_bytes() == before
-    assert [p.name for p in (tmp_path / "out").iterdir()] == [Path(FILES[fmt]).name]
+    name = Path(FILES[fmt]).name
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f".{name}.checkpoint.json", name]
     assert file_commits == [4]
 
 
@@ -216,7 +218,7 @@ async def test_partitioned_output_replaces_the_old_directory_only_when_done(tmp_
     only_eu = orders(8).filter(pa.compute.equal(orders(8).column("region"), "eu"))
     await loader().load(stream(only_eu.to_batches()))
     assert [p.name for p in (tmp_path / "lake").iterdir()] == ["region=eu"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["lake"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lake.checkpoint.json", "lake"]
 
 
 async def test_parquet_path_ending_in_a_slash_is_a_directory(tmp_path, file_tool):

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -29,26 +33,153 @@ async def in_thread(fn: Callable[..., Any], *args: Any, stop: Callable[[], None]
         raise
 
 
+class Units:
+    """What a writer of ``write_stream`` counts of its commit units (mixed in)."""
+
+    rows = 0  # rows written by the load, in all its units
+    since = 0  # ``rows`` when the open unit began
+    commits = 0  # units committed
+    landed: int | None = None  # rows of the unit just committed, until ``report`` passes them on
+
+    @property
+    def unit_rows(self) -> int:
+        return self.rows - self.since
+
+    def pending(self) -> bool:
+        """Whether the open unit is one to commit: it has rows, or it is the load's first (a load of
+        no rows commits its checkpoint too)."""
+        return self.rows > self.since or not self.commits
+
+    def count_commit(self) -> None:
+        """Call right after the COMMIT of a unit."""
+        self.landed, self.since = self.unit_rows, self.rows
+        self.commits += 1
+
+
 async def write_stream(writer: Any, batches: AsyncIterator[Any], ctx: Any, errors: tuple[type[BaseException], ...],
-                       stop: Callable[[], None] | None = None) -> int:
-    """Drive a blocking table writer over a stream: ``open``, ``write`` per batch (``stop`` interrupts
-    a write when the load is cancelled), ``finish`` (the commit: never interrupted, it happens or it
-    does not) and always ``close``. Driver ``errors`` become ``writer.error(e)``. Once the writer has
-    committed, the checkpoint is recorded, even if the load was cancelled just after the COMMIT:
-    the rows are in, so is the checkpoint."""
+                       stop: Callable[[], None] | None = None, units: bool = False, spool: bool = False) -> int:
+    """Drive a blocking table writer over a stream, in commit units (``tools.base``, ``Loader``).
+
+    ``open``, ``write`` per batch (``stop`` interrupts a write when the load is cancelled); where
+    ``units`` and ``ctx.commit_due()`` after a batch, and always once the stream has ended, the unit
+    ends (``end_unit``). ``close`` always runs: it rolls back the unit still open (earlier units
+    stay committed) and undoes what only that unit did. Driver ``errors`` become ``writer.error(e)``.
+    Once a unit has committed, it is reported to ``ctx.commit`` even if the load is cancelled just
+    after the COMMIT: the rows are in, so is the checkpoint. Without ``commit_due`` the load is one
+    unit, with no call more than a single COMMIT needs.
+
+    ``spool`` is for a database with one writer at a time (SQLite) when the load has siblings to
+    commit with: a load that held the write lock while it waited for them at ``prepare`` would keep
+    a sibling writing into the same file from ever getting there. The unit's batches go to Arrow
+    files on local disk instead (``Spool``); after ``prepare`` they are written into the database
+    and committed at once, so the lock is held only for that. The price: what the database refuses
+    (a constraint, a lock wait that timed out) shows only after the siblings were told this unit
+    was ready."""
+    held = Spool() if spool else None
     try:
         try:
             await in_thread(writer.open)
             async for batch in batches:
-                await in_thread(writer.write, batch, stop=stop)
-            await in_thread(writer.finish)
+                if held is not None:
+                    await in_thread(held.write, batch)
+                else:
+                    await in_thread(writer.write, batch, stop=stop)
+                if units and ctx.commit_due():
+                    await end_unit(writer, ctx, final=False, spool=held, stop=stop)
+            await end_unit(writer, ctx, final=True, spool=held, stop=stop)
         except errors as e:
             raise writer.error(e) from e
     finally:
         await in_thread(writer.close)
-        if writer.committed:
-            await ctx.commit(writer.rows)
+        if held is not None:
+            await in_thread(held.close)
+        await report(writer, ctx)
     return writer.rows
+
+
+async def end_unit(writer: Any, ctx: Any, final: bool, spool: Spool | None = None,
+                   stop: Callable[[], None] | None = None) -> None:
+    """End a commit unit: ``writer.ready(final)`` does everything up to the COMMIT (data applied,
+    checkpoint row written in the open transaction) and says whether there is a unit at all (no
+    rows since the last commit of the load: nothing to commit); ``ctx.prepare(final)`` waits for
+    the sibling loads, and is called either way so that none of them waits for this one in vain;
+    ``writer.commit()`` commits and leaves the rows committed in ``writer.landed`` for ``report``.
+    If ``prepare`` raises, the unit is left open for ``close`` to roll back. With a ``spool``, the
+    unit is complete in its files at ``prepare``, and written into the database after it."""
+    if spool is not None:
+        await ctx.prepare(final)
+        await in_thread(spool.replay, writer.write, stop=stop)
+        if await in_thread(writer.ready, final):
+            await in_thread(writer.commit)
+            await report(writer, ctx)
+        return
+    if await in_thread(writer.ready, final):
+        await ctx.prepare(final)
+        await in_thread(writer.commit)
+        await report(writer, ctx)
+    else:
+        await ctx.prepare(final)
+
+
+class Spool:
+    """The batches of the open commit unit, in Arrow IPC stream files of a private temporary
+    directory (one file per run of batches with one schema), written and replayed in worker
+    threads; the memory held stays one batch."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="agent-etl-spool-")
+        self.files: list[str] = []
+        self._sink: Any = None
+        self._writer: Any = None
+        self._schema: Any = None
+
+    def write(self, batch: Any) -> None:
+        import pyarrow as pa
+
+        if self._writer is None or not batch.schema.equals(self._schema, check_metadata=True):
+            self._end()
+            path = os.path.join(self.dir, f"{len(self.files)}.arrow")
+            self._sink = pa.OSFile(path, "wb")
+            self._writer = pa.ipc.new_stream(self._sink, batch.schema)
+            self.files.append(path)
+            self._schema = batch.schema
+        self._writer.write_batch(batch)
+
+    def replay(self, write: Callable[[Any], None]) -> None:
+        """``write`` every batch spooled since the last replay, in order; then forget them."""
+        import pyarrow as pa
+
+        self._end()
+        files, self.files = self.files, []
+        try:
+            for path in files:
+                with pa.OSFile(path, "rb") as source:
+                    for batch in pa.ipc.open_stream(source):
+                        write(batch)
+        finally:
+            for path in files:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+    def _end(self) -> None:
+        if self._writer is not None:
+            writer, sink, self._writer, self._sink = self._writer, self._sink, None, None
+            try:
+                writer.close()
+            finally:
+                sink.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._end()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def report(writer: Any, ctx: Any) -> None:
+    """Tell ``ctx.commit`` about the unit the writer committed last, once."""
+    rows, writer.landed = writer.landed, None
+    if rows is not None:
+        await ctx.commit(rows)
 
 
 async def read_stream(reader: Any, errors: tuple[type[BaseException], ...], inc: Any = None,

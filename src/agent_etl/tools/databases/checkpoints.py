@@ -16,8 +16,11 @@ position       JSON: each upstream extract task's position after the last batch 
 committed_at   the database's clock at the commit
 =============  ===========================================================================
 
-A resumed or repeated run can read it to skip what already landed (exactly-once), and an operator
-can audit a warehouse table without the run store.
+A loader that commits in units (``commit_every``) writes one row per unit, each with the rows of
+that unit and the position after it. ``Loader.committed()`` reads them back for a run and task
+(``committed``): rows summed, units counted, the position of the latest. A resumed or repeated run
+uses that to skip what already landed (exactly-once), and an operator can audit a warehouse table
+without the run store.
 """
 
 from __future__ import annotations
@@ -49,6 +52,31 @@ def insert(table: str, quote: Callable[[str], str], mark: str) -> str:
     """The INSERT of one row of COLUMNS into ``table`` (already quoted), with the driver's ``mark``
     as placeholder (``?``, ``%s``)."""
     return f"INSERT INTO {table} ({', '.join(quote(c) for c in COLUMNS)}) VALUES ({', '.join([mark] * len(COLUMNS))})"
+
+
+def totals(table: str, quote: Callable[[str], str], mark: str) -> str:
+    """SUM(rows) and COUNT(*) of the rows of one run, task and table_name (three ``mark`` parameters)."""
+    return (f"SELECT SUM({quote('rows')}), COUNT(*) FROM {table} WHERE {quote('run_id')} = {mark} AND "
+            f"{quote('task')} = {mark} AND {quote('table_name')} = {mark}")
+
+
+def latest(table: str, quote: Callable[[str], str], mark: str, tiebreak: str = "") -> str:
+    """The position of the latest row of one run, task and table_name (ties of the clock broken by
+    ``tiebreak``, an expression that grows with each insert, where the database has one)."""
+    order = f"{quote('committed_at')} DESC" + (f", {tiebreak} DESC" if tiebreak else "")
+    return (f"SELECT {quote('position')} FROM {table} WHERE {quote('run_id')} = {mark} AND {quote('task')} = {mark} "
+            f"AND {quote('table_name')} = {mark} ORDER BY {order} LIMIT 1")
+
+
+def committed(total: Any, count: Any, position: Any) -> dict[str, Any] | None:
+    """``Loader.committed()``'s answer from ``totals`` and ``latest`` (None when no row matched)."""
+    if not count:
+        return None
+    if isinstance(position, (bytes, bytearray)):
+        position = position.decode()
+    if isinstance(position, str):
+        position = json.loads(position)
+    return {"rows": int(total or 0), "commits": int(count), "position": position or {}}
 
 
 def checkpoint(ctx: ToolContext, table_name: str, rows: int) -> Checkpoint:

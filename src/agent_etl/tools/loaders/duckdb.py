@@ -34,16 +34,18 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from agent_etl.exceptions import ToolError
+from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.tools.base import Loader, ToolContext
 from agent_etl.tools.databases import checkpoints
-from agent_etl.tools.databases.blocking import write_stream
+from agent_etl.tools.databases.blocking import Units, in_thread, write_stream
 from agent_etl.tools.databases.duckdb import cursor, first_line, open_database, path_of, qualified, quote
 from agent_etl.tools.databases.options import SinkOptions, split_table
+from agent_etl.tools.databases.transient import transient
 
 _SEQ = "__agent_etl_seq"  # row order in the merge staging table: the last row of a key wins
 _COLUMNS = ("SELECT column_name FROM information_schema.columns WHERE table_schema = coalesce($1, current_schema()) "
@@ -60,8 +62,8 @@ def _create_checkpoints(table: str) -> str:
             "committed_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)")
 
 
-class _Writer:
-    """The blocking half: one cursor, one transaction, opened at the first batch."""
+class _Writer(Units):
+    """The blocking half: one cursor; one transaction per commit unit, the first begun by the first batch."""
 
     def __init__(self, ctx: ToolContext, config: DuckDBLoader.Config):
         self.ctx, self.config = ctx, config
@@ -77,7 +79,8 @@ class _Writer:
         self.cur = None
         self.begun = self.committed = False
         self.columns: dict[str, str] = {}  # folded -> name, of ``into``
-        self.rows = 0
+        self.final = False
+        self.open_tx = False  # a transaction of the load is open
 
     def open(self) -> None:
         self.cur = cursor(open_database(self.ctx, self.config.connection, create=True))
@@ -85,6 +88,9 @@ class _Writer:
     def write(self, batch: pa.RecordBatch) -> None:
         if not self.begun:
             self._begin(batch)
+        elif not self.open_tx:  # the first batch of the next unit
+            self.cur.begin()
+            self.open_tx = True
         if self.config.mode == "merge":
             seq = pa.array(np.arange(self.rows, self.rows + batch.num_rows, dtype=np.int64))
             batch = batch.append_column(_SEQ, seq)
@@ -116,7 +122,7 @@ class _Writer:
                              "upstream" if dupes else "the input has no columns; select some upstream")
         self._checkpoint_table()
         self.cur.begin()
-        self.begun = True
+        self.begun = self.open_tx = True
         if self.schema:
             self.cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
         existing = self._existing()
@@ -170,15 +176,18 @@ class _Writer:
             self.cur.execute(f"ALTER TABLE {self.into} ADD COLUMN {quote(f.name)} {types[f.name]}")
             self.columns[_fold(f.name)] = f.name
 
-    def finish(self) -> None:
+    def ready(self, final: bool) -> bool:
+        """Everything of the unit but its COMMIT (``write_stream``); False if there is no unit."""
+        self.final = final
+        if not self.pending():
+            return False
         mode = self.config.mode
         if not self.begun:  # no batch at all: nothing to append or merge; replace empties the table
             if not self._existing():
-                self.committed = True  # nothing to write, not even a checkpoint
-                return
+                return True  # nothing to write, not even a checkpoint
             self._checkpoint_table()
             self.cur.begin()
-            self.begun = True
+            self.begun = self.open_tx = True
             if mode == "replace":
                 self.cur.execute(f"DELETE FROM {self.table}")
         elif mode == "replace":
@@ -189,9 +198,16 @@ class _Writer:
         if not self.checkpoints_ready:  # in a schema this load created, it is new
             self.cur.execute(_create_checkpoints(self.checkpoints))
         self.cur.execute(checkpoints.insert(self.checkpoints, quote, "?"),
-                         list(checkpoints.checkpoint(self.ctx, self.config.table, self.rows).values()))
-        self.cur.commit()
+                         list(checkpoints.checkpoint(self.ctx, self.config.table, self.unit_rows).values()))
+        return True
+
+    def commit(self) -> None:
+        if self.open_tx:
+            self.cur.commit()
+            self.open_tx = False
+            self.checkpoints_ready = True
         self.committed = True
+        self.count_commit()
 
     def _checkpoint_table(self) -> None:
         """Create the checkpoint table (or add ``position`` to one from before it) in a transaction of its
@@ -225,6 +241,7 @@ class _Writer:
             types = dict(self.cur.execute(f"SELECT column_name, column_type FROM (DESCRIBE {self.into})").fetchall())
             for n in new:
                 self.cur.execute(f"ALTER TABLE {self.table} ADD COLUMN {quote(n)} {types[n]}")
+                self.target_columns[_fold(n)] = n
         key = {_fold(k) for k in self.config.key}
         keys = [quote(k) for k in self.config.key]
         null_key = " OR ".join(f"{k} IS NULL" for k in keys)
@@ -237,12 +254,13 @@ class _Writer:
         matched = f" WHEN MATCHED THEN UPDATE SET {sets}" if sets else ""
         self.cur.execute(f"MERGE INTO {self.table} AS t USING ({last}) AS s ON ({on}){matched} "
                          f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})")
-        self.cur.execute(f"DROP TABLE {self.into}")
+        # the stage is dropped with the last unit, emptied for the next one otherwise
+        self.cur.execute(f"DROP TABLE {self.into}" if self.final else f"DELETE FROM {self.into}")
 
     def close(self) -> None:
         if self.cur is None:
             return
-        if self.begun and not self.committed:
+        if self.open_tx:
             with contextlib.suppress(Exception):  # the transaction is already gone (DuckDB aborted it)
                 self.cur.rollback()
         self.cur.close()
@@ -273,18 +291,33 @@ class _Writer:
 
     def _fail(self, problem: str) -> ToolError:
         return ToolError(f"task {self.ctx.task!r}: DuckDB table {self.config.table!r} in "
-                         f"{path_of(self.ctx, self.config.connection)}: {problem}; nothing was written")
+                         f"{path_of(self.ctx, self.config.connection)}: {problem}; "
+                         + ("nothing was written" if not self.commits else self._undone()))
+
+    def _undone(self) -> str:
+        """What a failure leaves: nothing, or the units committed before it."""
+        if not self.commits:
+            return "the load was rolled back and nothing was written"
+        return (f"the commit unit under way was rolled back; the {self.rows - self.unit_rows} rows of the "
+                f"{self.commits} unit(s) committed before stay in the table")
+
+    def _rolled(self) -> str:
+        return "the load was rolled back" if not self.commits else "its commit unit was rolled back"
 
     def error(self, e: BaseException) -> ToolError:
         import duckdb
 
+        if transient(e):
+            return TransientError(f"task {self.ctx.task!r}: DuckDB table {self.config.table!r} in "
+                                  f"{path_of(self.ctx, self.config.connection)}: {first_line(e)}; {self._undone()}; "
+                                  "another transaction wrote the same rows or tables: it may succeed if tried again")
         if isinstance(e, duckdb.ConstraintException):
-            return self._fail(f"a row violates a constraint ({first_line(e)}); the load was rolled back. Fix the "
+            return self._fail(f"a row violates a constraint ({first_line(e)}); {self._rolled()}. Fix the "
                               "rows upstream (e.g. a quality check) or the table's constraint")
         if isinstance(e, duckdb.ConversionException):
-            return self._fail(f"a value does not fit the table's column type ({first_line(e)}); the load was rolled "
-                              "back. Cast the column upstream or change the table")
-        return self._fail(f"{first_line(e)}; the load was rolled back")
+            return self._fail(f"a value does not fit the table's column type ({first_line(e)}); {self._rolled()}. "
+                              "Cast the column upstream or change the table")
+        return self._fail(f"{first_line(e)}; {self._rolled()}")
 
 
 class DuckDBLoader(Loader):
@@ -297,4 +330,30 @@ class DuckDBLoader(Loader):
         import duckdb
 
         writer = _Writer(self.ctx, self.config)
-        return await write_stream(writer, batches, self.ctx, (duckdb.Error, pa.ArrowException), stop=writer.interrupt)
+        return await write_stream(writer, batches, self.ctx, (duckdb.Error, pa.ArrowException), stop=writer.interrupt,
+                                  units=self.takes_units())
+
+    def takes_units(self) -> bool:
+        return self.config.mode in ("append", "merge")
+
+    async def committed(self) -> dict[str, Any] | None:
+        if not path_of(self.ctx, self.config.connection).is_file():
+            return None  # no database, no checkpoint: and none is created by asking
+        return await in_thread(_committed, self.ctx, self.config)
+
+
+def _committed(ctx: ToolContext, config: DuckDBLoader.Config) -> dict[str, Any] | None:
+    """The checkpoint rows of ``ctx``'s run and task for the table (``Loader.committed``)."""
+    schema, _ = split_table(config.table)
+    cur = cursor(open_database(ctx, config.connection, create=False))
+    try:
+        if not cur.execute(_COLUMNS, [schema, checkpoints.TABLE]).fetchall():
+            return None
+        table, key = qualified(schema, checkpoints.TABLE), [ctx.run_id, ctx.task, config.table]
+        total, count = cur.execute(checkpoints.totals(table, quote, "?"), key).fetchone()
+        if not count:
+            return None
+        (position,) = cur.execute(checkpoints.latest(table, quote, "?", tiebreak="rowid"), key).fetchone()
+        return checkpoints.committed(total, count, position)
+    finally:
+        cur.close()

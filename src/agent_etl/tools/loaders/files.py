@@ -1,14 +1,29 @@
 """File loaders: CSV, JSON Lines and Parquet (one file, or a hive-partitioned directory).
 
-A load is one commit unit: batches are written (in a worker thread) to a temporary name next to
-the target, ``.<name>.tmp-<run_id>``, which replaces the target only after the input stream ended
-cleanly. If the stream raises - an upstream failure, a failed quality gate, a cancellation - the
-temporary output is deleted and an existing target is left as it was.
+A load is one commit unit (``takes_units()`` is false: a file is replaced whole): batches are
+written (in a worker thread) to a temporary name next to the target, ``.<name>.tmp-<run_id>``,
+which replaces the target only after the input stream ended cleanly and ``ctx.prepare(True)`` let
+it (the sibling loads of the same input are ready too). If the stream raises - an upstream failure,
+a failed quality gate, a cancellation - or ``prepare`` does (``SiblingFailed``), the temporary
+output is deleted and an existing target is left as it was.
+
+The checkpoint of the load is a manifest next to the target, ``.<name>.checkpoint.json``::
+
+    {"run_id": ..., "task": ..., "rows": ..., "position": {...}, "committed_at": "2024-05-31T12:00:00+00:00"}
+
+written to a temporary name and renamed right after the data's own rename, on the event loop
+thread, so no cancellation lands between the two. ``committed()`` reads it back (for the run and
+task of the context only). A crash of the process between the two renames leaves the new data
+with the old manifest: a resumed run then finds no checkpoint of its own and loads again; as a
+file load is a replace (the whole output is rewritten from the same input), that gives the same
+result.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 import os
 import shutil
 import threading
@@ -28,7 +43,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from agent_etl.exceptions import ToolError
-from agent_etl.tools.base import Loader, ToolConfig
+from agent_etl.tools.base import Loader, ToolConfig, ToolContext
 
 WRITE_ERRORS = (pa.ArrowException, OSError)
 
@@ -67,13 +82,18 @@ class FileLoader(Loader):
         return ToolError(f"task {self.ctx.task!r}: cannot write {self.fmt} output {name}: {error}; check that "
                          f"the directory is writable and the column types suit {self.fmt}")
 
+    async def committed(self) -> dict[str, Any] | None:
+        return await asyncio.to_thread(read_manifest, self.ctx, manifest_path(self.ctx.path(self.config.path)))
+
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         target = self.ctx.path(self.config.path)
         as_dir = self._directory(target)
         name = str(target)
         tmp = target.with_name(f".{target.name}.tmp-{self.ctx.run_id}")
         old = target.with_name(f".{target.name}.old-{self.ctx.run_id}")
-        await asyncio.to_thread(_prepare, target, tmp, old)
+        manifest = manifest_path(target)
+        manifest_tmp = manifest.with_name(f"{manifest.name}.tmp-{self.ctx.run_id}")
+        await asyncio.to_thread(_prepare, target, tmp, old, manifest_tmp)
         lock = threading.Lock()
         # One thread for all writes: each thread keeps its own allocator cache, so spreading writes over
         # the default executor's threads makes the resident memory several times larger.
@@ -100,14 +120,18 @@ class FileLoader(Loader):
                 await call(opened[0].write, _same_schema(batch, schema, self.ctx.task, name))
                 rows += batch.num_rows
             await call(opened[0].close if opened else partial(self._empty, tmp, as_dir))
-            # Renames on the loop thread: a cancellation cannot land between them.
+            await self.ctx.prepare(True)  # the siblings are ready too, or this raises and nothing is swapped
+            # The manifest and the renames on the loop thread: a cancellation cannot land between them.
+            _write_manifest(manifest_tmp, self.ctx, rows)
             moved = _swap(tmp, target, old)
+            os.replace(manifest_tmp, manifest)
         except BaseException:
             with lock:  # blocks for at most the one write that may still be running
                 for writer in opened:
                     with suppress(Exception):  # the error that brought us here is the one to report
                         writer.abort()
             _remove(tmp)
+            _remove(manifest_tmp)
             raise
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -117,10 +141,34 @@ class FileLoader(Loader):
         return rows
 
 
-def _prepare(target: Path, tmp: Path, old: Path) -> None:
+def _prepare(target: Path, tmp: Path, old: Path, manifest_tmp: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove(tmp)  # left by an earlier attempt of the same run
     _remove(old)
+    _remove(manifest_tmp)
+
+
+def manifest_path(target: Path) -> Path:
+    """Where the checkpoint manifest of an output file or directory is: ``.<name>.checkpoint.json``."""
+    return target.with_name(f".{target.name}.checkpoint.json")
+
+
+def _write_manifest(path: Path, ctx: ToolContext, rows: int) -> None:
+    body = {"run_id": ctx.run_id, "task": ctx.task, "rows": rows, "position": ctx.source_position(),
+            "committed_at": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")}
+    path.write_text(json.dumps(body, sort_keys=True, default=str) + "\n", encoding="utf-8")
+
+
+def read_manifest(ctx: ToolContext, path: Path) -> dict[str, Any] | None:
+    """``Loader.committed()`` of a file load: the manifest's rows and position, when it is the one
+    ``ctx``'s run and task wrote (None if it is missing, unreadable or another run's)."""
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(body, dict) or body.get("run_id") != ctx.run_id or body.get("task") != ctx.task:
+        return None
+    return {"rows": int(body.get("rows") or 0), "commits": 1, "position": body.get("position") or {}}
 
 
 def _remove(path: Path) -> None:

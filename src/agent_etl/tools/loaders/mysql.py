@@ -52,10 +52,11 @@ import pyarrow.csv as pv
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.tools.base import Loader, ToolContext
 from agent_etl.tools.databases import checkpoints, mysql
-from agent_etl.tools.databases.blocking import write_stream
+from agent_etl.tools.databases.blocking import Units, in_thread, write_stream
 from agent_etl.tools.databases.mysql import ident
 from agent_etl.tools.databases.mysql_types import column_type, text_batch
 from agent_etl.tools.databases.options import SinkOptions
+from agent_etl.tools.databases.transient import transient
 
 _CSV = pv.WriteOptions(include_header=False, quoting_style="all_valid", null_string="NULL", batch_size=8192)
 # hex literals, so no sql_mode (NO_BACKSLASH_ESCAPES) changes what the terminators are
@@ -65,11 +66,12 @@ _ROW = "_agent_etl_row"
 _POSITION = f"{ident('position')} LONGTEXT NOT NULL DEFAULT ('{{}}')"  # JSON text; '{}' in rows from before it
 
 
-class _Writer:
+class _Writer(Units):
     """The blocking half: one pooled connection for the whole load."""
 
     def __init__(self, ctx: ToolContext, config: SinkOptions):
         self.ctx, self.config = ctx, config
+        self.final = False
         self.pool = mysql.pool(ctx, config.connection)
         self.database, self.name = mysql.table_name(config.table)
         self.conn: Any = None
@@ -83,8 +85,7 @@ class _Writer:
         self.created = False  # this load created the table (dropped again if it fails)
         self.added: list[str] = []  # columns this load added to the table (dropped again if it fails)
         self.tx = False
-        self.rows = 0
-        self.committed = False
+        self.committed = False  # the last unit committed, and nothing was written since
         self._loads: ThreadPoolExecutor | None = None  # runs one LOAD DATA at a time
         self._pending: tuple[Future, int] | None = None  # the LOAD DATA under way and its rows
 
@@ -127,6 +128,7 @@ class _Writer:
     # -- writing
 
     def write(self, batch: pa.RecordBatch) -> None:
+        self.committed = False
         if not self.columns:
             self._begin(batch.schema)
         for f in batch.schema:
@@ -248,29 +250,53 @@ class _Writer:
 
     # -- committing
 
-    def finish(self) -> None:
+    def ready(self, final: bool) -> bool:
+        """Everything of the unit but its commit (``write_stream``); False if there is no unit."""
         self._settle()
+        self.final = final
+        if not self.pending():
+            return False
         mode = self.config.mode
         if not self.existing and not self.columns:  # no batch, no table: nothing happened, not even the schema
-            self.committed = True
-            return
+            return True
         if mode == "append" and self.tx:
             self._checkpoint()
-            self.conn.commit()
         elif mode == "replace":
-            self._replace()
+            if self.staging is None:  # no batch at all: empty the table, keeping its definition
+                self._stage()
+                self._execute(f"CREATE TABLE {self.into} LIKE {self.target}")
+            self._checkpoint_table()
         elif self.staging is not None:
             self._merge()
         else:  # no batch into an existing table: a commit of no rows
             self._checkpoint_table()
+            self.conn.begin()
+            self.tx = True
             self._checkpoint()
+        return True
+
+    def commit(self) -> None:
+        if self.config.mode == "replace" and (self.existing or self.columns):
+            self._replace()
+            return
+        if self.tx:
+            self.conn.commit()
+            self.tx = False
         self.committed = True
+        self.count_commit()
+        # what this unit made (a table, columns) is committed now: a later failure keeps it
+        self.created, self.added = False, []
+        if self.final or not self.columns:
+            return
+        if self.staging is not None:  # merge: the stage starts empty for the next unit
+            self.existing = self._columns(self.name)
+            self._execute(f"TRUNCATE TABLE {self.into}")
+        else:
+            self.conn.begin()
+            self.tx = True
 
     def _replace(self) -> None:
-        if self.staging is None:  # no batch at all: empty the table, keeping its definition
-            self._stage()
-            self._execute(f"CREATE TABLE {self.into} LIKE {self.target}")
-        self._checkpoint_table()
+        rows = self.unit_rows
         self.drops.remove(self.into)
         if self.existing:
             old = mysql.qualified(self.database, f"_agent_etl_old_{uuid.uuid4().hex[:12]}")
@@ -279,9 +305,11 @@ class _Writer:
         else:
             self._execute(f"RENAME TABLE {self.into} TO {self.target}")
         self.committed = True  # the new rows are in: the checkpoint follows, it cannot share the swap's commit
-        self._checkpoint()
+        self.count_commit()
+        self._checkpoint(rows)
 
     def _merge(self) -> None:
+        """Apply the stage to the table in a transaction, with the checkpoint row; the commit follows."""
         cols = [n for k, n in self.columns.items() if k != _ROW.lower()]
         if not self.existing:
             self._execute(self._create(self.target, pa.schema(list(self.fields.values()))))
@@ -297,12 +325,11 @@ class _Writer:
         updates = updates or f"{ident(self.config.key[0])} = {ident(self.config.key[0])}"
         self._checkpoint_table()
         self.conn.begin()
+        self.tx = True
         with self.conn.cursor() as cur:
             cur.execute(f"INSERT INTO {self.target} ({names}) SELECT {names} FROM {self.into} ORDER BY {ident(_ROW)} "
                         f"ON DUPLICATE KEY UPDATE {updates}")
         self._checkpoint()
-        self.conn.commit()
-        self.created = False
 
     def _add_to_target(self, fields: list[pa.Field]) -> None:
         adds = ", ".join(f"ADD COLUMN {ident(f.name)} {column_type(f)}" for f in fields)
@@ -335,11 +362,12 @@ class _Writer:
         elif "position" not in have:  # MySQL has no ADD COLUMN IF NOT EXISTS
             self._execute(f"ALTER TABLE {table} ADD COLUMN {_POSITION}")
 
-    def _checkpoint(self) -> None:
-        """The checkpoint row of this load (in the open transaction, if there is one)."""
+    def _checkpoint(self, rows: int | None = None) -> None:
+        """The checkpoint row of this unit (in the open transaction, if there is one)."""
+        rows = self.unit_rows if rows is None else rows
         with self.conn.cursor() as cur:
             cur.execute(checkpoints.insert(mysql.qualified(self.database, checkpoints.TABLE), ident, "%s"),
-                        checkpoints.checkpoint(self.ctx, f"{self.database}.{self.name}", self.rows).values())
+                        checkpoints.checkpoint(self.ctx, f"{self.database}.{self.name}", rows).values())
 
     # -- plumbing
 
@@ -359,21 +387,30 @@ class _Writer:
 
     def _fail(self, problem: str) -> ToolError:
         return ToolError(f"task {self.ctx.task!r}: MariaDB/MySQL table {self.config.table!r} at {self.pool.where()}: "
-                         f"{problem}; nothing was written")
+                         f"{problem}; {self._undone()}")
+
+    def _undone(self) -> str:
+        """What a failure leaves: nothing, or the units committed before it."""
+        if not self.commits:
+            return "nothing was written"
+        return (f"the commit unit under way was rolled back; the {self.rows - self.unit_rows} rows of the "
+                f"{self.commits} unit(s) committed before stay in the table")
 
     def error(self, e: BaseException) -> ToolError:
         code, text = mysql.error_code(e), mysql.error_text(e)
         where = f"task {self.ctx.task!r}: MariaDB/MySQL table {self.config.table!r} at {self.pool.where()}"
-        if self.committed:  # replace: the swap is in, only the checkpoint row after it failed
+        if self.committed and self.config.mode == "replace":  # the swap is in, only the checkpoint row failed
             return ToolError(f"{where}: {text}; the table was replaced, but its checkpoint row could not be written")
-        if code in mysql.TRANSIENT_CODES:
-            return TransientError(f"{where}: {text}; the load was rolled back and will be retried")
+        if transient(e):
+            tail = "the load was rolled back" if not self.commits else self._undone()
+            return TransientError(f"{where}: {text}; {tail}; it may succeed if tried again")
         if code == 1300 and "character string" in text:
             return ToolError(f"{where}: {text}; MariaDB/MySQL table and column names cannot hold characters beyond "
                              "U+FFFF (emoji): rename the column upstream (tool: rename)")
         if code == 1148 or (code == 2068) or "local" in text.lower() and "infile" in text.lower():
             return ToolError(f"{where}: {text}; the server must allow LOAD DATA LOCAL: SET GLOBAL local_infile = 1")
-        return ToolError(f"{where}: {text}; the load was rolled back and nothing was written")
+        return ToolError(f"{where}: {text}; " + ("the load was rolled back and nothing was written" if not self.commits
+                                                 else self._undone()))
 
 
 def _at_row(message: str, offset: int) -> str:
@@ -386,7 +423,36 @@ class MySQLLoader(Loader):
 
     Config = SinkOptions
 
+    def takes_units(self) -> bool:
+        return self.config.mode in ("append", "merge")
+
+    async def committed(self) -> dict[str, Any] | None:
+        return await in_thread(_committed, self.ctx, self.config)
+
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         import pymysql
 
-        return await write_stream(_Writer(self.ctx, self.config), batches, self.ctx, (pymysql.Error,))
+        return await write_stream(_Writer(self.ctx, self.config), batches, self.ctx, (pymysql.Error,),
+                                  units=self.takes_units())
+
+
+def _committed(ctx: ToolContext, config: SinkOptions) -> dict[str, Any] | None:
+    """The checkpoint rows of ``ctx``'s run and task for the table (``Loader.committed``)."""
+    database, name = mysql.table_name(config.table)
+    with mysql.pool(ctx, config.connection).connection() as conn, conn.cursor() as cur:
+        if database is None:
+            cur.execute("SELECT DATABASE()")
+            database = cur.fetchone()[0]
+            if database is None:
+                return None
+        cur.execute("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                    (database, checkpoints.TABLE))
+        if cur.fetchone() is None:
+            return None
+        table, key = mysql.qualified(database, checkpoints.TABLE), (ctx.run_id, ctx.task, f"{database}.{name}")
+        cur.execute(checkpoints.totals(table, ident, "%s"), key)
+        total, count = cur.fetchone()
+        if not count:
+            return None
+        cur.execute(checkpoints.latest(table, ident, "%s"), key)
+        return checkpoints.committed(total, count, cur.fetchone()[0])

@@ -48,23 +48,26 @@ from pydantic import field_validator
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.stream import slices
 from agent_etl.tools.base import Loader, ToolContext
-from agent_etl.tools.databases import pg_ddl
+from agent_etl.tools.databases import checkpoints, pg_ddl
+from agent_etl.tools.databases.blocking import Units, end_unit, in_thread, report
 from agent_etl.tools.databases.checkpoints import checkpoint
-from agent_etl.tools.databases.blocking import in_thread
 from agent_etl.tools.databases.connection import describe
 from agent_etl.tools.databases.options import SinkOptions, split_table
 from agent_etl.tools.databases.pg_encode import HEADER, TRAILER, EncodeError, Encoder, order
 from agent_etl.tools.databases.pg_load_types import Column, Unmapped, accepts, natural, writable
 from agent_etl.tools.databases.postgres import pool
+from agent_etl.tools.databases.transient import transient
 
 ENCODE_ROWS = 32_768  # rows encoded and sent together
 
 
-class _Session:
-    """The blocking half: one pooled connection and one transaction; each method runs in a thread."""
+class _Session(Units):
+    """The blocking half: one pooled connection, one transaction per commit unit; each method runs in
+    a thread."""
 
     def __init__(self, ctx: ToolContext, config: PostgresLoader.Config):
         self.ctx, self.config = ctx, config
+        self.units = config.mode in ("append", "merge")
         self.pool = pool(ctx, config.connection)
         self.schema_name, self.name = split_table(config.table)
         self.stack = contextlib.ExitStack()
@@ -77,9 +80,9 @@ class _Session:
         self.copy_stack: contextlib.ExitStack | None = None
         self.encoder: Encoder | None = None
         self.schema: pa.Schema | None = None
-        self.rows = 0
         self.encoded = 0  # rows encoded so far (runs ahead of `rows` by one batch)
-        self.committed = False
+        self.committed = False  # the last unit committed, and nothing was written since
+        self.final = False
         self.checkpoints_ready = False  # the checkpoint table is known to exist with its columns
 
     @property
@@ -127,6 +130,7 @@ class _Session:
     def fit(self, schema: pa.Schema) -> None:
         """Prepare COPY for batches of ``schema``: create or evolve the table, start a new COPY."""
         self._end_copy()
+        self.committed = False
         if len(set(schema.names)) != len(schema.names) or not schema.names:
             dupes = sorted({n for n in schema.names if schema.names.count(n) > 1})
             raise self._fail(f"the input has repeated column names {dupes}; rename them upstream" if dupes
@@ -241,6 +245,7 @@ class _Session:
         return self.encoder.encode(batch)
 
     def write(self, data: memoryview, rows: int) -> None:
+        self.committed = False
         self.copy.write(data)
         self.rows += rows
 
@@ -250,8 +255,13 @@ class _Session:
             stack, self.copy_stack, self.copy = self.copy_stack, None, None
             stack.close()
 
-    def finish(self) -> None:
+    def ready(self, final: bool) -> bool:
+        """Everything of the unit but its COMMIT: the COPY ended, the stage applied to the table, the
+        checkpoint row written. False when there is no unit to commit (no rows since the last one)."""
         self._end_copy()
+        self.final = final
+        if not self.pending():
+            return False
         mode, names = self.config.mode, list(self.staged)
         if mode == "replace" and self.existing is not None and not self.staging:
             self.cur.execute(pg_ddl.sql.SQL("DELETE FROM {}").format(self.target))  # no batch: empty it
@@ -266,9 +276,28 @@ class _Session:
             if not self.checkpoints_ready:  # the schema is new: the table is made in this transaction
                 pg_ddl.checkpoint(self.cur, self.schema_name)
             self.cur.execute(pg_ddl.checkpoint_insert(self.schema_name),
-                             checkpoint(self.ctx, self.shown, self.rows).values())
+                             checkpoint(self.ctx, self.shown, self.unit_rows).values())
+        return True
+
+    def commit(self) -> None:
         self.conn.commit()
         self.committed = True
+        self.count_commit()
+        if self.existing is not None or self.staged:
+            self.checkpoints_ready = True
+        if not self.final and self.staged:
+            self._next_unit()
+
+    def _next_unit(self) -> None:
+        """After a unit's COMMIT, before the next: the table as it is now (with the columns the unit
+        added) is what the next unit writes into, through a new COPY (and a new stage for merge,
+        whose TEMP table went with the commit) started by the next batch."""
+        self.oid = pg_ddl.table(self.cur, self.schema_name, self.name)[0]
+        self.existing = pg_ddl.columns(self.cur, self.oid)
+        self.added = []
+        if self.staging:
+            self.staged, self.staging = {}, False
+        self.schema = None
 
     def _merge(self, names: list[str]) -> None:
         import psycopg
@@ -299,14 +328,20 @@ class _Session:
         return f"task {self.ctx.task!r}: PostgreSQL table {self.shown} at {describe(self.pool.url)}"
 
     def _fail(self, problem: str) -> ToolError:
-        return ToolError(f"{self._where()}: {problem}; nothing was written")
+        return ToolError(f"{self._where()}: {problem}; {self._undone()}")
+
+    def _undone(self) -> str:
+        """What a failure leaves: nothing, or the units committed before it."""
+        if not self.commits:
+            return "the load was rolled back and nothing was written"
+        return (f"the commit unit under way was rolled back; the {self.rows - self.unit_rows} rows of the "
+                f"{self.commits} unit(s) committed before stay in the table")
 
     def error(self, e: BaseException) -> ToolError:
         import psycopg
 
         if isinstance(e, EncodeError):
-            return ToolError(f"{self._where()}: {e}; the load was rolled back and nothing was written; "
-                             "cast or fix the column upstream")
+            return ToolError(f"{self._where()}: {e}; {self._undone()}; cast or fix the column upstream")
         if not isinstance(e, psycopg.Error):
             return e
         diag = e.diag
@@ -316,15 +351,15 @@ class _Session:
         if diag.context and diag.context.startswith("COPY "):
             text += " at " + diag.context.splitlines()[0].replace(f"COPY {pg_ddl.STAGE}, line", "input row").replace(
                 f"COPY {self.name}, line", "input row")
-        tail = "the load was rolled back and nothing was written"
+        tail = self._undone()
         if isinstance(e, psycopg.errors.IntegrityError):
             return ToolError(f"{self._where()}: a row violates a constraint: {text}; {tail}; fix the rows upstream "
                              "(e.g. a quality check) or the table's constraint")
         if isinstance(e, psycopg.errors.DataError):
             return ToolError(f"{self._where()}: a value does not fit its column: {text}; {tail}; fix or cast the "
                              "values upstream, or widen the column")
-        if isinstance(e, psycopg.OperationalError):
-            return TransientError(f"{self._where()}: {text}; {tail}")
+        if transient(e):
+            return TransientError(f"{self._where()}: {text}; {tail}; it may succeed if tried again")
         return ToolError(f"{self._where()}: {text}; {tail}")
 
 
@@ -340,10 +375,17 @@ class PostgresLoader(Loader):
             split_table(value)  # a malformed name is a spec error, with its YAML line
             return value
 
+    def takes_units(self) -> bool:
+        return self.config.mode in ("append", "merge")
+
+    async def committed(self) -> dict[str, Any] | None:
+        return await in_thread(_committed, self.ctx, self.config)
+
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         import psycopg
 
         session = _Session(self.ctx, self.config)
+        units = self.takes_units()
         pending: asyncio.Future | None = None  # the previous buffer's write, overlapping this encode
         failure: BaseException | None = None
         try:
@@ -357,8 +399,13 @@ class PostgresLoader(Loader):
                     data = await asyncio.to_thread(session.encode, part)
                     await _settle(pending)
                     pending = asyncio.ensure_future(in_thread(session.write, data, part.num_rows))
+                if units and self.ctx.commit_due():
+                    await _settle(pending)
+                    pending = None
+                    await end_unit(session, self.ctx, final=False)
             await _settle(pending)
-            await in_thread(session.finish)  # commits
+            pending = None
+            await end_unit(session, self.ctx, final=True)
         except (psycopg.Error, EncodeError) as e:
             failure = session.error(e)
             raise failure from e
@@ -368,9 +415,35 @@ class PostgresLoader(Loader):
         finally:
             await _drain(pending)
             await in_thread(session.close, failure if not session.committed else None)
-            if session.committed:
-                await self.ctx.commit(session.rows)
+            await report(session, self.ctx)
         return session.rows
+
+
+def _committed(ctx: ToolContext, config: PostgresLoader.Config) -> dict[str, Any] | None:
+    """The checkpoint rows of ``ctx``'s run and task for the table (``Loader.committed``)."""
+    from psycopg import sql
+
+    schema, name = split_table(config.table)
+    with pool(ctx, config.connection).connection() as conn:
+        cur = conn.cursor()
+        if schema is None:
+            schema = cur.execute("SELECT current_schema()").fetchone()[0]
+            if schema is None:
+                return None
+        table = sql.Identifier(schema, pg_ddl.CHECKPOINTS)
+        if cur.execute("SELECT to_regclass(%s)", (table.as_string(cur),)).fetchone()[0] is None:
+            return None
+        key = (ctx.run_id, ctx.task, f"{schema}.{name}")
+        quoted = table.as_string(cur)
+        total, count = cur.execute(checkpoints.totals(quoted, _quote, "%s"), key).fetchone()
+        if not count:
+            return None
+        (position,) = cur.execute(checkpoints.latest(quoted, _quote, "%s"), key).fetchone()
+        return checkpoints.committed(total, count, position)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 async def _settle(fut: asyncio.Future | None) -> None:

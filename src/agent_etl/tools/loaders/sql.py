@@ -38,26 +38,28 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from agent_etl.exceptions import ToolError
+from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.stream import slices
 from agent_etl.tools.base import Loader, ToolContext
 from agent_etl.tools.databases import checkpoints
-from agent_etl.tools.databases.blocking import write_stream
+from agent_etl.tools.databases.blocking import Units, in_thread, write_stream
 from agent_etl.tools.databases.engines import connect_error, engine, identifier, location, qualified
 from agent_etl.tools.databases.options import SinkOptions, key_index_name, split_table
 from agent_etl.tools.databases.sqlalchemy_types import Unmappable, column_type, params
+from agent_etl.tools.databases.transient import transient
 
 _CHUNK_ROWS = 10_000
 _SEQ = "agent_etl_seq"  # row order in the merge staging table
 _UPSERT = ("postgresql", "sqlite", "mysql", "mariadb")
 
 
-class _Writer:
+class _Writer(Units):
     def __init__(self, ctx: ToolContext, config: SQLLoader.Config):
         self.ctx, self.config = ctx, config
         try:
@@ -73,8 +75,8 @@ class _Writer:
         self.index: Any = None  # the unique index this load made on the table, the same way
         self.spelling: dict[str, str] = {}  # folded name -> the table's, where names ignore case (_folds)
         self.key: list[str] = list(config.key or [])  # as the table (or else the input) spells them
-        self.rows = 0
         self.committed = False
+        self.final = False
 
     def open(self) -> None:
         import sqlalchemy.exc
@@ -183,6 +185,9 @@ class _Writer:
     def write(self, batch: pa.RecordBatch) -> None:
         if self.tx is None:
             self._begin(batch.schema)
+        elif not self.tx.is_active:  # the first batch of the next unit
+            self.tx = self.conn.begin()
+        self.committed = False
         if self.spelling:
             batch = batch.rename_columns(self._spelled(batch.schema.names))
         self._fit(batch.schema)
@@ -239,9 +244,15 @@ class _Writer:
 
     # -- the end -------------------------------------------------------------------------------
 
-    def finish(self) -> None:
+    def ready(self, final: bool) -> bool:
+        """Everything of the unit but its COMMIT (``write_stream``); False if there is no unit. On
+        MySQL/MariaDB, where RENAME TABLE and DROP TABLE commit at once, a replace's swap and the
+        merge stage's DROP wait for ``commit``."""
         import sqlalchemy as sa
 
+        self.final = final
+        if not self.pending():
+            return False
         if self.tx is None:  # no batch: nothing to append or merge; replace empties the table
             self.tx = self.conn.begin()
             if sa.inspect(self.conn).has_table(self.name, schema=self.schema):  # else no checkpoint either
@@ -250,21 +261,40 @@ class _Writer:
                 if self.config.mode == "replace":
                     self.conn.exec_driver_sql(f"DELETE FROM {qualified(self.engine, self.schema, self.name)}")
                 self._checkpoint()
-            self.tx.commit()
-            self.committed = True
-            return
+            return True
         if self.config.mode == "replace":
-            self._swap()
-        elif self.config.mode == "merge":
+            if not self._mysql:
+                self._swap()
+                self._checkpoint()
+            return True
+        if self.config.mode == "merge":
             for f in self.later.values():
                 self._add_column(self.target, f)
+            self.later = {}
             self._upsert()
-        self._checkpoint()  # before the staging table's DROP, whose implicit COMMIT on MySQL then carries both
-        if self.config.mode == "merge":
-            self.into.drop(self.conn)
+            if final and not self._mysql:
+                self.into.drop(self.conn)
+            else:  # the stage starts empty for the next unit
+                self.conn.execute(self.into.delete())
+        self._checkpoint()
+        return True
+
+    def commit(self) -> None:
+        if self._mysql and self.config.mode == "replace" and self.into is not None:
+            self._swap()  # commits at once: the checkpoint row follows in a transaction of its own
+            self._checkpoint()
         self.tx.commit()
-        self.created = []
         self.committed = True
+        self.count_commit()
+        # what this unit made (tables, columns, an index) is committed now: a later failure keeps it,
+        # but for the merge stage, still to drop
+        stage = self.config.mode == "merge" and any(t is self.into for t in self.created)
+        self.created = [self.into] if stage and not (self.final and not self._mysql) else []
+        self.added, self.index = [], None
+        if stage and self.final and self._mysql:
+            with self.conn.begin():
+                self.into.drop(self.conn)
+            self.created = []
 
     @property
     def _mysql(self) -> bool:
@@ -289,19 +319,8 @@ class _Writer:
         """The checkpoint table next to the target, created if missing; one from before positions gets the
         column (nullable: its rows have none)."""
         import sqlalchemy as sa
-        from sqlalchemy.dialects import mysql, postgresql
 
-        table = sa.Table(
-            checkpoints.TABLE, sa.MetaData(),
-            sa.Column("run_id", sa.Text(), nullable=False),
-            sa.Column("task", sa.Text(), nullable=False),
-            sa.Column("table_name", sa.Text(), nullable=False),
-            sa.Column("rows", sa.BigInteger(), nullable=False),
-            sa.Column("position", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
-            # TIMESTAMP on MySQL: a point in time (DATETIME would hold the session's wall clock)
-            sa.Column("committed_at", sa.DateTime(timezone=True).with_variant(mysql.TIMESTAMP(), "mysql", "mariadb"),
-                      nullable=False, server_default=sa.func.current_timestamp()),
-            schema=self.schema)
+        table = _checkpoints(self.schema)
         insp = sa.inspect(self.conn)
         if not insp.has_table(checkpoints.TABLE, schema=self.schema):
             table.create(self.conn)
@@ -333,7 +352,8 @@ class _Writer:
     def _checkpoint(self) -> None:
         if self.checkpoints is None:
             self._checkpoint_table()
-        row = dict(zip(checkpoints.COLUMNS, checkpoints.checkpoint(self.ctx, self.config.table, self.rows).values()))
+        row = dict(zip(checkpoints.COLUMNS, checkpoints.checkpoint(self.ctx, self.config.table,
+                                                                   self.unit_rows).values()))
         row["position"] = json.loads(row["position"])  # the JSON type writes it as JSON again
         self.conn.execute(self.checkpoints.insert(), row)
 
@@ -402,22 +422,26 @@ class _Writer:
         self.conn.close()
         self.conn = None
 
-    def _fail(self, problem: str) -> ToolError:
+    def _fail(self, problem: str, kind: type[ToolError] = ToolError) -> ToolError:
         where = location(self.engine) if hasattr(self, "engine") else "?"
-        return ToolError(f"task {self.ctx.task!r}: table {self.config.table!r} at {where}: {problem}; nothing was "
-                         "written")
+        tail = "nothing was written" if not self.commits else (
+            f"the {self.rows - self.unit_rows} rows of the {self.commits} unit(s) committed before stay in the table")
+        return kind(f"task {self.ctx.task!r}: table {self.config.table!r} at {where}: {problem}; {tail}")
 
     def error(self, e: BaseException) -> ToolError:
         import sqlalchemy.exc
 
         text = " ".join(str(getattr(e, "orig", None) or e).split())[:400]
+        rolled = "the load was rolled back" if not self.commits else "its commit unit was rolled back"
+        if transient(e):
+            return self._fail(f"{text}; {rolled}; it may succeed if tried again", TransientError)
         if isinstance(e, sqlalchemy.exc.IntegrityError):
-            return self._fail(f"a row violates a constraint ({text}); the load was rolled back. Fix the rows upstream "
+            return self._fail(f"a row violates a constraint ({text}); {rolled}. Fix the rows upstream "
                               "(e.g. a quality check) or the table's constraint")
         if isinstance(e, sqlalchemy.exc.DataError):
-            return self._fail(f"a value does not fit its column ({text}); the load was rolled back. Cast the column "
+            return self._fail(f"a value does not fit its column ({text}); {rolled}. Cast the column "
                               "upstream or change the table")
-        return self._fail(f"{text}; the load was rolled back")
+        return self._fail(f"{text}; {rolled}")
 
 
 class SQLLoader(Loader):
@@ -426,7 +450,66 @@ class SQLLoader(Loader):
     class Config(SinkOptions):
         """Options of the sql loader: connection (a SQLAlchemy url), table, mode, key, schema_policy."""
 
+    def takes_units(self) -> bool:
+        return self.config.mode in ("append", "merge")
+
+    async def committed(self) -> dict[str, Any] | None:
+        return await in_thread(_committed, self.ctx, self.config)
+
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         import sqlalchemy.exc
 
-        return await write_stream(_Writer(self.ctx, self.config), batches, self.ctx, (sqlalchemy.exc.SQLAlchemyError,))
+        # on SQLite, siblings into the same file would wait for this load's write lock while it waits for them
+        spool = self.ctx.prepare_hook is not None and engine(self.ctx, self.config.connection).dialect.name == "sqlite"
+        return await write_stream(_Writer(self.ctx, self.config), batches, self.ctx, (sqlalchemy.exc.SQLAlchemyError,),
+                                  units=self.takes_units(), spool=spool)
+
+
+def _checkpoints(schema: str | None) -> Any:
+    """The checkpoint table as SQLAlchemy sees it (``databases.checkpoints``)."""
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import mysql, postgresql
+
+    return sa.Table(
+        checkpoints.TABLE, sa.MetaData(),
+        sa.Column("run_id", sa.Text(), nullable=False),
+        sa.Column("task", sa.Text(), nullable=False),
+        sa.Column("table_name", sa.Text(), nullable=False),
+        sa.Column("rows", sa.BigInteger(), nullable=False),
+        sa.Column("position", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        # TIMESTAMP on MySQL: a point in time (DATETIME would hold the session's wall clock)
+        sa.Column("committed_at", sa.DateTime(timezone=True).with_variant(mysql.TIMESTAMP(), "mysql", "mariadb"),
+                  nullable=False, server_default=sa.func.current_timestamp()),
+        schema=schema)
+
+
+def _committed(ctx: ToolContext, config: SQLLoader.Config) -> dict[str, Any] | None:
+    """The checkpoint rows of ``ctx``'s run and task for the table (``Loader.committed``); a SQLite
+    file that does not exist is not created by asking."""
+    import sqlalchemy as sa
+
+    try:
+        schema, _ = split_table(config.table)
+    except ValueError as e:
+        raise ToolError(f"task {ctx.task!r}: {e}") from None
+    eng = engine(ctx, config.connection)
+    if eng.dialect.name == "sqlite" and eng.url.database not in (None, "", ":memory:") \
+            and not eng.url.database.startswith("file:") and not Path(eng.url.database).is_file():
+        return None
+    try:
+        conn = eng.connect()
+    except sa.exc.DBAPIError as e:
+        raise connect_error(e, eng.url, config.connection) from None
+    with conn:
+        if not sa.inspect(conn).has_table(checkpoints.TABLE, schema=schema):
+            return None
+        t = _checkpoints(schema)
+        match = sa.and_(t.c.run_id == ctx.run_id, t.c.task == ctx.task, t.c.table_name == config.table)
+        total, count = conn.execute(sa.select(sa.func.sum(t.c.rows), sa.func.count()).where(match)).one()
+        if not count:
+            return None
+        order = [t.c.committed_at.desc()]
+        if eng.dialect.name == "sqlite":
+            order.append(sa.literal_column("rowid").desc())
+        position = conn.execute(sa.select(t.c.position).where(match).order_by(*order).limit(1)).scalar()
+        return checkpoints.committed(total, count, position)

@@ -46,6 +46,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pyarrow as pa
 
@@ -54,7 +55,8 @@ from agent_etl.stream import slices
 from agent_etl.tools.base import Loader, ToolContext
 from agent_etl.tools.databases import checkpoints
 from agent_etl.tools.databases.options import SinkOptions, key_index_name
-from agent_etl.tools.databases.blocking import write_stream
+from agent_etl.tools.databases.blocking import Units, in_thread, write_stream
+from agent_etl.tools.databases.transient import transient
 from agent_etl.tools.sqlite_types import cause, database, declared_type, engine, fold, quote, to_params
 
 _CHUNK_ROWS = 10_000
@@ -65,8 +67,8 @@ _CHECKPOINTS_DDL = (f"CREATE TABLE IF NOT EXISTS {_CHECKPOINTS} (run_id TEXT NOT
                     "committed_at TIMESTAMPTZ NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')))")
 
 
-class _Writer:
-    """The blocking half: one connection and one write transaction, opened at the first batch."""
+class _Writer(Units):
+    """The blocking half: one connection; one write transaction per commit unit, begun by its first batch."""
 
     def __init__(self, ctx: ToolContext, config: SQLiteLoader.Config):
         self.ctx, self.config = ctx, config
@@ -78,9 +80,9 @@ class _Writer:
         self.columns: dict[str, str] = {}  # folded name -> name, of the table written into
         self.schema: pa.Schema | None = None  # of the last batch, whose INSERT is prepared
         self.insert = ""
-        self.rows = 0
         self.stopped = threading.Event()
         self.committed = False
+        self.final = False
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +105,8 @@ class _Writer:
     def write(self, batch: pa.RecordBatch) -> None:
         if self.tx is None:
             self._begin(batch.schema)
+        elif not self.tx.is_active:  # the first batch of the next unit
+            self.tx = self.conn.begin()
         if batch.schema != self.schema:
             self._fit(batch.schema)
         cursor = self.dbapi.cursor()
@@ -124,11 +128,14 @@ class _Writer:
         self.stopped.set()
         self.dbapi.interrupt()
 
-    def finish(self) -> None:
+    def ready(self, final: bool) -> bool:
+        """Everything of the unit but its COMMIT (``write_stream``); False if there is no unit."""
+        self.final = final
+        if not self.pending():
+            return False
         if self.tx is None:  # no batch at all: nothing to append or merge; replace empties the table
             if not self._existing(self.table):
-                self.committed = True  # nothing to write, not even a checkpoint; the load is still complete
-                return
+                return True  # nothing to write, not even a checkpoint; the load is still complete
             self.tx = self.conn.begin()
             if self.config.mode == "replace":
                 self.dbapi.execute(f"DELETE FROM {quote(self.table)}")
@@ -142,8 +149,13 @@ class _Writer:
             finally:
                 self.dbapi.execute("PRAGMA legacy_alter_table=OFF")
         self._checkpoint()
-        self.tx.commit()
+        return True
+
+    def commit(self) -> None:
+        if self.tx is not None and self.tx.is_active:
+            self.tx.commit()
         self.committed = True
+        self.count_commit()
 
     def _checkpoint(self) -> None:
         """This load's checkpoint row, in its transaction (the table is created, or given ``position``, if need be)."""
@@ -152,7 +164,7 @@ class _Writer:
                                   (checkpoints.TABLE,)).fetchone():
             self.dbapi.execute(f"ALTER TABLE {_CHECKPOINTS} ADD COLUMN position JSON NOT NULL DEFAULT '{{}}'")
         self.dbapi.execute(checkpoints.insert(_CHECKPOINTS, quote, "?"),
-                           checkpoints.checkpoint(self.ctx, self.table, self.rows).values())
+                           checkpoints.checkpoint(self.ctx, self.table, self.unit_rows).values())
 
     def _begin(self, schema: pa.Schema) -> None:
         self.tx = self.conn.begin()  # BEGIN IMMEDIATE: take the write lock now, not halfway
@@ -246,7 +258,7 @@ class _Writer:
 
     def _fail(self, problem: str) -> ToolError:
         return ToolError(f"task {self.ctx.task!r}: SQLite table {self.table!r} in {self.path}: {problem}; "
-                         "nothing was written")
+                         + ("nothing was written" if not self.commits else self._undone()))
 
     def error(self, e: BaseException) -> ToolError:
         e = cause(e)
@@ -254,10 +266,17 @@ class _Writer:
         if isinstance(e, sqlite3.IntegrityError):
             return ToolError(f"{where}: a row violates a constraint ({e}); the load was rolled back and nothing "
                              "was written; fix the rows upstream (e.g. a quality check) or the table's constraint")
-        if isinstance(e, sqlite3.OperationalError) and getattr(e, "sqlite_errorcode", None) in (5, 6):
+        if transient(e):
             return TransientError(f"{where}: {e}; another connection holds the write lock: retry, "
-                                  "or raise ?timeout= in the url")
-        return ToolError(f"{where}: {e}; the load was rolled back and nothing was written")
+                                  "or raise ?timeout= in the url; " + self._undone())
+        return ToolError(f"{where}: {e}; {self._undone()}")
+
+    def _undone(self) -> str:
+        """What a failure leaves: nothing, or the units committed before it."""
+        if not self.commits:
+            return "the load was rolled back and nothing was written"
+        return (f"the commit unit under way was rolled back; the {self.rows - self.unit_rows} rows of the "
+                f"{self.commits} unit(s) committed before stay in the table")
 
 
 class SQLiteLoader(Loader):
@@ -266,9 +285,38 @@ class SQLiteLoader(Loader):
     class Config(SinkOptions):
         """Options of the sqlite loader: connection, table, mode (append, replace, merge), key, schema_policy."""
 
+    def takes_units(self) -> bool:
+        return self.config.mode in ("append", "merge")
+
+    async def committed(self) -> dict[str, Any] | None:
+        return await in_thread(_committed, self.ctx, self.config)
+
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         import sqlalchemy.exc
 
         writer = _Writer(self.ctx, self.config)
         errors = (sqlite3.Error, sqlalchemy.exc.SQLAlchemyError, OverflowError)
-        return await write_stream(writer, batches, self.ctx, errors, stop=writer.stop)
+        # siblings into the same file would wait for this load's write lock while it waits for them
+        return await write_stream(writer, batches, self.ctx, errors, stop=writer.stop, units=self.takes_units(),
+                                  spool=self.ctx.prepare_hook is not None)
+
+
+def _committed(ctx: ToolContext, config: SQLiteLoader.Config) -> dict[str, Any] | None:
+    """The checkpoint rows of ``ctx``'s run and task for the table (``Loader.committed``), read
+    without creating the file or taking a write lock."""
+    path, timeout = database(ctx, config.connection)
+    if not path.is_file():
+        return None
+    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=timeout)
+    try:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                            (checkpoints.TABLE,)).fetchone():
+            return None
+        key = (ctx.run_id, ctx.task, config.table)
+        total, count = conn.execute(checkpoints.totals(_CHECKPOINTS, quote, "?"), key).fetchone()
+        if not count:
+            return None
+        (position,) = conn.execute(checkpoints.latest(_CHECKPOINTS, quote, "?", tiebreak="rowid"), key).fetchone()
+        return checkpoints.committed(total, count, position)
+    finally:
+        conn.close()
