@@ -11,6 +11,12 @@ Options (``tools.databases.options.SourceOptions``): ``connection`` (a ``connect
   transaction, so together they are exactly the rows of a single read. DuckDB already runs one
   scan on every core, so parallel partitions would not be faster.
 
+Resumable (``resume_from``): a ``table`` read of a table with a PRIMARY KEY or a UNIQUE constraint
+on NOT NULL columns, partitioned or not, incremental or not: it is read ``ORDER BY`` the key (the
+cursor first when incremental) and resumed with ``WHERE (key) > (last key)`` per partition, the
+values compared in their DuckDB types. A ``query:`` read, or one of a table without such a key,
+is not resumable.
+
 Rows come straight from DuckDB's Arrow result stream in batches of ``batch_size`` rows, so memory
 stays bounded whatever the table size. Types are DuckDB's Arrow mapping (BIGINT -> int64,
 DECIMAL(p,s) -> decimal128(p,s), VARCHAR -> string, TIMESTAMP -> timestamp[us], TIMESTAMPTZ ->
@@ -28,7 +34,7 @@ from agent_etl.exceptions import ToolError
 from agent_etl.tools.base import ToolContext
 from agent_etl.tools.databases.duckdb import cursor, first_line, open_database, path_of, qualified, quote
 from agent_etl.tools.databases.options import SourceOptions, split_table
-from agent_etl.tools.databases.reads import Part, ReaderExtractor, parts, where
+from agent_etl.tools.databases.reads import Part, ReaderExtractor, after_last, order_by, parts, where
 
 
 def _mark(i: int) -> str:
@@ -38,9 +44,11 @@ def _mark(i: int) -> str:
 class _Reader:
     """The blocking half: one cursor, one read transaction, one Arrow stream per partition."""
 
-    def __init__(self, ctx: ToolContext, config: DuckDBExtractor.Config, after: Any):
-        self.ctx, self.config, self.after = ctx, config, after
+    def __init__(self, ctx: ToolContext, config: DuckDBExtractor.Config, after: Any, ext: DuckDBExtractor):
+        self.ctx, self.config, self.after, self.ext = ctx, config, after, ext
         self.cur = None
+        self.part = -1  # the partition being read
+        self.table: tuple[str | None, str] | None = None
         self.stream: pa.RecordBatchReader | None = None
         self.schema: pa.Schema | None = None
         self.emitted = False
@@ -50,6 +58,7 @@ class _Reader:
             except ValueError as e:
                 raise ToolError(f"task {ctx.task!r}: {e}") from None
             self.source, self.what = qualified(schema, table), f"table {config.table!r}"
+            self.table = (schema, table)
         else:
             self.source = "(" + config.query.strip().rstrip(";") + ") AS src"
             self.what = "query " + repr(" ".join(config.query.split())[:80])
@@ -59,7 +68,12 @@ class _Reader:
         self.cur.begin()  # one snapshot for the partition bounds and every partition
         inc = self.config.incremental
         self.cursor_sql = quote(inc.cursor) if inc is not None else None
-        self.parts = self._parts() if self.config.partitions > 1 else [Part()]
+        key = table_key(self.cur, *self.table) if self.table is not None else None
+        self.parts = list(self.ext.keyed(key, self.after, self._probe, f"DuckDB {self.what}"))
+        self.order = self.ext.progress.order if self.ext.progress is not None else None
+
+    def _probe(self) -> list[Part]:
+        return self._parts() if self.config.partitions > 1 else [Part()]
 
     def _parts(self) -> list[Part]:
         key = quote(self.config.partition_on)
@@ -77,8 +91,18 @@ class _Reader:
                 if not self.parts:
                     return None if self.emitted else self._empty()
                 part = self.parts.pop(0)
+                self.part += 1
                 key = quote(self.config.partition_on) if self.config.partition_on else None
                 clause, params = where(mark=_mark, cursor=self.cursor_sql, after=self.after, key=key, part=part)
+                if self.order is not None:
+                    last = self.ext.progress.last[self.part]
+                    if last is not None:
+                        def bind(value: Any) -> str:
+                            params.append(value)
+                            return _mark(len(params))
+
+                        clause += (" AND " if clause else " WHERE ") + after_last(self.order, last, quote, bind)
+                    clause += order_by(self.order, quote, lambda c: f"{c} ASC NULLS LAST")
                 rel = self.cur.sql(f"SELECT * FROM {self.source}{clause}", params=params or None)
                 self.stream = rel.to_arrow_reader(self.ctx.batch_size)
                 self.schema = self.stream.schema
@@ -89,6 +113,8 @@ class _Reader:
                 continue
             if batch.num_rows:
                 self.emitted = True
+                if self.order is not None:
+                    self.ext.progress.observe(batch, self.part)
                 return batch
 
     def _empty(self) -> pa.RecordBatch | None:
@@ -118,6 +144,19 @@ class _Reader:
         return ToolError(f"{where_}: {first_line(e)}; check the SQL")
 
 
+def table_key(cur: Any, schema: str | None, table: str) -> list[str] | None:
+    """The primary key, else the shortest UNIQUE constraint on NOT NULL columns (None: neither)."""
+    rows = cur.execute("SELECT constraint_type, constraint_column_names FROM duckdb_constraints() WHERE table_name = $1 "
+                       "AND schema_name = coalesce($2, current_schema()) AND constraint_type IN ('PRIMARY KEY', "
+                       "'UNIQUE')", [table, schema]).fetchall()
+    nullable = {name for name, null in cur.execute(
+        "SELECT column_name, is_nullable FROM duckdb_columns() WHERE table_name = $1 AND schema_name = "
+        "coalesce($2, current_schema())", [table, schema]).fetchall() if null}
+    keys = sorted((kind != "PRIMARY KEY", len(cols), list(cols)) for kind, cols in rows
+                  if kind == "PRIMARY KEY" or not set(cols) & nullable)
+    return keys[0][2] if keys else None
+
+
 class DuckDBExtractor(ReaderExtractor):
     """Stream a DuckDB table or query as Arrow batches (incremental, partitioned)."""
 
@@ -125,7 +164,22 @@ class DuckDBExtractor(ReaderExtractor):
         """Options of the duckdb extractor: connection, table or query, incremental, partitions."""
 
     def reader(self, after: Any) -> _Reader:
-        return _Reader(self.ctx, self.config, after)
+        return _Reader(self.ctx, self.config, after, self)
+
+    def find_key(self) -> list[str] | None:
+        import duckdb
+
+        try:
+            schema, table = split_table(self.config.table)
+            cur = cursor(open_database(self.ctx, self.config.connection, create=False))
+        except (ValueError, ToolError, duckdb.Error):
+            return None
+        try:
+            return table_key(cur, schema, table)
+        except duckdb.Error:
+            return None
+        finally:
+            cur.close()
 
     def errors(self) -> tuple[type[BaseException], ...]:
         import duckdb

@@ -15,6 +15,13 @@ duration, text/varchar/enum/uuid/json -> string, bytes -> binary; other types ar
 CAST the column in the query). Partitions are read one after the other in one transaction
 (REPEATABLE READ where the database has it), so they are exactly the rows of a single read; the
 dedicated postgres and mysql tools read partitions in parallel.
+
+Resumable (``resume_from``): a ``table`` read of a table with a primary key (or a unique constraint
+or index on NOT NULL columns, as SQLAlchemy reflects them), partitioned or not, incremental or not.
+It is read ``ORDER BY`` the key (the cursor first when incremental, its NULLs last), and the
+position keeps the values the driver gave for each partition's last row, which a resumed read
+binds again (``WHERE k1 > ? OR (k1 = ? AND k2 > ?) ...``, so the database compares them as it
+ordered them). A ``query:`` read, or one of a table without such a key, is not resumable.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from agent_etl.tools.base import ToolContext
 from agent_etl.tools.databases.checkpoints import TABLE as CHECKPOINTS
 from agent_etl.tools.databases.engines import bind, connect_error, engine, identifier, location, placeholder, qualified
 from agent_etl.tools.databases.options import SourceOptions, split_table
-from agent_etl.tools.databases.reads import Part, ReaderExtractor, parts, where
+from agent_etl.tools.databases.reads import Part, ReaderExtractor, after_last, order_by, parts, where
 from agent_etl.tools.databases.sqlalchemy_types import arrow_type, text_values
 
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError, OverflowError)
@@ -38,9 +45,10 @@ _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError
 class _Reader:
     """The blocking half: one connection, one transaction, one streaming result per partition."""
 
-    def __init__(self, ctx: ToolContext, config: SQLExtractor.Config, after: Any):
-        self.ctx, self.config, self.after = ctx, config, after
+    def __init__(self, ctx: ToolContext, config: SQLExtractor.Config, after: Any, ext: SQLExtractor):
+        self.ctx, self.config, self.after, self.ext = ctx, config, after, ext
         self.conn = self.result = None
+        self.part, self.order, self.key = -1, None, None
         self.types: list[pa.DataType | None] = []
         self.names: list[str] = []
         self.emitted = False
@@ -77,7 +85,13 @@ class _Reader:
             self.source = f"({query}) src"
         self.cursor_sql = q(config.incremental.cursor) if config.incremental is not None else None
         self.key_sql = q(config.partition_on) if config.partition_on else None
-        self.parts = self._parts() if config.partitions > 1 else [Part()]
+        self.parts = list(self.ext.keyed(self.key, self.after, self._probe, f"{self.what} at {self._where()}"))
+        if self.ext.progress is not None:
+            self.order = self.ext.progress.order
+            self.order_at = [self.names.index(c) for c in self.order.columns]
+
+    def _probe(self) -> list[Part]:
+        return self._parts() if self.config.partitions > 1 else [Part()]
 
     def _reflect(self, schema: str | None, table: str) -> None:
         import sqlalchemy as sa
@@ -92,6 +106,7 @@ class _Reader:
         self.names = [c["name"] for c in columns]
         self.types = [arrow_type(c["type"]) for c in columns]
         self.select = ", ".join(identifier(self.engine, n) for n in self.names)
+        self.key = table_key(inspector, schema, table, columns)
 
     def _sql(self, text: str) -> str:
         return text.replace("%", "%%") if self.escape else text
@@ -114,6 +129,7 @@ class _Reader:
 
     def _run_part(self) -> None:
         part = self.parts.pop(0)
+        self.part += 1
         clause, params = where(mark=self.mark, cursor=self.cursor_sql, after=self.after, key=self.key_sql, part=part)
         if self.config.table is not None:
             sql = f"SELECT {self.select} FROM {self.source}"
@@ -121,8 +137,21 @@ class _Reader:
             sql = f"SELECT * FROM {self.source}"
         else:  # the query as written (it may be anything the database returns rows for)
             sql, params = self.config.query.strip().rstrip(";"), []
+        if self.order is not None:
+            last = self.ext.progress.last[self.part]
+            if last is not None:
+                def bind_value(value: Any) -> str:
+                    params.append(value)
+                    return self.mark(len(params))
+
+                clause += (" AND " if clause else " WHERE ") + after_last(
+                    self.order, last, lambda c: identifier(self.engine, c), bind_value, row_values=False)
+            clause += order_by(self.order, lambda c: identifier(self.engine, c),
+                               lambda c: f"CASE WHEN {c} IS NULL THEN 1 ELSE 0 END, {c}")
         if params:
             sql = self._sql(sql) + clause
+        else:
+            sql += clause
         self.result = self.conn.exec_driver_sql(sql, bind(self.engine, params) if params else None)
         if not self.names:
             self.names = list(self.result.keys())
@@ -144,6 +173,8 @@ class _Reader:
         if not rows and self.emitted:
             return None
         self.emitted = True  # an empty result still gives one 0-row batch, so the schema travels
+        if rows and self.order is not None:  # the driver's own values: bound again, they compare as stored
+            self.ext.progress.last[self.part] = [rows[-1][i] for i in self.order_at]
         values = list(zip(*rows)) if rows else [()] * len(self.names)
         arrays = [self._array(i, v) for i, v in enumerate(values)]
         return pa.RecordBatch.from_arrays(arrays, names=self.names)
@@ -189,6 +220,24 @@ class _Reader:
                          "and column names")
 
 
+def table_key(inspector: Any, schema: str | None, table: str, columns: list[dict[str, Any]]) -> list[str] | None:
+    """The primary key, else the shortest unique constraint or index on NOT NULL columns."""
+    pk = (inspector.get_pk_constraint(table, schema=schema) or {}).get("constrained_columns") or []
+    if pk:
+        return list(pk)
+    nullable = {c["name"] for c in columns if c.get("nullable", True)}
+    found: list[list[str]] = []
+    for get in (inspector.get_unique_constraints, inspector.get_indexes):
+        try:
+            found += [list(u["column_names"]) for u in get(table, schema=schema)
+                      if u.get("unique", True) and u.get("column_names") and None not in u["column_names"]
+                      and not set(u["column_names"]) & nullable and not (u.get("dialect_options") or {}).get(
+                          "postgresql_where") and not (u.get("dialect_options") or {}).get("sqlite_where")]
+        except NotImplementedError:
+            continue
+    return min(found, key=len) if found else None
+
+
 def _iso(value: Any) -> Any:
     if isinstance(value, str):
         try:
@@ -205,7 +254,21 @@ class SQLExtractor(ReaderExtractor):
         """Options of the sql extractor: connection (a SQLAlchemy url), table or query, incremental, partitions."""
 
     def reader(self, after: Any) -> _Reader:
-        return _Reader(self.ctx, self.config, after)
+        return _Reader(self.ctx, self.config, after, self)
+
+    def find_key(self) -> list[str] | None:
+        import sqlalchemy as sa
+        import sqlalchemy.exc
+
+        try:
+            schema, table = split_table(self.config.table)
+            with engine(self.ctx, self.config.connection).connect() as conn:
+                inspector = sa.inspect(conn)
+                if not inspector.has_table(table, schema=schema):
+                    return None
+                return table_key(inspector, schema, table, inspector.get_columns(table, schema=schema))
+        except (ValueError, sqlalchemy.exc.SQLAlchemyError, ToolError):
+            return None
 
     def errors(self) -> tuple[type[BaseException], ...]:
         import sqlalchemy.exc

@@ -25,6 +25,13 @@ is read by what it holds, and one that mixes storage classes is read as string (
 A ``query:`` is run once: its columns that are plain table columns keep their declared types
 (read from a temporary view of the query), the others are inferred from the first batch, and
 later batches must fit those types (else an error says to CAST the column in the query).
+
+Resumable (``resume_from``): a ``table`` read of a table whose primary key is NOT NULL (an INTEGER
+PRIMARY KEY, a WITHOUT ROWID table, NOT NULL columns) or that has a unique index on NOT NULL
+columns, partitioned or not, incremental or not. Such a read is ``ORDER BY`` the key (the cursor
+first when incremental) and the position keeps the stored values of each partition's last row;
+a resumed read compares the key with them as SQLite compares stored values. A ``query:`` read,
+or one of a table without such a key, is not resumable.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.tools.base import ToolContext
 from agent_etl.tools.databases.checkpoints import TABLE as CHECKPOINTS
 from agent_etl.tools.databases.options import SourceOptions
-from agent_etl.tools.databases.reads import Part, ReaderExtractor, parts, where
+from agent_etl.tools.databases.reads import Part, ReaderExtractor, after_last, order_by, parts, where
 from agent_etl.tools.sqlite_types import (
     arrow_type,
     as_text,
@@ -70,8 +77,11 @@ class _Column:
 class _Reader:
     """The blocking half: one connection, one read transaction, one cursor."""
 
-    def __init__(self, ctx: ToolContext, config: SQLiteExtractor.Config, after: Any = None):
+    def __init__(self, ctx: ToolContext, config: SQLiteExtractor.Config, after: Any = None,
+                 ext: SQLiteExtractor | None = None):
         self.ctx, self.config, self._after = ctx, config, after  # after: the incremental bound
+        self.ext = ext  # the extractor, for a read in key order (None: any order)
+        self.part = -1  # the partition being read
         self.path, self.timeout = database(ctx, config.connection)
         self.what = f"table {config.table!r}" if config.table is not None else f"query {_short(config.query)!r}"
         self.columns: list[_Column] = []
@@ -120,13 +130,26 @@ class _Reader:
         self.cursor_sql = self.after = None
         if config.incremental is not None and after is not None:
             self.cursor_sql, self.after = _compared(quote(config.incremental.cursor), after), _param(after)
-        self.parts = self._parts(source) if config.partitions > 1 else [Part()]
+        self.order = None
+        if self.ext is not None:
+            key = _table_key(self.cursor, config.table) if config.table is not None else None
+            self.parts = self.ext.keyed(key, after, lambda: self._probe(source), f"SQLite {self.what} in {self.path}")
+            self.order = self.ext.progress.order if self.ext.progress is not None else None
+            if self.order is not None:  # the stored values of the order's columns come last, for the position
+                raw = ", ".join(quote(c) for c in self.order.columns)
+                self.select = f"SELECT {', '.join(c.expr for c in self.columns)}, {raw} FROM {source}"
+        else:
+            self.parts = self._probe(source)
+        self.parts = list(self.parts)
         self._run_part()
         if config.table is None:
             names = [d[0] for d in self.cursor.description or ()]
             if len(declared) != len(names):
                 declared = [None] * len(names)
             self.columns = [_Column(n, arrow_type(d)) for n, d in zip(names, declared)]
+
+    def _probe(self, source: str) -> list[Part]:
+        return self._parts(source) if self.config.partitions > 1 else [Part()]
 
     def _parts(self, source: str) -> list[Part]:
         """Key ranges from the key's min and max (under the incremental filter)."""
@@ -145,16 +168,27 @@ class _Reader:
 
     def _run_part(self) -> None:
         part = self.parts.pop(0)
+        self.part += 1
         key = None
         if part.lo is not None or part.hi is not None:
             key = _compared(quote(self.config.partition_on), part.lo if part.lo is not None else part.hi)
             part = Part(_param(part.lo), _param(part.hi), part.nulls)
         clause, params = where(mark=lambda _: "?", cursor=self.cursor_sql, after=self.after, key=key, part=part)
+        if self.order is not None:
+            last = self.ext.progress.last[self.part]
+            if last is not None:
+                def bind(value: Any) -> str:
+                    params.append(value)
+                    return "?"
+
+                clause += (" AND " if clause else " WHERE ") + after_last(self.order, last, quote, bind)
+            clause += order_by(self.order, quote, lambda c: f"{c} NULLS LAST")
         self.cursor.execute(self.select + clause, params)
 
     def next(self) -> pa.RecordBatch | None:
         rows: list = []
         while not self.done:
+            part = self.part  # the rows' partition (the next one may start below)
             rows = self.cursor.fetchmany(self.ctx.batch_size)
             if len(rows) < self.ctx.batch_size:  # fetchmany comes back short only at the end
                 if self.parts:
@@ -167,7 +201,9 @@ class _Reader:
             return None
         self.emitted = True  # an empty result still gives one 0-row batch, so the schema travels
         values = list(zip(*rows)) if rows else [()] * len(self.columns)
-        arrays = [self._array(c, v) for c, v in zip(self.columns, values)]
+        arrays = [self._array(c, v) for c, v in zip(self.columns, values)]  # leaves the order's columns out
+        if rows and self.order is not None:
+            self.ext.progress.last[part] = list(rows[-1][len(self.columns):])
         return pa.RecordBatch.from_arrays(arrays, names=[c.name for c in self.columns])
 
     def _array(self, col: _Column, values: Any) -> pa.Array:
@@ -282,6 +318,30 @@ def _decide(name: str, t: pa.DataType | None, flags: list[bool]) -> _Column:
     return _Column(name, pa.string(), as_string, settled=True)
 
 
+def _table_key(cursor: sqlite3.Cursor, table: str) -> list[str] | None:
+    """The primary key if no column of it can hold NULL, else the shortest unique index on NOT NULL
+    columns (not partial, no expressions); None if there is neither."""
+    info = cursor.execute('SELECT name, type, "notnull", pk FROM pragma_table_info(?)', (table,)).fetchall()
+    notnull = {name for name, _, nn, _ in info if nn}
+    pk = [name for name, _, _, p in sorted(info, key=lambda r: r[3]) if p]
+    try:
+        (without_rowid,) = cursor.execute("SELECT wr FROM pragma_table_list WHERE name = ?", (table,)).fetchone() \
+            or (0,)
+    except sqlite3.Error:  # SQLite before 3.37
+        without_rowid = 0
+    rowid_alias = len(pk) == 1 and next(t for n, t, _, _ in info if n == pk[0]).upper() == "INTEGER"
+    if pk and (rowid_alias or without_rowid or all(c in notnull for c in pk)):
+        return pk
+    found = []
+    for _, index, unique, _, partial in cursor.execute("SELECT seq, name, \"unique\", origin, partial "
+                                                       "FROM pragma_index_list(?)", (table,)).fetchall():
+        if unique and not partial:
+            cols = cursor.execute("SELECT cid, name FROM pragma_index_info(?) ORDER BY seqno", (index,)).fetchall()
+            if cols and all(cid >= 0 and name in notnull for cid, name in cols):
+                found.append([name for _, name in cols])
+    return min(found, key=len) if found else None
+
+
 def _compared(column: str, like: Any) -> str:
     """How a column is compared with a value like ``like``: timestamps as ISO text with a ``T``."""
     return f"replace({column}, ' ', 'T')" if isinstance(like, dt.datetime) else column
@@ -322,9 +382,21 @@ class SQLiteExtractor(ReaderExtractor):
         """Options of the sqlite extractor: connection, table or query, incremental, partitions."""
 
     def reader(self, after: Any) -> _Reader:
-        return _Reader(self.ctx, self.config, after)
+        return _Reader(self.ctx, self.config, after, self)
 
     def errors(self) -> tuple[type[BaseException], ...]:
         import sqlalchemy.exc
 
         return (sqlite3.Error, sqlalchemy.exc.SQLAlchemyError)
+
+    def find_key(self) -> list[str] | None:
+        path, timeout = database(self.ctx, self.config.connection)
+        if not path.is_file():
+            return None
+        con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=timeout)
+        try:
+            return _table_key(con.cursor(), self.config.table)
+        except sqlite3.Error:
+            return None
+        finally:
+            con.close()
