@@ -82,6 +82,7 @@ class RunContext:
     clocks: dict[str, Any] = field(default_factory=dict)
     unit_loads: set[str] = field(default_factory=set)
     barriers: dict[str, Any] = field(default_factory=dict)
+    resumable: dict[str, bool] = field(default_factory=dict)  # extract -> its read can resume_from
     tasks: dict[str, Task] = field(init=False)  # by name
 
     def __post_init__(self) -> None:

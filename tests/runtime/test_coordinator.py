@@ -37,7 +37,7 @@ async def test_run_streams_through_the_dag_and_records_it(make_pipeline, registr
     assert all(t["agent"] and t["reason"] for t in rec.tasks)
     cps = store.checkpoints("basic")
     assert {c["task"] for c in cps} == {"a", "b"}
-    assert all(c["position"] == {"nums": {"batches": 4}} for c in cps)
+    assert all(c["position"] == {"nums": {"batches": 4, "end": True}} for c in cps)  # read to its end
 
 
 async def test_failure_stops_dependants_but_not_siblings(make_pipeline, registry, sinks, tmp_path):

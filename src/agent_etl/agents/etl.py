@@ -222,6 +222,7 @@ class _TaskRun:
         self._unreported = 0
         self._reported_at = time.monotonic()
         self.tracker = Tracker()
+        self._sources: list[str] | None = None
         self.commits = _Commits(rc, task.name, self.tracker)
         spec = rc.pipeline.spec
         cls = rc.registry.get(task.family, task.tool)
@@ -234,7 +235,7 @@ class _TaskRun:
             commit_hook=self.commits.commit, position_source=self.commits.position, line=task.line,
             resources=rc.resources,
             state_loader=lambda: rc.load_state(task.name), state_hook=lambda v: rc.stage_state(task.name, v),
-            unit_source=(lambda: self.tracker.boundary) if units else None,
+            unit_source=self._unit_due if units else None,
             prepare_hook=(lambda final: barrier.prepare(task.name, final)) if barrier is not None else None,
             run=rc)
         self.tool = cls(_config(task, cls), self.ctx)
@@ -274,6 +275,9 @@ class _TaskRun:
             await self.agent.bus.request("quality.open", GateOpen(self.rc.run_id, self.task.name, self.task.gates, self.rc),
                                          timeout=None)
         async for batch in out:
+            if self.task.kind == "extract" and not self.batches:
+                # known once the read is open (a table's key): loads below commit in units only if so
+                self.rc.resumable[self.task.name] = bool(self.tool.resumable())
             self.rows += batch.num_rows
             self.batches += 1
             if gated:
@@ -298,11 +302,23 @@ class _TaskRun:
         if getattr(self.tool, "quality_reports", None):  # a validate step's own gate
             details.setdefault("quality", []).extend(r.to_dict() for r in self.tool.quality_reports)
         final = position()
-        if self.task.kind == "extract" and mark is not None:
-            # the loads' last commit records it: the next run's bound, read from the destination
-            final = {self.task.name: {**(final.get(self.task.name) or {}), "mark": mark}}
+        if self.task.kind == "extract":
+            # what the loads' last commit records: the source was read to its end (a resume has
+            # nothing left of it), and an incremental read's new mark (the next run's bound)
+            final = {self.task.name: {**(final.get(self.task.name) or {}), "end": True,
+                                      **({"mark": mark} if mark is not None else {})}}
         await channel.close(position=final)
         return details
+
+    def _unit_due(self) -> bool:
+        """A commit unit ends with the batch just handed to the load: the clock marked it, and every
+        source above can start again after it (else the load commits once, at the end)."""
+        if not self.tracker.boundary:
+            return False
+        sources = self._sources
+        if sources is None:
+            sources = self._sources = extracts_above(self.rc.pipeline, self.task)
+        return all(self.rc.resumable.get(e, False) for e in sources)
 
     def _input(self, name: str) -> AsyncIterator[Envelope]:
         return self.rc.channels[name].envelopes(self.rc.readers[(self.task.name, name)])

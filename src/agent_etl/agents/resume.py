@@ -5,8 +5,8 @@ For every load the destination is asked what it holds of the run (``Loader.commi
 loader that keeps no checkpoints is answered by the run store's mirror. Then:
 
 - nothing landed: the load runs from the start (its one commit never happened);
-- it landed and the load commits once (replace, files, a path that cannot resume mid-stream):
-  done, not run again;
+- its last commit covered its sources to their end, or the load commits once (replace, files, a
+  path or a source that cannot resume mid-stream): done, not run again;
 - it landed in units: it goes on after the last unit (if that was the last one, the source yields
   nothing more and the load commits nothing).
 
@@ -125,7 +125,8 @@ def plan_resume(run_id: str, pipeline: Pipeline, registry: Any, task_status: dic
                 need.setdefault(e, []).append(None)
             continue
         position = cp.get("position") or {}
-        if not units.get(t.name) or not streaming_path(pipeline, t, registry):
+        ended = all((position.get(e) or {}).get("end") for e in extracts_above(pipeline, t))
+        if ended or not units.get(t.name) or not streaming_path(pipeline, t, registry):
             plan.done[t.name] = int(cp.get("rows") or 0)
             continue
         plan.resumed[t.name] = {"rows": int(cp.get("rows") or 0), "position": position}
