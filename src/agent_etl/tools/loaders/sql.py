@@ -320,7 +320,7 @@ class _Writer(Units):
         column (nullable: its rows have none)."""
         import sqlalchemy as sa
 
-        table = _checkpoints(self.schema)
+        table = _checkpoints(self.schema, self._mysql)
         insp = sa.inspect(self.conn)
         if not insp.has_table(checkpoints.TABLE, schema=self.schema):
             table.create(self.conn)
@@ -465,11 +465,18 @@ class SQLLoader(Loader):
                                   units=self.takes_units(), spool=spool)
 
 
-def _checkpoints(schema: str | None) -> Any:
+def _checkpoints(schema: str | None, in_mysql: bool) -> Any:
     """The checkpoint table as SQLAlchemy sees it (``databases.checkpoints``)."""
     import sqlalchemy as sa
     from sqlalchemy.dialects import mysql, postgresql
 
+    if in_mysql:  # TIMESTAMP: a point in time (DATETIME would hold the session's wall clock); to the
+        # microsecond, so the units of one load have an order
+        committed_at = sa.Column("committed_at", mysql.TIMESTAMP(fsp=6), nullable=False,
+                                 server_default=sa.text("CURRENT_TIMESTAMP(6)"))
+    else:
+        committed_at = sa.Column("committed_at", sa.DateTime(timezone=True), nullable=False,
+                                 server_default=sa.func.current_timestamp())
     return sa.Table(
         checkpoints.TABLE, sa.MetaData(),
         sa.Column("run_id", sa.Text(), nullable=False),
@@ -477,9 +484,7 @@ def _checkpoints(schema: str | None) -> Any:
         sa.Column("table_name", sa.Text(), nullable=False),
         sa.Column("rows", sa.BigInteger(), nullable=False),
         sa.Column("position", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
-        # TIMESTAMP on MySQL: a point in time (DATETIME would hold the session's wall clock)
-        sa.Column("committed_at", sa.DateTime(timezone=True).with_variant(mysql.TIMESTAMP(), "mysql", "mariadb"),
-                  nullable=False, server_default=sa.func.current_timestamp()),
+        committed_at,
         schema=schema)
 
 
@@ -503,7 +508,7 @@ def _committed(ctx: ToolContext, config: SQLLoader.Config) -> dict[str, Any] | N
     with conn:
         if not sa.inspect(conn).has_table(checkpoints.TABLE, schema=schema):
             return None
-        t = _checkpoints(schema)
+        t = _checkpoints(schema, eng.dialect.name in ("mysql", "mariadb"))
         match = sa.and_(t.c.run_id == ctx.run_id, t.c.task == ctx.task, t.c.table_name == config.table)
         total, count = conn.execute(sa.select(sa.func.sum(t.c.rows), sa.func.count()).where(match)).one()
         if not count:
