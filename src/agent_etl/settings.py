@@ -28,8 +28,3 @@ class Settings(BaseSettings):
 
     def store_url_for(self, home: Path) -> str:
         return self.store_url or f"sqlite:///{Path(home) / 'runs.db'}"
-
-    @property
-    def run_store_url(self) -> str:
-        """The run store of commands that name no pipeline (``runs list``, ``report``)."""
-        return self.store_url_for(self.home_for(None))

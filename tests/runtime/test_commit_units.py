@@ -252,3 +252,34 @@ def test_backoff_has_jitter_within_half_and_all_of_the_delay():
     delays = [r.delay(3) for _ in range(200)]
     assert all(2.0 <= d <= 4.0 for d in delays) and len(set(delays)) > 150
     assert Retries(initial_delay=1.0, jitter=False).delay(3) == 4.0
+
+
+async def test_resume_refuses_a_destination_that_lost_what_it_committed(units_registry, tmp_path):
+    from agent_etl.exceptions import ResumeError
+
+    failed = await run(units_registry, tmp_path, spec(a=", fail_at_unit: 3"))
+    assert failed.exit_code == 1 and len(LEDGERS["a"]) == 2
+    LEDGERS["a"].clear()  # the table was dropped between the crash and the resume
+    with pytest.raises(ResumeError, match=r"load 'a' of run .* committed 60 rows in 2 unit\(s\), but its destination"):
+        await AgentCoordinator(registry=units_registry, home=tmp_path / ".agent-etl").run(resume=failed.run_id)
+    assert LEDGERS["a"] == [] and len(LEDGERS["b"]) == 2  # nothing was rewritten
+
+
+async def test_a_run_killed_in_flight_is_crashed_and_resumable(units_registry, tmp_path):
+    from agent_etl.store.runs import RunStore
+
+    text = spec().replace("batch: 10}", "batch: 10, delay: 0.05}")
+    task = asyncio.ensure_future(run(units_registry, tmp_path, text))
+    while len(LEDGERS.get("a", [])) < 1:
+        await asyncio.sleep(0.01)
+    task.cancel()  # like Ctrl-C / SIGTERM: the unit in flight rolls back
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    store = RunStore.at(tmp_path / ".agent-etl")
+    (row,) = store.list_runs()
+    store.close()
+    assert row["status"] == "interrupted"
+    done = len(ids("a"))
+    assert done % 30 == 0 and 0 < done < 100 and ids("a") == ids("b")
+    resumed = await AgentCoordinator(registry=units_registry, home=tmp_path / ".agent-etl").run(resume=row["run_id"])
+    assert resumed.ok and ids("a") == ids("b") == [2 * i for i in range(100)]

@@ -279,8 +279,15 @@ class AgentCoordinator(Agent):
                 units[t.name] = bool(loader.takes_units())
                 if type(loader).committed is Loader.committed:
                     committed[t.name] = mirror.get(t.name)
-                else:
-                    committed[t.name] = await loader.committed()
+                    continue
+                held = committed[t.name] = await loader.committed()
+                seen = mirror.get(t.name)
+                if held is None and seen is not None:
+                    raise ResumeError(
+                        f"load {t.name!r} of run {run_id} committed {seen['rows']:,} rows in {seen['commits']} "
+                        "unit(s), but its destination no longer holds them (was the table or file dropped or "
+                        "rewritten since?); resuming would load only part of the data. Start a new run with "
+                        "`agent-etl run` instead")
         finally:
             await resources.aclose()
         return committed, units

@@ -18,6 +18,8 @@ app.add_typer(runs_app, name="runs")
 
 Vars = Annotated[Optional[list[str]], typer.Option("--var", "-v", help="K=V, interpolated as ${K}; wins over the environment.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+Home = Annotated[Optional[str], typer.Option("--home", help="State folder holding the run store (default: "
+                                                            "AGENT_ETL_HOME, else ./.agent-etl).")]
 
 
 def _version(value: bool) -> None:
@@ -53,9 +55,7 @@ def run(pipeline: Annotated[str, typer.Argument(help="Pipeline YAML file.")], va
 
 @app.command()
 def resume(run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")], var: Vars = None,
-           json: Json = False, quiet: Quiet = False, force: Force = False,
-           home: Annotated[Optional[str], typer.Option(help="State folder of the run (default: AGENT_ETL_HOME, "
-                                                            "else .agent-etl here).")] = None) -> None:
+           json: Json = False, quiet: Quiet = False, force: Force = False, home: Home = None) -> None:
     """Resume a failed, interrupted or crashed run: finished loads are not run again, a load that
     committed part of its input goes on after its last commit. Secrets are read again from the
     environment or --var."""
@@ -93,21 +93,22 @@ def tools_list(kind: Annotated[Optional[str], typer.Option(help="extractor, tran
 
 @runs_app.command("list")
 def runs_list(limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
-              pipeline: Annotated[Optional[str], typer.Option(help="Only runs of this pipeline.")] = None,
-              json: Json = False) -> None:
+              pipeline: Annotated[Optional[str], typer.Option(
+                  help="Only runs of this pipeline: its name, or its YAML file (whose state folder is read).")] = None,
+              json: Json = False, home: Home = None) -> None:
     """List recent runs."""
     from agent_etl.cli.history import list_command
 
-    _exit(lambda: list_command(limit, pipeline, as_json=json))
+    _exit(lambda: list_command(limit, pipeline, as_json=json, home=home))
 
 
 @runs_app.command("show")
 def runs_show(run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
-              json: Json = False) -> None:
+              json: Json = False, home: Home = None) -> None:
     """Show one run: its tasks, rows, durations, agents and errors."""
     from agent_etl.cli.history import show_command
 
-    _exit(lambda: show_command(run_id, as_json=json))
+    _exit(lambda: show_command(run_id, as_json=json, home=home))
 
 
 @app.command()
@@ -118,11 +119,11 @@ def report(run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix i
                "--out", "-o", help="File or directory to write; '-' for stdout. Default: report-RUN_ID.EXT here.",
            )] = None,
            history: Annotated[int, typer.Option(help="How many earlier runs of the pipeline to compare with.")] = 20,
-           ) -> None:
+           home: Home = None) -> None:
     """Write the quality report of a run: checks, failing rows, profile charts, anomalies, history."""
     from agent_etl.cli.report import report_command
 
-    _exit(lambda: report_command(run_id, format, out, history))
+    _exit(lambda: report_command(run_id, format, out, history, home))
 
 
 def _exit(command) -> None:

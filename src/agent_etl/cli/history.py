@@ -8,19 +8,35 @@ import json
 from agent_etl.exceptions import SpecError
 
 
-def _store():
+def open_store(home: str | None = None, pipeline: str | None = None):
+    """The run store the commands that name no run's pipeline read: ``--home``, else
+    AGENT_ETL_HOME, else the ``.agent-etl`` next to ``pipeline`` when it is a pipeline file, else
+    ``./.agent-etl``. Returns the store and the pipeline name to filter on."""
+    from pathlib import Path
+
     from agent_etl.settings import Settings
     from agent_etl.store.runs import RunStore
 
-    return RunStore(Settings().run_store_url)
+    settings = Settings(**({"home": home} if home else {}))
+    name = pipeline
+    base = None
+    if pipeline and pipeline.endswith((".yaml", ".yml")) and Path(pipeline).is_file():
+        from agent_etl.yamlsource import load_yaml
+
+        data = load_yaml(Path(pipeline).read_text(), pipeline).data
+        name = data.get("name") if isinstance(data, dict) else None
+        base = Path(pipeline).resolve().parent
+    return RunStore(settings.store_url_for(settings.home_for(base))), name
 
 
 def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
-def list_command(limit: int, pipeline: str | None, *, as_json: bool) -> int:
-    rows = _store().list_runs(limit, pipeline)
+def list_command(limit: int, pipeline: str | None, *, as_json: bool, home: str | None = None) -> int:
+    store, name = open_store(home, pipeline)
+    rows = store.list_runs(limit, name)
+    store.close()
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
@@ -35,8 +51,10 @@ def list_command(limit: int, pipeline: str | None, *, as_json: bool) -> int:
     return 0
 
 
-def show_command(run_id: str, *, as_json: bool) -> int:
-    record = _store().get_run(run_id)
+def show_command(run_id: str, *, as_json: bool, home: str | None = None) -> int:
+    store, _ = open_store(home)
+    record = store.get_run(run_id)
+    store.close()
     if record is None:
         raise SpecError(f"no run {run_id!r} in the run store (see `agent-etl runs list`)")
     if as_json:

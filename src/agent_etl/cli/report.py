@@ -23,16 +23,15 @@ from pathlib import Path
 from agent_etl.exceptions import SpecError, ToolError
 
 
-def report_command(run_id: str, fmt: str | None, out: str | None, history_runs: int) -> int:
+def report_command(run_id: str, fmt: str | None, out: str | None, history_runs: int, home: str | None = None) -> int:
     from agent_etl.report import FORMATS, model, render
 
     fmt = _format(fmt, out, FORMATS)
     if history_runs < 0:
         raise SpecError(f"--history {history_runs}: give the number of earlier runs to show, 0 or more")
-    from agent_etl.settings import Settings
-    from agent_etl.store.runs import RunStore
+    from agent_etl.cli.history import open_store
 
-    store = RunStore(Settings().run_store_url)
+    store, _ = open_store(home)
     try:
         report = model.build(store, run_id, history_runs=history_runs)
     finally:
