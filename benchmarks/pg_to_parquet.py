@@ -43,7 +43,7 @@ except ImportError:  # the duckdb and dlt venvs run this file too; they inherit 
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 SQL = Path(__file__).resolve().parents[2] / "shared" / "bench" / "pg_1m_rows.sql"
-PEERS = Path(os.environ.get("BENCH_PEERS", "/work/peers"))
+PEERS = Path(os.environ.get("BENCH_PEERS", Path(__file__).resolve().parent / ".data" / "peers"))
 MAIN = ["anchor", "ours", "duckdb", "dlt", "pandas"]
 ALTERNATIVES = ["ours_read", "adbc", "csv", "connectorx"]
 PARTITIONS = int(os.environ.get("BENCH_PG_PARTITIONS", "1"))  # ours and ours_read: block partitions

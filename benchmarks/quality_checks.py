@@ -150,7 +150,7 @@ def measure(variants: dict[str, object], repeat: int) -> dict[str, tuple[float, 
 
 
 def ge_variant(path: Path) -> str:
-    python = Path(os.environ.get("BENCH_PEERS", "/work/peers")) / "ge" / "bin" / "python"
+    python = Path(os.environ.get("BENCH_PEERS", Path(__file__).resolve().parent / ".data" / "peers")) / "ge" / "bin" / "python"
     if not python.exists():
         return f"skipped: no Great Expectations venv at {python.parent.parent} (run benchmarks/peers/ge.sh)"
     script = Path(__file__).parent / "peers" / "ge_checks.py"

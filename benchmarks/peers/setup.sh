@@ -4,7 +4,7 @@
 #   dlt:      dlt with its sql_database source (pyarrow backend) and psycopg2
 # Usage: bash benchmarks/peers/setup.sh [duckdb14|dlt ...]   (default: all; idempotent)
 set -euo pipefail
-PEERS="${BENCH_PEERS:-/work/peers}"
+PEERS="${BENCH_PEERS:-$(cd "$(dirname "$0")/.." && pwd)/.data/peers}"
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 mkdir -p "$PEERS"
 
