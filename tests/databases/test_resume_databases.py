@@ -19,7 +19,7 @@ from agent_etl.exceptions import ToolError
 from agent_etl.testing import build, tool_context
 
 N = 1500
-ENGINES = ["sqlite", "duckdb", "sql_sqlite", "sql_pg"]  # postgres and mysql: next
+ENGINES = ["sqlite", "duckdb", "sql_sqlite", "sql_pg", "postgres", "mysql"]
 
 
 class Engine:
@@ -229,7 +229,7 @@ async def test_a_position_of_another_order_is_refused(engine):
     await ctx.resources.aclose()
 
 
-async def _test_uuid_and_timestamptz_keys_on_postgres(pg_source, tmp_path):
+async def test_uuid_and_timestamptz_keys_on_postgres(pg_source, tmp_path):
     e = Engine.__new__(Engine)
     e.kind, e.tmp_path, e.tool, e.url, e.run = "postgres", tmp_path, "postgres", pg_source.url, pg_source.run
     pg_source.run("CREATE TABLE k (u uuid, at timestamptz, n numeric, v int, PRIMARY KEY (u, at, n))")
@@ -239,3 +239,27 @@ async def _test_uuid_and_timestamptz_keys_on_postgres(pg_source, tmp_path):
     assert full.num_rows == 1000
     uuids = full.column("u").to_pylist()
     assert uuids == sorted(uuids, key=uuid.UUID)
+
+
+async def test_a_run_that_cannot_resume_reads_in_no_order(engine):
+    """Without loads committing in units (``RunContext.unit_loads``) no position is ever resumed
+    from: the read skips its ORDER BY, and says that its positions are not resumable."""
+    from types import SimpleNamespace
+
+    create(engine, "t", "PRIMARY KEY (id)", rows(300))
+    for run, flag, ordered in ((SimpleNamespace(unit_loads=set()), None, False),
+                               (SimpleNamespace(unit_loads={"load"}), None, True),
+                               (None, False, False), (SimpleNamespace(unit_loads=set()), True, True)):
+        ctx = tool_context(engine.tmp_path, batch_size=50, connections={"db": {"url": engine.url}})
+        ctx.run = run
+        if flag is not None:
+            ctx.may_resume = flag
+        tool = build("extractor", engine.tool, {"connection": "db", "table": "t"}, ctx)
+        assert tool.resumable()  # before the read: resume_from could start it
+        got = [(b, tool.position()) async for b in tool.batches()]
+        await ctx.resources.aclose()
+        assert tool.resumable() is ordered and ("order" in got[-1][1]) is ordered
+        assert sorted(pa.Table.from_batches([b for b, _ in got]).column("id").to_pylist()) == list(range(300))
+        if not ordered:  # such a position cannot be resumed from
+            with pytest.raises(ToolError, match="not the position of a keyed table read"):
+                await engine.read({"table": "t"}, position=got[1][1])

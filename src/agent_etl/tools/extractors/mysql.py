@@ -15,6 +15,14 @@ columns connectorx cannot read exactly (DECIMAL beyond 28 digits or 10 decimals,
 it runs as a derived table (``SELECT ... FROM (query) AS q WHERE ...``), which needs distinct column
 names and does not keep the query's ORDER BY. ``partitions`` reads the key ranges on that many
 connections in parallel (the first range also reads NULL keys). TIMESTAMP values are read in UTC.
+
+Resumable (``resume_from``): a ``table`` read of a table with a PRIMARY KEY (or a UNIQUE index on
+NOT NULL columns), incremental or not, partitioned or not: it is read ``ORDER BY`` the key (InnoDB
+reads its primary key in that order anyway), by (cursor, key) when incremental, and a resumed read
+asks each partition for the rows after its last key (``k1 > x OR (k1 = x AND k2 > y)``, values
+as typed literals, so strings compare in the column's collation as the ORDER BY did). The batches
+of parallel partitions interleave: each batch's partition is found from its ``partition_on``
+value. A ``query:`` read, or one of a table without such a key, is not resumable.
 """
 
 from __future__ import annotations
@@ -24,12 +32,12 @@ from typing import Any
 import pyarrow as pa
 
 from agent_etl.exceptions import ToolError, TransientError
-from agent_etl.tools.base import Extractor, ToolContext
+from agent_etl.tools.base import ToolContext
 from agent_etl.tools.databases import mysql
 from agent_etl.tools.databases.blocking import in_thread
 from agent_etl.tools.databases.mysql_types import Column, conform, result_columns
 from agent_etl.tools.databases.options import SourceOptions
-from agent_etl.tools.databases.reads import CursorRead, Part, parts, where
+from agent_etl.tools.databases.reads import KeyedExtractor, Part, after_last, order_by, parts, where
 
 _DERIVED = "_agent_etl_q"
 
@@ -37,8 +45,8 @@ _DERIVED = "_agent_etl_q"
 class _Plan:
     """The blocking half: metadata, bounds and the SQL of each partition."""
 
-    def __init__(self, ctx: ToolContext, config: SourceOptions, cursor: CursorRead | None):
-        self.ctx, self.config, self.cursor = ctx, config, cursor
+    def __init__(self, ctx: ToolContext, config: SourceOptions, ext: MySQLExtractor):
+        self.ctx, self.config, self.ext, self.cursor = ctx, config, ext, ext.inc
         self.pool = mysql.pool(ctx, config.connection)
         if config.table is not None:
             self.what = f"table {config.table!r}"
@@ -63,15 +71,18 @@ class _Plan:
                         if col and col not in names:
                             raise ToolError(f"task {self.ctx.task!r}: {opt} {col!r} is not a column of the MariaDB/"
                                             f"MySQL {self.what}; columns: {', '.join(names)}")
-                    splits = self._parts(cur)
+                    key = table_key(cur, *mysql.table_name(self.config.table)) if self.config.table else None
+                    after = self.cursor.after if self.cursor else None
+                    splits = list(self.ext.keyed(key, after, lambda: self._parts(cur), f"MariaDB/MySQL {self.what}"))
             except pymysql.Error as e:
                 raise self.error(e) from e
+        self.order = self.ext.progress.order if self.ext.progress is not None else None
         if self.config.query is not None and splits == [Part()] and self.cursor is None \
                 and all(c.plain for c in self.columns):
             self.queries = [self.config.query.strip().rstrip(";")]  # as written: a derived table drops ORDER BY
             return
         select = ", ".join(f"{c.expr} AS {mysql.ident(c.name)}" for c in self.columns)
-        self.queries = [f"SELECT {select} FROM {self.source}{self._where(p)}" for p in splits]
+        self.queries = [f"SELECT {select} FROM {self.source}{self._where(p, i)}" for i, p in enumerate(splits)]
 
     def _parts(self, cur: Any) -> list[Part]:
         if self.config.partitions <= 1:
@@ -81,7 +92,7 @@ class _Plan:
         lo, hi = cur.fetchone()
         return parts(lo, hi, self.config.partitions)
 
-    def _where(self, part: Part | None) -> str:
+    def _where(self, part: Part | None, index: int | None = None) -> str:
         inc = self.cursor
         # connectorx takes no parameters: bounds become literals of typed values (mysql.literal)
         sql, params = where(mark=lambda i: f"\x00{i}\x00",
@@ -90,6 +101,12 @@ class _Plan:
                             part=part)
         for i, value in enumerate(params, 1):
             sql = sql.replace(f"\x00{i}\x00", mysql.literal(value))
+        if index is not None and self.order is not None:
+            last = self.ext.progress.last[index]
+            if last is not None:
+                sql += (" AND " if sql else " WHERE ") + after_last(self.order, last, mysql.ident, _literal,
+                                                                    row_values=False)
+            sql += order_by(self.order, mysql.ident, lambda c: f"{c} IS NULL, {c}")
         return sql
 
     def error(self, e: BaseException) -> ToolError:
@@ -109,7 +126,27 @@ def _short(sql: str | None) -> str:
     return sql if len(sql) <= 80 else sql[:77] + "..."
 
 
-class MySQLExtractor(Extractor):
+def _literal(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        return f"X'{bytes(value).hex()}'" if value else "''"
+    return mysql.literal(value)
+
+
+def table_key(cur: Any, database: str | None, table: str) -> list[str] | None:
+    """The primary key, else the unique index on the fewest columns, all NOT NULL (None: neither)."""
+    cur.execute("SELECT s.INDEX_NAME, s.COLUMN_NAME, c.IS_NULLABLE FROM information_schema.STATISTICS s "
+                "JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME "
+                "AND c.COLUMN_NAME = s.COLUMN_NAME WHERE s.TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND "
+                "s.TABLE_NAME = %s AND s.NON_UNIQUE = 0 ORDER BY s.INDEX_NAME, s.SEQ_IN_INDEX", (database, table))
+    indexes: dict[str, list[tuple[str, str]]] = {}
+    for index, column, nullable in cur.fetchall():
+        indexes.setdefault(index, []).append((column, nullable))
+    keys = sorted((name != "PRIMARY", len(cols), name, [c for c, _ in cols]) for name, cols in indexes.items()
+                  if all(n == "NO" for _, n in cols))
+    return keys[0][3] if keys else None
+
+
+class MySQLExtractor(KeyedExtractor):
     """Read a MariaDB/MySQL table or query as Arrow batches (incremental, partitioned)."""
 
     Config = SourceOptions
@@ -119,12 +156,25 @@ class MySQLExtractor(Extractor):
         self._rows = 0
 
     def position(self) -> dict[str, Any]:
-        return {"rows": self._rows}
+        return {"rows": self._rows, **self.keyed_position()}
+
+    def find_key(self) -> list[str] | None:
+        import pymysql
+
+        try:
+            with mysql.pool(self.ctx, self.config.connection).connection() as conn, conn.cursor() as cur:
+                return table_key(cur, *mysql.table_name(self.config.table))
+        except (pymysql.Error, ToolError):
+            return None
 
     async def batches(self):
-        cursor = CursorRead(self.config.incremental, self.ctx) if self.config.incremental else None
-        plan = _Plan(self.ctx, self.config, cursor)
+        cursor = self.resumed_cursor()
+        if self._resume is not None:
+            self._rows = self._resume["rows"]
+        plan = _Plan(self.ctx, self.config, self)
         await in_thread(plan.build)
+        progress = self.progress
+        split = self.config.partition_on if len(plan.queries) > 1 else None
         reader = await in_thread(self._open, plan)
         try:
             sent = False
@@ -137,6 +187,8 @@ class MySQLExtractor(Extractor):
                 sent = True
                 if cursor is not None:
                     cursor.observe(batch)
+                if progress is not None and batch.num_rows:  # a batch holds rows of one partition
+                    progress.observe(batch, progress.part_of(batch.column(split)[0].as_py()) if split else 0)
                 self._rows += batch.num_rows
                 yield batch
             if not sent:  # an empty result still gives one 0-row batch, so the schema travels

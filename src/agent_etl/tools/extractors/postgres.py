@@ -13,6 +13,15 @@ quotes keep case, dots and anything else: ``'"Odd.Name"'``) or ``query`` (any SE
 - ``incremental: {cursor, initial, lookback}``: only rows with ``cursor > mark - lookback``, where
   the mark is the largest cursor value of the last successful run (``initial`` the first time).
 
+Resumable (``resume_from``): a ``table`` read of a table with a primary key (or a unique index on
+NOT NULL columns, not partial), incremental or not, and partitioned on ``partition_on`` or not. It
+is read ``ORDER BY`` the key (the cursor first when incremental: ``ORDER BY cursor, key``), each
+partition on its own; the position keeps the partition bounds and each partition's last values,
+and a resumed read asks per partition for ``(key) > (last key)`` (a row-value comparison, which
+the key's index serves), values as typed literals. Block partitions (``partitions`` without
+``partition_on``) and ``query:`` reads are not resumable: a row's ``ctid`` changes when it is
+updated, and a free query has no key.
+
 Rows travel as ``COPY (...) TO STDOUT (FORMAT binary)`` and are decoded with numpy in a worker
 thread (``databases.pg_copy``, ``pg_decode``); column types map as documented in
 ``databases.pg_columns`` (and docs/databases.md). An empty result gives one 0-row batch with the
@@ -32,7 +41,7 @@ import pyarrow as pa
 from pydantic import field_validator
 
 from agent_etl.exceptions import ToolError, TransientError
-from agent_etl.tools.base import Extractor, ToolContext
+from agent_etl.tools.base import ToolContext
 from agent_etl.tools.databases.blocking import in_thread
 from agent_etl.tools.databases.checkpoints import TABLE as CHECKPOINTS
 from agent_etl.tools.databases.connection import describe
@@ -42,7 +51,7 @@ from agent_etl.tools.databases.pg_columns import PgColumn, resolve
 from agent_etl.tools.databases.pg_copy import CopyRead
 from agent_etl.tools.databases.pg_decode import WIDTH, DecodeError, FramingError
 from agent_etl.tools.databases.postgres import Pool, pool
-from agent_etl.tools.databases.reads import CursorRead, Part, parts, where
+from agent_etl.tools.databases.reads import CursorRead, KeyedExtractor, Part, after_last, order_by, parts, where
 
 SNAPSHOT_WAIT = 60  # seconds the first read waits for the others to import its snapshot
 
@@ -75,20 +84,37 @@ class _Plan:
         self.schema = pa.schema([pa.field(c.name, c.type) for c in columns])
 
 
-class PostgresExtractor(Extractor):
+class PostgresExtractor(KeyedExtractor):
     """Read a PostgreSQL table or query as Arrow batches (binary COPY, decoded with numpy)."""
 
     Config = PostgresOptions
 
     def __init__(self, config: PostgresOptions, ctx: ToolContext):
         super().__init__(config, ctx)
-        self.cursor = CursorRead(config.incremental, ctx) if config.incremental else None
+        self.cursor = self.inc = CursorRead(config.incremental, ctx) if config.incremental else None
         self._read: CopyRead | None = None
         self._lead: Any = None  # the connection that plans the read and reads its first range
         self._where = f"table {config.table!r}" if config.table is not None else "query"
+        self._before = 0  # rows yielded before a resume
+
+    def keyed_read(self) -> bool:
+        """A table read, but not by storage blocks (a row's ctid changes when it is updated)."""
+        return self.config.table is not None and not (self.config.partitions > 1 and not self.config.partition_on)
+
+    def find_key(self) -> list[str] | None:
+        import psycopg
+
+        try:
+            pg = pool(self.ctx, self.config.connection)
+            with pg.connection() as conn:
+                schema, name = split_table(self.config.table)
+                row = conn.execute("SELECT to_regclass(%s)::oid", (_ident(schema, name).as_string(conn),)).fetchone()
+                return _key(conn, row[0]) if row and row[0] is not None else None
+        except (psycopg.Error, ToolError, ValueError):
+            return None
 
     def position(self) -> dict[str, Any]:
-        pos: dict[str, Any] = {"rows": self._read.rows if self._read else 0}
+        pos: dict[str, Any] = {"rows": self._before + (self._read.rows if self._read else 0)}
         if self.cursor is not None:
             # rows come in no particular order: resume by reading again after the same bound
             after = self.cursor.after
@@ -97,12 +123,17 @@ class PostgresExtractor(Extractor):
                 after if after is None or isinstance(after, (int, float, str)) else str(after))
             if self.cursor.tracker.max is not None:
                 pos["max"] = encode(self.cursor.inc.cursor, self.cursor.tracker.max)["value"]
+        if self.progress is not None:
+            pos.update(self.keyed_position())
         return pos
 
     async def batches(self):
         import psycopg
 
         pg = pool(self.ctx, self.config.connection)
+        if self._resume is not None:
+            self.cursor = self.resumed_cursor()
+            self._before = self._resume["rows"]
         lead = contextlib.ExitStack()
         failed: BaseException | None = None
         try:
@@ -110,13 +141,17 @@ class PostgresExtractor(Extractor):
                 plan = await in_thread(self._plan, pg, lead)
             except psycopg.Error as e:
                 raise self._error(e, pg) from None
+            cfg = self.config
             barrier = threading.Barrier(len(plan.statements), timeout=SNAPSHOT_WAIT) if plan.snapshot else None
             self._read = CopyRead(self._opener(pg, plan, barrier), plan.statements, plan.columns, plan.schema,
                                   self.ctx.batch_size, self._decode_error, on_stop=barrier.abort if barrier else None)
             try:
+                progress, split = self.progress, cfg.partition_on if len(plan.statements) > 1 else None
                 async for batch in self._read.batches():
                     if self.cursor is not None:
                         self.cursor.observe(batch)
+                    if progress is not None and batch.num_rows:  # a batch holds rows of one partition
+                        progress.observe(batch, progress.part_of(batch.column(split)[0].as_py()) if split else 0)
                     yield batch
             except psycopg.Error as e:
                 raise self._error(e, pg) from None
@@ -139,7 +174,8 @@ class PostgresExtractor(Extractor):
         if conn.info.encoding != "utf-8":
             conn.execute("SET client_encoding TO 'UTF8'")
         cfg = self.config
-        relation, plain_table, not_null = self._table(conn, pg) if cfg.table is not None else (None, False, set())
+        relation, plain_table, not_null, oid = self._table(conn, pg) if cfg.table is not None else (None, False, set(),
+                                                                                                     None)
         source = sql.SQL("SELECT * FROM {}").format(relation) if relation else sql.SQL(cfg.query.strip().rstrip(";"))
         cur = conn.execute(sql.SQL("SELECT * FROM ({}) AS _q LIMIT 0").format(source))
         described = [(d.name, d.type_code, cur.pgresult.fmod(i)) for i, d in enumerate(cur.description or ())]
@@ -164,32 +200,50 @@ class PostgresExtractor(Extractor):
         if cfg.partitions > 1:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        if blocks:
-            # rows visible to the snapshot are in the pages counted now; the last range is open anyway
-            pages = conn.execute(sql.SQL("SELECT pg_relation_size({}) / current_setting('block_size')::bigint")
-                                 .format(sql.Literal(relation.as_string(conn)))).fetchone()[0]
-            ranges = parts(0, pages - 1, cfg.partitions) if pages > 1 else [Part()]
-            if len(ranges) == 1:
-                conn.execute("COMMIT")
-                snapshot = None
-        elif cfg.partitions > 1:
+        key = _key(conn, oid) if oid is not None and self.keyed_read() else None
+        if key is not None and not set(key) <= set(names):
+            key = None  # a column the read cannot see (dropped since?): read in no particular order
+
+        def key_ranges() -> list[Part]:
+            if cfg.partitions <= 1:
+                return [Part()]
             lo, hi = conn.execute(sql.SQL("SELECT min({}), max({}) FROM {}{}").format(
                 refs[key_col], refs[key_col], subquery, self._filter(refs, cursor_col, after))).fetchone()
             if lo is not None and (isinstance(lo, bool) or not isinstance(lo, (int, dt.date))):
                 raise ToolError(f"task {self.ctx.task!r}: partition_on column {cfg.partition_on!r} is "
                                 f"{columns[key_col].pg_type}; split on an integer, date or timestamp column")
-            ranges = parts(lo, hi, cfg.partitions)
-            if len(ranges) == 1:
-                conn.execute("COMMIT")  # one range after all: a single statement needs no shared snapshot
-                snapshot = None
+            return parts(lo, hi, cfg.partitions)
+
+        if blocks:
+            # rows visible to the snapshot are in the pages counted now; the last range is open anyway
+            pages = conn.execute(sql.SQL("SELECT pg_relation_size({}) / current_setting('block_size')::bigint")
+                                 .format(sql.Literal(relation.as_string(conn)))).fetchone()[0]
+            ranges = self.keyed(None, after, lambda: parts(0, pages - 1, cfg.partitions) if pages > 1 else [Part()],
+                                f"PostgreSQL {self._where}")
+        else:
+            ranges = self.keyed(key, after, key_ranges, f"PostgreSQL {self._where}")
+        if snapshot is not None and len(ranges) == 1:
+            conn.execute("COMMIT")  # one range after all: a single statement needs no shared snapshot
+            snapshot = None
+        order = self.progress.order if self.progress is not None else None
+        position = {n: i for i, n in enumerate(names)}
+        ref_of = {n: refs[i].as_string(conn) for n, i in position.items()}
         casts = any(c.as_text for c in columns)
         selects = sql.SQL(", ").join(sql.SQL("{}::text").format(r) if c.as_text else r for r, c in zip(refs, columns))
         statements = []
-        for part in ranges:
+        for i, part in enumerate(ranges):
             filt = self._filter(refs, cursor_col, after, key_col if part != Part() else None, part)
             if blocks and part != Part():
                 joiner = " AND " if filt.as_string(conn) else " WHERE "
                 filt = sql.Composed([filt, sql.SQL(joiner), _block_range(part)])
+            if order is not None:
+                last = self.progress.last[i]
+                if last is not None:
+                    joiner = " AND " if filt.as_string(conn) else " WHERE "
+                    filt = sql.Composed([filt, sql.SQL(joiner + after_last(
+                        order, last, ref_of.__getitem__, lambda v: sql.Literal(v).as_string(conn)))])
+                # the key's btree index serves the order; NULL cursors (no bound) sort last, as ASC does
+                filt = sql.Composed([filt, sql.SQL(order_by(order, ref_of.__getitem__, lambda c: f"{c} NULLS LAST"))])
             if filt.as_string(conn) or casts:
                 body = sql.SQL("(SELECT {} FROM {}{})").format(selects, subquery, filt)
             elif plain_table:
@@ -223,11 +277,9 @@ class PostgresExtractor(Extractor):
                             f"(columns: {', '.join(names)}); name one of them, or alias it in the query")
         return found[0]
 
-    def _table(self, conn: Any, pg: Pool) -> tuple[Any, bool, set[str]]:
-        from psycopg import sql
-
+    def _table(self, conn: Any, pg: Pool) -> tuple[Any, bool, set[str], int]:
         schema, name = split_table(self.config.table)
-        ident = sql.Identifier(schema, name) if schema is not None else sql.Identifier(name)
+        ident = _ident(schema, name)
         row = conn.execute("SELECT c.oid, c.relkind FROM pg_catalog.pg_class c WHERE c.oid = to_regclass(%s)",
                            (ident.as_string(conn),)).fetchone()
         if row is None:
@@ -236,7 +288,7 @@ class PostgresExtractor(Extractor):
         not_null = {r[0] for r in conn.execute(
             "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped "
             "AND attnotnull", (oid,)).fetchall()}
-        return ident, relkind == "r", not_null  # views and partitioned tables need COPY (SELECT ...)
+        return ident, relkind == "r", not_null, oid  # views and partitioned tables need COPY (SELECT ...)
 
     def _missing(self, conn: Any, pg: Pool, schema: str | None, name: str) -> str:
         schemas = [schema] if schema is not None else [
@@ -308,6 +360,33 @@ class PostgresExtractor(Extractor):
             return ToolError(f"task {self.ctx.task!r}: PostgreSQL {self._where}: unexpected binary COPY data ({e}); "
                              "please report this with the PostgreSQL version")
         return e
+
+
+def _ident(schema: str | None, name: str) -> Any:
+    from psycopg import sql
+
+    return sql.Identifier(schema, name) if schema is not None else sql.Identifier(name)
+
+
+_KEY = """
+SELECT array_agg(a.attname ORDER BY k.ord)
+FROM pg_catalog.pg_index i
+CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = %s AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL
+  AND k.ord <= i.indnkeyatts
+GROUP BY i.indexrelid, i.indisprimary
+HAVING bool_and(a.attnotnull)
+ORDER BY i.indisprimary DESC, count(*), i.indexrelid
+LIMIT 1
+"""
+
+
+def _key(conn: Any, oid: int) -> list[str] | None:
+    """The primary key, else the unique index on the fewest NOT NULL columns (not partial, no
+    expressions); None if the relation has neither (a view, a table without one)."""
+    row = conn.execute(_KEY, (oid,)).fetchone()
+    return list(row[0]) if row else None
 
 
 @contextlib.contextmanager
