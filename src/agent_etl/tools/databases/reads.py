@@ -334,6 +334,10 @@ class KeyedExtractor(Extractor):
     def resume_from(self, position: dict[str, Any]) -> None:
         self._resume = check_position(position, f"task {self.ctx.task!r}")
 
+    def wants_order(self) -> bool:
+        """Whether this read goes in key order if the table has a key (so the key is worth a lookup)."""
+        return self.keyed_read() and (self._resume is not None or may_resume(self.ctx))
+
     def resumed_cursor(self) -> CursorRead | None:
         """The incremental side of this read (None: not incremental), set back to the position's bound."""
         inc = CursorRead(self.config.incremental, self.ctx) if self.config.incremental is not None else None
@@ -359,7 +363,7 @@ class KeyedExtractor(Extractor):
         self.progress, self._planned = None, True
         if key is not None:
             self._key = key
-        if key is None or not self.keyed_read() or (self._resume is None and not may_resume(self.ctx)):
+        if key is None or not self.wants_order():
             if self._resume is not None:
                 raise ToolError(f"task {self.ctx.task!r}: {what} has no primary key or unique NOT NULL key (or is "
                                 "not read in key order), so the read cannot go on from its position; start it anew")

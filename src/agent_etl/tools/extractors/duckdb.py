@@ -68,7 +68,7 @@ class _Reader:
         self.cur.begin()  # one snapshot for the partition bounds and every partition
         inc = self.config.incremental
         self.cursor_sql = quote(inc.cursor) if inc is not None else None
-        key = table_key(self.cur, *self.table) if self.table is not None else None
+        key = table_key(self.cur, *self.table) if self.ext.wants_order() else None
         self.parts = list(self.ext.keyed(key, self.after, self._probe, f"DuckDB {self.what}"))
         self.order = self.ext.progress.order if self.ext.progress is not None else None
 

@@ -71,7 +71,7 @@ class _Plan:
                         if col and col not in names:
                             raise ToolError(f"task {self.ctx.task!r}: {opt} {col!r} is not a column of the MariaDB/"
                                             f"MySQL {self.what}; columns: {', '.join(names)}")
-                    key = table_key(cur, *mysql.table_name(self.config.table)) if self.config.table else None
+                    key = table_key(cur, *mysql.table_name(self.config.table)) if self.ext.wants_order() else None
                     after = self.cursor.after if self.cursor else None
                     splits = list(self.ext.keyed(key, after, lambda: self._parts(cur), f"MariaDB/MySQL {self.what}"))
             except pymysql.Error as e:

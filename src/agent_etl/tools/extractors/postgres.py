@@ -200,7 +200,7 @@ class PostgresExtractor(KeyedExtractor):
         if cfg.partitions > 1:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        key = _key(conn, oid) if oid is not None and self.keyed_read() else None
+        key = _key(conn, oid) if oid is not None and self.wants_order() else None
         if key is not None and not set(key) <= set(names):
             key = None  # a column the read cannot see (dropped since?): read in no particular order
 

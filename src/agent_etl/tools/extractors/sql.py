@@ -106,7 +106,7 @@ class _Reader:
         self.names = [c["name"] for c in columns]
         self.types = [arrow_type(c["type"]) for c in columns]
         self.select = ", ".join(identifier(self.engine, n) for n in self.names)
-        self.key = table_key(inspector, schema, table, columns)
+        self.key = table_key(inspector, schema, table, columns) if self.ext.wants_order() else None
 
     def _sql(self, text: str) -> str:
         return text.replace("%", "%%") if self.escape else text

@@ -132,7 +132,7 @@ class _Reader:
             self.cursor_sql, self.after = _compared(quote(config.incremental.cursor), after), _param(after)
         self.order = None
         if self.ext is not None:
-            key = _table_key(self.cursor, config.table) if config.table is not None else None
+            key = _table_key(self.cursor, config.table) if self.ext.wants_order() else None
             self.parts = self.ext.keyed(key, after, lambda: self._probe(source), f"SQLite {self.what} in {self.path}")
             self.order = self.ext.progress.order if self.ext.progress is not None else None
             if self.order is not None:  # the stored values of the order's columns come last, for the position
