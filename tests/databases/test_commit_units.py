@@ -99,7 +99,8 @@ def dest(request, tmp_path):
                        "t", url)
     finally:
         with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE' if pg else f"DROP DATABASE IF EXISTS `{name}`")
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE' if pg
+                                 else f"DROP DATABASE IF EXISTS `{name}`")
         admin.dispose()
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+from agent_etl.tools.databases.spool import Spool
 
 
 async def in_thread(fn: Callable[..., Any], *args: Any, stop: Callable[[], None] | None = None) -> Any:
@@ -71,7 +69,7 @@ async def write_stream(writer: Any, batches: AsyncIterator[Any], ctx: Any, error
     ``spool`` is for a database with one writer at a time (SQLite) when the load has siblings to
     commit with: a load that held the write lock while it waited for them at ``prepare`` would keep
     a sibling writing into the same file from ever getting there. The unit's batches go to Arrow
-    files on local disk instead (``Spool``); after ``prepare`` they are written into the database
+    files on local disk instead (``databases.spool``); after ``prepare`` they are written into the database
     and committed at once, so the lock is held only for that. The price: what the database refuses
     (a constraint, a lock wait that timed out) shows only after the siblings were told this unit
     was ready."""
@@ -119,60 +117,6 @@ async def end_unit(writer: Any, ctx: Any, final: bool, spool: Spool | None = Non
         await report(writer, ctx)
     else:
         await ctx.prepare(final)
-
-
-class Spool:
-    """The batches of the open commit unit, in Arrow IPC stream files of a private temporary
-    directory (one file per run of batches with one schema), written and replayed in worker
-    threads; the memory held stays one batch."""
-
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="agent-etl-spool-")
-        self.files: list[str] = []
-        self._sink: Any = None
-        self._writer: Any = None
-        self._schema: Any = None
-
-    def write(self, batch: Any) -> None:
-        import pyarrow as pa
-
-        if self._writer is None or not batch.schema.equals(self._schema, check_metadata=True):
-            self._end()
-            path = os.path.join(self.dir, f"{len(self.files)}.arrow")
-            self._sink = pa.OSFile(path, "wb")
-            self._writer = pa.ipc.new_stream(self._sink, batch.schema)
-            self.files.append(path)
-            self._schema = batch.schema
-        self._writer.write_batch(batch)
-
-    def replay(self, write: Callable[[Any], None]) -> None:
-        """``write`` every batch spooled since the last replay, in order; then forget them."""
-        import pyarrow as pa
-
-        self._end()
-        files, self.files = self.files, []
-        try:
-            for path in files:
-                with pa.OSFile(path, "rb") as source:
-                    for batch in pa.ipc.open_stream(source):
-                        write(batch)
-        finally:
-            for path in files:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-
-    def _end(self) -> None:
-        if self._writer is not None:
-            writer, sink, self._writer, self._sink = self._writer, self._sink, None, None
-            try:
-                writer.close()
-            finally:
-                sink.close()
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._end()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 async def report(writer: Any, ctx: Any) -> None:

@@ -1,4 +1,4 @@
-"""DuckDB loader: Arrow batches into a table of a DuckDB file, in one transaction per load.
+"""DuckDB loader: Arrow batches into a table of a DuckDB file, in one transaction per commit unit.
 
 Options (``tools.databases.options.SinkOptions``): ``connection`` (``url: duckdb:///path.duckdb``,
 relative to the pipeline file; the file and its directory are created if missing), ``table``
@@ -23,10 +23,18 @@ decimal128(p,s) -> DECIMAL(p,s) (p <= 38), bool -> BOOLEAN, string -> VARCHAR, b
 date32 -> DATE, timestamp[s/ms/us] -> TIMESTAMP (ns -> TIMESTAMP_NS), with a time zone ->
 TIMESTAMPTZ, time -> TIME, duration -> INTERVAL, list -> LIST, struct -> STRUCT, map -> MAP,
 dictionary -> its values' type, json extension -> JSON. A type DuckDB cannot take fails the load
-naming the column. A failure anywhere (the input stream, a type, a constraint) rolls everything
-back, and ``ctx.commit`` is called only after the COMMIT. With the commit, a row (run_id, task,
+naming the column. A failure anywhere (the input stream, a type, a constraint) rolls the unit under
+way back, and ``ctx.commit`` is called only after the COMMIT. With each commit, a row (run_id, task,
 table_name, rows, position) goes into ``_agent_etl_checkpoints`` in the table's schema, in the same
 transaction (``databases.checkpoints``).
+
+Commit units (``tools.base``, ``Loader``): ``append`` and ``merge`` take them. A unit ends after a
+batch for which ``ctx.commit_due()`` is true, and when the stream has ended: a merge runs its MERGE
+INTO from the stage and empties it, the checkpoint row is written, ``ctx.prepare(final)`` awaited
+(the sibling loads), then COMMIT; the next batch begins the next transaction. If ``prepare``
+raises, the unit rolls back and earlier units stay. ``replace`` is one unit. ``committed()`` reads
+back the checkpoint rows of the run and task. A write-write conflict with another transaction is a
+``TransientError``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""MariaDB / MySQL loader: ``LOAD DATA LOCAL INFILE`` of each batch, committed atomically.
+"""MariaDB / MySQL loader: ``LOAD DATA LOCAL INFILE`` of each batch, committed atomically per commit unit.
 
 Options (DESIGN.md §2): ``connection`` (``url: mysql://user@host:3306/db``), ``table`` (``name`` or
 ``database.name``; double quotes keep dots), ``mode``, ``key`` and ``schema_policy``.
@@ -28,11 +28,20 @@ load with the server's message, the input row, and a rollback. The client enable
 the server must allow it too (``SHOW VARIABLES LIKE 'local_infile'`` is ON; MariaDB's default).
 Created tables follow the mapping in ``databases.mysql_types``.
 
-With each load, a row (run_id, task, table_name, rows, position) goes into ``_agent_etl_checkpoints``
+With each commit, a row (run_id, task, table_name, rows, position) goes into ``_agent_etl_checkpoints``
 in the table's database (``databases.checkpoints``), inside the commit's transaction for append and
 merge; DDL commits implicitly, so that table is created (or given ``position``) before the load's
 transaction begins. For replace the checkpoint follows the swap (RENAME TABLE commits on its own):
 it is written right after it, not atomically with it.
+
+Commit units (``tools.base``, ``Loader``): ``append`` and ``merge`` take them. When one ends
+(``ctx.commit_due()`` after a batch, or the end of the stream), the LOAD DATA under way is waited
+for, a merge runs its upsert from the stage, the checkpoint row is written, ``ctx.prepare(final)``
+awaited (the sibling loads), then COMMIT; the next unit begins a new transaction (append) or loads
+into the emptied stage (merge). If ``prepare`` raises, the unit rolls back (with the columns it
+added) and earlier units stay. ``replace`` is one unit, prepared before its RENAME. ``committed()``
+reads back the checkpoint rows of the run and task. Errors 1040, 1053, 1205 (lock wait timeout),
+1213 (deadlock), 2002-2013 (connection refused, gone away, lost) are ``TransientError``.
 """
 
 from __future__ import annotations

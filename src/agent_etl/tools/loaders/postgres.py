@@ -1,12 +1,13 @@
-"""PostgreSQL loader: binary COPY from Arrow batches, in one transaction per load.
+"""PostgreSQL loader: binary COPY from Arrow batches, in one transaction per commit unit.
 
 Options (DESIGN.md §2): ``connection`` (a ``connections:`` entry with ``url: postgresql://...``),
 ``table`` (``name`` or ``schema.name``; double quotes keep dots and case: ``'"Odd.Name"'``),
 ``mode: append | replace | merge``, ``key`` (merge), ``schema_policy: evolve | freeze``.
 
 - ``append`` (default) COPYs straight into the table (created from the first batch's schema if it
-  does not exist, with its schema). Everything is one transaction, committed when the input stream
-  has ended cleanly: if the stream fails, nothing new stays in the table.
+  does not exist, with its schema). A commit unit is one transaction, committed when the unit ends
+  (or the input stream has ended cleanly): if the stream fails, nothing of the unit under way stays
+  in the table.
 - ``replace`` COPYs into a TEMP staging table, then in one transaction deletes the old rows and
   inserts the staged ones. Readers see the old rows until the commit, then the new ones, never a
   mix (DELETE rather than TRUNCATE: TRUNCATE is not MVCC-safe). The table itself stays, with its
@@ -22,6 +23,17 @@ Options (DESIGN.md §2): ``connection`` (a ``connections:`` entry with ``url: po
   ``freeze`` fails listing them (and, for replace, the table's columns the stream lacks), changing
   nothing. A column whose type does not fit the table's column is an error naming both types in
   either mode (see ``pg_load_types`` for the type mapping and what fits).
+
+Commit units (``tools.base``, ``Loader``): ``append`` and ``merge`` take them. After a batch for
+which ``ctx.commit_due()`` is true, and once the stream has ended, the unit ends: the COPY is
+finished (merge: the TEMP stage is upserted into the table, and goes with the commit; the next unit
+stages anew), the checkpoint row written, ``ctx.prepare(final)`` awaited (the sibling loads), then
+COMMIT and ``ctx.commit(rows of the unit)``; the next batch starts a new transaction and COPY. If
+``prepare`` raises, the unit rolls back and the units before it stay. A unit with no rows after an
+earlier one commits nothing (``prepare`` is still called). ``replace`` is one unit, its swap
+prepared before the COMMIT. Without ``commit_due`` a load is one unit and costs exactly one COMMIT.
+``committed()`` reads back the checkpoint rows of the run and task. Deadlocks, serialization
+failures, lock timeouts and lost connections are ``TransientError`` (``databases.transient``).
 
 Rows that violate a constraint or a type (NOT NULL, unique, check, numeric overflow, a string too
 long for varchar(n), ...) fail the load with PostgreSQL's message and leave the table unchanged.

@@ -30,6 +30,17 @@ this load created, and columns and the unique index it added, are dropped again.
 called after the COMMIT. With it, a row (run_id, task, table_name, rows, position) goes into
 ``_agent_etl_checkpoints`` in the table's schema, in the same transaction (``databases.checkpoints``;
 on MySQL/MariaDB that table is made before the load, and a replace's RENAME commits ahead of the row).
+
+Commit units (``tools.base``, ``Loader``): ``append`` and ``merge`` take them. A unit ends after a
+batch for which ``ctx.commit_due()`` is true, and when the stream has ended: a merge upserts its
+stage and empties it (the stage is dropped after the last unit), the checkpoint row is written,
+``ctx.prepare(final)`` awaited (the sibling loads), then COMMIT. If ``prepare`` raises, the unit
+rolls back, with what its DDL added, and earlier units stay (so do their tables and columns).
+``replace`` is one unit, prepared before its swap (on MySQL/MariaDB, before the RENAME). On SQLite
+with sibling loads, units are spooled and written after ``prepare``, as the sqlite loader does.
+``committed()`` reads back the checkpoint rows of the run and task. Deadlocks, serialization
+failures, lock timeouts, lost connections and a locked SQLite file are ``TransientError``
+(``databases.transient``).
 """
 
 from __future__ import annotations

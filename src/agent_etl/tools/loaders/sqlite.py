@@ -1,4 +1,4 @@
-"""SQLite loader: one transaction per load, so a reader sees the table before or after, never half.
+"""SQLite loader: one transaction per commit unit, so a reader sees the table before or after a unit, never half.
 
 Options: ``connection`` (``url: sqlite:///path.db``, relative to the pipeline file; the file and
 its directory are created if missing; ``?timeout=`` sets the lock wait in seconds), ``table``
@@ -6,7 +6,8 @@ its directory are created if missing; ``?timeout=`` sets the lock wait in second
 ``schema_policy`` (the options of every database loader, ``tools.databases.options.SinkOptions``).
 
 - ``mode: append`` (default) inserts into the table, creating it from the first batch's schema if
-  it does not exist. Nothing is committed until the input stream has ended cleanly.
+  it does not exist. Nothing of a commit unit is committed until it ends (``commit_every``), or the
+  input stream has ended cleanly.
 - ``mode: replace`` writes into a staging table and, in the same transaction, drops the old table
   and renames the staging table in. The new table is built from the stream's schema: indexes,
   triggers and constraints of the old table go with it. A stream without any batch (so without a
@@ -37,8 +38,22 @@ digits; the declared type still carries (p,s), so the sqlite extractor reads the
 Rows go in with the DB-API cursor's ``executemany`` over column-wise converted values; values are
 always bound parameters. A constraint violation (NOT NULL, UNIQUE, CHECK, ...) rolls the whole
 load back. The database is switched to WAL journaling (persistent, for the file) so readers are
-not blocked while a load runs. With the commit, a row (run_id, task, table_name, rows, position)
+not blocked while a load runs. With each commit, a row (run_id, task, table_name, rows, position)
 goes into ``_agent_etl_checkpoints`` in the same file and transaction (``databases.checkpoints``).
+
+Commit units (``tools.base``, ``Loader``): ``append`` and ``merge`` take them; each is one ``BEGIN
+IMMEDIATE`` transaction (begun by its first batch), its checkpoint row written, ``ctx.prepare``
+awaited, then COMMIT. If ``prepare`` raises, the unit rolls back and earlier units stay.
+``replace`` is one unit. ``committed()`` reads the checkpoint rows of the run and task without
+creating the file. "database is locked" (another writer's lock outlasted ``?timeout=``) is a
+``TransientError``.
+
+SQLite has one writer at a time, so a load that waited at ``prepare`` for its sibling loads while
+holding the write lock would keep a sibling that writes into the same file from ever getting
+there. With siblings (``defaults.commit: together``), each unit's batches are therefore spooled to
+Arrow files on local disk and written into the database right after ``prepare`` (the write lock is
+held only then; ``databases.spool``): what SQLite refuses then (a constraint, a lock wait)
+fails this load after its siblings may have committed.
 """
 
 from __future__ import annotations
