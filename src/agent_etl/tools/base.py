@@ -211,6 +211,14 @@ class Loader(Tool):
         nothing of it landed (or the destination keeps no checkpoints)."""
         return None
 
+    async def mark(self, source: str) -> dict[str, Any] | None:
+        """The incremental mark of extract ``source`` that this destination holds: ``position[source]["mark"]``
+        of the newest checkpoint of this load (``ctx.task``, this table or file) that has one, from any run;
+        None if there is none (or the destination keeps no checkpoints). The next run of an incremental
+        source reads after the smallest mark of its loads, so the destination, not a state folder, says
+        where the source stands."""
+        return None
+
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         """Write every batch, commit, and return the number of rows written.
 

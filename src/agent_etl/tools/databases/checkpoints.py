@@ -21,12 +21,17 @@ that unit and the position after it. ``Loader.committed()`` reads them back for 
 (``committed``): rows summed, units counted, the position of the latest. A resumed or repeated run
 uses that to skip what already landed (exactly-once), and an operator can audit a warehouse table
 without the run store.
+
+The commit that follows the end of an incremental read carries the source's new high-water mark
+(``position[source]["mark"]``). ``Loader.mark()`` reads the newest one of a load, from any run
+(``marks`` and ``first_mark``), so the next run of the source reads after what the destination holds.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,14 +73,57 @@ def latest(table: str, quote: Callable[[str], str], mark: str, tiebreak: str = "
             f"AND {quote('table_name')} = {mark} ORDER BY {order} LIMIT 1")
 
 
+def mark_patterns(source: str) -> list[str]:
+    """LIKE patterns the position text of a checkpoint that may hold ``source``'s mark matches: the
+    ``"mark"`` key, and the source's name where its JSON text is plain ASCII (a database may show
+    JSON with other escapes). LIKE's wildcards and escape in the name become ``_`` (any one
+    character), so no escape clause is needed: a pattern may match more rows, never fewer, and the
+    rows are looked at in Python anyway (``first_mark``)."""
+    patterns = ['%"mark"%']
+    if source.isascii() and source.isprintable() and '"' not in source:
+        patterns.append('%"' + re.sub(r"[%_\\]", "_", source) + '"%')
+    return patterns
+
+
+def marks(table: str, quote: Callable[[str], str], mark: str, patterns: int, as_text: str = "{}",
+          tiebreak: str = "") -> str:
+    """The positions of one task and table_name (two ``mark`` parameters) whose position text is LIKE
+    ``patterns`` more parameters (``mark_patterns``), newest first (the order of ``latest``), from
+    every run. ``as_text`` turns the position column into text where it is JSON (``CAST({} AS
+    CHAR)``)."""
+    order = f"{quote('committed_at')} DESC" + (f", {tiebreak} DESC" if tiebreak else "")
+    text = as_text.format(quote("position"))
+    like = "".join(f" AND {text} LIKE {mark}" for _ in range(patterns))
+    return (f"SELECT {quote('position')} FROM {table} WHERE {quote('task')} = {mark} AND {quote('table_name')} = "
+            f"{mark}{like} ORDER BY {order}")
+
+
+def first_mark(positions: Iterable[Any], source: str) -> dict[str, Any] | None:
+    """``position[source]["mark"]`` of the first of ``positions`` (JSON text or parsed) that has one."""
+    for position in positions:
+        try:
+            position = _parsed(position)
+        except ValueError:
+            continue
+        held = position.get(source) if isinstance(position, dict) else None
+        if isinstance(held, dict) and isinstance(held.get("mark"), dict):
+            return held["mark"]
+    return None
+
+
+def _parsed(position: Any) -> Any:
+    if isinstance(position, (bytes, bytearray, memoryview)):
+        position = bytes(position).decode()
+    if isinstance(position, str):
+        return json.loads(position)
+    return position
+
+
 def committed(total: Any, count: Any, position: Any) -> dict[str, Any] | None:
     """``Loader.committed()``'s answer from ``totals`` and ``latest`` (None when no row matched)."""
     if not count:
         return None
-    if isinstance(position, (bytes, bytearray)):
-        position = position.decode()
-    if isinstance(position, str):
-        position = json.loads(position)
+    position = _parsed(position)
     return {"rows": int(total or 0), "commits": int(count), "position": position or {}}
 
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -349,19 +349,46 @@ class DuckDBLoader(Loader):
             return None  # no database, no checkpoint: and none is created by asking
         return await in_thread(_committed, self.ctx, self.config)
 
+    async def mark(self, source: str) -> dict[str, Any] | None:
+        if not path_of(self.ctx, self.config.connection).is_file():
+            return None
+        return await in_thread(_mark, self.ctx, self.config, source)
+
 
 def _committed(ctx: ToolContext, config: DuckDBLoader.Config) -> dict[str, Any] | None:
-    """The checkpoint rows of ``ctx``'s run and task for the table (``Loader.committed``)."""
-    schema, _ = split_table(config.table)
-    cur = cursor(open_database(ctx, config.connection, create=False))
-    try:
-        if not cur.execute(_COLUMNS, [schema, checkpoints.TABLE]).fetchall():
-            return None
-        table, key = qualified(schema, checkpoints.TABLE), [ctx.run_id, ctx.task, config.table]
+    """The checkpoint rows of ``ctx``'s run and task for the table (``Loader.committed``); None when
+    the table itself is gone (dropped since), whatever checkpoint rows remain."""
+    def read(cur: Any, table: str) -> dict[str, Any] | None:
+        key = [ctx.run_id, ctx.task, config.table]
         total, count = cur.execute(checkpoints.totals(table, quote, "?"), key).fetchone()
         if not count:
             return None
         (position,) = cur.execute(checkpoints.latest(table, quote, "?", tiebreak="rowid"), key).fetchone()
         return checkpoints.committed(total, count, position)
+
+    return _checkpoints(ctx, config, read, loaded=True)
+
+
+def _mark(ctx: ToolContext, config: DuckDBLoader.Config, source: str) -> dict[str, Any] | None:
+    """The newest incremental mark of ``source`` in the checkpoints of the task and table (``Loader.mark``)."""
+    def read(cur: Any, table: str) -> dict[str, Any] | None:
+        patterns = checkpoints.mark_patterns(source)
+        query = checkpoints.marks(table, quote, "?", len(patterns), as_text="CAST({} AS VARCHAR)", tiebreak="rowid")
+        cur.execute(query, [ctx.task, config.table, *patterns])
+        return checkpoints.first_mark((r[0] for r in iter(cur.fetchone, None)), source)
+
+    return _checkpoints(ctx, config, read, loaded=False)
+
+
+def _checkpoints(ctx: ToolContext, config: DuckDBLoader.Config, read: Callable[[Any, str], Any], loaded: bool) -> Any:
+    """``read(cursor, checkpoint table quoted)`` on a cursor of the run's database, or None if there
+    is no checkpoint table, or ``loaded`` and the loaded table is gone."""
+    schema, name = split_table(config.table)
+    cur = cursor(open_database(ctx, config.connection, create=False))
+    try:
+        for table in (checkpoints.TABLE, name) if loaded else (checkpoints.TABLE,):
+            if not cur.execute(_COLUMNS, [schema, table]).fetchall():
+                return None
+        return read(cur, qualified(schema, checkpoints.TABLE))
     finally:
         cur.close()

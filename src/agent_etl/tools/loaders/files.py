@@ -13,10 +13,11 @@ The checkpoint of the load is a manifest next to the target, ``.<name>.checkpoin
 
 written to a temporary name and renamed right after the data's own rename, on the event loop
 thread, so no cancellation lands between the two. ``committed()`` reads it back (for the run and
-task of the context only). A crash of the process between the two renames leaves the new data
-with the old manifest: a resumed run then finds no checkpoint of its own and loads again; as a
-file load is a replace (the whole output is rewritten from the same input), that gives the same
-result.
+task of the context only, and only while the output itself is there); ``mark()`` reads the
+incremental mark of a source from it (for the task, from any run). A crash of the process between
+the two renames leaves the new data with the old manifest: a resumed run then finds no checkpoint
+of its own and loads again; as a file load is a replace (the whole output is rewritten from the
+same input), that gives the same result.
 """
 
 from __future__ import annotations
@@ -83,7 +84,10 @@ class FileLoader(Loader):
                          f"the directory is writable and the column types suit {self.fmt}")
 
     async def committed(self) -> dict[str, Any] | None:
-        return await asyncio.to_thread(read_manifest, self.ctx, manifest_path(self.ctx.path(self.config.path)))
+        return await asyncio.to_thread(_committed, self.ctx, self.ctx.path(self.config.path))
+
+    async def mark(self, source: str) -> dict[str, Any] | None:
+        return await asyncio.to_thread(read_mark, self.ctx, manifest_path(self.ctx.path(self.config.path)), source)
 
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         target = self.ctx.path(self.config.path)
@@ -169,6 +173,26 @@ def read_manifest(ctx: ToolContext, path: Path) -> dict[str, Any] | None:
     if not isinstance(body, dict) or body.get("run_id") != ctx.run_id or body.get("task") != ctx.task:
         return None
     return {"rows": int(body.get("rows") or 0), "commits": 1, "position": body.get("position") or {}}
+
+
+def _committed(ctx: ToolContext, target: Path) -> dict[str, Any] | None:
+    """``read_manifest`` of the output's manifest, None when the output itself is gone (deleted since)."""
+    if not target.exists():
+        return None
+    return read_manifest(ctx, manifest_path(target))
+
+
+def read_mark(ctx: ToolContext, path: Path, source: str) -> dict[str, Any] | None:
+    """``Loader.mark()`` of a file load: ``position[source]["mark"]`` of the manifest, when ``ctx``'s
+    task wrote it (in any run); None if it is missing, unreadable, another task's or has no mark."""
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(body, dict) or body.get("task") != ctx.task or not isinstance(body.get("position"), dict):
+        return None
+    held = body["position"].get(source)
+    return held["mark"] if isinstance(held, dict) and isinstance(held.get("mark"), dict) else None
 
 
 def _remove(path: Path) -> None:

@@ -51,7 +51,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -438,6 +438,9 @@ class MySQLLoader(Loader):
     async def committed(self) -> dict[str, Any] | None:
         return await in_thread(_committed, self.ctx, self.config)
 
+    async def mark(self, source: str) -> dict[str, Any] | None:
+        return await in_thread(_mark, self.ctx, self.config, source)
+
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         import pymysql
 
@@ -446,7 +449,35 @@ class MySQLLoader(Loader):
 
 
 def _committed(ctx: ToolContext, config: SinkOptions) -> dict[str, Any] | None:
-    """The checkpoint rows of ``ctx``'s run and task for the table (``Loader.committed``)."""
+    """The checkpoint rows of ``ctx``'s run and task for the table (``Loader.committed``); None when
+    the table itself is gone (dropped since), whatever checkpoint rows remain."""
+    def read(cur: Any, table: str, table_name: str) -> dict[str, Any] | None:
+        key = (ctx.run_id, ctx.task, table_name)
+        cur.execute(checkpoints.totals(table, ident, "%s"), key)
+        total, count = cur.fetchone()
+        if not count:
+            return None
+        cur.execute(checkpoints.latest(table, ident, "%s"), key)
+        return checkpoints.committed(total, count, cur.fetchone()[0])
+
+    return _checkpoints(ctx, config, read, loaded=True)
+
+
+def _mark(ctx: ToolContext, config: SinkOptions, source: str) -> dict[str, Any] | None:
+    """The newest incremental mark of ``source`` in the checkpoints of the task and table (``Loader.mark``)."""
+    def read(cur: Any, table: str, table_name: str) -> dict[str, Any] | None:
+        patterns = checkpoints.mark_patterns(source)
+        # position is LONGTEXT where this loader made the table, JSON where the sql loader did
+        cur.execute(checkpoints.marks(table, ident, "%s", len(patterns), as_text="CAST({} AS CHAR)"),
+                    (ctx.task, table_name, *patterns))
+        return checkpoints.first_mark((r[0] for r in cur.fetchall()), source)
+
+    return _checkpoints(ctx, config, read, loaded=False)
+
+
+def _checkpoints(ctx: ToolContext, config: SinkOptions, read: Callable[[Any, str, str], Any], loaded: bool) -> Any:
+    """``read(cursor, checkpoint table quoted, table_name of the rows)`` on a pooled connection, or
+    None if there is no checkpoint table (no database), or ``loaded`` and the loaded table is gone."""
     database, name = mysql.table_name(config.table)
     with mysql.pool(ctx, config.connection).connection() as conn, conn.cursor() as cur:
         if database is None:
@@ -454,14 +485,9 @@ def _committed(ctx: ToolContext, config: SinkOptions) -> dict[str, Any] | None:
             database = cur.fetchone()[0]
             if database is None:
                 return None
-        cur.execute("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
-                    (database, checkpoints.TABLE))
-        if cur.fetchone() is None:
+        exists = "EXISTS (SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s)"
+        cur.execute(f"SELECT {exists}, {exists}", (database, checkpoints.TABLE, database, name))
+        have_checkpoints, have_table = cur.fetchone()
+        if not have_checkpoints or (loaded and not have_table):
             return None
-        table, key = mysql.qualified(database, checkpoints.TABLE), (ctx.run_id, ctx.task, f"{database}.{name}")
-        cur.execute(checkpoints.totals(table, ident, "%s"), key)
-        total, count = cur.fetchone()
-        if not count:
-            return None
-        cur.execute(checkpoints.latest(table, ident, "%s"), key)
-        return checkpoints.committed(total, count, cur.fetchone()[0])
+        return read(cur, mysql.qualified(database, checkpoints.TABLE), f"{database}.{name}")

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -393,6 +393,9 @@ class PostgresLoader(Loader):
     async def committed(self) -> dict[str, Any] | None:
         return await in_thread(_committed, self.ctx, self.config)
 
+    async def mark(self, source: str) -> dict[str, Any] | None:
+        return await in_thread(_mark, self.ctx, self.config, source)
+
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         import psycopg
 
@@ -432,7 +435,33 @@ class PostgresLoader(Loader):
 
 
 def _committed(ctx: ToolContext, config: PostgresLoader.Config) -> dict[str, Any] | None:
-    """The checkpoint rows of ``ctx``'s run and task for the table (``Loader.committed``)."""
+    """The checkpoint rows of ``ctx``'s run and task for the table (``Loader.committed``); None when
+    the table itself is gone (dropped since), whatever checkpoint rows remain."""
+    def read(cur: Any, quoted: str, table_name: str) -> dict[str, Any] | None:
+        key = (ctx.run_id, ctx.task, table_name)
+        total, count = cur.execute(checkpoints.totals(quoted, _quote, "%s"), key).fetchone()
+        if not count:
+            return None
+        (position,) = cur.execute(checkpoints.latest(quoted, _quote, "%s"), key).fetchone()
+        return checkpoints.committed(total, count, position)
+
+    return _checkpoints(ctx, config, read, loaded=True)
+
+
+def _mark(ctx: ToolContext, config: PostgresLoader.Config, source: str) -> dict[str, Any] | None:
+    """The newest incremental mark of ``source`` in the checkpoints of the task and table (``Loader.mark``)."""
+    def read(cur: Any, quoted: str, table_name: str) -> dict[str, Any] | None:
+        patterns = checkpoints.mark_patterns(source)
+        query = checkpoints.marks(quoted, _quote, "%s", len(patterns), as_text="{}::text")
+        return checkpoints.first_mark((r[0] for r in cur.execute(query, (ctx.task, table_name, *patterns))), source)
+
+    return _checkpoints(ctx, config, read, loaded=False)
+
+
+def _checkpoints(ctx: ToolContext, config: PostgresLoader.Config, read: Callable[[Any, str, str], Any],
+                 loaded: bool) -> Any:
+    """``read(cursor, checkpoint table quoted, table_name of the rows)`` on a pooled connection, or
+    None if there is no checkpoint table (no schema), or ``loaded`` and the loaded table is gone."""
     from psycopg import sql
 
     schema, name = split_table(config.table)
@@ -445,13 +474,9 @@ def _committed(ctx: ToolContext, config: PostgresLoader.Config) -> dict[str, Any
         table = sql.Identifier(schema, pg_ddl.CHECKPOINTS)
         if cur.execute("SELECT to_regclass(%s)", (table.as_string(cur),)).fetchone()[0] is None:
             return None
-        key = (ctx.run_id, ctx.task, f"{schema}.{name}")
-        quoted = table.as_string(cur)
-        total, count = cur.execute(checkpoints.totals(quoted, _quote, "%s"), key).fetchone()
-        if not count:
+        if loaded and pg_ddl.table(cur, schema, name) is None:
             return None
-        (position,) = cur.execute(checkpoints.latest(quoted, _quote, "%s"), key).fetchone()
-        return checkpoints.committed(total, count, position)
+        return read(cur, table.as_string(cur), f"{schema}.{name}")
 
 
 def _quote(name: str) -> str:

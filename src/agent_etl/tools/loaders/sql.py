@@ -48,7 +48,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -467,6 +467,9 @@ class SQLLoader(Loader):
     async def committed(self) -> dict[str, Any] | None:
         return await in_thread(_committed, self.ctx, self.config)
 
+    async def mark(self, source: str) -> dict[str, Any] | None:
+        return await in_thread(_mark, self.ctx, self.config, source)
+
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         import sqlalchemy.exc
 
@@ -501,11 +504,43 @@ def _checkpoints(schema: str | None, in_mysql: bool) -> Any:
 
 def _committed(ctx: ToolContext, config: SQLLoader.Config) -> dict[str, Any] | None:
     """The checkpoint rows of ``ctx``'s run and task for the table (``Loader.committed``); a SQLite
-    file that does not exist is not created by asking."""
+    file that does not exist is not created by asking. None when the table itself is gone (dropped
+    since), whatever checkpoint rows remain."""
+    import sqlalchemy as sa
+
+    def read(conn: Any, t: Any, order: list[Any]) -> dict[str, Any] | None:
+        match = sa.and_(t.c.run_id == ctx.run_id, t.c.task == ctx.task, t.c.table_name == config.table)
+        total, count = conn.execute(sa.select(sa.func.sum(t.c.rows), sa.func.count()).where(match)).one()
+        if not count:
+            return None
+        position = conn.execute(sa.select(t.c.position).where(match).order_by(*order).limit(1)).scalar()
+        return checkpoints.committed(total, count, position)
+
+    return _checkpoint_rows(ctx, config, read, loaded=True)
+
+
+def _mark(ctx: ToolContext, config: SQLLoader.Config, source: str) -> dict[str, Any] | None:
+    """The newest incremental mark of ``source`` in the checkpoints of the task and table (``Loader.mark``)."""
+    import sqlalchemy as sa
+
+    def read(conn: Any, t: Any, order: list[Any]) -> dict[str, Any] | None:
+        text = sa.cast(t.c.position, sa.Text())  # JSON, JSONB or text: its text, to match and to parse
+        match = [t.c.task == ctx.task, t.c.table_name == config.table,
+                 *(text.like(p) for p in checkpoints.mark_patterns(source))]
+        rows = conn.execute(sa.select(text).where(*match).order_by(*order))
+        return checkpoints.first_mark((r[0] for r in rows), source)
+
+    return _checkpoint_rows(ctx, config, read, loaded=False)
+
+
+def _checkpoint_rows(ctx: ToolContext, config: SQLLoader.Config, read: Callable[[Any, Any, list[Any]], Any],
+                     loaded: bool) -> Any:
+    """``read(connection, checkpoint table, newest-first order)``, or None if there is no database
+    file or checkpoint table, or ``loaded`` and the loaded table is gone."""
     import sqlalchemy as sa
 
     try:
-        schema, _ = split_table(config.table)
+        schema, name = split_table(config.table)
     except ValueError as e:
         raise ToolError(f"task {ctx.task!r}: {e}") from None
     eng = engine(ctx, config.connection)
@@ -517,15 +552,11 @@ def _committed(ctx: ToolContext, config: SQLLoader.Config) -> dict[str, Any] | N
     except sa.exc.DBAPIError as e:
         raise connect_error(e, eng.url, config.connection) from None
     with conn:
-        if not sa.inspect(conn).has_table(checkpoints.TABLE, schema=schema):
+        insp = sa.inspect(conn)
+        if not insp.has_table(checkpoints.TABLE, schema=schema) or (loaded and not insp.has_table(name, schema=schema)):
             return None
         t = _checkpoints(schema, eng.dialect.name in ("mysql", "mariadb"))
-        match = sa.and_(t.c.run_id == ctx.run_id, t.c.task == ctx.task, t.c.table_name == config.table)
-        total, count = conn.execute(sa.select(sa.func.sum(t.c.rows), sa.func.count()).where(match)).one()
-        if not count:
-            return None
         order = [t.c.committed_at.desc()]
         if eng.dialect.name == "sqlite":
             order.append(sa.literal_column("rowid").desc())
-        position = conn.execute(sa.select(t.c.position).where(match).order_by(*order).limit(1)).scalar()
-        return checkpoints.committed(total, count, position)
+        return read(conn, t, order)

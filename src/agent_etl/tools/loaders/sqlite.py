@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pyarrow as pa
@@ -306,6 +306,9 @@ class SQLiteLoader(Loader):
     async def committed(self) -> dict[str, Any] | None:
         return await in_thread(_committed, self.ctx, self.config)
 
+    async def mark(self, source: str) -> dict[str, Any] | None:
+        return await in_thread(_mark, self.ctx, self.config, source)
+
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         import sqlalchemy.exc
 
@@ -318,20 +321,42 @@ class SQLiteLoader(Loader):
 
 def _committed(ctx: ToolContext, config: SQLiteLoader.Config) -> dict[str, Any] | None:
     """The checkpoint rows of ``ctx``'s run and task for the table (``Loader.committed``), read
-    without creating the file or taking a write lock."""
-    path, timeout = database(ctx, config.connection)
-    if not path.is_file():
-        return None
-    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=timeout)
-    try:
-        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                            (checkpoints.TABLE,)).fetchone():
-            return None
+    without creating the file or taking a write lock; None when the table itself is gone (dropped
+    since), whatever checkpoint rows remain."""
+    def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
         key = (ctx.run_id, ctx.task, config.table)
         total, count = conn.execute(checkpoints.totals(_CHECKPOINTS, quote, "?"), key).fetchone()
         if not count:
             return None
         (position,) = conn.execute(checkpoints.latest(_CHECKPOINTS, quote, "?", tiebreak="rowid"), key).fetchone()
         return checkpoints.committed(total, count, position)
+
+    return _checkpoints(ctx, config, read, loaded=True)
+
+
+def _mark(ctx: ToolContext, config: SQLiteLoader.Config, source: str) -> dict[str, Any] | None:
+    """The newest incremental mark of ``source`` in the checkpoints of the task and table (``Loader.mark``)."""
+    def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
+        patterns = checkpoints.mark_patterns(source)
+        query = checkpoints.marks(_CHECKPOINTS, quote, "?", len(patterns), tiebreak="rowid")
+        return checkpoints.first_mark((r[0] for r in conn.execute(query, (ctx.task, config.table, *patterns))), source)
+
+    return _checkpoints(ctx, config, read, loaded=False)
+
+
+def _checkpoints(ctx: ToolContext, config: SQLiteLoader.Config, read: Callable[[sqlite3.Connection], Any],
+                 loaded: bool) -> Any:
+    """``read(connection)`` on the file opened read-only, or None if there is no file or checkpoint
+    table, or ``loaded`` and the loaded table is gone."""
+    path, timeout = database(ctx, config.connection)
+    if not path.is_file():
+        return None
+    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=timeout)
+    try:
+        for table in (checkpoints.TABLE, config.table) if loaded else (checkpoints.TABLE,):
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
+                                (table,)).fetchone():
+                return None
+        return read(conn)
     finally:
         conn.close()
