@@ -30,6 +30,7 @@ class RunStarted(Event):
     description: Any = None  # RunDescription
     store_url: str | None = None
     resume: dict[str, Any] | None = None  # ResumePlan.to_dict()
+    cursors: dict[str, Any] = {}  # incremental sources' marks, read from their destinations
 
 
 class RunFinished(Event):

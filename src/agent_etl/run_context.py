@@ -83,6 +83,9 @@ class RunContext:
     unit_loads: set[str] = field(default_factory=set)
     barriers: dict[str, Any] = field(default_factory=dict)
     resumable: dict[str, bool] = field(default_factory=dict)  # extract -> its read can resume_from
+    # incremental sources' marks as the coordinator read them from the destinations at the run's
+    # start (the smallest of each source's loads); other tasks' state comes from the run store
+    cursors: dict[str, Any] = field(default_factory=dict)
     tasks: dict[str, Task] = field(init=False)  # by name
 
     def __post_init__(self) -> None:
@@ -90,6 +93,8 @@ class RunContext:
         self.tasks = {t.name: t for t in self.pipeline.tasks}
 
     def load_state(self, task: str) -> Any:
+        if task in self.cursors:
+            return self.cursors[task]
         return None if self.store is None else self.store.load_state(self.pipeline.name, task)
 
     def stage_state(self, task: str, value: Any) -> None:

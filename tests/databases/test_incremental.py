@@ -101,6 +101,22 @@ def test_sqlite_incremental_across_runs(tmp_path):
     assert sqlite_rows(dst, "SELECT count(*) FROM copy") == [(6,)]
 
 
+def test_the_destination_says_where_an_incremental_source_stands(tmp_path):
+    """Two state folders (a run from elsewhere, a wiped .agent-etl) cannot disagree: the mark is read
+    from the destination's checkpoints, not the run store."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "p.yaml").write_text(SQLITE_PIPE)
+    src, dst = tmp_path / "data" / "src.db", tmp_path / "data" / "dst.db"
+    sqlite_rows(src, "CREATE TABLE events(id INTEGER, v TEXT)")
+    sqlite_rows(src, "INSERT INTO events VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd')")
+    first = cli("run", "p.yaml", cwd=tmp_path, env={"AGENT_ETL_HOME": str(tmp_path / "one")})
+    assert first.returncode == 0, first.stderr
+    sqlite_rows(src, "INSERT INTO events VALUES (5, 'e')")
+    second = cli("run", "p.yaml", "--json", cwd=tmp_path, env={"AGENT_ETL_HOME": str(tmp_path / "two")})
+    assert second.returncode == 0, second.stderr
+    assert sqlite_rows(dst, "SELECT id FROM copy ORDER BY id") == [(3,), (4,), (5,)]  # 3 and 4 once
+
+
 def test_duckdb_incremental_with_lookback_and_a_failed_merge(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "p.yaml").write_text(DUCKDB_PIPE)

@@ -543,9 +543,12 @@ def test_incremental_across_three_cli_runs(tmp_path, mysql_db):
         assert sql(db, "SELECT COUNT(*), COUNT(DISTINCT id) FROM events_copy") == ((expect, expect),)
     read = [pq.read_table(tmp_path / "out" / f"events_{i}.parquet").num_rows for i in (1, 2, 3)]
     assert read == [3, 2, 0]
-    # each run's commit left a row naming the run and where the extract stood after its last batch
+    # each run's commit left a row naming the run and where the extract stood: read to its end, and
+    # the new high-water mark of the runs that read rows (the next run reads after it)
     runs = marks(db)
-    assert [m[1:] for m in runs] == [("copy", f"{db}.events_copy", n, {"events": {"rows": n}}) for n in (3, 2, 0)]
+    mark = lambda v: {"mark": {"cursor": "id", "type": "int", "value": v}}  # noqa: E731
+    assert [m[1:] for m in runs] == [("copy", f"{db}.events_copy", n, {"events": {"rows": n, "end": True, **extra}})
+                                     for n, extra in ((3, mark(3)), (2, mark(5)), (0, {}))]
     assert len({m[0] for m in runs}) == 3 and all(re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{6}", m[0]) for m in runs)
 
 

@@ -205,7 +205,9 @@ class AgentCoordinator(Agent):
         home = self.home_for(pipeline)
         desc = RunDescription.of(pipeline, variables or pipeline.variables, home)
         run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(3).hex()
-        return await self._execute(run_id, pipeline, desc, self.store_for(home), None)
+        store = self.store_for(home)
+        cursors = await self._cursors(run_id, pipeline, home, store)
+        return await self._execute(run_id, pipeline, desc, store, None, cursors)
 
     async def _resume(self, resume: str | bool, pipeline: Pipeline | None, variables: dict[str, str] | None,
                       force: bool) -> RunResult:
@@ -254,37 +256,83 @@ class AgentCoordinator(Agent):
         status = {t["task"]: t["status"] for t in record.tasks}
         committed, units = await self._committed(run_id, rebuilt, Path(desc.home), store)
         plan = plan_resume(run_id, rebuilt, self.registry, status, committed, units)
-        return await self._execute(run_id, rebuilt, desc, store, plan)
+        # the bounds the run started with: a resumed incremental read reads the same rows
+        return await self._execute(run_id, rebuilt, desc, store, plan, run.get("cursors") or {})
+
+    def _loaders(self, run_id: str, pipeline: Pipeline, home: Path, names: set[str] | None, resources: Any
+                 ) -> dict[str, Any]:
+        """Loader objects of the load tasks (all, or ``names``), to ask their destinations; they
+        connect only when asked, through ``resources`` (close it afterwards)."""
+        from agent_etl.tools.base import ToolContext
+
+        connections = {k: c.model_dump() for k, c in pipeline.spec.connections.items()}
+        out = {}
+        for t in pipeline.tasks:
+            if t.kind != "load" or (names is not None and t.name not in names):
+                continue
+            cls = self.registry.get("loader", t.tool)
+            ctx = ToolContext(run_id=run_id, task=t.name, base_dir=pipeline.base_dir, home=home,
+                              connections=connections, resources=resources, line=t.line)
+            out[t.name] = cls(cls.Config.model_validate(t.options), ctx)
+        return out
+
+    async def _cursors(self, run_id: str, pipeline: Pipeline, home: Path, store: Any) -> dict[str, Any]:
+        """The mark each incremental source reads after: the smallest of the marks its loads'
+        destinations hold (the destination is the truth: two state folders cannot disagree), or the
+        run store's state where no destination holds one."""
+        from agent_etl.agents.resume import extracts_above
+        from agent_etl.tools.databases.incremental import decode
+        from agent_etl.tools.resources import Resources
+
+        sources = {t.name: t.options["incremental"].get("cursor") for t in pipeline.tasks
+                   if t.kind == "extract" and isinstance(t.options.get("incremental"), dict)}
+        if not sources:
+            return {}
+        below = {t.name: [e for e in extracts_above(pipeline, t) if e in sources]
+                 for t in pipeline.tasks if t.kind == "load"}
+        resources = Resources()
+        marks: dict[str, list[dict[str, Any]]] = {}
+        try:
+            loaders = self._loaders(run_id, pipeline, home, {n for n, es in below.items() if es}, resources)
+            for name, loader in loaders.items():
+                for e in below[name]:
+                    mark = await loader.mark(e)
+                    if isinstance(mark, dict) and mark.get("cursor") == sources[e]:
+                        marks.setdefault(e, []).append(mark)
+        finally:
+            await resources.aclose()
+        cursors = {}
+        for e in sources:
+            if marks.get(e):
+                cursors[e] = min(marks[e], key=decode)
+            elif store is not None:
+                stored = store.load_state(pipeline.name, e)
+                if stored is not None:
+                    cursors[e] = stored
+        return cursors
 
     async def _committed(self, run_id: str, pipeline: Pipeline, home: Path, store: Any,
                          names: set[str] | None = None) -> tuple[dict[str, Any], dict[str, bool]]:
         """What each load's destination holds of ``run_id`` (the run store's mirror for a loader
         that keeps no checkpoints), and whether it commits in units."""
-        from agent_etl.tools.base import Loader, ToolContext
+        from agent_etl.tools.base import Loader
         from agent_etl.tools.resources import Resources
 
         mirror = store.run_checkpoints(run_id)
-        connections = {k: c.model_dump() for k, c in pipeline.spec.connections.items()}
         resources = Resources()
         committed: dict[str, Any] = {}
         units: dict[str, bool] = {}
         try:
-            for t in pipeline.tasks:
-                if t.kind != "load" or (names is not None and t.name not in names):
-                    continue
-                cls = self.registry.get("loader", t.tool)
-                ctx = ToolContext(run_id=run_id, task=t.name, base_dir=pipeline.base_dir, home=home,
-                                  connections=connections, resources=resources, line=t.line)
-                loader = cls(cls.Config.model_validate(t.options), ctx)
-                units[t.name] = bool(loader.takes_units())
+            for name, loader in self._loaders(run_id, pipeline, home, names, resources).items():
+                units[name] = bool(loader.takes_units())
                 if type(loader).committed is Loader.committed:
-                    committed[t.name] = mirror.get(t.name)
+                    committed[name] = mirror.get(name)
                     continue
-                held = committed[t.name] = await loader.committed()
-                seen = mirror.get(t.name)
+                held = committed[name] = await loader.committed()
+                seen = mirror.get(name)
                 if held is None and seen is not None:
                     raise ResumeError(
-                        f"load {t.name!r} of run {run_id} committed {seen['rows']:,} rows in {seen['commits']} "
+                        f"load {name!r} of run {run_id} committed {seen['rows']:,} rows in {seen['commits']} "
                         "unit(s), but its destination no longer holds them (was the table or file dropped or "
                         "rewritten since?); resuming would load only part of the data. Start a new run with "
                         "`agent-etl run` instead")
@@ -292,7 +340,8 @@ class AgentCoordinator(Agent):
             await resources.aclose()
         return committed, units
 
-    async def _execute(self, run_id: str, pipeline: Pipeline, desc: RunDescription, store: Any, plan: Any) -> RunResult:
+    async def _execute(self, run_id: str, pipeline: Pipeline, desc: RunDescription, store: Any, plan: Any,
+                       cursors: dict[str, Any]) -> RunResult:
         from agent_etl.store.locks import RunLock
 
         chosen = _one_agent_per_branch(pipeline, self.selector.select(pipeline.tasks, self.agents))
@@ -315,12 +364,13 @@ class AgentCoordinator(Agent):
                      "agent": chosen[t.name][0].id, "reason": chosen[t.name][1]} for i, t in enumerate(pipeline.tasks)]
             if plan is None:
                 store.start_run(run_id, pipeline.name, pipeline.fingerprint,
-                                str(pipeline.path) if pipeline.path else None, rows, desc.model_dump())
+                                str(pipeline.path) if pipeline.path else None, rows, desc.model_dump(), cursors)
             else:
                 store.resume_run(run_id, [{**r, "status": "pending"} for r in rows if r["task"] not in skipped])
         await self.bus.publish(RunStarted(run_id=run_id, pipeline=pipeline.name, tasks=[t.name for t in pipeline.tasks],
                                           description=desc, store_url=getattr(store, "url", None),
-                                          resume=plan.to_dict() if plan is not None else None))
+                                          resume=plan.to_dict() if plan is not None else None,
+                                          cursors=cursors))
         exit_code, error = 0, None
         breakers = _Breakers(pipeline)
         try:

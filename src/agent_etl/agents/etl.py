@@ -83,6 +83,7 @@ class ETLAgent(Agent):
 
         rc = RunContext(ev.run_id, desc.pipeline(registry=self.registry), Path(desc.home), store, self.registry)
         rc.resume = ResumePlan.from_dict(ev.resume) if ev.resume else None
+        rc.cursors = dict(ev.cursors)
         self.runs[ev.run_id] = rc
 
     def _on_run_finished(self, ev: RunFinished) -> None:

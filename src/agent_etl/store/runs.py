@@ -85,7 +85,8 @@ class RunStore:
                 conn.execute(stmt, rows)
 
     def start_run(self, run_id: str, pipeline: str, fingerprint: str, spec_path: str | None,
-                  plan: list[dict[str, Any]], description: dict[str, Any] | None = None) -> None:
+                  plan: list[dict[str, Any]], description: dict[str, Any] | None = None,
+                  cursors: dict[str, Any] | None = None) -> None:
         now = time.time()
         # the run's row at once (its tasks go with the next flush): a process killed in its first
         # second must leave a run that shows as crashed and can be resumed
@@ -93,7 +94,7 @@ class RunStore:
             _insert_many(conn, runs, [{"run_id": run_id, "pipeline": pipeline, "fingerprint": fingerprint,
                                        "spec_path": spec_path, "status": "running", "started_at": now,
                                        "rows_loaded": 0, "description": description, "owner": OWNER,
-                                       "heartbeat_at": now, "resumes": 0}])
+                                       "heartbeat_at": now, "resumes": 0, "cursors": cursors or None}])
         with self._lock:
             for t in plan:
                 self._new_tasks[(run_id, t["task"])] = {"run_id": run_id, "status": "pending", "attempts": 0,

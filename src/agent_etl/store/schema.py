@@ -26,6 +26,8 @@ runs = Table(
     Column("owner", String(200)),  # host:pid
     Column("heartbeat_at", Float),
     Column("resumes", Integer, default=0),
+    # where each incremental source started ({extract: mark}): a resume reads after the same bound
+    Column("cursors", JSON),
 )
 
 tasks = Table(
