@@ -219,3 +219,34 @@ async def test_a_constraint_violation_stays_a_tool_error(tmp_path, pg_schema):
         await load(tmp_path, "postgres", PG, f"{pg_schema}.t", mode="append")
         await load(tmp_path, "postgres", PG, f"{pg_schema}.t", mode="append")  # the same keys again
     assert not isinstance(e.value, TransientError) and "violates a constraint" in str(e.value)
+
+
+async def test_a_duckdb_write_write_conflict_is_transient(tmp_path):
+    """Two loads of a first run into one new schema both create it: the one that loses is retried."""
+    import asyncio
+
+    from agent_etl.exceptions import SiblingFailed
+
+    barrier = asyncio.Barrier(2)
+
+    async def prepare(final: bool) -> None:  # the two wait for each other with their transactions open
+        try:
+            await asyncio.wait_for(barrier.wait(), 20)
+        except asyncio.BrokenBarrierError:
+            raise SiblingFailed("the sibling load failed") from None
+
+    async def run(i: int):
+        ctx = tool_context(tmp_path, task=f"load{i}", connections={"db": {"url": "duckdb:///one.duckdb"}},
+                           prepare=prepare)
+        try:
+            return await build("loader", "duckdb", {"connection": "db", "table": f"s.t{i}"}, ctx).load(
+                stream(batch([1, 2, 3])))
+        except BaseException:
+            await barrier.abort()
+            raise
+        finally:
+            await ctx.resources.aclose()
+
+    results = await asyncio.gather(run(0), run(1), return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["SiblingFailed", "TransientError"], results
+    assert "write-write conflict" in str(next(r for r in results if isinstance(r, TransientError)))

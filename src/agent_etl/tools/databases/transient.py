@@ -33,7 +33,7 @@ def transient(e: BaseException) -> bool:
     e = getattr(e, "orig", None) or e
     if isinstance(e, ConnectionError):
         return True
-    module = type(e).__module__.split(".")[0]
+    module = type(e).__module__.split(".")[0].lstrip("_")  # DuckDB's classes live in _duckdb
     if module in ("psycopg", "psycopg2"):
         state = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
         if state:
