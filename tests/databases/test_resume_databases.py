@@ -242,18 +242,13 @@ async def test_uuid_and_timestamptz_keys_on_postgres(pg_source, tmp_path):
 
 
 async def test_a_run_that_cannot_resume_reads_in_no_order(engine):
-    """Without loads committing in units (``RunContext.unit_loads``) no position is ever resumed
-    from: the read skips its ORDER BY, and says that its positions are not resumable."""
-    from types import SimpleNamespace
-
+    """A read the runtime says no crash could resume (``ctx.may_resume`` False: no load below commits
+    in units) skips its ORDER BY, and says that its positions are not resumable; a tool run alone
+    (``may_resume`` None) reads in order."""
     create(engine, "t", "PRIMARY KEY (id)", rows(300))
-    for run, flag, ordered in ((SimpleNamespace(unit_loads=set()), None, False),
-                               (SimpleNamespace(unit_loads={"load"}), None, True),
-                               (None, False, False), (SimpleNamespace(unit_loads=set()), True, True)):
+    for flag, ordered in ((False, False), (True, True), (None, True)):
         ctx = tool_context(engine.tmp_path, batch_size=50, connections={"db": {"url": engine.url}})
-        ctx.run = run
-        if flag is not None:
-            ctx.may_resume = flag
+        ctx.may_resume = flag
         tool = build("extractor", engine.tool, {"connection": "db", "table": "t"}, ctx)
         assert tool.resumable()  # before the read: resume_from could start it
         got = [(b, tool.position()) async for b in tool.batches()]

@@ -207,6 +207,15 @@ def _wire(rc: RunContext, tasks: list[Task]) -> None:
             rc.barriers[name] = CommitBarrier([t.name for t in siblings], [t.name for t in unit])
 
 
+def _may_resume(rc: RunContext, task: Task) -> bool:
+    """Whether a load below the extract ``task`` commits in units (then a crash could make a run go
+    on from the middle of its read), or the run resumes it now."""
+    if rc.resume is not None and task.name in rc.resume.start:
+        return True
+    return any(t.kind == "load" and t.name in rc.unit_loads and task.name in extracts_above(rc.pipeline, t)
+               for t in rc.pipeline.tasks)
+
+
 def _takes_units(rc: RunContext, task: Task) -> bool:
     cls = rc.registry.get("loader", task.tool)
     ctx = ToolContext(run_id=rc.run_id, task=task.name, base_dir=rc.pipeline.base_dir, home=rc.home)
@@ -237,6 +246,7 @@ class _TaskRun:
             resources=rc.resources,
             state_loader=lambda: rc.load_state(task.name), state_hook=lambda v: rc.stage_state(task.name, v),
             unit_source=self._unit_due if units else None,
+            may_resume=_may_resume(rc, task) if task.kind == "extract" else None,
             prepare_hook=(lambda final: barrier.prepare(task.name, final)) if barrier is not None else None,
             run=rc)
         self.tool = cls(_config(task, cls), self.ctx)

@@ -77,9 +77,12 @@ class ToolContext:
     # with the sibling loads before each commit (``prepare()``); None: one unit, no siblings
     unit_source: Callable[[], bool] | None = None
     prepare_hook: Callable[[bool], Awaitable[None]] | None = None
-    # the run this task is part of (agent_etl.run_context.RunContext: pipeline, registry, run store), None
-    # when the tool runs alone (agent_etl.testing)
+    # the run this task is part of (agent_etl.run_context.RunContext: pipeline, registry, run store),
+    # None when the tool runs alone (agent_etl.testing)
     run: Any = None
+    # an extractor: whether a crash could make a run resume this read from a position (a load below
+    # commits in units), so it must read in an order that is the same every time; None: unknown
+    may_resume: bool | None = None
 
     def path(self, value: str | Path) -> Path:
         p = Path(value).expanduser()
