@@ -149,3 +149,41 @@ def test_a_second_run_of_the_same_pipeline_is_refused_while_one_runs(project):
         assert second.returncode == 2 and "already running" in second.stderr
     finally:
         assert first.wait(60) == 0
+
+
+def test_sigterm_stops_a_run_that_then_resumes(project):
+    proc = subprocess.Popen([AGENT_ETL, "run", "p.yaml", "-q"], cwd=project, env=env(project, SLOW="0.05"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not [r for r in runs(project) if r["status"] == "running"]:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err and "Traceback" not in err
+    (row,) = runs(project)
+    assert row["status"] == "interrupted"
+    assert not (project / "out" / "orders.parquet").exists()
+    resumed = agent_etl(project, "resume", row["run_id"][:12], "--home", str(project / ".agent-etl"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert pq.read_table(project / "out" / "orders.parquet").num_rows == ROWS
+
+
+def test_two_resumes_of_one_run_at_once(project):
+    failed = agent_etl(project, "run", "../p.yaml", BOOM="3000")
+    assert failed.returncode == 1
+    first = subprocess.Popen([AGENT_ETL, "run", "--resume", "p.yaml", "-q"], cwd=project,
+                             env=env(project, SLOW="0.1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while runs(project)[0]["status"] != "running":
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
+        second = agent_etl(project, "run", "--resume", "../p.yaml")
+        assert second.returncode == 2
+        assert "is running" in second.stderr or "already running" in second.stderr, second.stderr
+    finally:
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, out + err
+    assert runs(project)[0]["status"] == "succeeded"

@@ -238,7 +238,7 @@ class AgentCoordinator(Agent):
                              note=f"run {run_id} already {run['status']}; nothing to do")
         if run["status"] not in RESUMABLE:
             raise ResumeError(f"run {run_id} is {run['status']} (process {run.get('owner')}); a run in progress "
-                              "cannot be resumed")
+                              "cannot be resumed: wait for it to end, or stop it (Ctrl-C, SIGTERM) and resume then")
         if not run.get("description"):
             raise ResumeError(f"run {run_id} was recorded without its description (an older agent-etl); "
                               "start a new run with `agent-etl run`")

@@ -215,7 +215,8 @@ class RunStore:
             return [_live(dict(r._mapping)) for r in conn.execute(q)]
 
     def latest_unfinished(self, pipeline: str) -> dict[str, Any] | None:
-        """The newest run of ``pipeline`` that did not finish: failed, interrupted or crashed."""
+        """The newest run of ``pipeline`` that did not finish: failed, interrupted, crashed, or still
+        running (which the caller refuses to take over)."""
         self.flush()
         q = (select(runs).where(runs.c.pipeline == pipeline).order_by(runs.c.started_at.desc()).limit(50))
         with self.engine.connect() as conn:
@@ -223,7 +224,7 @@ class RunStore:
                 row = _live(dict(r._mapping))
                 if row["status"] in ("succeeded", "warned"):
                     return None
-                if row["status"] in RESUMABLE:
+                if row["status"] in RESUMABLE or row["status"] == "running":
                     return row
         return None
 
