@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent_etl.agents import destinations
 from agent_etl.agents.base import Agent
+from agent_etl.agents.breakers import Breakers
 from agent_etl.agents.selector import CapabilitySelector, Selector
 from agent_etl.bus.base import EventBus
 from agent_etl.exceptions import ResumeError
@@ -26,6 +28,7 @@ from agent_etl.events import (AgentStalled, Event, RunFinished, RunStarted, Task
 from agent_etl.result import STATUS_BY_EXIT, RunResult, TaskResult
 from agent_etl.run_context import RunDescription
 from agent_etl.spec import Pipeline, Task
+from agent_etl.spec_changes import changes
 
 log = logging.getLogger("agent_etl.coordinator")
 _NONE: dict[str, TaskResult] = {}  # the results of a run that is not this coordinator's
@@ -206,7 +209,7 @@ class AgentCoordinator(Agent):
         desc = RunDescription.of(pipeline, variables or pipeline.variables, home)
         run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(3).hex()
         store = self.store_for(home)
-        cursors = await self._cursors(run_id, pipeline, home, store)
+        cursors = await destinations.cursors(self.registry, run_id, pipeline, home, store)
         return await self._execute(run_id, pipeline, desc, store, None, cursors)
 
     async def _resume(self, resume: str | bool, pipeline: Pipeline | None, variables: dict[str, str] | None,
@@ -244,7 +247,9 @@ class AgentCoordinator(Agent):
                               "start a new run with `agent-etl run`")
         desc = RunDescription.model_validate(run["description"])
         rebuilt = desc.pipeline(variables, registry=self._registry)
-        changed = _changes(desc, pipeline)
+        now = pipeline.doc.source_text if pipeline is not None else (
+            Path(desc.path).read_text() if desc.path and Path(desc.path).is_file() else desc.spec)
+        changed = changes(desc.spec, now)
         if changed:
             if not force:
                 raise ResumeError(f"the pipeline changed since run {run_id} started: {changed}; resuming would mix "
@@ -254,91 +259,10 @@ class AgentCoordinator(Agent):
                                                                                registry=self._registry)
             rebuilt, desc = source, RunDescription.of(source, {**desc.variables, **(variables or {})}, Path(desc.home))
         status = {t["task"]: t["status"] for t in record.tasks}
-        committed, units = await self._committed(run_id, rebuilt, Path(desc.home), store)
+        committed, units = await destinations.committed(self.registry, run_id, rebuilt, Path(desc.home), store)
         plan = plan_resume(run_id, rebuilt, self.registry, status, committed, units)
         # the bounds the run started with: a resumed incremental read reads the same rows
         return await self._execute(run_id, rebuilt, desc, store, plan, run.get("cursors") or {})
-
-    def _loaders(self, run_id: str, pipeline: Pipeline, home: Path, names: set[str] | None, resources: Any
-                 ) -> dict[str, Any]:
-        """Loader objects of the load tasks (all, or ``names``), to ask their destinations; they
-        connect only when asked, through ``resources`` (close it afterwards)."""
-        from agent_etl.tools.base import ToolContext
-
-        connections = {k: c.model_dump() for k, c in pipeline.spec.connections.items()}
-        out = {}
-        for t in pipeline.tasks:
-            if t.kind != "load" or (names is not None and t.name not in names):
-                continue
-            cls = self.registry.get("loader", t.tool)
-            ctx = ToolContext(run_id=run_id, task=t.name, base_dir=pipeline.base_dir, home=home,
-                              connections=connections, resources=resources, line=t.line)
-            out[t.name] = cls(cls.Config.model_validate(t.options), ctx)
-        return out
-
-    async def _cursors(self, run_id: str, pipeline: Pipeline, home: Path, store: Any) -> dict[str, Any]:
-        """The mark each incremental source reads after: the smallest of the marks its loads'
-        destinations hold (the destination is the truth: two state folders cannot disagree), or the
-        run store's state where no destination holds one."""
-        from agent_etl.agents.resume import extracts_above
-        from agent_etl.tools.databases.incremental import decode
-        from agent_etl.tools.resources import Resources
-
-        sources = {t.name: t.options["incremental"].get("cursor") for t in pipeline.tasks
-                   if t.kind == "extract" and isinstance(t.options.get("incremental"), dict)}
-        if not sources:
-            return {}
-        below = {t.name: [e for e in extracts_above(pipeline, t) if e in sources]
-                 for t in pipeline.tasks if t.kind == "load"}
-        resources = Resources()
-        marks: dict[str, list[dict[str, Any]]] = {}
-        try:
-            loaders = self._loaders(run_id, pipeline, home, {n for n, es in below.items() if es}, resources)
-            for name, loader in loaders.items():
-                for e in below[name]:
-                    mark = await loader.mark(e)
-                    if isinstance(mark, dict) and mark.get("cursor") == sources[e]:
-                        marks.setdefault(e, []).append(mark)
-        finally:
-            await resources.aclose()
-        cursors = {}
-        for e in sources:
-            if marks.get(e):
-                cursors[e] = min(marks[e], key=decode)
-            elif store is not None:
-                stored = store.load_state(pipeline.name, e)
-                if stored is not None:
-                    cursors[e] = stored
-        return cursors
-
-    async def _committed(self, run_id: str, pipeline: Pipeline, home: Path, store: Any,
-                         names: set[str] | None = None) -> tuple[dict[str, Any], dict[str, bool]]:
-        """What each load's destination holds of ``run_id`` (the run store's mirror for a loader
-        that keeps no checkpoints), and whether it commits in units."""
-        from agent_etl.tools.base import Loader
-        from agent_etl.tools.resources import Resources
-
-        mirror = store.run_checkpoints(run_id)
-        resources = Resources()
-        committed: dict[str, Any] = {}
-        units: dict[str, bool] = {}
-        try:
-            for name, loader in self._loaders(run_id, pipeline, home, names, resources).items():
-                units[name] = bool(loader.takes_units())
-                if type(loader).committed is Loader.committed:
-                    committed[name] = mirror.get(name)
-                    continue
-                held = committed[name] = await loader.committed()
-                seen = mirror.get(name)
-                if held is None and seen is not None:
-                    raise ResumeError(
-                        f"load {name!r} of run {run_id} committed {seen['rows']:,} rows in {seen['commits']} "
-                        "unit(s), but its destination no longer holds them (was the table or file dropped or "
-                        "rewritten since?); resuming would load only part of the data. Start a new run with "
-                        "`agent-etl run` instead")
-        finally:
-            await resources.aclose()
-        return committed, units
 
     async def _execute(self, run_id: str, pipeline: Pipeline, desc: RunDescription, store: Any, plan: Any,
                        cursors: dict[str, Any]) -> RunResult:
@@ -372,7 +296,7 @@ class AgentCoordinator(Agent):
                                           resume=plan.to_dict() if plan is not None else None,
                                           cursors=cursors))
         exit_code, error = 0, None
-        breakers = _Breakers(pipeline)
+        breakers = Breakers(pipeline)
         try:
             limit = asyncio.Semaphore(pipeline.spec.defaults.concurrency)
 
@@ -421,7 +345,7 @@ class AgentCoordinator(Agent):
                    store=self._store_option)
 
     async def _run_branch(self, run_id: str, pipeline: Pipeline, tasks: list[Task], chosen: dict[str, tuple[Agent, str]],
-                          desc: RunDescription, store: Any, breakers: _Breakers) -> None:
+                          desc: RunDescription, store: Any, breakers: Breakers) -> None:
         """Run one branch; retry what failed transiently, going on after the commit units that
         landed (a retry is a resume of the failed loads), unless a connection's breaker is open."""
         from agent_etl.agents.resume import plan_resume
@@ -450,7 +374,8 @@ class AgentCoordinator(Agent):
             await asyncio.sleep(delay)
             if store is not None:
                 names = {t.name for t in todo if t.kind == "load"}
-                committed, units = await self._committed(run_id, pipeline, Path(desc.home), store, names)
+                committed, units = await destinations.committed(self.registry, run_id, pipeline, Path(desc.home),
+                                                                store, names)
                 plan = plan_resume(run_id, pipeline, self.registry, {}, committed, units, loads=names)
                 skipped = plan.skipped(pipeline)
                 todo = [t for t in todo if t.name not in skipped]
@@ -536,34 +461,6 @@ class AgentCoordinator(Agent):
             tasks.difference_update(work)  # a task cancelled before it started did not take itself out
 
 
-class _Breakers:
-    """A circuit breaker per connection of one run: after ``defaults.breaker.failures`` transient
-    failures of tasks that use a connection, it is taken as down and the run's other tasks on it
-    fail at once, naming the last error, instead of each retrying against it."""
-
-    def __init__(self, pipeline: Pipeline):
-        self.limit = pipeline.spec.defaults.breaker.failures
-        self.uses = {t.name: t.options.get("connection") for t in pipeline.tasks
-                     if isinstance(t.options.get("connection"), str)}
-        self.count: dict[str, int] = {}
-        self.last: dict[str, str] = {}
-
-    def failed(self, task: str, error: str) -> None:
-        conn = self.uses.get(task)
-        if conn is not None:
-            self.count[conn] = self.count.get(conn, 0) + 1
-            self.last[conn] = error
-
-    def down(self, tasks: list[Task]) -> str | None:
-        for t in tasks:
-            conn = self.uses.get(t.name)
-            if conn is not None and self.count.get(conn, 0) >= self.limit:
-                return (f"connection {conn!r} is taken as down after {self.count[conn]} failures (the last: "
-                        f"{self.last[conn]}); {t.kind} {t.name!r} was not started. Fix the connection and resume "
-                        "the run")
-        return None
-
-
 def _flush_and_renew(store: Any, live: list[str]) -> None:
     store.flush()
     store.renew(live)
@@ -579,45 +476,6 @@ def _one_agent_per_branch(pipeline: Pipeline, chosen: dict[str, tuple[Agent, str
             for t in branch:
                 out[t.name] = (agent, chosen[t.name][1] if chosen[t.name][0] is agent else reason)
     return out
-
-
-def _changes(desc: RunDescription, pipeline: Pipeline | None) -> str:
-    """What differs between the pipeline a run was started with and its file now ('' if nothing,
-    or if the file is gone): the sections and steps that were added, removed or changed."""
-    from agent_etl.yamlsource import load_yaml
-
-    if pipeline is not None:
-        text = pipeline.doc.source_text
-    elif desc.path and Path(desc.path).is_file():
-        text = Path(desc.path).read_text()
-    else:
-        return ""
-    if text == desc.spec:
-        return ""
-    try:
-        old, new = load_yaml(desc.spec, "recorded").data, load_yaml(text, "now").data
-    except Exception:  # noqa: BLE001 - a file that no longer parses has changed
-        return "the file no longer parses"
-    diffs: list[str] = []
-    for key in sorted(set(old) | set(new), key=str):
-        a, b = old.get(key), new.get(key)
-        if a == b:
-            continue
-        if isinstance(a, dict) and isinstance(b, dict):
-            for step in sorted(set(a) | set(b), key=str):
-                if a.get(step) != b.get(step):
-                    what = "added" if step not in a else "removed" if step not in b else "changed"
-                    diffs.append(f"{key}.{step} {what}")
-        elif isinstance(a, list) and isinstance(b, list):
-            names = lambda xs: {x.get("name", i) if isinstance(x, dict) else i: x for i, x in enumerate(xs)}  # noqa: E731
-            na, nb = names(a), names(b)
-            for step in sorted(set(na) | set(nb), key=str):
-                if na.get(step) != nb.get(step):
-                    what = "added" if step not in na else "removed" if step not in nb else "changed"
-                    diffs.append(f"{key}[{step}] {what}")
-        else:
-            diffs.append(f"{key} changed")
-    return ", ".join(diffs)  # nothing: only comments or layout changed
 
 
 def _with_ancestors(sinks: list[Task], tasks: list[Task]) -> list[Task]:

@@ -36,7 +36,7 @@ import pyarrow as pa
 from agent_etl.exceptions import ToolError
 from agent_etl.tools.base import Extractor
 from agent_etl.tools.databases.blocking import read_stream
-from agent_etl.tools.databases.incremental import CursorTracker, bound, decode, encode, partition_bounds
+from agent_etl.tools.databases.incremental import CursorTracker, bound, decode, partition_bounds
 from agent_etl.tools.databases.options import Incremental
 
 
