@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -79,8 +80,6 @@ class ETLAgent(Agent):
                 from agent_etl.store.runs import RunStore
 
                 store = self.stores[ev.store_url] = RunStore(ev.store_url)
-        from pathlib import Path
-
         rc = RunContext(ev.run_id, desc.pipeline(registry=self.registry), Path(desc.home), store, self.registry)
         rc.resume = ResumePlan.from_dict(ev.resume) if ev.resume else None
         rc.cursors = dict(ev.cursors)
@@ -111,7 +110,13 @@ class ETLAgent(Agent):
         self._work.add(work)  # execute() takes it out when it ends: cheaper than a done callback per task
 
     async def execute(self, run_id: str, name: str, attempt: int = 1) -> None:
-        rc = self.runs[run_id]
+        rc = self.runs.get(run_id)
+        if rc is None:  # the run's description never reached this agent: say so rather than hang the run
+            self._work.discard(asyncio.current_task())
+            await self.bus.publish(TaskFailed(
+                run_id=run_id, task=name, agent=self.id, attempt=attempt, error_type="UnknownRun",
+                error=f"agent {self.id} was assigned {name!r} of run {run_id}, whose RunStarted it never received"))
+            return
         task = rc.tasks[name]
         key = f"{run_id}/{name}"
         self.running.add(key)
