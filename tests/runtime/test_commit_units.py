@@ -283,3 +283,11 @@ async def test_a_run_killed_in_flight_is_crashed_and_resumable(units_registry, t
     assert done % 30 == 0 and 0 < done < 100 and ids("a") == ids("b")
     resumed = await AgentCoordinator(registry=units_registry, home=tmp_path / ".agent-etl").run(resume=row["run_id"])
     assert resumed.ok and ids("a") == ids("b") == [2 * i for i in range(100)]
+
+
+async def test_a_sibling_that_never_prepares_does_not_hold_the_others(units_registry, tmp_path, sinks):
+    # `collect` (tests/conftest.py) is a loader written before commit units: it never calls prepare
+    text = spec().replace("b: {input: mid, tool: ledger, key: b}", "b: {input: mid, tool: collect, key: b}")
+    result = await asyncio.wait_for(run(units_registry, tmp_path, text), 30)
+    assert result.ok, result.error
+    assert ids("a") == [2 * i for i in range(100)] and sum(b.num_rows for b in sinks["b"]) == 100

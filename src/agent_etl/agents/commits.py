@@ -72,6 +72,16 @@ class CommitBarrier:
             raise SiblingFailed(f"load {load!r} rolled back its commit: sibling load {self.failed!r} of the same "
                                 "input failed (defaults.commit: together)")
 
+    def finished(self, load: str) -> None:
+        """``load`` ended without failing. One that never called ``prepare`` (a loader written
+        before commit units, committing on its own) must not keep its siblings waiting."""
+        self.unit_loads.discard(load)
+        self.loads.discard(load)
+        for key, fut in self._open.items():
+            members = self.loads if key[0] == "final" else self.unit_loads
+            if not fut.done() and members <= self._arrived.get(key, set()):
+                fut.set_result(None)
+
     def fail(self, load: str) -> None:
         """``load`` failed: every sibling waiting at the barrier, or arriving later, rolls back."""
         if load not in self.loads or self.failed is not None:

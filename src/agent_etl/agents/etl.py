@@ -151,6 +151,9 @@ class ETLAgent(Agent):
                 transient=isinstance(e, TransientError), upstream=isinstance(e, UpstreamError),
                 exit_code=getattr(e, "exit_code", 1), duration=time.perf_counter() - started, attempt=attempt))
         else:
+            barrier = rc.barriers.get(task.inputs[0]) if task.kind == "load" else None
+            if barrier is not None:
+                barrier.finished(name)
             await self.bus.publish(TaskCompleted(
                 run_id=run_id, task=name, agent=self.id, rows=run.rows, batches=run.batches,
                 duration=time.perf_counter() - started, attempt=attempt, details=details))
