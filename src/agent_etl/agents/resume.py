@@ -67,40 +67,28 @@ class ResumePlan:
                 or (t.kind != "load" and below.get(t.name) and idle(t.name))}
 
 
-def extracts_above(pipeline: Pipeline, task: Task) -> list[str]:
-    """The extract tasks whose rows reach ``task``."""
-    seen: set[str] = set()
+def above(pipeline: Pipeline, task: Task) -> list[Task]:
+    """Every task whose rows reach ``task``."""
+    seen: dict[str, Task] = {}
     stack = list(task.inputs)
-    out: list[str] = []
     while stack:
         n = stack.pop()
-        if n in seen:
-            continue
-        seen.add(n)
-        t = pipeline.task(n)
-        if t.kind == "extract":
-            out.append(n)
-        stack.extend(t.inputs)
-    return sorted(out)
+        if n not in seen:
+            seen[n] = pipeline.task(n)
+            stack.extend(seen[n].inputs)
+    return list(seen.values())
+
+
+def extracts_above(pipeline: Pipeline, task: Task) -> list[str]:
+    """The extract tasks whose rows reach ``task``."""
+    return sorted(t.name for t in above(pipeline, task) if t.kind == "extract")
 
 
 def streaming_path(pipeline: Pipeline, task: Task, registry: Any) -> bool:
     """Whether every transform between the extracts and ``task`` maps each batch on its own (so a
     run can go on in the middle of the stream), and no quality gate reads a whole input first."""
-    stack = list(task.inputs)
-    seen: set[str] = set()
-    while stack:
-        n = stack.pop()
-        if n in seen:
-            continue
-        seen.add(n)
-        t = pipeline.task(n)
-        if t.refs:
-            return False
-        if t.kind == "transform" and not registry.get("transform", t.tool).streams(t.options):
-            return False
-        stack.extend(t.inputs)
-    return True
+    return not any(t.refs or (t.kind == "transform" and not registry.get("transform", t.tool).streams(t.options))
+                   for t in above(pipeline, task))
 
 
 def plan_resume(run_id: str, pipeline: Pipeline, registry: Any, task_status: dict[str, str],
