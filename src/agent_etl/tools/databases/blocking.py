@@ -53,6 +53,22 @@ class Units:
         self.landed, self.since = self.unit_rows, self.rows
         self.commits += 1
 
+    # What a failure leaves, in the words of its message (the same in every database loader).
+
+    def undone(self, nothing: str = "the load was rolled back and nothing was written") -> str:
+        """``nothing`` before the first commit, else: the unit under way rolled back, earlier ones kept."""
+        if not self.commits:
+            return nothing
+        return f"the commit unit under way was rolled back; {self.kept()}"
+
+    def kept(self) -> str:
+        """The units committed before a failure, which stay (said once there is one)."""
+        return f"the {self.since} rows of the {self.commits} unit(s) committed before stay in the table"
+
+    def rolled(self) -> str:
+        """What a failure rolled back: the load, or (once a unit has committed) the unit under way."""
+        return "the load was rolled back" if not self.commits else "its commit unit was rolled back"
+
 
 async def write_stream(writer: Any, batches: AsyncIterator[Any], ctx: Any, errors: tuple[type[BaseException], ...],
                        stop: Callable[[], None] | None = None, units: bool = False, spool: bool = False) -> int:

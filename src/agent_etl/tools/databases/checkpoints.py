@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ from agent_etl.tools.base import ToolContext
 
 TABLE = "_agent_etl_checkpoints"
 COLUMNS = ("run_id", "task", "table_name", "rows", "position")  # written; committed_at is the default
+Rows = Callable[[str, Sequence[Any]], Iterable[Sequence[Any]]]  # runs a query with its parameters: its rows
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,26 @@ def committed(total: Any, count: Any, position: Any) -> dict[str, Any] | None:
         return None
     position = _parsed(position)
     return {"rows": int(total or 0), "commits": int(count), "position": position or {}}
+
+
+def query_committed(rows: Rows, table: str, quote: Callable[[str], str], mark: str, key: Sequence[Any],
+                    tiebreak: str = "") -> dict[str, Any] | None:
+    """``committed`` of ``key`` (run_id, task, table_name): ``totals``, then ``latest``, each run by
+    ``rows(query, parameters)``, the driver's call that returns a query's rows."""
+    total, count = next(iter(rows(totals(table, quote, mark), key)))
+    if not count:
+        return None
+    (position,) = next(iter(rows(latest(table, quote, mark, tiebreak), key)))
+    return committed(total, count, position)
+
+
+def query_mark(rows: Rows, table: str, quote: Callable[[str], str], mark: str, task: str, table_name: str,
+               source: str, as_text: str = "{}", tiebreak: str = "") -> dict[str, Any] | None:
+    """``first_mark`` of ``source`` in the positions ``marks`` finds for ``task`` and ``table_name``,
+    run by ``rows`` (as in ``query_committed``), whose rows are read only as far as the first mark."""
+    patterns = mark_patterns(source)
+    found = rows(marks(table, quote, mark, len(patterns), as_text, tiebreak), (task, table_name, *patterns))
+    return first_mark((r[0] for r in found), source)
 
 
 def checkpoint(ctx: ToolContext, table_name: str, rows: int) -> Checkpoint:

@@ -48,11 +48,12 @@ import numpy as np
 import pyarrow as pa
 
 from agent_etl.exceptions import ToolError, TransientError
-from agent_etl.tools.base import Loader, ToolContext
+from agent_etl.tools.base import ToolContext
 from agent_etl.tools.databases import checkpoints
-from agent_etl.tools.databases.blocking import Units, in_thread, write_stream
+from agent_etl.tools.databases.blocking import Units, write_stream
 from agent_etl.tools.databases.duckdb import cursor, first_line, open_database, path_of, qualified, quote
 from agent_etl.tools.databases.options import SinkOptions, split_table
+from agent_etl.tools.databases.sink import DatabaseLoader
 from agent_etl.tools.databases.transient import transient
 
 _SEQ = "__agent_etl_seq"  # row order in the merge staging table: the last row of a key wins
@@ -299,72 +300,30 @@ class _Writer(Units):
 
     def _fail(self, problem: str) -> ToolError:
         return ToolError(f"task {self.ctx.task!r}: DuckDB table {self.config.table!r} in "
-                         f"{path_of(self.ctx, self.config.connection)}: {problem}; "
-                         + ("nothing was written" if not self.commits else self._undone()))
-
-    def _undone(self) -> str:
-        """What a failure leaves: nothing, or the units committed before it."""
-        if not self.commits:
-            return "the load was rolled back and nothing was written"
-        return (f"the commit unit under way was rolled back; the {self.rows - self.unit_rows} rows of the "
-                f"{self.commits} unit(s) committed before stay in the table")
-
-    def _rolled(self) -> str:
-        return "the load was rolled back" if not self.commits else "its commit unit was rolled back"
+                         f"{path_of(self.ctx, self.config.connection)}: {problem}; " + self.undone("nothing was written"))
 
     def error(self, e: BaseException) -> ToolError:
         import duckdb
 
         if transient(e):
             return TransientError(f"task {self.ctx.task!r}: DuckDB table {self.config.table!r} in "
-                                  f"{path_of(self.ctx, self.config.connection)}: {first_line(e)}; {self._undone()}; "
+                                  f"{path_of(self.ctx, self.config.connection)}: {first_line(e)}; {self.undone()}; "
                                   "another transaction wrote the same rows or tables: it may succeed if tried again")
         if isinstance(e, duckdb.ConstraintException):
-            return self._fail(f"a row violates a constraint ({first_line(e)}); {self._rolled()}. Fix the "
+            return self._fail(f"a row violates a constraint ({first_line(e)}); {self.rolled()}. Fix the "
                               "rows upstream (e.g. a quality check) or the table's constraint")
         if isinstance(e, duckdb.ConversionException):
-            return self._fail(f"a value does not fit the table's column type ({first_line(e)}); {self._rolled()}. "
+            return self._fail(f"a value does not fit the table's column type ({first_line(e)}); {self.rolled()}. "
                               "Cast the column upstream or change the table")
-        return self._fail(f"{first_line(e)}; {self._rolled()}")
-
-
-class DuckDBLoader(Loader):
-    """Write Arrow batches into a DuckDB table in one transaction (append, atomic replace, merge)."""
-
-    class Config(SinkOptions):
-        """Options of the duckdb loader: connection, table, mode (append, replace, merge), key, schema_policy."""
-
-    async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
-        import duckdb
-
-        writer = _Writer(self.ctx, self.config)
-        return await write_stream(writer, batches, self.ctx, (duckdb.Error, pa.ArrowException), stop=writer.interrupt,
-                                  units=self.takes_units())
-
-    def takes_units(self) -> bool:
-        return self.config.mode in ("append", "merge")
-
-    async def committed(self) -> dict[str, Any] | None:
-        if not path_of(self.ctx, self.config.connection).is_file():
-            return None  # no database, no checkpoint: and none is created by asking
-        return await in_thread(_committed, self.ctx, self.config)
-
-    async def mark(self, source: str) -> dict[str, Any] | None:
-        if not path_of(self.ctx, self.config.connection).is_file():
-            return None
-        return await in_thread(_mark, self.ctx, self.config, source)
+        return self._fail(f"{first_line(e)}; {self.rolled()}")
 
 
 def _committed(ctx: ToolContext, config: DuckDBLoader.Config) -> dict[str, Any] | None:
     """The checkpoint rows of ``ctx``'s run and task for the table (``Loader.committed``); None when
     the table itself is gone (dropped since), whatever checkpoint rows remain."""
     def read(cur: Any, table: str) -> dict[str, Any] | None:
-        key = [ctx.run_id, ctx.task, config.table]
-        total, count = cur.execute(checkpoints.totals(table, quote, "?"), key).fetchone()
-        if not count:
-            return None
-        (position,) = cur.execute(checkpoints.latest(table, quote, "?", tiebreak="rowid"), key).fetchone()
-        return checkpoints.committed(total, count, position)
+        return checkpoints.query_committed(_rows(cur), table, quote, "?", [ctx.run_id, ctx.task, config.table],
+                                           tiebreak="rowid")
 
     return _checkpoints(ctx, config, read, loaded=True)
 
@@ -372,17 +331,17 @@ def _committed(ctx: ToolContext, config: DuckDBLoader.Config) -> dict[str, Any] 
 def _mark(ctx: ToolContext, config: DuckDBLoader.Config, source: str) -> dict[str, Any] | None:
     """The newest incremental mark of ``source`` in the checkpoints of the task and table (``Loader.mark``)."""
     def read(cur: Any, table: str) -> dict[str, Any] | None:
-        patterns = checkpoints.mark_patterns(source)
-        query = checkpoints.marks(table, quote, "?", len(patterns), as_text="CAST({} AS VARCHAR)", tiebreak="rowid")
-        cur.execute(query, [ctx.task, config.table, *patterns])
-        return checkpoints.first_mark((r[0] for r in iter(cur.fetchone, None)), source)
+        return checkpoints.query_mark(_rows(cur), table, quote, "?", ctx.task, config.table, source,
+                                      as_text="CAST({} AS VARCHAR)", tiebreak="rowid")
 
     return _checkpoints(ctx, config, read, loaded=False)
 
 
 def _checkpoints(ctx: ToolContext, config: DuckDBLoader.Config, read: Callable[[Any, str], Any], loaded: bool) -> Any:
     """``read(cursor, checkpoint table quoted)`` on a cursor of the run's database, or None if there
-    is no checkpoint table, or ``loaded`` and the loaded table is gone."""
+    is no database file or checkpoint table, or ``loaded`` and the loaded table is gone."""
+    if not path_of(ctx, config.connection).is_file():
+        return None  # no database, no checkpoint: and none is created by asking
     schema, name = split_table(config.table)
     cur = cursor(open_database(ctx, config.connection, create=False))
     try:
@@ -392,3 +351,25 @@ def _checkpoints(ctx: ToolContext, config: DuckDBLoader.Config, read: Callable[[
         return read(cur, qualified(schema, checkpoints.TABLE))
     finally:
         cur.close()
+
+
+def _rows(cur: Any) -> checkpoints.Rows:
+    """``cur``'s query call for ``checkpoints``; its rows are fetched one at a time, as far as they are read."""
+    return lambda query, params: iter(cur.execute(query, list(params)).fetchone, None)
+
+
+class DuckDBLoader(DatabaseLoader):
+    """Write Arrow batches into a DuckDB table in one transaction (append, atomic replace, merge)."""
+
+    class Config(SinkOptions):
+        """Options of the duckdb loader: connection, table, mode (append, replace, merge), key, schema_policy."""
+
+    read_committed = staticmethod(_committed)
+    read_mark = staticmethod(_mark)
+
+    async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
+        import duckdb
+
+        writer = _Writer(self.ctx, self.config)
+        return await write_stream(writer, batches, self.ctx, (duckdb.Error, pa.ArrowException), stop=writer.interrupt,
+                                  units=self.takes_units())

@@ -59,12 +59,13 @@ import pyarrow as pa
 import pyarrow.csv as pv
 
 from agent_etl.exceptions import ToolError, TransientError
-from agent_etl.tools.base import Loader, ToolContext
+from agent_etl.tools.base import ToolContext
 from agent_etl.tools.databases import checkpoints, mysql
-from agent_etl.tools.databases.blocking import Units, in_thread, write_stream
+from agent_etl.tools.databases.blocking import Units, write_stream
 from agent_etl.tools.databases.mysql import ident
 from agent_etl.tools.databases.mysql_types import column_type, text_batch
 from agent_etl.tools.databases.options import SinkOptions
+from agent_etl.tools.databases.sink import DatabaseLoader
 from agent_etl.tools.databases.transient import transient
 
 _CSV = pv.WriteOptions(include_header=False, quoting_style="all_valid", null_string="NULL", batch_size=8192)
@@ -396,14 +397,7 @@ class _Writer(Units):
 
     def _fail(self, problem: str) -> ToolError:
         return ToolError(f"task {self.ctx.task!r}: MariaDB/MySQL table {self.config.table!r} at {self.pool.where()}: "
-                         f"{problem}; {self._undone()}")
-
-    def _undone(self) -> str:
-        """What a failure leaves: nothing, or the units committed before it."""
-        if not self.commits:
-            return "nothing was written"
-        return (f"the commit unit under way was rolled back; the {self.rows - self.unit_rows} rows of the "
-                f"{self.commits} unit(s) committed before stay in the table")
+                         f"{problem}; {self.undone('nothing was written')}")
 
     def error(self, e: BaseException) -> ToolError:
         code, text = mysql.error_code(e), mysql.error_text(e)
@@ -411,15 +405,14 @@ class _Writer(Units):
         if self.committed and self.config.mode == "replace":  # the swap is in, only the checkpoint row failed
             return ToolError(f"{where}: {text}; the table was replaced, but its checkpoint row could not be written")
         if transient(e):
-            tail = "the load was rolled back" if not self.commits else self._undone()
-            return TransientError(f"{where}: {text}; {tail}; it may succeed if tried again")
+            return TransientError(f"{where}: {text}; {self.undone('the load was rolled back')}; it may succeed if "
+                                  "tried again")
         if code == 1300 and "character string" in text:
             return ToolError(f"{where}: {text}; MariaDB/MySQL table and column names cannot hold characters beyond "
                              "U+FFFF (emoji): rename the column upstream (tool: rename)")
         if code == 1148 or (code == 2068) or "local" in text.lower() and "infile" in text.lower():
             return ToolError(f"{where}: {text}; the server must allow LOAD DATA LOCAL: SET GLOBAL local_infile = 1")
-        return ToolError(f"{where}: {text}; " + ("the load was rolled back and nothing was written" if not self.commits
-                                                 else self._undone()))
+        return ToolError(f"{where}: {text}; {self.undone()}")
 
 
 def _at_row(message: str, offset: int) -> str:
@@ -427,38 +420,11 @@ def _at_row(message: str, offset: int) -> str:
     return re.sub(r"at row (\d+)", lambda m: f"at input row {offset + int(m.group(1))}", message)
 
 
-class MySQLLoader(Loader):
-    """Write Arrow batches into a MariaDB/MySQL table with LOAD DATA (append, atomic replace or merge)."""
-
-    Config = SinkOptions
-
-    def takes_units(self) -> bool:
-        return self.config.mode in ("append", "merge")
-
-    async def committed(self) -> dict[str, Any] | None:
-        return await in_thread(_committed, self.ctx, self.config)
-
-    async def mark(self, source: str) -> dict[str, Any] | None:
-        return await in_thread(_mark, self.ctx, self.config, source)
-
-    async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
-        import pymysql
-
-        return await write_stream(_Writer(self.ctx, self.config), batches, self.ctx, (pymysql.Error,),
-                                  units=self.takes_units())
-
-
 def _committed(ctx: ToolContext, config: SinkOptions) -> dict[str, Any] | None:
     """The checkpoint rows of ``ctx``'s run and task for the table (``Loader.committed``); None when
     the table itself is gone (dropped since), whatever checkpoint rows remain."""
     def read(cur: Any, table: str, table_name: str) -> dict[str, Any] | None:
-        key = (ctx.run_id, ctx.task, table_name)
-        cur.execute(checkpoints.totals(table, ident, "%s"), key)
-        total, count = cur.fetchone()
-        if not count:
-            return None
-        cur.execute(checkpoints.latest(table, ident, "%s"), key)
-        return checkpoints.committed(total, count, cur.fetchone()[0])
+        return checkpoints.query_committed(_rows(cur), table, ident, "%s", (ctx.run_id, ctx.task, table_name))
 
     return _checkpoints(ctx, config, read, loaded=True)
 
@@ -466,11 +432,9 @@ def _committed(ctx: ToolContext, config: SinkOptions) -> dict[str, Any] | None:
 def _mark(ctx: ToolContext, config: SinkOptions, source: str) -> dict[str, Any] | None:
     """The newest incremental mark of ``source`` in the checkpoints of the task and table (``Loader.mark``)."""
     def read(cur: Any, table: str, table_name: str) -> dict[str, Any] | None:
-        patterns = checkpoints.mark_patterns(source)
         # position is LONGTEXT where this loader made the table, JSON where the sql loader did
-        cur.execute(checkpoints.marks(table, ident, "%s", len(patterns), as_text="CAST({} AS CHAR)"),
-                    (ctx.task, table_name, *patterns))
-        return checkpoints.first_mark((r[0] for r in cur.fetchall()), source)
+        return checkpoints.query_mark(_rows(cur), table, ident, "%s", ctx.task, table_name, source,
+                                      as_text="CAST({} AS CHAR)")
 
     return _checkpoints(ctx, config, read, loaded=False)
 
@@ -491,3 +455,27 @@ def _checkpoints(ctx: ToolContext, config: SinkOptions, read: Callable[[Any, str
         if not have_checkpoints or (loaded and not have_table):
             return None
         return read(cur, mysql.qualified(database, checkpoints.TABLE), f"{database}.{name}")
+
+
+def _rows(cur: Any) -> checkpoints.Rows:
+    """``cur``'s query call for ``checkpoints`` (the driver's ``execute`` returns a row count, not the rows)."""
+    def rows(query: str, params: Any) -> list[tuple]:
+        cur.execute(query, params)
+        return cur.fetchall()
+
+    return rows
+
+
+class MySQLLoader(DatabaseLoader):
+    """Write Arrow batches into a MariaDB/MySQL table with LOAD DATA (append, atomic replace or merge)."""
+
+    Config = SinkOptions
+
+    read_committed = staticmethod(_committed)
+    read_mark = staticmethod(_mark)
+
+    async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
+        import pymysql
+
+        return await write_stream(_Writer(self.ctx, self.config), batches, self.ctx, (pymysql.Error,),
+                                  units=self.takes_units())

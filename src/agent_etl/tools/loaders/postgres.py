@@ -59,7 +59,7 @@ from pydantic import field_validator
 
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.stream import slices
-from agent_etl.tools.base import Loader, ToolContext
+from agent_etl.tools.base import ToolContext
 from agent_etl.tools.databases import checkpoints, pg_ddl
 from agent_etl.tools.databases.blocking import Units, end_unit, in_thread, report
 from agent_etl.tools.databases.checkpoints import checkpoint
@@ -68,6 +68,7 @@ from agent_etl.tools.databases.options import SinkOptions, split_table
 from agent_etl.tools.databases.pg_encode import HEADER, TRAILER, EncodeError, Encoder, order
 from agent_etl.tools.databases.pg_load_types import Column, Unmapped, accepts, natural, writable
 from agent_etl.tools.databases.postgres import pool
+from agent_etl.tools.databases.sink import DatabaseLoader
 from agent_etl.tools.databases.transient import transient
 
 ENCODE_ROWS = 32_768  # rows encoded and sent together
@@ -340,20 +341,13 @@ class _Session(Units):
         return f"task {self.ctx.task!r}: PostgreSQL table {self.shown} at {describe(self.pool.url)}"
 
     def _fail(self, problem: str) -> ToolError:
-        return ToolError(f"{self._where()}: {problem}; {self._undone()}")
-
-    def _undone(self) -> str:
-        """What a failure leaves: nothing, or the units committed before it."""
-        if not self.commits:
-            return "the load was rolled back and nothing was written"
-        return (f"the commit unit under way was rolled back; the {self.rows - self.unit_rows} rows of the "
-                f"{self.commits} unit(s) committed before stay in the table")
+        return ToolError(f"{self._where()}: {problem}; {self.undone()}")
 
     def error(self, e: BaseException) -> ToolError:
         import psycopg
 
         if isinstance(e, EncodeError):
-            return ToolError(f"{self._where()}: {e}; {self._undone()}; cast or fix the column upstream")
+            return ToolError(f"{self._where()}: {e}; {self.undone()}; cast or fix the column upstream")
         if not isinstance(e, psycopg.Error):
             return e
         diag = e.diag
@@ -363,7 +357,7 @@ class _Session(Units):
         if diag.context and diag.context.startswith("COPY "):
             text += " at " + diag.context.splitlines()[0].replace(f"COPY {pg_ddl.STAGE}, line", "input row").replace(
                 f"COPY {self.name}, line", "input row")
-        tail = self._undone()
+        tail = self.undone()
         if isinstance(e, psycopg.errors.IntegrityError):
             return ToolError(f"{self._where()}: a row violates a constraint: {text}; {tail}; fix the rows upstream "
                              "(e.g. a quality check) or the table's constraint")
@@ -375,7 +369,46 @@ class _Session(Units):
         return ToolError(f"{self._where()}: {text}; {tail}")
 
 
-class PostgresLoader(Loader):
+def _committed(ctx: ToolContext, config: PostgresLoader.Config) -> dict[str, Any] | None:
+    """The checkpoint rows of ``ctx``'s run and task for the table (``Loader.committed``); None when
+    the table itself is gone (dropped since), whatever checkpoint rows remain."""
+    def read(cur: Any, quoted: str, table_name: str) -> dict[str, Any] | None:
+        return checkpoints.query_committed(cur.execute, quoted, _quote, "%s", (ctx.run_id, ctx.task, table_name))
+
+    return _checkpoints(ctx, config, read, loaded=True)
+
+
+def _mark(ctx: ToolContext, config: PostgresLoader.Config, source: str) -> dict[str, Any] | None:
+    """The newest incremental mark of ``source`` in the checkpoints of the task and table (``Loader.mark``)."""
+    def read(cur: Any, quoted: str, table_name: str) -> dict[str, Any] | None:
+        return checkpoints.query_mark(cur.execute, quoted, _quote, "%s", ctx.task, table_name, source,
+                                      as_text="{}::text")
+
+    return _checkpoints(ctx, config, read, loaded=False)
+
+
+def _checkpoints(ctx: ToolContext, config: PostgresLoader.Config, read: Callable[[Any, str, str], Any],
+                 loaded: bool) -> Any:
+    """``read(cursor, checkpoint table quoted, table_name of the rows)`` on a pooled connection, or
+    None if there is no checkpoint table (no schema), or ``loaded`` and the loaded table is gone."""
+    from psycopg import sql
+
+    schema, name = split_table(config.table)
+    with pool(ctx, config.connection).connection() as conn:
+        cur = conn.cursor()
+        if schema is None:
+            schema = cur.execute("SELECT current_schema()").fetchone()[0]
+            if schema is None:
+                return None
+        table = sql.Identifier(schema, pg_ddl.CHECKPOINTS)
+        if cur.execute("SELECT to_regclass(%s)", (table.as_string(cur),)).fetchone()[0] is None:
+            return None
+        if loaded and pg_ddl.table(cur, schema, name) is None:
+            return None
+        return read(cur, table.as_string(cur), f"{schema}.{name}")
+
+
+class PostgresLoader(DatabaseLoader):
     """Write Arrow batches into a PostgreSQL table with binary COPY (append, atomic replace, merge)."""
 
     class Config(SinkOptions):
@@ -387,14 +420,8 @@ class PostgresLoader(Loader):
             split_table(value)  # a malformed name is a spec error, with its YAML line
             return value
 
-    def takes_units(self) -> bool:
-        return self.config.mode in ("append", "merge")
-
-    async def committed(self) -> dict[str, Any] | None:
-        return await in_thread(_committed, self.ctx, self.config)
-
-    async def mark(self, source: str) -> dict[str, Any] | None:
-        return await in_thread(_mark, self.ctx, self.config, source)
+    read_committed = staticmethod(_committed)
+    read_mark = staticmethod(_mark)
 
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         import psycopg
@@ -432,51 +459,6 @@ class PostgresLoader(Loader):
             await in_thread(session.close, failure if not session.committed else None)
             await report(session, self.ctx)
         return session.rows
-
-
-def _committed(ctx: ToolContext, config: PostgresLoader.Config) -> dict[str, Any] | None:
-    """The checkpoint rows of ``ctx``'s run and task for the table (``Loader.committed``); None when
-    the table itself is gone (dropped since), whatever checkpoint rows remain."""
-    def read(cur: Any, quoted: str, table_name: str) -> dict[str, Any] | None:
-        key = (ctx.run_id, ctx.task, table_name)
-        total, count = cur.execute(checkpoints.totals(quoted, _quote, "%s"), key).fetchone()
-        if not count:
-            return None
-        (position,) = cur.execute(checkpoints.latest(quoted, _quote, "%s"), key).fetchone()
-        return checkpoints.committed(total, count, position)
-
-    return _checkpoints(ctx, config, read, loaded=True)
-
-
-def _mark(ctx: ToolContext, config: PostgresLoader.Config, source: str) -> dict[str, Any] | None:
-    """The newest incremental mark of ``source`` in the checkpoints of the task and table (``Loader.mark``)."""
-    def read(cur: Any, quoted: str, table_name: str) -> dict[str, Any] | None:
-        patterns = checkpoints.mark_patterns(source)
-        query = checkpoints.marks(quoted, _quote, "%s", len(patterns), as_text="{}::text")
-        return checkpoints.first_mark((r[0] for r in cur.execute(query, (ctx.task, table_name, *patterns))), source)
-
-    return _checkpoints(ctx, config, read, loaded=False)
-
-
-def _checkpoints(ctx: ToolContext, config: PostgresLoader.Config, read: Callable[[Any, str, str], Any],
-                 loaded: bool) -> Any:
-    """``read(cursor, checkpoint table quoted, table_name of the rows)`` on a pooled connection, or
-    None if there is no checkpoint table (no schema), or ``loaded`` and the loaded table is gone."""
-    from psycopg import sql
-
-    schema, name = split_table(config.table)
-    with pool(ctx, config.connection).connection() as conn:
-        cur = conn.cursor()
-        if schema is None:
-            schema = cur.execute("SELECT current_schema()").fetchone()[0]
-            if schema is None:
-                return None
-        table = sql.Identifier(schema, pg_ddl.CHECKPOINTS)
-        if cur.execute("SELECT to_regclass(%s)", (table.as_string(cur),)).fetchone()[0] is None:
-            return None
-        if loaded and pg_ddl.table(cur, schema, name) is None:
-            return None
-        return read(cur, table.as_string(cur), f"{schema}.{name}")
 
 
 def _quote(name: str) -> str:

@@ -57,11 +57,12 @@ import pyarrow as pa
 
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.stream import slices
-from agent_etl.tools.base import Loader, ToolContext
+from agent_etl.tools.base import ToolContext
 from agent_etl.tools.databases import checkpoints
-from agent_etl.tools.databases.blocking import Units, in_thread, write_stream
+from agent_etl.tools.databases.blocking import Units, write_stream
 from agent_etl.tools.databases.engines import connect_error, engine, identifier, location, qualified
 from agent_etl.tools.databases.options import SinkOptions, key_index_name, split_table
+from agent_etl.tools.databases.sink import DatabaseLoader
 from agent_etl.tools.databases.sqlalchemy_types import Unmappable, column_type, params
 from agent_etl.tools.databases.transient import transient
 
@@ -435,15 +436,14 @@ class _Writer(Units):
 
     def _fail(self, problem: str, kind: type[ToolError] = ToolError) -> ToolError:
         where = location(self.engine) if hasattr(self, "engine") else "?"
-        tail = "nothing was written" if not self.commits else (
-            f"the {self.rows - self.unit_rows} rows of the {self.commits} unit(s) committed before stay in the table")
+        tail = self.kept() if self.commits else "nothing was written"
         return kind(f"task {self.ctx.task!r}: table {self.config.table!r} at {where}: {problem}; {tail}")
 
     def error(self, e: BaseException) -> ToolError:
         import sqlalchemy.exc
 
         text = " ".join(str(getattr(e, "orig", None) or e).split())[:400]
-        rolled = "the load was rolled back" if not self.commits else "its commit unit was rolled back"
+        rolled = self.rolled()
         if transient(e):
             return self._fail(f"{text}; {rolled}; it may succeed if tried again", TransientError)
         if isinstance(e, sqlalchemy.exc.IntegrityError):
@@ -453,30 +453,6 @@ class _Writer(Units):
             return self._fail(f"a value does not fit its column ({text}); {rolled}. Cast the column "
                               "upstream or change the table")
         return self._fail(f"{text}; {rolled}")
-
-
-class SQLLoader(Loader):
-    """Write Arrow batches into a table of any SQLAlchemy database (append, replace, merge)."""
-
-    class Config(SinkOptions):
-        """Options of the sql loader: connection (a SQLAlchemy url), table, mode, key, schema_policy."""
-
-    def takes_units(self) -> bool:
-        return self.config.mode in ("append", "merge")
-
-    async def committed(self) -> dict[str, Any] | None:
-        return await in_thread(_committed, self.ctx, self.config)
-
-    async def mark(self, source: str) -> dict[str, Any] | None:
-        return await in_thread(_mark, self.ctx, self.config, source)
-
-    async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
-        import sqlalchemy.exc
-
-        # on SQLite, siblings into the same file would wait for this load's write lock while it waits for them
-        spool = self.ctx.prepare_hook is not None and engine(self.ctx, self.config.connection).dialect.name == "sqlite"
-        return await write_stream(_Writer(self.ctx, self.config), batches, self.ctx, (sqlalchemy.exc.SQLAlchemyError,),
-                                  units=self.takes_units(), spool=spool)
 
 
 def _checkpoints(schema: str | None, in_mysql: bool) -> Any:
@@ -560,3 +536,21 @@ def _checkpoint_rows(ctx: ToolContext, config: SQLLoader.Config, read: Callable[
         if eng.dialect.name == "sqlite":
             order.append(sa.literal_column("rowid").desc())
         return read(conn, t, order)
+
+
+class SQLLoader(DatabaseLoader):
+    """Write Arrow batches into a table of any SQLAlchemy database (append, replace, merge)."""
+
+    class Config(SinkOptions):
+        """Options of the sql loader: connection (a SQLAlchemy url), table, mode, key, schema_policy."""
+
+    read_committed = staticmethod(_committed)
+    read_mark = staticmethod(_mark)
+
+    async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
+        import sqlalchemy.exc
+
+        # on SQLite, siblings into the same file would wait for this load's write lock while it waits for them
+        spool = self.ctx.prepare_hook is not None and engine(self.ctx, self.config.connection).dialect.name == "sqlite"
+        return await write_stream(_Writer(self.ctx, self.config), batches, self.ctx, (sqlalchemy.exc.SQLAlchemyError,),
+                                  units=self.takes_units(), spool=spool)

@@ -67,10 +67,11 @@ import pyarrow as pa
 
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.stream import slices
-from agent_etl.tools.base import Loader, ToolContext
+from agent_etl.tools.base import ToolContext
 from agent_etl.tools.databases import checkpoints
 from agent_etl.tools.databases.options import SinkOptions, key_index_name
-from agent_etl.tools.databases.blocking import Units, in_thread, write_stream
+from agent_etl.tools.databases.blocking import Units, write_stream
+from agent_etl.tools.databases.sink import DatabaseLoader
 from agent_etl.tools.databases.transient import transient
 from agent_etl.tools.sqlite_types import cause, database, declared_type, engine, fold, quote, to_params
 
@@ -273,7 +274,7 @@ class _Writer(Units):
 
     def _fail(self, problem: str) -> ToolError:
         return ToolError(f"task {self.ctx.task!r}: SQLite table {self.table!r} in {self.path}: {problem}; "
-                         + ("nothing was written" if not self.commits else self._undone()))
+                         + self.undone("nothing was written"))
 
     def error(self, e: BaseException) -> ToolError:
         e = cause(e)
@@ -283,40 +284,8 @@ class _Writer(Units):
                              "was written; fix the rows upstream (e.g. a quality check) or the table's constraint")
         if transient(e):
             return TransientError(f"{where}: {e}; another connection holds the write lock: retry, "
-                                  "or raise ?timeout= in the url; " + self._undone())
-        return ToolError(f"{where}: {e}; {self._undone()}")
-
-    def _undone(self) -> str:
-        """What a failure leaves: nothing, or the units committed before it."""
-        if not self.commits:
-            return "the load was rolled back and nothing was written"
-        return (f"the commit unit under way was rolled back; the {self.rows - self.unit_rows} rows of the "
-                f"{self.commits} unit(s) committed before stay in the table")
-
-
-class SQLiteLoader(Loader):
-    """Write Arrow batches into a SQLite table in one transaction (append, atomic replace, or merge)."""
-
-    class Config(SinkOptions):
-        """Options of the sqlite loader: connection, table, mode (append, replace, merge), key, schema_policy."""
-
-    def takes_units(self) -> bool:
-        return self.config.mode in ("append", "merge")
-
-    async def committed(self) -> dict[str, Any] | None:
-        return await in_thread(_committed, self.ctx, self.config)
-
-    async def mark(self, source: str) -> dict[str, Any] | None:
-        return await in_thread(_mark, self.ctx, self.config, source)
-
-    async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
-        import sqlalchemy.exc
-
-        writer = _Writer(self.ctx, self.config)
-        errors = (sqlite3.Error, sqlalchemy.exc.SQLAlchemyError, OverflowError)
-        # siblings into the same file would wait for this load's write lock while it waits for them
-        return await write_stream(writer, batches, self.ctx, errors, stop=writer.stop, units=self.takes_units(),
-                                  spool=self.ctx.prepare_hook is not None)
+                                  "or raise ?timeout= in the url; " + self.undone())
+        return ToolError(f"{where}: {e}; {self.undone()}")
 
 
 def _committed(ctx: ToolContext, config: SQLiteLoader.Config) -> dict[str, Any] | None:
@@ -324,12 +293,8 @@ def _committed(ctx: ToolContext, config: SQLiteLoader.Config) -> dict[str, Any] 
     without creating the file or taking a write lock; None when the table itself is gone (dropped
     since), whatever checkpoint rows remain."""
     def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
-        key = (ctx.run_id, ctx.task, config.table)
-        total, count = conn.execute(checkpoints.totals(_CHECKPOINTS, quote, "?"), key).fetchone()
-        if not count:
-            return None
-        (position,) = conn.execute(checkpoints.latest(_CHECKPOINTS, quote, "?", tiebreak="rowid"), key).fetchone()
-        return checkpoints.committed(total, count, position)
+        return checkpoints.query_committed(conn.execute, _CHECKPOINTS, quote, "?", (ctx.run_id, ctx.task, config.table),
+                                           tiebreak="rowid")
 
     return _checkpoints(ctx, config, read, loaded=True)
 
@@ -337,9 +302,8 @@ def _committed(ctx: ToolContext, config: SQLiteLoader.Config) -> dict[str, Any] 
 def _mark(ctx: ToolContext, config: SQLiteLoader.Config, source: str) -> dict[str, Any] | None:
     """The newest incremental mark of ``source`` in the checkpoints of the task and table (``Loader.mark``)."""
     def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
-        patterns = checkpoints.mark_patterns(source)
-        query = checkpoints.marks(_CHECKPOINTS, quote, "?", len(patterns), tiebreak="rowid")
-        return checkpoints.first_mark((r[0] for r in conn.execute(query, (ctx.task, config.table, *patterns))), source)
+        return checkpoints.query_mark(conn.execute, _CHECKPOINTS, quote, "?", ctx.task, config.table, source,
+                                      tiebreak="rowid")
 
     return _checkpoints(ctx, config, read, loaded=False)
 
@@ -360,3 +324,22 @@ def _checkpoints(ctx: ToolContext, config: SQLiteLoader.Config, read: Callable[[
         return read(conn)
     finally:
         conn.close()
+
+
+class SQLiteLoader(DatabaseLoader):
+    """Write Arrow batches into a SQLite table in one transaction (append, atomic replace, or merge)."""
+
+    class Config(SinkOptions):
+        """Options of the sqlite loader: connection, table, mode (append, replace, merge), key, schema_policy."""
+
+    read_committed = staticmethod(_committed)
+    read_mark = staticmethod(_mark)
+
+    async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
+        import sqlalchemy.exc
+
+        writer = _Writer(self.ctx, self.config)
+        errors = (sqlite3.Error, sqlalchemy.exc.SQLAlchemyError, OverflowError)
+        # siblings into the same file would wait for this load's write lock while it waits for them
+        return await write_stream(writer, batches, self.ctx, errors, stop=writer.stop, units=self.takes_units(),
+                                  spool=self.ctx.prepare_hook is not None)
