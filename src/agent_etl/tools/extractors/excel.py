@@ -3,10 +3,10 @@
 openpyxl hands out cells as Python objects, so rows are gathered in Python (a loop the library
 forces) and turned into Arrow columns once per batch.
 
-Resumable like every file read (``files.FileExtractor``): a resumed read opens the workbook at the
-position's file, reads the sheet from its header on (types from its first batch, as before) and
-drops the ``file_rows`` rows already yielded (empty rows are no rows); in a later workbook the
-first one's schema comes with the position.
+Resumable like every file read (``file_extractor.FileExtractor``): a resumed read opens the
+workbook at the position's file, reads the sheet from its header on (types from its first batch,
+as before) and drops the ``file_rows`` rows already yielded (empty rows are no rows); in a later
+workbook the first one's schema comes with the position.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import pyarrow as pa
 from pydantic import Field
 
 from agent_etl.exceptions import ToolError
-from agent_etl.tools.extractors.files import FileExtractor, Source, TypedFileConfig
+from agent_etl.tools.extractors.file_config import TypedFileConfig
+from agent_etl.tools.extractors.file_extractor import FileExtractor
+from agent_etl.tools.extractors.file_source import Source
 
 
 class ExcelConfig(TypedFileConfig):
