@@ -300,7 +300,7 @@ class _Writer(Units):
 
     def _fail(self, problem: str) -> ToolError:
         return ToolError(f"task {self.ctx.task!r}: DuckDB table {self.config.table!r} in "
-                         f"{path_of(self.ctx, self.config.connection)}: {problem}; " + self.undone("nothing was written"))
+                         f"{path_of(self.ctx, self.config.connection)}: {problem}; " + self.undone())
 
     def error(self, e: BaseException) -> ToolError:
         import duckdb
@@ -309,13 +309,13 @@ class _Writer(Units):
             return TransientError(f"task {self.ctx.task!r}: DuckDB table {self.config.table!r} in "
                                   f"{path_of(self.ctx, self.config.connection)}: {first_line(e)}; {self.undone()}; "
                                   "another transaction wrote the same rows or tables: it may succeed if tried again")
-        if isinstance(e, duckdb.ConstraintException):
-            return self._fail(f"a row violates a constraint ({first_line(e)}); {self.rolled()}. Fix the "
-                              "rows upstream (e.g. a quality check) or the table's constraint")
+        if isinstance(e, duckdb.ConstraintException):  # _fail says what was rolled back and what stays
+            return self._fail(f"a row violates a constraint ({first_line(e)}): fix the rows upstream (e.g. a "
+                              "quality check) or the table's constraint")
         if isinstance(e, duckdb.ConversionException):
-            return self._fail(f"a value does not fit the table's column type ({first_line(e)}); {self.rolled()}. "
-                              "Cast the column upstream or change the table")
-        return self._fail(f"{first_line(e)}; {self.rolled()}")
+            return self._fail(f"a value does not fit the table's column type ({first_line(e)}): cast the column "
+                              "upstream or change the table")
+        return self._fail(first_line(e))
 
 
 def _committed(ctx: ToolContext, config: DuckDBLoader.Config) -> dict[str, Any] | None:
