@@ -151,6 +151,11 @@ def interpolate(doc: Document, variables: dict[str, str] | None, base_dir: Path)
     return problems
 
 
+def looks_secret(name: str) -> bool:
+    """Whether a key or variable name says it holds a secret (``password``, ``API_TOKEN``, ``url``...)."""
+    return bool(_SECRET_KEY.search(name))
+
+
 def redact(text: str, secrets: set[str]) -> str:
     for s in sorted(secrets, key=len, reverse=True):
         if s:

@@ -291,3 +291,29 @@ async def test_a_sibling_that_never_prepares_does_not_hold_the_others(units_regi
     result = await asyncio.wait_for(run(units_registry, tmp_path, text), 30)
     assert result.ok, result.error
     assert ids("a") == [2 * i for i in range(100)] and sum(b.num_rows for b in sinks["b"]) == 100
+
+
+async def test_a_run_rebuilds_from_its_events_as_json(units_registry, tmp_path, monkeypatch):
+    """What a worker in another process would get: RunStarted as JSON, no secret values in it, and
+    an agent that builds its view of the run from it alone."""
+    from agent_etl.bus.memory import MemoryBus
+    from agent_etl.agents.etl import ETLAgent
+    from agent_etl.events import RunStarted, parse_event
+    from agent_etl.run_context import RunDescription
+    from agent_etl.spec import Pipeline
+
+    (tmp_path / "p.yaml").write_text(spec().replace("name: units", "name: units\ndescription: ${SECRET_TOKEN}"))
+    pipeline = Pipeline.from_yaml(tmp_path / "p.yaml", {"SECRET_TOKEN": "hunter2-secret", "PLAIN": "x"},
+                                  registry=units_registry)
+    desc = RunDescription.of(pipeline, pipeline.variables, tmp_path / ".agent-etl")
+    wire = RunStarted(run_id="r1", pipeline="units", tasks=[t.name for t in pipeline.tasks], description=desc,
+                      cursors={"src": {"cursor": "id", "type": "int", "value": 5}}).model_dump_json()
+    assert "hunter2" not in wire and "${SECRET_TOKEN}" in wire and '"PLAIN":"x"' in wire
+    assert '"secret_variables":["SECRET_TOKEN"]' in wire
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2-secret")  # the other process has it in its environment
+    agent = ETLAgent(MemoryBus(), registry=units_registry)
+    agent._on_run_started(parse_event("run.started", wire))
+    rc = agent.runs["r1"]
+    assert [t.name for t in rc.pipeline.tasks] == [t.name for t in pipeline.tasks]
+    assert rc.pipeline.spec.description == "hunter2-secret"
+    assert rc.load_state("src") == {"cursor": "id", "type": "int", "value": 5}

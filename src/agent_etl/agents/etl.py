@@ -28,7 +28,7 @@ from agent_etl.agents.quality import GateFinish, GateOpen, GateValidate
 from agent_etl.agents.resume import ResumePlan, extracts_above, streaming_path
 from agent_etl.events import RunFinished, RunStarted, TaskAssigned, TaskCompleted, TaskFailed, TaskProgress, TaskStarted
 from agent_etl.exceptions import AgentETLError, ToolError, TransientError, UpstreamError
-from agent_etl.run_context import RunContext
+from agent_etl.run_context import RunContext, RunDescription
 from agent_etl.spec import Task
 from agent_etl.stream import Envelope, Tracker
 from agent_etl.tools.base import ToolContext
@@ -72,7 +72,9 @@ class ETLAgent(Agent):
             from agent_etl.tools.registry import default_registry
 
             self.registry = default_registry()
-        desc = ev.description
+        # a RunDescription in this process; its JSON when the event crossed a process boundary
+        desc = ev.description if isinstance(ev.description, RunDescription) else RunDescription.model_validate(
+            ev.description)
         store = None
         if ev.store_url is not None:
             store = self.stores.get(ev.store_url)
