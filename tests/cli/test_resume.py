@@ -187,3 +187,22 @@ def test_two_resumes_of_one_run_at_once(project):
         out, err = first.communicate(timeout=120)
     assert first.returncode == 0, out + err
     assert runs(project)[0]["status"] == "succeeded"
+
+
+def test_concurrent_runs_wait_queues_the_second_run(project):
+    (project / "p.yaml").write_text(SPEC.replace("defaults: {batch_size: 1000}",
+                                                 "defaults: {batch_size: 1000, concurrent_runs: wait}"))
+    first = subprocess.Popen([AGENT_ETL, "run", "p.yaml", "-q"], cwd=project, env=env(project, SLOW="0.05"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not [r for r in runs(project) if r["status"] == "running"]:
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
+        second = agent_etl(project, "run", "../p.yaml")  # waits for the first, then runs
+        assert second.returncode == 0, second.stderr
+    finally:
+        assert first.wait(60) == 0
+    second_run, first_run = runs(project)  # newest first
+    assert first_run["status"] == second_run["status"] == "succeeded"
+    assert second_run["started_at"] >= first_run["finished_at"]  # it waited for the lock, then started
