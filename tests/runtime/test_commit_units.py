@@ -203,6 +203,12 @@ async def test_resume_goes_on_after_the_last_unit(units_registry, tmp_path):
     assert resumed.tasks["src"].details["resumed_from"] == {"rows": 60}
     again = await AgentCoordinator(registry=units_registry, home=tmp_path / ".agent-etl").run(resume=failed.run_id)
     assert again.ok and "nothing to do" in again.note
+    from agent_etl.store.runs import RunStore
+
+    store = RunStore.at(tmp_path / ".agent-etl")
+    run_row = store.get_run(failed.run_id).run
+    store.close()
+    assert run_row["description"]["spec"] == spec() and run_row["resumes"] == 1  # it went on with the new spec
 
 
 async def test_a_load_ahead_of_its_sibling_skips_what_it_committed(units_registry, tmp_path):

@@ -255,9 +255,10 @@ class AgentCoordinator(Agent):
                 raise ResumeError(f"the pipeline changed since run {run_id} started: {changed}; resuming would mix "
                                   "two versions of it. Run it anew with `agent-etl run`, or resume with --force to "
                                   "go on with the pipeline as it is now")
-            source = pipeline if pipeline is not None else Pipeline.from_yaml(desc.path, variables,
+            merged = {**desc.variables, **(variables or {})}
+            source = pipeline if pipeline is not None else Pipeline.from_yaml(desc.path, merged,
                                                                                registry=self._registry)
-            rebuilt, desc = source, RunDescription.of(source, {**desc.variables, **(variables or {})}, Path(desc.home))
+            rebuilt, desc = source, RunDescription.of(source, merged, Path(desc.home))
         status = {t["task"]: t["status"] for t in record.tasks}
         committed, units = await destinations.committed(self.registry, run_id, rebuilt, Path(desc.home), store)
         plan = plan_resume(run_id, rebuilt, self.registry, status, committed, units)
@@ -290,7 +291,8 @@ class AgentCoordinator(Agent):
                 store.start_run(run_id, pipeline.name, pipeline.fingerprint,
                                 str(pipeline.path) if pipeline.path else None, rows, desc.model_dump(), cursors)
             else:
-                store.resume_run(run_id, [{**r, "status": "pending"} for r in rows if r["task"] not in skipped])
+                store.resume_run(run_id, [{**r, "status": "pending"} for r in rows if r["task"] not in skipped],
+                                 desc.model_dump())
         await self.bus.publish(RunStarted(run_id=run_id, pipeline=pipeline.name, tasks=[t.name for t in pipeline.tasks],
                                           description=desc, store_url=getattr(store, "url", None),
                                           resume=plan.to_dict() if plan is not None else None,

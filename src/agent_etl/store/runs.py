@@ -100,16 +100,17 @@ class RunStore:
                 self._new_tasks[(run_id, t["task"])] = {"run_id": run_id, "status": "pending", "attempts": 0,
                                                         "rows": 0, "batches": 0, **t}
 
-    def resume_run(self, run_id: str, plan: list[dict[str, Any]]) -> None:
-        """Take ``run_id`` up again in this process: running, with a new lease; tasks that will run
-        again are pending (the others keep what they had)."""
+    def resume_run(self, run_id: str, plan: list[dict[str, Any]], description: dict[str, Any]) -> None:
+        """Take ``run_id`` up again in this process: running, with a new lease, and the description
+        it goes on with (a forced resume's new spec); tasks that will run again are pending (the
+        others keep what they had)."""
         now = time.time()
         self.flush()
         with self.engine.begin() as conn:
             resumes = conn.execute(select(runs.c.resumes).where(runs.c.run_id == run_id)).scalar() or 0
             conn.execute(update(runs).where(runs.c.run_id == run_id).values(
                 status="running", exit_code=None, finished_at=None, error=None, owner=OWNER, heartbeat_at=now,
-                resumes=resumes + 1))
+                resumes=resumes + 1, description=description))
             for t in plan:
                 conn.execute(update(tasks).where(tasks.c.run_id == run_id, tasks.c.task == t["task"]).values(**{
                     k: v for k, v in t.items() if k != "task"}))
