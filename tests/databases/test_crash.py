@@ -257,3 +257,24 @@ def test_two_destinations_commit_together(pg, tmp_path):
         assert fingerprint(conn, f'"{schema}".dst') == expected, kill
         assert pq.read_table(path / "out" / "src.parquet").sort_by("id").equals(lake), kill
     assert met.count("crashed") >= 3, met  # the kills by unit count at least
+
+
+def test_a_table_dropped_between_the_crash_and_the_resume_is_not_rewritten_in_part(pg, tmp_path):
+    conn, schema = pg
+    seed_source(conn, schema)
+    path = project(tmp_path, PG_TO_PG.format(name=schema, url=PG_URL, schema=schema, mode="append", key=""))
+    proc = subprocess.Popen([AGENT_ETL, "run", "p.yaml", "-q"], cwd=path, env=env(path, SLOW="0.04"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while units(conn, schema, "dst") < 2:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    conn.execute(f'DROP TABLE "{schema}".dst')
+    resumed = cli(path, "run", "--resume", "p.yaml")
+    assert resumed.returncode == 2, resumed.stdout + resumed.stderr
+    assert "load 'dst'" in resumed.stderr and "no longer holds them" in resumed.stderr
+    assert "Traceback" not in resumed.stderr
+    gone = conn.execute("SELECT to_regclass(%s)", (f'"{schema}".dst',)).fetchone()[0]
+    assert gone is None  # nothing was written again
