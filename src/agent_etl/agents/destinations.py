@@ -13,9 +13,10 @@ from agent_etl.spec import Pipeline
 
 
 def loaders(registry: Any, run_id: str, pipeline: Pipeline, home: Path, names: set[str] | None,
-            resources: Any) -> dict[str, Any]:
+            resources: Any, store: Any = None) -> dict[str, Any]:
     """Loader objects of the load tasks (all, or ``names``), to ask their destinations; they
-    connect only when asked, through ``resources`` (close it afterwards)."""
+    connect only when asked, through ``resources`` (close it afterwards). With the run ``store``,
+    they know the commit decisions (``ToolContext.decided``) to settle what a crash left prepared."""
     from agent_etl.tools.base import ToolContext
 
     connections = {k: c.model_dump() for k, c in pipeline.spec.connections.items()}
@@ -25,9 +26,16 @@ def loaders(registry: Any, run_id: str, pipeline: Pipeline, home: Path, names: s
             continue
         cls = registry.get("loader", t.tool)
         ctx = ToolContext(run_id=run_id, task=t.name, base_dir=pipeline.base_dir, home=home,
-                          connections=connections, resources=resources, line=t.line)
+                          connections=connections, resources=resources, line=t.line,
+                          decided=_decided(store, t.name))
         out[t.name] = cls(cls.Config.model_validate(t.options), ctx)
     return out
+
+
+def _decided(store: Any, task: str) -> Any:
+    if store is None:
+        return None
+    return lambda run_id, unit: store.decided(run_id, task, unit)
 
 
 async def cursors(registry: Any, run_id: str, pipeline: Pipeline, home: Path, store: Any) -> dict[str, Any]:
@@ -47,7 +55,7 @@ async def cursors(registry: Any, run_id: str, pipeline: Pipeline, home: Path, st
     resources = Resources()
     marks: dict[str, list[dict[str, Any]]] = {}
     try:
-        asked = loaders(registry, run_id, pipeline, home, {n for n, es in below.items() if es}, resources)
+        asked = loaders(registry, run_id, pipeline, home, {n for n, es in below.items() if es}, resources, store)
         for name, loader in asked.items():
             for e in below[name]:
                 mark = await loader.mark(e)
@@ -78,7 +86,7 @@ async def committed(registry: Any, run_id: str, pipeline: Pipeline, home: Path, 
     committed: dict[str, Any] = {}
     units: dict[str, bool] = {}
     try:
-        for name, loader in loaders(registry, run_id, pipeline, home, names, resources).items():
+        for name, loader in loaders(registry, run_id, pipeline, home, names, resources, store).items():
             units[name] = bool(loader.takes_units())
             if type(loader).committed is Loader.committed:
                 committed[name] = mirror.get(name)

@@ -214,7 +214,18 @@ def _wire(rc: RunContext, tasks: list[Task]) -> None:
             rc.clocks[name] = UnitClock(min(rows) if rows else None, min(secs) if secs else None)
         rc.unit_loads.update(t.name for t in unit)
         if spec.defaults.commit == "together" and len(siblings) > 1:
-            rc.barriers[name] = CommitBarrier([t.name for t in siblings], [t.name for t in unit])
+            decide = None
+            if rc.store is not None:
+                store, run_id = rc.store, rc.run_id
+                decide = lambda members, store=store, run_id=run_id: store.decide(run_id, members)  # noqa: E731
+            rc.barriers[name] = CommitBarrier([t.name for t in siblings], [t.name for t in unit], decide)
+
+
+def _decided(store: Any, task: str) -> Any:
+    """``ToolContext.decided`` of load ``task``: the run store's decision log (None without a store)."""
+    if store is None:
+        return None
+    return lambda run_id, unit: store.decided(run_id, task, unit)
 
 
 def _may_resume(rc: RunContext, task: Task) -> bool:
@@ -258,6 +269,7 @@ class _TaskRun:
             unit_source=self._unit_due if units else None,
             may_resume=_may_resume(rc, task) if task.kind == "extract" else None,
             prepare_hook=(lambda final: barrier.prepare(task.name, final)) if barrier is not None else None,
+            decided=_decided(rc.store, task.name) if task.kind == "load" else None,
             run=rc)
         self.tool = cls(_config(task, cls), self.ctx)
 

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import JSON, bindparam, create_engine, delete, event, insert, inspect, select, text, update
 from sqlalchemy.engine import Engine
 
-from agent_etl.store.schema import checkpoints, metadata, profiles, runs, state, tasks
+from agent_etl.store.schema import checkpoints, decisions, metadata, profiles, runs, state, tasks
 
 
 @dataclass
@@ -139,6 +139,26 @@ class RunStore:
         with self.engine.begin() as conn:
             _insert_many(conn, checkpoints, [{"run_id": run_id, "pipeline": pipeline, "task": task,
                                               "position": position, "rows": rows, "created_at": time.time()}])
+
+    def decide(self, run_id: str, members: list[tuple[str, int]]) -> None:
+        """Record, in one transaction written at once, that units ``(task, unit)`` of ``run_id`` commit."""
+        if not members:
+            return
+        now = time.time()
+        with self.engine.begin() as conn:
+            # a retried attempt counts its units from 1 again: a decision already there stays
+            have = {(r.task, r.unit) for r in conn.execute(select(decisions.c.task, decisions.c.unit).where(
+                decisions.c.run_id == run_id, decisions.c.task.in_([t for t, _ in members])))}
+            new = [{"run_id": run_id, "task": task, "unit": unit, "decided_at": now}
+                   for task, unit in dict.fromkeys(members) if (task, unit) not in have]
+            if new:
+                _insert_many(conn, decisions, new)
+
+    def decided(self, run_id: str, task: str, unit: int) -> bool:
+        """Whether unit ``unit`` of load ``task`` of ``run_id`` was decided to commit (``decide``)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(decisions.c.unit).where(
+                decisions.c.run_id == run_id, decisions.c.task == task, decisions.c.unit == unit)).first() is not None
 
     def save_state(self, pipeline: str, run_id: str, values: dict[str, Any]) -> None:
         """Replace the carried-over state of tasks of ``pipeline`` (called only for successful runs)."""

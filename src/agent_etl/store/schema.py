@@ -63,6 +63,17 @@ checkpoints = Table(
     Index("ix_checkpoints_pipeline_task", "pipeline", "task"),
 )
 
+# the commit barrier's decisions (agents.commits): unit ``unit`` of load ``task`` (counting the load's
+# commit rounds from 1) is to commit. A load that prepared its unit (XA) and crashed before its commit
+# is settled by it: commit if the decision is here, else roll back
+decisions = Table(
+    "decisions", metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("task", String(200), primary_key=True),
+    Column("unit", Integer, primary_key=True),
+    Column("decided_at", Float, nullable=False),
+)
+
 # what a task carries from one successful run to the next (an incremental cursor's high-water mark)
 state = Table(
     "state", metadata,

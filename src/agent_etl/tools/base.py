@@ -77,6 +77,10 @@ class ToolContext:
     # with the sibling loads before each commit (``prepare()``); None: one unit, no siblings
     unit_source: Callable[[], bool] | None = None
     prepare_hook: Callable[[bool], Awaitable[None]] | None = None
+    # a load: (run_id, unit) -> whether the commit barrier decided to commit that unit of this task
+    # (counting the load's calls of ``prepare`` from 1; ``RunStore.decided``): a loader that prepares
+    # its units (XA) settles what a crash left prepared by it. None: no run store (a tool run alone)
+    decided: Callable[[str, int], bool] | None = None
     # the run this task is part of (agent_etl.run_context.RunContext: pipeline, registry, run store),
     # None when the tool runs alone (agent_etl.testing)
     run: Any = None

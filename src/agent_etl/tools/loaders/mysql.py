@@ -40,8 +40,16 @@ for, a merge runs its upsert from the stage, the checkpoint row is written, ``ct
 awaited (the sibling loads), then COMMIT; the next unit begins a new transaction (append) or loads
 into the emptied stage (merge). If ``prepare`` raises, the unit rolls back (with the columns it
 added) and earlier units stay. ``replace`` is one unit, prepared before its RENAME. ``committed()``
-reads back the checkpoint rows of the run and task. Errors 1040, 1053, 1205 (lock wait timeout),
-1213 (deadlock), 2002-2013 (connection refused, gone away, lost) are ``TransientError``.
+reads back the checkpoint rows of the run and task.
+
+With sibling loads (``ctx.prepare_hook``), each unit of append and merge is an XA transaction
+(``databases.mysql_xa``): XA START instead of BEGIN (the DDL before it, as above), and at the end of
+the unit XA END and XA PREPARE before ``ctx.prepare``, then XA COMMIT (XA ROLLBACK if it raises).
+Every load, and ``committed()``, first settles the prepared XA transactions of the task that a crash
+left (commit if the run store decided it, else roll back). Without siblings: plain transactions.
+
+Errors 1040, 1053, 1205 (lock wait timeout), 1213 (deadlock), 2002-2013 (connection refused, gone
+away, lost) are ``TransientError``.
 """
 
 from __future__ import annotations
@@ -60,7 +68,7 @@ import pyarrow.csv as pv
 
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.tools.base import ToolContext
-from agent_etl.tools.databases import checkpoints, mysql
+from agent_etl.tools.databases import checkpoints, mysql, mysql_xa
 from agent_etl.tools.databases.blocking import Units, write_stream
 from agent_etl.tools.databases.mysql import ident
 from agent_etl.tools.databases.mysql_types import column_type, text_batch
@@ -98,9 +106,12 @@ class _Writer(Units):
         self.committed = False  # the last unit committed, and nothing was written since
         self._loads: ThreadPoolExecutor | None = None  # runs one LOAD DATA at a time
         self._pending: tuple[Future, int] | None = None  # the LOAD DATA under way and its rows
+        # siblings to commit with: each unit of append and merge is an XA transaction (databases.mysql_xa)
+        self.xa = mysql_xa.XA(ctx) if ctx.prepare_hook is not None and config.mode != "replace" else None
 
     def open(self) -> None:
         self.conn = self.pool.acquire()
+        mysql_xa.settle(self.conn, self.ctx)  # what a crash left prepared holds locks: end it first
         if self.database is None:
             self.database = self._query("SELECT DATABASE()")[0][0]
             if self.database is None:
@@ -121,6 +132,8 @@ class _Writer(Units):
             return
         conn, self.conn = self.conn, None
         try:
+            if self.xa is not None:
+                self.xa.rollback(conn)
             conn.rollback()
             drops = self.drops + ([self.target] if self.created and not self.committed else [])
             with conn.cursor() as cur:
@@ -213,7 +226,7 @@ class _Writer(Units):
                     self._add_to_target(new)
                     self.columns.update({f.name.lower(): f.name for f in new})
             self._checkpoint_table()
-            self.conn.begin()
+            self._start()
             self.tx = True
             return
         if self.existing:
@@ -260,8 +273,31 @@ class _Writer(Units):
 
     # -- committing
 
+    def _start(self) -> None:
+        """Begin the transaction of a unit: XA with siblings, else a plain one."""
+        if self.xa is not None:
+            self.xa.start(self.conn)
+        else:
+            self.conn.begin()
+
     def ready(self, final: bool) -> bool:
-        """Everything of the unit but its commit (``write_stream``); False if there is no unit."""
+        """Everything of the unit but its commit (``write_stream``); False if there is no unit. With
+        XA, the unit's transaction is prepared (durable) before the siblings are waited for."""
+        there = self._ready(final)
+        if self.xa is None:
+            return there
+        self.xa.rounds += 1  # ctx.prepare follows: the barrier's round for this load
+        if there and self.tx:
+            self.xa.prepare(self.conn)
+        elif not there and self.xa.state == "active":  # an empty unit: its XA id names the next round
+            self.xa.rollback(self.conn)
+            self.tx = False
+            if not final:
+                self._start()
+                self.tx = True
+        return there
+
+    def _ready(self, final: bool) -> bool:
         self._settle()
         self.final = final
         if not self.pending():
@@ -280,7 +316,7 @@ class _Writer(Units):
             self._merge()
         else:  # no batch into an existing table: a commit of no rows
             self._checkpoint_table()
-            self.conn.begin()
+            self._start()
             self.tx = True
             self._checkpoint()
         return True
@@ -290,7 +326,10 @@ class _Writer(Units):
             self._replace()
             return
         if self.tx:
-            self.conn.commit()
+            if self.xa is not None:
+                self.xa.commit(self.conn)
+            else:
+                self.conn.commit()
             self.tx = False
         self.committed = True
         self.count_commit()
@@ -302,7 +341,7 @@ class _Writer(Units):
             self.existing = self._columns(self.name)
             self._execute(f"TRUNCATE TABLE {self.into}")
         else:
-            self.conn.begin()
+            self._start()
             self.tx = True
 
     def _replace(self) -> None:
@@ -334,7 +373,7 @@ class _Writer(Units):
         updates = ", ".join(f"{ident(n)} = VALUES({ident(n)})" for n in cols if n.lower() not in key)
         updates = updates or f"{ident(self.config.key[0])} = {ident(self.config.key[0])}"
         self._checkpoint_table()
-        self.conn.begin()
+        self._start()
         self.tx = True
         with self.conn.cursor() as cur:
             cur.execute(f"INSERT INTO {self.target} ({names}) SELECT {names} FROM {self.into} ORDER BY {ident(_ROW)} "
@@ -452,6 +491,8 @@ def _checkpoints(ctx: ToolContext, config: SinkOptions, read: Callable[[Any, str
         exists = "EXISTS (SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s)"
         cur.execute(f"SELECT {exists}, {exists}", (database, checkpoints.TABLE, database, name))
         have_checkpoints, have_table = cur.fetchone()
+        if loaded:  # a resume asks: what a crash left prepared is settled first, then reported
+            mysql_xa.settle(conn, ctx)
         if not have_checkpoints or (loaded and not have_table):
             return None
         return read(cur, mysql.qualified(database, checkpoints.TABLE), f"{database}.{name}")
