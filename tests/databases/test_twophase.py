@@ -230,3 +230,16 @@ async def test_a_decision_that_cannot_be_recorded_releases_nobody_to_commit():
     barrier = CommitBarrier(["db", "lake"], [], refuse)
     got = await asyncio.gather(barrier.prepare("db", True), barrier.prepare("lake", True), return_exceptions=True)
     assert isinstance(got[0], SiblingFailed) and isinstance(got[1], OSError)
+
+
+def test_a_run_the_store_does_not_know_is_not_ours_to_settle(tmp_path):
+    from agent_etl.store.runs import RunStore
+
+    store = RunStore.at(tmp_path)
+    try:
+        store.start_run("r1", "p", "f", None, [])
+        store.decide("r1", [("load", 1)])
+        assert store.decided("r1", "load", 1) is True and store.decided("r1", "load", 2) is False
+        assert store.decided("another-pipelines-run", "load", 1) is None
+    finally:
+        store.close()

@@ -154,9 +154,14 @@ class RunStore:
             if new:
                 _insert_many(conn, decisions, new)
 
-    def decided(self, run_id: str, task: str, unit: int) -> bool:
-        """Whether unit ``unit`` of load ``task`` of ``run_id`` was decided to commit (``decide``)."""
+    def decided(self, run_id: str, task: str, unit: int) -> bool | None:
+        """Whether unit ``unit`` of load ``task`` of ``run_id`` was decided to commit (``decide``);
+        None for a run this store does not know (another pipeline's, with a task of the same name:
+        not ours to settle)."""
+        self.flush()
         with self.engine.connect() as conn:
+            if conn.execute(select(runs.c.run_id).where(runs.c.run_id == run_id)).first() is None:
+                return None
             return conn.execute(select(decisions.c.unit).where(
                 decisions.c.run_id == run_id, decisions.c.task == task, decisions.c.unit == unit)).first() is not None
 

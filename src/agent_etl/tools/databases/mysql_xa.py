@@ -12,7 +12,8 @@ counts its rounds.
 A process killed between PREPARE and COMMIT leaves a prepared transaction that survives it and
 holds its locks. ``settle`` finds those of a task (``XA RECOVER``) and ends each one as the run
 store decided: ``XA COMMIT`` if ``ctx.decided(run_id, unit)``, else ``XA ROLLBACK`` (no decision:
-the barrier never released the unit, presumed abort). The loader settles at every load and in
+the barrier never released the unit, presumed abort); a run the store does not know (``decided``
+None: another pipeline's load of the same task name) is left alone. The loader settles at every load and in
 ``committed()`` (asked at a resume). Without ``ctx.decided`` (a tool run alone) they are left as
 they are, with a warning.
 """
@@ -90,7 +91,10 @@ def settle(conn: Any, ctx: Any) -> list[tuple[str, int, bool]]:
             log.warning("task %r: prepared XA transaction %s belongs to a run whose id is hashed; left as it is",
                         ctx.task, x)
             continue
-        commit = bool(decided(run_id, unit))
+        verdict = decided(run_id, unit)
+        if verdict is None:  # a run this run store does not know: another pipeline's, not ours to settle
+            continue
+        commit = bool(verdict)
         with conn.cursor() as cur:
             cur.execute(f"XA {'COMMIT' if commit else 'ROLLBACK'} {x}")
         log.warning("task %r: settled prepared XA transaction of run %s unit %d left by a crash: %s", ctx.task,
