@@ -20,21 +20,15 @@ they are, with a warning.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
+from agent_etl.tools.databases import twophase
+from agent_etl.tools.databases.twophase import PREFIX, fit
+
 log = logging.getLogger(__name__)
 
-PREFIX = "agent-etl/"
 _MAX = 64
-
-
-def _fit(value: str, room: int) -> str:
-    """``value`` if its UTF-8 takes at most ``room`` bytes, else ``#`` and its SHA-1."""
-    if len(value.encode()) <= room:
-        return value
-    return "#" + hashlib.sha1(value.encode()).hexdigest()
 
 
 def _literal(value: str) -> str:
@@ -44,8 +38,8 @@ def _literal(value: str) -> str:
 def xid(run_id: str, task: str, unit: int) -> str:
     """The XA id of unit ``unit`` of load ``task`` in run ``run_id``, as SQL (``XA START <xid>``)."""
     tail = f"/{unit}"
-    gtrid = PREFIX + _fit(run_id, _MAX - len(PREFIX) - len(tail)) + tail
-    return f"{_literal(gtrid)},{_literal(_fit(task, _MAX))}"
+    gtrid = PREFIX + fit(run_id, _MAX - len(PREFIX) - len(tail)) + tail
+    return f"{_literal(gtrid)},{_literal(fit(task, _MAX))}"
 
 
 def prepared(conn: Any, task: str) -> list[tuple[str, int, str]]:
@@ -53,7 +47,7 @@ def prepared(conn: Any, task: str) -> list[tuple[str, int, str]]:
     with conn.cursor() as cur:
         cur.execute("XA RECOVER")
         rows = cur.fetchall()
-    bqual = _fit(task, _MAX).encode()
+    bqual = fit(task, _MAX).encode()
     out = []
     for _fmt, glen, blen, data in rows:
         data = data if isinstance(data, bytes) else str(data).encode()
@@ -76,31 +70,12 @@ def settle(conn: Any, ctx: Any) -> list[tuple[str, int, bool]]:
             raise
         log.warning("task %r: cannot list prepared XA transactions (XA RECOVER): %s", ctx.task, e)
         return []
-    if not found:
-        return []
-    decided = getattr(ctx, "decided", None)
-    if decided is None:
-        log.warning("task %r: %d prepared XA transaction(s) of this load are left on the server (%s): no run store "
-                    "to say whether to commit them; they hold their locks until settled (XA COMMIT or XA ROLLBACK)",
-                    ctx.task, len(found), ", ".join(x for _, _, x in found))
-        return []
-    out = []
-    for run, unit, x in found:
-        run_id = ctx.run_id if run.startswith("#") and _fit(ctx.run_id, 0) == run else run
-        if run.startswith("#") and run_id == run:
-            log.warning("task %r: prepared XA transaction %s belongs to a run whose id is hashed; left as it is",
-                        ctx.task, x)
-            continue
-        verdict = decided(run_id, unit)
-        if verdict is None:  # a run this run store does not know: another pipeline's, not ours to settle
-            continue
-        commit = bool(verdict)
+
+    def end(x: str, commit: bool) -> None:
         with conn.cursor() as cur:
             cur.execute(f"XA {'COMMIT' if commit else 'ROLLBACK'} {x}")
-        log.warning("task %r: settled prepared XA transaction of run %s unit %d left by a crash: %s", ctx.task,
-                    run_id, unit, "committed (the commit was decided)" if commit else "rolled back (no decision)")
-        out.append((run_id, unit, commit))
-    return out
+
+    return twophase.settle(ctx, found, end, "XA")
 
 
 class XA:

@@ -35,6 +35,13 @@ prepared before the COMMIT. Without ``commit_due`` a load is one unit and costs 
 ``committed()`` reads back the checkpoint rows of the run and task. Deadlocks, serialization
 failures, lock timeouts and lost connections are ``TransientError`` (``databases.transient``).
 
+With sibling loads (``ctx.prepare_hook``) on a server with ``max_prepared_transactions > 0`` (asked
+once per load), each unit of ``append`` ends with ``PREPARE TRANSACTION`` before ``ctx.prepare``,
+then ``COMMIT PREPARED`` (``ROLLBACK PREPARED`` if it raises): ``databases.pg_twophase``. ``merge``
+and ``replace`` stage into a TEMP table, which a prepared transaction may not have used: they keep
+plain transactions, as does every load on a server with 0 (the default). Every load, and
+``committed()``, first settles the task's prepared transactions a crash left in the database.
+
 Rows that violate a constraint or a type (NOT NULL, unique, check, numeric overflow, a string too
 long for varchar(n), ...) fail the load with PostgreSQL's message and leave the table unchanged.
 With each commit, a row (run_id, task, table_name, rows, position) goes into ``_agent_etl_checkpoints``
@@ -50,6 +57,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -60,16 +68,19 @@ from pydantic import field_validator
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.stream import slices
 from agent_etl.tools.base import ToolContext
-from agent_etl.tools.databases import checkpoints, pg_ddl
+from agent_etl.tools.databases import checkpoints, pg_ddl, pg_twophase
 from agent_etl.tools.databases.blocking import Units, end_unit, in_thread, report
 from agent_etl.tools.databases.checkpoints import checkpoint
 from agent_etl.tools.databases.connection import describe
 from agent_etl.tools.databases.options import SinkOptions, split_table
 from agent_etl.tools.databases.pg_encode import HEADER, TRAILER, EncodeError, Encoder, order
 from agent_etl.tools.databases.pg_load_types import Column, Unmapped, accepts, natural, writable
+from agent_etl.tools.databases.pg_twophase import TwoPhase
 from agent_etl.tools.databases.postgres import pool
 from agent_etl.tools.databases.sink import DatabaseLoader
 from agent_etl.tools.databases.transient import transient
+
+log = logging.getLogger(__name__)
 
 ENCODE_ROWS = 32_768  # rows encoded and sent together
 
@@ -97,6 +108,7 @@ class _Session(Units):
         self.committed = False  # the last unit committed, and nothing was written since
         self.final = False
         self.checkpoints_ready = False  # the checkpoint table is known to exist with its columns
+        self.tpc: TwoPhase | None = None  # with siblings, where the server allows it (databases.pg_twophase)
 
     @property
     def shown(self) -> str:
@@ -105,6 +117,9 @@ class _Session(Units):
     def open(self) -> None:
         self.conn = self.stack.enter_context(self.pool.connection())
         self.cur = self.conn.cursor()
+        pg_twophase.settle(self.conn, self.ctx)  # what a crash left prepared holds locks: end it first
+        if self.ctx.prepare_hook is not None and self.config.mode == "append" and pg_twophase.enabled(self.conn):
+            self.tpc = TwoPhase(self.ctx)
         if self.schema_name is None:
             self.schema_name = self.cur.execute("SELECT current_schema()").fetchone()[0]
             if self.schema_name is None:
@@ -270,7 +285,17 @@ class _Session(Units):
 
     def ready(self, final: bool) -> bool:
         """Everything of the unit but its COMMIT: the COPY ended, the stage applied to the table, the
-        checkpoint row written. False when there is no unit to commit (no rows since the last one)."""
+        checkpoint row written. False when there is no unit to commit (no rows since the last one).
+        With two-phase commit, the unit's transaction is then prepared (durable) before the siblings
+        are waited for."""
+        there = self._ready(final)
+        if self.tpc is not None:
+            self.tpc.rounds += 1  # ctx.prepare follows: the barrier's round for this load
+            if there:
+                self.tpc.prepare(self.conn)
+        return there
+
+    def _ready(self, final: bool) -> bool:
         self._end_copy()
         self.final = final
         if not self.pending():
@@ -293,7 +318,10 @@ class _Session(Units):
         return True
 
     def commit(self) -> None:
-        self.conn.commit()
+        if self.tpc is not None:
+            self.tpc.commit(self.conn)
+        else:
+            self.conn.commit()
         self.committed = True
         self.count_commit()
         if self.existing is not None or self.staged:
@@ -329,6 +357,11 @@ class _Session(Units):
             self.cur.execute(pg_ddl.upsert(self.target, names, key, dedupe=True))
 
     def close(self, exc: BaseException | None) -> None:
+        if self.tpc is not None and self.tpc.gid is not None:  # prepared, then a sibling failed
+            try:
+                self.tpc.rollback(self.conn)
+            except Exception as e:  # the next load of the task, or a resume, settles it
+                log.warning("%s: ROLLBACK PREPARED failed (%s); the next load of the task settles it", self._where(), e)
         if exc is None:
             self.stack.close()
         else:  # the COPY is abandoned and the connection discarded: the transaction rolls back
@@ -395,6 +428,8 @@ def _checkpoints(ctx: ToolContext, config: PostgresLoader.Config, read: Callable
 
     schema, name = split_table(config.table)
     with pool(ctx, config.connection).connection() as conn:
+        if loaded:  # a resume asks: what a crash left prepared is settled first, then reported
+            pg_twophase.settle(conn, ctx)
         cur = conn.cursor()
         if schema is None:
             schema = cur.execute("SELECT current_schema()").fetchone()[0]
