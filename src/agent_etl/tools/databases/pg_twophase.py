@@ -17,10 +17,13 @@ decided (``twophase.settle``); the loader settles at every load and in ``committ
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from agent_etl.tools.databases import twophase
 from agent_etl.tools.databases.twophase import PREFIX, fit
+
+log = logging.getLogger(__name__)
 
 _MAX = 199  # PostgreSQL's GIDSIZE is 200 bytes, with the terminating NUL
 
@@ -78,9 +81,19 @@ def _literal(value: str) -> str:
 
 
 def settle(conn: Any, ctx: Any) -> list[tuple[str, int, bool]]:
-    """End the prepared transactions of ``ctx.task`` as the run store decided: (run, unit, committed)."""
-    found = prepared(conn, ctx.task)
-    return twophase.settle(ctx, found, lambda g, commit: finish(conn, g, commit), "PostgreSQL")
+    """End the prepared transactions of ``ctx.task`` as the run store decided: (run, unit, committed).
+    One another user prepared (only its owner or a superuser may end it) is left, with a warning."""
+    import psycopg
+
+    def end(g: str, commit: bool) -> bool:
+        try:
+            finish(conn, g, commit)
+        except psycopg.errors.InsufficientPrivilege as e:
+            log.warning("task %r: cannot settle prepared transaction %r: %s", ctx.task, g, e)
+            return False
+        return True
+
+    return twophase.settle(ctx, prepared(conn, ctx.task), end, "PostgreSQL")
 
 
 class TwoPhase:

@@ -27,10 +27,11 @@ def fit(value: str, room: int) -> str:
     return "#" + hashlib.sha1(value.encode()).hexdigest()
 
 
-def settle(ctx: Any, found: list[tuple[str, int, Any]], end: Callable[[Any, bool], None], kind: str,
+def settle(ctx: Any, found: list[tuple[str, int, Any]], end: Callable[[Any, bool], bool | None], kind: str,
            shown: Callable[[Any], str] = str) -> list[tuple[str, int, bool]]:
     """End each prepared transaction ``(run as named, unit, handle)`` of ``found`` by ``end(handle,
-    commit)`` as the run store decided; (run id, unit, committed) of those ended."""
+    commit)`` as the run store decided (``end`` returns False if it could not); (run id, unit,
+    committed) of those ended."""
     if not found:
         return []
     decided = getattr(ctx, "decided", None)
@@ -50,7 +51,8 @@ def settle(ctx: Any, found: list[tuple[str, int, Any]], end: Callable[[Any, bool
         if verdict is None:  # a run this run store does not know: another pipeline's, not ours to settle
             continue
         commit = bool(verdict)
-        end(handle, commit)
+        if end(handle, commit) is False:  # it could not (said why)
+            continue
         log.warning("task %r: settled prepared %s transaction of run %s unit %d left by a crash: %s", ctx.task, kind,
                     run_id, unit, "committed (the commit was decided)" if commit else "rolled back (no decision)")
         out.append((run_id, unit, commit))
