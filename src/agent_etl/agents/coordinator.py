@@ -116,7 +116,7 @@ class AgentCoordinator(Agent):
         for agent in self.agents:
             if isinstance(agent, ETLAgent):
                 agent.registry = agent.registry or self.registry
-                if agent.stores is not self._stores and not agent.stores:
+                if not agent.stores:  # an agent built without stores shares this coordinator's
                     agent.stores = self._stores
         self.monitor = next((a for a in self.agents if isinstance(a, MonitorAgent)), None)
         if self._store_option not in (None, False):
@@ -269,7 +269,8 @@ class AgentCoordinator(Agent):
                        cursors: dict[str, Any]) -> RunResult:
         from agent_etl.store.locks import RunLock
 
-        chosen = _one_agent_per_branch(pipeline, self.selector.select(pipeline.tasks, self.agents))
+        branches = pipeline.branches()
+        chosen = _one_agent_per_branch(branches, self.selector.select(pipeline.tasks, self.agents))
         results = {t.name: TaskResult(t.name, t.kind, t.tool, agent=chosen[t.name][0].id, reason=chosen[t.name][1])
                    for t in pipeline.tasks}
         skipped = plan.skipped(pipeline) if plan is not None else set()
@@ -306,7 +307,7 @@ class AgentCoordinator(Agent):
                 async with limit:
                     await self._run_branch(run_id, pipeline, tasks, chosen, desc, store, breakers)
 
-            todo = [[t for t in b if t.name not in skipped] for b in pipeline.branches()]
+            todo = [[t for t in b if t.name not in skipped] for b in branches]
             await asyncio.gather(*(branch(b) for b in todo if b))
             exit_code, error = _outcome(results)
         except asyncio.CancelledError:
@@ -468,11 +469,12 @@ def _flush_and_renew(store: Any, live: list[str]) -> None:
     store.renew(live)
 
 
-def _one_agent_per_branch(pipeline: Pipeline, chosen: dict[str, tuple[Agent, str]]) -> dict[str, tuple[Agent, str]]:
+def _one_agent_per_branch(branches: list[list[Task]], chosen: dict[str, tuple[Agent, str]]
+                          ) -> dict[str, tuple[Agent, str]]:
     """Keep the tasks of a branch on one agent (they stream into each other through in-process
     channels): the agent chosen for the branch's first task, where it can run them all."""
     out = dict(chosen)
-    for branch in pipeline.branches():
+    for branch in branches:
         agent, reason = chosen[branch[0].name]
         if all(agent.can_run(t.kind, t.tool) for t in branch):
             for t in branch:

@@ -14,6 +14,7 @@ together (``agents.commits``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -129,7 +130,7 @@ class ETLAgent(Agent):
             run = _TaskRun(self, rc, task, attempt)
             details = await _within(task, run.execute())
         except BaseException as e:
-            barrier = rc.barriers.get(task.inputs[0]) if task.kind == "load" else None
+            barrier = _barrier(rc, task)
             if barrier is not None:
                 barrier.fail(name)
             out = rc.channels.get(name)
@@ -153,7 +154,7 @@ class ETLAgent(Agent):
                 transient=isinstance(e, TransientError), upstream=isinstance(e, UpstreamError),
                 exit_code=getattr(e, "exit_code", 1), duration=time.perf_counter() - started, attempt=attempt))
         else:
-            barrier = rc.barriers.get(task.inputs[0]) if task.kind == "load" else None
+            barrier = _barrier(rc, task)
             if barrier is not None:
                 barrier.finished(name)
             await self.bus.publish(TaskCompleted(
@@ -214,11 +215,13 @@ def _wire(rc: RunContext, tasks: list[Task]) -> None:
             rc.clocks[name] = UnitClock(min(rows) if rows else None, min(secs) if secs else None)
         rc.unit_loads.update(t.name for t in unit)
         if spec.defaults.commit == "together" and len(siblings) > 1:
-            decide = None
-            if rc.store is not None:
-                store, run_id = rc.store, rc.run_id
-                decide = lambda members, store=store, run_id=run_id: store.decide(run_id, members)  # noqa: E731
+            decide = functools.partial(rc.store.decide, rc.run_id) if rc.store is not None else None
             rc.barriers[name] = CommitBarrier([t.name for t in siblings], [t.name for t in unit], decide)
+
+
+def _barrier(rc: RunContext, task: Task) -> CommitBarrier | None:
+    """The commit barrier a load meets its siblings at (None: no siblings, or commit: each)."""
+    return rc.barriers.get(task.inputs[0]) if task.kind == "load" else None
 
 
 def _decided(store: Any, task: str) -> Any:
@@ -258,7 +261,7 @@ class _TaskRun:
         spec = rc.pipeline.spec
         cls = rc.registry.get(task.family, task.tool)
         units = task.kind == "load" and task.name in rc.unit_loads
-        barrier = rc.barriers.get(task.inputs[0]) if task.kind == "load" else None
+        barrier = _barrier(rc, task)
         self.ctx = ToolContext(
             run_id=rc.run_id, task=task.name, base_dir=rc.pipeline.base_dir, home=rc.home,
             batch_size=spec.defaults.batch_size,

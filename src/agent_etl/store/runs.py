@@ -322,8 +322,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # it exists, under another user
+        pass
     return True
 
 
@@ -341,7 +341,8 @@ def _add_missing_columns(engine: Engine) -> None:
                     conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{c.name}" {kind}'))
 
 
-_UPDATES: dict[tuple[tuple[str, ...], str], tuple[str, bool]] = {}
+# (columns, dialect) -> the UPDATE's text and, for a positional driver, its parameter order
+_UPDATES: dict[tuple[tuple[str, ...], str], tuple[str, list[str] | None]] = {}
 
 
 def _update_run(conn: Any, run_id: str, values: dict[str, Any]) -> None:
