@@ -5,8 +5,6 @@ and the settling of a transaction a crash left prepared between XA PREPARE and X
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import textwrap
 
 import pyarrow.parquet as pq
@@ -19,6 +17,7 @@ from agent_etl.store.runs import RunStore
 from agent_etl.store.schema import decisions
 from agent_etl.testing import build, tool_context
 from agent_etl.tools.databases import mysql_xa
+from tests.databases.prepared_crash import die_in_prepare
 
 ROWS = 5000
 
@@ -123,41 +122,13 @@ async def test_a_failing_sibling_rolls_the_prepared_unit_back(tmp_path, mysql_db
         roll_back_left(task)
 
 
-CRASH = """\
-import asyncio, os, sys
-import pyarrow as pa
-from agent_etl.testing import build, tool_context
-
-url, task, base = sys.argv[1], sys.argv[2], sys.argv[3]
-
-async def prepare(final):
-    os._exit(9)  # killed between XA PREPARE and XA COMMIT
-
-async def main():
-    ctx = tool_context(base, task=task, run_id="crash-run", connections={"db": {"url": url}},
-                       position={"src": {"rows": 3}}, prepare=prepare)
-    load = build("loader", "mysql", {"connection": "db", "table": "dst"}, ctx)
-
-    async def batches():
-        yield pa.record_batch({"id": pa.array([1, 2, 3], pa.int64()), "v": ["a", "b", "c"]})
-
-    await load.load(batches())
-
-asyncio.run(main())
-"""
-
-
 @pytest.mark.parametrize("decision", [True, False])
 def test_a_crash_between_prepare_and_commit_is_settled_by_the_decision(tmp_path, mysql_db, decision):
     db, url = mysql_db
     task = f"copy_{db}"
     sql(db, "CREATE TABLE dst (id BIGINT, v VARCHAR(20))", fetch=False)
-    script = tmp_path / "crash.py"
-    script.write_text(CRASH)
     try:
-        done = subprocess.run([sys.executable, str(script), url, task, str(tmp_path)], capture_output=True,
-                              text=True, timeout=60)
-        assert done.returncode == 9, done.stderr
+        die_in_prepare(tmp_path, "mysql", url, task, "dst")
         left = prepared(task)
         assert [(run, unit) for run, unit, _ in left] == [("crash-run", 1)]
         asked = []
@@ -186,12 +157,8 @@ def test_without_a_run_store_a_prepared_transaction_is_left_with_a_warning(tmp_p
     db, url = mysql_db
     task = f"copy_{db}"
     sql(db, "CREATE TABLE dst (id BIGINT, v VARCHAR(20))", fetch=False)
-    script = tmp_path / "crash.py"
-    script.write_text(CRASH)
     try:
-        done = subprocess.run([sys.executable, str(script), url, task, str(tmp_path)], capture_output=True,
-                              text=True, timeout=60)
-        assert done.returncode == 9, done.stderr
+        die_in_prepare(tmp_path, "mysql", url, task, "dst")
         ctx = tool_context(tmp_path, task=task, run_id="crash-run", connections={"db": {"url": url}})
         load = build("loader", "mysql", {"connection": "db", "table": "dst"}, ctx)
         asyncio.run(load.committed())

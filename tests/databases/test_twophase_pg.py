@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -27,6 +26,7 @@ from agent_etl.store.runs import RunStore
 from agent_etl.store.schema import decisions
 from agent_etl.testing import build, tool_context
 from agent_etl.tools.databases import pg_twophase
+from tests.databases.prepared_crash import die_in_prepare
 
 ROWS = 5000
 
@@ -174,40 +174,12 @@ async def test_a_failing_sibling_rolls_the_prepared_unit_back(tmp_path, schema, 
     assert decided(home, result.run_id) == []
 
 
-CRASH = """\
-import asyncio, os, sys
-import pyarrow as pa
-from agent_etl.testing import build, tool_context
-
-url, task, table, base = sys.argv[1:5]
-
-async def prepare(final):
-    os._exit(9)  # killed between PREPARE TRANSACTION and COMMIT PREPARED
-
-async def main():
-    ctx = tool_context(base, task=task, run_id="crash-run", connections={"db": {"url": url}},
-                       position={"src": {"rows": 3}}, prepare=prepare)
-    load = build("loader", "postgres", {"connection": "db", "table": table}, ctx)
-
-    async def batches():
-        yield pa.record_batch({"id": pa.array([1, 2, 3], pa.int64()), "v": ["a", "b", "c"]})
-
-    await load.load(batches())
-
-asyncio.run(main())
-"""
-
-
 @pytest.mark.parametrize("decision", [True, False])
 def test_a_crash_between_prepare_and_commit_is_settled_by_the_decision(tmp_path, schema, decision):
     name, url = schema
     task = f"copy_{name}"
     sql(url, f"CREATE TABLE {name}.dst (id bigint, v text)")
-    script = tmp_path / "crash.py"
-    script.write_text(CRASH)
-    done = subprocess.run([sys.executable, str(script), url, task, f"{name}.dst", str(tmp_path)],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 9, done.stderr
+    die_in_prepare(tmp_path, "postgres", url, task, f"{name}.dst")
     assert [(run, unit) for run, unit, _ in prepared(url, task)] == [("crash-run", 1)]
     asked = []
 
