@@ -445,7 +445,7 @@ def _find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
 
 
 def _check_tools(spec: Spec, doc: Document, registry) -> list[Problem]:
-    from agent_etl.tools.registry import UnknownTool, default_registry
+    from agent_etl.tools.registry import MissingExtra, UnknownTool, default_registry
 
     registry = registry or default_registry()
     problems: list[Problem] = []
@@ -455,6 +455,9 @@ def _check_tools(spec: Spec, doc: Document, registry) -> list[Problem]:
             cls = registry.get(family, step.tool)
         except UnknownTool as e:
             problems.append(Problem(str(e), doc.line(path + ("tool",)), e.hint))
+            continue
+        except MissingExtra as e:
+            problems.append(Problem(str(e), doc.line(path + ("tool",))))
             continue
         problems.extend(validate_options(cls, step.options, path, doc, f"{kind} {step.name!r}"))
         if kind == "transform":

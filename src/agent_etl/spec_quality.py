@@ -75,7 +75,7 @@ def check_entries(checks: list[Any], path: tuple, doc: Document, registry) -> li
 def check_quarantine(value: Any, on_failure: Any, path: tuple, doc: Document, registry, spec: Spec,
                       who: str) -> list[Problem]:
     """``quarantine: {tool: <loader>, ...options}``: a known loader with valid options."""
-    from agent_etl.tools.registry import UnknownTool
+    from agent_etl.tools.registry import MissingExtra, UnknownTool
 
     if value is None:
         return []
@@ -90,6 +90,8 @@ def check_quarantine(value: Any, on_failure: Any, path: tuple, doc: Document, re
         cls = registry.get("loader", value["tool"])
     except UnknownTool as e:
         return [Problem(f"{who}: quarantine: {e}", doc.line(qpath + ("tool",)), e.hint)]
+    except MissingExtra as e:
+        return [Problem(f"{who}: quarantine: {e}", doc.line(qpath + ("tool",)))]
     options = {k: v for k, v in value.items() if k != "tool"}
     problems = validate_options(cls, options, qpath, doc, f"{who} quarantine")
     conn = options.get("connection")

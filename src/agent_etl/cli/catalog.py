@@ -21,6 +21,9 @@ def tools_command(kind: str | None, *, as_json: bool) -> int:
         if info.kind != current:
             current = info.kind
             print(f"{current}s:")
+        if info.needs:
+            print(f"  {info.name:<16} (not installed) {info.summary}")
+            continue
         opts = f" [{', '.join(info.options)}]" if info.options else ""
         print(f"  {info.name:<16} {info.summary}{opts}")
     return 0

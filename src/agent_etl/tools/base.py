@@ -138,6 +138,9 @@ class Tool:
     kind: ClassVar[str]
     name: ClassVar[str] = ""  # set by the registry to the name it is registered under
     Config: ClassVar[type[ToolConfig]] = ToolConfig
+    # the optional extra of the tool's package whose libraries it imports when it runs (lazily):
+    # without it installed, the registry lists the tool and refuses to use it, naming the install
+    extra: ClassVar[str | None] = None
 
     def __init__(self, config: ToolConfig, ctx: ToolContext):
         self.config = config

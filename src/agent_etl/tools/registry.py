@@ -3,7 +3,9 @@
 Tools come from entry points (``agent_etl.extractors``, ``agent_etl.transforms``,
 ``agent_etl.validators``, ``agent_etl.loaders``), so an installed package adds a tool without
 touching this one; ``register`` adds one from code (tests, notebooks). Classes are imported only
-when a tool is looked up, so listing names stays cheap.
+when a tool is looked up, so listing names stays cheap. A tool whose optional extra is not installed
+is still listed; looking it up raises ``MissingExtra``, whose message is the one line that names the
+``pip install`` fix (``tools.extras``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import difflib
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from agent_etl.tools.base import Tool
+from agent_etl.tools.extras import MissingExtra, missing_extra, unmet_extra
+
+__all__ = ["KINDS", "MissingExtra", "Registry", "ToolInfo", "UnknownTool", "default_registry"]
 
 KINDS = {
     "extractor": "agent_etl.extractors",
@@ -36,6 +41,7 @@ class ToolInfo:
     target: str
     summary: str
     options: list[str]
+    needs: str | None = None  # the install command of a missing extra: listed, but not usable yet
 
 
 class Registry:
@@ -68,9 +74,12 @@ class Registry:
             entry = self._found[kind][name]
         except KeyError:
             raise UnknownTool(kind, name, self.names(kind)) from None
-        cls = entry.load() if isinstance(entry, EntryPoint) else entry
+        cls = _load(name, entry) if isinstance(entry, EntryPoint) else entry
         if getattr(cls, "kind", None) != kind:
             raise TypeError(f"{cls!r} registered as {kind} {name!r} is not a {kind}")
+        if cls.extra is not None and (unmet := unmet_extra(name, cls.extra, entry if isinstance(entry, EntryPoint)
+                                                           else None)) is not None:
+            raise unmet
         # One class may serve under several names (json and jsonl), so name a subclass, not the class.
         cls = type(cls.__name__, (cls,), {"name": name, "__doc__": cls.__doc__, "__module__": cls.__module__})
         self._loaded[key] = cls
@@ -82,9 +91,23 @@ class Registry:
             for name in self.names(kind):
                 entry = self._found[kind][name]
                 target = entry.value if isinstance(entry, EntryPoint) else f"{entry.__module__}:{entry.__qualname__}"
-                cls = self.get(kind, name)
+                try:
+                    cls = self.get(kind, name)
+                except MissingExtra as e:
+                    out.append(ToolInfo(kind, name, target, str(e), [], e.fix))
+                    continue
                 out.append(ToolInfo(kind, name, target, cls.summary(), list(cls.Config.model_fields)))
         return out
+
+
+def _load(name: str, entry: EntryPoint) -> type[Tool]:
+    try:
+        return entry.load()
+    except ModuleNotFoundError as e:
+        missing = missing_extra(name, entry, e)
+        if missing is None:
+            raise
+        raise missing from None
 
 
 _default: Registry | None = None
