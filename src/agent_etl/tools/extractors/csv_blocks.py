@@ -6,7 +6,6 @@ import os
 import re
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +13,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from agent_etl.exceptions import ToolError
+from agent_etl.tools.extractors.file_source import FileRef, open_stream
 
 PARSERS = min(4, os.cpu_count() or 1)  # CSV blocks parsed at once
 
@@ -28,10 +28,10 @@ def _line_end(buf: pa.Buffer) -> int:
     return 0
 
 
-def _lines(path: Path, size: int) -> int:
+def _lines(path: FileRef, size: int) -> int:
     """Lines in the first ``size`` bytes of the file (for the row number of an error)."""
     count = 0
-    with pa.input_stream(str(path)) as f:
+    with open_stream(path) as f:
         while size > 0 and (chunk := f.read(min(size, 1 << 24))):
             count, size = count + chunk.count(b"\n"), size - len(chunk)
     return count
@@ -46,11 +46,11 @@ class CSVBlocks:
     row of an error; the first block's types hold for the rest, as in the streaming reader.
     """
 
-    def __init__(self, path: Path, size: int, read: pacsv.ReadOptions, parse: pacsv.ParseOptions,
+    def __init__(self, path: FileRef, size: int, read: pacsv.ReadOptions, parse: pacsv.ParseOptions,
                  convert: pacsv.ConvertOptions, start: int = 0, schema: pa.Schema | None = None):
         """``start``/``schema``: resume at that byte offset (a line start after the header) with the
         columns and types of the first read."""
-        self._path, self._in = path, pa.input_stream(str(path))  # decompresses .gz/.bz2/.zst by extension
+        self._path, self._in = path, open_stream(path)  # decompresses .gz/.bz2/.zst by extension
         self._seekable, self._size, self._carry, self._offset = self._in.seekable(), size, b"", 0
         self._parse, self._pool = parse, ThreadPoolExecutor(PARSERS, thread_name_prefix="agent-etl-csv")
         self._pending: deque[tuple[Future[pa.Table], int]] = deque()

@@ -16,7 +16,7 @@ from agent_etl.stream import slices
 from agent_etl.tools.base import Extractor, ToolContext
 from agent_etl.tools.extractors.file_config import FileConfig
 from agent_etl.tools.extractors.file_position import schema_of, schema_text, skipping
-from agent_etl.tools.extractors.file_source import READ_ERRORS, Source, read_ahead
+from agent_etl.tools.extractors.file_source import READ_ERRORS, FileRef, Source, read_ahead
 
 
 def resolve(ctx: ToolContext, pattern: str, suffixes: tuple[str, ...], fmt: str) -> list[Path]:
@@ -37,7 +37,7 @@ def resolve(ctx: ToolContext, pattern: str, suffixes: tuple[str, ...], fmt: str)
     return found
 
 
-def conform(batch: pa.RecordBatch, target: pa.Schema, path: Path, first: Path, task: str) -> pa.RecordBatch:
+def conform(batch: pa.RecordBatch, target: pa.Schema, path: FileRef, first: FileRef, task: str) -> pa.RecordBatch:
     """``batch`` with the columns and types of ``target`` (the first file's schema)."""
     if batch.schema.equals(target):
         return batch
@@ -72,7 +72,7 @@ class FileExtractor(Extractor):
 
     def __init__(self, config: FileConfig, ctx: ToolContext):
         super().__init__(config, ctx)
-        self._file: Path | None = None
+        self._file: FileRef | None = None
         self._file_index = self._rows = self._file_rows = 0
         self._first_index = 0  # the file whose schema all share
         self._schema_text: str | None = None
@@ -103,16 +103,20 @@ class FileExtractor(Extractor):
             pos["schema"] = self._schema_text
         return pos
 
-    def _open(self, path: Path, target: pa.Schema | None) -> Source | None:
+    def _files(self) -> list[FileRef]:
+        """The files to read, in the order every read takes (called in a worker thread)."""
+        return resolve(self.ctx, self.config.path, self.suffixes, self.fmt)
+
+    def _open(self, path: FileRef, target: pa.Schema | None) -> Source | None:
         """Open ``path`` in a worker thread (None skips an empty file); ``target`` is the first file's schema."""
         raise NotImplementedError
 
-    def _open_at(self, path: Path, target: pa.Schema | None, position: dict[str, Any]) -> Source | None:
+    def _open_at(self, path: FileRef, target: pa.Schema | None, position: dict[str, Any]) -> Source | None:
         """Open ``path`` where ``position`` (in this file) left off; by default: its rows after ``file_rows``."""
         source = self._open(path, target)
         return None if source is None else skipping(source, position["file_rows"], path, self.ctx.task)
 
-    def _resume_target(self, files: list[Path], position: dict[str, Any]) -> pa.Schema | None:
+    def _resume_target(self, files: list[FileRef], position: dict[str, Any]) -> pa.Schema | None:
         """The schema the read that took ``position`` gave every file (None: the position's file sets it)."""
         text = position.get("schema")
         if text is None:
@@ -126,7 +130,7 @@ class FileExtractor(Extractor):
             raise ToolError(f"task {self.ctx.task!r}: cannot resume the {self.fmt} read: the position's schema does "
                             f"not decode ({e}); start the read anew") from None
 
-    def _check(self, files: list[Path], position: dict[str, Any]) -> int:
+    def _check(self, files: list[FileRef], position: dict[str, Any]) -> int:
         index, name = position["file_index"], position["file"]
         if not isinstance(index, int) or not 0 <= index < len(files) or str(files[index]) != name:
             now = (f"file #{index} is now {files[index]}" if isinstance(index, int) and 0 <= index < len(files)
@@ -137,11 +141,11 @@ class FileExtractor(Extractor):
                             "the position are not known: restore the files, or start the read anew")
         return index
 
-    def _explain(self, error: Exception, path: Path) -> ToolError:
+    def _explain(self, error: Exception, path: FileRef) -> ToolError:
         return ToolError(f"task {self.ctx.task!r}: cannot read {self.fmt} file {path}: {error}; "
                          f"check that it is a valid {self.fmt} file")
 
-    def _known_columns(self, source: Source, path: Path) -> Source:
+    def _known_columns(self, source: Source, path: FileRef) -> Source:
         unknown = sorted(set(getattr(self.config, "column_types", {})) - set(source.schema.names))
         if unknown:
             source.close()
@@ -150,7 +154,7 @@ class FileExtractor(Extractor):
         return source
 
     async def batches(self) -> AsyncIterator[pa.RecordBatch]:
-        files = await asyncio.to_thread(resolve, self.ctx, self.config.path, self.suffixes, self.fmt)
+        files = await asyncio.to_thread(self._files)
         target, first, start, resume = None, files[0], 0, self._resume
         yielded = 0  # rows of this read (a resumed one counts from the position)
         if resume is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import threading
-from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -27,7 +26,8 @@ from agent_etl.tools.extractors.csv_blocks import CSVBlocks
 from agent_etl.tools.extractors.file_config import FileConfig, TypedFileConfig
 from agent_etl.tools.extractors.file_extractor import FileExtractor
 from agent_etl.tools.extractors.file_position import skipping
-from agent_etl.tools.extractors.file_source import READ_ERRORS, Source, block_size
+from agent_etl.tools.extractors.file_source import (READ_ERRORS, FileRef, Source, StoredFile, block_size,
+                                                    file_size, open_stream, read_bytes)
 
 
 _CSV_CONVERSION = re.compile(
@@ -71,10 +71,10 @@ class CSVExtractor(FileExtractor):
             self.skipped_rows += 1
         return "skip"
 
-    def _open(self, path: Path, target: pa.Schema | None) -> Source | None:
+    def _open(self, path: FileRef, target: pa.Schema | None) -> Source | None:
         return self._open_csv(path, target)
 
-    def _open_at(self, path: Path, target: pa.Schema | None, position: dict[str, Any]) -> Source | None:
+    def _open_at(self, path: FileRef, target: pa.Schema | None, position: dict[str, Any]) -> Source | None:
         offset = position.get("offset")
         if not offset:  # in the first block: read the header again and drop the rows already yielded
             return super()._open_at(path, target, position)
@@ -90,7 +90,7 @@ class CSVExtractor(FileExtractor):
         c = self.config
         return c.newlines_in_values or c.encoding.lower().replace("-", "").startswith(("utf16", "utf32"))
 
-    def _open_csv(self, path: Path, target: pa.Schema | None, offset: int = 0) -> Source | None:
+    def _open_csv(self, path: FileRef, target: pa.Schema | None, offset: int = 0) -> Source | None:
         c = self.config
         size = c.block_size or block_size(path, self.ctx.batch_size)
         read = pacsv.ReadOptions(use_threads=False, block_size=size, encoding=c.encoding, column_names=c.columns,
@@ -101,10 +101,16 @@ class CSVExtractor(FileExtractor):
         convert = pacsv.ConvertOptions(column_types=c.arrow_types(target), null_values=c.null_values,
                                        strings_can_be_null=True)
         if self._streamed():
-            if path.stat().st_size == 0:  # line ends are not findable in the raw bytes: Arrow cuts the rows
+            if file_size(path) == 0:  # line ends are not findable in the raw bytes: Arrow cuts the rows
                 return None
-            reader = pacsv.open_csv(str(path), read_options=read, parse_options=parse, convert_options=convert)
-            return self._known_columns(Source(reader.schema, lambda: next(reader, None), reader.close), path)
+            stream = open_stream(path)
+            try:
+                reader = pacsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
+            except BaseException:
+                stream.close()
+                raise
+            return self._known_columns(Source(reader.schema, lambda: next(reader, None),
+                                              lambda: (reader.close(), stream.close())), path)
         try:
             blocks = CSVBlocks(path, size, read, parse, convert, offset, target)
         except ToolError as e:
@@ -114,19 +120,22 @@ class CSVExtractor(FileExtractor):
             return None
         return self._known_columns(Source(blocks.schema, blocks.read_next, blocks.close, blocks.mark), path)
 
-    def _column(self, path: Path, index: int) -> str:
+    def _column(self, path: FileRef, index: int) -> str:
         """The name of column ``index``, for an error message (the header is read with the csv module)."""
         if self.config.columns:
             names = self.config.columns
         else:
             import csv
+            import io
 
-            with open(path, encoding=self.config.encoding, newline="") as f:
-                names = next(csv.reader(f, delimiter=self.config.delimiter, quotechar=self.config.quote_char), [])
+            with open_stream(path) as f:  # the header is in the first MiB, or the message names #index
+                head = f.read(1 << 20).decode(self.config.encoding, errors="replace")
+            names = next(csv.reader(io.StringIO(head, newline=""), delimiter=self.config.delimiter,
+                                    quotechar=self.config.quote_char), [])
             names = names if self.config.header else [f"f{i}" for i in range(len(names))]
         return names[index] if index < len(names) else f"#{index + 1}"
 
-    def _explain(self, error: Exception, path: Path) -> ToolError:
+    def _explain(self, error: Exception, path: FileRef) -> ToolError:
         task, text = self.ctx.task, str(error)
         if m := _CSV_CONVERSION.search(text):
             typ, value = m[3], m[4]
@@ -168,23 +177,28 @@ class JSONLExtractor(FileExtractor):
     Config = JSONLConfig
     config: JSONLConfig
 
-    def _open(self, path: Path, target: pa.Schema | None) -> Source | None:
-        if path.stat().st_size == 0:
+    def _open(self, path: FileRef, target: pa.Schema | None) -> Source | None:
+        if file_size(path) == 0:
             return None
         types = self.config.arrow_types(target)
         # The JSON reader parses no dates or decimals: read those as text or float, then cast.
         explicit = pa.schema([(n, pa.string() if pa.types.is_date(t) or pa.types.is_time(t) else
                                pa.float64() if pa.types.is_decimal(t) else t) for n, t in types.items()])
-        reader = pajson.open_json(
-            str(path), read_options=pajson.ReadOptions(block_size=self.config.block_size or
-                                                       block_size(path, self.ctx.batch_size)),
-            parse_options=pajson.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="infer"))
+        size = self.config.block_size or block_size(path, self.ctx.batch_size)
+        stream = open_stream(path)
+        try:
+            reader = pajson.open_json(
+                stream, read_options=pajson.ReadOptions(block_size=size),
+                parse_options=pajson.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="infer"))
+        except BaseException:
+            stream.close()
+            raise
         # Table.from_batches, not Schema.empty_table(): the latter imports pandas (0.4 s)
         schema = _cast(pa.Table.from_batches([], reader.schema), types).schema
         return Source(schema, lambda: (lambda b: b if b is None else _cast(b, types))(next(reader, None)),
-                      reader.close)
+                      lambda: (reader.close(), stream.close()))
 
-    def _explain(self, error: Exception, path: Path) -> ToolError:
+    def _explain(self, error: Exception, path: FileRef) -> ToolError:
         text, task = str(error), self.ctx.task
         # Arrow counts rows from the start of the failing block, which follows the rows yielded so far
         m = re.search(r"in row (\d+)", text)
@@ -216,8 +230,8 @@ class JSONExtractor(FileExtractor):
     Config = JSONConfig
     config: JSONConfig
 
-    def _open(self, path: Path, target: pa.Schema | None) -> Source | None:
-        data = path.read_bytes()
+    def _open(self, path: FileRef, target: pa.Schema | None) -> Source | None:
+        data = read_bytes(path)
         head = data.lstrip()[:1]
         if not head:
             return None
@@ -231,7 +245,7 @@ class JSONExtractor(FileExtractor):
         batches = iter(records.to_batches(max_chunksize=self.ctx.batch_size))
         return self._known_columns(Source(records.schema, lambda: next(batches, None)), path)
 
-    def _walk(self, table: pa.Table, steps: list[str], path: Path) -> pa.Table:
+    def _walk(self, table: pa.Table, steps: list[str], path: FileRef) -> pa.Table:
         task = self.ctx.task
         if not steps:
             lists = [f.name for f in table.schema if pa.types.is_list(f.type)]
@@ -251,6 +265,24 @@ class JSONExtractor(FileExtractor):
         return pa.Table.from_struct_array(node.flatten())
 
 
+class _StoredParquet(pq.ParquetFile):
+    """A Parquet file in a store, read by ranged reads; closing it closes what it reads from."""
+
+    def __init__(self, file: StoredFile):
+        self._stored = file.random()
+        super().__init__(self._stored, pre_buffer=False)
+
+    def close(self, force: bool = False) -> None:
+        super().close(force)
+        self._stored.close()
+
+
+def _parquet_file(path: FileRef) -> pq.ParquetFile:
+    # pre_buffer keeps what it read ahead until the file is closed: 745 MB against 309 MB over a
+    # 10M-row file read in 100k-row batches; it pays off only on high-latency storage
+    return _StoredParquet(path) if isinstance(path, StoredFile) else pq.ParquetFile(str(path), pre_buffer=False)
+
+
 class ParquetConfig(FileConfig):
     """Read Parquet files."""
 
@@ -266,18 +298,16 @@ class ParquetExtractor(FileExtractor):
     config: ParquetConfig
     schema_in_position = False
 
-    def _open(self, path: Path, target: pa.Schema | None) -> Source | None:
+    def _open(self, path: FileRef, target: pa.Schema | None) -> Source | None:
         return self._open_parquet(path, 0)
 
-    def _open_at(self, path: Path, target: pa.Schema | None, position: dict[str, Any]) -> Source | None:
+    def _open_at(self, path: FileRef, target: pa.Schema | None, position: dict[str, Any]) -> Source | None:
         return self._open_parquet(path, position["file_rows"])
 
-    def _open_parquet(self, path: Path, skip: int) -> Source:
+    def _open_parquet(self, path: FileRef, skip: int) -> Source:
         """The rows of ``path`` after the first ``skip``: read from the row group that holds row
         ``skip`` on, its first rows sliced off."""
-        # pre_buffer keeps what it read ahead until the file is closed: 745 MB against 309 MB over a
-        # 10M-row file read in 100k-row batches; it pays off only on high-latency storage
-        pf = pq.ParquetFile(str(path), pre_buffer=False)
+        pf = _parquet_file(path)
         try:
             schema, cols = self._schema(pf, path), self.config.columns
             groups, first = pf.metadata.num_row_groups, 0
@@ -297,7 +327,7 @@ class ParquetExtractor(FileExtractor):
         source = Source(schema, lambda: next(it, None), pf.close)
         return skipping(source, skip, path, self.ctx.task) if skip else source
 
-    def _schema(self, pf: pq.ParquetFile, path: Path) -> pa.Schema:
+    def _schema(self, pf: pq.ParquetFile, path: FileRef) -> pa.Schema:
         schema, cols = pf.schema_arrow, self.config.columns
         if cols:
             missing = [c for c in cols if c not in schema.names]
@@ -307,11 +337,11 @@ class ParquetExtractor(FileExtractor):
             schema = pa.schema([schema.field(c) for c in cols])
         return schema
 
-    def _resume_target(self, files: list[Path], position: dict[str, Any]) -> pa.Schema | None:
+    def _resume_target(self, files: list[FileRef], position: dict[str, Any]) -> pa.Schema | None:
         """From the footers: the schema of the first file with rows, as the read before took it."""
         for path in files[:position["file_index"]]:
             try:
-                with pq.ParquetFile(str(path), pre_buffer=False) as pf:
+                with _parquet_file(path) as pf:
                     if pf.metadata.num_rows:
                         return self._schema(pf, path)
             except READ_ERRORS as e:

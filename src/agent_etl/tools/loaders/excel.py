@@ -12,7 +12,8 @@ import pyarrow as pa
 from pydantic import Field
 
 from agent_etl.exceptions import ToolError
-from agent_etl.tools.loaders.files import FileLoader, FileLoaderConfig, _check_flat
+from agent_etl.tools.flat_columns import check_flat
+from agent_etl.tools.loaders.files import FileLoader, FileLoaderConfig
 
 MAX_ROWS = 1_048_576  # rows in an Excel sheet, the header included
 
@@ -75,7 +76,7 @@ class ExcelLoader(FileLoader):
     config: ExcelLoaderConfig
 
     def _writer(self, tmp: Path, schema: pa.Schema, name: str, as_dir: bool) -> _Sheet:
-        _check_flat(schema, self.fmt, self.ctx.task, name)
+        check_flat(schema, self.fmt, self.ctx.task, name)
         return _Sheet(tmp, schema, self.config.sheet, self.ctx.task, name)
 
     def _empty(self, tmp: Path, as_dir: bool) -> None:

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, BinaryIO, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -45,8 +45,12 @@ from pydantic import Field
 
 from agent_etl.exceptions import ToolError
 from agent_etl.tools.base import Loader, ToolConfig, ToolContext
+from agent_etl.tools.flat_columns import check_flat
 
 WRITE_ERRORS = (pa.ArrowException, OSError)
+# Where a writer writes: a local file, or a writable binary stream (an object-store upload, whose
+# close() ends the writing; the upload is committed or aborted by its owner, not by the writer)
+Sink = Path | BinaryIO
 
 
 class FileLoaderConfig(ToolConfig):
@@ -227,11 +231,9 @@ def _same_schema(batch: pa.RecordBatch, schema: pa.Schema, task: str, name: str)
                         f"{schema} ({e}); cast the columns upstream so every batch has one schema") from e
 
 
-def _check_flat(schema: pa.Schema, fmt: str, task: str, name: str) -> None:
-    nested = [f.name for f in schema if pa.types.is_nested(f.type)]
-    if nested:
-        raise ToolError(f"task {task!r}: {fmt} cannot hold the nested columns {nested} for {name}; flatten or "
-                        "cast them to string upstream, or load to jsonl or parquet")
+def _where(sink: Sink) -> Any:
+    """What a pyarrow writer takes: a local path as text, or the writable stream itself."""
+    return str(sink) if isinstance(sink, Path) else sink
 
 
 class CSVLoaderConfig(FileLoaderConfig):
@@ -242,9 +244,20 @@ class CSVLoaderConfig(FileLoaderConfig):
 
 
 class _CSVFile:
-    def __init__(self, path: Path, schema: pa.Schema, options: pacsv.WriteOptions):
-        self._w = pacsv.CSVWriter(str(path), schema, write_options=options)
-        self.write, self.close, self.abort = self._w.write_batch, self._w.close, self._w.close
+    held = held_bytes = 0  # rows go to the sink as they come: nothing waits (see _Partitioned)
+
+    def __init__(self, sink: Sink, schema: pa.Schema, options: pacsv.WriteOptions):
+        self._sink = sink
+        self._w = pacsv.CSVWriter(_where(sink), schema, write_options=options)
+        self.write, self.abort = self._w.write_batch, self._w.close
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._w.close()
+        if not isinstance(self._sink, Path):
+            self._sink.close()
 
 
 class CSVLoader(FileLoader):
@@ -255,7 +268,7 @@ class CSVLoader(FileLoader):
     config: CSVLoaderConfig
 
     def _writer(self, tmp: Path, schema: pa.Schema, name: str, as_dir: bool) -> _CSVFile:
-        _check_flat(schema, self.fmt, self.ctx.task, name)
+        check_flat(schema, self.fmt, self.ctx.task, name)
         options = pacsv.WriteOptions(include_header=self.config.header, delimiter=self.config.delimiter)
         return _CSVFile(tmp, schema, options)
 
@@ -263,11 +276,13 @@ class CSVLoader(FileLoader):
 class _JSONLinesFile:
     """Rows as JSON objects, one per line, rendered by DuckDB's to_json (vectorised, no per-row Python)."""
 
-    def __init__(self, path: Path, schema: pa.Schema):
+    held = held_bytes = 0  # rows go to the sink as they come: nothing waits (see _Partitioned)
+
+    def __init__(self, sink: Sink, schema: pa.Schema):
         import duckdb
 
         self._con = duckdb.connect()
-        self._file = open(path, "wb")
+        self._file = open(sink, "wb") if isinstance(sink, Path) else sink
         lowered = {n.lower() for n in schema.names}
         self._alias = next(a for a in (f"_row{i}" for i in range(len(lowered) + 1)) if a not in lowered)
 
@@ -282,6 +297,9 @@ class _JSONLinesFile:
         for chunk in out.to_arrow_table().column(0).chunks:
             self._file.write(_text(chunk))
         self._con.unregister("batch")
+
+    def flush(self) -> None:
+        pass
 
     def close(self) -> None:
         self._file.close()
@@ -370,16 +388,16 @@ class _ParquetFile:
     """A Parquet writer that gathers batches into full row groups (one write per batch would make one
     small row group each). What waits is bounded by ``row_group_size`` rows and GROUP_BYTES."""
 
-    def __init__(self, path: Path, schema: pa.Schema, compression: str, row_group_size: int,
+    def __init__(self, sink: Sink, schema: pa.Schema, compression: str, row_group_size: int,
                  dictionary: _Dictionary):
-        self._path, self._compression, self._dictionary = path, compression, dictionary
+        self._sink, self._compression, self._dictionary = sink, compression, dictionary
         self._w: pq.ParquetWriter | None = None  # opened at the first row group, which decides the dictionaries
         self._schema, self._size = schema, row_group_size
         self._held: list[pa.RecordBatch] = []
         self.held = self.held_bytes = 0
 
     def _open(self, dictionary: list[str] | bool) -> pq.ParquetWriter:
-        self._w = pq.ParquetWriter(str(self._path), self._schema, compression=self._compression,
+        self._w = pq.ParquetWriter(_where(self._sink), self._schema, compression=self._compression,
                                    use_dictionary=dictionary)
         return self._w
 
@@ -409,6 +427,8 @@ class _ParquetFile:
     def close(self) -> None:
         self.flush()
         (self._w or self._open(False)).close()  # no rows: a file with the schema and no row group
+        if not isinstance(self._sink, Path):
+            self._sink.close()
 
     def abort(self) -> None:
         self._held = []
@@ -416,16 +436,15 @@ class _ParquetFile:
             self._w.close()
 
 
-class _PartitionedParquet:
-    """Hive-style ``col=value/part-<n>.parquet`` files under a directory, one open writer per partition."""
+class _Partitioned:
+    """Hive-style ``col=value/part-<n><suffix>`` files, one open writer per partition: ``open_part``
+    opens the writer of a file (a path relative to the output) with the schema less ``by``."""
 
-    def __init__(self, root: Path, schema: pa.Schema, by: list[str], compression: str, row_group_size: int,
-                 dictionary: _Dictionary):
-        root.mkdir()
-        self._root, self._by, self._compression, self._size = root, by, compression, row_group_size
-        self._dictionary = dictionary
-        self._schema = pa.schema([f for f in schema if f.name not in by])
-        self._open: dict[tuple[str, ...], _ParquetFile] = {}
+    def __init__(self, open_part: Callable[[str, pa.Schema], Any], schema: pa.Schema, by: list[str], suffix: str,
+                 row_group_size: int, max_open: int = 256):
+        self._open_part, self._by, self._suffix, self._size = open_part, by, suffix, row_group_size
+        self._schema, self._max_open = pa.schema([f for f in schema if f.name not in by]), max_open
+        self._open: dict[tuple[str, ...], Any] = {}
         self._parts: dict[tuple[str, ...], int] = {}
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -445,16 +464,14 @@ class _PartitionedParquet:
                 sum(w.held_bytes for w in self._open.values()) >= GROUP_BYTES:
             for w in self._open.values():
                 w.flush()
-        if len(self._open) > MAX_OPEN_PARTITIONS:
+        if len(self._open) > self._max_open:
             self.close()
 
-    def _start(self, key: tuple[str, ...]) -> _ParquetFile:
-        folder = self._root.joinpath(*(f"{c}={v}" for c, v in zip(self._by, key)))
-        folder.mkdir(parents=True, exist_ok=True)
+    def _start(self, key: tuple[str, ...]) -> Any:
         n = self._parts.get(key, 0)
         self._parts[key] = n + 1
-        writer = self._open[key] = _ParquetFile(folder / f"part-{n}.parquet", self._schema, self._compression,
-                                                self._size, self._dictionary)
+        rel = "/".join([*(f"{c}={v}" for c, v in zip(self._by, key)), f"part-{n}{self._suffix}"])
+        writer = self._open[key] = self._open_part(rel, self._schema)
         return writer
 
     def close(self) -> None:
@@ -466,6 +483,21 @@ class _PartitionedParquet:
         for w in self._open.values():
             w.abort()
         self._open = {}
+
+
+def _local_part(root: Path, make: Callable[[Path, pa.Schema], Any]) -> Callable[[str, pa.Schema], Any]:
+    """``_Partitioned``'s ``open_part`` for a local directory: its folders made as they are needed."""
+    def open_part(rel: str, schema: pa.Schema) -> Any:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return make(path, schema)
+
+    return open_part
+
+
+def _parquet_part(sink: Sink, schema: pa.Schema, *, compression: str, row_group_size: int,
+                  dictionary: _Dictionary) -> _ParquetFile:
+    return _ParquetFile(sink, schema, compression, row_group_size, dictionary)
 
 
 def _segments(column: pa.ChunkedArray) -> list[str]:
@@ -505,7 +537,11 @@ class ParquetLoader(FileLoader):
                 raise ToolError(f"task {self.ctx.task!r}: partition_by {c.partition_by} for {name}: "
                                 + (f"no column {missing} in {schema.names}" if missing else
                                    "leaves no column to write") + "; fix partition_by")
-            return _PartitionedParquet(tmp, schema, c.partition_by, compression, c.row_group_size, dictionary)
+            tmp.mkdir()
+            make = partial(_parquet_part, compression=compression, row_group_size=c.row_group_size,
+                           dictionary=dictionary)
+            return _Partitioned(_local_part(tmp, make), schema, c.partition_by, ".parquet", c.row_group_size,
+                                MAX_OPEN_PARTITIONS)
         if as_dir:
             tmp.mkdir()
             return _ParquetFile(tmp / "part-0.parquet", schema, compression, c.row_group_size, dictionary)
