@@ -88,7 +88,7 @@ def maria_db():
 async def test_a_mariadb_lock_wait_timeout_is_transient(tmp_path, maria_db, tool):
     import pymysql
 
-    from agent_etl.tools.databases import mysql
+    from agent_etl.tools.databases.mysql import connections
 
     url = f"mysql://root@127.0.0.1:3306/{maria_db}"
     ctx = tool_context(tmp_path, task="load", connections={"db": {"url": url}})
@@ -96,7 +96,7 @@ async def test_a_mariadb_lock_wait_timeout_is_transient(tmp_path, maria_db, tool
         ctx.connections["db"]["url"] = (f"mysql+pymysql://root@127.0.0.1:3306/{maria_db}?charset=utf8mb4&init_command="
                                         + quote("SET innodb_lock_wait_timeout = 1"))
     else:  # the run's pool lends this connection to the load: it waits 1s for a row lock, not 50
-        pool = mysql.pool(ctx, "db")
+        pool = connections.pool(ctx, "db")
         conn = pool.acquire()
         with conn.cursor() as cur:
             cur.execute("SET SESSION innodb_lock_wait_timeout = 1")

@@ -13,7 +13,7 @@ import pytest
 
 from agent_etl.exceptions import SpecError, ToolError
 from agent_etl.testing import build, collect, tool_context
-from agent_etl.tools.databases.duckdb import open_database, qualified
+from agent_etl.tools.databases.duckdb.database import open_database, qualified
 
 URL = "duckdb:///data/test.duckdb"
 

@@ -598,11 +598,11 @@ async def test_unreachable_server_is_transient_and_tasks_share_a_pool(tmp_path, 
     _, url = mysql_db
     with pytest.raises(TransientError, match="unreachable"):
         await extract(context(tmp_path, "mysql://root@127.0.0.1:1/x"), table="t")
-    from agent_etl.tools.databases import mysql
+    from agent_etl.tools.databases.mysql import connections
 
     ctx = context(tmp_path, url)
-    assert mysql.pool(ctx, "db") is mysql.pool(ctx, "db")
-    with mysql.pool(ctx, "db").connection() as conn, conn.cursor() as cur:
+    assert connections.pool(ctx, "db") is connections.pool(ctx, "db")
+    with connections.pool(ctx, "db").connection() as conn, conn.cursor() as cur:
         cur.execute("SELECT @@time_zone, @@sql_mode LIKE '%STRICT_ALL_TABLES%', @@character_set_connection")
         assert cur.fetchone() == ("+00:00", 1, "utf8mb4")
     await ctx.resources.aclose()

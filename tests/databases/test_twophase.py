@@ -16,7 +16,7 @@ from agent_etl.agents.coordinator import AgentCoordinator
 from agent_etl.store.runs import RunStore
 from agent_etl.store.schema import decisions
 from agent_etl.testing import build, tool_context
-from agent_etl.tools.databases import mysql_xa
+from agent_etl.tools.databases.mysql import xa
 from tests.databases.prepared_crash import die_in_prepare
 
 ROWS = 5000
@@ -35,7 +35,7 @@ def sql(db: str, statement: str, params=None, *, fetch: bool = True):
 def prepared(task: str) -> list[tuple[str, int, str]]:
     conn = pymysql.connect(host="127.0.0.1", user="root", autocommit=True)
     try:
-        return mysql_xa.prepared(conn, task)
+        return xa.prepared(conn, task)
     finally:
         conn.close()
 
@@ -43,7 +43,7 @@ def prepared(task: str) -> list[tuple[str, int, str]]:
 def roll_back_left(task: str) -> None:
     conn = pymysql.connect(host="127.0.0.1", user="root", autocommit=True)
     try:
-        for _, _, x in mysql_xa.prepared(conn, task):
+        for _, _, x in xa.prepared(conn, task):
             with conn.cursor() as cur:
                 cur.execute(f"XA ROLLBACK {x}")
     finally:
@@ -169,7 +169,7 @@ def test_without_a_run_store_a_prepared_transaction_is_left_with_a_warning(tmp_p
 
 
 def test_long_names_fit_the_xid():
-    x = mysql_xa.xid("r" * 80, "t" * 80, 12)
+    x = xa.xid("r" * 80, "t" * 80, 12)
     g, b = (bytes.fromhex(p[2:-1]) for p in x.split(","))
     assert len(g) <= 64 and len(b) <= 64 and g.startswith(b"agent-etl/#") and g.endswith(b"/12")
     assert textwrap.dedent(x) == x

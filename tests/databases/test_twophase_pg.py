@@ -25,7 +25,7 @@ from agent_etl.agents.coordinator import AgentCoordinator
 from agent_etl.store.runs import RunStore
 from agent_etl.store.schema import decisions
 from agent_etl.testing import build, tool_context
-from agent_etl.tools.databases import pg_twophase
+from agent_etl.tools.databases.postgres import twophase
 from tests.databases.prepared_crash import die_in_prepare
 
 ROWS = 5000
@@ -95,7 +95,7 @@ def sql(url: str, statement: str) -> list[tuple]:
 
 def prepared(url: str, task: str) -> list[tuple[str, int, str]]:
     with psycopg.connect(url, autocommit=True) as conn:
-        return pg_twophase.prepared(conn, task)
+        return twophase.prepared(conn, task)
 
 
 PIPELINE = """\
@@ -127,13 +127,13 @@ class Spy:
 
     def __init__(self, monkeypatch):
         self.gids: list[str] = []
-        real = pg_twophase.TwoPhase.prepare
+        real = twophase.TwoPhase.prepare
 
         def prepare(tp, conn):
             real(tp, conn)
             self.gids.append(tp.gid)
 
-        monkeypatch.setattr(pg_twophase.TwoPhase, "prepare", prepare)
+        monkeypatch.setattr(twophase.TwoPhase, "prepare", prepare)
 
 
 async def test_a_load_with_a_parquet_sibling_commits_its_units_with_prepare_transaction(tmp_path, schema,
@@ -204,7 +204,7 @@ def test_a_crash_between_prepare_and_commit_is_settled_by_the_decision(tmp_path,
 async def test_on_a_server_without_prepared_transactions_siblings_commit_plainly(tmp_path, pg_source, monkeypatch):
     """The shared server (max_prepared_transactions = 0): the same pipeline, plain transactions."""
     with psycopg.connect(pg_source.url) as conn:
-        if pg_twophase.enabled(conn):
+        if twophase.enabled(conn):
             pytest.skip("the shared server allows prepared transactions")
     pg_source.run("CREATE TABLE src (id bigint PRIMARY KEY, v text)")
     pg_source.run(f"INSERT INTO src SELECT g, 'row ' || g FROM generate_series(1, {ROWS}) g")
@@ -222,8 +222,8 @@ async def test_on_a_server_without_prepared_transactions_siblings_commit_plainly
 
 
 def test_long_names_fit_the_gid():
-    g = pg_twophase.gid("r" * 150, "t" * 150, 12)
+    g = twophase.gid("r" * 150, "t" * 150, 12)
     assert len(g.encode()) <= 199 and g.startswith("agent-etl/#") and g.endswith("/12/#" + g.rsplit("#", 1)[1])
-    assert pg_twophase.gid("run", "task", 3) == "agent-etl/run/3/task"
-    g = pg_twophase.gid("run", "t" * 190, 3)
+    assert twophase.gid("run", "task", 3) == "agent-etl/run/3/task"
+    g = twophase.gid("run", "t" * 190, 3)
     assert g.startswith("agent-etl/run/3/#") and len(g) <= 199

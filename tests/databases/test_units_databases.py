@@ -39,7 +39,7 @@ class Dest:
 
     def query(self, text: str) -> list[tuple]:
         if self.read_url is None:
-            from agent_etl.tools.databases.duckdb import open_database
+            from agent_etl.tools.databases.duckdb.database import open_database
 
             cur = open_database(self.ctx, "db", create=True).cursor()
             try:

@@ -10,7 +10,7 @@
   the stream has ended, every load of the input. When a round is complete, and before anyone is
   released, ``decide`` records the decision ((load, its unit number: its rounds counted from 1,
   the final one included) for each member) in the run store: a load that prepared its unit (XA)
-  and crashed before its commit is settled by it (``tools.databases.mysql_xa``).
+  and crashed before its commit is settled by it (``tools.databases.mysql.xa``).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ Drivers are recognised by their module, so none is imported here.
 
 from __future__ import annotations
 
-from agent_etl.tools.databases.mysql import TRANSIENT_CODES as MYSQL_CODES
+from agent_etl.tools.databases.mysql.connections import TRANSIENT_CODES as MYSQL_CODES
 
 PG_STATES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"}
 

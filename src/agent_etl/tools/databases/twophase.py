@@ -1,4 +1,4 @@
-"""What the two-phase commit of MariaDB/MySQL (``mysql_xa``) and PostgreSQL (``pg_twophase``) share:
+"""What the two-phase commit of MariaDB/MySQL (``mysql.xa``) and PostgreSQL (``postgres.twophase``) share:
 the shape of a name that fits the server's limit, and how a prepared transaction a crash left
 behind is settled by the run store's decision.
 

@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from agent_etl.exceptions import ToolError
 from agent_etl.tools.base import ToolContext
-from agent_etl.tools.databases.duckdb import cursor, first_line, open_database, path_of, qualified, quote
+from agent_etl.tools.databases.duckdb.database import cursor, first_line, open_database, path_of, qualified, quote
 from agent_etl.tools.databases.options import SourceOptions, split_table
 from agent_etl.tools.databases.reads import Part, ReaderExtractor, after_last, order_by, parts, where
 

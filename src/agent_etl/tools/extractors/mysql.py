@@ -8,7 +8,7 @@ exactly one of ``table`` (``name`` or ``database.name``; double quotes keep dots
 Rows come through connectorx's Arrow stream (Rust, binary protocol; measured 10-20x faster than
 PyMySQL and faster than the ``mariadb`` client printing to /dev/null), in batches of ``batch_size``
 rows, so memory stays flat whatever the table's size. The column types come from the result's
-metadata, read first with PyMySQL (``SELECT ... LIMIT 0``), and follow ``databases.mysql_types``;
+metadata, read first with PyMySQL (``SELECT ... LIMIT 0``), and follow ``databases.mysql.types``;
 DECIMAL is selected as text and cast in Arrow, as connectorx would round it to a fixed scale.
 A ``query:`` runs as written, unless it is read incrementally or in partitions, or its result has
 columns connectorx cannot read exactly (DECIMAL beyond 28 digits or 10 decimals, BIT, GEOMETRY): then
@@ -33,9 +33,9 @@ import pyarrow as pa
 
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.tools.base import ToolContext
-from agent_etl.tools.databases import mysql
+from agent_etl.tools.databases.mysql import connections
 from agent_etl.tools.databases.blocking import in_thread
-from agent_etl.tools.databases.mysql_types import Column, conform, result_columns
+from agent_etl.tools.databases.mysql.types import Column, conform, result_columns
 from agent_etl.tools.databases.options import SourceOptions
 from agent_etl.tools.databases.reads import KeyedExtractor, Part, after_last, order_by, parts, where
 
@@ -47,10 +47,10 @@ class _Plan:
 
     def __init__(self, ctx: ToolContext, config: SourceOptions, ext: MySQLExtractor):
         self.ctx, self.config, self.ext, self.cursor = ctx, config, ext, ext.inc
-        self.pool = mysql.pool(ctx, config.connection)
+        self.pool = connections.pool(ctx, config.connection)
         if config.table is not None:
             self.what = f"table {config.table!r}"
-            self.source = mysql.qualified(*mysql.table_name(config.table))
+            self.source = connections.qualified(*connections.table_name(config.table))
         else:
             self.what = f"query {_short(config.query)!r}"
             self.source = f"({config.query.strip().rstrip(';')}) AS {_DERIVED}"
@@ -71,7 +71,7 @@ class _Plan:
                         if col and col not in names:
                             raise ToolError(f"task {self.ctx.task!r}: {opt} {col!r} is not a column of the MariaDB/"
                                             f"MySQL {self.what}; columns: {', '.join(names)}")
-                    key = table_key(cur, *mysql.table_name(self.config.table)) if self.ext.wants_order() else None
+                    key = table_key(cur, *connections.table_name(self.config.table)) if self.ext.wants_order() else None
                     after = self.cursor.after if self.cursor else None
                     splits = list(self.ext.keyed(key, after, lambda: self._parts(cur), f"MariaDB/MySQL {self.what}"))
             except pymysql.Error as e:
@@ -81,40 +81,40 @@ class _Plan:
                 and all(c.plain for c in self.columns):
             self.queries = [self.config.query.strip().rstrip(";")]  # as written: a derived table drops ORDER BY
             return
-        select = ", ".join(f"{c.expr} AS {mysql.ident(c.name)}" for c in self.columns)
+        select = ", ".join(f"{c.expr} AS {connections.ident(c.name)}" for c in self.columns)
         self.queries = [f"SELECT {select} FROM {self.source}{self._where(p, i)}" for i, p in enumerate(splits)]
 
     def _parts(self, cur: Any) -> list[Part]:
         if self.config.partitions <= 1:
             return [Part()]
-        key = mysql.ident(self.config.partition_on)
+        key = connections.ident(self.config.partition_on)
         cur.execute(f"SELECT MIN({key}), MAX({key}) FROM {self.source}{self._where(None)}")
         lo, hi = cur.fetchone()
         return parts(lo, hi, self.config.partitions)
 
     def _where(self, part: Part | None, index: int | None = None) -> str:
         inc = self.cursor
-        # connectorx takes no parameters: bounds become literals of typed values (mysql.literal)
+        # connectorx takes no parameters: bounds become literals of typed values (connections.literal)
         sql, params = where(mark=lambda i: f"\x00{i}\x00",
-                            cursor=mysql.ident(inc.inc.cursor) if inc else None, after=inc.after if inc else None,
-                            key=mysql.ident(self.config.partition_on) if part is not None and part != Part() else None,
+                            cursor=connections.ident(inc.inc.cursor) if inc else None, after=inc.after if inc else None,
+                            key=connections.ident(self.config.partition_on) if part is not None and part != Part() else None,
                             part=part)
         for i, value in enumerate(params, 1):
-            sql = sql.replace(f"\x00{i}\x00", mysql.literal(value))
+            sql = sql.replace(f"\x00{i}\x00", connections.literal(value))
         if index is not None and self.order is not None:
             last = self.ext.progress.last[index]
             if last is not None:
-                sql += (" AND " if sql else " WHERE ") + after_last(self.order, last, mysql.ident, _literal,
+                sql += (" AND " if sql else " WHERE ") + after_last(self.order, last, connections.ident, _literal,
                                                                     row_values=False)
-            sql += order_by(self.order, mysql.ident, lambda c: f"{c} IS NULL, {c}")
+            sql += order_by(self.order, connections.ident, lambda c: f"{c} IS NULL, {c}")
         return sql
 
     def error(self, e: BaseException) -> ToolError:
-        code, text = mysql.error_code(e), mysql.error_text(e)
+        code, text = connections.error_code(e), connections.error_text(e)
         where = f"task {self.ctx.task!r}: MariaDB/MySQL {self.what} at {self.pool.where()}"
         if code == 1146:
             return ToolError(f"{where}: {text}; check the table name (database.table) and the connection's database")
-        if code in mysql.TRANSIENT_CODES:
+        if code in connections.TRANSIENT_CODES:
             return TransientError(f"{where}: {text}; the server went away, the read will be retried")
         if code == 1060:
             return ToolError(f"{where}: {text}; give the query's columns distinct names (AS ...)")
@@ -129,7 +129,7 @@ def _short(sql: str | None) -> str:
 def _literal(value: Any) -> str:
     if isinstance(value, (bytes, bytearray)):
         return f"X'{bytes(value).hex()}'" if value else "''"
-    return mysql.literal(value)
+    return connections.literal(value)
 
 
 def table_key(cur: Any, database: str | None, table: str) -> list[str] | None:
@@ -149,6 +149,8 @@ def table_key(cur: Any, database: str | None, table: str) -> list[str] | None:
 class MySQLExtractor(KeyedExtractor):
     """Read a MariaDB/MySQL table or query as Arrow batches (incremental, partitioned)."""
 
+    extra = "mysql"
+
     Config = SourceOptions
 
     def __init__(self, config: SourceOptions, ctx: ToolContext):
@@ -162,8 +164,8 @@ class MySQLExtractor(KeyedExtractor):
         import pymysql
 
         try:
-            with mysql.pool(self.ctx, self.config.connection).connection() as conn, conn.cursor() as cur:
-                return table_key(cur, *mysql.table_name(self.config.table))
+            with connections.pool(self.ctx, self.config.connection).connection() as conn, conn.cursor() as cur:
+                return table_key(cur, *connections.table_name(self.config.table))
         except (pymysql.Error, ToolError):
             return None
 
@@ -206,7 +208,7 @@ class MySQLExtractor(KeyedExtractor):
         queries = plan.queries if len(plan.queries) > 1 else plan.queries[0]
         try:
             return cx.read_sql(url, queries, return_type="arrow_stream", batch_size=self.ctx.batch_size,
-                               pre_execution_query=[mysql.SESSION])
+                               pre_execution_query=[connections.SESSION])
         except BaseException as e:  # connectorx raises RuntimeError, or a PanicException (a BaseException)
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise

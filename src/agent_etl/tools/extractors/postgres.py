@@ -23,8 +23,8 @@ the key's index serves), values as typed literals. Block partitions (``partition
 updated, and a free query has no key.
 
 Rows travel as ``COPY (...) TO STDOUT (FORMAT binary)`` and are decoded with numpy in a worker
-thread (``databases.pg_copy``, ``pg_decode``); column types map as documented in
-``databases.pg_columns`` (and docs/databases.md). An empty result gives one 0-row batch with the
+thread (``databases.postgres.copy``, ``decode``); column types map as documented in
+``databases.postgres.columns`` (and docs/databases.md). An empty result gives one 0-row batch with the
 columns' types. COPY takes no bind parameters, so the cursor and partition values are rendered
 by psycopg's own literal quoting; names are always quoted with ``psycopg.sql.Identifier``.
 """
@@ -47,10 +47,10 @@ from agent_etl.tools.databases.checkpoints import TABLE as CHECKPOINTS
 from agent_etl.tools.databases.connection import describe
 from agent_etl.tools.databases.incremental import encode
 from agent_etl.tools.databases.options import SourceOptions, split_table
-from agent_etl.tools.databases.pg_columns import PgColumn, resolve
-from agent_etl.tools.databases.pg_copy import CopyRead
-from agent_etl.tools.databases.pg_decode import WIDTH, DecodeError, FramingError
-from agent_etl.tools.databases.postgres import Pool, pool
+from agent_etl.tools.databases.postgres.columns import PgColumn, resolve
+from agent_etl.tools.databases.postgres.copy import CopyRead
+from agent_etl.tools.databases.postgres.decode import WIDTH, DecodeError, FramingError
+from agent_etl.tools.databases.postgres.connections import Pool, pool
 from agent_etl.tools.databases.reads import CursorRead, KeyedExtractor, Part, after_last, order_by, parts, where
 
 SNAPSHOT_WAIT = 60  # seconds the first read waits for the others to import its snapshot
@@ -86,6 +86,8 @@ class _Plan:
 
 class PostgresExtractor(KeyedExtractor):
     """Read a PostgreSQL table or query as Arrow batches (binary COPY, decoded with numpy)."""
+
+    extra = "postgres"
 
     Config = PostgresOptions
 

@@ -37,7 +37,7 @@ from agent_etl.tools.databases.checkpoints import TABLE as CHECKPOINTS
 from agent_etl.tools.databases.engines import bind, connect_error, engine, identifier, location, placeholder, qualified
 from agent_etl.tools.databases.options import SourceOptions, split_table
 from agent_etl.tools.databases.reads import Part, ReaderExtractor, after_last, order_by, parts, where
-from agent_etl.tools.databases.sqlalchemy_types import arrow_type, text_values
+from agent_etl.tools.databases.sql.types import arrow_type, text_values
 
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError, OverflowError)
 

@@ -13,7 +13,7 @@ every database extractor has (``tools.databases.reads``):
   one after the other in the same read transaction (one snapshot, so exactly the rows of a single
   read; SQLite gains nothing from parallel readers of one file).
 
-Arrow types come from the declared column types (see ``tools.sqlite_types``): INTEGER -> int64,
+Arrow types come from the declared column types (see ``databases.sqlite.types``): INTEGER -> int64,
 REAL/FLOAT/DOUBLE -> float64, TEXT/CHAR/CLOB/JSON/TIME -> string, BLOB -> binary, BOOLEAN -> bool,
 DATE -> date32, TIMESTAMP/DATETIME -> timestamp[us] (timestamp[us, UTC] when the text carries
 offsets), DECIMAL/NUMERIC(p,s) -> decimal, without precision -> float64; no declared type -> inferred.
@@ -50,16 +50,8 @@ from agent_etl.tools.base import ToolContext
 from agent_etl.tools.databases.checkpoints import TABLE as CHECKPOINTS
 from agent_etl.tools.databases.options import SourceOptions
 from agent_etl.tools.databases.reads import Part, ReaderExtractor, after_last, order_by, parts, where
-from agent_etl.tools.sqlite_types import (
-    arrow_type,
-    as_text,
-    cause,
-    database,
-    engine,
-    from_values,
-    quote,
-    storage_classes,
-)
+from agent_etl.tools.databases.sqlite.connections import cause, database, engine
+from agent_etl.tools.databases.sqlite.types import arrow_type, as_text, from_values, quote, storage_classes
 
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError, OverflowError)
 _CLASSES = ("integer", "real", "text", "blob")
@@ -348,7 +340,7 @@ def _compared(column: str, like: Any) -> str:
 
 
 def _param(value: Any) -> Any:
-    """A bound or cursor value as SQLite stores it (see ``tools.sqlite_types``)."""
+    """A bound or cursor value as SQLite stores it (see ``databases.sqlite.types``)."""
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(dt.UTC)

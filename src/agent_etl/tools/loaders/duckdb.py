@@ -51,7 +51,7 @@ from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.tools.base import ToolContext
 from agent_etl.tools.databases import checkpoints
 from agent_etl.tools.databases.blocking import Units, write_stream
-from agent_etl.tools.databases.duckdb import cursor, first_line, open_database, path_of, qualified, quote
+from agent_etl.tools.databases.duckdb.database import cursor, first_line, open_database, path_of, qualified, quote
 from agent_etl.tools.databases.options import SinkOptions, split_table
 from agent_etl.tools.databases.sink import DatabaseLoader
 from agent_etl.tools.databases.transient import transient

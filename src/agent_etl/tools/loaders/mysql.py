@@ -26,7 +26,7 @@ connection does nothing else until it has ended. The session runs in STRICT_ALL_
 warnings, any warning (a truncated string, an integer out of range, a duplicate key) fails the
 load with the server's message, the input row, and a rollback. The client enables ``local_infile``;
 the server must allow it too (``SHOW VARIABLES LIKE 'local_infile'`` is ON; MariaDB's default).
-Created tables follow the mapping in ``databases.mysql_types``.
+Created tables follow the mapping in ``databases.mysql.types``.
 
 With each commit, a row (run_id, task, table_name, rows, position) goes into ``_agent_etl_checkpoints``
 in the table's database (``databases.checkpoints``), inside the commit's transaction for append and
@@ -43,7 +43,7 @@ added) and earlier units stay. ``replace`` is one unit, prepared before its RENA
 reads back the checkpoint rows of the run and task.
 
 With sibling loads (``ctx.prepare_hook``), each unit of append and merge is an XA transaction
-(``databases.mysql_xa``): XA START instead of BEGIN (the DDL before it, as above), and at the end of
+(``databases.mysql.xa``): XA START instead of BEGIN (the DDL before it, as above), and at the end of
 the unit XA END and XA PREPARE before ``ctx.prepare``, then XA COMMIT (XA ROLLBACK if it raises).
 Every load, and ``committed()``, first settles the prepared XA transactions of the task that a crash
 left (commit if the run store decided it, else roll back). Without siblings: plain transactions.
@@ -68,10 +68,11 @@ import pyarrow.csv as pv
 
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.tools.base import ToolContext
-from agent_etl.tools.databases import checkpoints, mysql, mysql_xa
+from agent_etl.tools.databases import checkpoints
+from agent_etl.tools.databases.mysql import connections, xa
 from agent_etl.tools.databases.blocking import Units, write_stream
-from agent_etl.tools.databases.mysql import ident
-from agent_etl.tools.databases.mysql_types import column_type, text_batch
+from agent_etl.tools.databases.mysql.connections import ident
+from agent_etl.tools.databases.mysql.types import column_type, text_batch
 from agent_etl.tools.databases.options import SinkOptions
 from agent_etl.tools.databases.sink import DatabaseLoader
 from agent_etl.tools.databases.transient import transient
@@ -90,10 +91,10 @@ class _Writer(Units):
     def __init__(self, ctx: ToolContext, config: SinkOptions):
         self.ctx, self.config = ctx, config
         self.final = False
-        self.pool = mysql.pool(ctx, config.connection)
-        self.database, self.name = mysql.table_name(config.table)
+        self.pool = connections.pool(ctx, config.connection)
+        self.database, self.name = connections.table_name(config.table)
         self.conn: Any = None
-        self.target = mysql.qualified(self.database, self.name)
+        self.target = connections.qualified(self.database, self.name)
         self.into = self.target  # append writes the table itself, replace and merge a staging table
         self.staging: str | None = None
         self.existing: dict[str, str] = {}  # folded name -> name, of the table
@@ -106,18 +107,18 @@ class _Writer(Units):
         self.committed = False  # the last unit committed, and nothing was written since
         self._loads: ThreadPoolExecutor | None = None  # runs one LOAD DATA at a time
         self._pending: tuple[Future, int] | None = None  # the LOAD DATA under way and its rows
-        # siblings to commit with: each unit of append and merge is an XA transaction (databases.mysql_xa)
-        self.xa = mysql_xa.XA(ctx) if ctx.prepare_hook is not None and config.mode != "replace" else None
+        # siblings to commit with: each unit of append and merge is an XA transaction (databases.mysql.xa)
+        self.xa = xa.XA(ctx) if ctx.prepare_hook is not None and config.mode != "replace" else None
 
     def open(self) -> None:
         self.conn = self.pool.acquire()
-        mysql_xa.settle(self.conn, self.ctx)  # what a crash left prepared holds locks: end it first
+        xa.settle(self.conn, self.ctx)  # what a crash left prepared holds locks: end it first
         if self.database is None:
             self.database = self._query("SELECT DATABASE()")[0][0]
             if self.database is None:
                 raise ToolError(f"task {self.ctx.task!r}: MariaDB/MySQL table {self.config.table!r}: no database; "
                                 "write table: database.name or put the database in the url (mysql://host/db)")
-        self.target = mysql.qualified(self.database, self.name)
+        self.target = connections.qualified(self.database, self.name)
         self.into = self.target
         self.existing = self._columns(self.name)
 
@@ -238,7 +239,7 @@ class _Writer(Units):
 
     def _stage(self) -> None:
         self.staging = f"_agent_etl_{uuid.uuid4().hex[:12]}_{self.name}"[:64]
-        self.into = mysql.qualified(self.database, self.staging)
+        self.into = connections.qualified(self.database, self.staging)
         self.drops.append(self.into)
 
     def _create(self, table: str, schema: pa.Schema, extra: str | None = None, keyed: bool = True) -> str:
@@ -348,7 +349,7 @@ class _Writer(Units):
         rows = self.unit_rows
         self.drops.remove(self.into)
         if self.existing:
-            old = mysql.qualified(self.database, f"_agent_etl_old_{uuid.uuid4().hex[:12]}")
+            old = connections.qualified(self.database, f"_agent_etl_old_{uuid.uuid4().hex[:12]}")
             self.drops.append(old)  # close() drops the replaced table
             self._execute(f"RENAME TABLE {self.target} TO {old}, {self.into} TO {self.target}")
         else:
@@ -400,7 +401,7 @@ class _Writer(Units):
     def _checkpoint_table(self) -> None:
         """Create the checkpoint table, or add ``position`` to one from before it. DDL commits any open
         transaction, so this runs before the load's transaction begins, never inside it."""
-        table = mysql.qualified(self.database, checkpoints.TABLE)
+        table = connections.qualified(self.database, checkpoints.TABLE)
         have = self._columns(checkpoints.TABLE)  # looked up first: no DDL (and no DDL right) once it is there
         if not have:
             self._execute(f"CREATE TABLE IF NOT EXISTS {table} ({ident('run_id')} VARCHAR(255) NOT NULL, "
@@ -415,7 +416,7 @@ class _Writer(Units):
         """The checkpoint row of this unit (in the open transaction, if there is one)."""
         rows = self.unit_rows if rows is None else rows
         with self.conn.cursor() as cur:
-            cur.execute(checkpoints.insert(mysql.qualified(self.database, checkpoints.TABLE), ident, "%s"),
+            cur.execute(checkpoints.insert(connections.qualified(self.database, checkpoints.TABLE), ident, "%s"),
                         checkpoints.checkpoint(self.ctx, f"{self.database}.{self.name}", rows).values())
 
     # -- plumbing
@@ -439,7 +440,7 @@ class _Writer(Units):
                          f"{problem}; {self.undone('nothing was written')}")
 
     def error(self, e: BaseException) -> ToolError:
-        code, text = mysql.error_code(e), mysql.error_text(e)
+        code, text = connections.error_code(e), connections.error_text(e)
         where = f"task {self.ctx.task!r}: MariaDB/MySQL table {self.config.table!r} at {self.pool.where()}"
         if self.committed and self.config.mode == "replace":  # the swap is in, only the checkpoint row failed
             return ToolError(f"{where}: {text}; the table was replaced, but its checkpoint row could not be written")
@@ -481,8 +482,8 @@ def _mark(ctx: ToolContext, config: SinkOptions, source: str) -> dict[str, Any] 
 def _checkpoints(ctx: ToolContext, config: SinkOptions, read: Callable[[Any, str, str], Any], loaded: bool) -> Any:
     """``read(cursor, checkpoint table quoted, table_name of the rows)`` on a pooled connection, or
     None if there is no checkpoint table (no database), or ``loaded`` and the loaded table is gone."""
-    database, name = mysql.table_name(config.table)
-    with mysql.pool(ctx, config.connection).connection() as conn, conn.cursor() as cur:
+    database, name = connections.table_name(config.table)
+    with connections.pool(ctx, config.connection).connection() as conn, conn.cursor() as cur:
         if database is None:
             cur.execute("SELECT DATABASE()")
             database = cur.fetchone()[0]
@@ -492,10 +493,10 @@ def _checkpoints(ctx: ToolContext, config: SinkOptions, read: Callable[[Any, str
         cur.execute(f"SELECT {exists}, {exists}", (database, checkpoints.TABLE, database, name))
         have_checkpoints, have_table = cur.fetchone()
         if loaded:  # a resume asks: what a crash left prepared is settled first, then reported
-            mysql_xa.settle(conn, ctx)
+            xa.settle(conn, ctx)
         if not have_checkpoints or (loaded and not have_table):
             return None
-        return read(cur, mysql.qualified(database, checkpoints.TABLE), f"{database}.{name}")
+        return read(cur, connections.qualified(database, checkpoints.TABLE), f"{database}.{name}")
 
 
 def _rows(cur: Any) -> checkpoints.Rows:
@@ -509,6 +510,8 @@ def _rows(cur: Any) -> checkpoints.Rows:
 
 class MySQLLoader(DatabaseLoader):
     """Write Arrow batches into a MariaDB/MySQL table with LOAD DATA (append, atomic replace or merge)."""
+
+    extra = "mysql"
 
     Config = SinkOptions
 

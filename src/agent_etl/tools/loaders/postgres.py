@@ -37,7 +37,7 @@ failures, lock timeouts and lost connections are ``TransientError`` (``databases
 
 With sibling loads (``ctx.prepare_hook``) on a server with ``max_prepared_transactions > 0`` (asked
 once per load), each unit of ``append`` ends with ``PREPARE TRANSACTION`` before ``ctx.prepare``,
-then ``COMMIT PREPARED`` (``ROLLBACK PREPARED`` if it raises): ``databases.pg_twophase``. ``merge``
+then ``COMMIT PREPARED`` (``ROLLBACK PREPARED`` if it raises): ``databases.postgres.twophase``. ``merge``
 and ``replace`` stage into a TEMP table, which a prepared transaction may not have used: they keep
 plain transactions, as does every load on a server with 0 (the default). Every load, and
 ``committed()``, first settles the task's prepared transactions a crash left in the database.
@@ -68,15 +68,16 @@ from pydantic import field_validator
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.stream import slices
 from agent_etl.tools.base import ToolContext
-from agent_etl.tools.databases import checkpoints, pg_ddl, pg_twophase
+from agent_etl.tools.databases import checkpoints
+from agent_etl.tools.databases.postgres import ddl, twophase
 from agent_etl.tools.databases.blocking import Units, end_unit, in_thread, report
 from agent_etl.tools.databases.checkpoints import checkpoint
 from agent_etl.tools.databases.connection import describe
 from agent_etl.tools.databases.options import SinkOptions, split_table
-from agent_etl.tools.databases.pg_encode import HEADER, TRAILER, EncodeError, Encoder, order
-from agent_etl.tools.databases.pg_load_types import Column, Unmapped, accepts, natural, writable
-from agent_etl.tools.databases.pg_twophase import TwoPhase
-from agent_etl.tools.databases.postgres import pool
+from agent_etl.tools.databases.postgres.encode import HEADER, TRAILER, EncodeError, Encoder, order
+from agent_etl.tools.databases.postgres.load_types import Column, Unmapped, accepts, natural, writable
+from agent_etl.tools.databases.postgres.twophase import TwoPhase
+from agent_etl.tools.databases.postgres.connections import pool
 from agent_etl.tools.databases.sink import DatabaseLoader
 from agent_etl.tools.databases.transient import transient
 
@@ -108,7 +109,7 @@ class _Session(Units):
         self.committed = False  # the last unit committed, and nothing was written since
         self.final = False
         self.checkpoints_ready = False  # the checkpoint table is known to exist with its columns
-        self.tpc: TwoPhase | None = None  # with siblings, where the server allows it (databases.pg_twophase)
+        self.tpc: TwoPhase | None = None  # with siblings, where the server allows it (databases.postgres.twophase)
 
     @property
     def shown(self) -> str:
@@ -117,20 +118,20 @@ class _Session(Units):
     def open(self) -> None:
         self.conn = self.stack.enter_context(self.pool.connection())
         self.cur = self.conn.cursor()
-        pg_twophase.settle(self.conn, self.ctx)  # what a crash left prepared holds locks: end it first
-        if self.ctx.prepare_hook is not None and self.config.mode == "append" and pg_twophase.enabled(self.conn):
+        twophase.settle(self.conn, self.ctx)  # what a crash left prepared holds locks: end it first
+        if self.ctx.prepare_hook is not None and self.config.mode == "append" and twophase.enabled(self.conn):
             self.tpc = TwoPhase(self.ctx)
         if self.schema_name is None:
             self.schema_name = self.cur.execute("SELECT current_schema()").fetchone()[0]
             if self.schema_name is None:
                 raise self._fail("no schema to create it in (the search_path is empty); write table: schema.name")
-        self.target = pg_ddl.sql.Identifier(self.schema_name, self.name)
-        found = pg_ddl.table(self.cur, self.schema_name, self.name)
+        self.target = ddl.sql.Identifier(self.schema_name, self.name)
+        found = ddl.table(self.cur, self.schema_name, self.name)
         if found and found[1] not in ("r", "p"):
             raise self._fail("it is not a table (a view, sequence or foreign table?); load into a table")
         if found:
             self.oid = found[0]
-            self.existing = pg_ddl.columns(self.cur, self.oid)
+            self.existing = ddl.columns(self.cur, self.oid)
         self._checkpoint_table()
 
     def _checkpoint_table(self) -> None:
@@ -144,7 +145,7 @@ class _Session(Units):
             return
         for attempt in range(3):
             try:
-                pg_ddl.checkpoint(self.cur, self.schema_name)
+                ddl.checkpoint(self.cur, self.schema_name)
                 self.conn.commit()
                 self.checkpoints_ready = True
                 return
@@ -176,18 +177,18 @@ class _Session(Units):
         self._check_types(schema)
         for f in new:
             kind, type_sql = self._natural(f)
-            into = pg_ddl.sql.Identifier(pg_ddl.STAGE) if self.staging else self.target
-            self.cur.execute(pg_ddl.add_column(into, f.name, type_sql))
+            into = ddl.sql.Identifier(ddl.STAGE) if self.staging else self.target
+            self.cur.execute(ddl.add_column(into, f.name, type_sql))
             self.staged[f.name] = Column(f.name, kind, type_sql)
             if self.staging and self.existing is not None:
                 self.added.append((f.name, type_sql))
         columns = order([(n, self.staged[n].kind) for n in schema.names])
         if self.staging and mode == "merge":
-            columns.append((pg_ddl.SEQ, "int8"))
+            columns.append((ddl.SEQ, "int8"))
         self.encoder = Encoder(columns)
-        into = pg_ddl.sql.Identifier(pg_ddl.STAGE) if self.staging else self.target
+        into = ddl.sql.Identifier(ddl.STAGE) if self.staging else self.target
         self.copy_stack = contextlib.ExitStack()
-        self.copy = self.copy_stack.enter_context(self.cur.copy(pg_ddl.copy(into, [n for n, _ in columns])))
+        self.copy = self.copy_stack.enter_context(self.cur.copy(ddl.copy(into, [n for n, _ in columns])))
         self.copy.write(HEADER)
         self.schema = schema
 
@@ -203,11 +204,11 @@ class _Session(Units):
             if missing:
                 raise self._fail(f"merge key column(s) {missing} are not in the input (columns: "
                                  f"{', '.join(schema.names)}); fix `key`")
-        self.cur.execute(pg_ddl.create_schema(self.schema_name))
-        self.cur.execute(pg_ddl.create_table(self.target, cols, key))
+        self.cur.execute(ddl.create_schema(self.schema_name))
+        self.cur.execute(ddl.create_table(self.target, cols, key))
         if self.config.mode == "merge":  # duplicate keys in the stream must collapse: stage first
             self.existing = dict(self.staged)
-            self.oid = pg_ddl.table(self.cur, self.schema_name, self.name)[0]
+            self.oid = ddl.table(self.cur, self.schema_name, self.name)[0]
             self.staged = {}
             self._stage(schema)
 
@@ -228,8 +229,8 @@ class _Session(Units):
             cols.append((f.name, col.shown))
             self.staged[f.name] = col
         if self.config.mode == "merge":
-            cols.append((pg_ddl.SEQ, "bigint"))
-        self.cur.execute(pg_ddl.create_table(pg_ddl.sql.Identifier(pg_ddl.STAGE), cols, None, temp=True))
+            cols.append((ddl.SEQ, "bigint"))
+        self.cur.execute(ddl.create_table(ddl.sql.Identifier(ddl.STAGE), cols, None, temp=True))
         self.staging = True
 
     def _check_drift(self, schema: pa.Schema) -> None:
@@ -268,7 +269,7 @@ class _Session(Units):
     def encode(self, batch: pa.RecordBatch) -> memoryview:
         if self.staging and self.config.mode == "merge":
             seq = np.arange(self.encoded, self.encoded + batch.num_rows, dtype=np.int64)
-            batch = batch.append_column(pg_ddl.SEQ, pa.array(seq))
+            batch = batch.append_column(ddl.SEQ, pa.array(seq))
         self.encoded += batch.num_rows
         return self.encoder.encode(batch)
 
@@ -302,18 +303,18 @@ class _Session(Units):
             return False
         mode, names = self.config.mode, list(self.staged)
         if mode == "replace" and self.existing is not None and not self.staging:
-            self.cur.execute(pg_ddl.sql.SQL("DELETE FROM {}").format(self.target))  # no batch: empty it
+            self.cur.execute(ddl.sql.SQL("DELETE FROM {}").format(self.target))  # no batch: empty it
         for name, type_sql in self.added:
-            self.cur.execute(pg_ddl.add_column(self.target, name, type_sql))
+            self.cur.execute(ddl.add_column(self.target, name, type_sql))
         if self.staging and mode == "replace":
-            for stmt in pg_ddl.replace(self.target, names):
+            for stmt in ddl.replace(self.target, names):
                 self.cur.execute(stmt)
         elif self.staging and mode == "merge":
             self._merge(names)
         if self.existing is not None or self.staged:  # else nothing happened, not even the schema
             if not self.checkpoints_ready:  # the schema is new: the table is made in this transaction
-                pg_ddl.checkpoint(self.cur, self.schema_name)
-            self.cur.execute(pg_ddl.checkpoint_insert(self.schema_name),
+                ddl.checkpoint(self.cur, self.schema_name)
+            self.cur.execute(ddl.checkpoint_insert(self.schema_name),
                              checkpoint(self.ctx, self.shown, self.unit_rows).values())
         return True
 
@@ -333,8 +334,8 @@ class _Session(Units):
         """After a unit's COMMIT, before the next: the table as it is now (with the columns the unit
         added) is what the next unit writes into, through a new COPY (and a new stage for merge,
         whose TEMP table went with the commit) started by the next batch."""
-        self.oid = pg_ddl.table(self.cur, self.schema_name, self.name)[0]
-        self.existing = pg_ddl.columns(self.cur, self.oid)
+        self.oid = ddl.table(self.cur, self.schema_name, self.name)[0]
+        self.existing = ddl.columns(self.cur, self.oid)
         self.added = []
         if self.staging:
             self.staged, self.staging = {}, False
@@ -344,17 +345,17 @@ class _Session(Units):
         import psycopg
 
         key = self.config.key or []
-        if not pg_ddl.has_unique(self.cur, self.oid, key):
-            for stmt in pg_ddl.update_insert(self.target, names, key):
+        if not ddl.has_unique(self.cur, self.oid, key):
+            for stmt in ddl.update_insert(self.target, names, key):
                 self.cur.execute(stmt)
             return
         # Duplicate keys are rare: try without DISTINCT ON (a sort of the whole stage), and only if
         # PostgreSQL says a row would be updated twice, roll back to here and deduplicate.
         try:
             with self.conn.transaction():
-                self.cur.execute(pg_ddl.upsert(self.target, names, key, dedupe=False))
+                self.cur.execute(ddl.upsert(self.target, names, key, dedupe=False))
         except psycopg.errors.CardinalityViolation:
-            self.cur.execute(pg_ddl.upsert(self.target, names, key, dedupe=True))
+            self.cur.execute(ddl.upsert(self.target, names, key, dedupe=True))
 
     def close(self, exc: BaseException | None) -> None:
         if self.tpc is not None and self.tpc.gid is not None:  # prepared, then a sibling failed
@@ -388,7 +389,7 @@ class _Session(Units):
         if diag.message_detail:
             text += f" ({diag.message_detail})"
         if diag.context and diag.context.startswith("COPY "):
-            text += " at " + diag.context.splitlines()[0].replace(f"COPY {pg_ddl.STAGE}, line", "input row").replace(
+            text += " at " + diag.context.splitlines()[0].replace(f"COPY {ddl.STAGE}, line", "input row").replace(
                 f"COPY {self.name}, line", "input row")
         tail = self.undone()
         if isinstance(e, psycopg.errors.IntegrityError):
@@ -429,22 +430,24 @@ def _checkpoints(ctx: ToolContext, config: PostgresLoader.Config, read: Callable
     schema, name = split_table(config.table)
     with pool(ctx, config.connection).connection() as conn:
         if loaded:  # a resume asks: what a crash left prepared is settled first, then reported
-            pg_twophase.settle(conn, ctx)
+            twophase.settle(conn, ctx)
         cur = conn.cursor()
         if schema is None:
             schema = cur.execute("SELECT current_schema()").fetchone()[0]
             if schema is None:
                 return None
-        table = sql.Identifier(schema, pg_ddl.CHECKPOINTS)
+        table = sql.Identifier(schema, ddl.CHECKPOINTS)
         if cur.execute("SELECT to_regclass(%s)", (table.as_string(cur),)).fetchone()[0] is None:
             return None
-        if loaded and pg_ddl.table(cur, schema, name) is None:
+        if loaded and ddl.table(cur, schema, name) is None:
             return None
         return read(cur, table.as_string(cur), f"{schema}.{name}")
 
 
 class PostgresLoader(DatabaseLoader):
     """Write Arrow batches into a PostgreSQL table with binary COPY (append, atomic replace, merge)."""
+
+    extra = "postgres"
 
     class Config(SinkOptions):
         """Options of the postgres loader: connection, table, mode, key, schema_policy."""

@@ -5,7 +5,7 @@ Slower than the dedicated loaders (rows go in through the driver's ``executemany
 dialect. Options (``tools.databases.options.SinkOptions``): ``connection`` (a SQLAlchemy URL, see
 ``tools.databases.engines``), ``table`` (``name`` or ``schema.name``), ``mode``, ``key``,
 ``schema_policy``. Missing tables are created from the Arrow schema with the mapping in
-``tools.databases.sqlalchemy_types``; names are always quoted by the dialect, values are always
+``tools.databases.sql.types``; names are always quoted by the dialect, values are always
 bound parameters.
 
 - ``append`` inserts in one transaction, committed after the input stream ended cleanly.
@@ -63,7 +63,7 @@ from agent_etl.tools.databases.blocking import Units, write_stream
 from agent_etl.tools.databases.engines import connect_error, engine, identifier, location, qualified
 from agent_etl.tools.databases.options import SinkOptions, key_index_name, split_table
 from agent_etl.tools.databases.sink import DatabaseLoader
-from agent_etl.tools.databases.sqlalchemy_types import Unmappable, column_type, params
+from agent_etl.tools.databases.sql.types import Unmappable, column_type, params
 from agent_etl.tools.databases.transient import transient
 
 _CHUNK_ROWS = 10_000

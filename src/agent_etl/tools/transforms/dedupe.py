@@ -16,8 +16,10 @@ import pyarrow as pa
 from pydantic import Field
 
 from agent_etl.tools.base import ToolConfig
-from agent_etl.tools.transforms.columns import missing_columns, tool_error
-from agent_etl.tools.transforms.sql import DuckDBBatchTransform, quote, reason, sql_errors, to_table
+from agent_etl.tools.transforms.inputs import missing_columns, tool_error
+from agent_etl.tools.databases.duckdb.database import quote
+from agent_etl.tools.databases.duckdb.in_memory import reason, sql_errors, to_table
+from agent_etl.tools.transforms.duckdb_batch import DuckDBBatchTransform
 
 ROW = "__agent_etl_row"
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 
 from agent_etl.tools.base import Transform, ToolConfig
-from agent_etl.tools.transforms.columns import skip_empty, tool_error
+from agent_etl.tools.transforms.inputs import skip_empty, tool_error
 
 _import_lock = threading.Lock()  # sys.path is process-wide: two imports must not interleave their edits
 

@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 
 from agent_etl.quality.sampling import MAX_STRATA, Reservoir, StratifiedReservoir, Systematic
 from agent_etl.tools.base import ToolConfig, Transform
-from agent_etl.tools.transforms.columns import missing_columns, tool_error
+from agent_etl.tools.transforms.inputs import missing_columns, tool_error
 
 
 class Sample(Transform):

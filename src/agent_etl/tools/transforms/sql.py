@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import threading
-import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,122 +24,13 @@ from pydantic import Field
 
 from agent_etl.exceptions import ToolError
 from agent_etl.stream import to_reader as to_batch_reader
-from agent_etl.tools.base import BatchTransform, ToolConfig, Transform
-from agent_etl.tools.transforms.columns import skip_empty, tool_error
+from agent_etl.tools.base import ToolConfig, Transform
+from agent_etl.tools.databases.duckdb.database import quote
+from agent_etl.tools.databases.duckdb.in_memory import connect, reason, sql_errors, to_reader, to_table
+from agent_etl.tools.transforms.duckdb_batch import DuckDBBatchTransform, remove_spool, spool_dir
+from agent_etl.tools.transforms.inputs import tool_error
 
 BATCH_TABLE = "__agent_etl_batch"
-
-
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def connect(temp_dir: Path | None = None) -> Any:
-    import duckdb
-
-    con = duckdb.connect(":memory:")
-    # timestamptz results and comparisons must not depend on the machine's zone
-    con.execute("SET TimeZone = 'UTC'")
-    if temp_dir is not None:
-        con.execute(f"SET temp_directory = '{str(temp_dir).replace(chr(39), chr(39) * 2)}'")
-    return con
-
-
-def sql_errors() -> tuple[type[BaseException], ...]:
-    import duckdb
-
-    # DuckDB errors met while pyarrow reads a DuckDB stream surface as pyarrow's (OSError included)
-    return (duckdb.Error, pa.ArrowException, OSError)
-
-
-def reason(e: BaseException) -> str:
-    """DuckDB's message without the excerpt of the generated statement (it is not what the user wrote)."""
-    head = str(e).split("\n\n")[0].strip()
-    return "; ".join(line.strip() for line in head.splitlines() if line.strip())
-
-
-def to_table(rel: Any) -> pa.Table:
-    return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
-
-
-class BatchQuery:
-    """One SQL statement run over one batch at a time (registered as ``name``) on a DuckDB
-    connection made at first use and never used by two threads at once; ``column`` returns the
-    first column of the result."""
-
-    def __init__(self, name: str, sql: str):
-        self.name, self.sql = name, sql
-        self._con: Any = None
-        self._lock = threading.Lock()
-
-    def column(self, batch: pa.RecordBatch, suffix: str = "") -> pa.Array:
-        with self._lock:
-            if self._con is None:
-                self._con = connect()
-            self._con.register(self.name, batch)
-            try:
-                result = to_table(self._con.sql(self.sql + suffix))
-            finally:
-                self._con.unregister(self.name)
-        return result.column(0).combine_chunks()
-
-
-def to_reader(rel: Any, batch_size: int) -> pa.RecordBatchReader:
-    return rel.to_arrow_reader(batch_size) if hasattr(rel, "to_arrow_reader") else rel.fetch_record_batch(batch_size)
-
-
-def spool_dir(ctx: Any) -> Path:
-    return ctx.home / "tmp" / ctx.run_id / f"{ctx.task}-{uuid.uuid4().hex[:8]}"
-
-
-def remove_spool(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-    for parent in (path.parent, path.parent.parent):  # run dir, then tmp/, if nothing else is in them
-        try:
-            parent.rmdir()
-        except OSError:
-            break
-
-
-class DuckDBBatchTransform(BatchTransform):
-    """A per-batch transform with one DuckDB connection of its own, closed when the stream ends.
-
-    ``apply`` runs in worker threads; ``self.lock`` keeps the connection out of two threads at
-    once. With ``spills`` the connection may spill to a temporary directory of the run, removed
-    at the end.
-    """
-
-    threaded = True
-    spills: ClassVar[bool] = False
-
-    def __init__(self, config, ctx):
-        super().__init__(config, ctx)
-        self._con: Any = None
-        self._spool: Path | None = None
-        self.lock = threading.Lock()
-
-    @property
-    def con(self) -> Any:
-        """The connection (call with ``self.lock`` held)."""
-        if self._con is None:
-            self._con = connect(self._spool / "duckdb" if self._spool else None)
-        return self._con
-
-    async def run(self, inputs: dict[str, AsyncIterator[pa.RecordBatch]]) -> AsyncIterator[pa.RecordBatch]:
-        if self.spills:
-            self._spool = spool_dir(self.ctx)
-        try:
-            async with contextlib.aclosing(skip_empty(super().run(inputs))) as batches:
-                async for batch in batches:
-                    yield batch
-        finally:
-            if self._con is not None:
-                self._con.interrupt()  # a cancelled run may leave a query going in a worker thread
-                with self.lock:
-                    self._con.close()
-                    self._con = None
-            if self._spool is not None:
-                remove_spool(self._spool)
 
 
 class _PerBatchSQL(DuckDBBatchTransform):

@@ -19,7 +19,7 @@ import pyarrow as pa
 from pydantic import field_validator
 
 from agent_etl.exceptions import Problem, ToolError
-from agent_etl.tools.transforms.sql import BatchQuery, reason
+from agent_etl.tools.databases.duckdb.in_memory import BatchQuery, reason
 from agent_etl.tools.validators.base import CheckConfig
 from agent_etl.tools.validators.rows import _column, _TypedCheck
 
@@ -51,7 +51,7 @@ class Castable(_TypedCheck):
         @field_validator("type")
         @classmethod
         def _known(cls, value: str) -> str:
-            from agent_etl.tools.transforms.columns import parse_type
+            from agent_etl.tools.type_names import parse_type
 
             t = parse_type(value)  # its ValueError names the type and suggests one
             if duckdb_type(t) is None:
@@ -61,7 +61,7 @@ class Castable(_TypedCheck):
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
-        from agent_etl.tools.transforms.columns import parse_type
+        from agent_etl.tools.type_names import parse_type
 
         self._query = BatchQuery("b", f"SELECT TRY_CAST(v AS {duckdb_type(parse_type(config.type))}) IS NULL "
                                       "AND v IS NOT NULL FROM b")

@@ -20,7 +20,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 
 from agent_etl.exceptions import Problem, ToolError
-from agent_etl.tools.transforms.sql import BatchQuery, reason, sql_errors
+from agent_etl.tools.databases.duckdb.in_memory import BatchQuery, reason, sql_errors
 from agent_etl.tools.validators.base import Check, CheckConfig
 from agent_etl.tools.validators.rows import _no_nulls
 

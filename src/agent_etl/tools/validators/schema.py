@@ -34,7 +34,7 @@ class Schema(Check):
         @field_validator("columns")
         @classmethod
         def _types(cls, value: dict[str, str]) -> dict[str, str]:
-            from agent_etl.tools.transforms.columns import parse_type
+            from agent_etl.tools.type_names import parse_type
 
             for name, type_name in value.items():
                 try:
@@ -45,7 +45,7 @@ class Schema(Check):
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
-        from agent_etl.tools.transforms.columns import parse_type
+        from agent_etl.tools.type_names import parse_type
 
         self.expected = {name: parse_type(str(t)) for name, t in config.columns.items()}
         self.drift: list[str] = []

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
-from agent_etl.tools.databases.pg_columns import PgColumn
+from agent_etl.tools.databases.postgres.columns import PgColumn
 
 PAD = 64  # zero bytes after the rows: gathers may read a few words past the last field
 PG_EPOCH_DAYS = 10_957  # 2000-01-01 in days since 1970-01-01

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from agent_etl.exceptions import ToolError
-from agent_etl.tools.databases.mysql import ident
+from agent_etl.tools.databases.mysql.connections import ident
 
 _UNSIGNED, _BINARY_CHARSET = 32, 63
 _INTS = {1: 8, 2: 16, 9: 32, 3: 32, 8: 64}  # TINY, SHORT, INT24, LONG, LONGLONG -> bits

@@ -7,7 +7,7 @@ written; a gid of more than 199 bytes gets ``#`` and the SHA-1 of the task, then
 and only then waits at the commit barrier (``ctx.prepare``), which records the decision in the run
 store before releasing anyone; then ``COMMIT PREPARED`` (``ROLLBACK PREPARED`` if a sibling
 failed). ``unit`` counts the load's calls of ``ctx.prepare`` from 1, as the barrier counts its
-rounds (and as ``mysql_xa``). ``merge`` and ``replace`` stage into a TEMP table, which a prepared
+rounds (and as ``mysql.xa``). ``merge`` and ``replace`` stage into a TEMP table, which a prepared
 transaction may not have used: they keep plain transactions.
 
 A prepared transaction survives the process that made it and holds its locks. ``settle`` finds

@@ -10,7 +10,7 @@ from typing import Any
 from psycopg import sql
 
 from agent_etl.tools.databases import checkpoints
-from agent_etl.tools.databases.pg_load_types import Column
+from agent_etl.tools.databases.postgres.load_types import Column
 
 STAGE = "_agent_etl_stage"  # TEMP, so private to the session and dropped at commit or rollback
 SEQ = "_agent_etl_seq"  # load order of a staged row: with duplicate keys, the last row wins

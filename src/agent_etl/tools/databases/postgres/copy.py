@@ -4,7 +4,7 @@ Per read (one per partition) two threads: the *fetch* thread drives libpq direct
 non-blocking ``get_copy_data`` and ``poll`` on the socket, so the GIL is free while the server
 works) and appends each row message to a bytearray, noting its length; every ~1 MiB of rows (a
 block that stays in the CPU cache while it is decoded) goes through a small queue to the *decode*
-thread, which turns it into Arrow arrays (``pg_decode``) and concatenates blocks into batches of
+thread, which turns it into Arrow arrays (``decode``) and concatenates blocks into batches of
 ``batch_size`` rows. Batches reach the event loop through an asyncio queue; a semaphore bounds the
 batches in flight, so memory stays flat whatever the table size.
 
@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from agent_etl.tools.databases.pg_columns import PgColumn
-from agent_etl.tools.databases.pg_decode import RowBlock, decode, empty
+from agent_etl.tools.databases.postgres.columns import PgColumn
+from agent_etl.tools.databases.postgres.decode import RowBlock, decode, empty
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 TRAILER = b"\xff\xff"

@@ -1,4 +1,4 @@
-"""Arrow types and PostgreSQL column types, for the postgres loader (the extractor's are in pg_types).
+"""Arrow types and PostgreSQL column types, for the postgres loader (the extractor's are in postgres.columns).
 
 A table the loader creates gets, for each Arrow type::
 

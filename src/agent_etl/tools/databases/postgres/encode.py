@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from agent_etl.tools.databases.pg_load_types import ARRAY_ELEMENTS, TEXT_LIKE
+from agent_etl.tools.databases.postgres.load_types import ARRAY_ELEMENTS, TEXT_LIKE
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension length
 TRAILER = b"\xff\xff"

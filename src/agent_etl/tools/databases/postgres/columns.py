@@ -69,7 +69,7 @@ class PgColumn:
 
     name: str
     pg_type: str  # for messages, e.g. "numeric(12,2)"
-    kind: str  # decoder in pg_decode ("text" for anything the server casts to text)
+    kind: str  # decoder in postgres.decode ("text" for anything the server casts to text)
     type: pa.DataType
     as_text: bool = False  # select it as ``col::text``
     not_null: bool = False  # a NOT NULL column of a fixed width: its values need no NULL check

@@ -1,0 +1,1 @@
+"""MariaDB / MySQL (PyMySQL): connections, identifiers, types and XA two-phase commit."""

@@ -1,0 +1,1 @@
+"""PostgreSQL (psycopg 3): connections, binary COPY in both directions, types, DDL and two-phase commit."""

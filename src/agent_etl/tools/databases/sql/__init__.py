@@ -1,0 +1,1 @@
+"""The SQLAlchemy ``sql`` tools: Arrow and SQLAlchemy column types."""

@@ -1,0 +1,1 @@
+"""SQLite: the database file a connection names, and its types."""
