@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from agent_etl.tools.capabilities import Capabilities
 from agent_etl.tools.resources import Resources
 
 if TYPE_CHECKING:
@@ -173,6 +174,11 @@ class Extractor(Tool):
         earlier read of the same source). Only called when ``resumable()``."""
         raise NotImplementedError(f"{type(self).__name__} cannot resume from a position")
 
+    async def acknowledge(self, position: dict[str, Any]) -> None:
+        """Every load below this extract has durably committed what it yielded up to ``position`` (a
+        ``position()`` value): a source that acknowledges messages (a stream) may do so now. Called after
+        the commits, never before, and never twice at once; possibly after ``batches()`` has ended."""
+
 
 class Transform(Tool):
     kind = "transform"
@@ -210,6 +216,9 @@ class BatchTransform(Transform):
 
 class Loader(Tool):
     kind = "loader"
+    # what the destination guarantees (modes, transactions, commit units, checkpoints...): read by the
+    # runtime and the contract tests (tests/contract) instead of the tool's name
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def takes_units(self) -> bool:
         """Whether this load commits in units (``commit_every``): append and merge into a database."""

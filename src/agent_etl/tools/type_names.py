@@ -8,7 +8,6 @@ import re
 
 import pyarrow as pa
 
-
 _PARAM = re.compile(r"^(timestamp)\[\s*(s|ms|us|ns)\s*(?:,\s*tz\s*=\s*([^\]\s]+)\s*)?\]$"
                     r"|^(time32|time64|duration)\[\s*(s|ms|us|ns)\s*\]$"
                     r"|^(decimal|decimal128|decimal256)\(\s*(\d+)\s*,\s*(\d+)\s*\)$", re.IGNORECASE)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from agent_etl.tools.databases.spool import Spool
+from agent_etl.tools.databases.writer import TableWriter, UnitWriter
 
 
 async def in_thread(fn: Callable[..., Any], *args: Any, stop: Callable[[], None] | None = None) -> Any:
@@ -70,9 +71,10 @@ class Units:
         return "the load was rolled back" if not self.commits else "its commit unit was rolled back"
 
 
-async def write_stream(writer: Any, batches: AsyncIterator[Any], ctx: Any, errors: tuple[type[BaseException], ...],
+async def write_stream(writer: TableWriter, batches: AsyncIterator[Any], ctx: Any, errors: tuple[type[BaseException], ...],
                        stop: Callable[[], None] | None = None, units: bool = False, spool: bool = False) -> int:
-    """Drive a blocking table writer over a stream, in commit units (``tools.base``, ``Loader``).
+    """Drive a blocking table writer (``databases.writer``) over a stream, in commit units
+    (``tools.base``, ``Loader``).
 
     ``open``, ``write`` per batch (``stop`` interrupts a write when the load is cancelled); where
     ``units`` and ``ctx.commit_due()`` after a batch, and always once the stream has ended, the unit
@@ -111,7 +113,7 @@ async def write_stream(writer: Any, batches: AsyncIterator[Any], ctx: Any, error
     return writer.rows
 
 
-async def end_unit(writer: Any, ctx: Any, final: bool, spool: Spool | None = None,
+async def end_unit(writer: UnitWriter, ctx: Any, final: bool, spool: Spool | None = None,
                    stop: Callable[[], None] | None = None) -> None:
     """End a commit unit: ``writer.ready(final)`` does everything up to the COMMIT (data applied,
     checkpoint row written in the open transaction) and says whether there is a unit at all (no
@@ -135,7 +137,7 @@ async def end_unit(writer: Any, ctx: Any, final: bool, spool: Spool | None = Non
         await ctx.prepare(final)
 
 
-async def report(writer: Any, ctx: Any) -> None:
+async def report(writer: UnitWriter, ctx: Any) -> None:
     """Tell ``ctx.commit`` about the unit the writer committed last, once."""
     rows, writer.landed = writer.landed, None
     if rows is not None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from agent_etl.tools.base import Loader, ToolContext
+from agent_etl.tools.capabilities import DATABASE, Capabilities
 from agent_etl.tools.databases.blocking import in_thread
 
 
@@ -17,12 +18,13 @@ class DatabaseLoader(Loader):
     thread, that read the checkpoint table without creating anything: ``read_committed(ctx,
     config)`` answers ``committed()``, ``read_mark(ctx, config, source)`` answers ``mark()``."""
 
+    capabilities: ClassVar[Capabilities] = DATABASE
     read_committed: ClassVar[Callable[[ToolContext, Any], dict[str, Any] | None]]
     read_mark: ClassVar[Callable[[ToolContext, Any, str], dict[str, Any] | None]]
 
     def takes_units(self) -> bool:
         # replace swaps a whole new table in: it is one unit
-        return self.config.mode in ("append", "merge")
+        return self.capabilities.commit_units and self.config.mode in ("append", "merge")
 
     async def committed(self) -> dict[str, Any] | None:
         return await in_thread(self.read_committed, self.ctx, self.config)

@@ -33,8 +33,8 @@ import pyarrow as pa
 
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.tools.base import ToolContext
-from agent_etl.tools.databases.mysql import connections
 from agent_etl.tools.databases.blocking import in_thread
+from agent_etl.tools.databases.mysql import connections
 from agent_etl.tools.databases.mysql.types import Column, conform, result_columns
 from agent_etl.tools.databases.options import SourceOptions
 from agent_etl.tools.databases.reads import KeyedExtractor, Part, after_last, order_by, parts, where

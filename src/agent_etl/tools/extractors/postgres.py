@@ -48,9 +48,9 @@ from agent_etl.tools.databases.connection import describe
 from agent_etl.tools.databases.incremental import encode
 from agent_etl.tools.databases.options import SourceOptions, split_table
 from agent_etl.tools.databases.postgres.columns import PgColumn, resolve
+from agent_etl.tools.databases.postgres.connections import Pool, pool
 from agent_etl.tools.databases.postgres.copy import CopyRead
 from agent_etl.tools.databases.postgres.decode import WIDTH, DecodeError, FramingError
-from agent_etl.tools.databases.postgres.connections import Pool, pool
 from agent_etl.tools.databases.reads import CursorRead, KeyedExtractor, Part, after_last, order_by, parts, where
 
 SNAPSHOT_WAIT = 60  # seconds the first read waits for the others to import its snapshot

@@ -45,6 +45,7 @@ from pydantic import Field
 
 from agent_etl.exceptions import ToolError
 from agent_etl.tools.base import Loader, ToolConfig, ToolContext
+from agent_etl.tools.capabilities import FILE
 from agent_etl.tools.flat_columns import check_flat
 from agent_etl.tools.loaders.file_writers import (CSVOutput, Dictionary, JSONLinesOutput, ParquetOutput,
                                                  PartitionedOutput, local_part, parquet_part)
@@ -63,6 +64,7 @@ class FileLoader(Loader):
 
     fmt: ClassVar[str] = ""
     Config = FileLoaderConfig
+    capabilities = FILE
 
     def _directory(self, target: Path) -> bool:
         """Whether the output is a directory (swapped as a whole) rather than one file."""

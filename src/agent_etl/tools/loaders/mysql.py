@@ -61,6 +61,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
@@ -68,9 +69,10 @@ import pyarrow.csv as pv
 
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.tools.base import ToolContext
+from agent_etl.tools.capabilities import DATABASE
 from agent_etl.tools.databases import checkpoints
-from agent_etl.tools.databases.mysql import connections, xa
 from agent_etl.tools.databases.blocking import Units, write_stream
+from agent_etl.tools.databases.mysql import connections, xa
 from agent_etl.tools.databases.mysql.connections import ident
 from agent_etl.tools.databases.mysql.types import column_type, text_batch
 from agent_etl.tools.databases.options import SinkOptions
@@ -511,6 +513,7 @@ def _rows(cur: Any) -> checkpoints.Rows:
 class MySQLLoader(DatabaseLoader):
     """Write Arrow batches into a MariaDB/MySQL table with LOAD DATA (append, atomic replace or merge)."""
 
+    capabilities = replace(DATABASE, two_phase=True)
     extra = "mysql"
 
     Config = SinkOptions

@@ -59,6 +59,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -68,16 +69,17 @@ from pydantic import field_validator
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.stream import slices
 from agent_etl.tools.base import ToolContext
+from agent_etl.tools.capabilities import DATABASE
 from agent_etl.tools.databases import checkpoints
-from agent_etl.tools.databases.postgres import ddl, twophase
 from agent_etl.tools.databases.blocking import Units, end_unit, in_thread, report
 from agent_etl.tools.databases.checkpoints import checkpoint
 from agent_etl.tools.databases.connection import describe
 from agent_etl.tools.databases.options import SinkOptions, split_table
+from agent_etl.tools.databases.postgres import ddl, twophase
+from agent_etl.tools.databases.postgres.connections import pool
 from agent_etl.tools.databases.postgres.encode import HEADER, TRAILER, EncodeError, Encoder, order
 from agent_etl.tools.databases.postgres.load_types import Column, Unmapped, accepts, natural, writable
 from agent_etl.tools.databases.postgres.twophase import TwoPhase
-from agent_etl.tools.databases.postgres.connections import pool
 from agent_etl.tools.databases.sink import DatabaseLoader
 from agent_etl.tools.databases.transient import transient
 
@@ -447,6 +449,7 @@ def _checkpoints(ctx: ToolContext, config: PostgresLoader.Config, read: Callable
 class PostgresLoader(DatabaseLoader):
     """Write Arrow batches into a PostgreSQL table with binary COPY (append, atomic replace, merge)."""
 
+    capabilities = replace(DATABASE, two_phase=True)
     extra = "postgres"
 
     class Config(SinkOptions):

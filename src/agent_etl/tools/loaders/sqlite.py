@@ -69,12 +69,12 @@ from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.stream import slices
 from agent_etl.tools.base import ToolContext
 from agent_etl.tools.databases import checkpoints
-from agent_etl.tools.databases.options import SinkOptions, key_index_name
 from agent_etl.tools.databases.blocking import Units, write_stream
+from agent_etl.tools.databases.options import SinkOptions, key_index_name
 from agent_etl.tools.databases.sink import DatabaseLoader
-from agent_etl.tools.databases.transient import transient
 from agent_etl.tools.databases.sqlite.connections import cause, database, engine
 from agent_etl.tools.databases.sqlite.types import declared_type, fold, quote, to_params
+from agent_etl.tools.databases.transient import transient
 
 _CHUNK_ROWS = 10_000
 _CHECKPOINTS = quote(checkpoints.TABLE)

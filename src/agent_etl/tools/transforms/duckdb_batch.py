@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import uuid
 import threading
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
