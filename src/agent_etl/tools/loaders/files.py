@@ -126,7 +126,7 @@ class FileLoader(Loader):
                 if schema is None:
                     schema = batch.schema
                     await call(lambda: opened.append(self._writer(tmp, schema, name, as_dir)))
-                await call(opened[0].write, _same_schema(batch, schema, self.ctx.task, name))
+                await call(opened[0].write, same_schema(batch, schema, self.ctx.task, name))
                 rows += batch.num_rows
             await call(opened[0].close if opened else partial(self._empty, tmp, as_dir))
             await self.ctx.prepare(True)  # the siblings are ready too, or this raises and nothing is swapped
@@ -248,7 +248,7 @@ def _swap(tmp: Path, target: Path, old: Path) -> bool:
     return False
 
 
-def _same_schema(batch: pa.RecordBatch, schema: pa.Schema, task: str, name: str) -> pa.RecordBatch:
+def same_schema(batch: pa.RecordBatch, schema: pa.Schema, task: str, name: str) -> pa.RecordBatch:
     """A file has one schema: later batches are cast to the first one's."""
     if batch.schema.equals(schema):
         return batch

@@ -1,0 +1,151 @@
+"""S3 objects as ``StoredFile``s for the file readers, and the read-ahead that fetches several at once.
+
+An object up to ``whole_max`` bytes is fetched whole with one GET, by a pool of threads that runs
+ahead of the reader (up to ``concurrency`` objects and ``budget`` bytes ahead, in read order): on
+many small objects the reader then waits for latency once, not once per object. A larger object is
+never held whole: Parquet and uncompressed CSV/JSON are read by ranged GETs (pyarrow.fs), a
+compressed object as a stream through a large read buffer (16 MiB: with Arrow's default buffering,
+gzip CSV over S3 reads 6-7x slower, see the anchors).
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pyarrow as pa
+
+from agent_etl.tools.extractors.file_source import StoredFile
+from agent_etl.tools.s3.client import S3Client
+
+STREAM_BUFFER = 16 << 20  # read buffer of a compressed object's stream
+CODECS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", ".lz4": "lz4_frame"}
+
+
+def codec_for(name: str, compression: str) -> str | None:
+    """The Arrow codec of an object: ``compression`` (auto: from the name's last suffix), None for none."""
+    if compression == "none":
+        return None
+    if compression != "auto":
+        return compression
+    lower = name.lower()
+    return next((codec for suffix, codec in CODECS.items() if lower.endswith(suffix)), None)
+
+
+class Prefetch:
+    """Fetches the small objects of a read whole, a few ahead of the one being read, in read order."""
+
+    def __init__(self, client: S3Client, concurrency: int, whole_max: int, budget: int):
+        self._client, self._whole_max, self._budget = client, whole_max, budget
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="agent-etl-s3-get")
+        self._concurrency = concurrency
+        self._objects: list[S3Object] = []
+        self._pending: dict[int, Future[pa.Buffer]] = {}
+        self._next = 0  # the next object to consider fetching
+        self._bytes = 0  # bytes fetched or being fetched and not yet taken
+        self._lock = threading.Lock()
+
+    def add(self, objects: list[S3Object]) -> None:
+        self._objects = objects
+
+    def small(self, obj: S3Object) -> bool:
+        return obj.size() <= self._whole_max
+
+    def _fill(self, index: int) -> None:
+        """Start fetches from ``index`` on, within the bounds (called with the lock held)."""
+        self._next = max(self._next, index)
+        while self._next < len(self._objects) and len(self._pending) < self._concurrency:
+            obj = self._objects[self._next]
+            if self.small(obj):
+                if self._pending and self._bytes + obj.size() > self._budget:
+                    return
+                self._pending[self._next] = self._pool.submit(obj.fetch)
+                self._bytes += obj.size()
+            self._next += 1
+
+    def get(self, index: int, take: bool) -> pa.Buffer:
+        """The whole object ``index``; ``take`` hands it over (later calls fetch it again)."""
+        with self._lock:
+            self._fill(index)
+            future = self._pending.get(index)
+            if future is not None and take:
+                del self._pending[index]
+                self._bytes -= self._objects[index].size()
+                self._fill(index + 1)
+        return future.result() if future is not None else self._objects[index].fetch()
+
+    def close(self) -> None:
+        with self._lock:
+            for future in self._pending.values():
+                future.cancel()
+            self._pending, self._bytes = {}, 0
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class S3Object(StoredFile):
+    """One object of a read: its key and size from the listing, read through ``client``."""
+
+    def __init__(self, client: S3Client, bucket: str, key: str, size: int, index: int, compression: str,
+                 prefetch: Prefetch | None = None):
+        self.bucket, self.key, self._size, self.index = bucket, key, size, index
+        self.name = key.rsplit("/", 1)[-1]
+        self._client, self._prefetch = client, prefetch
+        self._codec = codec_for(key, compression)
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    def __repr__(self) -> str:
+        return f"S3Object({str(self)!r}, size={self._size})"
+
+    def size(self) -> int:
+        return self._size
+
+    def fetch(self) -> pa.Buffer:
+        """The whole object, one GET."""
+        body = self._client.boto.get_object(Bucket=self.bucket, Key=self.key)["Body"]
+        try:
+            return pa.py_buffer(body.read())
+        finally:
+            body.close()
+
+    def _whole(self, take: bool) -> pa.Buffer | None:
+        if self._prefetch is None or not self._prefetch.small(self):
+            return None
+        return self._prefetch.get(self.index, take)
+
+    def random(self) -> pa.NativeFile:
+        whole = self._whole(True)
+        if whole is not None:
+            return pa.BufferReader(whole)
+        return self._client.fs().open_input_file(f"{self.bucket}/{self.key}")
+
+    def stream(self) -> pa.NativeFile:
+        whole = self._whole(True)
+        if whole is not None:
+            raw: pa.NativeFile = pa.BufferReader(whole)
+        elif self._codec is None:  # seekable: a CSV read resumes at a byte offset with a ranged GET
+            return self._client.fs().open_input_file(f"{self.bucket}/{self.key}")
+        else:
+            raw = self._client.fs().open_input_stream(f"{self.bucket}/{self.key}", compression=None,
+                                                      buffer_size=STREAM_BUFFER)
+        return pa.CompressedInputStream(raw, self._codec) if self._codec else raw
+
+    def sample(self, size: int) -> bytes:
+        whole = self._whole(False)
+        if whole is not None:
+            raw = whole
+        else:  # one ranged GET: a compressed head decompresses to more than ``size`` bytes
+            body = self._client.boto.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes=0-{size - 1}")["Body"]
+            try:
+                raw = pa.py_buffer(body.read())
+            finally:
+                body.close()
+        if self._codec is None:
+            return raw.to_pybytes()[:size]
+        try:
+            with pa.CompressedInputStream(pa.BufferReader(raw), self._codec) as f:
+                return f.read(size)
+        except (pa.ArrowException, OSError):  # a head too short to decompress: read from the start
+            with self.stream() as f:
+                return f.read(size)
