@@ -1,0 +1,253 @@
+"""The read loop every API source shares: pages fetched (ahead where the pagination allows) and
+decoded in worker threads, batches of whole pages, positions, fan-out and the incremental mark.
+
+A batch is several pages, up to ``ctx.batch_size`` rows, and always ends on a page boundary, so
+``position()`` after it is the request of the next page of each part of the read:
+
+    {"rows": 12000, "pages": 12, "parts": {"0": {"n": 12, "cursor": "abc"}}, "done": []}
+
+``parts`` are the fan-out values (one part, "0", without fan-out); ``done`` the parts read to
+their end. With ``incremental``, ``bound`` (the value sent in ``param``) and ``max_state`` (the
+largest cursor value so far) are kept too, so a resumed read asks for the same data
+(``tools.databases.reads.CursorRead``, the databases' own incremental machinery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pyarrow as pa
+
+from agent_etl.exceptions import ToolError
+from agent_etl.tools.base import Extractor
+from agent_etl.tools.databases.options import Incremental
+from agent_etl.tools.databases.reads import CursorRead
+from agent_etl.tools.http.client import Endpoint, Response
+from agent_etl.tools.http.decode import Decoder, Page, PageError, TypeConflict, parse
+from agent_etl.tools.http.nested import as_json
+from agent_etl.tools.http.pages import Pager, Request
+
+_END = object()
+
+
+class ApiExtractor(Extractor):
+    """Subclasses give ``endpoint``, ``pager(value)`` (value: a fan-out value or None),
+    ``fan_values()`` and ``send(request)``."""
+
+    endpoint: Endpoint
+
+    def __init__(self, config: Any, ctx: Any):
+        super().__init__(config, ctx)
+        self._rows = 0
+        self._pages = 0
+        self._parts: dict[str, dict[str, Any]] = {}
+        self._done: set[str] = set()
+        self._resume: dict[str, Any] | None = None
+        self.inc: CursorRead | None = None
+        self.decoder = Decoder(config.records, config.schema_, config.nested)
+
+    # -- what subclasses give
+    def pager(self, value: Any) -> Pager:
+        raise NotImplementedError
+
+    def fan_values(self) -> list[Any] | None:
+        return None
+
+    def fan_concurrency(self) -> int:
+        return 1
+
+    async def send(self, req: Request) -> Response:
+        raise NotImplementedError
+
+    def what(self) -> str:
+        return f"task {self.ctx.task!r} ({self.name or 'api'})"
+
+    # -- the Extractor protocol
+    def resumable(self) -> bool:
+        return True  # the pagination styles all ask for the same pages again, given the same data
+
+    def resume_from(self, position: dict[str, Any]) -> None:
+        if not isinstance(position, dict) or "parts" not in position or not isinstance(position.get("rows"), int):
+            raise ToolError(f"{self.what()}: cannot resume from {position!r}: not the position of an API read")
+        self._resume = position
+
+    def position(self) -> dict[str, Any]:
+        pos: dict[str, Any] = {"rows": self._rows, "pages": self._pages, "parts": dict(self._parts),
+                               "done": sorted(self._done, key=int)}
+        if self.inc is not None:
+            pos.update(self.inc.position())
+        return pos
+
+    def incremental_param(self) -> dict[str, Any]:
+        if self.inc is None or self.inc.after is None:
+            return {}
+        value = self.inc.after
+        return {self.config.incremental.param: value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else value}
+
+    async def batches(self) -> AsyncIterator[pa.RecordBatch]:
+        inc = self.config.incremental
+        if inc is not None:
+            self.inc = CursorRead(Incremental(cursor=inc.cursor, initial=inc.initial, lookback=inc.lookback), self.ctx)
+        if self._resume is not None:
+            self._rows, self._pages = self._resume["rows"], self._resume.get("pages", 0)
+            self._parts = dict(self._resume["parts"])
+            self._done = set(self._resume.get("done", []))
+            if self.inc is not None:
+                self.inc.resume(self._resume)
+        values = self.fan_values()
+        parts = [str(i) for i in range(len(values))] if values is not None else ["0"]
+        todo = [(p, values[int(p)] if values is not None else None) for p in parts if p not in self._done]
+        queue: asyncio.Queue = asyncio.Queue(maxsize=max(4, 2 * self.fan_concurrency()))
+        gate = asyncio.Semaphore(self.fan_concurrency())
+        tasks = [asyncio.create_task(self._part(part, value, queue, gate)) for part, value in todo]
+        pending: list[tuple[str, dict[str, Any] | None, pa.RecordBatch]] = []
+        rows = 0
+        open_parts = len(tasks)
+        try:
+            while open_parts:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if item is _END:
+                    open_parts -= 1
+                    continue
+                part, state, batch = item
+                pending.append((part, state, batch))
+                rows += batch.num_rows
+                self._pages_decoded = getattr(self, "_pages_decoded", 0) + 1
+                if self._pages_decoded >= self.config.infer_pages:
+                    self.decoder.pin()
+                if rows >= self.ctx.batch_size and self.decoder.pinned_all:
+                    out = await self._flush(pending)
+                    pending, rows = [], 0
+                    if out is not None:
+                        yield out
+            out = await self._flush(pending)
+            if out is not None:
+                yield out
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self.inc is not None:
+            self.inc.finish()
+
+    async def _flush(self, pending: list[tuple[str, dict[str, Any] | None, pa.RecordBatch]]) -> pa.RecordBatch | None:
+        """One batch of the pending pages; the position moves past them."""
+        batches = [b for _, _, b in pending if b.num_rows]
+        out = None
+        if batches:
+            out = await asyncio.to_thread(self._assemble, batches)
+            if self.inc is not None:
+                self.inc.observe(out)
+            self._rows += out.num_rows
+        for part, state, _ in pending:
+            self._pages += 1
+            if state is None:
+                self._done.add(part)
+                self._parts.pop(part, None)
+            else:
+                self._parts[part] = state
+        return out
+
+    def _assemble(self, batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+        fitted = [self.decoder.fit(b) for b in batches]
+        out = fitted[0] if len(fitted) == 1 else pa.concat_batches(fitted)
+        return as_json(out) if self.config.nested == "json" else out
+
+    async def _part(self, part: str, value: Any, queue: asyncio.Queue, gate: asyncio.Semaphore) -> None:
+        try:
+            async with gate:
+                async for state, batch in self._pages_of(part, value):
+                    await queue.put((part, state, batch))
+            await queue.put(_END)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            await queue.put(e)
+
+    async def _pages_of(self, part: str, value: Any) -> AsyncIterator[tuple[dict[str, Any] | None, pa.RecordBatch]]:
+        """(state after the page, its records) for each page of one part, in order."""
+        pager = self.pager(value)
+        state = self._parts.get(part)
+        read = 0
+        if not pager.ahead():
+            req: Request | None = pager.request(state)
+            while req is not None:
+                resp, table = await self._fetch(req)
+                page = self._records(req, resp, table)
+                read += page.records.num_rows
+                nxt = pager.after(req, page, resp.headers, read)
+                if nxt is not None and "url" in nxt:
+                    nxt["url"] = self.endpoint.show(nxt["url"])
+                yield nxt, page.records
+                req = pager.request(nxt) if nxt is not None else None
+            return
+        # page numbers and offsets: keep `prefetch` requests in flight, take the pages in order
+        depth = pager.p.prefetch if pager.p is not None else 1
+        first = pager.request(state)
+        inflight: list[tuple[Request, asyncio.Task]] = []
+        guess = first
+
+        def launch(r: Request) -> None:
+            inflight.append((r, asyncio.create_task(self._fetch(r))))
+
+        launch(first)
+        try:
+            while inflight:
+                while len(inflight) < depth and guess is not None:
+                    guess = self._guess(pager, guess)
+                    if guess is not None:
+                        launch(guess)
+                req, task = inflight.pop(0)
+                resp, table = await task
+                page = self._records(req, resp, table)
+                read += page.records.num_rows
+                nxt = pager.after(req, page, resp.headers, read)
+                if nxt is None or (inflight and inflight[0][0].state != nxt):
+                    for _, t in inflight:  # pages sent ahead past the end, or at a wrong offset
+                        t.cancel()
+                    await asyncio.gather(*(t for _, t in inflight), return_exceptions=True)
+                    inflight.clear()
+                    guess = pager.request(nxt) if nxt is not None else None
+                    if guess is not None:
+                        launch(guess)
+                yield nxt, page.records
+        finally:
+            for _, t in inflight:
+                t.cancel()
+
+    def _guess(self, pager: Pager, req: Request) -> Request | None:
+        """The request after ``req`` assuming a full page (offsets move by the page size)."""
+        p = pager.p
+        assert p is not None
+        size = p.page_size or 100
+        nxt = pager.following(req, size, 0)
+        return pager.request(nxt) if nxt is not None else None
+
+    async def _fetch(self, req: Request) -> tuple[Response, pa.Table]:
+        resp = await self.send(req)
+        explicit = self.decoder.explicit()
+        try:
+            try:
+                table = await asyncio.to_thread(parse, resp.body, explicit)
+            except TypeConflict:
+                if explicit is None:
+                    raise
+                # a wider type than the pinned one (1.5 in an int field): infer this page, then widen
+                table = await asyncio.to_thread(parse, resp.body, None)
+        except PageError as e:
+            raise self._page_error(req, resp, e) from None
+        return resp, table
+
+    def _records(self, req: Request, resp: Response, table: pa.Table) -> Page:
+        try:
+            return self.decoder.records(table, resp.body)
+        except PageError as e:
+            raise self._page_error(req, resp, e) from None
+
+    def _page_error(self, req: Request, resp: Response, e: Exception) -> ToolError:
+        return ToolError(f"{self.what()}: page {req.number} ({self.endpoint.show(resp.url)}) {e}")
