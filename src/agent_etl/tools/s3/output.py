@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from agent_etl.tools.base import ToolContext
 from agent_etl.tools.loaders.files import committed_in, manifest_text, mark_in
 from agent_etl.tools.s3.client import S3Client
@@ -63,7 +65,12 @@ class S3Output:
     def check(self) -> None:
         """Fail early on a bucket that is missing or not ours to write; drop what an earlier crashed
         load of this output left uploading."""
-        self.client.boto.head_bucket(Bucket=self.bucket)
+        try:
+            self.client.boto.head_bucket(Bucket=self.bucket)
+        except ClientError as e:
+            if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:  # a HEAD has no error code
+                e.response.setdefault("Error", {})["Code"] = "NoSuchBucket"
+            raise
         stale = self.client.boto.list_multipart_uploads(Bucket=self.bucket, Prefix=self.prefix or self.key)
         for upload in stale.get("Uploads", []):
             if self.as_dir or upload["Key"] == self.key:
