@@ -20,7 +20,7 @@ def as_json(batch: pa.RecordBatch) -> pa.RecordBatch:
     con = duckdb.connect()
     try:
         cols = ", ".join('to_json("{0}")::VARCHAR AS "{0}"'.format(n.replace('"', '""')) for n in names)
-        out = con.execute(f"SELECT {cols} FROM sub").fetch_arrow_table()
+        out = con.sql(f"SELECT {cols} FROM sub").to_arrow_table()
     finally:
         con.close()
     arrays = [out.column(n).combine_chunks().cast(pa.string()) if n in names else batch.column(n)

@@ -84,8 +84,12 @@ class ApiExtractor(Extractor):
     def incremental_param(self) -> dict[str, Any]:
         if self.inc is None or self.inc.after is None:
             return {}
-        value = self.inc.after
-        return {self.config.incremental.param: value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else value}
+        value, inc = self.inc.after, self.config.incremental
+        if isinstance(value, (dt.date, dt.datetime)):
+            # the first run sends `initial` as written (an API compares its own text, 'Z' and all)
+            first = isinstance(inc.initial, str) and inc.lookback is None and self.inc.state is None
+            value = inc.initial if first else value.isoformat()
+        return {inc.param: value}
 
     async def batches(self) -> AsyncIterator[pa.RecordBatch]:
         inc = self.config.incremental
@@ -207,7 +211,7 @@ class ApiExtractor(Extractor):
                 page = self._records(req, resp, table)
                 read += page.records.num_rows
                 nxt = pager.after(req, page, resp.headers, read)
-                if nxt is None or (inflight and inflight[0][0].state != nxt):
+                if nxt is None or not inflight or inflight[0][0].state != nxt:
                     for _, t in inflight:  # pages sent ahead past the end, or at a wrong offset
                         t.cancel()
                     await asyncio.gather(*(t for _, t in inflight), return_exceptions=True)
