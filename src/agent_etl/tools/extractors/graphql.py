@@ -149,6 +149,6 @@ class GraphQLExtractor(ApiExtractor):
         if errors is not None and len(errors) and errors[0].is_valid:
             items = errors[0].as_py() or []
             msgs = "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in items[:3])
-            raise ToolError(f"{self.what()}: the GraphQL server answered errors: {msgs or items!r}; check `query` "
+            raise ToolError(f"{self.what()}: the GraphQL server answered errors: {msgs or repr(items)}; check `query` "
                             "and `variables`")
         return super()._records(req, resp, table)
