@@ -1,0 +1,322 @@
+"""The loader contract (``tools.base.Loader``), once per destination of ``backends.LOADERS``.
+
+What is tested of a destination follows its loader's ``capabilities`` (``tools.capabilities``): a
+test skips, saying which capability it needs, where the destination does not claim it. Every
+test reads back what landed through the backend's ``read``, against an expectation computed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import threading
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from backends import LoaderBackend, Place
+
+from agent_etl.exceptions import ToolError
+from agent_etl.testing import build, tool_context
+from agent_etl.tools.capabilities import Capabilities
+from agent_etl.tools.registry import default_registry
+
+
+def capabilities(backend: LoaderBackend) -> Capabilities:
+    return default_registry().get("loader", backend.tool).capabilities
+
+
+def need(backend: LoaderBackend, *flags: str, mode: str | None = None) -> Capabilities:
+    caps = capabilities(backend)
+    for flag in flags:
+        if not getattr(caps, flag):
+            pytest.skip(f"{backend.tool} does not claim {flag}")
+    if mode is not None and mode not in caps.modes:
+        pytest.skip(f"{backend.tool} has no mode {mode}")
+    return caps
+
+
+def rows(ids: Iterable[int], version: int, prefix: str = "v") -> pa.Table:
+    ids = list(ids)
+    return pa.table({"id": pa.array(ids, pa.int64()), "v": [f"{prefix}{i}" for i in ids],
+                     "version": pa.array([version] * len(ids), pa.int64())})
+
+
+async def stream(data: pa.Table | list[pa.RecordBatch], size: int = 100, fail_after: int | None = None,
+                 pause: float = 0.0) -> AsyncIterator[pa.RecordBatch]:
+    batches = data.to_batches(max_chunksize=size) if isinstance(data, pa.Table) else data
+    for i, batch in enumerate(batches):
+        if fail_after is not None and i >= fail_after:
+            raise RuntimeError("upstream broke")
+        yield batch
+        if pause:
+            await asyncio.sleep(pause)
+    if fail_after is not None:
+        raise RuntimeError("upstream broke")
+
+
+@contextlib.asynccontextmanager
+async def loader(backend: LoaderBackend, place: Place, mode: str | None = None, key: list[str] | None = None,
+                 policy: str | None = None, run_id: str = "run-1", **ctx: Any):
+    """The loader of ``place``, with ``mode`` (default: append where there is one, else replace),
+    ``key`` and ``schema_policy`` set where its options have them."""
+    caps = capabilities(backend)
+    options = backend.options(place)
+    fields = default_registry().get("loader", backend.tool).Config.model_fields
+    if "mode" in fields:
+        options["mode"] = mode or ("append" if "append" in caps.modes else caps.modes[0])
+    if key and "key" in fields:
+        options["key"] = key
+    if policy and "schema_policy" in fields:
+        options["schema_policy"] = policy
+    c = tool_context(place.dir, task="load", run_id=run_id, connections=place.connections, **ctx)
+    try:
+        yield build("loader", backend.tool, options, c)
+    finally:
+        await c.resources.aclose()
+
+
+async def load(backend: LoaderBackend, place: Place, batches: AsyncIterator[pa.RecordBatch], **options: Any) -> int:
+    async with loader(backend, place, **options) as tool:
+        return await tool.load(batches)
+
+
+def held(backend: LoaderBackend, place: Place, columns: tuple[str, ...] = ("id", "v", "version")) -> list[tuple] | None:
+    """What the destination holds, as sorted tuples of ``columns`` (None: nothing there)."""
+    table = backend.read(place)
+    if table is None:
+        return None
+    out = []
+    for r in table.to_pylist():
+        out.append(tuple(_plain(r.get(c)) for c in columns))
+    return sorted(out, key=lambda t: tuple((v is None, v) for v in t))
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, float) and v.is_integer():
+        return int(v)  # a file format or a driver may give integers back as floats
+    return v
+
+
+def as_tuples(table: pa.Table) -> list[tuple]:
+    return sorted(tuple(r.values()) for r in table.to_pylist())
+
+
+# -- modes -------------------------------------------------------------------------------------
+
+
+async def test_append_adds_to_what_is_there(loader_backend):
+    backend, place = loader_backend
+    need(backend, mode="append")
+    assert await load(backend, place, stream(rows(range(10), 1)), mode="append") == 10
+    assert await load(backend, place, stream(rows(range(10, 25), 2), size=4), mode="append") == 15
+    assert held(backend, place) == as_tuples(pa.concat_tables([rows(range(10), 1), rows(range(10, 25), 2)]))
+
+
+async def test_replace_swaps_in_the_new_rows(loader_backend):
+    backend, place = loader_backend
+    need(backend, mode="replace")
+    await load(backend, place, stream(rows(range(10), 1)), mode="replace")
+    assert await load(backend, place, stream(rows(range(100, 105), 2), size=2), mode="replace") == 5
+    assert held(backend, place) == as_tuples(rows(range(100, 105), 2))
+
+
+async def test_replace_is_atomic_for_a_concurrent_reader(loader_backend):
+    """A reader sees the old rows or the new ones, never a mix, nothing, or a missing table."""
+    backend, place = loader_backend
+    need(backend, "atomic_replace", mode="replace")
+    old, new = rows(range(500), 1), rows(range(1500), 2)
+    await load(backend, place, stream(old), mode="replace")
+    seen: set[Any] = set()
+    reads = 0
+    done = threading.Event()
+
+    def look() -> Any:
+        table = backend.read(place)
+        if table is None:
+            return "missing"
+        return table.num_rows, frozenset(_plain(v) for v in table.column("version").to_pylist())
+
+    def reader() -> None:
+        nonlocal reads
+        while not done.is_set():
+            seen.add(look())
+            reads += 1
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        await load(backend, place, stream(new, size=100, pause=0.01), mode="replace")
+    finally:
+        done.set()
+        thread.join()
+    seen.add(look())
+    assert reads >= 1
+    assert seen <= {(500, frozenset({1})), (1500, frozenset({2}))}, seen
+    assert (1500, frozenset({2})) in seen
+
+
+async def test_a_failing_replace_leaves_the_old_data(loader_backend):
+    backend, place = loader_backend
+    need(backend, "atomic_replace", mode="replace")
+    await load(backend, place, stream(rows(range(10), 1)), mode="replace")
+    with pytest.raises(Exception, match="upstream broke"):
+        await load(backend, place, stream(rows(range(100), 2), size=10, fail_after=3), mode="replace")
+    assert held(backend, place) == as_tuples(rows(range(10), 1))
+
+
+async def test_merge_matches_a_computed_expectation(loader_backend):
+    """Updates and inserts, keys repeated within a batch and across batches: the last row of a key
+    wins; a merge of some columns only leaves the others as they were."""
+    backend, place = loader_backend
+    need(backend, mode="merge")
+    rng = random.Random(3)
+    await load(backend, place, stream(rows(range(300), 1, "a")), mode="merge", key=["id"])
+    ids = [rng.randrange(0, 600) for _ in range(400)]
+    update = pa.table({"id": pa.array(ids, pa.int64()), "v": [f"b{n}" for n in range(400)],
+                       "version": pa.array([2] * 400, pa.int64())})
+    assert await load(backend, place, stream(update, size=100), mode="merge", key=["id"]) == 400
+    expected = {r[0]: r for r in as_tuples(rows(range(300), 1, "a"))}
+    for r in update.to_pylist():
+        expected[r["id"]] = (r["id"], r["v"], r["version"])
+    assert held(backend, place) == sorted(expected.values())
+    # only the input's columns change
+    await load(backend, place, stream(pa.table({"id": pa.array([1, 1000], pa.int64()), "v": ["x", "y"]})),
+               mode="merge", key=["id"])
+    expected[1] = (1, "x", expected[1][2])
+    expected[1000] = (1000, "y", None)
+    assert held(backend, place) == sorted(expected.values(), key=lambda t: tuple((v is None, v) for v in t))
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+
+
+def _mark(value: int) -> dict[str, Any]:
+    return {"cursor": "updated_at", "type": "int", "value": str(value)}
+
+
+@pytest.mark.parametrize("mode", ["append", "replace", "merge"])
+async def test_committed_and_mark_read_the_checkpoint_back(loader_backend, mode):
+    backend, place = loader_backend
+    caps = need(backend, "checkpoints", mode=mode)
+    key = ["id"] if mode == "merge" else None
+    first = {"src": {"rows": 4, "end": True, "mark": _mark(10)}}
+    second = {"src": {"rows": 6, "end": True, "mark": _mark(20)}, "other": {"offset": 2}}
+    async with loader(backend, place, mode, key) as tool:
+        assert await tool.committed() is None and await tool.mark("src") is None  # nothing there yet
+    for run_id, position, data in [("run-1", first, rows(range(4), 1)), ("run-2", second, rows(range(4, 6), 2))]:
+        async with loader(backend, place, mode, key, run_id=run_id, position=position) as tool:
+            assert await tool.load(stream(data)) == data.num_rows
+            assert tool.ctx.commits == [data.num_rows]
+    async with loader(backend, place, mode, key, run_id="run-2") as tool:
+        assert await tool.committed() == {"rows": 2, "commits": 1, "position": second}
+        assert await tool.mark("src") == _mark(20)  # the newest, from any run
+        assert await tool.mark("other") is None
+    async with loader(backend, place, mode, key, run_id="run-1") as tool:
+        # a table of checkpoints keeps every run's; a manifest only the last load's
+        expected = {"rows": 4, "commits": 1, "position": first} if caps.checkpoint_history else None
+        assert await tool.committed() == expected
+    async with loader(backend, place, mode, key, run_id="run-3") as tool:
+        assert await tool.committed() is None
+
+
+class Feed:
+    """Ten batches of ten rows (ids 0..99); a commit unit ends after the batches numbered in ``ends``."""
+
+    def __init__(self, ends: tuple[int, ...] = (3, 7), fail_after: int | None = None):
+        self.ends, self.fail_after, self.given = ends, fail_after, 0
+
+    async def stream(self) -> AsyncIterator[pa.RecordBatch]:
+        for i in range(1, 11):
+            if self.fail_after is not None and i > self.fail_after:
+                raise RuntimeError("upstream broke")
+            self.given = i
+            yield rows(range((i - 1) * 10, i * 10), 1).to_batches()[0]
+
+    def due(self) -> bool:
+        return self.given in self.ends
+
+    def position(self) -> dict[str, Any]:
+        return {"src": {"rows": self.given * 10}}
+
+
+@pytest.mark.parametrize("mode", ["append", "merge"])
+async def test_commit_units_each_with_its_checkpoint(loader_backend, mode):
+    backend, place = loader_backend
+    need(backend, "commit_units", mode=mode)
+    feed = Feed()
+    key = ["id"] if mode == "merge" else None
+    async with loader(backend, place, mode, key, position=feed.position, units=feed.due) as tool:
+        assert tool.takes_units()
+        assert await tool.load(feed.stream()) == 100
+        assert tool.ctx.commits == [30, 40, 30]
+        assert await tool.committed() == {"rows": 100, "commits": 3, "position": {"src": {"rows": 100}}}
+    assert held(backend, place) == as_tuples(rows(range(100), 1))
+
+
+@pytest.mark.parametrize("mode", ["append", "merge"])
+async def test_a_failure_after_a_unit_keeps_the_units_committed_before_it(loader_backend, mode):
+    backend, place = loader_backend
+    need(backend, "commit_units", mode=mode)
+    feed = Feed(fail_after=8)
+    key = ["id"] if mode == "merge" else None
+    async with loader(backend, place, mode, key, position=feed.position, units=feed.due) as tool:
+        with pytest.raises(Exception, match="upstream broke"):
+            await tool.load(feed.stream())
+        assert tool.ctx.commits == [30, 40]
+    async with loader(backend, place, mode, key) as tool:
+        assert await tool.committed() == {"rows": 70, "commits": 2, "position": {"src": {"rows": 70}}}
+    assert held(backend, place) == as_tuples(rows(range(70), 1))
+
+
+# -- edges -------------------------------------------------------------------------------------
+
+
+async def test_an_empty_batch_makes_an_empty_destination(loader_backend):
+    backend, place = loader_backend
+    async with loader(backend, place) as tool:
+        assert await tool.load(stream([pa.RecordBatch.from_pylist([], schema=rows([], 1).schema)])) == 0
+    got = backend.read(place)
+    assert got is not None and got.num_rows == 0
+
+
+async def test_a_load_of_no_batches_leaves_appended_rows(loader_backend):
+    backend, place = loader_backend
+    need(backend, mode="append")
+    await load(backend, place, stream(rows(range(5), 1)), mode="append")
+    async with loader(backend, place, "append") as tool:
+        assert await tool.load(stream([])) == 0
+        assert sum(tool.ctx.commits) == 0
+    assert held(backend, place) == as_tuples(rows(range(5), 1))
+
+
+async def test_evolve_adds_new_columns_and_freeze_refuses_them(loader_backend):
+    backend, place = loader_backend
+    need(backend, "schema_evolution", mode="append")
+    await load(backend, place, stream(rows(range(3), 1)), mode="append")
+    wider = rows(range(3, 5), 2).append_column("extra", pa.array([2.5, None], pa.float64()))
+    assert await load(backend, place, stream(wider), mode="append", policy="evolve") == 2
+    cols = ("id", "extra")
+    assert held(backend, place, cols) == [(0, None), (1, None), (2, None), (3, 2.5), (4, None)]
+    other = rows(range(5, 6), 3).append_column("surprise", pa.array(["s"]))
+    with pytest.raises(ToolError, match="surprise"):
+        await load(backend, place, stream(other), mode="append", policy="freeze")
+    assert len(held(backend, place)) == 5
+
+
+async def test_a_failing_stream_leaves_nothing(loader_backend):
+    backend, place = loader_backend
+    caps = need(backend, "all_or_nothing")
+    with pytest.raises(Exception, match="upstream broke"):
+        await load(backend, place, stream(rows(range(100), 1), size=10, fail_after=3))
+    assert not held(backend, place)  # no table, or an empty one
+    if caps.checkpoints:
+        async with loader(backend, place) as tool:
+            assert await tool.committed() is None
+    if "append" in caps.modes:  # and rows loaded before stay as they were
+        await load(backend, place, stream(rows(range(5), 1)), mode="append")
+        with pytest.raises(Exception, match="upstream broke"):
+            await load(backend, place, stream(rows(range(5, 100), 2), size=10, fail_after=2), mode="append")
+        assert held(backend, place) == as_tuples(rows(range(5), 1))
