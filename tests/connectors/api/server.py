@@ -37,6 +37,7 @@ class Api:
         self.slow = 0.0
         self.graph_rows = 23
         self.pages_seen: list[int] = []
+        self.since_seen: list[str | None] = []
 
     def items(self, start: int, count: int, total: int | None = None) -> list[dict[str, Any]]:
         total = self.rows if total is None else total
@@ -152,6 +153,7 @@ class Api:
 
     async def since(self, req: web.Request) -> web.Response:
         bound = req.query.get("updated_since")
+        self.since_seen.append(bound)
         rows = [r for r in self.items(0, self.rows) if bound is None or r["updated_at"] > bound]
         page, size = int(req.query.get("page", 1)), 10
         return web.json_response({"data": rows[(page - 1) * size:page * size]})

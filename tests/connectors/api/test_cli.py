@@ -104,3 +104,31 @@ def test_a_killed_rest_read_resumes_after_the_last_committed_page(api, tmp_path)
     # the resumed read asked only for pages after the last commit (2 pages of 50 per unit)
     assert min(api.api.pages_seen) == before * 2 + 1, (before, api.api.pages_seen[:5])
     assert json.loads(resumed.stdout)["status"] == "succeeded"
+
+
+INCREMENTAL = """\
+version: 1
+name: api_incremental
+extract:
+  items:
+    tool: rest
+    url: {url}/since
+    records: data
+    pagination: {{type: page}}
+    incremental: {{cursor: updated_at, param: updated_since}}
+load:
+  lake: {{input: items, tool: parquet, path: out/items.parquet}}
+"""
+
+
+def test_incremental_mark_lands_in_the_destination_and_feeds_the_next_run(api, tmp_path):
+    (tmp_path / "p.yaml").write_text(INCREMENTAL.format(url=api.url))
+    first = cli("run", "p.yaml", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert pq.read_table(tmp_path / "out" / "items.parquet").num_rows == 95 and api.api.since_seen[0] is None
+    manifest = json.loads((tmp_path / "out" / ".items.parquet.checkpoint.json").read_text())
+    assert '"mark": {"cursor": "updated_at", "type": "string", "value": "2024-01-01T00:59:00Z"}' in json.dumps(manifest)
+    api.api.since_seen.clear()
+    second = cli("run", "p.yaml", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert set(api.api.since_seen) == {"2024-01-01T00:59:00Z"}
