@@ -190,12 +190,13 @@ class Decoder:
             self.schema = pa.schema(list(fields.items()))
         return self.fit(batch)
 
-    def fit(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """``batch`` in the current schema (a page decoded before the schema widened)."""
-        assert self.schema is not None
-        if batch.schema.equals(self.schema):
+    def fit(self, batch: pa.RecordBatch, schema: pa.Schema | None = None) -> pa.RecordBatch:
+        """``batch`` in ``schema`` (default: the current one), a page decoded before it widened."""
+        schema = schema if schema is not None else self.schema
+        assert schema is not None
+        if batch.schema.equals(schema):
             return batch
         n = batch.num_rows
         cols = [conform(batch.column(f.name), f.type) if f.name in batch.schema.names else pa.nulls(n, f.type)
-                for f in self.schema]
-        return pa.RecordBatch.from_arrays(cols, schema=self.schema)
+                for f in schema]
+        return pa.RecordBatch.from_arrays(cols, schema=schema)

@@ -46,6 +46,7 @@ class ApiExtractor(Extractor):
         self._parts: dict[str, dict[str, Any]] = {}
         self._done: set[str] = set()
         self._resume: dict[str, Any] | None = None
+        self._decoded = 0  # pages decoded by this read: types are pinned after `infer_pages`
         self.inc: CursorRead | None = None
         self.decoder = Decoder(config.records, config.schema_, config.nested)
 
@@ -121,8 +122,8 @@ class ApiExtractor(Extractor):
                 part, state, batch = item
                 pending.append((part, state, batch))
                 rows += batch.num_rows
-                self._pages_decoded = getattr(self, "_pages_decoded", 0) + 1
-                if self._pages_decoded >= self.config.infer_pages:
+                self._decoded += 1
+                if self._decoded >= self.config.infer_pages:
                     self.decoder.pin()
                 if rows >= self.ctx.batch_size and self.decoder.pinned_all:
                     out = await self._flush(pending)
@@ -144,7 +145,8 @@ class ApiExtractor(Extractor):
         batches = [b for _, _, b in pending if b.num_rows]
         out = None
         if batches:
-            out = await asyncio.to_thread(self._assemble, batches)
+            # the schema as of now: pages decoded later may widen it while this runs in a thread
+            out = await asyncio.to_thread(self._assemble, batches, self.decoder.schema)
             if self.inc is not None:
                 self.inc.observe(out)
             self._rows += out.num_rows
@@ -157,8 +159,8 @@ class ApiExtractor(Extractor):
                 self._parts[part] = state
         return out
 
-    def _assemble(self, batches: list[pa.RecordBatch]) -> pa.RecordBatch:
-        fitted = [self.decoder.fit(b) for b in batches]
+    def _assemble(self, batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatch:
+        fitted = [self.decoder.fit(b, schema) for b in batches]
         out = fitted[0] if len(fitted) == 1 else pa.concat_batches(fitted)
         return as_json(out) if self.config.nested == "json" else out
 
