@@ -10,8 +10,10 @@ Every read is resumable (``resume_from``); what a position holds for each format
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -265,12 +267,18 @@ class JSONExtractor(FileExtractor):
         return pa.Table.from_struct_array(node.flatten())
 
 
+PREBUFFER_WINDOW = 64 << 20  # compressed bytes of row groups fetched at once by ranged reads of a store
+
+
 class _StoredParquet(pq.ParquetFile):
-    """A Parquet file in a store, read by ranged reads; closing it closes what it reads from."""
+    """A Parquet file in a store; closing it closes what it reads from. Read by ranged reads unless
+    it was fetched whole: then the column chunks of a window of row groups are fetched together,
+    coalesced and concurrently (``pre_buffer``): one GET per column chunk, in turn, is 10x slower."""
 
     def __init__(self, file: StoredFile):
         self._stored = file.random()
-        super().__init__(self._stored, pre_buffer=False)
+        self.ranged = not isinstance(self._stored, pa.BufferReader)
+        super().__init__(self._stored, pre_buffer=self.ranged)
 
     def close(self, force: bool = False) -> None:
         super().close(force)
@@ -281,6 +289,22 @@ def _parquet_file(path: FileRef) -> pq.ParquetFile:
     # pre_buffer keeps what it read ahead until the file is closed: 745 MB against 309 MB over a
     # 10M-row file read in 100k-row batches; it pays off only on high-latency storage
     return _StoredParquet(path) if isinstance(path, StoredFile) else pq.ParquetFile(str(path), pre_buffer=False)
+
+
+def _row_batches(pf: pq.ParquetFile, first: int, groups: int, size: int, cols: list[str] | None) -> Iterator[Any]:
+    """The batches of row groups ``first`` to ``groups``; from a store by ranged reads, a window of
+    row groups at a time: what ``pre_buffer`` fetched is kept until the next ``iter_batches`` call, so
+    the windows bound the memory it takes."""
+    if not getattr(pf, "ranged", False):
+        return pf.iter_batches(batch_size=size, columns=cols, row_groups=range(first, groups) if first else None)
+    windows, start, held = [], first, 0
+    for i in range(first, groups):
+        group = pf.metadata.row_group(i)
+        held += sum(group.column(j).total_compressed_size for j in range(group.num_columns))
+        if held >= PREBUFFER_WINDOW or i == groups - 1:
+            windows.append(range(start, i + 1))
+            start, held = i + 1, 0
+    return itertools.chain.from_iterable(pf.iter_batches(batch_size=size, columns=cols, row_groups=w) for w in windows)
 
 
 class ParquetConfig(FileConfig):
@@ -322,8 +346,7 @@ class ParquetExtractor(FileExtractor):
             raise
         if first == groups:  # nothing left (0 row groups would mean "all" to iter_batches)
             return Source(schema, lambda: None, pf.close)
-        it = pf.iter_batches(batch_size=self.ctx.batch_size, columns=cols,
-                             row_groups=range(first, groups) if first else None)
+        it = _row_batches(pf, first, groups, self.ctx.batch_size, cols)
         source = Source(schema, lambda: next(it, None), pf.close)
         return skipping(source, skip, path, self.ctx.task) if skip else source
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import boto3
 import botocore.exceptions as bx
+import botocore.loaders
+import botocore.session
 import pyarrow.fs as pafs
 from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
@@ -34,6 +36,17 @@ BAD_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredT
                         "TokenRefreshRequired"}
 
 
+# The service models (JSON) parsed once per process: a client of a fresh session parses them again,
+# 60-120 ms. Sessions stay per client, so the credential chain is read anew for each run.
+_MODELS = botocore.loaders.create_loader()
+
+
+def _session(profile: str | None) -> boto3.session.Session:
+    core = botocore.session.Session(profile=profile)
+    core.register_component("data_loader", _MODELS)
+    return boto3.session.Session(botocore_session=core)
+
+
 class S3Client:
     """A boto3 client and a pyarrow S3 filesystem on one endpoint, region and set of credentials."""
 
@@ -41,8 +54,10 @@ class S3Client:
         self.endpoint = options.endpoint_url or "AWS S3"
         self._options = options
         try:
-            self._session = boto3.session.Session(profile_name=options.profile)
-        except bx.ProfileNotFound:
+            self._session = _session(options.profile)
+            if options.profile:
+                self._session.available_profiles.index(options.profile)  # a missing profile shows here
+        except (bx.ProfileNotFound, ValueError):
             raise ToolError(f"AWS profile {options.profile!r} is not in the AWS config (~/.aws/config, "
                             "~/.aws/credentials); fix profile, or leave it out to use the default chain") from None
         self.region = options.region or self._session.region_name or "us-east-1"

@@ -1,0 +1,176 @@
+"""S3 reads against the raw client: Parquet and gzip CSV objects of 1M rows x 10 columns on moto's
+S3 server, read by the s3 extractor and by a raw ``get_object().read()`` of the same object.
+
+moto runs in its own process (``python -m moto.server``), so its CPU is not counted in ours; each
+measurement runs in a fresh child process, which reports its time and its peak RSS. Ours reads
+into a null sink (the extractor's batches are counted and dropped, as a load would consume them);
+the anchor reads the object's bytes and parses nothing. Printed: seconds (best of ``--repeat``),
+the ratio to the anchor, MB/s of the object, and peak RSS. Goals (issue 13): Parquet <= 1.3x,
+gzip CSV <= 2.5x, peak RSS <= 400 MB for 1M records. Absolute times vary on shared machines:
+compare the ratios of one run, and run it 2-3 times.
+
+    python benchmarks/s3_read.py [--rows 1000000] [--repeat 3] [--formats parquet,csv.gz]
+                                 [--whole-object-max BYTES]   # 0: never fetch whole (ranged/streamed reads)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+       "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+BUCKET = "bench-s3-read"
+
+
+def data(rows: int) -> pa.Table:
+    """10 columns: ids, ints, floats, short strings, timestamps (random, so they do not compress away)."""
+    rng = np.random.default_rng(7)
+    return pa.table({
+        "id": np.arange(rows, dtype=np.int64),
+        "customer": rng.integers(0, 100_000, rows),
+        "quantity": rng.integers(1, 50, rows).astype(np.int32),
+        "price": rng.random(rows) * 1000,
+        "discount": np.round(rng.random(rows), 2),
+        "score": rng.normal(size=rows),
+        "status": pa.array(np.array(["new", "paid", "shipped", "returned"])[rng.integers(0, 4, rows)]),
+        "code": pa.array([f"C{v:08d}" for v in rng.integers(0, 10**8, rows)]),
+        "created": pa.array(rng.integers(1.6e15, 1.7e15, rows), pa.timestamp("us")),
+        "flag": rng.random(rows) < 0.5,
+    })
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **ENV})
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("moto server did not start")
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measurement in a fresh process: prints {seconds, rows, rss_mb}."""
+    import boto3
+
+    best, rows = float("inf"), 0
+    if args.child == "anchor":
+        client = boto3.client("s3", endpoint_url=args.endpoint)
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            body = client.get_object(Bucket=BUCKET, Key=args.key)["Body"].read()
+            best = min(best, time.perf_counter() - t)
+            rows = len(body)
+            del body
+    else:
+        from agent_etl.testing import build, tool_context
+
+        async def read() -> int:
+            ctx = tool_context(tempfile.gettempdir(), batch_size=100_000)
+            options = {"url": f"s3://{BUCKET}/{args.key}", "endpoint_url": args.endpoint}
+            if args.whole_object_max is not None:
+                options["whole_object_max"] = args.whole_object_max
+            n = 0
+            async for batch in build("extractor", "s3", options, ctx).batches():
+                n += batch.num_rows  # the null sink
+            await ctx.resources.aclose()
+            return n
+
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            rows = asyncio.run(read())
+            best = min(best, time.perf_counter() - t)
+    # VmHWM, not ru_maxrss: the latter keeps the parent's peak across fork and exec
+    rss = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
+    print(json.dumps({"seconds": best, "rows": rows, "rss_mb": rss}))
+
+
+def measure(kind: str, key: str, endpoint: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, "--key", key, "--endpoint", endpoint, "--repeat", str(args.repeat)]
+    if args.whole_object_max is not None:
+        cmd += ["--whole-object-max", str(args.whole_object_max)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **ENV}, check=False)
+    if out.returncode:
+        raise SystemExit(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--formats", default="parquet,csv.gz")
+    p.add_argument("--whole-object-max", type=int, default=None)
+    p.add_argument("--child", choices=["anchor", "ours"])
+    p.add_argument("--key")
+    p.add_argument("--endpoint")
+    args = p.parse_args()
+    if args.child:
+        return child(args)
+    import boto3
+
+    proc, endpoint = start_moto()
+    try:
+        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench", aws_secret_access_key="bench",
+                              region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        table = data(args.rows)
+        objects = {}
+        for fmt in args.formats.split(","):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"data.{fmt}"
+                if fmt == "parquet":
+                    pq.write_table(table, path)  # pyarrow's defaults: snappy, row groups of 1Mi rows
+                else:
+                    sink = pa.BufferOutputStream()
+                    pacsv.write_csv(table, sink)
+                    path.write_bytes(gzip.compress(sink.getvalue().to_pybytes(), compresslevel=6))
+                client.upload_file(str(path), BUCKET, path.name)
+                objects[fmt] = (path.name, path.stat().st_size)
+        load = os.getloadavg()
+        print(f"{args.rows:,} rows x 10 columns; moto in its own process at {endpoint}; load average "
+              f"{load[0]:.2f} {load[1]:.2f}; best of {args.repeat}; ours: s3 extractor -> null sink"
+              + (f", whole_object_max={args.whole_object_max}" if args.whole_object_max is not None else ""))
+        print(f"{'object':<22} {'MB':>6} {'anchor s':>9} {'ours s':>8} {'ratio':>6} {'goal':>5} {'MB/s':>6} "
+              f"{'rows/s':>10} {'RSS MB':>7}")
+        for fmt, (key, size) in objects.items():
+            anchor = measure("anchor", key, endpoint, args)
+            ours = measure("ours", key, endpoint, args)
+            assert ours["rows"] == args.rows, ours
+            goal = 1.3 if fmt == "parquet" else 2.5
+            ratio = ours["seconds"] / anchor["seconds"]
+            print(f"{key:<22} {size / 1e6:>6.1f} {anchor['seconds']:>9.3f} {ours['seconds']:>8.3f} {ratio:>5.2f}x "
+                  f"{goal:>4}x {size / 1e6 / ours['seconds']:>6.0f} {args.rows / ours['seconds']:>10,.0f} "
+                  f"{ours['rss_mb']:>7.0f}")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()
