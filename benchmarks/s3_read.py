@@ -87,6 +87,23 @@ def child(args: argparse.Namespace) -> None:
             best = min(best, time.perf_counter() - t)
             rows = len(body)
             del body
+    elif args.child in ("get_parse", "fs_parse"):  # the references: whole reads with pyarrow's readers
+        import pyarrow.fs as pafs
+
+        fs = pafs.S3FileSystem(access_key="bench", secret_key="bench", region="us-east-1",
+                               endpoint_override=args.endpoint.split("//")[1], scheme="http")
+        client = boto3.client("s3", endpoint_url=args.endpoint)
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            if args.child == "get_parse":
+                raw = pa.BufferReader(client.get_object(Bucket=BUCKET, Key=args.key)["Body"].read())
+                source = raw if args.key.endswith(".parquet") else pa.CompressedInputStream(raw, "gzip")
+            elif args.key.endswith(".parquet"):
+                source = fs.open_input_file(f"{BUCKET}/{args.key}")
+            else:
+                source = fs.open_input_stream(f"{BUCKET}/{args.key}", buffer_size=16 << 20)  # gzip by name
+            rows = (pq.read_table(source) if args.key.endswith(".parquet") else pacsv.read_csv(source)).num_rows
+            best = min(best, time.perf_counter() - t)
     else:
         from agent_etl.testing import build, tool_context
 
@@ -126,7 +143,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--formats", default="parquet,csv.gz")
     p.add_argument("--whole-object-max", type=int, default=None)
-    p.add_argument("--child", choices=["anchor", "ours"])
+    p.add_argument("--child", choices=["anchor", "ours", "get_parse", "fs_parse"])
     p.add_argument("--key")
     p.add_argument("--endpoint")
     args = p.parse_args()
@@ -158,6 +175,7 @@ def main() -> None:
               + (f", whole_object_max={args.whole_object_max}" if args.whole_object_max is not None else ""))
         print(f"{'object':<22} {'MB':>6} {'anchor s':>9} {'ours s':>8} {'ratio':>6} {'goal':>5} {'MB/s':>6} "
               f"{'rows/s':>10} {'RSS MB':>7}")
+        refs = []
         for fmt, (key, size) in objects.items():
             anchor = measure("anchor", key, endpoint, args)
             ours = measure("ours", key, endpoint, args)
@@ -167,6 +185,13 @@ def main() -> None:
             print(f"{key:<22} {size / 1e6:>6.1f} {anchor['seconds']:>9.3f} {ours['seconds']:>8.3f} {ratio:>5.2f}x "
                   f"{goal:>4}x {size / 1e6 / ours['seconds']:>6.0f} {args.rows / ours['seconds']:>10,.0f} "
                   f"{ours['rss_mb']:>7.0f}")
+            for kind, what in (("get_parse", "boto3 get_object + pyarrow reader in memory"),
+                               ("fs_parse", "pyarrow.fs S3FileSystem (16 MiB buffer for gzip) + pyarrow reader")):
+                ref = measure(kind, key, endpoint, args)
+                refs.append(f"  {key:<20} {what:<66} {ref['seconds']:>6.3f} s  "
+                            f"{ref['seconds'] / anchor['seconds']:>5.2f}x anchor  ours/this {ours['seconds'] / ref['seconds']:.2f}")
+        print("references (whole table in memory, no batches; same run):")
+        print("\n".join(refs))
     finally:
         proc.terminate()
         proc.wait(10)
