@@ -38,6 +38,7 @@ class Api:
         self.graph_rows = 23
         self.pages_seen: list[int] = []
         self.since_seen: list[str | None] = []
+        self.in_flight = self.most_in_flight = 0
 
     def items(self, start: int, count: int, total: int | None = None) -> list[dict[str, Any]]:
         total = self.rows if total is None else total
@@ -147,6 +148,12 @@ class Api:
     async def orders(self, req: web.Request) -> web.Response:
         uid = int(req.match_info["uid"])
         page = int(req.query.get("page", 1))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.02)  # long enough for concurrent reads to overlap
+        finally:
+            self.in_flight -= 1
         n = uid % 4 * 3  # user u has (u % 4) * 3 orders
         rows = [{"user": uid, "order": k, "day": req.query.get("day")} for k in range((page - 1) * 2, min(n, page * 2))]
         return web.json_response({"data": rows})

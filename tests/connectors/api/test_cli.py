@@ -39,7 +39,10 @@ def test_rest_to_parquet_through_the_cli(api, tmp_path):
     assert table.column("id").to_pylist() == list(range(30))
     assert table.schema.field("address").type.num_fields == 2
     store = (tmp_path / ".agent-etl" / "runs.db").read_bytes()
-    assert TOKEN.encode() not in store
+    assert TOKEN.encode() not in store and TOKEN not in run.stdout + run.stderr
+    run_id = json.loads(cli("runs", "list", "--json", cwd=tmp_path).stdout)[0]["run_id"]
+    shown = cli("runs", "show", run_id, "--json", cwd=tmp_path)
+    assert shown.returncode == 0 and TOKEN not in shown.stdout + shown.stderr
 
 
 def test_a_token_written_inline_is_refused(api, tmp_path):

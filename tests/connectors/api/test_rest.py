@@ -144,12 +144,13 @@ async def test_unreachable_server(tmp_path):
 
 
 async def test_fan_out_over_ids_and_dates(api, tmp_path):
-    opts = {"url": api.url + "/users/{uid}/orders", "records": "data", "pagination": {"type": "page"},
+    opts = {"url": api.url + "/users/{uid}/orders", "records": "data", "pagination": {"type": "page", "prefetch": 1},
             "fan_out": {"param": "uid", "values": list(range(1, 9)), "concurrency": 3}}
     table, positions, _ = await read(opts, tmp_path, batch_size=4)
     got = sorted(zip(table.column("user").to_pylist(), table.column("order").to_pylist()))
     assert got == sorted((u, k) for u in range(1, 9) for k in range(u % 4 * 3))
     assert positions[-1]["done"] == [str(i) for i in range(8)]
+    assert 2 <= api.api.most_in_flight <= 3  # reads overlap, within the concurrency limit
     opts = {"url": api.url + "/users/3/orders", "records": "data",
             "fan_out": {"param": "day", "dates": {"start": "2024-01-01", "end": "2024-01-05"}, "concurrency": 2}}
     table, _, _ = await read(opts, tmp_path)

@@ -47,6 +47,7 @@ class ApiExtractor(Extractor):
         self._done: set[str] = set()
         self._resume: dict[str, Any] | None = None
         self._decoded = 0  # pages decoded by this read: types are pinned after `infer_pages`
+        self._requests: asyncio.Semaphore | None = None
         self.inc: CursorRead | None = None
         self.decoder = Decoder(config.records, config.schema_, config.nested)
 
@@ -107,6 +108,8 @@ class ApiExtractor(Extractor):
         todo = [(p, values[int(p)] if values is not None else None) for p in parts if p not in self._done]
         queue: asyncio.Queue = asyncio.Queue(maxsize=max(4, 2 * self.fan_concurrency()))
         gate = asyncio.Semaphore(self.fan_concurrency())
+        # fan-out: `concurrency` bounds the requests in flight, pages sent ahead included
+        self._requests = asyncio.Semaphore(self.fan_concurrency()) if values is not None else None
         tasks = [asyncio.create_task(self._part(part, value, queue, gate)) for part, value in todo]
         pending: list[tuple[str, dict[str, Any] | None, pa.RecordBatch]] = []
         rows = 0
@@ -235,7 +238,11 @@ class ApiExtractor(Extractor):
         return pager.request(nxt) if nxt is not None else None
 
     async def _fetch(self, req: Request) -> tuple[Response, pa.Table]:
-        resp = await self.send(req)
+        if self._requests is not None:
+            async with self._requests:
+                resp = await self.send(req)
+        else:
+            resp = await self.send(req)
         explicit = self.decoder.explicit()
         try:
             try:
