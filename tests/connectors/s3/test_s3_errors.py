@@ -106,3 +106,8 @@ def test_format_options_are_checked_with_a_hint(tmp_path):
         build("extractor", "s3", {"url": "s3://bkt/data/x"}, tool_context(tmp_path))
     with pytest.raises(ValidationError, match="partition_by writes a dataset under a prefix"):
         build("loader", "s3", {"url": "s3://bkt/x.parquet", "partition_by": ["a"]}, tool_context(tmp_path))
+
+
+async def test_unknown_profile(s3_endpoint, tmp_path):
+    with pytest.raises(ToolError, match=r"AWS profile 'nope' is not in the AWS config .* fix profile"):
+        await read("s3://some-bucket/a.csv", s3_endpoint, tmp_path, profile="nope")

@@ -134,3 +134,21 @@ async def test_resume_from_a_position_yields_exactly_the_rest(s3_endpoint, put, 
         done = sum(b.num_rows for b in seen[:cut])
         assert rest.column("id").to_pylist() == list(range(done, 7000)), (cut, position)
     await ctx.resources.aclose()
+
+
+async def test_read_ahead_stays_within_its_bounds(s3_endpoint, put, bucket, tmp_path):
+    """Objects fetched ahead of the reader: at most ``concurrency`` of them and twice ``whole_object_max``
+    bytes; empty objects are not fetched, and a reader that skips one does not leave it counted."""
+    for i in range(12):
+        put(f"w/{i:02d}.jsonl", b"" if i % 4 == 1 else b'{"id": %d}\n' % i + b" " * 40_000)
+    options = {"url": f"s3://{bucket}/w/*.jsonl", "endpoint_url": s3_endpoint, "concurrency": 3,
+               "whole_object_max": 50_000}
+    ctx = tool_context(tmp_path)
+    reader = build("extractor", "s3", options, ctx)
+    seen = []
+    async for batch in reader.batches():
+        objects, held = reader.reader._prefetch.in_flight()
+        assert objects <= 3 and held <= 100_000
+        seen.extend(batch.column("id").to_pylist())
+    assert seen == [i for i in range(12) if i % 4 != 1]
+    await ctx.resources.aclose()

@@ -23,6 +23,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, model_vali
 
 from agent_etl.exceptions import ToolError
 from agent_etl.tools.base import Loader, ToolConfig
+from agent_etl.tools.capabilities import Capabilities
 from agent_etl.tools.flat_columns import check_flat
 from agent_etl.tools.loaders.file_writers import (CSVOutput, Dictionary, JSONLinesOutput, PartitionedOutput,
                                                  parquet_part)
@@ -82,6 +83,9 @@ class S3LoaderConfig(S3Options):
 class S3Loader(Loader):
     """Write Parquet, CSV or JSON Lines to S3, one object or a (partitioned) dataset, put in place at the commit."""
 
+    # One object appears whole or not at all; a dataset's objects appear one by one during the commit
+    # (S3 has no multi-object rename), so a replace is not atomic for readers that list it.
+    capabilities = Capabilities(modes=("replace",), checkpoints=True, atomic_replace=False, all_or_nothing=True)
     Config = S3LoaderConfig
     config: S3LoaderConfig
 

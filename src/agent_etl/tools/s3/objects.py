@@ -52,11 +52,15 @@ class Prefetch:
         return obj.size() <= self._whole_max
 
     def _fill(self, index: int) -> None:
-        """Start fetches from ``index`` on, within the bounds (called with the lock held)."""
+        """Start fetches from ``index`` on, within the bounds (called with the lock held). Fetches of
+        objects before ``index`` that the reader passed by (an empty object it skipped) are dropped."""
+        for passed in [i for i in self._pending if i < index]:
+            self._pending.pop(passed).cancel()
+            self._bytes -= self._objects[passed].size()
         self._next = max(self._next, index)
         while self._next < len(self._objects) and len(self._pending) < self._concurrency:
             obj = self._objects[self._next]
-            if self.small(obj):
+            if 0 < obj.size() <= self._whole_max:
                 if self._pending and self._bytes + obj.size() > self._budget:
                     return
                 self._pending[self._next] = self._pool.submit(obj.fetch)
@@ -73,6 +77,11 @@ class Prefetch:
                 self._bytes -= self._objects[index].size()
                 self._fill(index + 1)
         return future.result() if future is not None else self._objects[index].fetch()
+
+    def in_flight(self) -> tuple[int, int]:
+        """Objects and bytes fetched or being fetched, not yet taken."""
+        with self._lock:
+            return len(self._pending), self._bytes
 
     def close(self) -> None:
         with self._lock:
