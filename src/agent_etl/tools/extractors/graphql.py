@@ -35,7 +35,7 @@ from agent_etl.tools.http.client import Response
 from agent_etl.tools.http.decode import Decoder, Page, at, scalar
 from agent_etl.tools.http.options import SourceOptions
 from agent_etl.tools.http.pages import Pager, Request
-from agent_etl.tools.http.setup import Target
+from agent_etl.tools.http.target import Target
 from agent_etl.tools.http.source import ApiExtractor
 
 

@@ -24,7 +24,7 @@ import aiohttp  # noqa: F401 - the api extra: the registry names it when missing
 from agent_etl.tools.http.client import Response
 from agent_etl.tools.http.options import FanOut, Pagination, SourceOptions
 from agent_etl.tools.http.pages import Pager, Request
-from agent_etl.tools.http.setup import Target, date_values, with_value
+from agent_etl.tools.http.target import Target, date_values, with_value
 from agent_etl.tools.http.source import ApiExtractor
 
 

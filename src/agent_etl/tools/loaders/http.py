@@ -32,7 +32,7 @@ from pydantic import Field
 
 from agent_etl.tools.base import Loader, ToolConfig
 from agent_etl.tools.http.options import Auth, RateLimit, Retries
-from agent_etl.tools.http.setup import Target
+from agent_etl.tools.http.target import Target
 
 _TYPES = {"json": "application/json", "jsonl": "application/x-ndjson"}
 
