@@ -388,6 +388,71 @@ def missing_file(suffix: str) -> Callable[[Place], dict[str, Any]]:
     return lambda place: {"path": f"in/{place.name}-missing.{suffix}"}
 
 
+# -- S3: moto's S3 server on loopback, started once for the session, a bucket per test ---------
+
+_S3: dict[str, Any] = {}
+
+
+def s3_bucket(place: Place) -> ContextManager[Any]:
+    @contextlib.contextmanager
+    def setup() -> Iterator[None]:
+        import os
+
+        import boto3
+        from moto.server import ThreadedMotoServer
+
+        if not _S3:
+            for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                         "AWS_DEFAULT_REGION": "us-east-1"}.items():
+                os.environ.setdefault(k, v)
+            server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+            server.start()
+            _S3["endpoint"] = "http://{}:{}".format(*server.get_host_and_port())
+            _S3["client"] = boto3.client("s3", endpoint_url=_S3["endpoint"], region_name="us-east-1")
+        client, bucket = _S3["client"], place.name.replace("_", "-")
+        client.create_bucket(Bucket=bucket)
+        place.data.update(bucket=bucket, endpoint=_S3["endpoint"])
+        try:
+            yield
+        finally:
+            for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+                client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            for o in client.list_objects_v2(Bucket=bucket).get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=o["Key"])
+            client.delete_bucket(Bucket=bucket)
+
+    return setup()
+
+
+def s3_options(place: Place) -> dict[str, Any]:
+    return {"url": f"s3://{place.data['bucket']}/out/data.parquet", "endpoint_url": place.data["endpoint"]}
+
+
+def read_s3_parquet(place: Place) -> pa.Table | None:
+    import io
+
+    client = _S3["client"]
+    try:
+        body = client.get_object(Bucket=place.data["bucket"], Key="out/data.parquet")["Body"].read()
+    except client.exceptions.NoSuchKey:
+        return None
+    return pq.read_table(io.BytesIO(body))
+
+
+def write_s3(suffix: str, write: Callable[[Place, pa.Table], dict[str, Any]]) -> Callable[[Place, pa.Table], dict[str, Any]]:
+    def put(place: Place, table: pa.Table) -> dict[str, Any]:
+        path = place.dir / write(place, table)["path"]
+        _S3["client"].put_object(Bucket=place.data["bucket"], Key=f"in/{path.name}", Body=path.read_bytes())
+        return {"url": f"s3://{place.data['bucket']}/in/*.{suffix}", "endpoint_url": place.data["endpoint"]}
+
+    return put
+
+
+def missing_s3(place: Place) -> dict[str, Any]:
+    return {"url": f"s3://{place.data['bucket']}/in/missing-*.parquet", "endpoint_url": place.data["endpoint"]}
+
+
+
 # -- the lists the suites run over -------------------------------------------------------------
 
 LOADERS: list[LoaderBackend] = [
@@ -403,6 +468,7 @@ LOADERS: list[LoaderBackend] = [
     LoaderBackend("jsonl", "jsonl", file_setup("jsonl"), file_options, read_jsonl),
     LoaderBackend("parquet", "parquet", file_setup("parquet"), file_options, read_parquet),
     LoaderBackend("excel", "excel", file_setup("xlsx"), file_options, read_excel),
+    LoaderBackend("s3-parquet", "s3", s3_bucket, s3_options, read_s3_parquet),
 ]
 
 # JSON has no date or timestamp: pyarrow's reader makes ISO dates timestamps, and leaves strings
@@ -429,4 +495,6 @@ EXTRACTORS: list[ExtractorBackend] = [
     # SQLAlchemy's MySQL dialect reflects BOOLEAN (TINYINT(1)) as an integer, TIMESTAMP without a zone
     ExtractorBackend("sql-mariadb", "sql", maria_database("mysql+pymysql://"), db_writer("mysql"), missing_table,
                      {"flag": pa.int64(), "at": pa.timestamp("us")}),
+    ExtractorBackend("s3-parquet", "s3", s3_bucket, write_s3("parquet", write_parquet), missing_s3),
+    ExtractorBackend("s3-csv", "s3", s3_bucket, write_s3("csv", write_csv), missing_s3, {"at": pa.timestamp("ns", "UTC")}),
 ]

@@ -106,6 +106,7 @@ async def test_a_missing_location_is_one_clear_error(extractor_backend):
     with pytest.raises(AgentETLError) as info:
         await read(backend, place, options)
     message = str(info.value)
-    shown = options["path"].rsplit("/", 1)[-1] if "path" in options else options["table"].rsplit(".", 1)[-1]
+    where = options.get("path") or options.get("url")  # a file, or an object's URL
+    shown = where.rsplit("/", 1)[-1] if where else options["table"].rsplit(".", 1)[-1]
     assert shown in message, message
     assert "Traceback" not in message
