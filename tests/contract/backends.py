@@ -29,6 +29,8 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from tests.connectors.api.contract import rest_api, rest_missing, rest_write
+
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 MARIA = "mysql://root@127.0.0.1:3306"
 
@@ -497,4 +499,6 @@ EXTRACTORS: list[ExtractorBackend] = [
                      {"flag": pa.int64(), "at": pa.timestamp("us")}),
     ExtractorBackend("s3-parquet", "s3", s3_bucket, write_s3("parquet", write_parquet), missing_s3),
     ExtractorBackend("s3-csv", "s3", s3_bucket, write_s3("csv", write_csv), missing_s3, {"at": pa.timestamp("ns", "UTC")}),
+    # a JSON API: dates and timestamps come as the ISO text the API wrote
+    ExtractorBackend("rest", "rest", rest_api, rest_write, rest_missing, {"day": pa.string(), "at": pa.string()}),
 ]
