@@ -29,7 +29,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from tests.connectors.api.contract import rest_api, rest_missing, rest_write
+from tests.connectors.api.contract import hook_options, read_hook, rest_api, rest_missing, rest_write
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 MARIA = "mysql://root@127.0.0.1:3306"
@@ -471,6 +471,7 @@ LOADERS: list[LoaderBackend] = [
     LoaderBackend("parquet", "parquet", file_setup("parquet"), file_options, read_parquet),
     LoaderBackend("excel", "excel", file_setup("xlsx"), file_options, read_excel),
     LoaderBackend("s3-parquet", "s3", s3_bucket, s3_options, read_s3_parquet),
+    LoaderBackend("http", "http", rest_api, hook_options, read_hook),
 ]
 
 # JSON has no date or timestamp: pyarrow's reader makes ISO dates timestamps, and leaves strings

@@ -57,3 +57,15 @@ def rest_write(place: Any, table: pa.Table) -> dict[str, Any]:
 
 def rest_missing(place: Any) -> dict[str, Any]:
     return {"url": f"{place.data['server'].url}/tables/{place.name}_missing", "records": "data"}
+
+
+def hook_options(place: Any) -> dict[str, Any]:
+    from tests.connectors.api.server import TOKEN
+
+    return {"url": f"{place.data['server'].url}/hook", "auth": {"type": "bearer", "token": TOKEN}, "batch_size": 7}
+
+
+def read_hook(place: Any) -> pa.Table:
+    """What the webhook received (an endpoint is always there: no rows is an empty table)."""
+    rows = place.data["server"].api.posted_rows()
+    return pa.Table.from_pylist(rows) if rows else pa.table({})

@@ -31,6 +31,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from agent_etl.tools.base import Loader, ToolConfig
+from agent_etl.tools.capabilities import Capabilities
 from agent_etl.tools.http.options import Auth, RateLimit, Retries
 from agent_etl.tools.http.target import Target
 
@@ -56,6 +57,10 @@ def encode(batch: pa.RecordBatch, fmt: str) -> bytes:
 
 class HttpLoader(Loader):
     """POST batches as JSON or JSONL to an HTTP endpoint (at-least-once)."""
+
+    # appends only, and promises nothing the contract suite checks beyond that: no transaction, and
+    # no checkpoint the endpoint could give back (its units are recorded in the run store only)
+    capabilities = Capabilities(modes=("append",))
 
     class Config(ToolConfig):
         connection: str | None = None
