@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
+import orjson
 from multidict import CIMultiDictProxy
 
 from agent_etl.exceptions import ToolError
@@ -48,7 +49,7 @@ class Endpoint:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._limit), auto_decompress=True,
-                json_serialize=lambda o: __import__("orjson").dumps(o).decode())
+                json_serialize=lambda o: orjson.dumps(o).decode())
         return self._session
 
     async def close(self) -> None:

@@ -86,9 +86,6 @@ class Pagination(ToolConfig):
     def request_param(self) -> str:
         return self.param or {"page": "page", "offset": "offset", "cursor": "cursor"}.get(self.type, "")
 
-    def deterministic(self) -> bool:
-        return True
-
 
 class DateRange(ToolConfig):
     start: str
