@@ -19,7 +19,7 @@ from agent_etl.tools.extractors.file_source import StoredFile
 from agent_etl.tools.s3.client import S3Client
 
 STREAM_BUFFER = 16 << 20  # read buffer of a compressed object's stream
-CODECS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", ".lz4": "lz4_frame"}
+CODECS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", ".lz4": "lz4"}
 
 
 def codec_for(name: str, compression: str) -> str | None:
