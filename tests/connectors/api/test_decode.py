@@ -44,6 +44,8 @@ def test_conflicting_types_name_the_field():
     d.pin()
     with pytest.raises(ToolError, match=r"field 'x' holds int64 on earlier pages and struct"):
         page(d, [{"x": {"a": 1}}])
+    with pytest.raises(TypeConflict, match=r"mixes kinds of values in one field \(Column\(/data/\[\]/y\) changed"):
+        parse(orjson.dumps({"data": [{"y": 1}, {"y": "one"}]}), None)
 
 
 def test_top_level_list_bodies_and_bad_json():

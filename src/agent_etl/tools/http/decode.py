@@ -43,7 +43,9 @@ def parse(body: bytes, explicit: pa.Schema | None) -> pa.Table:
     except pa.ArrowInvalid as e:
         text = str(e)
         if "changed from" in text or "Failed to convert" in text or "couldn't parse" in text:
-            raise TypeConflict(text) from None
+            detail = text.removeprefix("JSON parse error: ")
+            raise TypeConflict(f"mixes kinds of values in one field ({detail}), and one Arrow column holds one "
+                               "type; ask the API for one shape of the field") from None
         raise PageError(f"is not valid JSON ({text.removeprefix('JSON parse error: ')})") from None
 
 
@@ -107,8 +109,9 @@ def widen(old: pa.DataType, new: pa.DataType, field: str) -> pa.DataType:
         return pa.unify_schemas([pa.schema([(field, old)]), pa.schema([(field, new)])],
                                 promote_options="permissive").field(0).type
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        raise ToolError(f"field {field!r} holds {old} on earlier pages and {new} on this one; pin it with "
-                        f"`schema: {{{field}: string}}` or read nested values as text with `nested: json`") from None
+        raise ToolError(f"field {field!r} holds {old} on earlier pages and {new} on this one, and one Arrow column "
+                        "holds one type: the API mixes kinds of values (number, text, object, list) in this field; "
+                        "ask it for one shape, or filter the field out at the API") from None
 
 
 @dataclass
