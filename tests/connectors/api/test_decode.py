@@ -13,9 +13,9 @@ from agent_etl.tools.http.decode import Decoder, PageError, TypeConflict, parse
 def page(decoder: Decoder, rows) -> pa.RecordBatch:
     body = orjson.dumps({"data": rows})
     try:
-        table = parse(body, decoder.explicit())
+        table = decoder.parse(body, decoder.explicit())
     except TypeConflict:
-        table = parse(body, None)
+        table = decoder.parse(body, None)
     return decoder.records(table, body).records
 
 
@@ -54,3 +54,11 @@ def test_top_level_list_bodies_and_bad_json():
     assert d.records(table, b"").records.column("a").to_pylist() == [1, 2]
     with pytest.raises(PageError, match="is not valid JSON"):
         parse(b'{"data": [1,', None)
+
+
+def test_a_field_of_mixed_kinds_reads_as_json_text_when_asked():
+    d = Decoder("data", {"y": "json"}, "struct")
+    body = orjson.dumps({"data": [{"id": 1, "y": 1}, {"id": 2, "y": "one"}, {"id": 3, "y": {"a": [1]}}, {"id": 4}]})
+    batch = d.records(d.parse(body, d.explicit()), body).records
+    assert batch.column("y").to_pylist() == ["1", '"one"', '{"a":[1]}', None]
+    assert batch.column("id").to_pylist() == [1, 2, 3, 4]

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.json as pj
 
@@ -45,7 +46,7 @@ def parse(body: bytes, explicit: pa.Schema | None) -> pa.Table:
         if "changed from" in text or "Failed to convert" in text or "couldn't parse" in text:
             detail = text.removeprefix("JSON parse error: ")
             raise TypeConflict(f"mixes kinds of values in one field ({detail}), and one Arrow column holds one "
-                               "type; ask the API for one shape of the field") from None
+                               "type; read it as JSON text with `schema: {field: json}`") from None
         raise PageError(f"is not valid JSON ({text.removeprefix('JSON parse error: ')})") from None
 
 
@@ -111,7 +112,7 @@ def widen(old: pa.DataType, new: pa.DataType, field: str) -> pa.DataType:
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         raise ToolError(f"field {field!r} holds {old} on earlier pages and {new} on this one, and one Arrow column "
                         "holds one type: the API mixes kinds of values (number, text, object, list) in this field; "
-                        "ask it for one shape, or filter the field out at the API") from None
+                        f"read it as JSON text with `schema: {{{field}: json}}`") from None
 
 
 @dataclass
@@ -128,12 +129,18 @@ class Decoder:
         self.unwrap = unwrap  # each list item holds its record under this key (GraphQL edges' node)
         self.nested = nested
         self.pinned: dict[str, pa.DataType] = {}
+        # fields read as their JSON text whatever their values (`schema: {field: json}`): bodies
+        # are rewritten first (orjson, one pass over the records), then read as any other
+        self.text_fields = frozenset(n for n, t in (pinned or {}).items() if t == "json")
         for name, text in (pinned or {}).items():
+            if text == "json":
+                self.pinned[name] = pa.string()
+                continue
             try:
                 self.pinned[name] = pa.type_for_alias(text)
             except ValueError:
                 raise ToolError(f"schema: {name}: {text!r} is not an Arrow type; write e.g. int64, double, string, "
-                                "bool, timestamp[us]") from None
+                                "bool, timestamp[us], or json (the value's JSON text)") from None
         self.schema: pa.Schema | None = pa.schema(list(self.pinned.items())) if self.pinned else None
         self.pinned_all = False  # whether the inferred schema is used to parse (after infer_pages)
 
@@ -142,6 +149,26 @@ class Decoder:
         if self.pinned_all and self.schema is not None:
             return self.body_schema(pa.struct(list(self.schema)))
         return self.body_schema(pa.struct(list(self.pinned.items()))) if self.pinned else None
+
+    def parse(self, body: bytes, explicit: pa.Schema | None) -> pa.Table:
+        """``parse`` of the body, with the ``json`` fields' values made text first (pure: run it in a thread)."""
+        return parse(self._as_text(body) if self.text_fields else body, explicit)
+
+    def _as_text(self, body: bytes) -> bytes:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise PageError(f"is not valid JSON ({e})") from None
+        items = doc
+        for key in self.path if not isinstance(doc, list) else []:
+            items = items.get(key) if isinstance(items, dict) else None
+        for item in items if isinstance(items, list) else []:
+            rec = item.get(self.unwrap) if self.unwrap is not None and isinstance(item, dict) else item
+            if isinstance(rec, dict):
+                for f in self.text_fields:
+                    if rec.get(f) is not None:
+                        rec[f] = orjson.dumps(rec[f]).decode()
+        return orjson.dumps(doc)
 
     def body_schema(self, record: pa.DataType) -> pa.Schema:
         t: pa.DataType = pa.list_(pa.struct([(self.unwrap, record)]) if self.unwrap else record)
@@ -174,7 +201,7 @@ class Decoder:
             values = values.field(self.unwrap)
         plain = strings_for_timestamps(values.type)
         if not plain.equals(values.type):  # Arrow guessed timestamps: read the page again, keeping the text
-            table = parse(body, self.body_schema(plain))
+            table = self.parse(body, self.body_schema(plain))
             values = at(table, self.path)[0].flatten()
             if self.unwrap is not None:
                 values = values.field(self.unwrap)

@@ -133,6 +133,7 @@ class SourceOptions(ToolConfig):
     retries: Retries = Retries()
     request_timeout: float = Field(30.0, gt=0)  # seconds per request (`timeout` is the whole task's)
     nested: Literal["struct", "json"] = "struct"  # nested objects and lists: Arrow structs/lists or JSON text
-    schema_: dict[str, str] | None = Field(None, alias="schema")  # pin: {field: arrow type}, e.g. {id: int64}
+    # pin: {field: arrow type}, e.g. {id: int64}; `json` keeps a field's values as their JSON text
+    schema_: dict[str, str] | None = Field(None, alias="schema")
     infer_pages: int = Field(3, ge=1, le=100)  # pages whose types are unified before the first batch
     incremental: ApiIncremental | None = None

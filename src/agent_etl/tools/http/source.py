@@ -26,7 +26,7 @@ from agent_etl.tools.base import Extractor
 from agent_etl.tools.databases.options import Incremental
 from agent_etl.tools.databases.reads import CursorRead
 from agent_etl.tools.http.client import Endpoint, Response
-from agent_etl.tools.http.decode import Decoder, Page, PageError, TypeConflict, parse
+from agent_etl.tools.http.decode import Decoder, Page, PageError, TypeConflict
 from agent_etl.tools.http.nested import as_json
 from agent_etl.tools.http.pages import Pager, Request
 
@@ -246,12 +246,12 @@ class ApiExtractor(Extractor):
         explicit = self.decoder.explicit()
         try:
             try:
-                table = await asyncio.to_thread(parse, resp.body, explicit)
+                table = await asyncio.to_thread(self.decoder.parse, resp.body, explicit)
             except TypeConflict:
                 if explicit is None:
                     raise
                 # a wider type than the pinned one (1.5 in an int field): infer this page, then widen
-                table = await asyncio.to_thread(parse, resp.body, None)
+                table = await asyncio.to_thread(self.decoder.parse, resp.body, None)
         except PageError as e:
             raise self._page_error(req, resp, e) from None
         return resp, table
