@@ -11,6 +11,8 @@ compare the ratios of one run, and run it 2-3 times.
 
     python benchmarks/s3_read.py [--rows 1000000] [--repeat 3] [--formats parquet,csv.gz]
                                  [--whole-object-max BYTES]   # 0: never fetch whole (ranged/streamed reads)
+                                 [--objects N] [--concurrency C]  # the rows split into N objects: the anchor
+                                                                  # GETs them one after the other
 """
 
 from __future__ import annotations
@@ -83,10 +85,11 @@ def child(args: argparse.Namespace) -> None:
         client = boto3.client("s3", endpoint_url=args.endpoint)
         for _ in range(args.repeat):
             t = time.perf_counter()
-            body = client.get_object(Bucket=BUCKET, Key=args.key)["Body"].read()
+            for key in keys(args):
+                body = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+                rows = len(body)
+                del body
             best = min(best, time.perf_counter() - t)
-            rows = len(body)
-            del body
     elif args.child in ("get_parse", "fs_parse"):  # the references: whole reads with pyarrow's readers
         import pyarrow.fs as pafs
 
@@ -109,7 +112,8 @@ def child(args: argparse.Namespace) -> None:
 
         async def read() -> int:
             ctx = tool_context(tempfile.gettempdir(), batch_size=100_000)
-            options = {"url": f"s3://{BUCKET}/{args.key}", "endpoint_url": args.endpoint}
+            url = args.key if args.objects == 1 else args.key.replace("data.", "data-*.")
+            options = {"url": f"s3://{BUCKET}/{url}", "endpoint_url": args.endpoint, "concurrency": args.concurrency}
             if args.whole_object_max is not None:
                 options["whole_object_max"] = args.whole_object_max
             n = 0
@@ -127,8 +131,16 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"seconds": best, "rows": rows, "rss_mb": rss}))
 
 
+def keys(args: argparse.Namespace) -> list[str]:
+    """The keys of one format: ``data.<fmt>``, or ``data-<i>.<fmt>`` split in ``--objects``."""
+    if args.objects == 1:
+        return [args.key]
+    return [args.key.replace("data.", f"data-{i:04d}.") for i in range(args.objects)]
+
+
 def measure(kind: str, key: str, endpoint: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--child", kind, "--key", key, "--endpoint", endpoint, "--repeat", str(args.repeat)]
+    cmd = [sys.executable, __file__, "--child", kind, "--key", key, "--endpoint", endpoint, "--repeat", str(args.repeat),
+           "--objects", str(args.objects), "--concurrency", str(args.concurrency)]
     if args.whole_object_max is not None:
         cmd += ["--whole-object-max", str(args.whole_object_max)]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **ENV}, check=False)
@@ -143,6 +155,8 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--formats", default="parquet,csv.gz")
     p.add_argument("--whole-object-max", type=int, default=None)
+    p.add_argument("--objects", type=int, default=1)
+    p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--child", choices=["anchor", "ours", "get_parse", "fs_parse"])
     p.add_argument("--key")
     p.add_argument("--endpoint")
@@ -158,21 +172,27 @@ def main() -> None:
         client.create_bucket(Bucket=BUCKET)
         table = data(args.rows)
         objects = {}
+        per = -(-args.rows // args.objects)
         for fmt in args.formats.split(","):
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / f"data.{fmt}"
-                if fmt == "parquet":
-                    pq.write_table(table, path)  # pyarrow's defaults: snappy, row groups of 1Mi rows
-                else:
-                    sink = pa.BufferOutputStream()
-                    pacsv.write_csv(table, sink)
-                    path.write_bytes(gzip.compress(sink.getvalue().to_pybytes(), compresslevel=6))
-                client.upload_file(str(path), BUCKET, path.name)
-                objects[fmt] = (path.name, path.stat().st_size)
+            size = 0
+            for i, key in enumerate(keys(argparse.Namespace(objects=args.objects, key=f"data.{fmt}"))):
+                with tempfile.TemporaryDirectory() as tmp:
+                    path, part = Path(tmp) / key, table.slice(i * per, per)
+                    if fmt == "parquet":
+                        pq.write_table(part, path)  # pyarrow's defaults: snappy, row groups of 1Mi rows
+                    else:
+                        sink = pa.BufferOutputStream()
+                        pacsv.write_csv(part, sink)
+                        path.write_bytes(gzip.compress(sink.getvalue().to_pybytes(), compresslevel=6))
+                    client.upload_file(str(path), BUCKET, key)
+                    size += path.stat().st_size
+            objects[fmt] = (f"data.{fmt}", size)
         load = os.getloadavg()
         print(f"{args.rows:,} rows x 10 columns; moto in its own process at {endpoint}; load average "
               f"{load[0]:.2f} {load[1]:.2f}; best of {args.repeat}; ours: s3 extractor -> null sink"
-              + (f", whole_object_max={args.whole_object_max}" if args.whole_object_max is not None else ""))
+              + (f", whole_object_max={args.whole_object_max}" if args.whole_object_max is not None else "")
+              + (f"; {args.objects} objects per format, concurrency {args.concurrency} (the anchor GETs them in turn)"
+                 if args.objects > 1 else ""))
         print(f"{'object':<22} {'MB':>6} {'anchor s':>9} {'ours s':>8} {'ratio':>6} {'goal':>5} {'MB/s':>6} "
               f"{'rows/s':>10} {'RSS MB':>7}")
         refs = []
@@ -185,13 +205,14 @@ def main() -> None:
             print(f"{key:<22} {size / 1e6:>6.1f} {anchor['seconds']:>9.3f} {ours['seconds']:>8.3f} {ratio:>5.2f}x "
                   f"{goal:>4}x {size / 1e6 / ours['seconds']:>6.0f} {args.rows / ours['seconds']:>10,.0f} "
                   f"{ours['rss_mb']:>7.0f}")
-            for kind, what in (("get_parse", "boto3 get_object + pyarrow reader in memory"),
+            for kind, what in () if args.objects > 1 else (("get_parse", "boto3 get_object + pyarrow reader in memory"),
                                ("fs_parse", "pyarrow.fs S3FileSystem (16 MiB buffer for gzip) + pyarrow reader")):
                 ref = measure(kind, key, endpoint, args)
                 refs.append(f"  {key:<20} {what:<66} {ref['seconds']:>6.3f} s  "
                             f"{ref['seconds'] / anchor['seconds']:>5.2f}x anchor  ours/this {ours['seconds'] / ref['seconds']:.2f}")
-        print("references (whole table in memory, no batches; same run):")
-        print("\n".join(refs))
+        if refs:
+            print("references (whole table in memory, no batches; same run):")
+            print("\n".join(refs))
     finally:
         proc.terminate()
         proc.wait(10)
