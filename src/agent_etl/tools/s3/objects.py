@@ -10,6 +10,7 @@ gzip CSV over S3 reads 6-7x slower, see the anchors).
 
 from __future__ import annotations
 
+import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -30,6 +31,68 @@ def codec_for(name: str, compression: str) -> str | None:
         return compression
     lower = name.lower()
     return next((codec for suffix, codec in CODECS.items() if lower.endswith(suffix)), None)
+
+
+class StreamAhead:
+    """A read-only file over one streaming GET, read ahead by a thread into a few chunks: fetching
+    the next bytes overlaps with decompressing and parsing those before (Arrow's S3 stream fetches
+    a buffer only when it is asked for one). Memory: at most ``depth`` chunks."""
+
+    def __init__(self, obj: S3Object, chunk: int = 8 << 20, depth: int = 3):
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(depth)
+        self._body = obj._client.boto.get_object(Bucket=obj.bucket, Key=obj.key)["Body"]
+        self._chunk, self._left, self._pos, self.closed = chunk, memoryview(b""), 0, False
+        self._thread = threading.Thread(target=self._fetch, name="agent-etl-s3-ahead", daemon=True)
+        self._thread.start()
+
+    def _fetch(self) -> None:
+        try:
+            while not self.closed:
+                data = self._body.read(self._chunk)
+                self._put(data or None)
+                if not data:
+                    return
+        except BaseException as e:  # handed to the reader, which raises it
+            self._put(e)
+
+    def _put(self, item: bytes | BaseException | None) -> None:
+        while not self.closed:
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, size: int = -1) -> bytes:
+        out = []
+        while size < 0 or sum(len(b) for b in out) < size:
+            if not self._left:
+                item = self._queue.get()
+                if item is None:
+                    self._queue.put(None)  # the end stays the end
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                self._left = memoryview(item)
+            want = len(self._left) if size < 0 else size - sum(len(b) for b in out)
+            out.append(self._left[:want].tobytes())
+            self._left = self._left[want:]
+        data = b"".join(out)
+        self._pos += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        self.closed = True
+        self._body.close()
 
 
 class Prefetch:
@@ -136,8 +199,7 @@ class S3Object(StoredFile):
         elif self._codec is None:  # seekable: a CSV read resumes at a byte offset with a ranged GET
             return self._client.fs().open_input_file(f"{self.bucket}/{self.key}")
         else:
-            raw = self._client.fs().open_input_stream(f"{self.bucket}/{self.key}", compression=None,
-                                                      buffer_size=STREAM_BUFFER)
+            raw = pa.PythonFile(StreamAhead(self), mode="r")
         return pa.CompressedInputStream(raw, self._codec) if self._codec else raw
 
     def sample(self, size: int) -> bytes:
