@@ -4,8 +4,9 @@ An object up to ``whole_max`` bytes is fetched whole with one GET, by a pool of 
 ahead of the reader (up to ``concurrency`` objects and ``budget`` bytes ahead, in read order): on
 many small objects the reader then waits for latency once, not once per object. A larger object is
 never held whole: Parquet and uncompressed CSV/JSON are read by ranged GETs (pyarrow.fs), a
-compressed object as a stream through a large read buffer (16 MiB: with Arrow's default buffering,
-gzip CSV over S3 reads 6-7x slower, see the anchors).
+compressed object by one streaming GET that a thread reads a few 8 MiB chunks ahead (``StreamAhead``:
+reads that wait for the network one small buffer at a time made gzip CSV over S3 6-7x slower, see
+the anchors).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import pyarrow as pa
 from agent_etl.tools.extractors.file_source import StoredFile
 from agent_etl.tools.s3.client import S3Client
 
-STREAM_BUFFER = 16 << 20  # read buffer of a compressed object's stream
 CODECS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", ".lz4": "lz4"}
 
 
