@@ -117,3 +117,21 @@ async def test_mark_is_read_back_from_the_manifest(s3_endpoint, s3, bucket, tmp_
     assert await tool.mark("src") == {"cursor": "2024-05-01"}
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=".m.jsonl.checkpoint.json")["Body"].read())
     assert manifest["keys"] == ["m.jsonl"] and manifest["run_id"] == "run-1"
+
+
+@pytest.mark.parametrize("options, key", [
+    ({"url": "out/o.csv.gz"}, "out/o.csv.gz"),
+    ({"url": "out/o.jsonl", "compression": "zstd"}, "out/o.jsonl"),
+    ({"url": "ds/", "format": "csv", "compression": "gzip", "partition_by": ["kind"]}, "ds/kind=a/part-0.csv.gz"),
+])
+async def test_compressed_csv_and_jsonl(s3_endpoint, s3, bucket, keys, tmp_path, options, key):
+    t = table(1000)
+    tool, _ = loader(tmp_path, s3_endpoint, f"s3://{bucket}/{options.pop('url')}", **options)
+    await tool.load(stream(t, batch_size=300))
+    assert key in keys()
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert body[:2] == b"\x1f\x8b" or body[:4] == b"\x28\xb5\x2f\xfd"  # gzip or zstd magic
+    url = f"s3://{bucket}/{key}" if not key.startswith("ds/") else f"s3://{bucket}/ds/**/*.csv.gz"
+    fmt = {"format": "jsonl", "compression": "zstd"} if ".jsonl" in key else {}
+    back = await run_extractor("s3", {"url": url, "endpoint_url": s3_endpoint, **fmt}, base_dir=tmp_path)
+    assert sorted(back.column("id").to_pylist()) == t.column("id").to_pylist()  # every partition

@@ -37,17 +37,36 @@ from agent_etl.tools.s3.url import parse_url
 
 FORMATS: dict[str, tuple[type[ToolConfig], str]] = {
     "parquet": (ParquetLoaderConfig, ".parquet"), "csv": (CSVLoaderConfig, ".csv"), "jsonl": (FileLoaderConfig, ".jsonl")}
-S3_KEYS = frozenset({"url", "endpoint_url", "region", "profile", "anonymous", "format", "partition_by", "part_size"})
+S3_KEYS = frozenset({"url", "endpoint_url", "region", "profile", "anonymous", "format", "partition_by", "part_size",
+                     "compression"})
 MAX_OPEN_PARTITIONS = 32  # uploads open at once: each holds up to two parts in memory
+
+
+CODECS = {"gzip": ".gz", "zstd": ".zst"}  # of CSV and JSON Lines objects
+
+
+def _name(url: str) -> str:
+    name = url.rsplit("/", 1)[-1].lower()
+    return next((name.removesuffix(ext) for ext in CODECS.values() if name.endswith(ext)), name)
 
 
 def format_of(url: str, given: str | None) -> str | None:
     if given:
         return given
-    name = url.rsplit("/", 1)[-1].lower()
+    name = _name(url)
     if not name:
         return "parquet"  # a prefix: a dataset, parquet unless said otherwise
     return next((fmt for fmt, (_, suffix) in FORMATS.items() if name.endswith(suffix)), None)
+
+
+def codec_of(url: str, fmt: str, given: str | None) -> str | None:
+    """The codec of a CSV or JSON Lines output: ``compression``, else the url's suffix (.gz, .zst)."""
+    if fmt == "parquet":
+        return None  # Parquet compresses its pages itself (its own ``compression`` option)
+    if given is not None:
+        return None if given == "none" else given
+    name = url.rsplit("/", 1)[-1].lower()
+    return next((codec for codec, ext in CODECS.items() if name.endswith(ext)), None)
 
 
 class S3LoaderConfig(S3Options):
@@ -60,6 +79,7 @@ class S3LoaderConfig(S3Options):
     partition_by: list[str] = Field(default_factory=list, description="columns to partition a dataset by (hive style)")
     part_size: int = Field(8 << 20, ge=MIN_PART, le=5 << 30, description="bytes per uploaded part")
     _format: Any = PrivateAttr(None)
+    _codec: str | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _format_options(self) -> S3LoaderConfig:
@@ -69,15 +89,30 @@ class S3LoaderConfig(S3Options):
                              "jsonl, or end the url in / for a dataset")
         if self.partition_by and not self.url.endswith("/"):
             raise ValueError(f"partition_by writes a dataset under a prefix: end url in / ({self.url}/)")
-        cls = FORMATS[fmt][0]
+        cls, extra = FORMATS[fmt][0], dict(self.model_extra or {})
+        if fmt != "parquet" and "compression" in extra:  # csv and jsonl objects: the codec of the whole object
+            given = extra.pop("compression")
+            if given not in ("none", *CODECS):
+                raise ValueError(f"compression of a {fmt} output is none, {' or '.join(CODECS)}, not {given!r}")
+            self._codec = codec_of(self.url, fmt, given)
+        else:
+            self._codec = codec_of(self.url, fmt, None)
         try:
-            self._format = cls.model_validate({**(self.model_extra or {}), "path": self.url})
+            self._format = cls.model_validate({**extra, "path": self.url})
         except ValidationError as e:
             raise ValueError(format_problems(e, fmt, cls, S3_KEYS)) from None
         return self
 
     def format_config(self) -> tuple[str, Any]:
         return format_of(self.url, self.format), self._format
+
+    def codec(self) -> str | None:
+        return self._codec
+
+    def suffix(self) -> str:
+        """The name ending of the output's objects: ``.csv.gz``, ``.parquet``..."""
+        fmt = format_of(self.url, self.format)
+        return FORMATS[fmt][1] + (CODECS[self._codec] if self._codec else "")
 
 
 class S3Loader(Loader):
@@ -94,11 +129,16 @@ class S3Loader(Loader):
         url = parse_url(self.config.url)
         client = connect(self.ctx, self.config)
         as_dir = url.key == "" or url.key.endswith("/")
-        return client, S3Output(client, url, as_dir, (FORMATS[fmt][1],), self.config.part_size, self.ctx.task), fmt, \
-            options
+        return client, S3Output(client, url, as_dir, (self.config.suffix(),), self.config.part_size, self.ctx.task), \
+            fmt, options
+
+    def _sink(self, output: S3Output, rel: str = "") -> Any:
+        """The upload of object ``rel``, compressed on the way when the output is (closing it closes both)."""
+        upload, codec = output.open(rel), self.config.codec()
+        return pa.CompressedOutputStream(upload, codec) if codec else upload
 
     def _writer(self, output: S3Output, fmt: str, options: Any, schema: pa.Schema) -> Any:
-        name, task, suffix = str(output), self.ctx.task, FORMATS[fmt][1]
+        name, task, suffix = str(output), self.ctx.task, self.config.suffix()
         by = self.config.partition_by
         if fmt == "csv":
             check_flat(schema, fmt, task, name)
@@ -117,15 +157,15 @@ class S3Loader(Loader):
                                 + (f"no column {missing} in {schema.names}" if missing else "leaves no column to write")
                                 + "; fix partition_by")
             rows = getattr(options, "row_group_size", 1_048_576)
-            return PartitionedOutput(lambda rel, sch: make(output.open(rel), sch), schema, by, suffix, rows,
+            return PartitionedOutput(lambda rel, sch: make(self._sink(output, rel), sch), schema, by, suffix, rows,
                                      MAX_OPEN_PARTITIONS)
-        return make(output.open(f"part-0{suffix}" if output.as_dir else ""), schema)
+        return make(self._sink(output, f"part-0{suffix}" if output.as_dir else ""), schema)
 
     def _empty(self, output: S3Output, fmt: str) -> None:
         """The output of a stream without any batch: an empty object (Parquet: no columns), or an empty dataset."""
         if output.as_dir:
             return
-        sink = output.open()
+        sink = self._sink(output)
         if fmt == "parquet":
             pq.write_table(pa.table({}), sink)
         sink.close()
