@@ -135,3 +135,27 @@ async def test_compressed_csv_and_jsonl(s3_endpoint, s3, bucket, keys, tmp_path,
     fmt = {"format": "jsonl", "compression": "zstd"} if ".jsonl" in key else {}
     back = await run_extractor("s3", {"url": url, "endpoint_url": s3_endpoint, **fmt}, base_dir=tmp_path)
     assert sorted(back.column("id").to_pylist()) == t.column("id").to_pylist()  # every partition
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+async def test_partitioned_dataset_reads_back_with_its_partition_columns(s3_endpoint, bucket, tmp_path, fmt):
+    t = table(3000)
+    tool, _ = loader(tmp_path, s3_endpoint, f"s3://{bucket}/ds/", format=fmt, partition_by=["kind"])
+    await tool.load(stream(t, batch_size=500))
+    options = {"url": f"s3://{bucket}/ds/", "format": fmt, "endpoint_url": s3_endpoint, "hive_partitioning": True}
+    ctx = tool_context(tmp_path, batch_size=250)
+    reader = build("extractor", "s3", options, ctx)
+    batches, positions = [], []
+    async for batch in reader.batches():
+        batches.append(batch)
+        positions.append(reader.position())
+    back = pa.Table.from_batches(batches)
+    assert back.schema.names == ["id", "amount", "kind"]
+    assert sorted(zip(back.column("id").to_pylist(), back.column("kind").to_pylist())) == \
+        list(zip(t.column("id").to_pylist(), t.column("kind").to_pylist()))
+    cut = len(batches) // 2 + 1  # in the second partition's object
+    again = build("extractor", "s3", options, tool_context(tmp_path, batch_size=250))
+    again.resume_from(json.loads(json.dumps(positions[cut - 1])))
+    rest = pa.Table.from_batches([b async for b in again.batches()])
+    assert rest.equals(back.slice(sum(b.num_rows for b in batches[:cut])))
+    await ctx.resources.aclose()

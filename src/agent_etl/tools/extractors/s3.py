@@ -21,11 +21,13 @@ import boto3  # noqa: F401  (the s3 extra: a missing one is named when the tool 
 import pyarrow as pa
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from agent_etl.exceptions import ToolError
 from agent_etl.tools.base import Extractor, ToolConfig, ToolContext
 from agent_etl.tools.extractors.file_extractor import FileExtractor
 from agent_etl.tools.extractors.file_source import FileRef, Source
 from agent_etl.tools.extractors.files import CSVExtractor, JSONExtractor, JSONLExtractor, ParquetExtractor
 from agent_etl.tools.s3.client import S3Client, connect, explain
+from agent_etl.tools.s3.hive import partition_values, with_partitions, without
 from agent_etl.tools.s3.listing import resolve_objects
 from agent_etl.tools.s3.objects import CODECS, Prefetch, S3Object
 from agent_etl.tools.s3.options import S3Options, format_problems
@@ -34,7 +36,7 @@ from agent_etl.tools.s3.url import parse_url
 FORMATS: dict[str, type[FileExtractor]] = {"csv": CSVExtractor, "jsonl": JSONLExtractor, "json": JSONExtractor,
                                            "parquet": ParquetExtractor}
 S3_KEYS = frozenset({"url", "endpoint_url", "region", "profile", "anonymous", "format", "compression",
-                     "concurrency", "whole_object_max"})
+                     "concurrency", "whole_object_max", "hive_partitioning"})
 
 
 def format_of(url: str, given: str | None) -> str | None:
@@ -61,6 +63,7 @@ class S3ExtractorConfig(S3Options):
     concurrency: int = Field(8, ge=1, le=64, description="objects fetched at once, ahead of the reader")
     whole_object_max: int = Field(64 << 20, ge=0, description="objects up to this many bytes are fetched whole "
                                   "(one GET); larger ones are streamed or read by ranges")
+    hive_partitioning: bool = Field(False, description="add the key's name=value folders as string columns")
     _format: Any = PrivateAttr(None)
 
     @model_validator(mode="after")
@@ -93,6 +96,8 @@ class S3Reading:
         self._s3 = s3
         self._client: S3Client | None = None
         self._prefetch: Prefetch | None = None
+        self._partition_names: list[str] | None = None
+        self._opening = False  # inside _opened (one worker thread opens at a time)
 
     def _files(self) -> list[FileRef]:
         s3, task = self._s3, self.ctx.task
@@ -110,32 +115,56 @@ class S3Reading:
         found = explain(error, self.ctx.task, str(path), self._client) if self._client is not None else None
         return found if found is not None else error
 
-    def _open(self, path: FileRef, target: pa.Schema | None) -> Source | None:
+    def _partitions(self, path: Any) -> dict[str, str | None]:
+        """The hive partition values of an object (none unless ``hive_partitioning``); every object
+        of the read must have the same partition names."""
+        if not self._s3.hive_partitioning:
+            return {}
+        values = partition_values(path.key)
+        if self._partition_names is None:
+            self._partition_names = list(values)
+        elif list(values) != self._partition_names:
+            raise ToolError(f"task {self.ctx.task!r}: {path} has the partition folders {list(values)}, but the "
+                            f"objects before it {self._partition_names}; read the datasets in separate steps")
+        return values
+
+    def _opened(self, open_: Any, path: Any, target: pa.Schema | None, *more: Any) -> Source | None:
+        """``open_`` (the format's own open) with S3 errors explained and the partition columns added."""
+        if self._opening:  # the format's _open_at calling _open: the outer call does all this
+            return open_(path, target, *more)
+        self._opening = True
         try:
-            return super()._open(path, target)  # type: ignore[misc]
+            values = self._partitions(path)
+            source = open_(path, without(target, list(values)), *more)
+        except ToolError:
+            raise
         except Exception as e:
             error = self._translated(e, path)
             if error is e:
                 raise
             raise error from None
+        finally:
+            self._opening = False
+        return with_partitions(source, values, str(path), self.ctx.task) if source is not None and values else source
+
+    def _open(self, path: FileRef, target: pa.Schema | None) -> Source | None:
+        return self._opened(super()._open, path, target)  # type: ignore[misc]
 
     def _open_at(self, path: FileRef, target: pa.Schema | None, position: dict[str, Any]) -> Source | None:
-        try:
-            return super()._open_at(path, target, position)  # type: ignore[misc]
-        except Exception as e:
-            error = self._translated(e, path)
-            if error is e:
-                raise
-            raise error from None
+        return self._opened(super()._open_at, path, target, position)  # type: ignore[misc]
 
     def _resume_target(self, files: list[FileRef], position: dict[str, Any]) -> pa.Schema | None:
         try:
-            return super()._resume_target(files, position)  # type: ignore[misc]
+            target = super()._resume_target(files, position)  # type: ignore[misc]
         except Exception as e:
             error = self._translated(e, files[position["file_index"]])
             if error is e:
                 raise
             raise error from None
+        if target is not None and self._s3.hive_partitioning:  # a Parquet footer's: the partitions are not in it
+            names = list(partition_values(files[0].key))  # type: ignore[union-attr]
+            target = pa.schema([*target, *(pa.field(n, pa.string()) for n in names if n not in target.names)])
+        return target
 
     def _explain(self, error: Exception, path: FileRef) -> Any:
         found = explain(error, self.ctx.task, str(path), self._client) if self._client is not None else None
