@@ -10,7 +10,8 @@
   several at once;
 - ``upload``: a writable stream that uploads the parts of one multipart upload, completed only at
   the commit;
-- ``output``: the staged output of a load and its commit with a manifest.
+- ``output``: the staged output of a load and its commit with a manifest;
+- ``hive``: the ``name=value`` folders of a key as partition columns.
 
 Every module but ``url`` and ``options`` imports boto3 or pyarrow.fs: import them from the tools.
 """
