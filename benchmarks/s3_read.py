@@ -13,6 +13,9 @@ compare the ratios of one run, and run it 2-3 times.
                                  [--whole-object-max BYTES]   # 0: never fetch whole (ranged/streamed reads)
                                  [--objects N] [--concurrency C]  # the rows split into N objects: the anchor
                                                                   # GETs them one after the other
+    python benchmarks/s3_read.py --write   # the other way: the s3 loader writing the rows as one Parquet
+                                           # object (one batch of 100k rows sent again and again) against
+                                           # a raw put_object of pyarrow's encoding of the rows, made beforehand
 """
 
 from __future__ import annotations
@@ -90,6 +93,34 @@ def child(args: argparse.Namespace) -> None:
                 rows = len(body)
                 del body
             best = min(best, time.perf_counter() - t)
+    elif args.child in ("write_anchor", "write_ours"):
+        from agent_etl.testing import build, tool_context
+
+        client = boto3.client("s3", endpoint_url=args.endpoint)
+        batch = data(min(args.rows, 100_000)).combine_chunks().to_batches()[0]
+        if args.child == "write_anchor":
+            sink = pa.BufferOutputStream()
+            pq.write_table(data(args.rows), sink, compression="zstd")
+            body = sink.getvalue().to_pybytes()
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            if args.child == "write_anchor":
+                client.put_object(Bucket=BUCKET, Key="anchor.parquet", Body=body)
+                rows = args.rows
+            else:
+                async def write() -> int:
+                    async def batches():
+                        for start in range(0, args.rows, 100_000):  # one batch sent again: no table held
+                            yield batch.slice(0, min(100_000, args.rows - start))
+                    ctx = tool_context(tempfile.gettempdir(), task="bench", run_id="bench")
+                    loader = build("loader", "s3", {"url": f"s3://{BUCKET}/ours.parquet", "endpoint_url": args.endpoint},
+                                   ctx)
+                    n = await loader.load(batches())
+                    await ctx.resources.aclose()
+                    return n
+
+                rows = asyncio.run(write())
+            best = min(best, time.perf_counter() - t)
     elif args.child in ("get_parse", "fs_parse"):  # the references: whole reads with pyarrow's readers
         import pyarrow.fs as pafs
 
@@ -157,7 +188,8 @@ def main() -> None:
     p.add_argument("--whole-object-max", type=int, default=None)
     p.add_argument("--objects", type=int, default=1)
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--child", choices=["anchor", "ours", "get_parse", "fs_parse"])
+    p.add_argument("--write", action="store_true")
+    p.add_argument("--child", choices=["anchor", "ours", "get_parse", "fs_parse", "write_anchor", "write_ours"])
     p.add_argument("--key")
     p.add_argument("--endpoint")
     args = p.parse_args()
@@ -170,6 +202,15 @@ def main() -> None:
         client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench", aws_secret_access_key="bench",
                               region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
+        if args.write:
+            anchor, ours = measure("write_anchor", "", endpoint, args), measure("write_ours", "", endpoint, args)
+            print(f"{args.rows:,} rows x 10 columns written as one Parquet object (zstd) to moto in its own process; "
+                  f"best of {args.repeat}")
+            print(f"raw put_object of the encoded bytes {anchor['seconds']:.3f} s; s3 loader (encoding included) "
+                  f"{ours['seconds']:.3f} s, {ours['seconds'] / anchor['seconds']:.2f}x, "
+                  f"{args.rows / ours['seconds']:,.0f} rows/s, peak RSS {ours['rss_mb']:.0f} MB "
+                  f"(the anchor's {anchor['rss_mb']:.0f} MB holds the whole table)")
+            return
         table = data(args.rows)
         objects = {}
         per = -(-args.rows // args.objects)
