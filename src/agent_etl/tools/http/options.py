@@ -74,7 +74,7 @@ class Pagination(ToolConfig):
     total_pages_path: str | None = None
     max_pages: int | None = Field(None, ge=1)
     # page/offset: requests in flight ahead of the page being decoded (pages still come in order)
-    prefetch: int = Field(2, ge=1, le=32)
+    prefetch: int = Field(4, ge=1, le=32)
 
     @model_validator(mode="after")
     def _shape(self) -> Pagination:
