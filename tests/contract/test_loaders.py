@@ -158,15 +158,6 @@ async def test_replace_is_atomic_for_a_concurrent_reader(loader_backend):
     assert (1500, frozenset({2})) in seen
 
 
-async def test_a_failing_replace_leaves_the_old_data(loader_backend):
-    backend, place = loader_backend
-    need(backend, "atomic_replace", mode="replace")
-    await load(backend, place, stream(rows(range(10), 1)), mode="replace")
-    with pytest.raises(Exception, match="upstream broke"):
-        await load(backend, place, stream(rows(range(100), 2), size=10, fail_after=3), mode="replace")
-    assert held(backend, place) == as_tuples(rows(range(10), 1))
-
-
 async def test_merge_matches_a_computed_expectation(loader_backend):
     """Updates and inserts, keys repeated within a batch and across batches: the last row of a key
     wins; a merge of some columns only leaves the others as they were."""
@@ -188,6 +179,21 @@ async def test_merge_matches_a_computed_expectation(loader_backend):
     expected[1] = (1, "x", expected[1][2])
     expected[1000] = (1000, "y", None)
     assert held(backend, place) == sorted(expected.values(), key=lambda t: tuple((v is None, v) for v in t))
+
+
+async def test_merge_on_a_composite_key(loader_backend):
+    backend, place = loader_backend
+    need(backend, mode="merge")
+
+    def table(k1: list[int], k2: list[str], v: list[str]) -> pa.Table:
+        return pa.table({"k1": pa.array(k1, pa.int64()), "k2": k2, "v": v})
+
+    old = table([1, 1, 2, 3], ["a", "b", "a", "a"], ["o1", "o2", "o3", "o4"])
+    new = table([1, 4, 2, 4, 5, 1], ["b", "a", "a", "a", "z", "b"], ["n1", "n2", "n3", "n4", "n5", "n6"])
+    await load(backend, place, stream(old), mode="merge", key=["k1", "k2"])
+    assert await load(backend, place, stream(new, size=2), mode="merge", key=["k1", "k2"]) == 6
+    expected = {(r["k1"], r["k2"]): tuple(r.values()) for r in [*old.to_pylist(), *new.to_pylist()]}
+    assert held(backend, place, ("k1", "k2", "v")) == sorted(expected.values())
 
 
 # -- checkpoints -------------------------------------------------------------------------------
@@ -223,23 +229,42 @@ async def test_committed_and_mark_read_the_checkpoint_back(loader_backend, mode)
 
 
 class Feed:
-    """Ten batches of ten rows (ids 0..99); a commit unit ends after the batches numbered in ``ends``."""
+    """Ten batches of ten rows: batches 1-8 ids 0..79, batches 9 and 10 ids 0..19 again with new
+    values (an append adds them again, a merge updates). A commit unit ends after the batches
+    numbered in ``ends``; ``prepares`` records ``final`` of each ``ctx.prepare``."""
 
     def __init__(self, ends: tuple[int, ...] = (3, 7), fail_after: int | None = None):
         self.ends, self.fail_after, self.given = ends, fail_after, 0
+        self.prepares: list[bool] = []
+
+    @staticmethod
+    def batch(i: int) -> pa.RecordBatch:
+        if i <= 8:
+            return rows(range((i - 1) * 10, i * 10), 1).to_batches()[0]
+        return rows(range((i - 9) * 10, (i - 8) * 10), 2, "late").to_batches()[0]
 
     async def stream(self) -> AsyncIterator[pa.RecordBatch]:
         for i in range(1, 11):
             if self.fail_after is not None and i > self.fail_after:
                 raise RuntimeError("upstream broke")
             self.given = i
-            yield rows(range((i - 1) * 10, i * 10), 1).to_batches()[0]
+            yield self.batch(i)
 
     def due(self) -> bool:
         return self.given in self.ends
 
     def position(self) -> dict[str, Any]:
         return {"src": {"rows": self.given * 10}}
+
+    async def prepare(self, final: bool) -> None:
+        self.prepares.append(final)
+
+    def expected(self, batches: int, mode: str) -> list[tuple]:
+        """What the destination holds once the first ``batches`` batches landed."""
+        out = [tuple(r.values()) for i in range(1, batches + 1) for r in self.batch(i).to_pylist()]
+        if mode == "merge":
+            out = list({r[0]: r for r in out}.values())
+        return sorted(out)
 
 
 @pytest.mark.parametrize("mode", ["append", "merge"])
@@ -248,12 +273,16 @@ async def test_commit_units_each_with_its_checkpoint(loader_backend, mode):
     need(backend, "commit_units", mode=mode)
     feed = Feed()
     key = ["id"] if mode == "merge" else None
-    async with loader(backend, place, mode, key, position=feed.position, units=feed.due) as tool:
+    async with loader(backend, place, mode, key, position=feed.position, units=feed.due,
+                      prepare=feed.prepare) as tool:
         assert tool.takes_units()
         assert await tool.load(feed.stream()) == 100
         assert tool.ctx.commits == [30, 40, 30]
+        assert feed.prepares == [False, False, True]
         assert await tool.committed() == {"rows": 100, "commits": 3, "position": {"src": {"rows": 100}}}
-    assert held(backend, place) == as_tuples(rows(range(100), 1))
+    assert held(backend, place) == feed.expected(10, mode)
+    async with loader(backend, place, mode, key, run_id="run-2") as other:
+        assert await other.committed() is None  # another run's checkpoints are not its own
 
 
 @pytest.mark.parametrize("mode", ["append", "merge"])
@@ -262,13 +291,15 @@ async def test_a_failure_after_a_unit_keeps_the_units_committed_before_it(loader
     need(backend, "commit_units", mode=mode)
     feed = Feed(fail_after=8)
     key = ["id"] if mode == "merge" else None
-    async with loader(backend, place, mode, key, position=feed.position, units=feed.due) as tool:
+    async with loader(backend, place, mode, key, position=feed.position, units=feed.due,
+                      prepare=feed.prepare) as tool:
         with pytest.raises(Exception, match="upstream broke"):
             await tool.load(feed.stream())
         assert tool.ctx.commits == [30, 40]
+        assert feed.prepares == [False, False]
     async with loader(backend, place, mode, key) as tool:
         assert await tool.committed() == {"rows": 70, "commits": 2, "position": {"src": {"rows": 70}}}
-    assert held(backend, place) == as_tuples(rows(range(70), 1))
+    assert held(backend, place) == feed.expected(7, mode)  # batches 1-7, nothing of batch 8
 
 
 # -- edges -------------------------------------------------------------------------------------
@@ -311,12 +342,28 @@ async def test_a_failing_stream_leaves_nothing(loader_backend):
     caps = need(backend, "all_or_nothing")
     with pytest.raises(Exception, match="upstream broke"):
         await load(backend, place, stream(rows(range(100), 1), size=10, fail_after=3))
-    assert not held(backend, place)  # no table, or an empty one
+    assert backend.read(place) is None  # not even an empty table or file
     if caps.checkpoints:
         async with loader(backend, place) as tool:
             assert await tool.committed() is None
-    if "append" in caps.modes:  # and rows loaded before stay as they were
-        await load(backend, place, stream(rows(range(5), 1)), mode="append")
+
+
+@pytest.mark.parametrize("mode", ["append", "replace", "merge"])
+async def test_a_failing_stream_leaves_what_was_there(loader_backend, mode):
+    """No row, no column and no checkpoint of the failed load lands."""
+    backend, place = loader_backend
+    caps = need(backend, "all_or_nothing", mode=mode)
+    key = ["id"] if mode == "merge" else None
+    await load(backend, place, stream(rows(range(5), 1)), mode=mode, key=key)
+    before = backend.read(place).column_names
+    new = rows(range(3, 100), 2).append_column("extra", pa.array([1.5] * 97))
+    async with loader(backend, place, mode, key, run_id="run-2", position={"src": {"rows": 97}}) as tool:
         with pytest.raises(Exception, match="upstream broke"):
-            await load(backend, place, stream(rows(range(5, 100), 2), size=10, fail_after=2), mode="append")
-        assert held(backend, place) == as_tuples(rows(range(5), 1))
+            await tool.load(stream(new, size=10, fail_after=2))
+        assert tool.ctx.commits == []
+        if caps.checkpoints:
+            assert await tool.committed() is None
+    assert held(backend, place) == as_tuples(rows(range(5), 1))
+    assert backend.read(place).column_names == before
+
+

@@ -139,12 +139,6 @@ async def check_resumes(e: Engine, options: dict, cuts_of=None, ordered: bool = 
     return full, positions, ctx, done_rows
 
 
-async def test_a_table_with_a_key_resumes_after_any_batch(engine):
-    create(engine, "t", "PRIMARY KEY (id)", rows())
-    full, _, _, _ = await check_resumes(engine, {"table": "t"})
-    assert full.column("id").to_pylist() == list(range(N))  # in key order
-
-
 async def test_a_composite_key_of_text_date_and_decimal(engine):
     data = rows()
     create(engine, "c", "PRIMARY KEY (region, day, amount)", data)

@@ -3,7 +3,9 @@
 Every test runs once per destination: the postgres, mysql, sqlite and duckdb loaders, and the sql
 loader on SQLite, PostgreSQL and MariaDB, each in a private schema, database or file dropped
 afterwards. A unit ends after the batches where ``commit_due`` says so (``tool_context(units=...)``);
-the sibling loads are stood for by the ``prepare`` hook.
+the sibling loads are stood for by the ``prepare`` hook. Units that commit where due, and a failure
+after a unit, are the contract suite's (tests/contract/test_loaders.py), for every destination that
+claims ``commit_units``; these are the cases of sibling loads and of the database loaders' units.
 """
 
 from __future__ import annotations
@@ -171,36 +173,6 @@ async def loader(dest: Dest, tmp_path: Path, mode: str, feed: Feed | None = None
         yield build("loader", dest.tool, options, ctx)
     finally:
         await ctx.resources.aclose()
-
-
-@pytest.mark.parametrize("mode", ["append", "merge"])
-async def test_units_commit_where_due_each_with_its_checkpoint(dest, tmp_path, mode):
-    feed, prepares = Feed(), Prepares()
-    async with loader(dest, tmp_path, mode, feed, prepares) as load:
-        assert load.takes_units()
-        assert await load.committed() is None  # nothing there yet, not even the checkpoint table
-        assert await load.load(feed.stream()) == 100
-        assert load.ctx.commits == [30, 40, 30]
-        assert prepares == [False, False, True]
-        assert dest.checkpoints() == [("run-1", 30, {"src": {"rows": 30}}), ("run-1", 40, {"src": {"rows": 70}}),
-                                      ("run-1", 30, {"src": {"rows": 100}})]
-        assert dest.rows() == feed.expected(10, mode)
-        assert await load.committed() == {"rows": 100, "commits": 3, "position": {"src": {"rows": 100}}}
-    async with loader(dest, tmp_path, mode, run_id="run-2") as other:
-        assert await other.committed() is None  # another run's checkpoints are not its own
-
-
-@pytest.mark.parametrize("mode", ["append", "merge"])
-async def test_a_failing_stream_leaves_the_units_committed_before_it(dest, tmp_path, mode):
-    feed, prepares = Feed(fail_after=5), Prepares()
-    async with loader(dest, tmp_path, mode, feed, prepares) as load:
-        with pytest.raises(RuntimeError, match="upstream broke"):
-            await load.load(feed.stream())
-        assert load.ctx.commits == [30]
-        assert prepares == [False]
-        assert dest.rows() == feed.expected(3, mode)  # batches 1-3, nothing of 4 and 5
-        assert dest.checkpoints() == [("run-1", 30, {"src": {"rows": 30}})]
-        assert await load.committed() == {"rows": 30, "commits": 1, "position": {"src": {"rows": 30}}}
 
 
 @pytest.mark.parametrize("mode", ["append", "merge"])
