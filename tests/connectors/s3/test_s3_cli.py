@@ -123,3 +123,24 @@ load:
     assert r.returncode == 2, r.stderr + r.stdout
     assert "access keys do not go in the spec" in r.stderr + r.stdout
     assert "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY" not in r.stderr + r.stdout
+
+
+def test_a_connection_names_the_endpoint(s3_endpoint, put, bucket, tmp_path):
+    put("in/a.csv", rows(10))
+    (tmp_path / "p.yaml").write_text(f"""\
+version: 1
+name: s3_conn
+connections:
+  minio: {{url: "${{S3_ENDPOINT}}", region: us-east-1}}
+extract:
+  orders: {{tool: s3, connection: minio, url: "s3://{bucket}/in/*.csv"}}
+load:
+  copy: {{input: orders, tool: s3, connection: minio, url: "s3://{bucket}/out/orders.jsonl"}}
+""")
+    r = cli("run", "p.yaml", cwd=tmp_path, endpoint=s3_endpoint)
+    assert r.returncode == 0, r.stderr + r.stdout
+    (tmp_path / "p.yaml").write_text((tmp_path / "p.yaml").read_text().replace(
+        "region: us-east-1", "region: us-east-1, aws_secret_access_key: NOTREALLYSECRET"))
+    r = cli("run", "p.yaml", cwd=tmp_path, endpoint=s3_endpoint)
+    assert r.returncode == 2 and "access keys do not go in a connection either" in r.stderr + r.stdout
+    assert "NOTREALLYSECRET" not in r.stderr + r.stdout

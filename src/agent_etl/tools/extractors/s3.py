@@ -35,8 +35,8 @@ from agent_etl.tools.s3.url import parse_url
 
 FORMATS: dict[str, type[FileExtractor]] = {"csv": CSVExtractor, "jsonl": JSONLExtractor, "json": JSONExtractor,
                                            "parquet": ParquetExtractor}
-S3_KEYS = frozenset({"url", "endpoint_url", "region", "profile", "anonymous", "format", "compression",
-                     "concurrency", "whole_object_max", "hive_partitioning"})
+S3_KEYS = frozenset({"url", "endpoint_url", "region", "profile", "anonymous", "connection", "format",
+                     "compression", "concurrency", "whole_object_max", "hive_partitioning"})
 
 
 def format_of(url: str, given: str | None) -> str | None:

@@ -37,8 +37,8 @@ from agent_etl.tools.s3.url import parse_url
 
 FORMATS: dict[str, tuple[type[ToolConfig], str]] = {
     "parquet": (ParquetLoaderConfig, ".parquet"), "csv": (CSVLoaderConfig, ".csv"), "jsonl": (FileLoaderConfig, ".jsonl")}
-S3_KEYS = frozenset({"url", "endpoint_url", "region", "profile", "anonymous", "format", "partition_by", "part_size",
-                     "compression"})
+S3_KEYS = frozenset({"url", "endpoint_url", "region", "profile", "anonymous", "connection", "format",
+                     "partition_by", "part_size", "compression"})
 MAX_OPEN_PARTITIONS = 32  # uploads open at once: each holds up to two parts in memory
 
 

@@ -22,9 +22,9 @@ import pyarrow.fs as pafs
 from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
 
-from agent_etl.exceptions import ToolError, TransientError
+from agent_etl.exceptions import SpecError, ToolError, TransientError
 from agent_etl.tools.base import ToolContext
-from agent_etl.tools.s3.options import CHAIN, S3Options
+from agent_etl.tools.s3.options import CHAIN, S3Options, resolved
 
 CONNECT_TIMEOUT, READ_TIMEOUT = 10, 120  # seconds
 ATTEMPTS = 3  # per request, by the client library; the run retries a TransientError on top
@@ -105,7 +105,13 @@ class S3Client:
 
 
 def connect(ctx: ToolContext, options: S3Options) -> S3Client:
-    """The run's client for this endpoint, region and profile (made on first use, closed with the run)."""
+    """The run's client for this endpoint, region and profile (made on first use, closed with the run);
+    a step's ``connection`` fills in what the step leaves out."""
+    if options.connection is not None:
+        try:
+            options = resolved(options, ctx.connection(options.connection))
+        except ValueError as e:
+            raise SpecError(f"task {ctx.task!r}: connection {options.connection!r}: {e}") from None
     key = ("s3", options.endpoint_url, options.region, options.profile, options.anonymous)
     return ctx.resources.get(key, lambda: S3Client(options), S3Client.close)
 

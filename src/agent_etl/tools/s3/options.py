@@ -29,6 +29,8 @@ class S3Options(ToolConfig):
     region: str | None = Field(None, description="default: the AWS chain's (AWS_REGION, the profile), else us-east-1")
     profile: str | None = Field(None, description="a profile of the AWS shared config (default: AWS_PROFILE)")
     anonymous: bool = Field(False, description="unsigned requests, for public buckets")
+    connection: str | None = Field(None, description="a connections: entry whose url is the endpoint, with "
+                                   "region, profile, anonymous (the step's own options win)")
 
     # Two validators: pydantic reports the input with an error, so the values of credential keys are
     # blanked by the first (defined last, it runs first) before the second raises on their names.
@@ -72,6 +74,30 @@ class S3Options(ToolConfig):
         if parts.username or parts.password:
             raise ValueError(f"endpoint_url must not hold a user or password; {CHAIN}")
         return value
+
+
+ENDPOINT_KEYS = ("region", "profile", "anonymous")
+
+
+def resolved(options: S3Options, connection: dict[str, Any] | None) -> S3Options:
+    """``options`` with what the step leaves out taken from its connection (``url``: the endpoint)."""
+    if connection is None:
+        return options
+    found = sorted(k for k in connection if str(k).lower() in SECRET_KEYS)
+    if found:
+        raise ValueError(f"access keys do not go in a connection either (found {', '.join(found)}): remove "
+                         f"{'them' if len(found) > 1 else 'it'} and {CHAIN}")
+    update: dict[str, Any] = {}
+    url = connection.get("url")
+    if options.endpoint_url is None and isinstance(url, str) and url.startswith(("http://", "https://")):
+        parts = urllib.parse.urlsplit(url)
+        if parts.username or parts.password:
+            raise ValueError(f"its url must not hold a user or password; {CHAIN}")
+        update["endpoint_url"] = url
+    for key in ENDPOINT_KEYS:
+        if key in connection and key not in options.model_fields_set:
+            update[key] = connection[key]
+    return options.model_copy(update=update)
 
 
 def format_problems(error: ValidationError, fmt: str, model: type[BaseModel], s3_keys: frozenset[str]) -> str:
