@@ -39,18 +39,22 @@ def _decided(store: Any, task: str) -> Any:
 
 
 async def cursors(registry: Any, run_id: str, pipeline: Pipeline, home: Path, store: Any) -> dict[str, Any]:
-    """The mark each incremental source reads after: the smallest of the marks its loads'
-    destinations hold (the destination is the truth: two state folders cannot disagree), or the
-    run store's state where no destination holds one."""
+    """The mark each incremental source reads after, and each stream source starts after (its
+    ``Extractor`` class has ``stream_marks``: a Redis entry id, a NATS sequence): the smallest of the
+    marks its loads' destinations hold (the destination is the truth: two state folders cannot
+    disagree), or the run store's state where no destination holds one."""
     from agent_etl.agents.resume import extracts_above
     from agent_etl.tools.databases.incremental import decode
     from agent_etl.tools.resources import Resources
+    from agent_etl.tools.streams import marks as stream_marks
 
     sources = {t.name: t.options["incremental"].get("cursor") for t in pipeline.tasks
                if t.kind == "extract" and isinstance(t.options.get("incremental"), dict)}
-    if not sources:
+    streams = {t.name: str(t.options.get("stream")) for t in pipeline.tasks
+               if t.kind == "extract" and t.name not in sources and _stream_marks(registry, t.tool)}
+    if not sources and not streams:
         return {}
-    below = {t.name: [e for e in extracts_above(pipeline, t) if e in sources]
+    below = {t.name: [e for e in extracts_above(pipeline, t) if e in sources or e in streams]
              for t in pipeline.tasks if t.kind == "load"}
     resources = Resources()
     marks: dict[str, list[dict[str, Any]]] = {}
@@ -59,19 +63,29 @@ async def cursors(registry: Any, run_id: str, pipeline: Pipeline, home: Path, st
         for name, loader in asked.items():
             for e in below[name]:
                 mark = await loader.mark(e)
-                if isinstance(mark, dict) and mark.get("cursor") == sources[e]:
+                if e in streams:
+                    if stream_marks.is_stream_mark(mark, streams[e]):
+                        marks.setdefault(e, []).append(mark)
+                elif isinstance(mark, dict) and mark.get("cursor") == sources[e]:
                     marks.setdefault(e, []).append(mark)
     finally:
         await resources.aclose()
     out = {}
-    for e in sources:
+    for e in [*sources, *streams]:
         if marks.get(e):
-            out[e] = min(marks[e], key=decode)
+            out[e] = min(marks[e], key=stream_marks.order if e in streams else decode)
         elif store is not None:
             stored = store.load_state(pipeline.name, e)
             if stored is not None:
                 out[e] = stored
     return out
+
+
+def _stream_marks(registry: Any, tool: str) -> bool:
+    try:
+        return bool(getattr(registry.get("extractor", tool), "stream_marks", False))
+    except Exception:  # noqa: BLE001 - a tool that cannot load says so when its task runs
+        return False
 
 
 async def committed(registry: Any, run_id: str, pipeline: Pipeline, home: Path, store: Any,

@@ -23,6 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from agent_etl.agents.acks import Acks
 from agent_etl.agents.base import Agent
 from agent_etl.agents.commits import CommitBarrier, UnitClock
 from agent_etl.agents.quality import GateFinish, GateOpen, GateValidate
@@ -32,7 +33,7 @@ from agent_etl.exceptions import AgentETLError, ToolError, TransientError, Upstr
 from agent_etl.run_context import RunContext, RunDescription
 from agent_etl.spec import Task
 from agent_etl.stream import Envelope, Tracker
-from agent_etl.tools.base import ToolContext
+from agent_etl.tools.base import Extractor, ToolContext
 from agent_etl.yamlsource import redact
 
 log = logging.getLogger("agent_etl.etl")
@@ -86,6 +87,7 @@ class ETLAgent(Agent):
         rc = RunContext(ev.run_id, desc.pipeline(registry=self.registry), Path(desc.home), store, self.registry)
         rc.resume = ResumePlan.from_dict(ev.resume) if ev.resume else None
         rc.cursors = dict(ev.cursors)
+        rc.acks = Acks()
         self.runs[ev.run_id] = rc
 
     def _on_run_finished(self, ev: RunFinished) -> None:
@@ -207,16 +209,29 @@ def _wire(rc: RunContext, tasks: list[Task]) -> None:
             loads.setdefault(t.inputs[0], []).append(t)
     for name, siblings in loads.items():
         every = [s for s in (spec.load[t.name].commit_every or spec.defaults.commit_every for t in siblings) if s]
+        per_batch = not every and _commits_per_batch(rc, siblings[0])
         unit = [t for t in siblings if streaming_path(rc.pipeline, t, rc.registry)
-                and _takes_units(rc, t)] if every else []
+                and _takes_units(rc, t)] if every or per_batch else []
         if unit:
             rows = [e.rows for e in every if e.rows]
             secs = [e.seconds for e in every if e.seconds]
-            rc.clocks[name] = UnitClock(min(rows) if rows else None, min(secs) if secs else None)
+            # a continuous stream read without commit_every: every micro-batch is a unit
+            rc.clocks[name] = UnitClock(1, None) if per_batch else UnitClock(min(rows) if rows else None,
+                                                                              min(secs) if secs else None)
         rc.unit_loads.update(t.name for t in unit)
         if spec.defaults.commit == "together" and len(siblings) > 1:
             decide = functools.partial(rc.store.decide, rc.run_id) if rc.store is not None else None
             rc.barriers[name] = CommitBarrier([t.name for t in siblings], [t.name for t in unit], decide)
+
+
+def _commits_per_batch(rc: RunContext, load: Task) -> bool:
+    """Whether an extract above ``load`` asks for a commit per batch (a continuous stream read)."""
+    for e in extracts_above(rc.pipeline, load):
+        t = rc.tasks[e]
+        per_batch = getattr(rc.registry.get("extractor", t.tool), "commits_per_batch", None)
+        if per_batch is not None and per_batch(t.options):
+            return True
+    return False
 
 
 def _barrier(rc: RunContext, task: Task) -> CommitBarrier | None:
@@ -275,6 +290,8 @@ class _TaskRun:
             decided=_decided(rc.store, task.name) if task.kind == "load" else None,
             run=rc)
         self.tool = cls(_config(task, cls), self.ctx)
+        if task.kind == "extract" and type(self.tool).acknowledge is not Extractor.acknowledge and rc.acks is not None:
+            rc.acks.register(rc, task.name, self.tool)
 
     async def execute(self) -> dict[str, Any]:
         details: dict[str, Any] = {}
@@ -403,6 +420,9 @@ class _Commits:
         if store is not None:
             # one short local transaction: cheaper on the loop than a thread hop that waits for the GIL
             store.checkpoint(self.rc.run_id, self.rc.pipeline.name, self.task, self.position(), rows)
+        if self.rc.acks is not None and self.rc.acks.sources:
+            # the sources above may acknowledge what every load below them has now committed
+            await self.rc.acks.committed(self.task, self.position())
 
 
 async def _after(envelopes: AsyncIterator[Envelope], position: dict[str, Any], task: Task,
