@@ -96,11 +96,27 @@ def _run(pipeline: Any, pairs: list[str], *, as_json: bool, quiet: bool, resume:
     variables = parse_vars(pairs)
     reporter = make_reporter(pipeline, enabled=not (as_json or quiet or pipeline is None))
 
+    stopped = []  # signals received
+
     async def main():
         loop = asyncio.get_running_loop()
         me = asyncio.current_task()
+
+        def on_signal() -> None:
+            # the first signal stops stream reads after their current micro-batch (it is committed and
+            # acknowledged, the run ends cleanly); without one, or on a second signal, cancel as before
+            stopped.append(1)
+            if len(stopped) == 1:
+                from agent_etl.tools.streams.rules import request_stop
+
+                if request_stop():
+                    print("stopping: stream reads end after the current commit (again to cancel at once)",
+                          file=sys.stderr)
+                    return
+            me.cancel()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, me.cancel)
+            loop.add_signal_handler(sig, on_signal)
         async with AgentCoordinator(settings=settings) as coordinator:
             sub = coordinator.bus.subscribe("*", reporter.on_event, maxsize=4096)
             try:
@@ -116,6 +132,8 @@ def _run(pipeline: Any, pairs: list[str], *, as_json: bool, quiet: bool, resume:
             print("interrupted: the commit in flight was rolled back; resume with `agent-etl run --resume` or "
                   "`agent-etl resume RUN_ID` (`agent-etl runs list` shows it)", file=sys.stderr)
             return 130
+    if stopped and result.exit_code == 0:  # stopped cleanly: everything read was committed
+        print("stopped: stream reads ended after their last commit; nothing read is left uncommitted", file=sys.stderr)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
@@ -124,4 +142,4 @@ def _run(pipeline: Any, pairs: list[str], *, as_json: bool, quiet: bool, resume:
         reporter.summary(result)
         if result.resume_command:
             print(f"resume with: {result.resume_command}", file=sys.stderr)
-    return result.exit_code
+    return 130 if stopped and result.exit_code == 0 else result.exit_code
