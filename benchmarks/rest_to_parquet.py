@@ -7,7 +7,10 @@ The API runs in a process of its own (its CPU is not ours), with every page enco
 a request costs the server little. Each method runs in a fresh child process; its peak RSS comes
 from the kernel (wait4).
 
-    python benchmarks/rest_to_parquet.py [--rows 1000000] [--page-size 1000] [--repeat 1]
+    python benchmarks/rest_to_parquet.py [--rows 1000000] [--page-size 1000] [--repeat 1] [--style page|cursor]
+
+``--style cursor``: each body names the next page's token (``next_cursor``), so no request can be
+sent before the page before it has arrived and been parsed (no prefetch).
     bash benchmarks/peers/setup.sh dlt   # for the dlt column (skipped with a note if missing)
 """
 
@@ -40,11 +43,12 @@ def serve(port: int, rows: int, page_size: int) -> None:
 
     pages = -(-rows // page_size)
     bodies = [orjson.dumps({"data": [record(i) for i in range(p * page_size, min(rows, (p + 1) * page_size))],
-                            "page": p + 1, "total_pages": pages}) for p in range(pages)]
+                            "page": p + 1, "total_pages": pages,
+                            "next_cursor": f"c{p + 2}" if p + 1 < pages else None}) for p in range(pages)]
     empty = orjson.dumps({"data": [], "page": pages + 1, "total_pages": pages})
 
     async def handle(req: web.Request) -> web.Response:
-        page = int(req.query.get("page", 1))
+        page = int(req.query["cursor"][1:]) if "cursor" in req.query else int(req.query.get("page", 1))
         body = bodies[page - 1] if 1 <= page <= pages else empty
         return web.Response(body=body, content_type="application/json")
 
@@ -62,13 +66,17 @@ extract:
     tool: rest
     url: {url}/records
     records: data
-    pagination: {{type: page, page_size: {page_size}}}
+    pagination: {pagination}
 load:
   lake: {{input: records, tool: parquet, path: {out}}}
 """
 
 
-def ours(url: str, out: str, page_size: int) -> float:
+PAGINATION = {"page": "{{type: page, page_size: {n}}}",
+              "cursor": "{{type: cursor, path: next_cursor, param: cursor, page_size: {n}, size_param: per_page}}"}
+
+
+def ours(url: str, out: str, page_size: int, style: str) -> float:
     import asyncio
 
     import agent_etl  # noqa: F401  (first: it sets pyarrow's allocator up)
@@ -77,14 +85,14 @@ def ours(url: str, out: str, page_size: int) -> float:
     async def go() -> float:
         t = time.perf_counter()
         result = await AgentCoordinator(home=Path(out).parent / ".agent-etl").run(
-            Pipeline.from_text(SPEC.format(url=url, out=out, page_size=page_size)))
+            Pipeline.from_text(SPEC.format(url=url, out=out, pagination=PAGINATION[style].format(n=page_size))))
         assert result.ok, result
         return time.perf_counter() - t
 
     return asyncio.run(go())
 
 
-def anchor(url: str, out: str, page_size: int) -> float:
+def anchor(url: str, out: str, page_size: int, style: str) -> float:
     import asyncio
 
     import aiohttp
@@ -103,11 +111,14 @@ def anchor(url: str, out: str, page_size: int) -> float:
         writer = pq.ParquetWriter(out, schema, compression="zstd")
         pending, rows = [], 0
         async with aiohttp.ClientSession() as session:
-            page = 1
+            page, token = 1, None
             while True:
-                async with session.get(f"{url}/records", params={"page": page, "per_page": page_size}) as resp:
+                params = {"page": page, "per_page": page_size} if style == "page" else \
+                    {"per_page": page_size, **({"cursor": token} if token else {})}
+                async with session.get(f"{url}/records", params=params) as resp:
                     body = await resp.read()
-                data = orjson.loads(body)["data"]
+                doc = orjson.loads(body)
+                data, token = doc["data"], doc.get("next_cursor")
                 if not data:
                     break
                 pending.append(pa.RecordBatch.from_pylist(data, schema=schema))
@@ -116,6 +127,8 @@ def anchor(url: str, out: str, page_size: int) -> float:
                     writer.write_table(pa.Table.from_batches(pending))
                     pending, rows = [], 0
                 page += 1
+                if style == "cursor" and not token:
+                    break
         if pending:
             writer.write_table(pa.Table.from_batches(pending))
         writer.close()
@@ -127,12 +140,14 @@ def anchor(url: str, out: str, page_size: int) -> float:
 DLT = """\
 import sys, time, dlt
 from dlt.sources.rest_api import rest_api_source
-url, out, page_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+url, out, page_size, style = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+paginator = ({"type": "page_number", "page_param": "page", "base_page": 1, "total_path": "total_pages"}
+             if style == "page" else {"type": "cursor", "cursor_path": "next_cursor", "cursor_param": "cursor"})
 source = rest_api_source({
     "client": {"base_url": url},
     "resources": [{"name": "records", "endpoint": {
         "path": "records", "params": {"per_page": page_size}, "data_selector": "data",
-        "paginator": {"type": "page_number", "page_param": "page", "base_page": 1, "total_path": "total_pages"}}}],
+        "paginator": paginator}}],
 })
 pipe = dlt.pipeline(pipeline_name="rest_bench", destination=dlt.destinations.filesystem(bucket_url=out),
                     dataset_name="bench", pipelines_dir=out + "/.dlt")
@@ -142,12 +157,13 @@ print(time.perf_counter() - t)
 """
 
 
-def child(method: str, url: str, out: str, page_size: int) -> dict:
+def child(method: str, url: str, out: str, page_size: int, style: str) -> dict:
     """Run one method in a fresh process: its seconds and peak RSS (MB)."""
     if method == "dlt":
-        cmd = [str(PEER), "-c", DLT, url, out, str(page_size)]
+        cmd = [str(PEER), "-c", DLT, url, out, str(page_size), style]
     else:
-        cmd = [sys.executable, __file__, "--child", method, "--url", url, "--out", out, "--page-size", str(page_size)]
+        cmd = [sys.executable, __file__, "--child", method, "--url", url, "--out", out, "--page-size", str(page_size),
+               "--style", style]
     env = {**os.environ, "RUNTIME__LOG_LEVEL": "WARNING", "PYTHONPATH": str(HERE)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=out if method == "dlt" else None)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -164,7 +180,7 @@ def count_rows(path: Path) -> int:
     return sum(pq.read_metadata(f).num_rows for f in files)
 
 
-def main(rows: int, page_size: int, repeat: int) -> None:
+def main(rows: int, page_size: int, repeat: int, style: str) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -175,16 +191,16 @@ def main(rows: int, page_size: int, repeat: int) -> None:
         time.sleep(0.3)
         url = f"http://127.0.0.1:{port}"
         work = Path(tempfile.mkdtemp())
-        print(f"{rows:,} nested records, pages of {page_size:,}; load: {os.getloadavg()[0]:.2f}")
+        print(f"{rows:,} nested records, pages of {page_size:,}, {style} pagination; load: {os.getloadavg()[0]:.2f}")
         for i in range(repeat):
-            a = child("anchor", url, str(work / f"anchor{i}.parquet"), page_size)
-            o = child("ours", url, str(work / f"ours{i}.parquet"), page_size)
+            a = child("anchor", url, str(work / f"anchor{i}.parquet"), page_size, style)
+            o = child("ours", url, str(work / f"ours{i}.parquet"), page_size, style)
             assert count_rows(work / f"ours{i}.parquet") == rows == count_rows(work / f"anchor{i}.parquet")
             line = (f"run {i + 1}: ours {o['s']:.2f} s ({rows / o['s'] / 1e3:.0f}k rec/s, peak RSS {o['rss']:.0f} MB)   "
                     f"anchor {a['s']:.2f} s (peak RSS {a['rss']:.0f} MB)   ours/anchor {o['s'] / a['s']:.2f}x (goal <= 1.0)")
             if PEER.exists():
                 (work / f"dlt{i}").mkdir()
-                d = child("dlt", url, str(work / f"dlt{i}"), page_size)
+                d = child("dlt", url, str(work / f"dlt{i}"), page_size, style)
                 assert count_rows(work / f"dlt{i}" / "bench" / "records") == rows  # tags go to a child table
                 line += f"   dlt {d['s']:.2f} s (peak RSS {d['rss']:.0f} MB): ours {d['s'] / o['s']:.1f}x faster (goal >= 8)"
             elif i == 0:
@@ -200,6 +216,7 @@ if __name__ == "__main__":
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--page-size", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--style", choices=["page", "cursor"], default="page")
     ap.add_argument("--serve", type=int)
     ap.add_argument("--child")
     ap.add_argument("--url")
@@ -208,6 +225,6 @@ if __name__ == "__main__":
     if args.serve:
         serve(args.serve, args.rows, args.page_size)
     elif args.child:
-        print({"ours": ours, "anchor": anchor}[args.child](args.url, args.out, args.page_size))
+        print({"ours": ours, "anchor": anchor}[args.child](args.url, args.out, args.page_size, args.style))
     else:
-        main(args.rows, args.page_size, args.repeat)
+        main(args.rows, args.page_size, args.repeat, args.style)

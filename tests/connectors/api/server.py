@@ -79,9 +79,13 @@ class Api:
         return web.json_response({"results": self.items(off, limit)})
 
     async def cursor(self, req: web.Request) -> web.Response:
+        self.hits["cursor"] += 1
         start = int(req.query.get("cursor", "c0")[1:])
         limit = int(req.query.get("limit", 10))
         nxt = f"c{start + limit}" if start + limit < self.rows else None
+        if "tricky" in req.query:  # the records have a field named like the token, after it in the body
+            items = [{**r, "next": "c999"} for r in self.items(start, limit)]
+            return web.json_response({"meta": {"next": nxt}, "items": items})
         return web.json_response({"items": self.items(start, limit), "meta": {"next": nxt}})
 
     async def link(self, req: web.Request) -> web.Response:

@@ -203,3 +203,13 @@ def test_bad_options_are_spec_errors():
         RestExtractor.Config.model_validate({"url": "http://x", "pagination": {"type": "cursor"}})
     with pytest.raises(ValidationError, match="auth type bearer needs token"):
         RestExtractor.Config.model_validate({"url": "http://x", "auth": {"type": "bearer"}})
+
+
+async def test_the_next_request_goes_out_on_a_guess_that_the_parsed_page_confirms(api, tmp_path):
+    opts = {"url": api.url + "/cursor", "records": "items",
+            "pagination": {"type": "cursor", "path": "meta.next", "page_size": 10}}
+    table, _, _ = await read(opts, tmp_path)
+    assert table.num_rows == 95 and api.api.hits["cursor"] == 10  # every guess right: no request twice
+    api.api.hits["cursor"] = 0
+    table, _, _ = await read({**opts, "params": {"tricky": 1}}, tmp_path)  # every guess wrong
+    assert table.column("id").to_pylist() == list(range(95)) and api.api.hits["cursor"] <= 20  # one wasted each

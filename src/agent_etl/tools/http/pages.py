@@ -13,10 +13,28 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
 
+import orjson
+
 from agent_etl.tools.http.decode import Page, scalar
 from agent_etl.tools.http.options import Pagination
 
 _LINK = re.compile(r'<([^>]*)>\s*;\s*([^,]*)')
+_VALUE = re.compile(rb'\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?|null)')
+
+
+def raw_value(body: bytes, key: str) -> Any:
+    """The string or number after the last ``"key":`` in a raw JSON body (a guess: the key may also
+    be a field of the records), or None."""
+    at = body.rfind(b'"' + key.encode() + b'"')
+    if at < 0:
+        return None
+    m = _VALUE.match(body, at + len(key) + 2)
+    if m is None:
+        return None
+    try:
+        return orjson.loads(m.group(1))
+    except orjson.JSONDecodeError:
+        return None
 
 
 @dataclass
@@ -81,6 +99,23 @@ class Pager:
         if p.type == "page":
             return {"n": n, "page": req.state["page"] + 1}
         return {"n": n, "offset": req.state["offset"] + rows}
+
+    def speculate(self, req: Request, resp: Any) -> dict[str, Any] | None:
+        """A guess at the next state from the response before its body is parsed (None: no guess):
+        the Link header, or the value of the path's last key found last in the raw body. ``after``
+        has the word: a wrong guess costs one request."""
+        p = self.p
+        if p is None or p.type not in ("cursor", "link", "next_url") or (
+                p.max_pages is not None and req.number >= p.max_pages):
+            return None
+        n = req.number
+        if p.type == "link":
+            target = next_link(resp.headers.get("Link"))
+            return {"n": n, "url": urljoin(req.url, target)} if target else None
+        value = raw_value(resp.body, (p.path or "").rsplit(".", 1)[-1])
+        if value in (None, ""):
+            return None
+        return {"n": n, "cursor": value} if p.type == "cursor" else {"n": n, "url": urljoin(req.url, str(value))}
 
     def after(self, req: Request, page: Page, headers: Any, read_rows: int) -> dict[str, Any] | None:
         """The state of the page after ``page`` (None: it was the last). ``read_rows``: records read

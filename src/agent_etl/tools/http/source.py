@@ -184,16 +184,8 @@ class ApiExtractor(Extractor):
         state = self._parts.get(part)
         read = 0
         if not pager.ahead():
-            req: Request | None = pager.request(state)
-            while req is not None:
-                resp, table = await self._fetch(req)
-                page = self._records(req, resp, table)
-                read += page.records.num_rows
-                nxt = pager.after(req, page, resp.headers, read)
-                if nxt is not None and "url" in nxt:
-                    nxt["url"] = self.endpoint.show(nxt["url"])
-                yield nxt, page.records
-                req = pager.request(nxt) if nxt is not None else None
+            async for item in self._sequential(pager, state):
+                yield item
             return
         # page numbers and offsets: keep `prefetch` requests in flight, take the pages in order
         depth = pager.p.prefetch if pager.p is not None else 1
@@ -237,12 +229,59 @@ class ApiExtractor(Extractor):
         nxt = pager.following(req, size, 0)
         return pager.request(nxt) if nxt is not None else None
 
-    async def _fetch(self, req: Request) -> tuple[Response, pa.Table]:
+    async def _sequential(self, pager: Pager, state: dict[str, Any] | None) -> AsyncIterator[tuple[dict[str, Any] | None,
+                                                                                                 pa.RecordBatch]]:
+        """Cursor, link and next-URL pages: each request comes from the page before. The next one is
+        sent as soon as the response is in, from a guess (the Link header, or the token found in the
+        raw body), while the body is parsed; the parsed body confirms the guess, or the request is
+        sent again with the real token."""
+        req = pager.request(state)
+        get = asyncio.create_task(self._get(req))
+        ahead: tuple[dict[str, Any], Request, asyncio.Task] | None = None
+        read = 0
+        try:
+            while True:
+                resp = await get
+                guess = self._clean(pager.speculate(req, resp))
+                if guess is not None:
+                    r = pager.request(guess)
+                    ahead = (guess, r, asyncio.create_task(self._get(r)))
+                page = self._records(req, resp, await self._parse(req, resp))
+                read += page.records.num_rows
+                nxt = self._clean(pager.after(req, page, resp.headers, read))
+                yield nxt, page.records
+                if nxt is None:
+                    return
+                if ahead is not None and ahead[0] == nxt:
+                    req, get = ahead[1], ahead[2]
+                else:
+                    if ahead is not None:
+                        ahead[2].cancel()
+                    req = pager.request(nxt)
+                    get = asyncio.create_task(self._get(req))
+                ahead = None
+        finally:
+            for task in (get, ahead[2] if ahead is not None else None):
+                if task is not None and not task.done():
+                    task.cancel()
+
+    def _clean(self, state: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A state fit for a position: a next URL without the API key's query parameter."""
+        if state is not None and "url" in state:
+            state["url"] = self.endpoint.show(state["url"])
+        return state
+
+    async def _get(self, req: Request) -> Response:
         if self._requests is not None:
             async with self._requests:
-                resp = await self.send(req)
-        else:
-            resp = await self.send(req)
+                return await self.send(req)
+        return await self.send(req)
+
+    async def _fetch(self, req: Request) -> tuple[Response, pa.Table]:
+        resp = await self._get(req)
+        return resp, await self._parse(req, resp)
+
+    async def _parse(self, req: Request, resp: Response) -> pa.Table:
         explicit = self.decoder.explicit()
         try:
             try:
@@ -254,7 +293,7 @@ class ApiExtractor(Extractor):
                 table = await asyncio.to_thread(self.decoder.parse, resp.body, None)
         except PageError as e:
             raise self._page_error(req, resp, e) from None
-        return resp, table
+        return table
 
     def _records(self, req: Request, resp: Response, table: pa.Table) -> Page:
         try:
