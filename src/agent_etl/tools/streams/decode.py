@@ -60,7 +60,7 @@ class Decoder:
             ids = [ids[i] for i in good]
             table = self._read(b"\n".join(payloads), len(payloads))
             if table is None:
-                raise ToolError(f"{self.what}: messages {ids[0]}..{ids[-1]} could not be read as JSON objects")
+                raise ToolError(f"{self.what}: messages {_name(ids[0])}..{_name(ids[-1])} could not be read as JSON objects")
         return self._settle(table), ids
 
     def _read(self, data: bytes, rows: int) -> pa.Table | None:
@@ -126,7 +126,7 @@ class Decoder:
             elif self.options.on_malformed == "skip":
                 self.skipped += 1
             else:
-                raise ToolError(f"{self.what}: message {ids[i]} is {why}; fix the producer, or set "
+                raise ToolError(f"{self.what}: message {_name(ids[i])} is {why}; fix the producer, or set "
                                 "on_malformed: skip to count and skip such messages")
         return good
 
@@ -142,19 +142,23 @@ class Decoder:
             if self.options.other_columns == "ignore" and name not in self.pinned:
                 continue
             if self.options.other_columns == "error" and name not in self.pinned:
-                raise ToolError(f"{self.what}: message {ids[0]}.. has field {name!r}, not in column_types; add "
+                raise ToolError(f"{self.what}: message {_name(ids[0])}.. has field {name!r}, not in column_types; add "
                                 "it, or set other_columns: ignore")
             values = pc.cast(pa.array([m.get(key) for m in maps], pa.binary()), pa.string())
             if name in self.pinned:
                 try:
                     values = pc.cast(values, self.pinned[name])
                 except _ERRORS as e:
-                    raise ToolError(f"{self.what}: field {name!r} of messages {ids[0]}..{ids[-1]} is not "
+                    raise ToolError(f"{self.what}: field {name!r} of messages {_name(ids[0])}..{_name(ids[-1])} is not "
                                     f"{self.pinned[name]}: {e}") from None
             columns[name] = values
         for name, type_ in self.pinned.items():
             columns.setdefault(name, pa.nulls(len(maps), type_))
         return pa.table(columns)
+
+
+def _name(message_id: Any) -> str:
+    return message_id.decode() if isinstance(message_id, bytes) else str(message_id)
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
