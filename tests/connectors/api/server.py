@@ -159,7 +159,7 @@ class Api:
         finally:
             self.in_flight -= 1
         n = uid % 4 * 3  # user u has (u % 4) * 3 orders
-        rows = [{"user": uid, "order": k, "day": req.query.get("day")} for k in range((page - 1) * 2, min(n, page * 2))]
+        rows = [{"user": uid, "order": k, "day": req.query.get("day"), "until": req.query.get("until")} for k in range((page - 1) * 2, min(n, page * 2))]
         return web.json_response({"data": rows})
 
     async def since(self, req: web.Request) -> web.Response:

@@ -155,6 +155,10 @@ async def test_fan_out_over_ids_and_dates(api, tmp_path):
             "fan_out": {"param": "day", "dates": {"start": "2024-01-01", "end": "2024-01-05"}, "concurrency": 2}}
     table, _, _ = await read(opts, tmp_path)
     assert sorted(set(table.column("day").to_pylist())) == [f"2024-01-0{d}" for d in range(1, 6)]
+    opts["fan_out"]["dates"] = {"start": "2024-01-01", "end": "2024-01-20", "step": "7 days", "end_param": "until"}
+    table, _, _ = await read(opts, tmp_path)
+    assert sorted(set(zip(table.column("day").to_pylist(), table.column("until").to_pylist()))) == [
+        ("2024-01-01", "2024-01-08"), ("2024-01-08", "2024-01-15"), ("2024-01-15", "2024-01-22")]
 
 
 async def test_incremental_mark_feeds_the_request_param(api, tmp_path):

@@ -63,8 +63,12 @@ class RestExtractor(ApiExtractor):
     def pager(self, value: Any) -> Pager:
         t = self.target
         url, params = t.url, {**t.params, **self.incremental_param()}
-        if self.config.fan_out is not None:
-            url, params = with_value(url, params, self.config.fan_out.param, value)
+        f = self.config.fan_out
+        if f is not None:
+            if f.dates is not None and f.dates.end_param:  # a window: [start, end)
+                url, params = with_value(url, params, f.dates.end_param, value[1])
+                value = value[0]
+            url, params = with_value(url, params, f.param, value)
         return Pager(self.config.pagination, url, params)
 
     async def send(self, req: Request) -> Response:

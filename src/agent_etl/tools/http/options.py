@@ -92,6 +92,8 @@ class DateRange(ToolConfig):
     end: str
     step: str = "1d"  # a duration: '1d', '7 days', '12 hours'
     format: str | None = None  # strftime of the values; default ISO date (or timestamp when step < 1 day)
+    # windows: each read also gets the window's end (its start + step, exclusive) in this parameter
+    end_param: str | None = None
 
 
 class FanOut(ToolConfig):

@@ -57,7 +57,8 @@ def with_value(url: str, params: dict[str, Any], name: str, value: Any) -> tuple
     return url, {**params, name: value}
 
 
-def date_values(r: DateRange, what: str) -> list[str]:
+def date_values(r: DateRange, what: str) -> list[Any]:
+    """The dates from ``start`` to ``end`` by ``step``; with ``end_param``, [start, end) windows."""
     try:
         start, end = dt.datetime.fromisoformat(r.start), dt.datetime.fromisoformat(r.end)
     except ValueError:
@@ -71,8 +72,12 @@ def date_values(r: DateRange, what: str) -> list[str]:
     if step <= dt.timedelta(0):
         raise ToolError(f"{what}: fan_out.dates.step must be positive")
     fmt = r.format or ("%Y-%m-%d" if step.total_seconds() % 86400 == 0 and len(r.start) == 10 else None)
-    out, t = [], start
+    def show(t: dt.datetime) -> str:
+        return t.strftime(fmt) if fmt else t.isoformat()
+
+    out: list[Any] = []
+    t = start
     while t <= end:
-        out.append(t.strftime(fmt) if fmt else t.isoformat())
+        out.append([show(t), show(t + step)] if r.end_param else show(t))
         t += step
     return out
