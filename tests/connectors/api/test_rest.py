@@ -15,8 +15,8 @@ from tests.connectors.api.server import API_KEY, CLIENT_ID, CLIENT_SECRET, PASSW
 FAST = {"max_attempts": 3, "initial_delay": 0.01, "max_delay": 0.05}
 
 
-async def read(options, tmp_path, batch_size=30, state=None, resume=None):
-    ctx = tool_context(tmp_path, batch_size=batch_size, state=state)
+async def read(options, tmp_path, batch_size=30, state=None, resume=None, connections=None):
+    ctx = tool_context(tmp_path, batch_size=batch_size, state=state, connections=connections)
     ex = build("extractor", "rest", options, ctx)
     if resume is not None:
         ex.resume_from(resume)
@@ -194,7 +194,13 @@ async def test_rate_limit_is_shared_by_tasks_on_one_connection(api, tmp_path):
     ctx = tool_context(tmp_path, connections={"api": {"url": api.url, "rate_limit": {"per_second": 50}}})
     a = build("extractor", "rest", {"connection": "api", "url": "/items", "records": "data"}, ctx)
     b = build("extractor", "rest", {"connection": "api", "url": "/offset", "records": "results"}, ctx)
+    c = build("extractor", "rest", {"connection": "api", "url": "/auth/bearer", "records": "data",
+                                    "auth": {"type": "bearer", "token": TOKEN}}, ctx)
     assert a.endpoint is b.endpoint and a.endpoint.bucket.rate == 50
+    assert c.endpoint is not a.endpoint and c.endpoint.bucket is a.endpoint.bucket  # own credentials, one limit
+    table, _, _ = await read({"connection": "api", "url": "/auth/bearer", "records": "data", "auth": {
+        "type": "bearer", "token": TOKEN}}, tmp_path, connections=ctx.connections)
+    assert table.num_rows == 10
     await ctx.resources.aclose()
 
 

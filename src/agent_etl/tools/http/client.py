@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
 import random
 import time
 from dataclasses import dataclass
@@ -39,9 +40,9 @@ class Response:
 class Endpoint:
     """What the tasks on one connection share (``endpoint``): session, bucket, authentication."""
 
-    def __init__(self, auth: Auth | None, rate_limit: RateLimit | None, connections: int = 16):
+    def __init__(self, auth: Auth | None, bucket: TokenBucket, connections: int = 16):
         self.auth = Authenticator(auth)
-        self.bucket = TokenBucket(rate_limit.per_second if rate_limit else None, rate_limit.burst if rate_limit else None)
+        self.bucket = bucket
         self._limit = connections
         self._session: aiohttp.ClientSession | None = None
 
@@ -158,5 +159,10 @@ def strip_param(url: str, name: str | None) -> str:
 
 
 def endpoint(ctx: Any, key: str, auth: Auth | None, rate_limit: RateLimit | None) -> Endpoint:
-    """The run's shared endpoint for ``key`` (a connection name, or the URL's origin)."""
-    return ctx.resources.get(("http", key), lambda: Endpoint(auth, rate_limit), lambda e: e.close())
+    """The run's endpoint for ``key`` (a connection name, or the URL's origin) and these credentials:
+    tasks with the same credentials share a session; every task on ``key`` shares the rate limit
+    (the first to ask sets it: give it on the connection)."""
+    bucket = ctx.resources.get(("http.bucket", key), lambda: TokenBucket(
+        rate_limit.per_second if rate_limit else None, rate_limit.burst if rate_limit else None))
+    creds = hashlib.sha256(auth.model_dump_json().encode()).hexdigest() if auth else ""
+    return ctx.resources.get(("http", key, creds), lambda: Endpoint(auth, bucket), lambda e: e.close())

@@ -6,7 +6,6 @@ credentials), so its rate limit holds for every task on it."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -40,12 +39,8 @@ class Target:
         except ValidationError as e:
             raise ToolError(f"{what}: connection {config.connection!r}: {e.errors()[0]['msg']}") from None
         check_secrets(auth, ctx, what)
-        if config.connection:
-            key = f"connection:{config.connection}"
-        else:
-            origin = urlsplit(self.url)
-            creds = hashlib.sha256(auth.model_dump_json().encode()).hexdigest() if auth else ""
-            key = f"{origin.scheme}://{origin.netloc}#{creds}"
+        origin = urlsplit(self.url)
+        key = f"connection:{config.connection}" if config.connection else f"{origin.scheme}://{origin.netloc}"
         self.endpoint: Endpoint = endpoint(ctx, key, auth, rate)
 
 
