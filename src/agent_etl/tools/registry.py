@@ -96,7 +96,8 @@ class Registry:
                 except MissingExtra as e:
                     out.append(ToolInfo(kind, name, target, str(e), [], e.fix))
                     continue
-                out.append(ToolInfo(kind, name, target, cls.summary(), list(cls.Config.model_fields)))
+                out.append(ToolInfo(kind, name, target, cls.summary(),
+                                    [f.alias or n for n, f in cls.Config.model_fields.items()]))
         return out
 
 
