@@ -33,6 +33,7 @@ from pydantic import Field
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.tools.streams.marks import order
 from agent_etl.tools.streams.nats_connect import connect, where
+from agent_etl.tools.streams.nats_wire import Wire, supported
 from agent_etl.tools.streams.options import SourceOptions
 from agent_etl.tools.streams.source import StreamExtractor
 
@@ -71,8 +72,20 @@ class NatsExtractor(StreamExtractor):
                                  "JetStream enabled (nats-server -js)?") from None
         await self._consumer(js)
         self.inbox = nc.new_inbox()
-        self.sub = await nc.subscribe(self.inbox, cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1)
         self.next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{c.stream}.{c.durable}"
+        self.wire: Wire | None = None
+        if supported(url):  # messages come over a connection of our own, parsed in bulk
+            wire = Wire()
+            try:
+                await wire.open(url, self.inbox)
+            except (OSError, TimeoutError) as e:
+                await wire.close()
+                raise TransientError(f"extract {self.ctx.task!r}: NATS at {where(url)}: {e}") from None
+            self.wire = self.ctx.resources.get(("nats-wire", self.ctx.task, id(self)), lambda: wire,
+                                               lambda w: w.close())
+            self.raw: list[Any] = []
+        else:
+            self.sub = await nc.subscribe(self.inbox, cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1)
 
     async def _consumer(self, js: Any) -> None:
         """The durable consumer, created if missing, and again where a dead run left messages unacknowledged."""
@@ -128,6 +141,8 @@ class NatsExtractor(StreamExtractor):
     async def _read(self, count: int, wait: float) -> tuple[list[Any], list[Any], Any]:
         if count <= 0:
             return [], [], []
+        if self.wire is not None:
+            return await self._read_wire(count, wait)
         if not self.buf and not self.open_request:
             self.asked = count
             self.open_request = True
@@ -159,6 +174,66 @@ class NatsExtractor(StreamExtractor):
         self.last = seqs[-1]
         return [m.data for m in msgs], seqs, replies
 
+    async def _read_wire(self, count: int, wait: float) -> tuple[list[Any], list[Any], Any]:
+        wire = self.wire
+        if not self.buf and not self.open_request:
+            self.asked, self.received, self.open_request = count, 0, True
+            wire.publish(self.next_subject, json.dumps({"batch": count, "expires": int(wait * 1e9)}).encode(),
+                         self.inbox)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait + 1.0
+        try:
+            while self.open_request and len(self.buf) < count:
+                raw = self.raw
+                wire.messages(raw)
+                if raw:
+                    data = [m for m in raw if m[0] is not None]
+                    if len(data) != len(raw):
+                        self._statuses([m for m in raw if m[0] is None])
+                    self.buf += data
+                    self.received += len(data)
+                    raw.clear()
+                    if self.received >= self.asked:
+                        self.open_request = False
+                    continue
+                left = deadline - loop.time()
+                if left <= 0:
+                    self.open_request = False  # the request is lost (no answer): ask again
+                    break
+                await wire.receive(left)
+        except (OSError, ConnectionError) as e:
+            raise TransientError(f"extract {self.ctx.task!r}: NATS connection lost: {e}") from None
+        if self.failure is not None:
+            raise ToolError(f"extract {self.ctx.task!r}: nats stream {self.config.stream!r}, consumer "
+                            f"{self.config.durable!r}: the server answered {self.failure}")
+        msgs, self.buf = self.buf[:count], self.buf[count:]
+        if not msgs:
+            return [], [], []
+        replies = [m[0] for m in msgs]
+        seqs = [_sequence(r) for r in replies]
+        if seqs[0] <= self.last or any(b <= a for a, b in zip(seqs, seqs[1:])):
+            keep, top = [], self.last
+            for i, seq in enumerate(seqs):
+                if seq > top:
+                    keep.append(i)
+                    top = seq
+            msgs, seqs, replies = [msgs[i] for i in keep], [seqs[i] for i in keep], [replies[i] for i in keep]
+            if not msgs:
+                return [], [], []
+        self.last = seqs[-1]
+        return [m[1] for m in msgs], seqs, replies
+
+    def _statuses(self, statuses: list[Any]) -> None:
+        """Status messages of a pull request (no reply subject): 404 no messages and 408 expired end it."""
+        for _, _, headers in statuses:
+            line = (headers or b"").split(b"\r\n", 1)[0].decode(errors="replace")  # NATS/1.0 404 No Messages
+            code = line[9:12]
+            if code in ("404", "408"):
+                self.open_request = False
+            elif code != "100":
+                self.open_request = False
+                self.failure = line[9:].strip()
+
     def _compact(self, tokens: Any) -> Any:
         return tokens[-1:]  # AckAll: the last message acknowledges the rest
 
@@ -166,8 +241,9 @@ class NatsExtractor(StreamExtractor):
         replies = [r for chunk in tokens for r in chunk[-1:]]
         if not replies:
             return
+        reply = replies[-1]
         try:
-            await self.nc.request(replies[-1], b"+ACK", timeout=10)
+            await self.nc.request(reply.decode() if isinstance(reply, bytes) else reply, b"+ACK", timeout=10)
         except (nats.errors.Error, OSError) as e:
             raise TransientError(f"nats stream {self.config.stream!r}: the ack was not confirmed: {e}") from None
 
@@ -181,5 +257,5 @@ class NatsExtractor(StreamExtractor):
 def _sequence(reply: str) -> int:
     """The stream sequence in a JetStream ack subject ($JS.ACK.<stream>.<consumer>.<delivered>.<sseq>...,
     or the form with domain and account hash, two tokens longer)."""
-    tokens = reply.split(".")
+    tokens = reply.split(b"." if isinstance(reply, bytes) else ".")
     return int(tokens[5] if len(tokens) == 9 else tokens[7])

@@ -13,7 +13,7 @@ Redis field/value maps (``format: fields``) become string columns, cast to ``col
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -26,9 +26,14 @@ from agent_etl.tools.streams.options import SourceOptions
 _ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
 
 
+class NDJSON(bytes):
+    """Payloads a source already joined with newlines (a Redis script's reply): one block, several messages."""
+
+
 class Decoder:
-    def __init__(self, options: SourceOptions, what: str):
+    def __init__(self, options: SourceOptions, what: str, split: Callable[[Sequence[Any]], list[bytes]] | None = None):
         self.options, self.what = options, what  # what: "redis stream 'orders'", for messages
+        self.split = split  # the payloads of messages by id, one by one: to find a bad one in an NDJSON block
         self.pinned = options.types()
         self.schema: pa.Schema | None = None  # settled by the first batch
         self.skipped = 0
@@ -51,7 +56,11 @@ class Decoder:
 
     def _json(self, payloads: Sequence[bytes], ids: Sequence[Any]) -> tuple[pa.Table | None, Sequence[Any]]:
         data = b"\n".join(payloads)
-        table = self._read(data, len(payloads))
+        table = self._read(data, len(ids))
+        if table is None and payloads and isinstance(payloads[0], NDJSON):
+            if self.split is None:
+                raise ToolError(f"{self.what}: messages {_name(ids[0])}..{_name(ids[-1])} are not all JSON objects")
+            payloads = self.split(ids)
         if table is None:  # a payload is not one JSON object: find it
             good = self._check(payloads, ids)
             if not good:

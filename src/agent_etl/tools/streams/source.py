@@ -2,7 +2,8 @@
 
 A source supplies four coroutines: ``_open()`` (connect, check the stream, create the group or
 consumer), ``_read(count, wait)`` (up to ``count`` messages, waiting at most ``wait`` seconds for the
-first: ``(payloads, ids, tokens)``, ids in stream order), ``_ack(tokens)`` (acknowledge messages) and
+first: ``(payloads, ids, tokens)``, ids in stream order; the payloads one per message, or
+``decode.NDJSON`` blocks already joined), ``_ack(tokens)`` (acknowledge messages) and
 ``_close()``. This class gathers the messages into micro-batches (``rules.BatchClock``), decodes them
 (``decode.Decoder``), stops by the stop rules (``rules.StopRules``), and keeps what each yielded batch
 needs acknowledging until the runtime says the loads below committed it (``acknowledge``).
@@ -70,6 +71,10 @@ class StreamExtractor(Extractor):
     def _mark(self, last_id: Any) -> dict[str, Any]:
         raise NotImplementedError
 
+    async def _close(self) -> None:
+        """The read ended (or failed): stop what the source does in the background. The connection stays
+        open for the acknowledgements still to come (``ctx.resources`` closes it with the run)."""
+
     def _order(self, message_id: Any) -> tuple[int, int]:
         raise NotImplementedError
 
@@ -104,6 +109,13 @@ class StreamExtractor(Extractor):
     async def batches(self) -> AsyncIterator[pa.RecordBatch]:
         self._after(self.ctx.load_state())
         await self._open()
+        try:
+            async for batch in self._micro_batches():
+                yield batch
+        finally:
+            await self._close()
+
+    async def _micro_batches(self) -> AsyncIterator[pa.RecordBatch]:
         clock = BatchClock(self.config)
         payloads: list[Any] = []
         ids: list[Any] = []
@@ -112,26 +124,26 @@ class StreamExtractor(Extractor):
         with StopRules(self.config) as rules:
             last_seen = loop.time()
             while not rules.done():
-                want = rules.budget(self.config.batch_size - len(payloads))
+                want = rules.budget(self.config.batch_size - len(ids))
                 got, got_ids, got_tokens = await self._read(want, rules.wait(clock.left()))
-                if got:
+                if got_ids:
                     last_seen = loop.time()
                     got, got_ids, got_tokens = await self._fresh(got, got_ids, got_tokens)
                 elif not rules.continuous and loop.time() - last_seen >= self.config.idle_seconds:
                     rules.caught_up = True
-                if got:
+                if got_ids:
                     clock.started()
-                    rules.read += len(got)
+                    rules.read += len(got_ids)
                     payloads += got
                     ids += got_ids
                     tokens.append(self._compact(got_tokens))
-                if payloads and (len(payloads) >= self.config.batch_size or clock.left() == 0 or rules.done()):
+                if ids and (len(ids) >= self.config.batch_size or clock.left() == 0 or rules.done()):
                     batch = self._batch(payloads, ids, tokens)
                     payloads, ids, tokens = [], [], []
                     clock.reset()
                     if batch is not None:
                         yield batch
-            if payloads:
+            if ids:
                 batch = self._batch(payloads, ids, tokens)
                 if batch is not None:
                     yield batch
