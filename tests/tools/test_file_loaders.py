@@ -280,3 +280,15 @@ async def test_excel_row_limit_is_a_tool_error_and_leaves_nothing(tmp_path, file
     with pytest.raises(ToolError, match="at most 4 rows"):
         await file_tool("loader", "excel", {"path": "t.xlsx"}).load(stream(sample(6).to_batches(max_chunksize=3)))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("tool", ["csv", "jsonl", "parquet"])
+async def test_a_column_that_appears_after_the_first_batch_fails_the_load_rather_than_vanish(tmp_path, tool):
+    from agent_etl.testing import build, stream, tool_context
+
+    first = pa.record_batch({"id": [1, 2]})
+    later = pa.record_batch({"id": [3], "note": ["new"]})
+    loader = build("loader", tool, {"path": FILES[tool]}, tool_context(tmp_path))
+    with pytest.raises(ToolError, match="'note' that the first batch did not have"):
+        await loader.load(stream([first, later]))
+    assert not (tmp_path / FILES[tool]).exists()

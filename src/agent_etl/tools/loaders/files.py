@@ -252,6 +252,11 @@ def same_schema(batch: pa.RecordBatch, schema: pa.Schema, task: str, name: str) 
     """A file has one schema: later batches are cast to the first one's."""
     if batch.schema.equals(schema):
         return batch
+    new = [n for n in batch.schema.names if n not in schema.names]
+    if new:  # a file's columns are fixed by its first batch: never drop data without a word
+        raise ToolError(f"task {task!r}: a batch for {name} has column(s) {', '.join(map(repr, new))} that the "
+                        f"first batch did not have ({', '.join(schema.names)}); a file has one schema: "
+                        "fix the columns upstream (a source's pinned schema, or a select/cast step)")
     try:
         return batch.select(schema.names).cast(schema)
     except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
