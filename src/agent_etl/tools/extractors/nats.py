@@ -210,7 +210,7 @@ class NatsExtractor(StreamExtractor):
         if not msgs:
             return [], [], []
         replies = [m[0] for m in msgs]
-        seqs = [_sequence(r) for r in replies]
+        seqs = [m[3] or _sequence(m[0]) for m in msgs]
         if seqs[0] <= self.last or any(b <= a for a, b in zip(seqs, seqs[1:])):
             keep, top = [], self.last
             for i, seq in enumerate(seqs):
@@ -225,7 +225,7 @@ class NatsExtractor(StreamExtractor):
 
     def _statuses(self, statuses: list[Any]) -> None:
         """Status messages of a pull request (no reply subject): 404 no messages and 408 expired end it."""
-        for _, _, headers in statuses:
+        for _, _, headers, _ in statuses:
             line = (headers or b"").split(b"\r\n", 1)[0].decode(errors="replace")  # NATS/1.0 404 No Messages
             code = line[9:12]
             if code in ("404", "408"):

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 _CRLF = b"\r\n"
+# a JetStream message in the usual ack-subject form: reply $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>...
+_MSG = re.compile(rb"MSG \S+ \d+ (\$JS\.ACK\.[^.\s]+\.[^.\s]+\.\d+\.(\d+)\.\S*) (\d+)\r\n")
+_HMSG = re.compile(rb"HMSG \S+ \d+ (\$JS\.ACK\.[^.\s]+\.[^.\s]+\.\d+\.(\d+)\.\S*) (\d+) (\d+)\r\n")
 
 
 def supported(url: str) -> bool:
@@ -24,7 +28,7 @@ class Wire:
     def __init__(self) -> None:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
-        self.buf = bytearray()
+        self.buf = b""
         self.pos = 0
 
     async def open(self, url: str, inbox: str, timeout: float = 5.0) -> None:
@@ -62,23 +66,42 @@ class Wire:
             return False
         if not data:
             raise ConnectionError("the NATS server closed the connection")
-        if self.pos > (1 << 22):
-            del self.buf[:self.pos]
-            self.pos = 0
-        self.buf += data
+        self.buf = self.buf[self.pos:] + data if self.pos < len(self.buf) else data
+        self.pos = 0
         return True
 
-    def messages(self, out: list[tuple[bytes | None, bytes, bytes | None]]) -> None:
-        """Append every whole message in the buffer to ``out`` as (reply, payload, headers)."""
+    def messages(self, out: list[tuple[bytes | None, bytes, bytes | None, int]]) -> None:
+        """Append every whole message in the buffer to ``out`` as (reply, payload, headers, stream sequence;
+        0 where the reply is not a JetStream ack subject of the usual form)."""
         buf, pos = self.buf, self.pos
         n = len(buf)
-        while True:
+        msg, hmsg = _MSG.match, _HMSG.match
+        append = out.append
+        while pos < n:
+            m = msg(buf, pos)
+            if m is not None:  # the common case: MSG subject sid $JS.ACK.<stream>.<consumer>.<n>.<sseq>... size
+                start = m.end()
+                stop = start + int(m[3])
+                if stop + 2 > n:
+                    break
+                append((m[1], buf[start:stop], None, int(m[2])))
+                pos = stop + 2
+                continue
+            m = hmsg(buf, pos)
+            if m is not None:  # the same with headers (a message published with Nats-Msg-Id)
+                start = m.end()
+                stop = start + int(m[4])
+                if stop + 2 > n:
+                    break
+                append((m[1], buf[start + int(m[3]):stop], None, int(m[2])))
+                pos = stop + 2
+                continue
             end = buf.find(_CRLF, pos)
             if end < 0:
                 break
-            head = bytes(buf[pos:end])
+            head = buf[pos:end]
             kind = head[:1]
-            if kind == b"M" or kind == b"H":
+            if kind == b"M" or kind == b"H":  # another form: status messages, a reply in the domain form
                 fields = head.split()  # whitespace: a status HMSG has two spaces where the reply would be
                 size = int(fields[-1])
                 start = end + 2
@@ -86,11 +109,11 @@ class Wire:
                     break  # the rest of this message is still on its way
                 if kind == b"M":  # MSG subject sid [reply] size
                     reply = fields[3] if len(fields) == 5 else None
-                    out.append((reply, bytes(buf[start:start + size]), None))
+                    append((reply, buf[start:start + size], None, 0))
                 else:  # HMSG subject sid [reply] header-size total-size
                     hsize = int(fields[-2])
                     reply = fields[3] if len(fields) == 6 else None
-                    out.append((reply, bytes(buf[start + hsize:start + size]), bytes(buf[start:start + hsize])))
+                    append((reply, buf[start + hsize:start + size], buf[start:start + hsize], 0))
                 pos = start + size + 2
             else:
                 if head.startswith(b"PING"):
