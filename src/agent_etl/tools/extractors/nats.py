@@ -84,6 +84,7 @@ class NatsExtractor(StreamExtractor):
             self.wire = self.ctx.resources.get(("nats-wire", self.ctx.task, id(self)), lambda: wire,
                                                lambda w: w.close())
             self.raw: list[Any] = []
+            self.outstanding = 0  # messages asked for by pull requests and not yet received or expired
         else:
             self.sub = await nc.subscribe(self.inbox, cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1)
 
@@ -176,14 +177,18 @@ class NatsExtractor(StreamExtractor):
 
     async def _read_wire(self, count: int, wait: float) -> tuple[list[Any], list[Any], Any]:
         wire = self.wire
-        if not self.buf and not self.open_request:
-            self.asked, self.received, self.open_request = count, 0, True
-            wire.publish(self.next_subject, json.dumps({"batch": count, "expires": int(wait * 1e9)}).encode(),
+        # keep pull requests out for the next batch too (two in flight), so the server sends the next
+        # messages while this batch is decoded and loaded; not with a message budget, which asks exactly
+        ahead = count if self.config.max_messages is None else 0
+        if len(self.buf) + self.outstanding < count + ahead:
+            want = count + ahead - len(self.buf) - self.outstanding
+            self.outstanding += want
+            wire.publish(self.next_subject, json.dumps({"batch": want, "expires": int(wait * 1e9)}).encode(),
                          self.inbox)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait + 1.0
         try:
-            while self.open_request and len(self.buf) < count:
+            while self.outstanding > 0 and len(self.buf) < count:
                 raw = self.raw
                 wire.messages(raw)
                 if raw:
@@ -191,14 +196,12 @@ class NatsExtractor(StreamExtractor):
                     if len(data) != len(raw):
                         self._statuses([m for m in raw if m[0] is None])
                     self.buf += data
-                    self.received += len(data)
+                    self.outstanding = max(0, self.outstanding - len(data))
                     raw.clear()
-                    if self.received >= self.asked:
-                        self.open_request = False
                     continue
                 left = deadline - loop.time()
                 if left <= 0:
-                    self.open_request = False  # the request is lost (no answer): ask again
+                    self.outstanding = 0  # the requests are lost (no answer): ask again
                     break
                 await wire.receive(left)
         except (OSError, ConnectionError) as e:
@@ -224,14 +227,19 @@ class NatsExtractor(StreamExtractor):
         return [m[1] for m in msgs], seqs, replies
 
     def _statuses(self, statuses: list[Any]) -> None:
-        """Status messages of a pull request (no reply subject): 404 no messages and 408 expired end it."""
+        """Status messages of pull requests (no reply subject): 408 (expired) says how many of the request
+        will not come (``Nats-Pending-Messages``); 404 (no messages) ends it; others are failures."""
         for _, _, headers, _ in statuses:
-            line = (headers or b"").split(b"\r\n", 1)[0].decode(errors="replace")  # NATS/1.0 404 No Messages
+            lines = (headers or b"").split(b"\r\n")
+            line = lines[0].decode(errors="replace")  # NATS/1.0 408 Request Timeout
             code = line[9:12]
-            if code in ("404", "408"):
-                self.open_request = False
+            if code == "408":
+                pending = [x for x in lines if x.lower().startswith(b"nats-pending-messages:")]
+                self.outstanding = max(0, self.outstanding - int(pending[0].split(b":")[1]) if pending else 0)
+            elif code == "404":
+                self.outstanding = 0
             elif code != "100":
-                self.open_request = False
+                self.outstanding = 0
                 self.failure = line[9:].strip()
 
     def _compact(self, tokens: Any) -> Any:
