@@ -119,7 +119,15 @@ class RedisStreamExtractor(StreamExtractor):
         start = self.pending if self.pending is not None else ">"
         args = [c.group, self.consumer, count, start, c.field, floor]
         try:
-            n, last, ids, data, bad = await asyncio.to_thread(self.read_script, keys=[c.stream], args=args)
+            if self._ahead is not None:
+                ahead, self._ahead = self._ahead, None
+                n, last, ids, data, bad = await ahead
+            else:
+                n, last, ids, data, bad = await asyncio.to_thread(self.read_script, keys=[c.stream], args=args)
+            if n == count and self.pending is None and not floor and c.max_messages is None:
+                # more are likely there: the server reads the next chunk while this one is decoded and
+                # loaded (what is read ahead and never yielded stays pending: the next run reads it first)
+                self._ahead = asyncio.ensure_future(asyncio.to_thread(self.read_script, keys=[c.stream], args=args))
             if not n and self.pending is None:
                 # nothing new: wait for an entry after the last delivered one, then read it
                 got = await asyncio.to_thread(self.client.execute_command, "XREAD", "COUNT", 1, "BLOCK",

@@ -17,24 +17,31 @@ if floor ~= '' then
 end
 local ids, data, bad, done = {}, {}, {}, {}
 local last = ''
+local n = 0
 for _, e in ipairs(entries) do
   local id = e[1]
   last = id
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  ms, seq = tonumber(ms), tonumber(seq)
-  if ms < fms or (ms == fms and seq <= fseq) then
+  local old = false
+  if fms >= 0 then
+    local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+    ms, seq = tonumber(ms), tonumber(seq)
+    old = ms < fms or (ms == fms and seq <= fseq)
+  end
+  if old then
     done[#done + 1] = id
   else
     local v = nil
     local fv = e[2]
     if fv then
-      for j = 1, #fv, 2 do if fv[j] == f then v = fv[j + 1] break end end
+      if fv[1] == f then v = fv[2]
+      else for j = 3, #fv, 2 do if fv[j] == f then v = fv[j + 1] break end end end
     end
     if v == nil then
       bad[#bad + 1] = id
     else
-      ids[#ids + 1] = id
-      data[#data + 1] = v
+      n = n + 1
+      ids[n] = id
+      data[n] = v
     end
   end
   if #done >= 5000 then
