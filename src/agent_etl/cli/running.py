@@ -83,7 +83,9 @@ def resume_command(run_id: str, pairs: list[str], *, as_json: bool, quiet: bool,
 def _run(pipeline: Any, pairs: list[str], *, as_json: bool, quiet: bool, resume: Any, force: bool,
          home: str | None = None) -> int:
     """Run (or resume) with the progress display; SIGTERM stops the run like Ctrl-C: the commit unit
-    in flight rolls back, what was committed stays, and the run can be resumed (exit 130)."""
+    in flight rolls back, what was committed stays, and the run can be resumed (exit 130). While stream
+    reads run (redis_stream, nats), the first signal instead ends them after their current micro-batch,
+    which is committed and acknowledged: the run ends cleanly, and the CLI exits 130 too."""
     import signal
 
     from agent_etl.agents.coordinator import AgentCoordinator
