@@ -59,8 +59,10 @@ class NatsLoader(Loader):
         try:
             sub = await nc.subscribe(f"{inbox}.*", cb=self._on_ack, pending_msgs_limit=-1, pending_bytes_limit=-1)
             async for batch in batches:
-                payloads = await asyncio.to_thread(encoder.payloads, batch)
-                await self._publish(nc, payloads, self._ids(len(payloads)))
+                ids = self._ids(batch.num_rows)
+                for start in range(0, batch.num_rows, c.batch_size):  # batch_size rows encoded at a time
+                    payloads = await asyncio.to_thread(encoder.payloads, batch.slice(start, c.batch_size))
+                    await self._publish(nc, payloads, ids[start:start + c.batch_size] if ids is not None else None)
                 rows += batch.num_rows
                 unit += batch.num_rows
                 if self.ctx.commit_due():

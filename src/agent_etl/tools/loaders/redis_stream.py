@@ -51,7 +51,7 @@ return #ARGV - 2
 
 
 class RedisStreamLoader(Loader):
-    """Add rows to a Redis stream with pipelined XADD (at-least-once)."""
+    """Add rows to a Redis stream, one server-side script call per batch of XADDs (at-least-once)."""
 
     class Config(SinkOptions):
         field: str = Field("data", min_length=1, description="the entry field holding the row as JSON")
