@@ -30,6 +30,8 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from tests.connectors.api.contract import hook_options, read_hook, rest_api, rest_missing, rest_write
+from tests.connectors.streams.contract import (nats_missing, nats_stream, nats_write, read_redis, redis_missing,
+                                               redis_sink_options, redis_stream, redis_write)
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 MARIA = "mysql://root@127.0.0.1:3306"
@@ -472,6 +474,7 @@ LOADERS: list[LoaderBackend] = [
     LoaderBackend("excel", "excel", file_setup("xlsx"), file_options, read_excel),
     LoaderBackend("s3-parquet", "s3", s3_bucket, s3_options, read_s3_parquet),
     LoaderBackend("http", "http", rest_api, hook_options, read_hook),
+    LoaderBackend("redis_stream", "redis_stream", redis_stream, redis_sink_options, read_redis),
 ]
 
 # JSON has no date or timestamp: pyarrow's reader makes ISO dates timestamps, and leaves strings
@@ -502,4 +505,6 @@ EXTRACTORS: list[ExtractorBackend] = [
     ExtractorBackend("s3-csv", "s3", s3_bucket, write_s3("csv", write_csv), missing_s3, {"at": pa.timestamp("ns", "UTC")}),
     # a JSON API: dates and timestamps come as the ISO text the API wrote
     ExtractorBackend("rest", "rest", rest_api, rest_write, rest_missing, {"day": pa.string(), "at": pa.string()}),
+    ExtractorBackend("redis_stream", "redis_stream", redis_stream, redis_write, redis_missing, _JSON_TYPES),
+    ExtractorBackend("nats", "nats", nats_stream, nats_write, nats_missing, _JSON_TYPES),
 ]
