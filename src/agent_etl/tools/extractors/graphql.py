@@ -35,7 +35,6 @@ from agent_etl.tools.http.client import Response
 from agent_etl.tools.http.decode import Decoder, Page, at, scalar
 from agent_etl.tools.http.options import SourceOptions
 from agent_etl.tools.http.pages import Pager, Request
-from agent_etl.tools.http.target import Target
 from agent_etl.tools.http.source import ApiExtractor
 
 
@@ -119,17 +118,6 @@ class GraphQLExtractor(ApiExtractor):
             self.decoder = Decoder(f"data.{p.path}.edges", config.schema_, config.nested, unwrap="node")
         else:
             self.decoder = Decoder(f"data.{p.path}", config.schema_, config.nested)
-        self._target: Target | None = None
-
-    @property
-    def target(self) -> Target:
-        if self._target is None:
-            self._target = Target(self.config, self.ctx, self.what())
-        return self._target
-
-    @property
-    def endpoint(self):  # type: ignore[override]
-        return self.target.endpoint
 
     def pager(self, value: Any) -> Pager:
         c = self.config

@@ -161,19 +161,7 @@ class NatsExtractor(StreamExtractor):
         msgs, self.buf = self.buf[:count], self.buf[count:]
         if not msgs:
             return [], [], []
-        replies = [m.reply for m in msgs]
-        seqs = [_sequence(r) for r in replies]
-        if seqs[0] <= self.last or any(b <= a for a, b in zip(seqs, seqs[1:])):
-            keep, top = [], self.last
-            for i, s in enumerate(seqs):
-                if s > top:
-                    keep.append(i)
-                    top = s
-            msgs, seqs, replies = [msgs[i] for i in keep], [seqs[i] for i in keep], [replies[i] for i in keep]
-            if not msgs:
-                return [], [], []
-        self.last = seqs[-1]
-        return [m.data for m in msgs], seqs, replies
+        return self._taken([m.data for m in msgs], [_sequence(m.reply) for m in msgs], [m.reply for m in msgs])
 
     async def _read_wire(self, count: int, wait: float) -> tuple[list[Any], list[Any], Any]:
         wire = self.wire
@@ -212,19 +200,22 @@ class NatsExtractor(StreamExtractor):
         msgs, self.buf = self.buf[:count], self.buf[count:]
         if not msgs:
             return [], [], []
-        replies = [m[0] for m in msgs]
-        seqs = [m[3] or _sequence(m[0]) for m in msgs]
+        return self._taken([m[1] for m in msgs], [m[3] or _sequence(m[0]) for m in msgs], [m[0] for m in msgs])
+
+    def _taken(self, data: list[Any], seqs: list[int], replies: list[Any]) -> tuple[list[Any], list[Any], Any]:
+        """The messages of one read past the last one taken, in stream order: a message delivered
+        again during the read (an ack_wait ran out) is dropped, as the destination has it already."""
         if seqs[0] <= self.last or any(b <= a for a, b in zip(seqs, seqs[1:])):
             keep, top = [], self.last
             for i, seq in enumerate(seqs):
                 if seq > top:
                     keep.append(i)
                     top = seq
-            msgs, seqs, replies = [msgs[i] for i in keep], [seqs[i] for i in keep], [replies[i] for i in keep]
-            if not msgs:
+            if not keep:
                 return [], [], []
+            data, seqs, replies = [data[i] for i in keep], [seqs[i] for i in keep], [replies[i] for i in keep]
         self.last = seqs[-1]
-        return [m[1] for m in msgs], seqs, replies
+        return data, seqs, replies
 
     def _statuses(self, statuses: list[Any]) -> None:
         """Status messages of pull requests (no reply subject): 408 (expired) says how many of the request

@@ -24,7 +24,7 @@ import aiohttp  # noqa: F401 - the api extra: the registry names it when missing
 from agent_etl.tools.http.client import Response
 from agent_etl.tools.http.options import FanOut, Pagination, SourceOptions
 from agent_etl.tools.http.pages import Pager, Request
-from agent_etl.tools.http.target import Target, date_values, with_value
+from agent_etl.tools.http.target import date_values, with_value
 from agent_etl.tools.http.source import ApiExtractor
 
 
@@ -39,17 +39,6 @@ class RestExtractor(ApiExtractor):
 
     def __init__(self, config: Any, ctx: Any):
         super().__init__(config, ctx)
-        self._target: Target | None = None
-
-    @property
-    def target(self) -> Target:
-        if self._target is None:
-            self._target = Target(self.config, self.ctx, self.what())
-        return self._target
-
-    @property
-    def endpoint(self):  # type: ignore[override]
-        return self.target.endpoint
 
     def fan_values(self) -> list[Any] | None:
         f = self.config.fan_out

@@ -29,18 +29,18 @@ from agent_etl.tools.http.client import Endpoint, Response
 from agent_etl.tools.http.decode import Decoder, Page, PageError, TypeConflict
 from agent_etl.tools.http.nested import as_json
 from agent_etl.tools.http.pages import Pager, Request
+from agent_etl.tools.http.target import Target
 
 _END = object()
 
 
 class ApiExtractor(Extractor):
-    """Subclasses give ``endpoint``, ``pager(value)`` (value: a fan-out value or None),
-    ``fan_values()`` and ``send(request)``."""
-
-    endpoint: Endpoint
+    """Subclasses give ``pager(value)`` (value: a fan-out value or None), ``fan_values()`` and
+    ``send(request)``; the endpoint comes from the options (``url`` or a named connection)."""
 
     def __init__(self, config: Any, ctx: Any):
         super().__init__(config, ctx)
+        self._target: Target | None = None
         self._rows = 0
         self._pages = 0
         self._parts: dict[str, dict[str, Any]] = {}
@@ -50,6 +50,17 @@ class ApiExtractor(Extractor):
         self._requests: asyncio.Semaphore | None = None
         self.inc: CursorRead | None = None
         self.decoder = Decoder(config.records, config.schema_, config.nested)
+
+    @property
+    def target(self) -> Target:
+        """Where requests go and with what credentials, resolved on first use (the run's connections)."""
+        if self._target is None:
+            self._target = Target(self.config, self.ctx, self.what())
+        return self._target
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.target.endpoint
 
     # -- what subclasses give
     def pager(self, value: Any) -> Pager:
