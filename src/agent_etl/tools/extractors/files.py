@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
@@ -243,11 +244,15 @@ class JSONExtractor(FileExtractor):
             steps = self.config.records.split(".") if self.config.records else []
         table = pajson.read_json(pa.BufferReader(data), read_options=pajson.ReadOptions(block_size=len(data) + 1),
                                  parse_options=pajson.ParseOptions(newlines_in_values=True))
-        records = _cast(self._walk(table, steps, path), self.config.arrow_types(target))
+        found = self._walk(table, steps, path)
+        if found is None:
+            return None
+        records = _cast(found, self.config.arrow_types(target))
         batches = iter(records.to_batches(max_chunksize=self.ctx.batch_size))
         return self._known_columns(Source(records.schema, lambda: next(batches, None)), path)
 
-    def _walk(self, table: pa.Table, steps: list[str], path: FileRef) -> pa.Table:
+    def _walk(self, table: pa.Table, steps: list[str], path: FileRef) -> pa.Table | None:
+        """The records at ``steps``; None for an empty list (no rows, like an empty file)."""
         task = self.ctx.task
         if not steps:
             lists = [f.name for f in table.schema if pa.types.is_list(f.type)]
@@ -260,6 +265,9 @@ class JSONExtractor(FileExtractor):
                 raise ToolError(f"task {task!r}: {path}: no key {step!r} at {'.'.join(steps[:i]) or 'the top'} "
                                 f"(keys there: {keys}); fix the records path")
             node = node.field(step)
+        if pa.types.is_list(node.type) and pa.types.is_null(node.type.value_type) and not pc.sum(
+                pc.list_value_length(node)).as_py():
+            return None
         if not pa.types.is_list(node.type) or not pa.types.is_struct(node.type.value_type):
             raise ToolError(f"task {task!r}: {path}: {self.config.records or 'the array'} holds {node.type}, not "
                             "objects; "
