@@ -30,8 +30,9 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from tests.connectors.api.contract import hook_options, read_hook, rest_api, rest_missing, rest_write
-from tests.connectors.streams.contract import (nats_missing, nats_stream, nats_write, read_redis, redis_missing,
-                                               redis_sink_options, redis_stream, redis_write)
+from tests.connectors.streams.contract import (nats_missing, nats_sink_options, nats_stream, nats_write, read_nats,
+                                               read_redis, redis_missing, redis_sink_options, redis_stream,
+                                               redis_write)
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 MARIA = "mysql://root@127.0.0.1:3306"
@@ -475,6 +476,7 @@ LOADERS: list[LoaderBackend] = [
     LoaderBackend("s3-parquet", "s3", s3_bucket, s3_options, read_s3_parquet),
     LoaderBackend("http", "http", rest_api, hook_options, read_hook),
     LoaderBackend("redis_stream", "redis_stream", redis_stream, redis_sink_options, read_redis),
+    LoaderBackend("nats", "nats", nats_stream, nats_sink_options, read_nats),
 ]
 
 # JSON has no date or timestamp: pyarrow's reader makes ISO dates timestamps, and leaves strings

@@ -81,3 +81,22 @@ def read_redis(place: Any) -> pa.Table:
     """The stream's entries as rows (a stream is always there to read: no entries is an empty table)."""
     rows = [orjson.loads(fields[b"data"]) for _, fields in place.data["redis"].xrange(place.name)]
     return pa.Table.from_pylist(rows) if rows else pa.table({})
+
+
+def nats_sink_options(place: Any) -> dict[str, Any]:
+    name = _nats_name(place)
+    return {"url": NATS_URL, "stream": name, "subject": f"{name}.out"}
+
+
+def read_nats(place: Any) -> pa.Table:
+    """The stream's messages as rows, read by direct get in sequence order (no consumer left behind)."""
+    from tests.connectors.streams.conftest import _nats, _run
+
+    name = _nats_name(place)
+
+    async def messages(js: Any) -> list[bytes]:
+        last = (await js.stream_info(name)).state.last_seq
+        return [(await js.get_msg(name, seq)).data for seq in range(1, last + 1)]
+
+    rows = [orjson.loads(m) for m in _run(_nats(messages))]
+    return pa.Table.from_pylist(rows) if rows else pa.table({})
