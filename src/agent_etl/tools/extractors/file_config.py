@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 import pyarrow as pa
-from pydantic import Field, field_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
 
 from agent_etl.tools.base import ToolConfig
 
@@ -30,6 +32,16 @@ def arrow_type(name: str) -> pa.DataType:
                          "bool, date32, timestamp[s], timestamp[ms, tz=UTC] or decimal(12,2)") from None
 
 
+def _known_types(value: dict[str, str]) -> dict[str, str]:
+    for name in value.values():
+        arrow_type(name)
+    return value
+
+
+# the ``column_types`` option of a tool: {column: Arrow type name}, every name known when the spec is validated
+ColumnTypes = Annotated[dict[str, str], AfterValidator(_known_types)]
+
+
 class FileConfig(ToolConfig):
     """Options shared by the file extractors."""
 
@@ -37,15 +49,8 @@ class FileConfig(ToolConfig):
 
 
 class TypedFileConfig(FileConfig):
-    column_types: dict[str, str] = Field(
+    column_types: ColumnTypes = Field(
         default_factory=dict, description="Arrow type per column, e.g. {id: int64, day: date32}")
-
-    @field_validator("column_types")
-    @classmethod
-    def _known_types(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value.values():
-            arrow_type(name)
-        return value
 
     def arrow_types(self, first: pa.Schema | None = None) -> dict[str, pa.DataType]:
         """These column types over those of the first file (whose all-null columns stay untyped)."""

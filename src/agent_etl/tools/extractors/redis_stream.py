@@ -49,6 +49,11 @@ class RedisStreamExtractor(StreamExtractor):
         start: Literal["first", "new"] = Field("first", description="where a created group starts")
         field: str = Field("data", min_length=1, description="the entry field holding the JSON payload")
 
+    def _deleted(self) -> ToolError:
+        c = self.config
+        return ToolError(f"extract {self.ctx.task!r}: redis stream {c.stream!r} or its group {c.group!r} was deleted "
+                         "while reading")
+
     async def _open(self) -> None:
         c = self.config
         # the blocking client, called in a worker thread: its reply parser is about twice as fast as the
@@ -138,8 +143,7 @@ class RedisStreamExtractor(StreamExtractor):
             raise unreachable(self.client, e) from None
         except ResponseError as e:
             if "NOGROUP" in str(e):
-                raise ToolError(f"extract {self.ctx.task!r}: redis stream {c.stream!r} or its group {c.group!r} was "
-                                "deleted while reading") from None
+                raise self._deleted() from None
             raise
         if self.pending is not None:
             if not n:
@@ -191,8 +195,7 @@ class RedisStreamExtractor(StreamExtractor):
             raise unreachable(self.client, e) from None
         except ResponseError as e:
             if "NOGROUP" in str(e):
-                raise ToolError(f"extract {self.ctx.task!r}: redis stream {c.stream!r} or its group {c.group!r} was "
-                                "deleted while reading") from None
+                raise self._deleted() from None
             raise ToolError(f"extract {self.ctx.task!r}: redis stream {c.stream!r}: {e}") from None
         # RESP3 gives {stream: entries}, RESP2 [[stream, entries]]
         entries = (next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]) if reply else []

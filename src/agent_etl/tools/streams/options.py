@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from agent_etl.exceptions import SpecError
 from agent_etl.tools.base import ToolConfig, ToolContext
-from agent_etl.tools.extractors.file_config import arrow_type
+from agent_etl.tools.extractors.file_config import ColumnTypes, arrow_type
 
 
 class StreamOptions(ToolConfig):
@@ -45,20 +45,13 @@ class SourceOptions(StreamOptions):
                                                          "seconds after its first message arrived")
     format: Literal["json", "fields"] = Field("json", description="json: each payload is one JSON object; fields: "
                                                                   "a Redis entry's field/value map is the record")
-    column_types: dict[str, str] = Field(default_factory=dict, description="pinned Arrow type per column")
+    column_types: ColumnTypes = Field(default_factory=dict, description="pinned Arrow type per column")
     other_columns: Literal["infer", "ignore", "error"] = Field(
         "infer", description="fields not in column_types: inferred, dropped, or an error")
     on_malformed: Literal["fail", "skip"] = Field("fail", description="a payload that is not a JSON object: fail "
                                                                       "naming the message, or skip it (counted)")
     id_column: str | None = Field(None, description="add a column with each message's id (Redis entry id, NATS "
                                                     "stream sequence): a key for merge loads")
-
-    @field_validator("column_types")
-    @classmethod
-    def _known_types(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value.values():
-            arrow_type(name)
-        return value
 
     @model_validator(mode="after")
     def _bounded_only(self) -> SourceOptions:
