@@ -32,7 +32,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from agent_etl.tools.base import Tool, ToolContext
+from agent_etl.tools.base import Extractor, Tool, ToolContext
 from agent_etl.tools.registry import Registry, default_registry
 
 
@@ -78,6 +78,19 @@ async def stream(data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch],
         data = data.to_batches(max_chunksize=batch_size)
     for batch in data:
         yield batch
+
+
+async def read_positions(extractor: Extractor) -> tuple[list[pa.RecordBatch], list[dict[str, Any] | None]]:
+    """Every batch of ``extractor`` and its ``position()`` after each (what a commit there would record,
+    and ``resume_from`` takes), closing what the read held (``ctx.resources``) at the end."""
+    batches, positions = [], []
+    try:
+        async for b in extractor.batches():
+            batches.append(b)
+            positions.append(extractor.position())
+    finally:
+        await extractor.ctx.resources.aclose()
+    return batches, positions
 
 
 async def collect(batches: AsyncIterator[pa.RecordBatch]) -> pa.Table:

@@ -16,7 +16,7 @@ import pytest
 from backends import ExtractorBackend, Place
 
 from agent_etl.exceptions import AgentETLError
-from agent_etl.testing import build, tool_context
+from agent_etl.testing import build, read_positions, tool_context
 
 N = 3000  # rows: enough for several batches (or CSV blocks) at the batch size below
 BATCH = 400
@@ -49,13 +49,7 @@ async def read(backend: ExtractorBackend, place: Place, options: dict[str, Any],
     tool = build("extractor", backend.tool, options, ctx)
     if position is not None:
         tool.resume_from(json.loads(json.dumps(position)))  # as a checkpoint stores it
-    batches, positions = [], []
-    try:
-        async for b in tool.batches():
-            batches.append(b)
-            positions.append(tool.position())
-    finally:
-        await ctx.resources.aclose()
+    batches, positions = await read_positions(tool)
     return (pa.Table.from_batches(batches) if batches else None), positions, tool
 
 

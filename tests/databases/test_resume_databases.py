@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from agent_etl.exceptions import ToolError
-from agent_etl.testing import build, tool_context
+from agent_etl.testing import build, read_positions, tool_context
 
 N = 1500
 ENGINES = ["sqlite", "duckdb", "sql_sqlite", "sql_pg", "postgres", "mysql"]
@@ -79,13 +79,7 @@ class Engine:
         if position is not None:
             assert tool.resumable()
             tool.resume_from(json.loads(json.dumps(position)))  # as a checkpoint stores it
-        batches, positions = [], []
-        try:
-            async for b in tool.batches():
-                batches.append(b)
-                positions.append(tool.position())
-        finally:
-            await ctx.resources.aclose()
+        batches, positions = await read_positions(tool)
         return pa.Table.from_batches(batches), positions, tool, ctx
 
 

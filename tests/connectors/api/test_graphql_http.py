@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from agent_etl.exceptions import ToolError
-from agent_etl.testing import build, stream, tool_context
+from agent_etl.testing import build, read_positions, stream, tool_context
 from tests.connectors.api.server import TOKEN
 
 QUERY = "query($first: Int, $after: String) { posts(first: $first, after: $after) { edges { node { id } } } }"
@@ -17,13 +17,7 @@ async def extract(options, tmp_path, resume=None):
     ex = build("extractor", "graphql", options, ctx)
     if resume is not None:
         ex.resume_from(resume)
-    batches, positions = [], []
-    try:
-        async for b in ex.batches():
-            batches.append(b)
-            positions.append(ex.position())
-    finally:
-        await ctx.resources.aclose()
+    batches, positions = await read_positions(ex)
     return pa.Table.from_batches(batches), positions
 
 

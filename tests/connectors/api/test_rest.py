@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from agent_etl.exceptions import ToolError
-from agent_etl.testing import build, tool_context
+from agent_etl.testing import build, read_positions, tool_context
 from tests.connectors.api.server import API_KEY, CLIENT_ID, CLIENT_SECRET, PASSWORD, TOKEN, USER, record
 
 FAST = {"max_attempts": 3, "initial_delay": 0.01, "max_delay": 0.05}
@@ -20,13 +20,7 @@ async def read(options, tmp_path, batch_size=30, state=None, resume=None, connec
     ex = build("extractor", "rest", options, ctx)
     if resume is not None:
         ex.resume_from(resume)
-    batches, positions = [], []
-    try:
-        async for b in ex.batches():
-            batches.append(b)
-            positions.append(ex.position())
-    finally:
-        await ctx.resources.aclose()
+    batches, positions = await read_positions(ex)
     table = pa.Table.from_batches(batches) if batches else pa.table({})
     return table, positions, ctx
 
