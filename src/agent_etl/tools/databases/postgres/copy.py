@@ -75,6 +75,8 @@ def copy_blocks(conn: Any, statement: bytes, stop: threading.Event) -> Iterator[
         raise ValueError("COPY did not start with the binary COPY signature")
     skip = 19 + int.from_bytes(first[15:19], "big")  # signature, flags, header extension
     buf, lengths = bytearray(first[skip:]), array("q")
+    if buf == TRAILER:  # an empty result: the header and the trailer come in one message
+        buf.clear()
     if buf:
         lengths.append(len(buf))
     done, per_check = False, ROWS_PER_CHECK
@@ -83,6 +85,10 @@ def copy_blocks(conn: Any, statement: bytes, stop: threading.Event) -> Iterator[
         for _ in range(per_check):
             nbytes, data = get(1)
             if nbytes > 0:
+                # the trailer (field count -1) is never a row, so it is dropped as it arrives: a
+                # block that fills up on it must not carry it to the decoder
+                if nbytes == 2 and data == TRAILER:
+                    continue
                 buf += data
                 append(nbytes)
             elif nbytes == 0:
@@ -94,9 +100,6 @@ def copy_blocks(conn: Any, statement: bytes, stop: threading.Event) -> Iterator[
             if stop.is_set():
                 _cancel(conn)
                 raise Stopped
-            if done and lengths and lengths[-1] == 2 and buf[-2:] == TRAILER:
-                lengths.pop()
-                del buf[-2:]
             if lengths:
                 # wide rows: look at the size more often, so that a block stays near BLOCK_BYTES
                 per_check = max(1, min(ROWS_PER_CHECK, BLOCK_BYTES * len(lengths) // (8 * len(buf) or 1)))
