@@ -303,6 +303,7 @@ class _TaskRun:
                 envelopes = _after(envelopes, before["position"], self.task, self.rc)
                 details["resumed_after_rows"] = before["rows"]
             self.rows = await self.tool.load(self._count(self.tracker.batches(envelopes)))
+            details.update(self.tool.details())
             details["committed_rows"] = self.commits.rows
             if self.task.name in self.rc.unit_loads and self.commits.units:
                 details["commit_units"] = self.commits.units

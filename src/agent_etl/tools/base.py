@@ -238,6 +238,12 @@ class Loader(Tool):
         where the source stands."""
         return None
 
+    def details(self) -> dict[str, Any]:
+        """What the run reports of this load in its task's details once ``load`` has returned, e.g.
+        which path a replace took and why: ``{"replace": "insert (view public.v depends on the
+        table)"}``; {} by default."""
+        return {}
+
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         """Write every batch, commit, and return the number of rows written.
 

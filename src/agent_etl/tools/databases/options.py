@@ -3,7 +3,12 @@
 Extractors: ``connection``, exactly one of ``query`` or ``table``, ``partitions`` with
 ``partition_on``, ``incremental: {cursor, initial, lookback}``.
 Loaders: ``connection``, ``table``, ``mode: append | replace | merge``, ``key`` (merge),
-``schema_policy: evolve | freeze``.
+``schema_policy: evolve | freeze``, ``replace_strategy: auto | swap | insert`` (replace): how a
+replace lands. ``swap`` writes a new table and swaps it in for the old one (fast: each row is
+written once), an error when the destination cannot swap this table (the message names what is in
+the way); ``insert`` empties the table and inserts the new rows in one transaction (the table
+itself, its dependants and grants untouched); ``auto`` (default) swaps where the loader can and
+inserts otherwise. The run's task details say which was taken and why (``replace``).
 
 A table name is ``name`` or ``schema.name``; double quotes keep dots and anything else in a name
 (``'"odd.name"'``, ``'analytics."x; drop table t"'``). Names are always quoted by the driver, so a
@@ -79,6 +84,7 @@ class SinkOptions(ToolConfig):
     mode: Literal["append", "replace", "merge"] = "append"
     key: list[str] | None = None
     schema_policy: Literal["evolve", "freeze"] = "evolve"
+    replace_strategy: Literal["auto", "swap", "insert"] = "auto"
 
     @field_validator("key", mode="before")
     @classmethod
@@ -89,6 +95,9 @@ class SinkOptions(ToolConfig):
     def _merge_key(self) -> SinkOptions:
         if self.mode == "merge" and not self.key:
             raise ValueError("mode: merge needs `key`: the column(s) that identify a row, e.g. key: [id]")
+        if self.replace_strategy != "auto" and self.mode != "replace":
+            raise ValueError(f"replace_strategy: {self.replace_strategy} is for mode: replace (mode is {self.mode}); "
+                             "drop replace_strategy or set mode: replace")
         return self
 
 
