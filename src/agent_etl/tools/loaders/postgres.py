@@ -8,11 +8,15 @@ Options (DESIGN.md §2): ``connection`` (a ``connections:`` entry with ``url: po
   does not exist, with its schema). A commit unit is one transaction, committed when the unit ends
   (or the input stream has ended cleanly): if the stream fails, nothing of the unit under way stays
   in the table.
-- ``replace`` COPYs into a TEMP staging table, then in one transaction deletes the old rows and
-  inserts the staged ones. Readers see the old rows until the commit, then the new ones, never a
-  mix (DELETE rather than TRUNCATE: TRUNCATE is not MVCC-safe). The table itself stays, with its
-  indexes, grants, views and constraints; its columns missing from the stream get NULL (or their
-  default). A stream with no batch at all empties the table.
+- ``replace`` (``replace_strategy: auto | swap | insert``, the run's details say which was taken
+  and why): ``swap`` COPYs into a new table made like the old one in the load's transaction and
+  swaps it in by rename, the old table locked only for the swap (``databases.postgres.swap``: what
+  carries over, and what makes ``auto`` insert instead: views, foreign keys to the table, ...).
+  ``insert`` COPYs into a TEMP staging table, then deletes the old rows and inserts the staged ones;
+  the table itself stays, with everything on it. Either way readers see the old rows until the
+  commit, then the new ones, never a mix and never an empty table (DELETE rather than TRUNCATE:
+  TRUNCATE is not MVCC-safe). The table's columns missing from the stream get NULL (or their
+  default). A stream with no batch at all empties the table (DELETE).
 - ``merge`` stages the same way, then ``INSERT ... ON CONFLICT (key) DO UPDATE`` in one
   transaction. Within one load, the last row of a key wins. A table the loader creates gets a
   PRIMARY KEY on ``key`` (so key values may not be NULL); an existing table without a unique index
@@ -75,7 +79,7 @@ from agent_etl.tools.databases.blocking import Units, end_unit, in_thread, repor
 from agent_etl.tools.databases.checkpoints import checkpoint
 from agent_etl.tools.databases.connection import describe
 from agent_etl.tools.databases.options import SinkOptions, split_table
-from agent_etl.tools.databases.postgres import ddl, twophase
+from agent_etl.tools.databases.postgres import ddl, swap, twophase
 from agent_etl.tools.databases.postgres.connections import pool
 from agent_etl.tools.databases.postgres.encode import HEADER, TRAILER, EncodeError, Encoder, order
 from agent_etl.tools.databases.postgres.load_types import Column, Unmapped, accepts, natural, writable
@@ -112,6 +116,9 @@ class _Session(Units):
         self.final = False
         self.checkpoints_ready = False  # the checkpoint table is known to exist with its columns
         self.tpc: TwoPhase | None = None  # with siblings, where the server allows it (databases.postgres.twophase)
+        self.swap: swap.Swap | None = None  # replace by swap: the new table (databases.postgres.swap)
+        self.fresh = False  # the table written was created in this transaction (replace: COPY FREEZE)
+        self.path: str | None = None  # replace: the path taken and why, for the run's details
 
     @property
     def shown(self) -> str:
@@ -134,7 +141,26 @@ class _Session(Units):
         if found:
             self.oid = found[0]
             self.existing = ddl.columns(self.cur, self.oid)
+        if self.config.mode == "replace":
+            self._choose()
         self._checkpoint_table()
+
+    def _choose(self) -> None:
+        """Replace by swap or by insert (``replace_strategy``), saying why in ``path``."""
+        strategy = self.config.replace_strategy
+        if self.existing is None:
+            self.path = "create (the table did not exist)"
+            return
+        if strategy == "insert":
+            self.path = "insert (replace_strategy: insert)"
+            return
+        blockers = swap.blockers(self.cur, self.oid)
+        if blockers and strategy == "swap":
+            raise self._fail(f"replace_strategy: swap, but the table cannot be swapped: {'; '.join(blockers)}; "
+                             "set replace_strategy: auto (replaces by DELETE + INSERT where it cannot swap) or insert")
+        self.path = f"insert ({'; '.join(blockers)})" if blockers else "swap"
+        if not blockers:
+            self.swap = swap.Swap(self.cur, self.schema_name, self.name, self.oid)
 
     def _checkpoint_table(self) -> None:
         """Make the checkpoint table in a transaction of its own, before the load's. Two loads of a
@@ -169,10 +195,14 @@ class _Session(Units):
         mode = self.config.mode
         if self.existing is None and not self.staged:
             self._create(schema)
+            self.fresh = mode == "replace"
         elif not self.staged:
             self._check_drift(schema)
             if mode == "append":
                 self.staged = dict(self.existing)
+            elif self.swap is not None:
+                self.swap.create()
+                self.staged, self.target, self.fresh = dict(self.existing), self.swap.table, True
             else:
                 self._stage(schema)
         new = [f for f in schema if f.name not in self.staged]
@@ -190,7 +220,7 @@ class _Session(Units):
         self.encoder = Encoder(columns)
         into = ddl.sql.Identifier(ddl.STAGE) if self.staging else self.target
         self.copy_stack = contextlib.ExitStack()
-        self.copy = self.copy_stack.enter_context(self.cur.copy(ddl.copy(into, [n for n, _ in columns])))
+        self.copy = self.copy_stack.enter_context(self.cur.copy(ddl.copy(into, [n for n, _ in columns], self.fresh)))
         self.copy.write(HEADER)
         self.schema = schema
 
@@ -304,8 +334,12 @@ class _Session(Units):
         if not self.pending():
             return False
         mode, names = self.config.mode, list(self.staged)
-        if mode == "replace" and self.existing is not None and not self.staging:
+        if self.swap is not None and self.staged:
+            self.swap.build()
+            self.swap.swap(self._fail)
+        elif mode == "replace" and self.existing is not None and not self.staging:
             self.cur.execute(ddl.sql.SQL("DELETE FROM {}").format(self.target))  # no batch: empty it
+            self.path = "insert (the input had no batch: the table was emptied)"
         for name, type_sql in self.added:
             self.cur.execute(ddl.add_column(self.target, name, type_sql))
         if self.staging and mode == "replace":
@@ -393,6 +427,8 @@ class _Session(Units):
         if diag.context and diag.context.startswith("COPY "):
             text += " at " + diag.context.splitlines()[0].replace(f"COPY {ddl.STAGE}, line", "input row").replace(
                 f"COPY {self.name}, line", "input row")
+        if self.swap is not None:
+            text = self.swap.shown(text)
         tail = self.undone()
         if isinstance(e, psycopg.errors.IntegrityError):
             return ToolError(f"{self._where()}: a row violates a constraint: {text}; {tail}; fix the rows upstream "
@@ -463,11 +499,16 @@ class PostgresLoader(DatabaseLoader):
 
     read_committed = staticmethod(_committed)
     read_mark = staticmethod(_mark)
+    session: _Session | None = None
+
+    def details(self) -> dict[str, Any]:
+        path = self.session.path if self.session is not None else None
+        return {"replace": path} if path else {}
 
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         import psycopg
 
-        session = _Session(self.ctx, self.config)
+        session = self.session = _Session(self.ctx, self.config)
         units = self.takes_units()
         pending: asyncio.Future | None = None  # the previous buffer's write, overlapping this encode
         failure: BaseException | None = None

@@ -67,8 +67,11 @@ def add_column(target: sql.Identifier, name: str, type_sql: str) -> sql.Composed
     return sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(target, sql.Identifier(name), sql.SQL(type_sql))
 
 
-def copy(target: sql.Identifier, names: list[str]) -> sql.Composed:
-    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(target, _names(names))
+def copy(target: sql.Identifier, names: list[str], freeze: bool = False) -> sql.Composed:
+    """``freeze``: into a table created in the transaction, rows visible to every snapshot once it
+    commits (a REPEATABLE READ reader of a swapped-in table sees them, not an empty table)."""
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary{})").format(target, _names(names),
+                                                                     sql.SQL(", FREEZE" if freeze else ""))
 
 
 def replace(target: sql.Identifier, names: list[str]) -> list[sql.Composed]:
