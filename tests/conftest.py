@@ -13,6 +13,7 @@ from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.spec import Pipeline
 from agent_etl.tools.base import BatchTransform, Extractor, Loader, ToolConfig
 from agent_etl.tools.registry import Registry
+from tests.services import require
 
 SINKS: dict[str, list[pa.RecordBatch]] = {}
 
@@ -73,6 +74,15 @@ class Collect(Loader):
         rows = sum(b.num_rows for b in got)
         await self.ctx.commit(rows)
         return rows
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "services(*names): the test needs these servers (tests/services.py)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    require(item)
 
 
 @pytest.fixture

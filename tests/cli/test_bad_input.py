@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import AGENT_ETL, cli
+from tests.cli.conftest import AGENT_ETL, cli
 
 PIPE = """\
 version: 1

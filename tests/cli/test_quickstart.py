@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from conftest import AGENT_ETL, cli
+from tests.cli.conftest import AGENT_ETL, cli
 
 from agent_etl import AgentCoordinator, Pipeline
 

@@ -9,7 +9,7 @@ import numpy as np
 import openpyxl
 import pandas as pd
 import pytest
-from conftest import cli
+from tests.cli.conftest import cli
 
 from agent_etl.store.runs import RunStore
 

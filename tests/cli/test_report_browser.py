@@ -16,7 +16,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import cli
+from tests.cli.conftest import cli
 from test_report import HOSTILE, N, expected, make_pipeline, orders, profile_of, run
 
 from agent_etl.store.runs import RunStore

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from conftest import AGENT_ETL
+from tests.cli.conftest import AGENT_ETL
 
 
 def test_help_imports_no_heavy_module():

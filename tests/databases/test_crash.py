@@ -21,6 +21,8 @@ import pytest
 from tests.cli.conftest import AGENT_ETL
 from tests.databases.conftest import PG_URL
 
+pytestmark = pytest.mark.services("postgres")
+
 ROWS = 36_000
 SLOW = """\
 import os, time

@@ -442,6 +442,7 @@ async def test_cursor_that_is_not_a_column(pg_source, tmp_path):
         await table_of(pg_source.url, {"table": "c", "incremental": {"cursor": "updated_at"}}, tmp_path)
 
 
+@pytest.mark.services("postgres")
 async def test_unknown_role_is_refused_without_the_password(tmp_path):
     url = "postgresql://nobody_here:s3cret-pw@127.0.0.1:5432/test"
     with pytest.raises(ToolError) as err:

@@ -93,6 +93,7 @@ def test_a_failing_load_acks_nothing_and_the_next_run_gets_everything(tmp_path: 
     assert nats_consumer(nats_stream, "d").num_ack_pending == 0
 
 
+@pytest.mark.services("nats")
 async def test_missing_stream_unreachable_server_and_no_stream_for_a_subject(tmp_path: Path):
     with pytest.raises(ToolError, match=r"nats stream 'AETL_NOPE' does not exist on 127.0.0.1:4222"):
         await run_extractor("nats", {**SOURCE, "stream": "AETL_NOPE"}, base_dir=tmp_path)
