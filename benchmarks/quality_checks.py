@@ -79,7 +79,7 @@ class Discard:
 
 
 def gate_variant(table: pa.Table, home: Path, sink: object = None) -> tuple[int, int]:
-    from agent_etl.agents.gate import QualityGate
+    from agent_etl.quality.gate import QualityGate
     from agent_etl.spec import QualityGroup
 
     fields = {"input": "orders", "on_failure": "quarantine", "checks": _checks()}

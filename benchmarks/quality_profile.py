@@ -74,7 +74,7 @@ def batches(rows: int):
 
 
 def ours(stream) -> tuple[float, dict, dict]:
-    from agent_etl.agents.gate import QualityGate
+    from agent_etl.quality.gate import QualityGate
     from agent_etl.spec import Pipeline
 
     home = Path(tempfile.mkdtemp())

@@ -97,6 +97,22 @@ class BatchValidated(Event):
     failed: int
 
 
+class GateChecked(TaskEvent):
+    """What one quality gate of a step found, at the end of its stream (also when it failed): the
+    report (``GateReport.to_dict()``: counts, check results, quarantine location; None when the gate
+    gave no verdict), the input's data profile (None with ``profile: false``) and the anomalies
+    (None when no anomaly check judged it). The gate ran where the step ran; the quality agent
+    keeps the profile as history in the run store at ``store_url`` and announces the anomalies."""
+
+    topic: ClassVar[str] = "gate.checked"
+    pipeline: str
+    input: str
+    store_url: str | None = None
+    report: dict[str, Any] | None = None
+    profile: dict[str, Any] | None = None
+    anomalies: list[dict[str, Any]] | None = None
+
+
 class AnomalyDetected(Event):
     """An input's profile is out of line with its history (``anomaly`` check): the anomalies, each
     ``{input, metric, column, quantile, value, expected, low, high, score, severity, message}``;
@@ -126,7 +142,7 @@ class AgentStalled(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.topic: cls
     for cls in (RunStarted, RunFinished, TaskAssigned, TaskStarted, TaskProgress, TaskCompleted, TaskFailed,
-                BatchValidated, AnomalyDetected, Heartbeat, AgentStalled)
+                BatchValidated, GateChecked, AnomalyDetected, Heartbeat, AgentStalled)
 }
 
 

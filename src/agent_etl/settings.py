@@ -17,6 +17,8 @@ class Settings(BaseSettings):
     store_url: str | None = Field(None, description="SQLAlchemy URL of the run store; default sqlite in home")
     heartbeat_interval: float = Field(5.0, gt=0, description="seconds between agent heartbeats")
     stall_timeout: float = Field(60.0, gt=0, description="an agent silent this long while busy is stalled")
+    bus: str = Field("memory", description="event bus backend: memory (in-process); nats://host:port is not "
+                     "supported yet")
     log_level: str = Field("WARNING", description="level of the log lines `agent-etl run` prints to stderr")
 
     def home_for(self, base_dir: Path | None) -> Path:

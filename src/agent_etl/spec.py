@@ -169,7 +169,7 @@ class QualityGroup(_Model):
     input: str
     checks: list[dict[str, Any]] = Field(min_length=1)
     on_failure: Literal["fail", "warn", "quarantine"] = "fail"
-    # where quarantined rows go: {tool: <loader>, <its options>}; default a Parquet file (agents.quarantine)
+    # where quarantined rows go: {tool: <loader>, <its options>}; default a Parquet file (quality.quarantine)
     quarantine: dict[str, Any] | None = None
     # a streaming data profile of the input, stored per run (agent_etl.quality.profile)
     profile: ProfileOptions = ProfileOptions()

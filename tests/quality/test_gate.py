@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from agent_etl.agents.gate import QualityGate
+from agent_etl.quality.gate import QualityGate
 from agent_etl.exceptions import QualityGateError, SpecError, ToolError
 from agent_etl.spec import Pipeline
 from agent_etl.tools.base import Extractor, ToolConfig
@@ -309,7 +309,7 @@ def test_close_alone_on_an_aborted_run_keeps_the_file(tmp_path, registry):
 
 
 def test_quarantined_rows_of_many_batches_make_full_row_groups(tmp_path, registry, monkeypatch):
-    from agent_etl.agents.quarantine import ParquetFile
+    from agent_etl.quality.quarantine import ParquetFile
 
     monkeypatch.setattr(ParquetFile, "GROUP_ROWS", 25)
     gate = make_gate(tmp_path, registry, "- range: {column: x, max: 6}")

@@ -38,7 +38,7 @@ async def test_monitor_reports_a_silent_busy_agent():
     async def on_stalled(ev):
         stalled.append(ev)
 
-    bus.subscribe(AgentStalled, on_stalled)
+    await bus.subscribe(AgentStalled, on_stalled)
     async with monitor:
         await bus.publish(Heartbeat(agent="etl-x", kind="etl", running=["run/t"]))
         await asyncio.sleep(0.4)

@@ -1,10 +1,11 @@
 import asyncio
 
 import pytest
+from pydantic import BaseModel
 
 from agent_etl.bus.base import EventBus, NoResponder
 from agent_etl.bus.memory import MemoryBus
-from agent_etl.events import Heartbeat, TaskProgress, TaskStarted, parse_event
+from agent_etl.events import TaskProgress, TaskStarted
 
 
 def progress(i: int) -> TaskProgress:
@@ -22,8 +23,8 @@ async def test_delivers_by_topic_and_wildcard_in_order():
     async def on_any(ev):
         everything.append(ev.topic)
 
-    bus.subscribe(TaskProgress, on_progress)
-    bus.subscribe("*", on_any)
+    await bus.subscribe(TaskProgress, on_progress)
+    await bus.subscribe("*", on_any)
     for i in range(5):
         await bus.publish(progress(i))
     await bus.publish(TaskStarted(run_id="r", task="t", agent="a"))
@@ -44,8 +45,8 @@ async def test_failing_subscriber_is_isolated(caplog):
     async def fine(ev):
         good.append(ev.rows_total)
 
-    bus.subscribe(TaskProgress, bad)
-    bus.subscribe(TaskProgress, fine)
+    await bus.subscribe(TaskProgress, bad)
+    await bus.subscribe(TaskProgress, fine)
     for i in range(4):
         await bus.publish(progress(i))
     await bus.drain()
@@ -64,7 +65,7 @@ async def test_slow_subscriber_applies_backpressure():
         await release.wait()
         handled.append(ev.rows_total)
 
-    bus.subscribe(TaskProgress, slow, maxsize=3)
+    await bus.subscribe(TaskProgress, slow, maxsize=3)
     published = 0
 
     async def producer():
@@ -84,32 +85,89 @@ async def test_slow_subscriber_applies_backpressure():
     await bus.close()
 
 
-async def test_request_reply_passes_payload_by_reference():
+class Ping(BaseModel):
+    n: int
+
+
+async def test_request_reply_carries_pydantic_messages_by_reference():
     bus = MemoryBus()
-    payload = object()
+    message = Ping(n=1)
 
     async def echo(p):
         return p
 
-    bus.serve("echo", echo)
-    assert await bus.request("echo", payload) is payload
-    with pytest.raises(ValueError):
-        bus.serve("echo", echo)
+    await bus.serve("echo", echo)
+    assert await bus.request("echo", message) is message  # in process: nothing is copied
+    with pytest.raises(TypeError, match="pydantic model"):
+        await bus.request("echo", object())
     with pytest.raises(NoResponder):
-        await bus.request("nobody", 1)
+        await bus.request("nobody", message)
 
     async def slow(p):
         await asyncio.sleep(5)
 
-    bus.serve("slow", slow)
+    await bus.serve("slow", slow)
     with pytest.raises(TimeoutError):
-        await bus.request("slow", 1, timeout=0.05)
+        await bus.request("slow", message, timeout=0.05)
     await bus.close()
 
 
-def test_events_serialise_round_trip():
-    ev = Heartbeat(agent="etl-1", kind="etl", running=["r/t"])
-    assert parse_event(ev.topic, ev.model_dump_json()) == ev
+async def test_several_responders_take_requests_in_turn():
+    bus = MemoryBus()
+
+    def responder(name):
+        async def answer(p):
+            return Ping(n=p.n * 10 + name)
+        return answer
+
+    first = await bus.serve("work", responder(1))
+    await bus.serve("work", responder(2))
+    answers = [(await bus.request("work", Ping(n=i))).n for i in range(4)]
+    assert answers == [1, 12, 21, 32]
+    await first.cancel()
+    assert [(await bus.request("work", Ping(n=i))).n for i in range(2)] == [2, 12]
+    await bus.close()
+
+
+async def test_a_queue_group_shares_the_events_and_others_get_all():
+    bus = MemoryBus()
+    a, b, everyone = [], [], []
+
+    async def into(seen, ev):
+        seen.append(ev.rows_total)
+
+    await bus.subscribe(TaskProgress, lambda ev: into(a, ev), queue="workers", durable="progress-workers")
+    await bus.subscribe(TaskProgress, lambda ev: into(b, ev), queue="workers", durable="progress-workers")
+    await bus.subscribe(TaskProgress, lambda ev: into(everyone, ev))
+    for i in range(6):
+        await bus.publish(progress(i))
+    await bus.drain()
+    assert sorted(a + b) == list(range(6)) and a and b  # each event to one member of the group
+    assert everyone == list(range(6))
+    await bus.close()
+
+
+async def test_a_failed_handler_gets_the_event_again_up_to_max_deliver(caplog):
+    bus = MemoryBus()
+    tries: dict[int, int] = {}
+
+    async def flaky(ev):
+        tries[ev.rows_total] = tries.get(ev.rows_total, 0) + 1
+        if ev.rows_total == 1 and tries[1] < 3:
+            raise RuntimeError("not yet")
+        if ev.rows_total == 2:
+            raise RuntimeError("never")
+
+    await bus.subscribe(TaskProgress, flaky, max_deliver=3)
+    for i in range(4):
+        await bus.publish(progress(i))
+    await bus.drain()
+    # returning acknowledges; raising asks for the event again, until max_deliver deliveries in all
+    assert tries == {0: 1, 1: 3, 2: 3, 3: 1}
+    assert bus.handler_errors == 2 + 3 and "never" in caplog.text
+    with pytest.raises(ValueError, match="max_deliver"):
+        await bus.subscribe(TaskProgress, flaky, max_deliver=0)
+    await bus.close()
 
 
 async def test_listeners_run_inside_publish_and_are_isolated(caplog):
@@ -119,8 +177,8 @@ async def test_listeners_run_inside_publish_and_are_isolated(caplog):
     def bad(ev):
         raise RuntimeError("listener bug")
 
-    bus.listen(TaskProgress, bad)
-    listener = bus.listen("*", lambda ev: seen.append(ev.rows_total))
+    await bus.listen(TaskProgress, bad)
+    listener = await bus.listen("*", lambda ev: seen.append(ev.rows_total))
     await bus.publish(progress(1))
     assert seen == [1]  # before publish returned, no drain needed
     assert bus.handler_errors == 1 and "listener bug" in caplog.text

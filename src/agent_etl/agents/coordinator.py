@@ -74,9 +74,9 @@ class AgentCoordinator(Agent):
         self.settings = settings or Settings(**({"home": Path(home)} if home else {}))
         self._owns_bus = bus is None
         if bus is None:
-            from agent_etl.bus.memory import MemoryBus
+            from agent_etl.bus import open_bus
 
-            bus = MemoryBus()
+            bus = open_bus(self.settings.bus)
         super().__init__(bus, heartbeat_interval=self.settings.heartbeat_interval)
         self.selector = selector or CapabilitySelector()
         self._store_option = store
@@ -109,22 +109,23 @@ class AgentCoordinator(Agent):
         hb = self.settings.heartbeat_interval
         if self._agents_given is None:
             self.agents = [ETLAgent(self.bus, heartbeat_interval=hb, registry=self.registry, stores=self._stores),
-                           QualityAgent(self.bus, heartbeat_interval=hb),
+                           QualityAgent(self.bus, heartbeat_interval=hb, stores=self._stores),
                            MonitorAgent(self.bus, heartbeat_interval=hb, stall_timeout=self.settings.stall_timeout)]
         else:
             self.agents = list(self._agents_given)
         for agent in self.agents:
             if isinstance(agent, ETLAgent):
                 agent.registry = agent.registry or self.registry
-                if not agent.stores:  # an agent built without stores shares this coordinator's
-                    agent.stores = self._stores
+            if isinstance(agent, (ETLAgent, QualityAgent)) and not agent.stores:
+                agent.stores = self._stores  # an agent built without stores shares this coordinator's
         self.monitor = next((a for a in self.agents if isinstance(a, MonitorAgent)), None)
         if self._store_option not in (None, False):
             self.store = self._store_option
             self._stores[getattr(self.store, "url", "given")] = self.store
         # bookkeeping only: listeners run inside publish, without a queue or a task switch
-        self._subs += [self.bus.listen(TaskStarted, self._on_started), self.bus.listen(TaskCompleted, self._on_completed),
-                       self.bus.listen(TaskFailed, self._on_failed), self.bus.listen(AgentStalled, self._on_stalled)]
+        for topic, listener in ((TaskStarted, self._on_started), (TaskCompleted, self._on_completed),
+                                (TaskFailed, self._on_failed), (AgentStalled, self._on_stalled)):
+            self._subs.append(await self.bus.listen(topic, listener))
         for agent in self.agents:
             await agent.start()
         if self._store_option is not False:
@@ -171,10 +172,10 @@ class AgentCoordinator(Agent):
                 store.close()
             self._stores.clear()
         if self._owns_bus:
-            from agent_etl.bus.memory import MemoryBus
+            from agent_etl.bus import open_bus
 
             await self.bus.close()
-            self.bus = MemoryBus()  # a coordinator can be started again
+            self.bus = open_bus(self.settings.bus)  # a coordinator can be started again
 
     # -- planning ---------------------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 
 A task reads its inputs from the channels of the tasks upstream and writes its output batches to
 its own channel (bounded queues: backpressure, flat memory). Batches of a step with a quality gate
-are sent to the quality agent first (in-process, by reference) and only the rows it lets through go
-on. A failure closes the task's channel with the error, so every task downstream stops too.
+go through its gates here, in process (``quality.gates``), and only the rows they let through go
+on; a batch never crosses the bus. What the gates found travels as summaries: ``BatchValidated``
+per batch and ``GateChecked`` per gate at the end, for the quality agent's history and anomaly
+events. A failure closes the task's channel with the error, so every task downstream stops too.
 
 The agent builds its own view of each run (``RunContext``) from the ``RunStarted`` event: the
 run's description, and where a resumed run starts again. Loads commit in units where the spec asks
@@ -26,10 +28,11 @@ import pyarrow as pa
 from agent_etl.agents.acks import Acks
 from agent_etl.agents.base import Agent
 from agent_etl.agents.commits import CommitBarrier, UnitClock
-from agent_etl.agents.quality import GateFinish, GateOpen, GateValidate
 from agent_etl.agents.resume import ResumePlan, extracts_above, streaming_path
-from agent_etl.events import RunFinished, RunStarted, TaskAssigned, TaskCompleted, TaskFailed, TaskProgress, TaskStarted
+from agent_etl.events import (BatchValidated, GateChecked, RunFinished, RunStarted, TaskAssigned, TaskCompleted,
+                              TaskFailed, TaskProgress, TaskStarted)
 from agent_etl.exceptions import AgentETLError, ToolError, TransientError, UpstreamError
+from agent_etl.quality.gates import StepGates
 from agent_etl.run_context import RunContext, RunDescription
 from agent_etl.spec import Task
 from agent_etl.stream import Envelope, Tracker
@@ -56,8 +59,9 @@ class ETLAgent(Agent):
         self._wired: set[tuple[str, int, tuple[str, ...]]] = set()
 
     async def on_start(self) -> None:
-        self._subs += [self.bus.listen(RunStarted, self._on_run_started), self.bus.listen(TaskAssigned, self._on_assigned),
-                       self.bus.listen(RunFinished, self._on_run_finished)]
+        for topic, listener in ((RunStarted, self._on_run_started), (TaskAssigned, self._on_assigned),
+                                (RunFinished, self._on_run_finished)):
+            self._subs.append(await self.bus.listen(topic, listener))
 
     async def on_stop(self) -> None:
         for t in list(self._work):
@@ -127,6 +131,7 @@ class ETLAgent(Agent):
         self.running.add(key)
         started = time.perf_counter()
         await self.bus.publish(TaskStarted(run_id=run_id, task=name, agent=self.id, attempt=attempt))
+        run = None
         try:
             # inside the try: a tool that cannot even be built must still report a failure
             run = _TaskRun(self, rc, task, attempt)
@@ -138,8 +143,8 @@ class ETLAgent(Agent):
             out = rc.channels.get(name)
             if out is not None:
                 await out.close(e)
-            if task.gates:
-                await self.bus.request("quality.abort", (run_id, name))
+            if run is not None and run.gates is not None:
+                await run.gates.abort()
             for channel_name in task.inputs:  # stop reading: producers must not wait on this task
                 index = rc.readers.get((name, channel_name))
                 if index is not None and channel_name in rc.channels:
@@ -271,6 +276,7 @@ class _TaskRun:
         self._unreported = 0
         self._reported_at = time.monotonic()
         self.tracker = Tracker()
+        self.gates: StepGates | None = None
         self._sources: list[str] | None = None
         self.commits = _Commits(rc, task.name, self.tracker)
         spec = rc.pipeline.spec
@@ -323,29 +329,27 @@ class _TaskRun:
             position = lambda: dict(self.tracker.position)  # noqa: E731
         channel = self.rc.channels[self.task.name]
         clock = self.rc.clocks.get(self.task.name)
-        gated = bool(self.task.gates)
-        if gated:
-            # no timeout: opening reads the inputs that referential checks need in full
-            await self.agent.bus.request("quality.open", GateOpen(self.rc.run_id, self.task.name, self.task.gates, self.rc),
-                                         timeout=None)
+        gates = None
+        if self.task.gates:
+            gates = self.gates = await StepGates.open(self.rc.run_id, self.task.name, self.task.gates, self.rc)
         async for batch in out:
             if self.task.kind == "extract" and not self.batches:
                 # known once the read is open (a table's key): loads below commit in units only if so
                 self.rc.resumable[self.task.name] = bool(self.tool.resumable())
             self.rows += batch.num_rows
             self.batches += 1
-            if gated:
-                batch = await self.agent.bus.request("quality.validate",
-                                                     GateValidate(self.rc.run_id, self.task.name, batch), timeout=None)
+            if gates is not None:
+                batch = await self._validated(gates, batch)
                 if batch is None:
                     continue
             await channel.put(Envelope(batch, position(), clock is not None and clock.due(batch.num_rows)))
             if self._progress_due(batch.num_rows):
                 await self._progress()
-        if gated:
-            # no timeout: finishing waits for a quarantine loader's commit
-            reports = await self.agent.bus.request("quality.finish", GateFinish(self.rc.run_id, self.task.name),
-                                                   timeout=None)
+        if gates is not None:
+            try:
+                reports = await gates.finish()  # waits for a quarantine loader's commit
+            finally:
+                await self._checked(gates)
             details["quality"] = [r.to_dict() for r in reports]
         mark = self.rc.staged_state.get(self.task.name)
         if mark is not None:  # the coordinator saves it once the loads below succeed
@@ -363,6 +367,24 @@ class _TaskRun:
                                       **({"mark": mark} if mark is not None else {})}}
         await channel.close(position=final)
         return details
+
+    async def _validated(self, gates: StepGates, batch: pa.RecordBatch) -> pa.RecordBatch | None:
+        """What of ``batch`` passes the step's gates, with a ``BatchValidated`` summary."""
+        rows = batch.num_rows
+        out = await gates.validate(batch)
+        passed = 0 if out is None else out.num_rows
+        await self.agent.bus.publish(BatchValidated(run_id=self.rc.run_id, task=self.task.name, input=self.task.name,
+                                                    rows=rows, passed=passed, failed=rows - passed))
+        return out
+
+    async def _checked(self, gates: StepGates) -> None:
+        """Publish what each gate found (also when one failed): the quality agent keeps the profiles
+        as history and announces the anomalies."""
+        rc = self.rc
+        for s in gates.summaries():
+            await self.agent.bus.publish(GateChecked(
+                run_id=rc.run_id, task=self.task.name, agent=self.agent.id, pipeline=rc.pipeline.name,
+                store_url=getattr(rc.store, "url", None), **s))
 
     def _unit_due(self) -> bool:
         """A commit unit ends with the batch just handed to the load: the clock marked it, and every

@@ -58,7 +58,7 @@ class MonitorAgent(Agent):
         self._registry: Any = None
 
     async def on_start(self) -> None:
-        self._subs.append(self.bus.listen("*", self._on_event))
+        self._subs.append(await self.bus.listen("*", self._on_event))
         self._watch = asyncio.get_running_loop().create_task(self._watch_stalls(), name=f"stalls:{self.id}")
 
     async def on_stop(self) -> None:

@@ -1,26 +1,43 @@
-"""The event bus protocol. One interface, several backends (``memory`` now, NATS JetStream later).
+"""The event bus protocol. One interface, several backends (``memory`` now, NATS JetStream later;
+``bus.open_bus`` picks one from a URL).
 
-- ``publish(event)`` delivers to every subscriber of ``event.topic`` (or of ``"*"``). A slow
-  subscriber's bounded queue fills and ``publish`` waits: backpressure, not unbounded memory.
-- ``subscribe(topic, handler)`` runs ``handler`` for each event, one at a time, in order. A handler
-  that raises is logged and counted; the subscription and the bus go on.
-- ``listen(topic, fn)`` calls a plain function inside ``publish``, in order, before publish
+Everything on the bus is serialisable: events (``agent_etl.events``) and request/reply messages
+are pydantic models, sent across processes as ``model_dump_json`` and rebuilt with
+``parse_event`` / ``model_validate_json``. Data never travels here (a record batch stays in the
+process that reads it); only control events and summaries do. The in-process backend passes the
+objects by reference and serialises nothing, so it costs no more than a queue put.
+
+- ``publish(event)`` delivers to every subscription of ``event.topic`` (or of ``"*"``); of a queue
+  group, to one member. A slow subscriber's bounded queue fills and ``publish`` waits:
+  backpressure, not unbounded memory.
+- ``await subscribe(topic, handler, queue=, durable=, max_deliver=)`` runs ``handler`` for each
+  event, one at a time, in order. Acknowledgement is explicit in the broker's sense: an event is
+  acknowledged when its handler returns; a handler that raises is logged and counted, and the
+  event is delivered again, up to ``max_deliver`` deliveries in all; the subscription and the bus
+  go on. ``queue``: subscriptions of one queue group share the events (each goes to one of them).
+  ``durable``: the consumer's name in a broker, so a restarted process picks up where it left
+  off; the memory backend lives and dies with its process, so there it only names the subscription.
+- ``await listen(topic, fn)`` calls a plain function inside ``publish``, in order, before publish
   returns: for bookkeeping that only updates memory (counters, futures, spawning a task). It
   costs no queue and no task switch; a listener must never block. One that raises is logged and
-  isolated like a handler.
-- ``serve(subject, handler)`` / ``request(subject, payload)``: request/reply. In-process the payload
-  is passed by reference (an Arrow batch is never copied).
+  isolated like a handler. In-process only in spirit: a broker backend calls it on arrival.
+- ``await serve(subject, handler)`` / ``request(subject, message)``: request/reply with a
+  pydantic message each way (None for no reply). A subject may have several responders; each
+  request goes to one of them (a queue group).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel
 
 from agent_etl.events import Event
 
+Message = BaseModel  # what request/reply carries: any pydantic model (serialisable by construction)
 Handler = Callable[[Event], Awaitable[None]]
-Responder = Callable[[Any], Awaitable[Any]]
+Responder = Callable[[Message], Awaitable[Message | None]]
 Listener = Callable[[Event], None]
 
 
@@ -37,13 +54,16 @@ class Subscription(Protocol):
 class EventBus(Protocol):
     async def publish(self, event: Event) -> None: ...
 
-    def subscribe(self, topic: str | type[Event], handler: Handler, *, maxsize: int = 1024) -> Subscription: ...
+    async def subscribe(self, topic: str | type[Event], handler: Handler, *, maxsize: int = 1024,
+                        queue: str | None = None, durable: str | None = None,
+                        max_deliver: int = 1) -> Subscription: ...
 
-    def listen(self, topic: str | type[Event], handler: Listener) -> Subscription: ...
+    async def listen(self, topic: str | type[Event], handler: Listener) -> Subscription: ...
 
-    def serve(self, subject: str, handler: Responder) -> Subscription: ...
+    async def serve(self, subject: str, handler: Responder) -> Subscription: ...
 
-    async def request(self, subject: str, payload: Any, *, timeout: float | None = 60.0) -> Any: ...
+    async def request(self, subject: str, message: Message, *,
+                      timeout: float | None = 60.0) -> Message | None: ...
 
     async def drain(self) -> None:
         """Wait until every event published so far has been handled by its subscribers."""

@@ -46,11 +46,13 @@ def run(pipeline: Annotated[str, typer.Argument(help="Pipeline YAML file.")], va
         quiet: Quiet = False,
         resume: Annotated[bool, typer.Option("--resume", help="Go on with the latest unfinished run of this pipeline "
                                                               "instead of starting a new one.")] = False,
-        force: Force = False) -> None:
+        force: Force = False,
+        bus: Annotated[Optional[str], typer.Option("--bus", help="Event bus: memory (in-process, the default; "
+                                                              "AGENT_ETL_BUS).")] = None) -> None:
     """Run a pipeline. Exit codes: 0 ok, 1 run failed, 2 bad spec/usage, 3 quality gate failed, 130 interrupted."""
     from agent_etl.cli.running import run_command
 
-    _exit(lambda: run_command(pipeline, var or [], as_json=json, quiet=quiet, resume=resume, force=force))
+    _exit(lambda: run_command(pipeline, var or [], as_json=json, quiet=quiet, resume=resume, force=force, bus=bus))
 
 
 @app.command()

@@ -70,9 +70,9 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool) -> int:
 
 
 def run_command(path: str, pairs: list[str], *, as_json: bool, quiet: bool, resume: bool = False,
-                force: bool = False) -> int:
+                force: bool = False, bus: str | None = None) -> int:
     pipeline = _load(path, pairs)
-    return _run(pipeline, pairs, as_json=as_json, quiet=quiet, resume=resume or None, force=force)
+    return _run(pipeline, pairs, as_json=as_json, quiet=quiet, resume=resume or None, force=force, bus=bus)
 
 
 def resume_command(run_id: str, pairs: list[str], *, as_json: bool, quiet: bool, force: bool,
@@ -81,7 +81,7 @@ def resume_command(run_id: str, pairs: list[str], *, as_json: bool, quiet: bool,
 
 
 def _run(pipeline: Any, pairs: list[str], *, as_json: bool, quiet: bool, resume: Any, force: bool,
-         home: str | None = None) -> int:
+         home: str | None = None, bus: str | None = None) -> int:
     """Run (or resume) with the progress display; SIGTERM stops the run like Ctrl-C: the commit unit
     in flight rolls back, what was committed stays, and the run can be resumed (exit 130). While stream
     reads run (redis_stream, nats), the first signal instead ends them after their current micro-batch,
@@ -92,7 +92,7 @@ def _run(pipeline: Any, pairs: list[str], *, as_json: bool, quiet: bool, resume:
     from agent_etl.cli.progress import make_reporter
     from agent_etl.settings import Settings
 
-    settings = Settings(**({"home": home} if home else {}))
+    settings = Settings(**({"home": home} if home else {}), **({"bus": bus} if bus else {}))
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     variables = parse_vars(pairs)
@@ -120,7 +120,7 @@ def _run(pipeline: Any, pairs: list[str], *, as_json: bool, quiet: bool, resume:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
         async with AgentCoordinator(settings=settings) as coordinator:
-            sub = coordinator.bus.subscribe("*", reporter.on_event, maxsize=4096)
+            sub = await coordinator.bus.subscribe("*", reporter.on_event, maxsize=4096)
             try:
                 return await coordinator.run(pipeline, variables=variables, resume=resume, force=force)
             finally:

@@ -8,18 +8,19 @@ the row checks' masks and acts on ``on_failure``:
 - ``warn``: let every row through and count;
 - ``quarantine``: let the good rows through and send the bad ones, with the labels of every
   check they failed (``_quarantine_reason``) and the run id, to the group's quarantine sink
-  (``agents.quarantine``: ``<home>/quarantine/<run_id>/<input>.parquet`` by default, or any loader).
+  (``quality.quarantine``: ``<home>/quarantine/<run_id>/<input>.parquet`` by default, or any loader).
 
 A check with ``severity: warn`` is run and reported but never fails the gate nor sets a row aside.
 Dataset checks (``row_count``, ``mean``, ``schema`` ...) give their verdict in ``finish``; there is
 no row to set aside for them, so they fail the gate in ``fail`` and ``quarantine`` modes and only
 warn in ``warn``. Checks that read another input (``referential``) get it through ``reference``
 and ``referenced`` before the first batch. ``validate`` is synchronous and vectorised; the
-quality agent runs it, and ``finish`` (which writes the last quarantined rows), in a worker thread.
+caller (``quality.gates``, in the process that runs the step) runs it, and ``finish`` (which
+writes the last quarantined rows), in a worker thread.
 
 Unless the group says ``profile: false``, every incoming batch (bad rows too) also goes to a
 streaming ``quality.profile.Profiler``; ``gate.profile`` holds the result after ``finish`` (the
-quality agent stores it in the run store; it is not part of the report).
+quality agent stores it in the run store from the ``GateChecked`` summary; it is not part of the report).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from agent_etl.agents.quarantine import REASON, RUN_ID
+from agent_etl.quality.quarantine import REASON, RUN_ID
 from agent_etl.exceptions import Problem, QualityGateError, SpecError
 from agent_etl.tools.base import ToolContext
 
@@ -79,8 +80,8 @@ class GateReport:
 
 class QualityGate:
     def __init__(self, group: QualityGroup, *, run_id: str, home: Path, registry=None, sink=None, run=None):
-        """``sink`` takes the quarantined rows (``agents.quarantine``); default: the Parquet file."""
-        from agent_etl.agents.quarantine import ParquetFile
+        """``sink`` takes the quarantined rows (``quality.quarantine``); default: the Parquet file."""
+        from agent_etl.quality.quarantine import ParquetFile
         from agent_etl.tools.registry import UnknownTool, default_registry
 
         registry = registry or default_registry()

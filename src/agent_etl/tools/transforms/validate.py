@@ -51,7 +51,7 @@ class Validate(Transform):
         self.quality_reports: list[Any] = []  # the gate's report, for the task's details
 
     async def run(self, inputs: dict[str, AsyncIterator[pa.RecordBatch]]) -> AsyncIterator[pa.RecordBatch]:
-        from agent_etl.agents.quality import read_references
+        from agent_etl.quality.gates import read_references
 
         gate = self._gate()
         refs = gate.references()
@@ -79,8 +79,8 @@ class Validate(Transform):
             raise
 
     def _gate(self) -> Any:
-        from agent_etl.agents.gate import QualityGate
-        from agent_etl.agents.quarantine import build_sink
+        from agent_etl.quality.gate import QualityGate
+        from agent_etl.quality.quarantine import build_sink
         from agent_etl.spec import QualityGroup
         from agent_etl.tools.registry import default_registry
 
