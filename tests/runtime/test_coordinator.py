@@ -3,7 +3,9 @@ import asyncio
 import pyarrow as pa
 
 from agent_etl import AgentCoordinator
+from agent_etl.exceptions import ToolError
 from agent_etl.store.runs import RunStore
+from agent_etl.tools.base import Extractor, ToolConfig
 
 BASIC = """
 version: 1
@@ -71,14 +73,40 @@ async def test_transient_failure_gives_up_after_max_attempts(make_pipeline, regi
     assert result.exit_code == 1 and result.tasks["nums"].attempts == 3
 
 
+class Rendezvous(Extractor):
+    """Yields one batch only once every extract named in ``others`` has started: two of them in
+    independent branches finish only if the branches run at the same time. Waiting is bounded: run
+    one after the other, the first fails (a ToolError) instead of hanging."""
+
+    class Config(ToolConfig):
+        others: list[str]
+        wait: float = 30.0
+
+    started: dict[str, asyncio.Event] = {}
+
+    def _event(self, name: str) -> asyncio.Event:
+        return self.started.setdefault(f"{self.ctx.run_id}/{name}", asyncio.Event())
+
+    async def batches(self):
+        self._event(self.ctx.task).set()
+        try:
+            async with asyncio.timeout(self.config.wait):
+                for other in self.config.others:
+                    await self._event(other).wait()
+        except TimeoutError:
+            raise ToolError(f"{self.ctx.task}: {', '.join(self.config.others)} did not start while it ran") from None
+        yield pa.record_batch({"id": pa.array([1], pa.int64())})
+
+
 async def test_independent_branches_run_concurrently(make_pipeline, registry, sinks, tmp_path):
+    registry.register("extractor", "rendezvous", Rendezvous)
     text = """
 version: 1
 name: two
 defaults: {concurrency: 2}
 extract:
-  x: {tool: numbers, rows: 5}
-  y: {tool: numbers, rows: 7}
+  x: {tool: rendezvous, others: [y], wait: 10}
+  y: {tool: rendezvous, others: [x], wait: 10}
 load:
   lx: {input: x, tool: collect, key: x}
   ly: {input: y, tool: collect, key: y}
@@ -86,7 +114,26 @@ load:
     p = make_pipeline(text)
     assert len(p.branches()) == 2
     result = await AgentCoordinator(registry=registry, home=tmp_path).run(p)
-    assert result.ok and result.rows_loaded == 12
+    assert result.ok, result.error  # each extract saw the other start: the branches overlapped
+    assert result.rows_loaded == 2
+
+
+async def test_concurrency_1_runs_branches_one_at_a_time(make_pipeline, registry, sinks, tmp_path):
+    registry.register("extractor", "rendezvous", Rendezvous)
+    text = """
+version: 1
+name: one_at_a_time
+defaults: {concurrency: 1}
+extract:
+  x: {tool: rendezvous, others: [y], wait: 0.5}
+  y: {tool: rendezvous, others: [x], wait: 0.5}
+load:
+  lx: {input: x, tool: collect, key: x}
+  ly: {input: y, tool: collect, key: y}
+"""
+    result = await AgentCoordinator(registry=registry, home=tmp_path).run(make_pipeline(text))
+    # the first branch waits for the second, which cannot start before it ends: it times out
+    assert result.exit_code == 1 and "did not start while it ran" in result.error
 
 
 async def test_cancel_marks_run_interrupted(make_pipeline, registry, tmp_path):

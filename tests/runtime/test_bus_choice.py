@@ -1,0 +1,63 @@
+"""The bus backend comes from settings (AGENT_ETL_BUS, or `agent-etl run --bus`): memory, the
+default, in process; a NATS URL is refused clearly (exit 2) until that backend exists."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent_etl import AgentCoordinator
+from agent_etl.bus import BusError, open_bus
+from agent_etl.bus.memory import MemoryBus
+from agent_etl.settings import Settings
+
+AGENT_ETL = str(Path(sys.executable).parent / "agent-etl")
+PIPE = """
+version: 1
+name: bus_choice
+extract:
+  rows: {tool: csv, path: in.csv}
+load:
+  out: {input: rows, tool: parquet, path: out.parquet}
+"""
+
+
+def cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    (tmp_path / "p.yaml").write_text(PIPE)
+    (tmp_path / "in.csv").write_text("id,name\n1,a\n2,b\n")
+    environ = {k: v for k, v in os.environ.items() if k != "AGENT_ETL_BUS"}
+    return subprocess.run([AGENT_ETL, "run", "p.yaml", *args], cwd=tmp_path, capture_output=True, text=True,
+                          env={**environ, "AGENT_ETL_HOME": str(tmp_path / "home"), **env}, timeout=120, check=False)
+
+
+def test_memory_is_the_default_and_can_be_named(tmp_path):
+    assert cli(tmp_path).returncode == 0
+    named = cli(tmp_path, "--bus", "memory")
+    assert named.returncode == 0, named.stderr
+    assert (tmp_path / "out.parquet").exists()
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_a_nats_bus_is_not_supported_yet(tmp_path, how):
+    url = "nats://127.0.0.1:4222"
+    done = cli(tmp_path, "--bus", url) if how == "option" else cli(tmp_path, AGENT_ETL_BUS=url)
+    assert done.returncode == 2
+    assert f"bus '{url}': the NATS JetStream bus is not supported yet" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out.parquet").exists()
+
+
+def test_an_unknown_bus_names_the_ones_there_are():
+    with pytest.raises(BusError, match=r"unknown bus 'kafka://x'; the bus is one of: memory") as e:
+        open_bus("kafka://x")
+    assert e.value.exit_code == 2
+
+
+async def test_the_coordinator_takes_its_bus_from_settings(tmp_path):
+    c = AgentCoordinator(settings=Settings(bus="memory", home=tmp_path))
+    assert isinstance(c.bus, MemoryBus)
+    with pytest.raises(BusError):
+        AgentCoordinator(settings=Settings(bus="nats://127.0.0.1:4222", home=tmp_path))
