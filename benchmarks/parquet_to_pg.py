@@ -2,12 +2,20 @@
 table) against the server's own binary COPY FROM a file (the anchor) and the peers, each in fresh
 processes (median of --repeat; peak RSS from wait4), in the same run.
 
+``--mode replace`` replaces a table holding the 1M rows (``replace_strategy`` auto, which swaps,
+and insert), ``--mode merge`` merges into an empty table and merges 1M rows (half updates) into a
+table holding 1M (the input and hand-written anchor of ``pg_merge.py``: COPY into TEMP + INSERT ...
+ON CONFLICT); each against the server's COPY FROM in the same run: into the empty table without a
+key (``anchor``) and into the empty table with the PRIMARY KEY (``anchor_pk``). The state each run
+starts from is made, and a CHECKPOINT taken, before its clock.
+
 The data is the 1M-row table of ../shared/bench/pg_1m_rows.sql, created once in schema
 `bench_load` and exported once to Parquet (benchmarks/.data/pg_1m_rows.parquet) and to a binary
 COPY file on the server. Goals: <= 1.3x the anchor, faster than pgpq + psycopg COPY and ADBC
 adbc_ingest, >= 20x faster than pandas.to_sql.
 
     python benchmarks/parquet_to_pg.py [--repeat 3] [--methods anchor ours loader pgpq adbc pandas] [--rss-rows 10000000]
+    python benchmarks/parquet_to_pg.py --mode replace|merge [--repeat 3]
 
 Peers need the bench extra (pgpq, adbc-driver-postgresql, psycopg2-binary for pandas.to_sql:
 with psycopg 3, pandas sends numeric columns as text and fails).
@@ -23,7 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import agent_etl  # noqa: F401  (first, as in the CLI: it sets pyarrow's allocator up before pyarrow loads)
 
@@ -145,18 +155,37 @@ def run_pandas(parquet: Path, table: str) -> None:
     engine.dispose()
 
 
-METHODS = {"anchor": run_anchor, "ours": run_ours, "loader": run_loader, "pgpq": run_pgpq, "adbc": run_adbc, "pandas": run_pandas}
+def run_replace(parquet: Path, table: str, strategy: str = "auto") -> None:
+    run_ours(parquet, table, f", mode: replace, replace_strategy: {strategy}")
+
+
+def run_merge(parquet: Path, table: str) -> None:
+    run_ours(parquet, table, ", mode: merge, key: [id]")
+
+
+def run_merge_anchor(parquet: Path, table: str) -> None:
+    from pg_merge import run_anchor as hand_written
+
+    hand_written(parquet, table)
+
+
+METHODS = {"anchor": run_anchor, "ours": run_ours, "loader": run_loader, "pgpq": run_pgpq, "adbc": run_adbc,
+           "pandas": run_pandas, "replace": run_replace, "merge": run_merge, "merge_anchor": run_merge_anchor}
 LABELS = {"anchor": "server COPY FROM file (FORMAT binary) - anchor", "ours": "agent-etl parquet -> postgres (append)",
           "loader": "postgres loader alone (no runtime)",
           "pgpq": "pgpq encoder + psycopg COPY", "adbc": "ADBC adbc_ingest", "pandas": "pandas.to_sql chunksize 10000"}
 
 
 def fresh(method: str, parquet: Path, table: str, *extra: str, script: str = __file__,
-          empty: bool = True) -> tuple[float, float]:
-    """(seconds, peak RSS MB) of one method of ``script`` in a new process; the table is emptied first."""
-    if empty:
+          empty: bool = True, setup: Callable[[Any], None] | None = None) -> tuple[float, float]:
+    """(seconds, peak RSS MB) of one method of ``script`` in a new process; the table is emptied
+    first, or ``setup(connection)`` makes the state the run starts from."""
+    if empty or setup is not None:
         with connect() as conn:
-            conn.execute(f"TRUNCATE {table}")
+            if setup is not None:
+                setup(conn)
+            else:
+                conn.execute(f"TRUNCATE {table}")
             # each load writes ~120 MB of WAL: without this, the server's own checkpoints land in
             # whichever runs cross max_wal_size, and the spread between runs doubles
             conn.execute("CHECKPOINT")
@@ -241,13 +270,89 @@ def main(repeat: int, methods: list[str], rss_rows: int | None) -> None:
             conn.execute(f"TRUNCATE {table}")
 
 
+# -- replace and merge ----------------------------------------------------------------------------
+
+def filled(table: str, pk: bool) -> Callable[[Any], None]:
+    """Setup: ``table`` holding the 1M rows (with the PRIMARY KEY if ``pk``), then a CHECKPOINT."""
+    def setup(conn: Any) -> None:
+        if conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] != 1_000_000:
+            conn.execute(f"TRUNCATE {table}")
+            conn.execute(f"COPY {table} FROM '{BIN}' (FORMAT binary)")
+        conn.execute(f"VACUUM ANALYZE {table}")
+        conn.execute("CHECKPOINT")
+    conn_make(table, pk)
+    return setup
+
+
+def emptied(table: str, pk: bool) -> Callable[[Any], None]:
+    def setup(conn: Any) -> None:
+        conn.execute(f"TRUNCATE {table}")
+        conn.execute("CHECKPOINT")
+    conn_make(table, pk)
+    return setup
+
+
+def conn_make(table: str, pk: bool) -> None:
+    with connect() as conn:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (LIKE {SCHEMA}.t{' INCLUDING ALL' if pk else ''})")
+
+
+def main_mode(mode: str, repeat: int) -> None:
+    """Each case: (label, method, extra argv, table, setup, parquet, rows expected after)."""
+    parquet = prepare()
+    plain, keyed = f"{SCHEMA}.t_load", f"{SCHEMA}.t_pk"
+    cases = [("anchor: server COPY FROM file into an empty table", "anchor", (), plain, emptied(plain, False),
+              parquet, 1_000_000),
+             ("anchor_pk: the same, into an empty table with the PRIMARY KEY", "anchor", (), keyed,
+              emptied(keyed, True), parquet, 1_000_000),
+             ("append into the empty table without a key (reference)", "ours", (), plain, emptied(plain, False),
+              parquet, 1_000_000)]
+    if mode == "replace":
+        cases += [(f"replace ({s}) 1M rows holding 1M{', PRIMARY KEY' if t == keyed else ''}", "replace", (s,), t,
+                   filled(t, t == keyed), parquet, 1_000_000) for t in (plain, keyed) for s in ("auto", "insert")]
+    else:
+        from pg_merge import inputs, reset
+
+        merge_in = inputs()
+        big = f"{SCHEMA}.t_merge"
+        cases += [("merge into an empty table with the PRIMARY KEY", "merge", (), keyed, emptied(keyed, True),
+                   parquet, 1_000_000),
+                  ("merge_anchor: COPY into TEMP + INSERT ON CONFLICT, 1M into 1M", "merge_anchor", (), big,
+                   lambda conn: (reset(big), conn.execute("CHECKPOINT")), merge_in, 1_500_000),
+                  ("merge 1M rows (half updates) into 1M, PRIMARY KEY", "merge", (), big,
+                   lambda conn: (reset(big), conn.execute("CHECKPOINT")), merge_in, 1_500_000)]
+    # round after round of every case: a change of the machine's load (2 shared cores) touches all alike
+    runs: list[list[tuple[float, float]]] = [[] for _ in cases]
+    for _ in range(repeat):
+        for i, (label, method, extra, table, setup, data, rows) in enumerate(cases):
+            runs[i].append(fresh(method, data, table, *extra, setup=setup))
+            with connect() as conn:
+                got = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            assert got == rows, f"{label}: {got} rows, expected {rows}"
+    results = [(case[0], [r[0] for r in rs], max(r[1] for r in rs)) for case, rs in zip(cases, runs)]
+    anchor, anchor_pk = statistics.median(results[0][1]), statistics.median(results[1][1])
+    print(f"\n--mode {mode}, 1M rows (median of {repeat} fresh processes; spread min-max); load: {os.getloadavg()}")
+    print(f"{'case':<66} {'s':>6} {'spread':>11} {'x anchor':>9} {'x anchor_pk':>12} {'peak RSS MB':>12}")
+    for label, secs, mb in results:
+        med = statistics.median(secs)
+        print(f"{label:<66} {med:6.2f} {min(secs):5.2f}-{max(secs):<5.2f} {med / anchor:9.2f} {med / anchor_pk:12.2f} "
+              f"{mb:12.0f}")
+    if mode == "merge":
+        ratio = statistics.median(results[-1][1]) / statistics.median(results[-2][1])
+        print(f"merge 1M into 1M / hand-written anchor: {ratio:.2f}   (goal <= 1.0)")
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(*sys.argv[2:])
         sys.exit(0)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--mode", choices=["append", "replace", "merge"], default="append")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS)[:6], choices=list(METHODS)[:6])
     ap.add_argument("--rss-rows", type=int, default=None, help="also measure our peak RSS for this many rows")
     args = ap.parse_args()
-    main(args.repeat, args.methods, args.rss_rows)
+    if args.mode == "append":
+        main(args.repeat, args.methods, args.rss_rows)
+    else:
+        main_mode(args.mode, args.repeat)
