@@ -4,6 +4,7 @@ directory). Everything has an embedded default, so nothing needs configuring on 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +20,9 @@ class Settings(BaseSettings):
     stall_timeout: float = Field(60.0, gt=0, description="an agent silent this long while busy is stalled")
     bus: str = Field("memory", description="event bus backend: memory (in-process); nats://host:port is not "
                      "supported yet")
+    memory: Literal["off", "numpy", "chroma"] = Field(
+        "chroma", description="experience memory: chroma (persistent, in the state folder's memory/), numpy "
+        "(in-process, kept while the coordinator lives) or off")
     log_level: str = Field("WARNING", description="level of the log lines `agent-etl run` prints to stderr")
 
     def home_for(self, base_dir: Path | None) -> Path:

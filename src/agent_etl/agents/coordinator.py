@@ -90,6 +90,7 @@ class AgentCoordinator(Agent):
         self._waiting: dict[tuple[str, str], _Attempt] = {}  # (run, task) -> its current attempt
         self._results: dict[str, dict[str, TaskResult]] = {}
         self._flusher: asyncio.Task | None = None
+        self.memory: Any = None  # memory.recorder.Recorder: the experiences of finished runs (AGENT_ETL_MEMORY)
 
     @property
     def registry(self) -> Any:
@@ -167,6 +168,8 @@ class AgentCoordinator(Agent):
         for agent in reversed(self.agents):
             await agent.stop()
         await self.bus.drain()
+        if self.memory is not None:  # before the stores close: the writer reads the runs' profiles
+            await self.memory.close()
         if self._store_option is None:
             for store in self._stores.values():
                 store.close()
@@ -331,6 +334,11 @@ class AgentCoordinator(Agent):
                 # while the loop drains events (up to the 5 ms switch interval)
                 store.finish_run(run_id, status, exit_code, rows, error, duration)
             lock.release()
+            if self.settings.memory != "off":  # queued for a writer thread; a memory failure is only a warning
+                from agent_etl.memory.recorder import Recorder
+
+                self.memory = self.memory or Recorder(self.settings.memory)
+                self.memory.record(run_id, pipeline, results, desc.home, store)
             try:
                 await self.bus.publish(RunFinished(run_id=run_id, pipeline=pipeline.name, status=status,
                                                    duration=duration))

@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from agent_etl.cli.memory import memory_app
+
 app = typer.Typer(name="agent-etl", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
                   help="Run declarative ETL pipelines: extract, transform, check and load Arrow batches.")
@@ -15,6 +17,7 @@ tools_app = typer.Typer(no_args_is_help=True, help="The tools (extractors, trans
 runs_app = typer.Typer(no_args_is_help=True, help="Past runs recorded in the run store.")
 app.add_typer(tools_app, name="tools")
 app.add_typer(runs_app, name="runs")
+app.add_typer(memory_app, name="memory")
 
 Vars = Annotated[Optional[list[str]], typer.Option("--var", "-v", help="K=V, interpolated as ${K}; wins over the environment.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]

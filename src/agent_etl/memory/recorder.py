@@ -1,0 +1,105 @@
+"""``Recorder``: how a coordinator stores the experiences of its finished runs, off the event loop.
+
+One writer thread does all memory work (so Chroma calls never run on the loop, and never two at
+once): it reads the run's data profiles, builds the experiences and adds them in one batch, opening
+the memory of each state folder on first use (importing chromadb then, never at start). A memory
+failure is a logged warning, never a failed run; when another process holds the memory folder, the
+experiences wait in ``pending/`` for the next process that opens it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from agent_etl.memory.base import VectorMemory
+from agent_etl.memory.experience import Experience, experiences
+from agent_etl.memory.folder import open_memory, spool
+from agent_etl.memory.lock import MemoryLocked
+
+log = logging.getLogger("agent_etl.memory")
+
+
+class Recorder:
+    def __init__(self, kind: str = "chroma"):
+        self.kind = kind
+        self._pool: ThreadPoolExecutor | None = None
+        self._memories: dict[Path, VectorMemory] = {}
+        self._futures: list[Future] = []
+
+    def record(self, run_id: str, pipeline: Any, results: dict[str, Any], home: str | Path, store: Any = None) -> None:
+        """Queue the experiences of a finished run; returns at once, never raises."""
+        if self.kind == "off":
+            return
+        try:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="agent-etl-memory")
+            self._futures = [f for f in self._futures if not f.done()]
+            self._futures.append(self._pool.submit(self._write, run_id, pipeline, dict(results), Path(home), store))
+        except Exception as e:  # e.g. the interpreter is shutting down
+            log.warning("memory: experiences of run %s not stored: %s", run_id, e)
+
+    def _write(self, run_id: str, pipeline: Any, results: dict[str, Any], home: Path, store: Any) -> None:
+        try:
+            profiles = store.run_profiles(run_id) if store is not None else {}
+            records = [e.to_record() for e in experiences(run_id, pipeline, results, profiles)]
+            if not records:
+                return
+            try:
+                memory = self._memory(home)
+            except MemoryLocked as e:
+                path = spool(home, run_id, records)
+                log.warning("memory: %s; the experiences of run %s wait in %s for the next process that opens it",
+                            e, run_id, path)
+                return
+            memory.add(records)
+        except Exception as e:
+            log.warning("memory: experiences of run %s not stored: %s: %s", run_id, type(e).__name__, e)
+
+    def _memory(self, home: Path) -> VectorMemory:
+        key = home.resolve() if self.kind == "chroma" else Path("")
+        memory = self._memories.get(key)
+        if memory is None:
+            memory = self._memories[key] = open_memory(self.kind, home)
+        return memory
+
+    async def memory(self, home: str | Path) -> VectorMemory:
+        """The memory of ``home`` as this recorder holds it open (after the writes queued so far)."""
+        await self.flush()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="agent-etl-memory")
+        return await asyncio.wrap_future(self._pool.submit(self._memory, Path(home)))
+
+    async def experiences(self, home: str | Path, document: str, k: int = 10, where: Any = None) -> list[Experience]:
+        """The experiences nearest to ``document`` (a descriptor's JSON or text), nearest first."""
+        memory = await self.memory(home)
+        assert self._pool is not None
+        hits = await asyncio.wrap_future(self._pool.submit(memory.query, document, k, where))
+        return [Experience.from_record(h.record) for h in hits]
+
+    async def flush(self) -> None:
+        """Wait for the writes queued so far."""
+        pending, self._futures = self._futures, []
+        for f in pending:
+            await asyncio.wrap_future(f)
+
+    async def close(self) -> None:
+        """Finish the queued writes and close every memory (releasing their folders' locks)."""
+        await self.flush()
+        if self._pool is None:
+            return
+        memories, self._memories = list(self._memories.values()), {}
+        pool, self._pool = self._pool, None
+
+        def close_all() -> None:
+            for m in memories:
+                try:
+                    m.close()
+                except Exception as e:
+                    log.warning("memory: closing failed: %s", e)
+
+        await asyncio.wrap_future(pool.submit(close_all))
+        pool.shutdown(wait=True)
