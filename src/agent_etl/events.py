@@ -101,8 +101,9 @@ class GateChecked(TaskEvent):
     """What one quality gate of a step found, at the end of its stream (also when it failed): the
     report (``GateReport.to_dict()``: counts, check results, quarantine location; None when the gate
     gave no verdict), the input's data profile (None with ``profile: false``) and the anomalies
-    (None when no anomaly check judged it). The gate ran where the step ran; the quality agent
-    keeps the profile as history in the run store at ``store_url`` and announces the anomalies."""
+    (None when no anomaly check judged it). The gate ran where the step ran; the ETL agent sends
+    this to a quality agent (request ``quality.checked``), which keeps the profile as history in
+    the run store at ``store_url``, then publishes it and announces the anomalies."""
 
     topic: ClassVar[str] = "gate.checked"
     pipeline: str

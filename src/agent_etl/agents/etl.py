@@ -4,8 +4,8 @@ A task reads its inputs from the channels of the tasks upstream and writes its o
 its own channel (bounded queues: backpressure, flat memory). Batches of a step with a quality gate
 go through its gates here, in process (``quality.gates``), and only the rows they let through go
 on; a batch never crosses the bus. What the gates found travels as summaries: ``BatchValidated``
-per batch and ``GateChecked`` per gate at the end, for the quality agent's history and anomaly
-events. A failure closes the task's channel with the error, so every task downstream stops too.
+events per batch, and per gate at the end a ``GateChecked`` request to the quality agent, which
+keeps the profile as history and announces anomalies. A failure closes the task's channel with the error, so every task downstream stops too.
 
 The agent builds its own view of each run (``RunContext``) from the ``RunStarted`` event: the
 run's description, and where a resumed run starts again. Loads commit in units where the spec asks
@@ -28,7 +28,9 @@ import pyarrow as pa
 from agent_etl.agents.acks import Acks
 from agent_etl.agents.base import Agent
 from agent_etl.agents.commits import CommitBarrier, UnitClock
+from agent_etl.agents.quality import CHECKED
 from agent_etl.agents.resume import ResumePlan, extracts_above, streaming_path
+from agent_etl.bus.base import NoResponder
 from agent_etl.events import (BatchValidated, GateChecked, RunFinished, RunStarted, TaskAssigned, TaskCompleted,
                               TaskFailed, TaskProgress, TaskStarted)
 from agent_etl.exceptions import AgentETLError, ToolError, TransientError, UpstreamError
@@ -378,13 +380,17 @@ class _TaskRun:
         return out
 
     async def _checked(self, gates: StepGates) -> None:
-        """Publish what each gate found (also when one failed): the quality agent keeps the profiles
-        as history and announces the anomalies."""
+        """Send what each gate found (also when one failed) to a quality agent, which keeps the
+        profile as history and announces the anomalies; without one, the step goes on regardless."""
         rc = self.rc
         for s in gates.summaries():
-            await self.agent.bus.publish(GateChecked(
-                run_id=rc.run_id, task=self.task.name, agent=self.agent.id, pipeline=rc.pipeline.name,
-                store_url=getattr(rc.store, "url", None), **s))
+            summary = GateChecked(run_id=rc.run_id, task=self.task.name, agent=self.agent.id, attempt=self.attempt,
+                                  pipeline=rc.pipeline.name, store_url=getattr(rc.store, "url", None), **s)
+            try:
+                await self.agent.bus.request(CHECKED, summary, timeout=None)
+            except NoResponder:
+                log.warning("run %s: no quality agent serves %s; the profile of %r is not kept", rc.run_id, CHECKED,
+                            summary.input)
 
     def _unit_due(self) -> bool:
         """A commit unit ends with the batch just handed to the load: the clock marked it, and every

@@ -1,10 +1,13 @@
 """The quality agent: what belongs on the bus about data quality. History, anomaly events, reports.
 
 The gates themselves run where the step runs, in process (``agent_etl.quality.gates``): a batch
-never crosses the bus. For each gate that finished, the ETL agent publishes a ``GateChecked``
-summary; this agent stores the gate's data profile (and anomalies) in the run store, the history
-later runs' ``anomaly`` checks compare with and ``agent-etl report`` shows, logs the anomalies of
-severity ``warn`` and publishes an ``AnomalyDetected`` event for each gate that found some.
+never crosses the bus. For each gate that finished, the ETL agent sends a ``GateChecked`` summary
+(report, profile, anomalies) as a ``quality.checked`` request; this agent stores the profile (and
+anomalies) in the run store, the history later runs' ``anomaly`` checks compare with and
+``agent-etl report`` shows, then replies, so the profile is kept before the task completes. It
+logs the anomalies of severity ``warn`` and publishes the summary as an event, with an
+``AnomalyDetected`` event for each gate that found some. Several quality agents may serve the
+subject (each summary goes to one of them).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from agent_etl.agents.base import Agent
 from agent_etl.events import AnomalyDetected, GateChecked
 
 log = logging.getLogger("agent_etl.quality")
+CHECKED = "quality.checked"  # request subject: a GateChecked summary, replied to once it is kept
 
 
 class QualityAgent(Agent):
@@ -30,7 +34,7 @@ class QualityAgent(Agent):
         self._opened: dict[str, Any] = {}  # url -> RunStore opened here (closed at stop)
 
     async def on_start(self) -> None:
-        self._subs.append(await self.bus.subscribe(GateChecked, self._on_checked, durable="quality-history"))
+        self._subs.append(await self.bus.serve(CHECKED, self._on_checked))
 
     async def on_stop(self) -> None:
         for store in self._opened.values():
@@ -41,6 +45,7 @@ class QualityAgent(Agent):
         store = self._store(ev.store_url)
         if ev.profile is not None and store is not None:  # a failed gate's profile is kept too: its report shows it
             await asyncio.to_thread(store.save_profile, ev.run_id, ev.pipeline, ev.input, ev.profile, ev.anomalies)
+        await self.bus.publish(ev)
         if ev.anomalies:
             for a in ev.anomalies:
                 if a["severity"] == "warn":  # a failing one is in the gate's error already

@@ -20,7 +20,7 @@ writes the last quarantined rows), in a worker thread.
 
 Unless the group says ``profile: false``, every incoming batch (bad rows too) also goes to a
 streaming ``quality.profile.Profiler``; ``gate.profile`` holds the result after ``finish`` (the
-quality agent stores it in the run store from the ``GateChecked`` summary; it is not part of the report).
+quality agent stores it in the run store from the step's ``GateChecked`` summary; not part of the report).
 """
 
 from __future__ import annotations

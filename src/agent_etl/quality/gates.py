@@ -4,7 +4,7 @@ A step's ``quality:`` groups (or a ``validate`` step's checks) are applied here,
 it flows, by whoever runs the step: the ETL agent, or the ``validate`` transform. A record batch
 never leaves the process; what the rest of the runtime learns is a summary
 (``StepGates.summaries``: counts, check results, quarantine location, the data profile) that the
-ETL agent publishes as ``GateChecked`` events for the quality agent's history and anomaly events.
+ETL agent sends as ``GateChecked`` messages for the quality agent's history and anomaly events.
 
     gates = await StepGates.open(run_id, task, groups, rc)   # builds sinks, reads references
     batch = await gates.validate(batch)                      # None: no row passed
