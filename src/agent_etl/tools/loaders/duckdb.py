@@ -6,10 +6,15 @@ relative to the pipeline file; the file and its directory are created if missing
 ``key``, ``schema_policy``.
 
 - ``append`` (default): rows are added; the table is created from the first batch's schema.
-- ``replace``: rows go into a staging table; in the same transaction the old table is dropped and
-  the staging table renamed in, so a reader sees the old table or the new one, never half. The new
-  table has the stream's columns (constraints and indexes of the old one are not kept). A stream
-  with no batch at all empties the table.
+- ``replace`` (``replace_strategy: auto | swap | insert``, ``databases.replace``; the run's details
+  say which was taken and why) into an existing table: ``swap`` (auto's choice) writes a new table
+  made from the old one's CREATE TABLE text and, in the same transaction, drops the old table,
+  renames the new one in and builds the old table's indexes on it (``databases.duckdb.swap``); a
+  foreign key pointing at the table or a table comment make auto take ``insert``: DELETE and INSERT
+  into the table itself, in one transaction. Either way a reader sees the old rows or the new ones,
+  never half, and the table keeps its columns (those the input lacks get NULL or their default),
+  constraints, defaults and indexes; views answer from the new rows. A missing table is created
+  from the stream's schema. A stream with no batch at all empties the table.
 - ``merge`` with ``key``: rows go into a temporary staging table, then one ``MERGE INTO`` updates
   the rows whose key matches (the input's columns only) and inserts the others. Within one load the
   last row of a key wins; rows with a NULL key never match and are inserted. No index is needed.
@@ -49,7 +54,8 @@ import pyarrow as pa
 
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.tools.base import ToolContext
-from agent_etl.tools.databases import checkpoints
+from agent_etl.tools.databases import checkpoints, replace
+from agent_etl.tools.databases.duckdb import swap
 from agent_etl.tools.databases.blocking import Units, write_stream
 from agent_etl.tools.databases.duckdb.database import cursor, first_line, open_database, path_of, qualified, quote
 from agent_etl.tools.databases.options import SinkOptions, split_table
@@ -90,6 +96,8 @@ class _Writer(Units):
         self.columns: dict[str, str] = {}  # folded -> name, of ``into``
         self.final = False
         self.open_tx = False  # a transaction of the load is open
+        self.path_taken: replace.Path | None = None  # replace: swap or insert, and why
+        self.indexes: list[str] = []  # a swap's CREATE INDEX statements, run after the rename
 
     def open(self) -> None:
         self.cur = cursor(open_database(self.ctx, self.config.connection, create=True))
@@ -157,9 +165,21 @@ class _Writer(Units):
             self.into = quote(f"__agent_etl_merge_{uuid.uuid4().hex[:8]}")
             self._create(self.into, batch.slice(0, 0).append_column(_SEQ, pa.array([], pa.int64())), temp=True)
         elif mode == "replace":
-            self.into = qualified(self.schema, f"__agent_etl_staging_{self.name}")
-            self.cur.execute(f"DROP TABLE IF EXISTS {self.into}")
-            self._create(self.into, batch, temp=False)
+            staging = qualified(self.schema, f"__agent_etl_staging_{self.name}")
+            if not existing:
+                self.path_taken, self.into = replace.NEW, staging
+                self.cur.execute(f"DROP TABLE IF EXISTS {self.into}")
+                self._create(self.into, batch, temp=False)
+                return
+            self.path_taken = replace.choose(self.config.replace_strategy,
+                                             swap.blockers(self.cur, self.schema, self.name), self._fail)
+            if self.path_taken.swap:
+                self.into = staging
+                self.cur.execute(f"DROP TABLE IF EXISTS {self.into}")
+                self.indexes = swap.create_like(self.cur, self.schema, self.name, self.into)
+            else:
+                self.cur.execute(f"DELETE FROM {self.table}")
+            self.columns = existing
 
     def _create(self, table: str, batch: pa.RecordBatch, *, temp: bool) -> None:
         with self._registered(batch.slice(0, 0)) as view:
@@ -199,9 +219,11 @@ class _Writer(Units):
             self.begun = self.open_tx = True
             if mode == "replace":
                 self.cur.execute(f"DELETE FROM {self.table}")
-        elif mode == "replace":
+        elif mode == "replace" and self.into != self.table:
             self.cur.execute(f"DROP TABLE IF EXISTS {self.table}")
             self.cur.execute(f"ALTER TABLE {self.into} RENAME TO {quote(self.name)}")
+            for sql in self.indexes:
+                self.cur.execute(sql)
         elif mode == "merge":
             self._merge()
         if not self.checkpoints_ready:  # in a schema this load created, it is new
@@ -366,10 +388,15 @@ class DuckDBLoader(DatabaseLoader):
 
     read_committed = staticmethod(_committed)
     read_mark = staticmethod(_mark)
+    writer: _Writer | None = None
+
+    def details(self) -> dict[str, Any]:
+        taken = self.writer.path_taken if self.writer is not None else None
+        return {"replace": taken.details} if taken is not None else {}
 
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         import duckdb
 
-        writer = _Writer(self.ctx, self.config)
+        writer = self.writer = _Writer(self.ctx, self.config)
         return await write_stream(writer, batches, self.ctx, (duckdb.Error, pa.ArrowException), stop=writer.interrupt,
                                   units=self.takes_units())

@@ -8,10 +8,15 @@ its directory are created if missing; ``?timeout=`` sets the lock wait in second
 - ``mode: append`` (default) inserts into the table, creating it from the first batch's schema if
   it does not exist. Nothing of a commit unit is committed until it ends (``commit_every``), or the
   input stream has ended cleanly.
-- ``mode: replace`` writes into a staging table and, in the same transaction, drops the old table
-  and renames the staging table in. The new table is built from the stream's schema: indexes,
-  triggers and constraints of the old table go with it. A stream without any batch (so without a
-  schema) empties the existing table instead.
+- ``mode: replace`` (``replace_strategy: auto | swap | insert``, ``databases.replace``; the run's
+  details say which was taken and why) into an existing table: ``swap`` (auto's choice) writes a new
+  table made from the old one's CREATE TABLE text and, in the same transaction, drops the old table
+  and renames the new one in, creating the old table's indexes (after the rows) and triggers and the
+  file's views again (``databases.sqlite.swap``); a foreign key of another table pointing at the
+  table makes auto take ``insert``: DELETE and INSERT into the table itself, in one transaction.
+  Either way the table keeps its columns (those the input lacks get NULL or their default), its
+  constraints, indexes, triggers and the views on it. A missing table is created from the stream's
+  schema. A stream without any batch (so without a schema) empties the existing table.
 - ``mode: merge`` with ``key: [columns]`` upserts: ``INSERT ... ON CONFLICT(key) DO UPDATE`` sets
   the input's other columns on rows whose key exists and inserts the rest; columns the input lacks
   keep their values. Rows are applied in order, so within one load the last row of a key wins.
@@ -68,10 +73,11 @@ import pyarrow as pa
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.stream import slices
 from agent_etl.tools.base import ToolContext
-from agent_etl.tools.databases import checkpoints
+from agent_etl.tools.databases import checkpoints, replace
 from agent_etl.tools.databases.blocking import Units, write_stream
 from agent_etl.tools.databases.options import SinkOptions, key_index_name
 from agent_etl.tools.databases.sink import DatabaseLoader
+from agent_etl.tools.databases.sqlite import swap
 from agent_etl.tools.databases.sqlite.connections import cause, database, engine
 from agent_etl.tools.databases.sqlite.types import declared_type, fold, quote, to_params
 from agent_etl.tools.databases.transient import transient
@@ -100,6 +106,7 @@ class _Writer(Units):
         self.stopped = threading.Event()
         self.committed = False
         self.final = False
+        self.path_taken: replace.Path | None = None  # replace: swap or insert, and why
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,13 +163,16 @@ class _Writer(Units):
             self.tx = self.conn.begin()
             if self.config.mode == "replace":
                 self.dbapi.execute(f"DELETE FROM {quote(self.table)}")
-        elif self.config.mode == "replace":
-            self.dbapi.execute(f"DROP TABLE IF EXISTS {quote(self.table)}")
+        elif self.config.mode == "replace" and self.into != self.table:
             # Legacy rename: the new SQLite rename re-checks every view and trigger, and fails on
             # those that referred to the table just dropped; the legacy one only renames.
             self.dbapi.execute("PRAGMA legacy_alter_table=ON")
             try:
-                self.dbapi.execute(f"ALTER TABLE {quote(self.into)} RENAME TO {quote(self.table)}")
+                if self.path_taken is replace.NEW:
+                    self.dbapi.execute(f"DROP TABLE IF EXISTS {quote(self.table)}")
+                    self.dbapi.execute(f"ALTER TABLE {quote(self.into)} RENAME TO {quote(self.table)}")
+                else:
+                    swap.swap_in(self.dbapi, self.table, self.into)
             finally:
                 self.dbapi.execute("PRAGMA legacy_alter_table=OFF")
         self._checkpoint()
@@ -207,9 +217,21 @@ class _Writer(Units):
             if new or gone:
                 raise self._fail(f"schema_policy: freeze, but the input's columns differ from the table's: "
                                  f"new {new}, missing {gone}; change the table or set schema_policy: evolve")
-        self.into = f"_agent_etl_staging_{self.table}"
-        self.dbapi.execute(f"DROP TABLE IF EXISTS {quote(self.into)}")
-        self._create(self.into, schema)
+        staging = f"_agent_etl_staging_{self.table}"
+        if not existing:
+            self.path_taken = replace.NEW
+            self.into = staging
+            self.dbapi.execute(f"DROP TABLE IF EXISTS {quote(self.into)}")
+            self._create(self.into, schema)
+            return
+        self.path_taken = replace.choose(self.config.replace_strategy, swap.blockers(self.dbapi, self.table), self._fail)
+        if self.path_taken.swap:
+            self.into = staging
+            self.dbapi.execute(f"DROP TABLE IF EXISTS {quote(self.into)}")
+            swap.create_like(self.dbapi, self.table, self.into)
+        else:
+            self.dbapi.execute(f"DELETE FROM {quote(self.table)}")
+        self.columns = existing
 
     def _create(self, table: str, schema: pa.Schema) -> None:
         cols = ", ".join(f"{quote(f.name)} {declared_type(f.type)}" for f in schema)
@@ -335,11 +357,16 @@ class SQLiteLoader(DatabaseLoader):
 
     read_committed = staticmethod(_committed)
     read_mark = staticmethod(_mark)
+    writer: _Writer | None = None
+
+    def details(self) -> dict[str, Any]:
+        taken = self.writer.path_taken if self.writer is not None else None
+        return {"replace": taken.details} if taken is not None else {}
 
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         import sqlalchemy.exc
 
-        writer = _Writer(self.ctx, self.config)
+        writer = self.writer = _Writer(self.ctx, self.config)
         errors = (sqlite3.Error, sqlalchemy.exc.SQLAlchemyError, OverflowError)
         # siblings into the same file would wait for this load's write lock while it waits for them
         return await write_stream(writer, batches, self.ctx, errors, stop=writer.stop, units=self.takes_units(),
