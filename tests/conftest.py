@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,6 +15,10 @@ from agent_etl.spec import Pipeline
 from agent_etl.tools.base import BatchTransform, Extractor, Loader, ToolConfig
 from agent_etl.tools.registry import Registry
 from tests.services import require
+
+# runs keep their experiences in process, not in a Chroma folder per test: importing chromadb costs
+# ~1.5 s per process and opening a folder ~0.2 s per run (tests/memory set the backend they test)
+os.environ.setdefault("AGENT_ETL_MEMORY", "numpy")
 
 SINKS: dict[str, list[pa.RecordBatch]] = {}
 

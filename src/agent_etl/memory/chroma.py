@@ -78,9 +78,12 @@ class ChromaMemory:
         step = self._client.get_max_batch_size()
         for start in range(0, len(records), step):
             chunk = list({r.id: r for r in records[start:start + step]}.values())
-            self._collection.upsert(ids=[r.id for r in chunk], documents=[r.document for r in chunk],
-                                    embeddings=embed([r.document for r in chunk]),
-                                    metadatas=[dict(r.metadata) or None for r in chunk])
+            ids = [r.id for r in chunk]
+            # replace, not Chroma's upsert: that merges a stored record's metadata with the new keys
+            self._collection.delete(ids=ids)
+            self._collection.add(ids=ids, documents=[r.document for r in chunk],
+                                 embeddings=embed([r.document for r in chunk]),
+                                 metadatas=[dict(r.metadata) or None for r in chunk])
 
     def query(self, document: str, k: int = 10, where: Where | None = None) -> list[Hit]:
         n = min(k, self.count())

@@ -114,10 +114,7 @@ def describe(task: Any, pipeline: Any, *, schema: dict[str, str] | None = None, 
     transforms = tuple(t.tool for t in branch if t.kind == "transform")
     if schema is None:
         schema = _declared_schema(task, by_name)
-    if rows is None and task.kind == "extract":
-        size = _file_bytes(task, pipeline)
-    else:
-        size = None
+    size = _file_bytes(task, pipeline) if task.kind == "extract" else None
     return TaskDescriptor(kind=task.kind, tool=kind_of[task.name], sources=sources, destinations=destinations,
                           transforms=transforms, schema=tuple((str(k), str(v)) for k, v in (schema or {}).items()),
                           rows=rows, bytes=size, options=tuple(sorted(safe_options(task.options, secrets))))
