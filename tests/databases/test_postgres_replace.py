@@ -214,3 +214,36 @@ async def test_concurrent_readers_see_the_old_rows_or_the_new_never_a_mix(pg_tar
     assert not errors, errors
     assert seen and all(lo is not None and n == 1000 + lo and lo == hi for n, lo, hi in seen), sorted(set(seen))
     assert len({lo for _, lo, _ in seen}) > 1  # the readers did overlap the replaces
+
+
+async def test_a_reader_holding_the_table_makes_the_swap_wait_and_time_out(pg_target, tmp_path):
+    """A transaction that has read the table holds it until it ends: the swap waits for it (here,
+    up to the server's lock_timeout, then a TransientError), and the table stays as it was."""
+    from agent_etl.exceptions import TransientError
+
+    schema, url = pg_target
+    execute(pg_target, "CREATE TABLE t (id integer PRIMARY KEY)", "INSERT INTO t VALUES (1), (2)")
+    with psycopg.connect(url) as reader:
+        assert reader.execute(f'SELECT count(*) FROM "{schema}".t').fetchone() == (2,)
+        with pytest.raises(TransientError, match="lock timeout"):
+            await replace(pa.table({"id": pa.array([7], pa.int32())}), (schema, f"{url}?options=-clock_timeout%3D300"),
+                          tmp_path)
+        assert reader.execute(f'SELECT count(*) FROM "{schema}".t').fetchone() == (2,)
+    assert query(pg_target, "SELECT id FROM t ORDER BY id") == [(1,), (2,)]
+    assert await replace(pa.table({"id": pa.array([7], pa.int32())}), pg_target, tmp_path) == {"replace": "swap"}
+    assert query(pg_target, "SELECT id FROM t") == [(7,)]
+
+
+async def test_a_role_that_does_not_own_the_table_replaces_by_insert(pg_target, tmp_path, role):
+    schema, url = pg_target
+    execute(pg_target, "CREATE TABLE t (id integer)", "INSERT INTO t VALUES (1)",
+            f'CREATE TABLE "{schema}"._agent_etl_checkpoints (run_id text NOT NULL, task text NOT NULL, '
+            "table_name text NOT NULL, rows bigint NOT NULL, position jsonb NOT NULL DEFAULT '{}', "
+            "committed_at timestamptz NOT NULL DEFAULT now())",
+            f'ALTER ROLE "{role}" LOGIN', f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"',
+            f'GRANT SELECT, INSERT, DELETE ON t, _agent_etl_checkpoints TO "{role}"')
+    details = await replace(pa.table({"id": pa.array([2], pa.int32())}),
+                            (schema, url.replace("postgres@", f"{role}@")), tmp_path)
+    assert details == {"replace": "insert (the loader's role is not a member of the table's owner postgres (it could "
+                                  f"not drop the old table); the loader's role may not create tables in schema {schema})"}
+    assert query(pg_target, "SELECT id FROM t") == [(2,)]

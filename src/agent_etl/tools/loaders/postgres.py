@@ -75,6 +75,7 @@ from agent_etl.stream import slices
 from agent_etl.tools.base import ToolContext
 from agent_etl.tools.capabilities import DATABASE
 from agent_etl.tools.databases import checkpoints
+from agent_etl.tools.databases import replace as replace_path
 from agent_etl.tools.databases.blocking import Units, end_unit, in_thread, report
 from agent_etl.tools.databases.checkpoints import checkpoint
 from agent_etl.tools.databases.connection import describe
@@ -146,20 +147,15 @@ class _Session(Units):
         self._checkpoint_table()
 
     def _choose(self) -> None:
-        """Replace by swap or by insert (``replace_strategy``), saying why in ``path``."""
-        strategy = self.config.replace_strategy
+        """Replace by swap or by insert (``replace_strategy``, ``databases.replace``), saying why in ``path``."""
         if self.existing is None:
-            self.path = "create (the table did not exist)"
+            self.path = replace_path.NEW.details
             return
-        if strategy == "insert":
-            self.path = "insert (replace_strategy: insert)"
-            return
-        blockers = swap.blockers(self.cur, self.oid)
-        if blockers and strategy == "swap":
-            raise self._fail(f"replace_strategy: swap, but the table cannot be swapped: {'; '.join(blockers)}; "
-                             "set replace_strategy: auto (replaces by DELETE + INSERT where it cannot swap) or insert")
-        self.path = f"insert ({'; '.join(blockers)})" if blockers else "swap"
-        if not blockers:
+        strategy = self.config.replace_strategy
+        path = replace_path.choose(strategy, [] if strategy == "insert" else swap.blockers(self.cur, self.oid),
+                                   self._fail)
+        self.path = path.details
+        if path.swap:
             self.swap = swap.Swap(self.cur, self.schema_name, self.name, self.oid)
 
     def _checkpoint_table(self) -> None:

@@ -25,8 +25,8 @@ Where swapping would lose or break something, ``replace_strategy: auto`` takes t
 or from the table to itself; a function, column or policy of another object using the table or
 its row type; a trigger, row-level security or a policy on the table; a publication naming it;
 inheritance or partitioning; a typed table; an index whose definition cannot be carried over;
-and a loader role that is not a member of the table's owner role (it could not drop the old
-table). ``replace_strategy: swap`` fails instead, naming the object.
+a loader role that is not a member of the table's owner role (it could not drop the old
+table), or that may not create tables in the schema. ``replace_strategy: swap`` fails instead, naming the object.
 
 Not carried over: per-column statistics targets, security labels, grants on the identity sequence.
 """
@@ -42,7 +42,8 @@ PREFIX = "_agent_etl_swap"  # the new table's name until the swap: PREFIX + the 
 
 _RELATION = """SELECT c.relowner::regrole::text, pg_has_role(current_user, c.relowner, 'MEMBER'), c.relpersistence,
                       c.reloptions, t.spcname, c.relreplident, c.relrowsecurity OR c.relforcerowsecurity,
-                      c.relkind, c.relispartition, c.reloftype <> 0, obj_description(c.oid, 'pg_class'), c.reltype
+                      c.relkind, c.relispartition, c.reloftype <> 0, obj_description(c.oid, 'pg_class'), c.reltype,
+                      has_schema_privilege(c.relnamespace, 'CREATE'), c.relnamespace::regnamespace::text
                FROM pg_class c LEFT JOIN pg_tablespace t ON t.oid = c.reltablespace WHERE c.oid = %s"""
 # normal dependencies on the table or its row type from objects that are not the table's own
 _DEPENDANTS = """SELECT CASE WHEN d.classid = 'pg_rewrite'::regclass THEN
@@ -103,6 +104,8 @@ def blockers(cur: Any, oid: int) -> list[str]:
     found = []
     if not rel[1]:
         found.append(f"the loader's role is not a member of the table's owner {rel[0]} (it could not drop the old table)")
+    if not rel[12]:
+        found.append(f"the loader's role may not create tables in schema {rel[13]}")
     if rel[7] == "p" or rel[8]:
         found.append("partitioning")
     if rel[9]:
