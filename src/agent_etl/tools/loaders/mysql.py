@@ -6,9 +6,15 @@ Options (DESIGN.md §2): ``connection`` (``url: mysql://user@host:3306/db``), ``
 - ``mode: append`` (default) loads every batch into the table in one transaction, committed when the
   input stream has ended cleanly; if the stream or a row fails, the transaction rolls back (and a
   table this load created is dropped). A missing table is created from the first batch's schema.
-- ``mode: replace`` loads into a staging table built from the stream's schema, then swaps it in with
-  one ``RENAME TABLE`` (atomic: readers see the old table or the new one) and drops the old one.
-  A stream without any batch empties the table the same way.
+- ``mode: replace`` (``replace_strategy: auto | swap | insert``, ``databases.replace``; the run's
+  details say which was taken and why) into an existing table: ``swap`` (auto's choice) loads into
+  a new table ``CREATE TABLE ... LIKE`` the old one, then swaps it in with one ``RENAME TABLE``
+  (atomic: readers see the old table or the new one) and drops the old one; grants and views name
+  the table, so they follow (``databases.mysql.swap``). Triggers on the table, foreign keys to or
+  from it and system versioning make auto take ``insert``: DELETE and LOAD DATA into the table
+  itself in one transaction (readers see the old rows until the COMMIT). Either way the table
+  keeps its columns (those the input lacks get NULL or their default). A missing table is made from
+  the stream's schema. A stream without any batch empties the table the same way.
 - ``mode: merge`` (needs ``key``) loads into a staging table, then in one transaction runs
   ``INSERT ... SELECT ... ON DUPLICATE KEY UPDATE`` in input order, so the last row of a key wins.
   A missing table is created with a UNIQUE key on ``key``; an existing one must have a unique key (or
@@ -70,9 +76,9 @@ import pyarrow.csv as pv
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.tools.base import ToolContext
 from agent_etl.tools.capabilities import DATABASE
-from agent_etl.tools.databases import checkpoints
+from agent_etl.tools.databases import checkpoints, replace as strategies
 from agent_etl.tools.databases.blocking import Units, write_stream
-from agent_etl.tools.databases.mysql import connections, xa
+from agent_etl.tools.databases.mysql import connections, swap, xa
 from agent_etl.tools.databases.mysql.connections import ident
 from agent_etl.tools.databases.mysql.types import column_type, text_batch
 from agent_etl.tools.databases.options import SinkOptions
@@ -107,6 +113,7 @@ class _Writer(Units):
         self.added: list[str] = []  # columns this load added to the table (dropped again if it fails)
         self.tx = False
         self.committed = False  # the last unit committed, and nothing was written since
+        self.path_taken: strategies.Path | None = None  # replace: swap or insert, and why
         self._loads: ThreadPoolExecutor | None = None  # runs one LOAD DATA at a time
         self._pending: tuple[Future, int] | None = None  # the LOAD DATA under way and its rows
         # siblings to commit with: each unit of append and merge is an XA transaction (databases.mysql.xa)
@@ -216,14 +223,16 @@ class _Writer(Units):
         missing = [k for k in key if k.lower() not in names]
         if missing:
             raise self._fail(f"key column(s) {missing} are not in the input; columns: {schema.names}")
-        if self.config.mode == "append":
+        if self.config.mode == "replace" and self.existing:
+            self._choose()
+        if self.config.mode == "append" or self._inserting:
             if not self.existing:
                 self._execute(self._create(self.target, schema))
                 self.created = True
                 self.columns = self._columns(self.name)
             else:
                 self.columns = dict(self.existing)
-                self._check_frozen(schema)
+                self._check_frozen(schema, exact=self._inserting)
                 new = [f for f in schema if f.name.lower() not in self.columns]
                 if new:  # before BEGIN: DDL would commit the transaction
                     self._add_to_target(new)
@@ -231,13 +240,30 @@ class _Writer(Units):
             self._checkpoint_table()
             self._start()
             self.tx = True
+            if self._inserting:
+                self._execute(f"DELETE FROM {self.target}")
             return
         if self.existing:
             self._check_frozen(schema, exact=self.config.mode == "replace")
         self._stage()
-        row = f"{ident(_ROW)} BIGINT AUTO_INCREMENT PRIMARY KEY" if self.config.mode == "merge" else None
-        self._execute(self._create(self.into, schema, extra=row, keyed=False))
+        if self.config.mode == "replace" and self.existing:
+            self._execute(f"CREATE TABLE {self.into} LIKE {self.target}")
+        else:
+            if self.config.mode == "replace":
+                self.path_taken = strategies.NEW
+            row = f"{ident(_ROW)} BIGINT AUTO_INCREMENT PRIMARY KEY" if self.config.mode == "merge" else None
+            self._execute(self._create(self.into, schema, extra=row, keyed=False))
         self.columns = self._columns(self.staging)
+
+    def _choose(self) -> None:
+        """A replace into the existing table: swap or insert (``databases.replace``)."""
+        if self.path_taken is None:
+            self.path_taken = strategies.choose(self.config.replace_strategy,
+                                                swap.blockers(self._query, self.database, self.name), self._fail)
+
+    @property
+    def _inserting(self) -> bool:
+        return self.path_taken is not None and not self.path_taken.swap
 
     def _stage(self) -> None:
         self.staging = f"_agent_etl_{uuid.uuid4().hex[:12]}_{self.name}"[:64]
@@ -308,7 +334,15 @@ class _Writer(Units):
         mode = self.config.mode
         if not self.existing and not self.columns:  # no batch, no table: nothing happened, not even the schema
             return True
-        if mode == "append" and self.tx:
+        if mode == "replace" and self.existing:
+            self._choose()
+        if (mode == "append" or self._inserting) and self.tx:
+            self._checkpoint()
+        elif self._inserting:  # no batch at all: empty the table in a transaction
+            self._checkpoint_table()
+            self._start()
+            self.tx = True
+            self._execute(f"DELETE FROM {self.target}")
             self._checkpoint()
         elif mode == "replace":
             if self.staging is None:  # no batch at all: empty the table, keeping its definition
@@ -325,7 +359,7 @@ class _Writer(Units):
         return True
 
     def commit(self) -> None:
-        if self.config.mode == "replace" and (self.existing or self.columns):
+        if self.config.mode == "replace" and (self.existing or self.columns) and not self._inserting:
             self._replace()
             return
         if self.tx:
@@ -521,8 +555,15 @@ class MySQLLoader(DatabaseLoader):
     read_committed = staticmethod(_committed)
     read_mark = staticmethod(_mark)
 
+    writer: _Writer | None = None
+
+    def details(self) -> dict[str, Any]:
+        taken = self.writer.path_taken if self.writer is not None else None
+        return {"replace": taken.details} if taken is not None else {}
+
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         import pymysql
 
-        return await write_stream(_Writer(self.ctx, self.config), batches, self.ctx, (pymysql.Error,),
+        self.writer = _Writer(self.ctx, self.config)
+        return await write_stream(self.writer, batches, self.ctx, (pymysql.Error,),
                                   units=self.takes_units())

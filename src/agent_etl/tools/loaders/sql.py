@@ -9,9 +9,15 @@ dialect. Options (``tools.databases.options.SinkOptions``): ``connection`` (a SQ
 bound parameters.
 
 - ``append`` inserts in one transaction, committed after the input stream ended cleanly.
-- ``replace`` fills a staging table and swaps it in: on PostgreSQL and SQLite the drop and rename
-  happen in the same transaction as the inserts (readers see the old table or the new one); on
-  MySQL/MariaDB with one atomic ``RENAME TABLE``. The new table has the stream's columns.
+- ``replace`` (``replace_strategy``, ``databases.replace``; the run's details say which path was
+  taken): into an existing table, ``insert`` (``auto``'s choice but on MySQL/MariaDB) DELETEs the
+  table's rows and inserts the new ones in one transaction (this loader cannot see, on any dialect,
+  what hangs on a table: its views, grants, indexes and triggers stay as they are); on MySQL/MariaDB,
+  where an ALTER TABLE commits at once, a column new to the table cannot arrive after the first
+  batch then. ``swap`` (``auto``'s choice on MySQL/MariaDB) fills a staging table made from the stream's schema and swaps it in: on
+  PostgreSQL and SQLite the drop and rename happen in the same transaction as the inserts (readers
+  see the old table or the new one); on MySQL/MariaDB with one atomic ``RENAME TABLE``. The swapped
+  table has the stream's columns and nothing else of the old one. A missing table is made by swap.
 - ``merge`` (PostgreSQL, SQLite, MySQL/MariaDB) fills a staging table, then upserts from it with
   ``INSERT ... ON CONFLICT (key) DO UPDATE`` (``ON DUPLICATE KEY UPDATE`` on MySQL), updating the
   input's columns; the last row of a key in a load wins; rows with a NULL key are inserted. The
@@ -58,7 +64,7 @@ import pyarrow as pa
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.stream import slices
 from agent_etl.tools.base import ToolContext
-from agent_etl.tools.databases import checkpoints
+from agent_etl.tools.databases import checkpoints, replace
 from agent_etl.tools.databases.blocking import Units, write_stream
 from agent_etl.tools.databases.engines import connect_error, engine, identifier, location, qualified
 from agent_etl.tools.databases.options import SinkOptions, key_index_name, split_table
@@ -89,6 +95,7 @@ class _Writer(Units):
         self.key: list[str] = list(config.key or [])  # as the table (or else the input) spells them
         self.committed = False
         self.final = False
+        self.path_taken: replace.Path | None = None  # replace: swap or insert, and why
 
     def open(self) -> None:
         import sqlalchemy.exc
@@ -138,7 +145,22 @@ class _Writer(Units):
             if new or gone:
                 raise self._fail(f"schema_policy: freeze, but the input's columns differ from the table's: new {new}, "
                                  f"missing {gone}; change the table or set schema_policy: evolve")
+        strategy = self.config.replace_strategy
+        if strategy == "auto" and self._mysql:  # a DELETE + INSERT there could not take a column mid-stream
+            strategy = "swap"  # (ALTER TABLE commits at once); views and grants name the table, so they follow
+        if mode == "replace" and existing is not None and strategy != "swap":
+            why = "replace_strategy: insert" if self.config.replace_strategy == "insert" else \
+                "tool: sql does not know what depends on a table; replace_strategy: swap to swap it"
+            self.path_taken = replace.Path(False, why)
+            self.target = self.into = existing
+            if self._mysql:  # new columns first: an ALTER TABLE there would commit the DELETE
+                self._fit(schema)
+            self.conn.execute(existing.delete())
+            return
         if mode == "replace":
+            self.path_taken = replace.NEW if existing is None else replace.Path(True, (
+                "replace_strategy: swap" if self.config.replace_strategy == "swap" else
+                "MariaDB/MySQL: new columns may arrive mid-stream; the table gets the stream's columns"))
             self.target = existing
             self.into = self._create(f"{self.name[:40]}_stg_{uuid.uuid4().hex[:8]}", schema)
             return
@@ -232,7 +254,7 @@ class _Writer(Units):
             if self._mysql and merge and table is self.target:
                 self.later.update((f.name, f) for f in new)
                 continue
-            if self._mysql and self.rows and self.config.mode == "append":
+            if self._mysql and self.rows and self.config.mode != "merge" and not self._swapping:
                 raise self._fail(f"a batch brought new columns after rows were loaded: {listed}; give the stream "
                                  "one schema from its first batch, or load with mode: replace or merge")
             for f in new:
@@ -274,7 +296,7 @@ class _Writer(Units):
                     self.conn.exec_driver_sql(f"DELETE FROM {qualified(self.engine, self.schema, self.name)}")
                 self._checkpoint()
             return True
-        if self.config.mode == "replace":
+        if self._swapping:
             if not self._mysql:
                 self._swap()
                 self._checkpoint()
@@ -291,8 +313,12 @@ class _Writer(Units):
         self._checkpoint()
         return True
 
+    @property
+    def _swapping(self) -> bool:
+        return self.config.mode == "replace" and self.path_taken is not None and self.path_taken.swap
+
     def commit(self) -> None:
-        if self._mysql and self.config.mode == "replace" and self.into is not None:
+        if self._mysql and self._swapping and self.into is not None:
             self._swap()  # commits at once: the checkpoint row follows in a transaction of its own
             self._checkpoint()
         self.tx.commit()
@@ -546,11 +572,17 @@ class SQLLoader(DatabaseLoader):
 
     read_committed = staticmethod(_committed)
     read_mark = staticmethod(_mark)
+    writer: _Writer | None = None
+
+    def details(self) -> dict[str, Any]:
+        taken = self.writer.path_taken if self.writer is not None else None
+        return {"replace": taken.details} if taken is not None else {}
 
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         import sqlalchemy.exc
 
         # on SQLite, siblings into the same file would wait for this load's write lock while it waits for them
         spool = self.ctx.prepare_hook is not None and engine(self.ctx, self.config.connection).dialect.name == "sqlite"
-        return await write_stream(_Writer(self.ctx, self.config), batches, self.ctx, (sqlalchemy.exc.SQLAlchemyError,),
+        self.writer = _Writer(self.ctx, self.config)
+        return await write_stream(self.writer, batches, self.ctx, (sqlalchemy.exc.SQLAlchemyError,),
                                   units=self.takes_units(), spool=spool)
