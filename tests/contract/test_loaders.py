@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from backends import LoaderBackend, Place
+from backends import LoaderBackend, Place, execute, grant, granted, indexes, named, sql_rows
 
 from agent_etl.exceptions import ToolError
 from agent_etl.testing import build, tool_context
@@ -59,9 +59,9 @@ async def stream(data: pa.Table | list[pa.RecordBatch], size: int = 100, fail_af
 
 @contextlib.asynccontextmanager
 async def loader(backend: LoaderBackend, place: Place, mode: str | None = None, key: list[str] | None = None,
-                 policy: str | None = None, run_id: str = "run-1", **ctx: Any):
+                 policy: str | None = None, run_id: str = "run-1", strategy: str | None = None, **ctx: Any):
     """The loader of ``place``, with ``mode`` (default: append where there is one, else replace),
-    ``key`` and ``schema_policy`` set where its options have them."""
+    ``key``, ``schema_policy`` and ``replace_strategy`` set where its options have them."""
     caps = capabilities(backend)
     options = backend.options(place)
     fields = default_registry().get("loader", backend.tool).Config.model_fields
@@ -71,6 +71,10 @@ async def loader(backend: LoaderBackend, place: Place, mode: str | None = None, 
         options["key"] = key
     if policy and "schema_policy" in fields:
         options["schema_policy"] = policy
+    if strategy and strategy != "auto":
+        if "replace_strategy" not in fields:
+            pytest.skip(f"{backend.tool} has no replace_strategy")
+        options["replace_strategy"] = strategy
     c = tool_context(place.dir, task="load", run_id=run_id, connections=place.connections, **ctx)
     try:
         yield build("loader", backend.tool, options, c)
@@ -124,12 +128,29 @@ async def test_replace_swaps_in_the_new_rows(loader_backend):
     assert held(backend, place) == as_tuples(rows(range(100, 105), 2))
 
 
-async def test_replace_is_atomic_for_a_concurrent_reader(loader_backend):
-    """A reader sees the old rows or the new ones, never a mix, nothing, or a missing table."""
+STRATEGIES = ["auto", "swap", "insert"]  # replace_strategy, where the loader has it
+
+
+def need_object(backend: LoaderBackend, kind: str) -> None:
+    """Skip, with the backend's declared reason, where the destination keeps no ``kind`` on a table."""
+    if kind not in backend.objects:
+        pytest.skip(backend.lacks.get(kind) or f"{backend.id} declares no {kind} on a table (LoaderBackend.objects)")
+
+
+def index_on_version(place: Place) -> None:
+    execute(place, f"CREATE INDEX t_version ON {place.data['table']} (version)")
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+async def test_replace_is_atomic_for_a_concurrent_reader(loader_backend, strategy):
+    """A reader sees the old rows or the new ones, never a mix, nothing, or a missing table; the
+    same for each replace_strategy, with an index on the table where the destination has them."""
     backend, place = loader_backend
     need(backend, "atomic_replace", mode="replace")
     old, new = rows(range(500), 1), rows(range(1500), 2)
     await load(backend, place, stream(old), mode="replace")
+    if "index" in backend.objects:
+        index_on_version(place)
     seen: set[Any] = set()
     reads = 0
     done = threading.Event()
@@ -149,7 +170,7 @@ async def test_replace_is_atomic_for_a_concurrent_reader(loader_backend):
     thread = threading.Thread(target=reader)
     thread.start()
     try:
-        await load(backend, place, stream(new, size=100, pause=0.01), mode="replace")
+        await load(backend, place, stream(new, size=100, pause=0.01), mode="replace", strategy=strategy)
     finally:
         done.set()
         thread.join()
@@ -368,3 +389,76 @@ async def test_a_failing_stream_leaves_what_was_there(loader_backend, mode):
     assert backend.read(place).column_names == before
 
 
+
+
+# -- what hangs on a replaced table (replace_strategy) -----------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["auto", "insert"])
+async def test_a_view_on_the_table_answers_after_a_replace(loader_backend, strategy):
+    """The view is still there and reads the new rows (recreated by a swap, or the insert path was taken)."""
+    backend, place = loader_backend
+    need(backend, mode="replace")
+    need_object(backend, "view")
+    await load(backend, place, stream(rows(range(10), 1)), mode="replace")
+    view = named(place, "v")
+    execute(place, f"CREATE VIEW {view} AS SELECT id, version FROM {place.data['table']}")
+    async with loader(backend, place, "replace", strategy=strategy) as tool:
+        assert await tool.load(stream(rows(range(20, 25), 2), size=2)) == 5
+        path = tool.details().get("replace", "")
+    got = sql_rows(place, f"SELECT id, version FROM {view}")
+    assert got is not None, f"the view is gone after a replace ({path})"
+    assert sorted((_plain(a), _plain(b)) for a, b in got[1]) == [(i, 2) for i in range(20, 25)], path
+
+
+async def test_a_replace_keeps_the_tables_indexes(loader_backend):
+    backend, place = loader_backend
+    need(backend, mode="replace")
+    need_object(backend, "index")
+    await load(backend, place, stream(rows(range(10), 1)), mode="replace")
+    index_on_version(place)
+    before = indexes(place)
+    assert before
+    await load(backend, place, stream(rows(range(20, 25), 2)), mode="replace")
+    assert indexes(place) == before
+    assert held(backend, place) == as_tuples(rows(range(20, 25), 2))
+
+
+async def test_grants_to_another_role_survive_a_replace(loader_backend):
+    backend, place = loader_backend
+    need(backend, mode="replace")
+    need_object(backend, "grant")
+    await load(backend, place, stream(rows(range(10), 1)), mode="replace")
+    role = f"r_{place.name}"
+    drop = grant(place, role)
+    try:
+        async with loader(backend, place, "replace") as tool:
+            await tool.load(stream(rows(range(20, 25), 2)))
+            path = tool.details().get("replace", "")
+        assert granted(place, role), path
+    finally:
+        drop()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+async def test_a_failing_replace_leaves_the_table_its_indexes_and_grants(loader_backend, strategy):
+    """Exactly as they were: the rows, the columns, the indexes (and grants, where there are any)."""
+    backend, place = loader_backend
+    need(backend, "all_or_nothing", mode="replace")
+    need_object(backend, "index")
+    await load(backend, place, stream(rows(range(5), 1)), mode="replace")
+    index_on_version(place)
+    role = f"r_{place.name}"
+    drop = grant(place, role) if "grant" in backend.objects else None
+    try:
+        before = indexes(place), backend.read(place).column_names
+        new = rows(range(3, 100), 2).append_column("extra", pa.array([1.5] * 97))
+        with pytest.raises(Exception, match="upstream broke"):
+            await load(backend, place, stream(new, size=10, fail_after=2), mode="replace", strategy=strategy)
+        assert held(backend, place) == as_tuples(rows(range(5), 1))
+        assert (indexes(place), backend.read(place).column_names) == before
+        if drop is not None:
+            assert granted(place, role)
+    finally:
+        if drop is not None:
+            drop()
