@@ -247,3 +247,42 @@ async def test_a_role_that_does_not_own_the_table_replaces_by_insert(pg_target, 
     assert details == {"replace": "insert (the loader's role is not a member of the table's owner postgres (it could "
                                   f"not drop the old table); the loader's role may not create tables in schema {schema})"}
     assert query(pg_target, "SELECT id FROM t") == [(2,)]
+
+
+async def test_a_swap_keeps_less_common_table_properties(pg_target, tmp_path, role):
+    schema, _ = pg_target
+    execute(pg_target,
+            f'ALTER DEFAULT PRIVILEGES IN SCHEMA "{schema}" GRANT DELETE ON TABLES TO "{role}"',
+            "CREATE UNLOGGED TABLE t (id integer NOT NULL, r int4range, v integer, "
+            "twice integer GENERATED ALWAYS AS (v * 2) STORED, "
+            "CONSTRAINT t_id_key UNIQUE (id) DEFERRABLE INITIALLY DEFERRED, "
+            "CONSTRAINT no_overlap EXCLUDE USING gist (r WITH &&), "
+            "CONSTRAINT small CHECK (v < 1000) NOT VALID)",
+            "CREATE UNIQUE INDEX t_v_inc ON t (v) INCLUDE (id) WHERE v IS NOT NULL",
+            "CREATE INDEX t_desc ON t (v DESC NULLS LAST) WITH (fillfactor = 70)",
+            "CREATE UNIQUE INDEX t_id_ri ON t (id)", "ALTER TABLE t REPLICA IDENTITY USING INDEX t_id_ri",
+            "COMMENT ON CONSTRAINT small ON t IS 'small values'",
+            "REVOKE ALL ON t FROM PUBLIC", f'GRANT SELECT (id, v) ON t TO "{role}"',
+            "INSERT INTO t (id, v) VALUES (1, 1), (2, 2)")
+    before = shape(pg_target)
+    persistence = query(pg_target, "SELECT relpersistence FROM pg_class WHERE oid = 't'::regclass")
+    assert await replace(pa.table({"id": pa.array([5, 6], pa.int32()), "v": pa.array([50, None], pa.int32())}),
+                         pg_target, tmp_path) == {"replace": "swap"}
+    assert shape(pg_target) == before  # default privileges did not add DELETE for the role
+    assert query(pg_target, "SELECT relpersistence FROM pg_class WHERE oid = 't'::regclass") == persistence
+    assert query(pg_target, "SELECT id, v, twice FROM t ORDER BY id") == [(5, 50, 100), (6, None, None)]
+
+
+async def test_a_trigger_or_a_function_of_the_row_type_makes_auto_insert(pg_target, tmp_path):
+    schema, _ = pg_target
+    execute(pg_target, "CREATE TABLE t (id integer)", "CREATE TABLE audit (n integer)",
+            "CREATE FUNCTION count_it() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN INSERT INTO \"{schema}\".audit VALUES (1); RETURN NULL; END $$",
+            "CREATE TRIGGER t_audit AFTER INSERT ON t FOR EACH STATEMENT EXECUTE FUNCTION count_it()")
+    assert await replace(pa.table({"id": pa.array([1], pa.int32())}), pg_target, tmp_path) == {
+        "replace": "insert (trigger t_audit on the table)"}
+    assert query(pg_target, "SELECT count(*) FROM audit") == [(1,)]
+    execute(pg_target, "DROP TRIGGER t_audit ON t", "CREATE FUNCTION ids(x t) RETURNS integer LANGUAGE sql AS 'SELECT x.id'")
+    details = await replace(pa.table({"id": pa.array([2], pa.int32())}), pg_target, tmp_path)
+    assert details["replace"].startswith(f"insert (function {schema}.ids(")
+    assert query(pg_target, "SELECT ids(t) FROM t") == [(2,)]

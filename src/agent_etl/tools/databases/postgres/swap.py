@@ -61,6 +61,14 @@ _DEPENDANTS = """SELECT CASE WHEN d.classid = 'pg_rewrite'::regclass THEN
                    AND NOT (d.classid = 'pg_rewrite'::regclass AND EXISTS (
                         SELECT 1 FROM pg_rewrite w WHERE w.oid = d.objid AND w.ev_class = %(oid)s))
                    AND NOT (d.classid = 'pg_class'::regclass AND d.objid = %(oid)s)
+                   AND NOT (d.classid = 'pg_attrdef'::regclass AND EXISTS (
+                        SELECT 1 FROM pg_attrdef a WHERE a.oid = d.objid AND a.adrelid = %(oid)s))
+                   AND NOT (d.classid = 'pg_statistic_ext'::regclass AND EXISTS (
+                        SELECT 1 FROM pg_statistic_ext x WHERE x.oid = d.objid AND x.stxrelid = %(oid)s))
+                   AND NOT (d.classid = 'pg_trigger'::regclass AND EXISTS (
+                        SELECT 1 FROM pg_trigger g WHERE g.oid = d.objid AND g.tgrelid = %(oid)s))
+                   AND NOT (d.classid = 'pg_policy'::regclass AND EXISTS (
+                        SELECT 1 FROM pg_policy y WHERE y.oid = d.objid AND y.polrelid = %(oid)s))
                  ORDER BY 1"""
 _OWN = """SELECT 'trigger ' || quote_ident(tgname) || ' on the table' FROM pg_trigger WHERE tgrelid = %(oid)s AND NOT tgisinternal
           UNION ALL SELECT 'rule ' || quote_ident(rulename) || ' on the table' FROM pg_rewrite WHERE ev_class = %(oid)s
