@@ -286,3 +286,22 @@ async def test_a_trigger_or_a_function_of_the_row_type_makes_auto_insert(pg_targ
     details = await replace(pa.table({"id": pa.array([2], pa.int32())}), pg_target, tmp_path)
     assert details["replace"].startswith(f"insert (function {schema}.ids(")
     assert query(pg_target, "SELECT ids(t) FROM t") == [(2,)]
+
+
+async def test_two_replaces_of_one_table_at_once_take_turns(pg_target, tmp_path):
+    """Both succeed (the later waits for the earlier from its first batch on, not a deadlock), and
+    the table holds one of them whole."""
+    execute(pg_target, "CREATE TABLE t (id integer PRIMARY KEY, k integer)")
+
+    def rows(k: int) -> pa.Table:
+        return pa.table({"id": pa.array(range(50_000), pa.int32()), "k": pa.array([k] * 50_000, pa.int32())})
+
+    async def slow(k: int):
+        for batch in rows(k).to_batches(5_000):
+            yield batch
+            await asyncio.sleep(0.005)
+
+    done = await asyncio.gather(replace(slow(1), pg_target, tmp_path / "1"), replace(slow(2), pg_target, tmp_path / "2"))
+    assert done == [{"replace": "swap"}] * 2
+    count, lo, hi = query(pg_target, "SELECT count(*), min(k), max(k) FROM t")[0]
+    assert count == 50_000 and lo == hi

@@ -197,7 +197,7 @@ class _Session(Units):
             if mode == "append":
                 self.staged = dict(self.existing)
             elif self.swap is not None:
-                self.swap.create()
+                self.swap.create(self._moved)
                 self.staged, self.target, self.fresh = dict(self.existing), self.swap.table, True
             else:
                 self._stage(schema)
@@ -332,7 +332,7 @@ class _Session(Units):
         mode, names = self.config.mode, list(self.staged)
         if self.swap is not None and self.staged:
             self.swap.build()
-            self.swap.swap(self._fail)
+            self.swap.swap(self._moved)
         elif mode == "replace" and self.existing is not None and not self.staging:
             self.cur.execute(ddl.sql.SQL("DELETE FROM {}").format(self.target))  # no batch: empty it
             self.path = "insert (the input had no batch: the table was emptied)"
@@ -408,6 +408,9 @@ class _Session(Units):
 
     def _fail(self, problem: str) -> ToolError:
         return ToolError(f"{self._where()}: {problem}; {self.undone()}")
+
+    def _moved(self, problem: str) -> TransientError:
+        return TransientError(f"{self._where()}: {problem}; {self.undone()}; it may succeed if tried again")
 
     def error(self, e: BaseException) -> ToolError:
         import psycopg

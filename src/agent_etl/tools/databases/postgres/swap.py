@@ -1,5 +1,7 @@
 """``mode: replace`` by swap, for the postgres loader: the new rows go into a new table, made in the
 load's transaction, and the new table takes the old one's place by rename when the stream has ended.
+Two replaces of one table take turns (a SHARE UPDATE EXCLUSIVE lock from the first batch on, which
+readers and writers do not wait for).
 
 Each row is written once (``COPY ... FREEZE`` into a table created in the same transaction; with
 ``wal_level=minimal`` that also skips the WAL), and the indexes are built once, after the COPY.
@@ -146,7 +148,14 @@ class Swap:
         self.renames: list[sql.Composed] = []  # after the old table is dropped: new names to old ones
         self.names: dict[str, str] = {self.new_name: name}  # temporary names to the old ones, for messages
 
-    def create(self) -> None:
+    def create(self, fail: Callable[[str], Exception]) -> None:
+        """The new table. First the old one is locked against other replaces (and VACUUM, ANALYZE,
+        schema changes), not against readers or writers: two replaces by swap would otherwise each
+        hold it shared (``LIKE`` does) and deadlock on the swap's lock; the later one waits here, then
+        replaces the table the earlier one swapped in (made like the old one, so the loader's plan holds;
+        what stands in a swap's way is looked at again at the swap)."""
+        self.cur.execute(sql.SQL("LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE").format(self.target))
+        self._same(fail, adopt=True)
         rel = self.cur.execute(_RELATION, (self.oid,)).fetchone()
         head = sql.SQL("CREATE UNLOGGED TABLE" if rel[2] == "u" else "CREATE TABLE")
         stmt = sql.SQL("{} {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES)").format(head, self.table, self.target)
@@ -219,10 +228,7 @@ class Swap:
         names. ``fail(problem)`` makes the error when the table changed under the load."""
         cur = self.cur
         cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(self.target))
-        now = cur.execute("SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                          "WHERE n.nspname = %s AND c.relname = %s", (self.schema, self.name)).fetchone()
-        if now is None or now[0] != self.oid:
-            raise fail("the table was dropped or replaced by someone else during the load")
+        self._same(fail)
         late = blockers(cur, self.oid)
         if late:
             raise fail(f"{', '.join(late)} appeared during the load, and the table cannot be swapped any more")
@@ -245,6 +251,15 @@ class Swap:
         cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(self.table, sql.Identifier(self.name)))
         for stmt in self.renames:
             cur.execute(stmt)
+
+    def _same(self, fail: Callable[[str], Exception], adopt: bool = False) -> None:
+        """The table under the name is still the one planned for (or, ``adopt``, take the one there now)."""
+        now = self.cur.execute("SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                               "WHERE n.nspname = %s AND c.relname = %s", (self.schema, self.name)).fetchone()
+        if now is not None and adopt:
+            self.oid = now[0]
+        elif now is None or now[0] != self.oid:
+            raise fail("the table was dropped or replaced by another load during this one")
 
     def _grants(self, owner: str) -> None:
         """The old table's grants, exactly: what the new one got by default privileges is revoked
