@@ -61,7 +61,7 @@ load:
     bus = MemoryBus()
     agents = [ETLAgent(bus, agent_id="etl-1"), ETLAgent(bus, agent_id="etl-2"), QualityAgent(bus)]
     async with AgentCoordinator(bus=bus, agents=agents, registry=registry, home=tmp_path) as c:
-        plan = c.plan(make_pipeline(text))
+        plan = await c.plan(make_pipeline(text))
         assert {p.agent for p in plan} == {"etl-1", "etl-2"}
         assert all("least busy of 2" in p.reason for p in plan)
         result = await c.run(make_pipeline(text))

@@ -20,7 +20,7 @@ from typing import Any
 from agent_etl.agents import destinations
 from agent_etl.agents.base import Agent
 from agent_etl.agents.breakers import Breakers
-from agent_etl.agents.selector import CapabilitySelector, Selector
+from agent_etl.agents.selector import AgentInfo, CapabilitySelector, Selector
 from agent_etl.bus.base import EventBus
 from agent_etl.exceptions import ResumeError
 from agent_etl.events import (AgentStalled, Event, RunFinished, RunStarted, TaskAssigned, TaskCompleted, TaskFailed,
@@ -182,7 +182,7 @@ class AgentCoordinator(Agent):
 
     # -- planning ---------------------------------------------------------------------------------
 
-    def plan(self, pipeline: Pipeline) -> list[PlannedTask]:
+    async def plan(self, pipeline: Pipeline) -> list[PlannedTask]:
         """The tasks in order, with the agent each would be given and why; nothing runs."""
         if not self.agents:
             from agent_etl.agents.etl import ETLAgent
@@ -190,8 +190,17 @@ class AgentCoordinator(Agent):
             agents: list[Agent] = [ETLAgent(self.bus)]
         else:
             agents = self.agents
-        chosen = self.selector.select(pipeline.tasks, agents)
+        chosen = await self._choose(pipeline, agents)
         return [PlannedTask(t, chosen[t.name][0].id, chosen[t.name][1]) for t in pipeline.tasks]
+
+    async def _choose(self, pipeline: Pipeline, agents: list[Agent]) -> dict[str, tuple[Agent, str]]:
+        """The selector's choice for every task: it sees the agents' records and the tasks' descriptors."""
+        from agent_etl.memory.descriptor import describe
+
+        by_id = {a.id: a for a in agents}
+        descriptors = {t.name: describe(t, pipeline) for t in pipeline.tasks}
+        choices = await self.selector.select(pipeline.tasks, [AgentInfo.of(a) for a in agents], descriptors)
+        return {name: (by_id[c.agent], c.reason) for name, c in choices.items()}
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -274,7 +283,7 @@ class AgentCoordinator(Agent):
         from agent_etl.store.locks import RunLock
 
         branches = pipeline.branches()
-        chosen = _one_agent_per_branch(branches, self.selector.select(pipeline.tasks, self.agents))
+        chosen = _one_agent_per_branch(branches, await self._choose(pipeline, self.agents))
         results = {t.name: TaskResult(t.name, t.kind, t.tool, agent=chosen[t.name][0].id, reason=chosen[t.name][1])
                    for t in pipeline.tasks}
         skipped = plan.skipped(pipeline) if plan is not None else set()
@@ -337,7 +346,7 @@ class AgentCoordinator(Agent):
             if self.settings.memory != "off":  # queued for a writer thread; a memory failure is only a warning
                 from agent_etl.memory.recorder import Recorder
 
-                self.memory = self.memory or Recorder(self.settings.memory)
+                self.memory = self.memory or Recorder(self.settings.memory, learn=self.selector.learn)
                 self.memory.record(run_id, pipeline, results, desc.home, store)
             try:
                 await self.bus.publish(RunFinished(run_id=run_id, pipeline=pipeline.name, status=status,

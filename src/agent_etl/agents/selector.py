@@ -1,30 +1,66 @@
-"""Choosing the agent that runs a task. ``Selector`` is the extension point: capability-based now,
-memory-driven (past runs of similar tasks) later."""
+"""Choosing the agent that runs a task. ``Selector`` is the extension point: it sees the agents as
+``AgentInfo`` records (id, capabilities, limits, tags, current load: what a remote worker will
+advertise in its heartbeat), each task with its ``TaskDescriptor``, and learns from the experience
+of every finished task. ``CapabilitySelector`` picks the least busy capable agent; a memory-driven
+selector (issue 14) implements the same protocol."""
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, Sequence
 
-from agent_etl.agents.base import Agent
 from agent_etl.exceptions import AgentETLError
+from agent_etl.memory.descriptor import TaskDescriptor
 from agent_etl.spec import Task
 
 
+@dataclass(frozen=True)
+class AgentInfo:
+    id: str
+    kind: str = "etl"
+    # "extract", "transform", "load", or "extract:csv" for one tool only
+    capabilities: frozenset[str] = frozenset()
+    limits: Mapping[str, float] = field(default_factory=dict)  # e.g. {"concurrency": 4, "memory_mb": 4096}
+    tags: frozenset[str] = frozenset()  # e.g. location: {"eu-west", "gpu"}
+    load: int = 0  # tasks running now
+
+    def can_run(self, kind: str, tool: str) -> bool:
+        return kind in self.capabilities or f"{kind}:{tool}" in self.capabilities
+
+    @classmethod
+    def of(cls, agent: Any) -> AgentInfo:
+        """The record of a live agent of this process."""
+        return cls(agent.id, agent.kind, frozenset(agent.capabilities), dict(getattr(agent, "limits", None) or {}),
+                   frozenset(getattr(agent, "tags", None) or ()), len(agent.running))
+
+
+@dataclass(frozen=True)
+class Choice:
+    agent: str  # an AgentInfo id
+    reason: str
+
+
 class Selector(Protocol):
-    def select(self, tasks: list[Task], agents: list[Agent]) -> dict[str, tuple[Agent, str]]:
-        """An agent for every task, with the reason it was chosen."""
+    async def select(self, tasks: Sequence[Task], agents: Sequence[AgentInfo],
+                     descriptors: Mapping[str, TaskDescriptor]) -> dict[str, Choice]:
+        """An agent for every task (by name), with the reason it was chosen."""
+        ...
+
+    async def learn(self, experiences: Sequence[Any]) -> None:
+        """Told what happened to each task of a finished run (``memory.experience.Experience``)."""
         ...
 
 
 class CapabilitySelector:
     """Among the agents able to run the task's kind and tool, the one with the fewest tasks."""
 
-    def select(self, tasks: list[Task], agents: list[Agent]) -> dict[str, tuple[Agent, str]]:
-        load: Counter[str] = Counter({a.id: len(a.running) for a in agents})
-        chosen: dict[str, tuple[Agent, str]] = {}
+    async def select(self, tasks: Sequence[Task], agents: Sequence[AgentInfo],
+                     descriptors: Mapping[str, TaskDescriptor] | None = None) -> dict[str, Choice]:
+        load: Counter[str] = Counter({a.id: a.load for a in agents})
+        chosen: dict[str, Choice] = {}
         # (kind, tool) -> the agents able to run it and the reason; a pipeline has few distinct pairs
-        options: dict[tuple[str, str], tuple[list[Agent], str]] = {}
+        options: dict[tuple[str, str], tuple[list[AgentInfo], str]] = {}
         for task in tasks:
             option = options.get((task.kind, task.tool))
             if option is None:
@@ -38,5 +74,8 @@ class CapabilitySelector:
             capable, reason = option
             agent = capable[0] if len(capable) == 1 else min(capable, key=lambda a: (load[a.id], a.id))
             load[agent.id] += 1
-            chosen[task.name] = (agent, reason)
+            chosen[task.name] = Choice(agent.id, reason)
         return chosen
+
+    async def learn(self, experiences: Sequence[Any]) -> None:
+        """Capabilities do not change with experience."""

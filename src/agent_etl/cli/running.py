@@ -50,7 +50,7 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool) -> int:
 
     async def make_plan() -> list[Any]:
         async with AgentCoordinator(store=False) as c:
-            return c.plan(pipeline)
+            return await c.plan(pipeline)
 
     planned = asyncio.run(make_plan())
     rows = [{"step": i + 1, "task": p.task.name, "kind": p.task.kind, "tool": p.task.tool, "inputs": p.task.inputs,

@@ -4,7 +4,8 @@ One writer thread does all memory work (so Chroma calls never run on the loop, a
 once): it reads the run's data profiles, builds the experiences and adds them in one batch, opening
 the memory of each state folder on first use (importing chromadb then, never at start). A memory
 failure is a logged warning, never a failed run; when another process holds the memory folder, the
-experiences wait in ``pending/`` for the next process that opens it.
+experiences wait in ``pending/`` for the next process that opens it. ``learn`` (the selector's hook)
+is given each run's experiences, on the event loop the run was recorded from.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from agent_etl.memory.base import VectorMemory
 from agent_etl.memory.experience import Experience, experiences
@@ -24,17 +25,21 @@ log = logging.getLogger("agent_etl.memory")
 
 
 class Recorder:
-    def __init__(self, kind: str = "chroma"):
+    def __init__(self, kind: str = "chroma", learn: Callable[[list[Experience]], Awaitable[None]] | None = None):
         self.kind = kind
+        self._learn = learn
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._memories: dict[Path, VectorMemory] = {}
         self._futures: list[Future] = []
+        self._learning: list[Future] = []
 
     def record(self, run_id: str, pipeline: Any, results: dict[str, Any], home: str | Path, store: Any = None) -> None:
         """Queue the experiences of a finished run; returns at once, never raises."""
         if self.kind == "off":
             return
         try:
+            self._loop = asyncio.get_running_loop()
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="agent-etl-memory")
             self._futures = [f for f in self._futures if not f.done()]
@@ -45,9 +50,12 @@ class Recorder:
     def _write(self, run_id: str, pipeline: Any, results: dict[str, Any], home: Path, store: Any) -> None:
         try:
             profiles = store.run_profiles(run_id) if store is not None else {}
-            records = [e.to_record() for e in experiences(run_id, pipeline, results, profiles)]
-            if not records:
+            items = experiences(run_id, pipeline, results, profiles)
+            if not items:
                 return
+            if self._learn is not None and self._loop is not None:
+                self._learning.append(asyncio.run_coroutine_threadsafe(_learn(self._learn, items), self._loop))
+            records = [e.to_record() for e in items]
             try:
                 memory = self._memory(home)
             except MemoryLocked as e:
@@ -81,9 +89,12 @@ class Recorder:
         return [Experience.from_record(h.record) for h in hits]
 
     async def flush(self) -> None:
-        """Wait for the writes queued so far."""
+        """Wait for the writes queued so far, and for ``learn`` to have taken their experiences."""
         pending, self._futures = self._futures, []
         for f in pending:
+            await asyncio.wrap_future(f)
+        learning, self._learning = self._learning, []
+        for f in learning:
             await asyncio.wrap_future(f)
 
     async def close(self) -> None:
@@ -103,3 +114,10 @@ class Recorder:
 
         await asyncio.wrap_future(pool.submit(close_all))
         pool.shutdown(wait=True)
+
+
+async def _learn(learn: Callable[[list[Experience]], Awaitable[None]], items: list[Experience]) -> None:
+    try:
+        await learn(items)
+    except Exception as e:
+        log.warning("memory: the selector could not learn from run %s: %s: %s", items[0].run_id, type(e).__name__, e)
