@@ -20,7 +20,7 @@ class NumpyMemory:
         self._vectors = np.zeros((0, DIM), dtype=np.float32)
         self._records: list[Record] = []
         self._row: dict[str, int] = {}
-        self._columns: dict[str, np.ndarray] = {}  # metadata key -> values by row, built on demand
+        self._columns: dict[tuple, Any] = {}  # (metadata key, form) -> its values by row, built on demand
 
     def add(self, records: Sequence[Record]) -> None:
         if not records:
@@ -104,6 +104,19 @@ class NumpyMemory:
             self._columns[cache] = col
         return col
 
+    def _codes(self, key: str) -> tuple[np.ndarray, dict[str, int]]:
+        """A key's string values as integer codes (-1: missing or not a string), for equality filters
+        at array speed."""
+        cache = (key, "codes")
+        found = self._columns.get(cache)
+        if found is None:
+            index: dict[str, int] = {}
+            codes = np.fromiter((index.setdefault(v, len(index)) if isinstance(v, str) else -1
+                                 for v in (r.metadata.get(key) for r in self._records)),
+                                dtype=np.int64, count=len(self._records))
+            found = self._columns[cache] = (codes, index)
+        return found
+
     def _mask(self, where: Where | None) -> np.ndarray | None:
         conditions = check_where(where)
         if not conditions:
@@ -130,6 +143,10 @@ def _compare(memory: NumpyMemory, key: str, op: str, value: Any) -> np.ndarray:
         with np.errstate(invalid="ignore"):
             out = fn(col, value)
         return out | np.isnan(col) if op == "$ne" else out
+    if op in ("$eq", "$ne") and isinstance(value, str):
+        codes, index = memory._codes(key)
+        out = codes == index.get(value, -2)
+        return out if op == "$eq" else ~out
     col = memory._column(key)
     same = np.fromiter((type(v) is type(value) for v in col), dtype=bool, count=len(col))
     out = np.zeros(len(col), dtype=bool)
