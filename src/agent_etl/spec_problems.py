@@ -42,8 +42,11 @@ def pydantic_problems(e: ValidationError, doc: Document, prefix: tuple = (), who
                                     doc.line(clean[:-1]), where=".".join(str(x) for x in clean[:-1]) or None))
         else:
             msg = err["msg"]
-            if "input" in err and kind not in ("model_type", "dict_type"):
-                msg += f" (got {err['input']!r})"
+            if kind == "value_error":  # our validators' own sentences: they name the value already
+                msg = msg.removeprefix("Value error, ")
+            elif "input" in err and kind not in ("model_type", "dict_type"):
+                got = repr(err["input"])
+                msg += f" (got {got if len(got) <= 80 else got[:77] + '...'})"
             problems.append(Problem(msg, doc.line(clean), where=where or None))
     # the same key may be reported once per union branch
     unique: list[Problem] = []

@@ -143,12 +143,35 @@ def interpolate(doc: Document, variables: dict[str, str] | None, base_dir: Path)
             return {k: walk(v, path + (k,)) for k, v in node.items()}
         if isinstance(node, list):
             return [walk(v, path + (i,)) for i, v in enumerate(node)]
+        if isinstance(node, str) and path and isinstance(path[-1], str) and _URL_KEY.search(path[-1]):
+            if problem := _inline_password(node, path, doc):
+                problems.append(problem)
+                return node
         if isinstance(node, str) and "${" in node:
             return sub(node, path)
         return node
 
     doc.data = walk(doc.data, ())
     return problems
+
+
+_URL_KEY = re.compile(r"(^|_)(url|dsn)$", re.I)
+_URL_PASSWORD = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<user>[^/@:]*):(?P<password>[^@/]+)@(?P<rest>.*)$")
+
+
+def _inline_password(url: str, path: Path_, doc: Document) -> Problem | None:
+    """A password written into a URL in the spec itself (not through ``${...}``): a spec error that
+    names the key and shows the fix, without repeating the password."""
+    m = _URL_PASSWORD.match(url)
+    if m is None or "${" in m["password"]:
+        return None
+    doc.secrets.add(m["password"])
+    where = ".".join(str(p) for p in path)
+    name = f"{str(path[1]).upper()}_PASSWORD" if path[:1] == ("connections",) and len(path) > 1 else "DB_PASSWORD"
+    name = re.sub(r"[^A-Z0-9_]", "_", name)
+    return Problem(f"{where} has a password written inline; secrets come from the environment or a file",
+                   doc.line(path), f"write {m['scheme']}://{m['user']}:${{{name}}}@{m['rest']} and set {name} "
+                                   f"(or use ${{file:path}})")
 
 
 def looks_secret(name: str) -> bool:

@@ -527,14 +527,14 @@ def test_bad_input_through_the_cli(tmp_path, mysql_db, case):
     db, url = mysql_db
     sql(db, "CREATE TABLE t (id INT)", fetch=False)
     url, table, message = {
-        "password": ("mysql://root:s3cr3t-pw@127.0.0.1:3306/" + db, "t",
+        "password": ("mysql://root:${DB_PW}@127.0.0.1:3306/" + db, "t",
                      r"refused the login.*root@127\.0\.0\.1:3306"),
         "unreachable": (f"mysql://root@127.0.0.1:1/{db}", "t", r"127\.0\.0\.1:1.* is unreachable"),
         "missing_table": (url, "nope", r"table 'nope'.*doesn't exist.*check the table name"),
         "missing_database": ("mysql://root@127.0.0.1:3306/no_such_db_h3", "t", r"Unknown database.*create"),
     }[case]
     (tmp_path / "p.yaml").write_text(BAD.format(url=url, table=table))
-    r = cli("run", "p.yaml", cwd=tmp_path)
+    r = cli("run", "p.yaml", cwd=tmp_path, env={"DB_PW": "s3cr3t-pw"})
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert "Traceback" not in out and "s3cr3t-pw" not in out

@@ -518,9 +518,9 @@ def test_incremental_runs_through_the_cli(pg_source, tmp_path):
 
 
 def test_cli_exit_codes_and_messages(pg_source, tmp_path):
-    def run(source: str, url: str = pg_source.url):
+    def run(source: str, url: str = pg_source.url, env: dict[str, str] | None = None):
         (tmp_path / "p.yaml").write_text(PIPELINE.format(url=url, source=source))
-        return cli("run", "p.yaml", cwd=tmp_path)
+        return cli("run", "p.yaml", cwd=tmp_path, env=env)
 
     both = run('table: events\n    query: "select 1"')
     assert both.returncode == 2 and "exactly one of `query` or `table`" in both.stderr + both.stdout
@@ -533,6 +533,6 @@ def test_cli_exit_codes_and_messages(pg_source, tmp_path):
     bad = run('query: "selec * from events"')
     assert bad.returncode == 1 and "syntax error" in bad.stderr + bad.stdout
 
-    down = run("table: events", url="postgresql://postgres:pw-123@127.0.0.1:1/test")
+    down = run("table: events", url="postgresql://postgres:${PG_PW}@127.0.0.1:1/test", env={"PG_PW": "pw-123"})
     out = down.stderr + down.stdout
     assert down.returncode == 1 and "unreachable" in out and "pw-123" not in out and "Traceback" not in out

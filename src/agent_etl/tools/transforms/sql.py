@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from agent_etl.exceptions import ToolError
 from agent_etl.stream import to_reader as to_batch_reader
@@ -29,6 +29,7 @@ from agent_etl.tools.databases.duckdb.database import quote
 from agent_etl.tools.databases.duckdb.in_memory import connect, reason, sql_errors, to_reader, to_table
 from agent_etl.tools.transforms.duckdb_batch import DuckDBBatchTransform, remove_spool, spool_dir
 from agent_etl.tools.transforms.inputs import tool_error
+from agent_etl.tools.transforms.sql_syntax import check_expression, parse_one
 
 BATCH_TABLE = "__agent_etl_batch"
 
@@ -56,6 +57,11 @@ class Filter(_PerBatchSQL):
 
         where: str = Field(min_length=1, description="DuckDB SQL predicate over the columns; null counts as false")
 
+        @field_validator("where")
+        @classmethod
+        def _parses(cls, value: str) -> str:
+            return check_expression(value, f"where {value!r}")
+
     def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         where = self.config.where
         try:
@@ -78,6 +84,13 @@ class Derive(_PerBatchSQL):
 
         columns: dict[str, str] = Field(
             min_length=1, description="new or replaced column -> DuckDB SQL expression over the input columns")
+
+        @field_validator("columns")
+        @classmethod
+        def _parse(cls, value: dict[str, str]) -> dict[str, str]:
+            for name, expression in value.items():
+                check_expression(expression, f"column {name!r} = {expression!r}")
+            return value
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
@@ -126,6 +139,12 @@ class SQL(Transform):
         """A DuckDB query over one or more whole inputs; tables are the input step names."""
 
         query: str = Field(min_length=1, description="DuckDB SELECT over the inputs, each a table named after its step")
+
+        @field_validator("query")
+        @classmethod
+        def _parses(cls, value: str) -> str:
+            parse_one(value, "query")
+            return value
 
     async def run(self, inputs: dict[str, AsyncIterator[pa.RecordBatch]]) -> AsyncIterator[pa.RecordBatch]:
         self._tables = list(inputs)
