@@ -306,3 +306,15 @@ async def test_excel_errors_name_sheets_and_mixed_columns(tmp_path, file_tool):
     write(tmp_path / "fake.xlsx", "not a workbook")
     with pytest.raises(ToolError, match="not a readable .xlsx"):
         await collect(file_tool("extractor", "excel", {"path": "fake.xlsx"}))
+
+
+@pytest.mark.parametrize("where", ["first block", "later block"])
+async def test_csv_bytes_that_are_not_utf8_name_the_column_and_the_encoding_fix(tmp_path, file_tool, where):
+    lines = [b"id,name"] + [b"%d,ann" % i for i in range(1 if where == "first block" else 100_000)] + [b"7,Bj\xf6rk"]
+    (tmp_path / "a.csv").write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(ToolError, match=r"column 'name' holds bytes that are not valid utf-8 text; set encoding:") as err:
+        await collect(file_tool("extractor", "csv", {"path": "a.csv", "block_size": 1 << 16}))
+    if where == "later block":
+        assert "row 100002" in str(err.value)
+    got = await collect(file_tool("extractor", "csv", {"path": "a.csv", "encoding": "latin-1"}))
+    assert got.column("name").to_pylist()[-1] == "Björk"
