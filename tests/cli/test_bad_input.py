@@ -152,6 +152,18 @@ def test_missing_pipeline_file_and_bad_var(tmp_path):
     assert r.returncode == 2 and "no run 'nope'" in r.stderr
 
 
+def test_a_run_id_prefix_of_several_runs_is_named_ambiguous_by_every_command(tmp_path):
+    write(tmp_path)
+    for _ in range(2):
+        assert cli("run", "p.yaml", cwd=tmp_path).returncode == 0
+    for command in (["runs", "show"], ["report"], ["resume"]):
+        r = cli(*command, "2", cwd=tmp_path)
+        assert r.returncode == 2 and "run id prefix '2' matches more than one run" in r.stderr, (command, r.stderr)
+    one = cli("runs", "list", "--json", cwd=tmp_path)
+    first = json.loads(one.stdout)[0]["run_id"]
+    assert cli("runs", "show", first[:-1], cwd=tmp_path).returncode == 0
+
+
 def test_interrupt_exits_130_and_leaves_no_output(tmp_path):
     (tmp_path / "slow.py").write_text("import time\ndef slow(t):\n    time.sleep(0.2)\n    return t\n")
     rows = "".join(f"{i},n{i}\n" for i in range(2000))

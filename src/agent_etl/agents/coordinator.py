@@ -243,7 +243,7 @@ class AgentCoordinator(Agent):
             resume = row["run_id"]
         record = store.get_run(str(resume))
         if record is None:
-            raise ResumeError(f"no run {resume!r} in the run store {store.url}; `agent-etl runs list` shows the runs")
+            raise ResumeError(f"{store.missing(str(resume))} (run store {store.url})")
         run = record.run
         run_id = run["run_id"]
         if run["status"] in ("succeeded", "warned"):

@@ -19,9 +19,9 @@ app.add_typer(tools_app, name="tools")
 app.add_typer(runs_app, name="runs")
 app.add_typer(memory_app, name="memory")
 
-Vars = Annotated[Optional[list[str]], typer.Option("--var", "-v", help="K=V, interpolated as ${K}; wins over the environment.")]
+Vars = Annotated[Optional[list[str]], typer.Option("--var", "-v", metavar="K=V", help="K=V, interpolated as ${K}; wins over the environment.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
-Home = Annotated[Optional[str], typer.Option("--home", help="State folder holding the run store (default: "
+Home = Annotated[Optional[str], typer.Option("--home", metavar="DIR", help="State folder holding the run store (default: "
                                                             "AGENT_ETL_HOME, else ./.agent-etl).")]
 
 
@@ -45,12 +45,12 @@ Force = Annotated[bool, typer.Option("--force", help="Resume even though the pip
 
 
 @app.command()
-def run(pipeline: Annotated[str, typer.Argument(help="Pipeline YAML file.")], var: Vars = None, json: Json = False,
+def run(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipeline YAML file.")], var: Vars = None, json: Json = False,
         quiet: Quiet = False,
         resume: Annotated[bool, typer.Option("--resume", help="Go on with the latest unfinished run of this pipeline "
                                                               "instead of starting a new one.")] = False,
         force: Force = False,
-        bus: Annotated[Optional[str], typer.Option("--bus", help="Event bus: memory (in-process, the default; "
+        bus: Annotated[Optional[str], typer.Option("--bus", metavar="BUS", help="Event bus: memory (in-process, the default; "
                                                               "AGENT_ETL_BUS).")] = None) -> None:
     """Run a pipeline. Exit codes: 0 ok, 1 run failed, 2 bad spec/usage, 3 quality gate failed, 130 interrupted."""
     from agent_etl.cli.running import run_command
@@ -59,7 +59,7 @@ def run(pipeline: Annotated[str, typer.Argument(help="Pipeline YAML file.")], va
 
 
 @app.command()
-def resume(run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")], var: Vars = None,
+def resume(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run id (a unique prefix is enough).")], var: Vars = None,
            json: Json = False, quiet: Quiet = False, force: Force = False, home: Home = None) -> None:
     """Resume a failed, interrupted or crashed run: finished loads are not run again, a load that
     committed part of its input goes on after its last commit. Secrets are read again from the
@@ -70,7 +70,7 @@ def resume(run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix i
 
 
 @app.command()
-def validate(pipeline: Annotated[str, typer.Argument(help="Pipeline YAML file.")], var: Vars = None,
+def validate(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipeline YAML file.")], var: Vars = None,
              json: Json = False) -> None:
     """Check a pipeline (structure, tools and their options, inputs, cycles) without running it."""
     from agent_etl.cli.running import validate_command
@@ -79,7 +79,7 @@ def validate(pipeline: Annotated[str, typer.Argument(help="Pipeline YAML file.")
 
 
 @app.command()
-def plan(pipeline: Annotated[str, typer.Argument(help="Pipeline YAML file.")], var: Vars = None,
+def plan(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipeline YAML file.")], var: Vars = None,
          json: Json = False) -> None:
     """Show the tasks in order, their inputs, tool, quality gates and the agent chosen and why; nothing runs."""
     from agent_etl.cli.running import plan_command
@@ -88,7 +88,7 @@ def plan(pipeline: Annotated[str, typer.Argument(help="Pipeline YAML file.")], v
 
 
 @tools_app.command("list")
-def tools_list(kind: Annotated[Optional[str], typer.Option(help="extractor, transform, validator or loader.")] = None,
+def tools_list(kind: Annotated[Optional[str], typer.Option(metavar="KIND", help="extractor, transform, validator or loader.")] = None,
                json: Json = False) -> None:
     """List the installed tools with their options."""
     from agent_etl.cli.catalog import tools_command
@@ -97,9 +97,9 @@ def tools_list(kind: Annotated[Optional[str], typer.Option(help="extractor, tran
 
 
 @runs_app.command("list")
-def runs_list(limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
+def runs_list(limit: Annotated[int, typer.Option(metavar="N", help="How many runs, newest first.")] = 20,
               pipeline: Annotated[Optional[str], typer.Option(
-                  help="Only runs of this pipeline: its name, or its YAML file (whose state folder is read).")] = None,
+                  metavar="NAME|FILE", help="Only runs of this pipeline: its name, or its YAML file (whose state folder is read).")] = None,
               json: Json = False, home: Home = None) -> None:
     """List recent runs."""
     from agent_etl.cli.history import list_command
@@ -108,7 +108,7 @@ def runs_list(limit: Annotated[int, typer.Option(help="How many runs, newest fir
 
 
 @runs_app.command("show")
-def runs_show(run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+def runs_show(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run id (a unique prefix is enough).")],
               json: Json = False, home: Home = None) -> None:
     """Show one run: its tasks, rows, durations, agents and errors."""
     from agent_etl.cli.history import show_command
@@ -117,13 +117,13 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="Run id (a unique prefi
 
 
 @app.command()
-def report(run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+def report(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run id (a unique prefix is enough).")],
            format: Annotated[Optional[str], typer.Option(
-               "--format", "-f", help="html (default), json, csv or xlsx; left out, the extension of --out.")] = None,
+               "--format", "-f", metavar="FORMAT", help="html (default), json, csv or xlsx; left out, the extension of --out.")] = None,
            out: Annotated[Optional[str], typer.Option(
-               "--out", "-o", help="File or directory to write; '-' for stdout. Default: report-RUN_ID.EXT here.",
+               "--out", "-o", metavar="PATH", help="File or directory to write; '-' for stdout. Default: report-RUN_ID.EXT here.",
            )] = None,
-           history: Annotated[int, typer.Option(help="How many earlier runs of the pipeline to compare with.")] = 20,
+           history: Annotated[int, typer.Option(metavar="N", help="How many earlier runs of the pipeline to compare with.")] = 20,
            home: Home = None) -> None:
     """Write the quality report of a run: checks, failing rows, profile charts, anomalies, history."""
     from agent_etl.cli.report import report_command

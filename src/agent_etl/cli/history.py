@@ -54,9 +54,11 @@ def list_command(limit: int, pipeline: str | None, *, as_json: bool, home: str |
 def show_command(run_id: str, *, as_json: bool, home: str | None = None) -> int:
     store, _ = open_store(home)
     record = store.get_run(run_id)
-    store.close()
     if record is None:
-        raise SpecError(f"no run {run_id!r} in the run store (see `agent-etl runs list`)")
+        message = store.missing(run_id)
+        store.close()
+        raise SpecError(message)
+    store.close()
     if as_json:
         print(json.dumps({"run": record.run, "tasks": record.tasks}, indent=2, default=str))
         return 0

@@ -57,13 +57,6 @@ def load(store, run: dict[str, Any], inputs: list[str], limit: int) -> dict[str,
     return out
 
 
-def matching(store, prefix: str) -> list[str]:
-    """Ids of the runs starting with ``prefix`` (a few: enough to say why a prefix is ambiguous)."""
-    q = select(schema.runs.c.run_id).where(schema.runs.c.run_id.startswith(prefix, autoescape=True)).limit(4)
-    with store.engine.connect() as conn:
-        return [r[0] for r in conn.execute(q)]
-
-
 def point(run: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     """The history point of the run the report is about."""
     return {"run_id": run["run_id"], "started_at": run["started_at"], "status": run["status"],

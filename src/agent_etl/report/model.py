@@ -40,12 +40,7 @@ def build(store, run_id: str, *, history_runs: int = 20) -> dict[str, Any]:
     """The report model of run ``run_id`` (a unique prefix is enough); SpecError if no run matches."""
     record = store.get_run(run_id)
     if record is None:
-        matches = history.matching(store, run_id)
-        if len(matches) > 1:
-            raise SpecError(f"run id prefix {run_id!r} matches more than one run ({', '.join(matches[:3])}"
-                            f"{', ...' if len(matches) > 3 else ''}); give more of the run id")
-        raise SpecError(f"no run {run_id!r} in the run store; see `agent-etl runs list` for the run ids, or set "
-                        "AGENT_ETL_HOME to the directory the pipeline ran in")
+        raise SpecError(store.missing(run_id))
     run = {k: record.run.get(k) for k in ("run_id", "pipeline", "status", "exit_code", "started_at",
                                           "finished_at", "duration", "rows_loaded", "error")}
     profiles = store.run_profiles(run["run_id"]) if hasattr(store, "run_profiles") else {}

@@ -267,6 +267,17 @@ class RunStore:
             task_rows = conn.execute(select(tasks).where(tasks.c.run_id == rid).order_by(tasks.c.position)).all()
             return RunRecord(_live(dict(row._mapping)), [dict(t._mapping) for t in task_rows])
 
+    def missing(self, run_id: str) -> str:
+        """Why ``get_run(run_id)`` found nothing, for a message: no such run, or a prefix of several."""
+        q = select(runs.c.run_id).where(runs.c.run_id.startswith(run_id, autoescape=True)).order_by(runs.c.run_id)
+        with self.engine.connect() as conn:
+            matches = [r[0] for r in conn.execute(q.limit(4))]
+        if len(matches) > 1:
+            return (f"run id prefix {run_id!r} matches more than one run ({', '.join(matches[:3])}"
+                    f"{', ...' if len(matches) > 3 else ''}); give more of the run id")
+        return (f"no run {run_id!r} in the run store; see `agent-etl runs list` for the run ids, or set "
+                "AGENT_ETL_HOME to the directory the pipeline ran in")
+
     def run_checkpoints(self, run_id: str) -> dict[str, dict[str, Any]]:
         """The run store's mirror of what each load of ``run_id`` committed: ``{task: {"rows": all
         rows, "commits": units, "position": the last unit's source position}}``."""
