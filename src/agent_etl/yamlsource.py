@@ -53,15 +53,65 @@ def load_yaml(text: str, source: str) -> Document:
         raise SpecError(Problem(f"malformed YAML: {what}", line, hint), source) from None
     except YAMLError as e:
         raise SpecError(Problem(f"malformed YAML: {e}"), source) from None
+    except RecursionError:
+        raise SpecError(Problem("malformed YAML: nested too deeply", hint="a pipeline file needs only a few "
+                                "levels of nesting"), source) from None
     lines: dict[Path_, int] = {}
-    data = _plain(tree, (), lines)
+    try:
+        data = _plain(tree, (), lines, _Budget())
+    except _TooLarge as e:
+        raise SpecError(Problem(f"YAML refused: {e}", hint="anchors (&name) and aliases (*name) may not refer to "
+                                "themselves or expand to a huge document"), source) from None
+    except RecursionError:
+        raise SpecError(Problem("malformed YAML: nested too deeply", hint="a pipeline file needs only a few "
+                                "levels of nesting"), source) from None
     if not isinstance(data, dict):
         raise SpecError(Problem("a pipeline file must be a YAML mapping (version:, name:, extract:, ...)", 1), source)
     return Document(data, lines, source, text)
 
 
-def _plain(node: Any, path: Path_, lines: dict[Path_, int]) -> Any:
+MAX_NODES = 200_000  # far beyond any real pipeline; stops alias expansion bombs ("billion laughs")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.nodes = 0
+        self.open: set[int] = set()  # containers being expanded: an alias back to one is a cycle
+
+    def enter(self, node: Any) -> None:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _TooLarge(f"the document expands to more than {MAX_NODES} values")
+        if id(node) in self.open:
+            raise _TooLarge("an alias refers to a mapping or list that contains it")
+        self.open.add(id(node))
+
+
+def _plain(node: Any, path: Path_, lines: dict[Path_, int], budget: _Budget) -> Any:
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    if isinstance(node, (CommentedMap, CommentedSeq)):
+        budget.enter(node)
+        try:
+            return _plain_container(node, path, lines, budget)
+        finally:
+            budget.open.discard(id(node))
+    budget.nodes += 1
+    if isinstance(node, str):
+        return str(node)  # drop ruamel's scalar-string subclasses
+    if hasattr(node, "__float__") and type(node).__module__.startswith("ruamel"):
+        return float(node)
+    if type(node).__module__.startswith("ruamel") and isinstance(node, int):
+        return int(node)
+    return node
+
+
+def _plain_container(node: Any, path: Path_, lines: dict[Path_, int], budget: _Budget) -> Any:
+    from ruamel.yaml.comments import CommentedMap
 
     if isinstance(node, CommentedMap):
         out = {}
@@ -71,17 +121,16 @@ def _plain(node: Any, path: Path_, lines: dict[Path_, int]) -> Any:
                 lines[path + (key,)] = node.lc.key(k)[0] + 1
             except (KeyError, TypeError):
                 pass
-            out[key] = _plain(v, path + (key,), lines)
+            out[key] = _plain(v, path + (key,), lines, budget)
         return out
-    if isinstance(node, CommentedSeq):
-        out_list = []
-        for i, v in enumerate(node):
-            try:
-                lines[path + (i,)] = node.lc.item(i)[0] + 1
-            except (KeyError, TypeError):
-                pass
-            out_list.append(_plain(v, path + (i,), lines))
-        return out_list
+    out_list = []
+    for i, v in enumerate(node):
+        try:
+            lines[path + (i,)] = node.lc.item(i)[0] + 1
+        except (KeyError, TypeError):
+            pass
+        out_list.append(_plain(v, path + (i,), lines, budget))
+    return out_list
     if isinstance(node, str):
         return str(node)  # drop ruamel's scalar-string subclasses
     if hasattr(node, "__float__") and type(node).__module__.startswith("ruamel"):
@@ -109,12 +158,14 @@ def interpolate(doc: Document, variables: dict[str, str] | None, base_dir: Path)
         def one(m: re.Match[str]) -> str:
             ref = m.group(1).strip()
             if ref.startswith("file:"):
-                target = Path(ref[5:].strip()).expanduser()
-                target = target if target.is_absolute() else base_dir / target
+                target = Path(ref[5:].strip())
                 try:
+                    target = target.expanduser()  # RuntimeError for ~nosuchuser
+                    target = target if target.is_absolute() else base_dir / target
                     text = target.read_text().strip()
-                except OSError as e:
-                    problems.append(Problem(f"cannot read {target} for ${{{ref}}}: {e.strerror}", doc.line(path),
+                except (OSError, ValueError, RuntimeError) as e:  # ValueError: NUL in the path, not UTF-8
+                    why = getattr(e, "strerror", None) or str(e)
+                    problems.append(Problem(f"cannot read {target} for ${{{ref}}}: {why}", doc.line(path),
                                             "check the path; it is relative to the pipeline file"))
                     return m.group(0)
                 doc.secrets.add(text)
