@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import math
 from pathlib import Path
 
 import yaml
@@ -166,7 +165,6 @@ def test_deep_nesting_is_refused_with_our_error(tmp_path):
 
 
 def test_nan_and_inf_are_plain_values(tmp_path):
-    assert math.isnan(float("nan"))
     _refused(yaml.safe_dump({"version": float("nan"), "name": float("inf"), "extract": {}}), tmp_path)
     _refused(yaml.safe_dump({"version": 1, "name": dt.date(2020, 1, 1), "extract": {None: 1, 3: []}}), tmp_path)
 
