@@ -18,12 +18,18 @@ class Settings(BaseSettings):
     store_url: str | None = Field(None, description="SQLAlchemy URL of the run store; default sqlite in home")
     heartbeat_interval: float = Field(5.0, gt=0, description="seconds between agent heartbeats")
     stall_timeout: float = Field(60.0, gt=0, description="an agent silent this long while busy is stalled")
-    bus: str = Field("memory", description="event bus backend: memory (in-process); nats://host:port is not "
-                     "supported yet")
+    bus: str = Field("memory", description="event bus backend: memory (in-process) or nats://host:port "
+                     "(NATS JetStream: the run's branches go to `agent-etl worker` processes)")
     memory: Literal["off", "numpy", "chroma"] = Field(
         "chroma", description="experience memory: chroma (persistent, in the state folder's memory/), numpy "
         "(in-process, kept while the coordinator lives) or off")
     log_level: str = Field("WARNING", description="level of the log lines `agent-etl run` prints to stderr")
+    log_format: Literal["text", "json"] = Field("text", description="log lines as text, or one JSON object "
+                                                "per line (with run_id and task)")
+    metrics_host: str = Field("127.0.0.1", description="address `--metrics-port` binds; 0.0.0.0 to be scraped "
+                              "from other hosts")
+    alert_webhook: str | None = Field(None, description="URL that gets every alert of every run as a JSON POST "
+                                      "(besides a pipeline's own `alerts:`)")
 
     def home_for(self, base_dir: Path | None) -> Path:
         """The state folder: AGENT_ETL_HOME if set, else ``.agent-etl`` in ``base_dir`` (the pipeline

@@ -1,4 +1,5 @@
 import asyncio
+import uuid
 
 import pytest
 from pydantic import BaseModel
@@ -9,15 +10,24 @@ from agent_etl.bus.memory import MemoryBus
 from agent_etl.events import TaskProgress, TaskStarted
 
 
-BACKENDS = ["memory"]  # the NATS JetStream backend joins here: every test that takes `bus` runs on each
+BACKENDS = ["memory", "nats"]  # every test that takes `bus` runs on each
+NATS = "nats://127.0.0.1:4222"
+
+
+def nats_url() -> str:
+    """A namespace of its own per test: its streams, consumers and buckets are deleted after."""
+    return f"{NATS}?namespace=test-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture(params=BACKENDS)
 async def bus(request):
-    """A bus of each backend, through ``open_bus``; closed after the test."""
-    b = open_bus(request.param)
+    """A bus of each backend, through ``open_bus``; closed (NATS: its namespace deleted) after the test."""
+    b = open_bus(nats_url() if request.param == "nats" else request.param)
     yield b
-    await b.close()
+    if request.param == "nats":
+        await b.destroy()
+    else:
+        await b.close()
 
 
 def progress(i: int) -> TaskProgress:
@@ -44,8 +54,7 @@ async def test_delivers_by_topic_and_wildcard_in_order(bus):
     assert everything == ["task.progress"] * 5 + ["task.started"]
 
 
-async def test_failing_subscriber_is_isolated(caplog):
-    bus = MemoryBus()
+async def test_failing_subscriber_is_isolated(bus, caplog):
     good = []
 
     async def bad(ev):
@@ -63,7 +72,6 @@ async def test_failing_subscriber_is_isolated(caplog):
     assert good == [0, 1, 2, 3]
     assert bus.handler_errors == 2
     assert "subscriber bug" in caplog.text
-    await bus.close()
 
 
 async def test_slow_subscriber_applies_backpressure():
@@ -154,8 +162,7 @@ async def test_a_queue_group_shares_the_events_and_others_get_all(bus):
     assert everyone == list(range(6))
 
 
-async def test_a_failed_handler_gets_the_event_again_up_to_max_deliver(caplog):
-    bus = MemoryBus()
+async def test_a_failed_handler_gets_the_event_again_up_to_max_deliver(bus, caplog):
     tries: dict[int, int] = {}
 
     async def flaky(ev):
@@ -174,7 +181,6 @@ async def test_a_failed_handler_gets_the_event_again_up_to_max_deliver(caplog):
     assert bus.handler_errors == 2 + 3 and "never" in caplog.text
     with pytest.raises(ValueError, match="max_deliver"):
         await bus.subscribe(TaskProgress, flaky, max_deliver=0)
-    await bus.close()
 
 
 async def test_listeners_run_inside_publish_and_are_isolated(caplog):
@@ -193,3 +199,71 @@ async def test_listeners_run_inside_publish_and_are_isolated(caplog):
     await bus.publish(progress(2))
     assert seen == [1]
     await bus.close()
+
+
+# -- what only a broker does ----------------------------------------------------------------------
+
+@pytest.fixture
+async def nats_bus():
+    b = open_bus(nats_url())
+    yield b
+    await b.destroy()
+
+
+async def test_nats_request_reply_crosses_as_json_and_errors_are_ours(nats_bus):
+    async def echo(p):
+        return Ping(n=p.n + 1)
+
+    await nats_bus.serve("echo", echo)
+    answer = await nats_bus.request("echo", Ping(n=1))
+    assert answer == Ping(n=2)
+    with pytest.raises(NoResponder, match="no agent serves 'nobody'"):
+        await nats_bus.request("nobody", Ping(n=1))
+
+    async def slow(p):
+        await asyncio.sleep(5)
+
+    await nats_bus.serve("slow", slow)
+    with pytest.raises(TimeoutError):
+        await nats_bus.request("slow", Ping(n=1), timeout=0.2)
+
+
+async def test_nats_durable_consumer_picks_up_what_was_published_while_away(nats_bus):
+    seen = []
+
+    async def on(ev):
+        seen.append(ev.rows_total)
+
+    sub = await nats_bus.subscribe(TaskProgress, on, durable="keeper")
+    await nats_bus.publish(progress(1))
+    await nats_bus.drain()
+    await sub.cancel()  # the process goes away; its durable consumer stays on the server
+    await nats_bus.publish(progress(2))
+    await nats_bus.publish(progress(3))
+    again = open_bus(nats_bus.url)
+    try:
+        await again.subscribe(TaskProgress, on, durable="keeper")
+        await nats_bus.drain()
+        await again.drain()
+    finally:
+        await again.close()
+    assert seen == [1, 2, 3]
+
+
+async def test_nats_key_value_buckets(nats_bus):
+    kv = await nats_bus.kv("locks")
+    assert await kv.create("run-1", b"me")
+    assert not await kv.create("run-1", b"you")  # a lock is taken once
+    await kv.put("w1", b"beat")
+    assert await kv.get("run-1") == b"me" and await kv.items() == {"run-1": b"me", "w1": b"beat"}
+    await kv.delete("run-1")
+    assert await kv.get("run-1") is None and await kv.create("run-1", b"you")
+
+
+async def test_nats_unreachable_names_the_url():
+    from agent_etl.bus.nats import BusUnreachable
+
+    bus = open_bus("nats://127.0.0.1:1")
+    with pytest.raises(BusUnreachable, match=r"bus nats://127.0.0.1:1: cannot reach NATS at 127.0.0.1:1") as e:
+        await bus.publish(progress(1))
+    assert e.value.exit_code == 1

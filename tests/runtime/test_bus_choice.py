@@ -1,11 +1,12 @@
 """The bus backend comes from settings (AGENT_ETL_BUS, or `agent-etl run --bus`): memory, the
-default, in process; a NATS URL is refused clearly (exit 2) until that backend exists."""
+default, in process, or NATS JetStream by its URL; an unreachable NATS is one line naming it (exit 1)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -41,12 +42,24 @@ def test_memory_is_the_default_and_can_be_named(tmp_path):
     assert (tmp_path / "out.parquet").exists()
 
 
+@pytest.mark.services("nats")
 @pytest.mark.parametrize("how", ["option", "env"])
-def test_a_nats_bus_is_not_supported_yet(tmp_path, how):
-    url = "nats://127.0.0.1:4222"
+async def test_a_nats_bus_runs_the_pipeline(tmp_path, how):
+    url = f"nats://127.0.0.1:4222?namespace=test-{uuid.uuid4().hex[:10]}"
+    try:
+        done = cli(tmp_path, "--bus", url) if how == "option" else cli(tmp_path, AGENT_ETL_BUS=url)
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / "out.parquet").exists()
+    finally:
+        await open_bus(url).destroy()
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_an_unreachable_nats_is_one_line_naming_it(tmp_path, how):
+    url = "nats://127.0.0.1:1"
     done = cli(tmp_path, "--bus", url) if how == "option" else cli(tmp_path, AGENT_ETL_BUS=url)
-    assert done.returncode == 2
-    assert f"bus '{url}': the NATS JetStream bus is not supported yet" in done.stderr
+    assert done.returncode == 1
+    assert f"bus {url}: cannot reach NATS at 127.0.0.1:1" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out.parquet").exists()
 
 
@@ -59,5 +72,5 @@ def test_an_unknown_bus_names_the_ones_there_are():
 async def test_the_coordinator_takes_its_bus_from_settings(tmp_path):
     c = AgentCoordinator(settings=Settings(bus="memory", home=tmp_path))
     assert isinstance(c.bus, MemoryBus)
-    with pytest.raises(BusError):
-        AgentCoordinator(settings=Settings(bus="nats://127.0.0.1:4222", home=tmp_path))
+    remote = AgentCoordinator(settings=Settings(bus="nats://127.0.0.1:4222", home=tmp_path))
+    assert type(remote.bus).__name__ == "NatsBus"  # connects on first use

@@ -5,7 +5,7 @@ from __future__ import annotations
 from agent_etl.bus.base import EventBus
 from agent_etl.exceptions import AgentETLError
 
-BACKENDS = "memory (in-process, the default)"
+BACKENDS = "memory (in-process, the default), nats://host:port (NATS JetStream, for worker processes)"
 
 
 class BusError(AgentETLError):
@@ -15,14 +15,18 @@ class BusError(AgentETLError):
 
 
 def open_bus(url: str) -> EventBus:
-    """The bus ``url`` names: ``memory``, the in-process bus. ``nats://host:port`` (NATS JetStream,
-    for runs spread over worker processes) is named but not supported yet."""
+    """The bus ``url`` names: ``memory``, the in-process bus, or ``nats://host:port[?namespace=NAME]``,
+    NATS JetStream (runs spread over ``agent-etl worker`` processes; it connects on first use)."""
     name = url.strip()
     if name == "memory":
         from agent_etl.bus.memory import MemoryBus
 
         return MemoryBus()
     if name.startswith(("nats://", "tls://")):
-        raise BusError(f"bus {name!r}: the NATS JetStream bus is not supported yet; use --bus memory "
-                       "(AGENT_ETL_BUS=memory), the in-process bus")
+        try:
+            from agent_etl.bus.nats import NatsBus
+        except ImportError:
+            raise BusError(f"bus {name!r}: the NATS JetStream bus needs nats-py: "
+                           "pip install 'agent-etl[distributed]'") from None
+        return NatsBus(name)
     raise BusError(f"unknown bus {name!r}; the bus is one of: {BACKENDS}")

@@ -1,4 +1,4 @@
-"""The event bus protocol. One interface, several backends (``memory`` now, NATS JetStream later;
+"""The event bus protocol. One interface, several backends (``memory``, ``nats`` JetStream;
 ``bus.open_bus`` picks one from a URL).
 
 Everything on the bus is serialisable: events (``agent_etl.events``) and request/reply messages
@@ -17,10 +17,15 @@ objects by reference and serialises nothing, so it costs no more than a queue pu
   go on. ``queue``: subscriptions of one queue group share the events (each goes to one of them).
   ``durable``: the consumer's name in a broker, so a restarted process picks up where it left
   off; the memory backend lives and dies with its process, so there it only names the subscription.
+  ``ready``: awaited before the subscription takes its next event; a consumer with no room (a
+  worker running all it may) takes none, so another member of its group gets it.
 - ``await listen(topic, fn)`` calls a plain function inside ``publish``, in order, before publish
   returns: for bookkeeping that only updates memory (counters, futures, spawning a task). It
   costs no queue and no task switch; a listener must never block. One that raises is logged and
   isolated like a handler. In-process only in spirit: a broker backend calls it on arrival.
+- ``await kv(name)``: a key/value bucket (``put``, ``get``, ``create`` only if absent, ``delete``,
+  ``items``; bytes values) for state that is looked up rather than announced: heartbeats, leases,
+  run locks.
 - ``await serve(subject, handler)`` / ``request(subject, message)``: request/reply with a
   pydantic message each way (None for no reply). A subject may have several responders; each
   request goes to one of them (a queue group).
@@ -29,7 +34,7 @@ objects by reference and serialises nothing, so it costs no more than a queue pu
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -39,6 +44,7 @@ Message = BaseModel  # what request/reply carries: any pydantic model (serialisa
 Handler = Callable[[Event], Awaitable[None]]
 Responder = Callable[[Message], Awaitable[Message | None]]
 Listener = Callable[[Event], None]
+Ready = Callable[[], Awaitable[None]]
 
 
 class NoResponder(LookupError):
@@ -56,7 +62,7 @@ class EventBus(Protocol):
 
     async def subscribe(self, topic: str | type[Event], handler: Handler, *, maxsize: int = 1024,
                         queue: str | None = None, durable: str | None = None,
-                        max_deliver: int = 1) -> Subscription: ...
+                        max_deliver: int = 1, ready: Ready | None = None) -> Subscription: ...
 
     async def listen(self, topic: str | type[Event], handler: Listener) -> Subscription: ...
 
@@ -64,6 +70,8 @@ class EventBus(Protocol):
 
     async def request(self, subject: str, message: Message, *,
                       timeout: float | None = 60.0) -> Message | None: ...
+
+    async def kv(self, name: str, *, ttl: float | None = None) -> Any: ...
 
     async def drain(self) -> None:
         """Wait until every event published so far has been handled by its subscribers."""

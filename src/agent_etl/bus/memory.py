@@ -9,7 +9,7 @@ import logging
 
 from pydantic import BaseModel
 
-from agent_etl.bus.base import Handler, Listener, Message, NoResponder, Responder
+from agent_etl.bus.base import Handler, Listener, Message, NoResponder, Ready, Responder
 from agent_etl.events import Event
 
 log = logging.getLogger("agent_etl.bus")
@@ -19,16 +19,18 @@ _STOP = object()
 
 class _Sub:
     def __init__(self, bus: MemoryBus, topic: str, handler: Handler, maxsize: int, queue: str | None,
-                 durable: str | None, max_deliver: int):
+                 durable: str | None, max_deliver: int, ready: Ready | None = None):
         if max_deliver < 1:
             raise ValueError("max_deliver is the number of deliveries of an event, at least 1")
         self.bus, self.topic, self.handler = bus, topic, handler
-        self.group, self.durable, self.max_deliver = queue, durable, max_deliver
+        self.group, self.durable, self.max_deliver, self.ready = queue, durable, max_deliver, ready
         self.queue: asyncio.Queue = asyncio.Queue(maxsize)
         self.worker = asyncio.get_running_loop().create_task(self._run(), name=f"bus:{topic}")
 
     async def _run(self) -> None:
         while True:
+            if self.ready is not None:
+                await self.ready()
             event = await self.queue.get()
             if event is _STOP:
                 return
@@ -96,6 +98,31 @@ class _Service:
                 del self.bus._services[self.subject]
 
 
+class KeyValue:
+    """A key/value bucket in memory (the broker's are JetStream KV buckets, ``bus.nats``)."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, bytes] = {}
+
+    async def put(self, key: str, value: bytes) -> None:
+        self._items[key] = value
+
+    async def create(self, key: str, value: bytes) -> bool:
+        if key in self._items:
+            return False
+        self._items[key] = value
+        return True
+
+    async def get(self, key: str) -> bytes | None:
+        return self._items.get(key)
+
+    async def delete(self, key: str) -> None:
+        self._items.pop(key, None)
+
+    async def items(self) -> dict[str, bytes]:
+        return dict(self._items)
+
+
 class MemoryBus:
     def __init__(self) -> None:
         self._subs: dict[str, list[_Sub]] = {}
@@ -106,6 +133,7 @@ class MemoryBus:
         # subscription or a queue group; rebuilt after any (un)subscription, so publishing looks
         # the receivers up once
         self._routes: dict[str, tuple[tuple[_Listener, ...], tuple[_Sub | _Group, ...]]] = {}
+        self._kvs: dict[str, KeyValue] = {}
         self.handler_errors = 0
         self.closed = False
 
@@ -141,9 +169,10 @@ class MemoryBus:
             await receiver.queue.put(event)
 
     async def subscribe(self, topic: str | type[Event], handler: Handler, *, maxsize: int = 1024,
-                        queue: str | None = None, durable: str | None = None, max_deliver: int = 1) -> _Sub:
+                        queue: str | None = None, durable: str | None = None, max_deliver: int = 1,
+                        ready: Ready | None = None) -> _Sub:
         name = topic if isinstance(topic, str) else topic.topic
-        sub = _Sub(self, name, handler, maxsize, queue, durable, max_deliver)
+        sub = _Sub(self, name, handler, maxsize, queue, durable, max_deliver, ready)
         self._subs.setdefault(name, []).append(sub)
         self._routes.clear()
         return sub
@@ -176,6 +205,10 @@ class MemoryBus:
             return await handler(message)
         async with asyncio.timeout(timeout):
             return await handler(message)
+
+    async def kv(self, name: str, *, ttl: float | None = None) -> KeyValue:
+        """The key/value bucket ``name`` (in this process; ``ttl`` is a broker's business)."""
+        return self._kvs.setdefault(name, KeyValue())
 
     async def drain(self) -> None:
         """Wait until every event published so far has been handled."""
