@@ -26,12 +26,16 @@ and ``ctx.commits`` lists the rows of each unit the loader reported committed::
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
+from agent_etl.spec import Task
 from agent_etl.tools.base import Extractor, Tool, ToolContext
 from agent_etl.tools.registry import Registry, default_registry
 
@@ -118,3 +122,109 @@ async def run_transform(tool: str | type[Tool], options: dict[str, Any], inputs:
 async def run_loader(tool: str | type[Tool], options: dict[str, Any], table: pa.Table, *, base_dir: str | Path,
                      registry: Registry | None = None, **ctx: Any) -> int:
     return await build("loader", tool, options, tool_context(base_dir, **ctx), registry).load(stream(table))
+
+
+# -- a simulated fleet, to test and benchmark agent selection ------------------------------------
+
+
+@dataclass
+class Profile:
+    """How one agent does on one kind of task, hidden from the selector."""
+
+    success: float  # probability that a run succeeds
+    rows_per_second: float  # median throughput of a successful run
+
+
+class SimulatedFleet:
+    """Agents whose success and speed on each kind of task are hidden ``profiles``; ``run`` draws
+    what happens when an agent runs a task (success with the profile's probability, throughput
+    log-normal around its median with ``noise``), as experiences the selector learns from. The
+    oracle's choice for a kind is the agent with the best expected rows/s delivered, success x speed.
+
+        fleet = SimulatedFleet.generate(agents=5, kinds=12, seed=1)
+        task, descriptor = fleet.task(3)
+        choice = (await selector.select([task], fleet.agents, {task.name: descriptor}))[task.name]
+        await selector.learn(fleet.run(choice.agent, descriptor))
+        right = choice.agent == fleet.oracle(descriptor)
+    """
+
+    def __init__(self, agents: list[Any], kinds: list[Any], profiles: dict[tuple[str, int], Profile], *,
+                 noise: float = 0.2, seed: int = 0):
+        self.agents, self.kinds, self.profiles, self.noise = agents, kinds, profiles, noise
+        self._random = random.Random(seed)
+        self._index = {d: i for i, d in enumerate(kinds)}
+        self._runs = 0
+
+    @classmethod
+    def generate(cls, agents: int = 5, kinds: int = 12, *, seed: int = 0, gap: float = 0.15,
+                 noise: float = 0.2) -> SimulatedFleet:
+        """A fleet of ``agents`` able to run everything, and ``kinds`` kinds of task (source ->
+        transforms -> destination). Each agent has a speed, a reliability, and affinities to some
+        sources and destinations (near the data, or short of memory for them); on every kind the best
+        agent delivers at least ``gap`` more than the second (so that "the best" is well defined)."""
+        from agent_etl.agents.selector import AgentInfo
+        from agent_etl.memory.descriptor import TaskDescriptor
+
+        r = random.Random(seed)
+        sources = ["postgres", "mysql", "csv", "parquet", "s3", "rest", "sqlite", "jsonl"]
+        sinks = ["parquet", "postgres", "duckdb", "s3", "mysql"]
+        shapes: set[tuple[str, tuple[str, ...], str]] = set()
+        while len(shapes) < kinds:
+            shapes.add((r.choice(sources), tuple(r.sample(["filter", "sql", "derive"], r.randint(0, 2))),
+                        r.choice(sinks)))
+        descriptors = [TaskDescriptor("load", d, (s,), (d,), t, rows=1_000_000) for s, t, d in sorted(shapes)]
+        fleet = [AgentInfo(f"agent-{i}", capabilities=frozenset({"extract", "transform", "load"}),
+                           limits={"concurrency": 4}) for i in range(agents)]
+        # speed, reliability, affinity per source/destination: 0.5 is short of memory for it (slow
+        # and fails often), 1.8 near it
+        traits = {a.id: (r.uniform(0.6, 1.6), r.uniform(0.95, 0.999),
+                         {k: r.choice([0.5, 1.0, 1.0, 1.8]) for k in sources + sinks}) for a in fleet}
+        profiles: dict[tuple[str, int], Profile] = {}
+        for i, d in enumerate(descriptors):
+            base = r.uniform(2e4, 5e5)
+            for a in fleet:
+                speed, reliable, near = traits[a.id]
+                s = min(reliable - (0.4 if near[d.sources[0]] == 0.5 else 0.0), 0.999)
+                profiles[(a.id, i)] = Profile(max(s, 0.3), base * speed * near[d.sources[0]]
+                                              * near[d.destinations[0]] * r.uniform(0.8, 1.25))
+            ranked = sorted(fleet, key=lambda a: -_goodput(profiles[(a.id, i)]))
+            first, second = profiles[(ranked[0].id, i)], profiles[(ranked[1].id, i)]
+            if _goodput(first) < (1 + gap) * _goodput(second):
+                first.rows_per_second = (1 + gap) * _goodput(second) / first.success
+        return cls(fleet, descriptors, profiles, noise=noise, seed=seed)
+
+    def task(self, kind: int, name: str = "t") -> tuple[Task, Any]:
+        """A one-task branch of kind ``kind`` and its descriptor."""
+        d = self.kinds[kind]
+        return Task(name, "load", d.tool, [], {}), d
+
+    def oracle(self, descriptor: Any) -> str:
+        i = self._index[descriptor]
+        return max(self.agents, key=lambda a: _goodput(self.profiles[(a.id, i)])).id
+
+    def run(self, agent: str, descriptor: Any) -> list[Any]:
+        """What happens when ``agent`` runs the task: its experience (one, as a one-task branch)."""
+        from agent_etl.memory.experience import Experience
+
+        p = self.profiles[(agent, self._index[descriptor])]
+        self._runs += 1
+        ok = self._random.random() < p.success
+        speed = p.rows_per_second * math.exp(self._random.gauss(0.0, self.noise))
+        rows = descriptor.rows or 1_000_000
+        return [Experience(run_id=f"sim-{self._runs}", pipeline="simulated", task="t", descriptor=descriptor,
+                           agent=agent, status="succeeded" if ok else "failed",
+                           duration=rows / speed if ok else 1.0, rows=rows if ok else 0,
+                           rows_per_second=speed if ok else 0.0, created_at=float(self._runs))]
+
+    def degrade(self, agent: str, *, success: float = 1.0, speed: float = 1.0) -> list[int]:
+        """From now on ``agent`` succeeds ``success`` times as often and runs ``speed`` times as fast
+        on every kind; returns the kinds on which it was the best."""
+        was = [i for i, d in enumerate(self.kinds) if self.oracle(d) == agent]
+        for (a, _), p in self.profiles.items():
+            if a == agent:
+                p.success, p.rows_per_second = p.success * success, p.rows_per_second * speed
+        return was
+
+
+def _goodput(p: Profile) -> float:
+    return p.success * p.rows_per_second

@@ -1,0 +1,206 @@
+"""Agent selection against the oracle, on a simulated fleet (``agent_etl.testing.SimulatedFleet``:
+agents whose success and speed per kind of task are hidden profiles).
+
+Four policies see the same stream of tasks (a kind drawn uniformly per task) and learn from what
+their own choices produced: ours (``MemorySelector``), random, round-robin and plain UCB1 (per
+kind, reward = success x throughput / the best throughput seen on the kind). Reported:
+
+- accuracy: the share of choices that were the oracle's (the agent with the best success x speed),
+  over ``--measure`` tasks after a ``--warmup``;
+- recovery: then the agent that is best on most kinds degrades (fails more, or slows down); the
+  tasks until the accuracy over every later window of 50 tasks is >= 95%, and the accuracy over
+  the first and second 50 tasks after the change, and over the kinds it was best on;
+- latency of our ``select`` (one one-task branch, memory warm): p50/p99, next to the anchor of
+  ``CapabilitySelector.select`` on the same call (no learning, least busy capable agent).
+
+    python benchmarks/selection.py [--agents 5] [--kinds 12] [--warmup 600] [--measure 3000] [--seeds 1 2 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import random
+import statistics
+import time
+from collections import defaultdict
+
+from agent_etl.agents.memory_selector import MemorySelector
+from agent_etl.agents.selector import CapabilitySelector
+from agent_etl.testing import SimulatedFleet
+
+DEGRADE = {"fails": {"success": 0.5}, "slows": {"speed": 0.4}}
+
+
+class Ours:
+    name = "memory selector"
+
+    def __init__(self, seed: int):
+        self.selector = MemorySelector(seed=seed)
+        self.times: list[float] = []
+
+    async def choose(self, fleet: SimulatedFleet, kind: int) -> str:
+        task, d = fleet.task(kind)
+        t0 = time.perf_counter_ns()
+        choice = await self.selector.select([task], fleet.agents, {task.name: d})
+        self.times.append(time.perf_counter_ns() - t0)
+        return choice[task.name].agent
+
+    def learn(self, experiences) -> None:
+        self.selector.learn_now(experiences)
+
+
+class Random:
+    name = "random"
+
+    def __init__(self, seed: int):
+        self.random = random.Random(seed)
+
+    async def choose(self, fleet: SimulatedFleet, kind: int) -> str:
+        return self.random.choice(fleet.agents).id
+
+    def learn(self, experiences) -> None:
+        pass
+
+
+class RoundRobin:
+    name = "round-robin"
+
+    def __init__(self, seed: int):
+        self.next = seed
+
+    async def choose(self, fleet: SimulatedFleet, kind: int) -> str:
+        self.next += 1
+        return fleet.agents[self.next % len(fleet.agents)].id
+
+    def learn(self, experiences) -> None:
+        pass
+
+
+class UCB1:
+    """Plain UCB1 per kind: try each agent once, then mean reward + sqrt(2 ln N / n)."""
+
+    name = "UCB1"
+
+    def __init__(self, seed: int):
+        self.n: dict[tuple, int] = defaultdict(int)
+        self.total: dict[tuple, float] = defaultdict(float)
+        self.best: dict[tuple, float] = defaultdict(float)
+
+    async def choose(self, fleet: SimulatedFleet, kind: int) -> str:
+        d = fleet.kinds[kind]
+        plays = sum(self.n[(d, a.id)] for a in fleet.agents)
+        for a in fleet.agents:
+            if not self.n[(d, a.id)]:
+                return a.id
+        return max(fleet.agents, key=lambda a: self.total[(d, a.id)] / self.n[(d, a.id)]
+                   + math.sqrt(2 * math.log(plays) / self.n[(d, a.id)])).id
+
+    def learn(self, experiences) -> None:
+        for e in experiences:
+            key = (e.descriptor, e.agent)
+            speed = e.rows_per_second if e.status == "succeeded" else 0.0
+            self.best[e.descriptor] = max(self.best[e.descriptor], speed)
+            self.n[key] += 1
+            self.total[key] += speed / self.best[e.descriptor] if self.best[e.descriptor] else 0.0
+
+
+async def stream(policy, fleet: SimulatedFleet, kinds: list[int]) -> list[tuple[int, bool]]:
+    """Run the tasks of ``kinds`` in turn; (kind, chose the oracle's agent) for each."""
+    out = []
+    for k in kinds:
+        agent = await policy.choose(fleet, k)
+        out.append((k, agent == fleet.oracle(fleet.kinds[k])))
+        policy.learn(fleet.run(agent, fleet.kinds[k]))
+    return out
+
+
+def recovery(right: list[bool], window: int = 50, goal: float = 0.95) -> int | None:
+    """Tasks until every later window of ``window`` tasks is right at least ``goal`` of the time."""
+    for start in range(len(right) - window + 1):
+        if all(sum(right[s:s + window]) >= goal * window for s in range(start, len(right) - window + 1)):
+            return start
+    return None
+
+
+def share(values: list[bool]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+async def trial(policy_cls, args, seed: int, degrade: str) -> dict:
+    fleet = SimulatedFleet.generate(args.agents, args.kinds, seed=seed)
+    draw = random.Random(seed * 7919)
+    policy = policy_cls(seed)
+    await stream(policy, fleet, [draw.randrange(args.kinds) for _ in range(args.warmup)])
+    measured = await stream(policy, fleet, [draw.randrange(args.kinds) for _ in range(args.measure)])
+    times = list(getattr(policy, "times", []))[args.warmup:]
+    counts: dict[str, int] = defaultdict(int)
+    for d in fleet.kinds:
+        counts[fleet.oracle(d)] += 1
+    worst = max(counts, key=lambda a: counts[a])
+    was_best = set(fleet.degrade(worst, **DEGRADE[degrade]))
+    after = await stream(policy, fleet, [draw.randrange(args.kinds) for _ in range(args.after)])
+    right = [r for _, r in after]
+    return {"accuracy": share([r for _, r in measured]), "times": times, "recovery": recovery(right),
+            "first50": share(right[:50]), "next50": share(right[50:100]),
+            "affected": share([r for k, r in after[:200] if k in was_best]), "tail": share(right[-500:])}
+
+
+async def anchor_times(args) -> list[float]:
+    fleet = SimulatedFleet.generate(args.agents, args.kinds, seed=1)
+    selector = CapabilitySelector()
+    out = []
+    for i in range(args.measure):
+        task, d = fleet.task(i % args.kinds)
+        t0 = time.perf_counter_ns()
+        await selector.select([task], fleet.agents, {task.name: d})
+        out.append(time.perf_counter_ns() - t0)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(int(q * len(s)), len(s) - 1)] / 1000
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--agents", type=int, default=5)
+    ap.add_argument("--kinds", type=int, default=12)
+    ap.add_argument("--warmup", type=int, default=600)
+    ap.add_argument("--measure", type=int, default=3000)
+    ap.add_argument("--after", type=int, default=1500, help="tasks after the degradation")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    args = ap.parse_args()
+    print(f"{args.agents} agents, {args.kinds} kinds of task, warm-up {args.warmup} tasks, measured "
+          f"{args.measure}, then {args.after} after one agent degrades; seeds {args.seeds}")
+    ours_times: list[float] = []
+    for degrade in DEGRADE:
+        print(f"\ndegradation: the agent best on most kinds {degrade} ({DEGRADE[degrade]})")
+        print(f"{'policy':<16} {'accuracy':>9} {'recovery':>9} {'1st 50':>7} {'2nd 50':>7} {'its kinds':>9}"
+              f" {'last 500':>9}")
+        for policy_cls in (Ours, Random, RoundRobin, UCB1):
+            results = [await trial(policy_cls, args, s, degrade) for s in args.seeds]
+            if policy_cls is Ours:
+                ours_times += [t for r in results for t in r["times"]]
+            rec = [r["recovery"] for r in results]
+            print(f"{policy_cls.name:<16} {statistics.mean(r['accuracy'] for r in results):>9.2%} "
+                  f"{'/'.join('-' if x is None else str(x) for x in rec):>9} "
+                  f"{statistics.mean(r['first50'] for r in results):>7.0%} "
+                  f"{statistics.mean(r['next50'] for r in results):>7.0%} "
+                  f"{statistics.mean(r['affected'] for r in results):>9.0%} "
+                  f"{statistics.mean(r['tail'] for r in results):>9.1%}")
+            if policy_cls is Ours:
+                print("                 accuracy per seed: "
+                      + ", ".join(f"{r['accuracy']:.2%}" for r in results))
+    anchor = await anchor_times(args)
+    p50, p99, a50, a99 = pct(ours_times, 0.5), pct(ours_times, 0.99), pct(anchor, 0.5), pct(anchor, 0.99)
+    print(f"\nselect() latency, one one-task branch, {len(ours_times)} calls with memory warm: "
+          f"p50 {p50:.1f} us, p99 {p99:.1f} us")
+    print(f"anchor CapabilitySelector.select, same call: p50 {a50:.1f} us, p99 {a99:.1f} us "
+          f"(ratio p50 {p50 / a50:.1f}x, p99 {p99 / a99:.1f}x)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,286 @@
+"""``MemorySelector``: chooses, among the agents able to run a branch, the one with the best expected
+outcome on that kind of task, learnt from experience.
+
+A branch's **kind** is its shape: the kinds of its sources, its transforms and the kinds of its
+destinations (``postgres -> filter -> parquet``). Per kind and agent the selector keeps
+``Outcomes`` in process (success and throughput, recency-weighted, with drift detection), fed by
+``learn`` after every run and, once per kind and process, by the experiences memory recalls for it
+(``warm``). A decision is Thompson sampling on those numbers: each capable agent's success
+probability and throughput are drawn from their posteriors, the expected rows/s delivered
+(success x throughput) is divided by the agent's load, and the best draw wins. An agent with little
+or stale experience draws widely, so it is tried now and then (exploration); one known to be worse
+almost never is.
+
+A kind never seen borrows from the nearest kinds seen (a vector query over the kinds, once per new
+kind, not per decision), weakly; with no experience at all the choice falls back to capabilities
+(the least busy capable agent). Every choice carries its reasons.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections import Counter
+from typing import Any, Awaitable, Callable, Mapping, Sequence
+
+from agent_etl.agents.outcomes import STALE, TRIES, AgentDrift, Outcomes, rate
+from agent_etl.agents.selector import AgentInfo, CapabilitySelector, Choice
+from agent_etl.memory.descriptor import TaskDescriptor
+from agent_etl.spec import Task
+
+log = logging.getLogger("agent_etl.selector")
+
+Kind = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+Recall = Callable[[str, int], Awaitable[list[Any]]]  # (descriptor JSON, k) -> experiences, nearest first
+RECALL = 200  # experiences recalled per new kind
+NEAR = 0.35  # cosine distance under which another kind counts as similar
+PRIOR = 3.0  # most runs a similar kind's experience weighs as, for a kind never seen
+CONCURRENCY = 4  # slots of an agent that declares no concurrency limit
+
+
+def kind_of(d: TaskDescriptor) -> Kind:
+    return (d.sources, d.transforms, d.destinations)
+
+
+def kind_text(kind: Kind) -> str:
+    return " -> ".join([",".join(kind[0]) or "?", *kind[1], ",".join(kind[2]) or "?"])
+
+
+class MemorySelector:
+    """Learns which agent does best on which kind of task; see the module docstring."""
+
+    def __init__(self, seed: int | None = None):
+        self.stats: dict[Kind, dict[str, Outcomes]] = {}
+        self.clock: Counter[Kind] = Counter()  # branches learnt per kind
+        self._random = random.Random(seed)
+        self._seen: set[tuple[str, Kind, str]] = set()  # (run, kind, agent) learnt already
+        self._recalled: set[Kind] = set()
+        self._kinds: Any = None  # a NumpyMemory of one descriptor per kind seen
+        self._keys: dict[str, Kind] = {}  # its record ids -> kinds
+        self._near: dict[Kind, tuple[int, list[tuple[Kind, float]]]] = {}
+        self._fallback = CapabilitySelector()
+        self._drift: dict[str, AgentDrift] = {}
+
+    # -- learning ---------------------------------------------------------------------------------
+
+    async def learn(self, experiences: Sequence[Any]) -> None:
+        self.learn_now(experiences)
+
+    def learn_now(self, experiences: Sequence[Any]) -> None:
+        """Count finished branches: the tasks of one run, kind and agent are one branch; it succeeded
+        if they all did, and its throughput is its slowest task's rows/s."""
+        groups: dict[tuple[str, Kind, str], list[Any]] = {}
+        for e in experiences:
+            key = (e.run_id, kind_of(e.descriptor), e.agent)
+            if key not in self._seen:
+                groups.setdefault(key, []).append(e)
+        for (run, kind, agent), items in sorted(groups.items(), key=lambda g: min(e.created_at for e in g[1])):
+            self._seen.add((run, kind, agent))
+            ok = all(e.status == "succeeded" for e in items)
+            speeds = [e.rows_per_second for e in items if e.status == "succeeded" and e.rows_per_second > 0]
+            table = self.stats.get(kind)
+            if table is None:
+                table = self.stats[kind] = {}
+                self._index(kind, items[0].descriptor)
+            outcomes = table.get(agent)
+            if outcomes is None:
+                outcomes = table[agent] = Outcomes()
+            self.clock[kind] += 1
+            speed = math.log(min(speeds)) if ok and speeds else None
+            watch = self._drift.get(agent)
+            if watch is None:
+                watch = self._drift[agent] = AgentDrift()
+            everywhere = watch.add(ok, outcomes, speed)
+            drift = outcomes.add(ok, speed, self.clock[kind])
+            if drift:
+                log.info("selector: %s on %s: %s; older runs dropped", agent, kind_text(kind), drift)
+            if everywhere:
+                log.info("selector: %s %s; its estimates on every kind weigh little now", agent, everywhere)
+                for other in self.stats.values():
+                    o = other.get(agent)
+                    if o is not None and o is not outcomes:
+                        o.suspect(everywhere)
+
+    async def warm(self, descriptors: Mapping[str, TaskDescriptor], agents: Sequence[AgentInfo],
+                   recall: Recall) -> None:
+        """Before choosing: recall from memory the experiences near each kind not recalled yet in
+        this process (only when there is a choice to make). A memory failure is a warning."""
+        if sum(1 for a in agents if a.capabilities) < 2:
+            return
+        for d in descriptors.values():
+            kind = kind_of(d)
+            if kind in self._recalled:
+                continue
+            self._recalled.add(kind)
+            try:
+                self.learn_now(await recall(d.to_json(), RECALL))
+            except Exception as e:
+                log.warning("selector: no experience recalled for %s: %s: %s", kind_text(kind), type(e).__name__, e)
+
+    def _index(self, kind: Kind, descriptor: TaskDescriptor) -> None:
+        from agent_etl.memory.base import Record
+
+        if self._kinds is None:
+            from agent_etl.memory.ndarray import NumpyMemory
+
+            self._kinds = NumpyMemory()
+        self._kinds.add([Record(repr(kind), descriptor.to_json(), {})])
+        self._keys[repr(kind)] = kind
+
+    def _similar(self, kind: Kind, descriptor: TaskDescriptor | None) -> list[tuple[Kind, float]]:
+        """Kinds seen that are near this one, with their similarity (computed once per kind and per
+        count of kinds seen)."""
+        if self._kinds is None or descriptor is None:
+            return []
+        size = self._kinds.count()
+        cached = self._near.get(kind)
+        if cached is not None and cached[0] == size:
+            return cached[1]
+        near = [(self._keys[h.record.id], 1.0 - h.distance) for h in self._kinds.query(descriptor.to_json(), k=6)
+                if h.distance < NEAR and self._keys[h.record.id] != kind]
+        self._near[kind] = (size, near)
+        return near
+
+    def _borrowed(self, kind: Kind, descriptor: TaskDescriptor | None) -> tuple[dict[str, Outcomes], str]:
+        """Outcomes of each agent on the kinds similar to ``kind``, pooled by similarity and weighing
+        at most ``PRIOR`` runs; and a note of where they come from."""
+        pooled: dict[str, Outcomes] = {}
+        near = self._similar(kind, descriptor)
+        for other, sim in near:
+            for agent, o in self.stats.get(other, {}).items():
+                p = pooled.get(agent)
+                if p is None:
+                    p = pooled[agent] = Outcomes()
+                p.n += sim * o.n
+                p.ok += sim * o.ok
+                if o.w:
+                    p.mean = (p.mean * p.w + sim * o.w * o.mean) / (p.w + sim * o.w)
+                    p.sq = (p.sq * p.w + sim * o.w * o.sq) / (p.w + sim * o.w)
+                    p.w += sim * o.w
+        for p in pooled.values():
+            scale = min(1.0, PRIOR / p.n) if p.n else 1.0
+            p.n, p.ok, p.w = p.n * scale, p.ok * scale, p.w * scale
+        note = ", ".join(f"{kind_text(k)} {s:.2f}" for k, s in near[:2])
+        return pooled, note
+
+    # -- choosing ---------------------------------------------------------------------------------
+
+    async def select(self, tasks: Sequence[Task], agents: Sequence[AgentInfo],
+                     descriptors: Mapping[str, TaskDescriptor] | None = None) -> dict[str, Choice]:
+        descriptors = descriptors or {}
+        load: dict[str, int] = {a.id: a.load for a in agents}
+        chosen: dict[str, Choice] = {}
+        for branch in _branches(tasks):
+            capable = [a for a in agents if all(a.can_run(t.kind, t.tool) for t in branch)]
+            if not capable:  # no one agent runs it all: each task on its own, as capabilities say
+                chosen.update(await self._fallback.select(branch, agents, descriptors))
+                continue
+            descriptor = descriptors.get(branch[0].name)
+            if len(capable) == 1:
+                agent = capable[0]
+                for t in branch:
+                    chosen[t.name] = Choice(agent.id, f"only agent able to {t.kind}" if len(branch) == 1 else
+                                            "only agent able to run the whole branch")
+            else:
+                agent, reason = self.decide(descriptor, capable, load)
+                for t in branch:
+                    chosen[t.name] = Choice(agent.id, reason)
+            load[agent.id] = load.get(agent.id, 0) + 1
+        return chosen
+
+    def decide(self, descriptor: TaskDescriptor | None, capable: Sequence[AgentInfo],
+               load: Mapping[str, int]) -> tuple[AgentInfo, str]:
+        """One agent among ``capable`` (two or more) for a branch described by ``descriptor``."""
+        kind = kind_of(descriptor) if descriptor is not None else ((), (), ())
+        table = self.stats.get(kind) or {}
+        free = [a for a in capable if load.get(a.id, 0) < _slots(a)] or capable
+        borrowed, note = ({}, "") if any(a.id in table for a in free) else self._borrowed(kind, descriptor)
+        known = [a for a in free if a.id in table or a.id in borrowed]
+        if not known:
+            agent = min(free, key=lambda a: (load.get(a.id, 0) / _slots(a), a.id))
+            return agent, (f"no experience of {kind_text(kind)} or similar tasks yet: least busy of "
+                           f"{len(free)} capable agents")
+        untried = [a for a in free if a.id not in table or table[a.id].runs < TRIES]
+        if untried and table:  # every capable agent runs a kind a few times before sampling starts
+            agent = min(untried, key=lambda a: (a.id in table and table[a.id].runs, load.get(a.id, 0) / _slots(a),
+                                                a.id))
+            return agent, (f"trying {agent.id}: fewer than {TRIES} runs of it on {kind_text(kind)} yet "
+                           f"({sum(1 for a in free if a.id in table)} of {len(free)} capable agents tried)")
+        clock = self.clock[kind]
+        rand = self._random
+        speeds = [o.mean for o in (table.get(a.id) or borrowed[a.id] for a in known) if o.w]
+        base = sum(speeds) / len(speeds) if speeds else 0.0
+        best = best_mean = None
+        top = top_mean = -1.0
+        for a in free:
+            o = table.get(a.id) or borrowed.get(a.id)
+            busy = 1.0 + load.get(a.id, 0) / _slots(a)
+            if o is None:  # never ran this kind, nor a similar one: a wide guess around the others
+                draw = rand.betavariate(1.0, 1.0) * math.exp(rand.gauss(base, 1.0)) / busy
+                mean = 0.5 * math.exp(base) / busy
+            else:
+                f = STALE ** (clock - o.last) if o.last else 1.0
+                n, ok, w = o.n * f, o.ok * f, o.w * f
+                if w > 0:
+                    speed = rand.gauss(o.mean, o.spread / math.sqrt(w))
+                    mean_speed = o.mean
+                else:
+                    speed, mean_speed = rand.gauss(base, 1.0), base
+                draw = rand.betavariate(ok + 1.0, n - ok + 1.0) * math.exp(speed) / busy
+                mean = (ok + 1.0) / (n + 2.0) * math.exp(mean_speed) / busy
+            if draw > top:
+                best, top = a, draw
+            if mean > top_mean:
+                best_mean, top_mean = a, mean
+        assert best is not None and best_mean is not None
+        return best, self._reason(kind, best, best_mean, free, table, borrowed, note, load)
+
+    def _reason(self, kind: Kind, best: AgentInfo, best_mean: AgentInfo, free: Sequence[AgentInfo],
+                table: Mapping[str, Outcomes], borrowed: Mapping[str, Outcomes], note: str,
+                load: Mapping[str, int]) -> str:
+        def said(a: AgentInfo) -> str:
+            o = table.get(a.id) or borrowed.get(a.id)
+            if o is None:
+                return f"{a.id} untried"
+            speed = f" ~{rate(o.speed)} rows/s" if o.w else ""
+            return f"{a.id} success {o.success:.0%}{speed} (n={o.n:.0f}, load {load.get(a.id, 0)}/{_slots(a)})"
+
+        where = f"experience of similar tasks ({note})" if borrowed else f"experience of {kind_text(kind)}"
+        if best is best_mean:
+            runner = [a for a in free if a is not best]
+            head = f"best expected outcome of {len(free)} capable agents, from {where}: {said(best)}"
+            if runner:
+                head += "; next " + said(max(runner, key=lambda a: (table.get(a.id) or borrowed.get(a.id)
+                                                                    or Outcomes()).success))
+        else:
+            head = f"exploring, from {where}: {said(best)} drew above the best estimate {said(best_mean)}"
+        drifts = [f"{a}: {o.drift}" for a, o in table.items() if o.drift and o.n < 2 * len(o.recent) + 1]
+        return head + ("; drift " + "; ".join(drifts) if drifts else "")
+
+
+def _slots(agent: AgentInfo) -> float:
+    return float(agent.limits.get("concurrency") or CONCURRENCY)
+
+
+def _branches(tasks: Sequence[Task]) -> list[list[Task]]:
+    """The weakly connected groups of ``tasks`` (as ``Pipeline.branches``, over the tasks given)."""
+    if len(tasks) == 1:
+        return [list(tasks)]
+    names = {t.name for t in tasks}
+    parent = {t.name: t.name for t in tasks}
+
+    def root(n: str) -> str:
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for t in tasks:
+        for i in t.inputs:
+            if i in names:
+                parent[root(i)] = root(t.name)
+    groups: dict[str, list[Task]] = {}
+    for t in tasks:
+        groups.setdefault(root(t.name), []).append(t)
+    return list(groups.values())

@@ -1,0 +1,171 @@
+"""What the memory-driven selector knows of each agent on each kind of task: ``Outcomes``, the
+recency-weighted statistics of one (task kind, agent) pair, kept in process and updated by every
+finished branch, so a decision is arithmetic on a few numbers, never a memory query.
+
+- Success is a Beta posterior over discounted counts; throughput a normal posterior over the log of
+  rows/s (discounted mean and spread). Each observation first multiplies the older ones by
+  ``DISCOUNT``, so about the last ``1 / (1 - DISCOUNT)`` runs count.
+- Drift: the last ``WINDOW`` outcomes are also kept apart; when they are too unlikely under the
+  long-run estimate (a binomial tail for failures, a z-test for throughput), the older runs are
+  dropped and the estimate restarts from the window. A degraded agent is noticed in a few runs
+  instead of after the discount has worn its good past away.
+- Drift of an agent shows on every kind it runs, so ``AgentDrift`` also watches each agent's last
+  runs across kinds against what the kinds' estimates expected of it; when they disagree, the
+  agent's estimates on every kind are weighed as a couple of runs only.
+- Knowledge goes stale: at decision time the counts of an agent not tried lately on this kind are
+  shrunk by ``STALE ** decisions since``, so it is sampled again now and then.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+DISCOUNT = 0.998
+WINDOW = 10
+STALE = 0.9998
+TRIES = 2  # runs of each capable agent on a kind before sampling starts
+P_DRIFT = 1e-3  # how unlikely the window must be under the long-run estimate to count as drift
+Z_DRIFT = 4.0
+MIN_SPREAD = 0.05
+SUSPECT = 2.0  # runs an estimate weighs as once its agent drifted elsewhere
+PRIOR_SPREAD = 0.5  # before runs say otherwise: a run may be 1.6x faster or slower than the typical  # log rows/s: runs of one task never agree better than this
+
+
+class Outcomes:
+    """Discounted outcome statistics of one agent on one kind of task."""
+
+    __slots__ = ("n", "ok", "w", "mean", "sq", "recent", "last", "drift", "runs")
+
+    def __init__(self) -> None:
+        self.n = 0.0  # discounted runs
+        self.ok = 0.0  # discounted successes
+        self.w = 0.0  # discounted runs with a throughput
+        self.mean = 0.0  # discounted mean of log(rows/s)
+        self.sq = 0.0  # discounted mean of its square
+        self.recent: deque[tuple[bool, float | None]] = deque(maxlen=WINDOW)
+        self.last = 0  # the kind's decision clock at the last observation
+        self.drift = ""  # what the last drift was, for the reasons
+        self.runs = 0  # runs counted, undiscounted
+
+    @property
+    def success(self) -> float:
+        """Posterior mean of the success probability (Beta(1, 1) prior)."""
+        return (self.ok + 1.0) / (self.n + 2.0)
+
+    @property
+    def spread(self) -> float:
+        """Standard deviation of log(rows/s) between runs; a few runs are pulled towards ``PRIOR_SPREAD``."""
+        var = max(self.sq - self.mean * self.mean, 0.0) if self.w else 0.0
+        var = (PRIOR_SPREAD ** 2 * 2.0 + var * self.w) / (2.0 + self.w)
+        return max(math.sqrt(var), MIN_SPREAD)
+
+    @property
+    def speed(self) -> float:
+        return math.exp(self.mean) if self.w else 0.0
+
+    def add(self, ok: bool, log_speed: float | None, clock: int = 0) -> str:
+        """Count one run; returns a note when it revealed drift (and the past was dropped)."""
+        drift = self._drifted(ok, log_speed)
+        self._count(ok, log_speed)
+        self.recent.append((ok, log_speed))
+        self.last = clock
+        self.runs += 1
+        if drift:
+            self._restart()
+            self.drift = drift
+        return drift
+
+    def suspect(self, note: str) -> None:
+        """The agent drifted on other kinds: keep the estimate, but weigh it as ``SUSPECT`` runs only,
+        so that its next runs here decide."""
+        if self.n > SUSPECT:
+            scale = SUSPECT / self.n
+            self.n, self.ok, self.w = self.n * scale, self.ok * scale, min(self.w, self.n * scale)
+            self.recent.clear()
+            self.drift = note
+
+    def _count(self, ok: bool, log_speed: float | None) -> None:
+        self.n = self.n * DISCOUNT + 1.0
+        self.ok = self.ok * DISCOUNT + (1.0 if ok else 0.0)
+        if log_speed is not None:
+            self.w = self.w * DISCOUNT + 1.0
+            self.mean += (log_speed - self.mean) / self.w
+            self.sq += (log_speed * log_speed - self.sq) / self.w
+
+    def _restart(self) -> None:
+        recent = list(self.recent)
+        self.n = self.ok = self.w = self.mean = self.sq = 0.0
+        for ok, speed in recent:
+            self._count(ok, speed)
+
+    def _drifted(self, ok: bool, log_speed: float | None) -> str:
+        """Does the window, this run included, contradict what the runs before it say?"""
+        window = [*self.recent, (ok, log_speed)]
+        older = self.n - len(self.recent)  # roughly: the runs before the window
+        if older < WINDOW:
+            return ""
+        p = self.success
+        fails = sum(1 for o, _ in window if not o)
+        size = len(window)
+        if fails > size * (1 - p) and _tail(size, fails, 1 - p) < P_DRIFT:
+            return f"success fell to {1 - fails / size:.0%} over the last {size} runs from {p:.0%}"
+        wins = size - fails
+        if wins > size * p and _tail(size, wins, p) < P_DRIFT:
+            return f"success rose to {wins / size:.0%} over the last {size} runs from {p:.0%}"
+        speeds = [s for _, s in window if s is not None]
+        if len(speeds) >= 3 and self.w >= WINDOW:
+            m = sum(speeds) / len(speeds)
+            z = (m - self.mean) / (self.spread / math.sqrt(len(speeds)))
+            if abs(z) > Z_DRIFT:
+                return (f"throughput {'fell' if z < 0 else 'rose'} to ~{rate(math.exp(m))} rows/s over the last "
+                        f"{len(speeds)} runs from ~{rate(self.speed)}")
+        return ""
+
+
+def _tail(n: int, k: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p)."""
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k, n + 1))
+
+
+def _poisson_tail(mean: float, k: int) -> float:
+    """P(X >= k) for X ~ Poisson(mean): failures of runs with small, unequal failure probabilities."""
+    mean = max(mean, 1e-3)
+    return max(0.0, 1.0 - sum(math.exp(-mean) * mean ** i / math.factorial(i) for i in range(k)))
+
+
+def rate(x: float) -> str:
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if x >= size:
+            return f"{x / size:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+class AgentDrift:
+    """The last runs of one agent, on any kind, against what the estimates expected of them."""
+
+    __slots__ = ("runs",)
+
+    def __init__(self) -> None:
+        self.runs: deque[tuple[bool, float, float | None]] = deque(maxlen=2 * WINDOW)
+
+    def add(self, ok: bool, expected: Outcomes | None, log_speed: float | None) -> str:
+        """Count a run; a note when the agent's runs no longer match their estimates."""
+        if expected is None or expected.n < WINDOW:
+            return ""
+        z_speed = (log_speed - expected.mean) / expected.spread if log_speed is not None and expected.w else None
+        self.runs.append((ok, 1.0 - expected.success, z_speed))
+        fails = sum(1 for o, _, _ in self.runs if not o)
+        mean = sum(f for _, f, _ in self.runs)
+        if fails >= 4 and _poisson_tail(mean, fails) < P_DRIFT / 10:
+            note = f"failed {fails} of its last {len(self.runs)} runs where about {mean:.1f} were expected"
+            self.runs.clear()
+            return note
+        zs = [z for _, _, z in self.runs if z is not None][-WINDOW:]
+        if len(zs) >= 3 and abs(sum(zs) / math.sqrt(len(zs))) > Z_DRIFT:
+            slower = sum(zs) < 0
+            note = f"ran {'slower' if slower else 'faster'} than expected on its last {len(zs)} runs"
+            self.runs.clear()
+            return note
+        return ""
