@@ -271,6 +271,8 @@ class AgentCoordinator(Agent):
             merged = {**desc.variables, **(variables or {})}
             source = pipeline if pipeline is not None else Pipeline.from_yaml(desc.path, merged,
                                                                                registry=self._registry)
+            store.audit(run_id, "config.changed", None, {"from": desc.fingerprint, "to": source.fingerprint,
+                                                         "changes": changed})
             rebuilt, desc = source, RunDescription.of(source, merged, Path(desc.home))
         status = {t["task"]: t["status"] for t in record.tasks}
         committed, units = await destinations.committed(self.registry, run_id, rebuilt, Path(desc.home), store)
@@ -441,6 +443,7 @@ class AgentCoordinator(Agent):
         if store is not None:
             store.update_task(ev.run_id, ev.task, status="running", attempts=ev.attempt, agent=ev.agent,
                                    started_at=ev.ts)
+            store.audit(ev.run_id, "task.started", ev.task, {"agent": ev.agent, "attempt": ev.attempt})
 
     def _on_completed(self, ev: TaskCompleted) -> None:
         r = self._results.get(ev.run_id, _NONE).get(ev.task)
@@ -464,6 +467,8 @@ class AgentCoordinator(Agent):
         if store is not None:
             store.update_task(ev.run_id, ev.task, status=r.status, rows=r.rows, batches=r.batches,
                                    finished_at=ev.ts, duration=r.duration, error=r.error, details=r.details or None)
+            store.audit(ev.run_id, "task.finished", ev.task, {"status": r.status, "rows": r.rows,
+                                                              "attempt": ev.attempt, "error": r.error})
         attempt = self._waiting.get((ev.run_id, ev.task))
         if attempt is not None:
             attempt.record(ev)

@@ -43,6 +43,8 @@ class QualityAgent(Agent):
 
     async def _on_checked(self, ev: GateChecked) -> None:
         store = self._store(ev.store_url)
+        if store is not None:
+            _audit(store, ev)
         if ev.profile is not None and store is not None:  # a failed gate's profile is kept too: its report shows it
             await asyncio.to_thread(store.save_profile, ev.run_id, ev.pipeline, ev.input, ev.profile, ev.anomalies)
         await self.bus.publish(ev)
@@ -62,3 +64,19 @@ class QualityAgent(Agent):
 
             store = self._opened[url] = RunStore(url)
         return store
+
+
+def _audit(store: Any, ev: GateChecked) -> None:
+    """The quality decisions of a gate in the run's audit trail: its outcome (rows passed,
+    quarantined and where to) and the anomalies it found."""
+    r = ev.report
+    if r is not None:
+        store.audit(ev.run_id, "quality.gate", ev.task, {
+            "input": ev.input, "status": r.get("status"), "on_failure": r.get("on_failure"),
+            "rows_in": r.get("rows_in"), "rows_passed": r.get("rows_passed"),
+            "rows_quarantined": r.get("rows_quarantined"), "quarantine_path": r.get("quarantine_path"),
+            "failed_checks": [c.get("label") for c in r.get("checks", []) if c.get("status") != "passed"]})
+    if ev.anomalies:
+        store.audit(ev.run_id, "anomaly", ev.task, {"input": ev.input, "anomalies": [
+            {k: a.get(k) for k in ("metric", "column", "value", "expected", "severity", "message")}
+            for a in ev.anomalies]})

@@ -15,8 +15,10 @@ app = typer.Typer(name="agent-etl", no_args_is_help=True, add_completion=False, 
                   help="Run declarative ETL pipelines: extract, transform, check and load Arrow batches.")
 tools_app = typer.Typer(no_args_is_help=True, help="The tools (extractors, transforms, checks, loaders) installed.")
 runs_app = typer.Typer(no_args_is_help=True, help="Past runs recorded in the run store.")
+audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit trail of runs in the run store.")
 app.add_typer(tools_app, name="tools")
 app.add_typer(runs_app, name="runs")
+app.add_typer(audit_app, name="audit")
 app.add_typer(memory_app, name="memory")
 
 Vars = Annotated[Optional[list[str]], typer.Option("--var", "-v", metavar="K=V", help="K=V, interpolated as ${K}; wins over the environment.")]
@@ -112,6 +114,26 @@ def runs_show(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run 
               json: Json = False, home: Home = None) -> None:
     """Show one run: its tasks, rows, durations, agents and errors."""
     from agent_etl.cli.history import show_command
+
+    _exit(lambda: show_command(run_id, as_json=json, home=home))
+
+
+@audit_app.command("verify")
+def audit_verify(run_id: Annotated[Optional[str], typer.Argument(metavar="[RUN_ID]", help="Run id (a unique prefix is "
+                                                                  "enough); left out, every run in the store.")] = None,
+                 json: Json = False, home: Home = None) -> None:
+    """Check the audit chain: exit 0 if intact, 1 naming the first record edited, deleted, inserted or
+    reordered. Keyed chains need AGENT_ETL_AUDIT_KEY."""
+    from agent_etl.cli.audit import verify_command
+
+    _exit(lambda: verify_command(run_id, as_json=json, home=home))
+
+
+@audit_app.command("show")
+def audit_show(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run id (a unique prefix is enough).")],
+               json: Json = False, home: Home = None) -> None:
+    """Show the audit records of a run: sequence, time, kind, task, data and hash."""
+    from agent_etl.cli.audit import show_command
 
     _exit(lambda: show_command(run_id, as_json=json, home=home))
 

@@ -6,6 +6,9 @@ Writes that only record progress (a run starting, task updates) are kept in memo
 together, one transaction for many rows: the coordinator flushes every second and when a run ends,
 so the store costs microseconds per task, not a transaction each. Checkpoints are written at once:
 they must be durable when the loader's commit is.
+
+The audit trail (``store.audit``) rides on the same writes: records appended with ``audit`` are
+chained and written with the next write, in the order they were appended.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, bindparam, create_engine, delete, event, insert, inspect, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Engine
 
-from agent_etl.store.schema import checkpoints, decisions, metadata, profiles, runs, state, tasks
+from agent_etl.store import audit as audit_chain
+from agent_etl.store.schema import audit, checkpoints, decisions, metadata, profiles, runs, state, tasks
 
 
 @dataclass
@@ -49,6 +54,8 @@ class RunStore:
         self._task_updates: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
+        self._chain = audit_chain.Chain()
+        self._writing = threading.Lock()  # one write transaction at a time: the audit chain's order
 
     @classmethod
     def at(cls, home: Path) -> RunStore:
@@ -66,9 +73,10 @@ class RunStore:
             new_tasks, self._new_tasks = list(self._new_tasks.values()), {}
             run_updates, self._run_updates = self._run_updates, {}
             task_updates, self._task_updates = self._task_updates, {}
-        if not (new_runs or new_tasks or run_updates or task_updates):
+        if not (new_runs or new_tasks or run_updates or task_updates or self._chain.pending):
             return
-        with self.engine.begin() as conn:
+
+        def write(conn: Any) -> None:
             if new_runs:
                 _insert_many(conn, runs, new_runs)
             if new_tasks:
@@ -84,17 +92,58 @@ class RunStore:
                         .values({c: bindparam(c) for c in columns}))
                 conn.execute(stmt, rows)
 
+        self._write(write)
+
+    def _write(self, work: Any) -> None:
+        """Run ``work(conn)`` in a transaction that also writes the audit records appended so far.
+        Another process appending to a run's chain at the same time makes the insert collide on
+        (run, seq): then the chain's head is read again and the transaction retried."""
+        with self._writing:
+            for attempt in range(5):
+                with self._lock:
+                    records, self._chain.pending = self._chain.pending, []
+                try:
+                    with self.engine.begin() as conn:
+                        work(conn)
+                        heads = {}
+                        if records:
+                            rows, heads = self._chain.rows(conn, records)
+                            _insert_many(conn, audit, rows)
+                except IntegrityError:
+                    self._requeue(records)
+                    if attempt == 4 or not records:
+                        raise
+                    self._chain.forget({r[0] for r in records})
+                    continue
+                except BaseException:
+                    self._requeue(records)
+                    raise
+                self._chain.advance(heads)
+                return
+
+    def _requeue(self, records: list[Any]) -> None:
+        with self._lock:
+            self._chain.pending[:0] = records
+
+    def audit(self, run_id: str, kind: str, task: str | None = None, data: Any = None) -> None:
+        """Append a record to the audit trail of ``run_id`` (written with the store's next write)."""
+        record = (run_id, time.time(), kind, task, audit_chain.plain(data))
+        with self._lock:
+            self._chain.pending.append(record)
+
     def start_run(self, run_id: str, pipeline: str, fingerprint: str, spec_path: str | None,
                   plan: list[dict[str, Any]], description: dict[str, Any] | None = None,
                   cursors: dict[str, Any] | None = None) -> None:
         now = time.time()
+        self.audit(run_id, "run.started", None, {"pipeline": pipeline, "fingerprint": fingerprint,
+                                                 "spec_path": spec_path, "tasks": [t["task"] for t in plan],
+                                                 "cursors": cursors or None, "owner": OWNER})
         # the run's row at once (its tasks go with the next flush): a process killed in its first
         # second must leave a run that shows as crashed and can be resumed
-        with self.engine.begin() as conn:
-            _insert_many(conn, runs, [{"run_id": run_id, "pipeline": pipeline, "fingerprint": fingerprint,
-                                       "spec_path": spec_path, "status": "running", "started_at": now,
-                                       "rows_loaded": 0, "description": description, "owner": OWNER,
-                                       "heartbeat_at": now, "resumes": 0, "cursors": cursors or None}])
+        self._write(lambda conn: _insert_many(conn, runs, [{
+            "run_id": run_id, "pipeline": pipeline, "fingerprint": fingerprint, "spec_path": spec_path,
+            "status": "running", "started_at": now, "rows_loaded": 0, "description": description, "owner": OWNER,
+            "heartbeat_at": now, "resumes": 0, "cursors": cursors or None}]))
         with self._lock:
             for t in plan:
                 self._new_tasks[(run_id, t["task"])] = {"run_id": run_id, "status": "pending", "attempts": 0,
@@ -106,14 +155,20 @@ class RunStore:
         others keep what they had)."""
         now = time.time()
         self.flush()
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
             resumes = conn.execute(select(runs.c.resumes).where(runs.c.run_id == run_id)).scalar() or 0
+        self.audit(run_id, "run.resumed", None, {"resume": resumes + 1, "fingerprint": description.get("fingerprint"),
+                                                 "tasks": [t["task"] for t in plan], "owner": OWNER})
+
+        def write(conn: Any) -> None:
             conn.execute(update(runs).where(runs.c.run_id == run_id).values(
                 status="running", exit_code=None, finished_at=None, error=None, owner=OWNER, heartbeat_at=now,
                 resumes=resumes + 1, description=description))
             for t in plan:
                 conn.execute(update(tasks).where(tasks.c.run_id == run_id, tasks.c.task == t["task"]).values(**{
                     k: v for k, v in t.items() if k != "task"}))
+
+        self._write(write)
 
     def renew(self, run_ids: list[str]) -> None:
         """Renew the lease of runs in progress in this process (the coordinator does, every second)."""
@@ -130,22 +185,29 @@ class RunStore:
                    duration: float) -> None:
         values = {"status": status, "exit_code": exit_code, "finished_at": time.time(), "rows_loaded": rows_loaded,
                   "error": error, "duration": duration}
+        self.audit(run_id, "run.finished", None, {"status": status, "exit_code": exit_code, "rows_loaded": rows_loaded,
+                                                  "error": error, "duration": round(duration, 6)})
         with self._lock:
             row = self._new_runs.get(run_id)
             (row if row is not None else self._run_updates.setdefault(run_id, {})).update(values)
         self.flush()
 
     def checkpoint(self, run_id: str, pipeline: str, task: str, position: dict[str, Any] | None, rows: int) -> None:
-        with self.engine.begin() as conn:
-            _insert_many(conn, checkpoints, [{"run_id": run_id, "pipeline": pipeline, "task": task,
-                                              "position": position, "rows": rows, "created_at": time.time()}])
+        now = time.time()
+        # the commit's audit record goes in the checkpoint's own transaction
+        self.audit(run_id, "commit", task, {"rows": rows, "position": position})
+        self._write(lambda conn: _insert_many(conn, checkpoints, [{
+            "run_id": run_id, "pipeline": pipeline, "task": task, "position": position, "rows": rows,
+            "created_at": now}]))
 
     def decide(self, run_id: str, members: list[tuple[str, int]]) -> None:
         """Record, in one transaction written at once, that units ``(task, unit)`` of ``run_id`` commit."""
         if not members:
             return
         now = time.time()
-        with self.engine.begin() as conn:
+        self.audit(run_id, "commit.decided", None, {"units": [[t, u] for t, u in members]})
+
+        def write(conn: Any) -> None:
             # a retried attempt counts its units from 1 again: a decision already there stays
             have = {(r.task, r.unit) for r in conn.execute(select(decisions.c.task, decisions.c.unit).where(
                 decisions.c.run_id == run_id, decisions.c.task.in_([t for t, _ in members])))}
@@ -153,6 +215,8 @@ class RunStore:
                    for task, unit in dict.fromkeys(members) if (task, unit) not in have]
             if new:
                 _insert_many(conn, decisions, new)
+
+        self._write(write)
 
     def decided(self, run_id: str, task: str, unit: int) -> bool | None:
         """Whether unit ``unit`` of load ``task`` of ``run_id`` was decided to commit (``decide``);
@@ -184,10 +248,14 @@ class RunStore:
     def save_profile(self, run_id: str, pipeline: str, input: str, profile: dict[str, Any],
                      anomalies: list[dict[str, Any]] | None = None) -> None:
         """Store the data profile of ``input`` in this run (a retried task replaces its earlier one)."""
-        with self.engine.begin() as conn:
+        now = time.time()
+
+        def write(conn: Any) -> None:
             conn.execute(delete(profiles).where(profiles.c.run_id == run_id, profiles.c.input == input))
             _insert_many(conn, profiles, [{"run_id": run_id, "input": input, "pipeline": pipeline,
-                                           "created_at": time.time(), "profile": profile, "anomalies": anomalies}])
+                                           "created_at": now, "profile": profile, "anomalies": anomalies}])
+
+        self._write(write)
 
     def set_anomalies(self, run_id: str, input: str, anomalies: list[dict[str, Any]] | None) -> None:
         with self.engine.begin() as conn:
@@ -290,6 +358,29 @@ class RunStore:
                 seen["rows"] += r.rows
                 seen["commits"] += 1
                 seen["position"] = r.position
+        return out
+
+    def audit_records(self, run_id: str) -> list[Any]:
+        """The audit records of ``run_id`` in the order of their sequence numbers."""
+        self.flush()
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(audit).where(audit.c.run_id == run_id).order_by(audit.c.seq)))
+
+    def verify(self, run_id: str | None = None) -> list[audit_chain.Verdict]:
+        """Check the audit chain of ``run_id``, or of every run in the store (``store.audit``)."""
+        self.flush()
+        key = audit_chain.audit_key()
+        with self.engine.connect() as conn:
+            q = select(runs.c.run_id, runs.c.status)
+            known = {r.run_id: _live(dict(r._mapping))["status"] for r in conn.execute(
+                q if run_id is None else q.where(runs.c.run_id == run_id))}
+            ids = [run_id] if run_id is not None else sorted(
+                set(known) | {r[0] for r in conn.execute(select(audit.c.run_id).distinct())})
+            out = []
+            for rid in ids:
+                rows = list(conn.execute(select(audit).where(audit.c.run_id == rid).order_by(audit.c.seq)))
+                finished = known.get(rid) not in (None, "running", "crashed")
+                out.append(audit_chain.verify_run(rid, rows, finished, key))
         return out
 
     def checkpoints(self, pipeline: str, task: str | None = None) -> list[dict[str, Any]]:

@@ -96,3 +96,17 @@ profiles = Table(
     Column("anomalies", JSON),
     Index("ix_profiles_pipeline_input", "pipeline", "input", "created_at"),
 )
+
+# the audit trail (store.audit): per run, records chained by hash; appended only, never updated
+audit = Table(
+    "audit", metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True),  # 1, 2, ... within the run
+    Column("at", Float, nullable=False),
+    Column("kind", String(40), nullable=False),  # run.started, task.finished, commit, quality.gate, ...
+    Column("task", String(200)),
+    Column("data", JSON),
+    Column("alg", String(16), nullable=False),  # sha256, or hmac-sha256 under AGENT_ETL_AUDIT_KEY
+    Column("prev", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
