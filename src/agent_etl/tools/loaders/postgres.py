@@ -62,7 +62,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import re
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -74,13 +75,12 @@ from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.stream import slices
 from agent_etl.tools.base import ToolContext
 from agent_etl.tools.capabilities import DATABASE
-from agent_etl.tools.databases import checkpoints
 from agent_etl.tools.databases import replace as replace_path
 from agent_etl.tools.databases.blocking import Units, end_unit, in_thread, report
 from agent_etl.tools.databases.checkpoints import checkpoint
 from agent_etl.tools.databases.connection import describe
 from agent_etl.tools.databases.options import SinkOptions, split_table
-from agent_etl.tools.databases.postgres import ddl, swap, twophase
+from agent_etl.tools.databases.postgres import checkpoint_reads, ddl, swap, twophase
 from agent_etl.tools.databases.postgres.connections import pool
 from agent_etl.tools.databases.postgres.encode import HEADER, TRAILER, EncodeError, Encoder, order
 from agent_etl.tools.databases.postgres.load_types import Column, Unmapped, accepts, natural, writable
@@ -91,6 +91,9 @@ from agent_etl.tools.databases.transient import transient
 log = logging.getLogger(__name__)
 
 ENCODE_ROWS = 32_768  # rows encoded and sent together
+_SAVEPOINT, _RELEASE, _ROLLBACK_TO = (f"{verb} _agent_etl_batch" for verb in
+                                      ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT"))
+_COPY_LINE = re.compile(r"^COPY .*?, line (\d+)")
 
 
 class _Session(Units):
@@ -119,7 +122,10 @@ class _Session(Units):
         self.tpc: TwoPhase | None = None  # with siblings, where the server allows it (databases.postgres.twophase)
         self.swap: swap.Swap | None = None  # replace by swap: the new table (databases.postgres.swap)
         self.fresh = False  # the table written was created in this transaction (replace: COPY FREEZE)
-        self.path: str | None = None  # replace: the path taken and why, for the run's details
+        self.path: str | None = None  # replace, merge: the path taken and why, for the run's details
+        self.direct = False  # merge COPYing straight into the (empty) table, a savepoint per batch
+        self.copy_base = 0  # input rows before the COPY under way (its "line N" counts from there)
+        self.copy_columns: list[tuple[str, str]] = []
 
     @property
     def shown(self) -> str:
@@ -199,6 +205,8 @@ class _Session(Units):
             elif self.swap is not None:
                 self.swap.create(self._moved)
                 self.staged, self.target, self.fresh = dict(self.existing), self.swap.table, True
+            elif mode == "merge":
+                self._merge_into(schema)
             else:
                 self._stage(schema)
         new = [f for f in schema if f.name not in self.staged]
@@ -210,15 +218,24 @@ class _Session(Units):
             self.staged[f.name] = Column(f.name, kind, type_sql)
             if self.staging and self.existing is not None:
                 self.added.append((f.name, type_sql))
-        columns = order([(n, self.staged[n].kind) for n in schema.names])
-        if self.staging and mode == "merge":
+        self.schema = schema
+        self._start_copy()
+
+    def _start_copy(self) -> None:
+        """A COPY of batches of ``self.schema`` into the table written (the target, the swap's new
+        table or the stage); under a savepoint when merging straight into the table."""
+        columns = order([(n, self.staged[n].kind) for n in self.schema.names])
+        if self.staging and self.config.mode == "merge":
             columns.append((ddl.SEQ, "int8"))
-        self.encoder = Encoder(columns)
+        if columns != self.copy_columns:
+            self.encoder, self.copy_columns = Encoder(columns), columns
+        if self.direct:
+            self.cur.execute(_SAVEPOINT)
         into = ddl.sql.Identifier(ddl.STAGE) if self.staging else self.target
         self.copy_stack = contextlib.ExitStack()
         self.copy = self.copy_stack.enter_context(self.cur.copy(ddl.copy(into, [n for n, _ in columns], self.fresh)))
         self.copy.write(HEADER)
-        self.schema = schema
+        self.copy_base = self.rows
 
     def _create(self, schema: pa.Schema) -> None:
         cols = []
@@ -234,19 +251,55 @@ class _Session(Units):
                                  f"{', '.join(schema.names)}); fix `key`")
         self.cur.execute(ddl.create_schema(self.schema_name))
         self.cur.execute(ddl.create_table(self.target, cols, key))
-        if self.config.mode == "merge":  # duplicate keys in the stream must collapse: stage first
+        if self.config.mode == "merge":
             self.existing = dict(self.staged)
             self.oid = ddl.table(self.cur, self.schema_name, self.name)[0]
             self.staged = {}
+            self._merge_into(schema)
+
+    def _merge_into(self, schema: pa.Schema) -> None:
+        """Merge COPYs straight into the table while it is empty and has a unique index on ``key``,
+        one savepoint per batch: nothing there to update, and a key repeated in the stream (or
+        inserted by someone else meanwhile) is a unique violation, on which that batch is rolled back
+        to its savepoint and it and the rest of the unit go through the stage and ``INSERT ... ON
+        CONFLICT`` (the rows already in are then updated like any other). Otherwise it stages."""
+        missing = [k for k in self.config.key or [] if k not in self.existing or k not in schema.names]
+        if missing:
+            raise self._fail(f"merge key column(s) {missing} are not in both the input and the table (input: "
+                             f"{', '.join(schema.names)}); fix `key`")
+        unique = ddl.has_unique(self.cur, self.oid, self.config.key or [])
+        if unique and not self.cur.execute(ddl.sql.SQL("SELECT 1 FROM {} LIMIT 1").format(self.target)).fetchone():
+            self.direct, self.staged = True, dict(self.existing)
+            self.path = "copy (the table was empty)"
+        else:
             self._stage(schema)
+            self.path = self.path or ("upsert" if unique else "update, then insert (no unique index on the key)")
+
+    def batch_end(self, batch: pa.RecordBatch) -> None:
+        """After each batch of a direct merge: its COPY ended and its savepoint released, the next
+        batch's started; on a unique violation, the batch goes to the stage instead (``_merge_into``)."""
+        import psycopg
+
+        try:
+            self._end_copy()
+        except psycopg.errors.UniqueViolation:
+            self.cur.execute(_ROLLBACK_TO)
+            self.rows -= batch.num_rows
+            self.encoded -= batch.num_rows
+            self.direct = False
+            self.path = f"copy (the table was empty), then upsert from input row {self.rows + 1} (a key repeated)"
+            self.existing = ddl.columns(self.cur, self.oid)  # with the columns this load added
+            self.staged = {}
+            self._stage(self.schema)
+            self._start_copy()
+            for part in slices(batch, ENCODE_ROWS):
+                self.write(self.encode(part), part.num_rows)
+            return
+        self.cur.execute(_RELEASE)
+        self._start_copy()
 
     def _stage(self, schema: pa.Schema) -> None:
         """The TEMP staging table: the stream's columns, typed as in the target where it has them."""
-        if self.config.mode == "merge":
-            missing = [k for k in self.config.key or [] if k not in self.existing or k not in schema.names]
-            if missing:
-                raise self._fail(f"merge key column(s) {missing} are not in both the input and the table (input: "
-                                 f"{', '.join(schema.names)}); fix `key`")
         cols = []
         for f in schema:
             col = self.existing.get(f.name)
@@ -369,8 +422,8 @@ class _Session(Units):
         self.oid = ddl.table(self.cur, self.schema_name, self.name)[0]
         self.existing = ddl.columns(self.cur, self.oid)
         self.added = []
-        if self.staging:
-            self.staged, self.staging = {}, False
+        if self.staging or self.direct:
+            self.staged, self.staging, self.direct = {}, False, False
         self.schema = None
 
     def _merge(self, names: list[str]) -> None:
@@ -424,8 +477,8 @@ class _Session(Units):
         if diag.message_detail:
             text += f" ({diag.message_detail})"
         if diag.context and diag.context.startswith("COPY "):
-            text += " at " + diag.context.splitlines()[0].replace(f"COPY {ddl.STAGE}, line", "input row").replace(
-                f"COPY {self.name}, line", "input row")
+            text += " at " + _COPY_LINE.sub(lambda m: f"input row {int(m[1]) + self.copy_base}",
+                                            diag.context.splitlines()[0])
         if self.swap is not None:
             text = self.swap.shown(text)
         tail = self.undone()
@@ -438,47 +491,6 @@ class _Session(Units):
         if transient(e):
             return TransientError(f"{self._where()}: {text}; {tail}; it may succeed if tried again")
         return ToolError(f"{self._where()}: {text}; {tail}")
-
-
-def _committed(ctx: ToolContext, config: PostgresLoader.Config) -> dict[str, Any] | None:
-    """The checkpoint rows of ``ctx``'s run and task for the table (``Loader.committed``); None when
-    the table itself is gone (dropped since), whatever checkpoint rows remain."""
-    def read(cur: Any, quoted: str, table_name: str) -> dict[str, Any] | None:
-        return checkpoints.query_committed(cur.execute, quoted, _quote, "%s", (ctx.run_id, ctx.task, table_name))
-
-    return _checkpoints(ctx, config, read, loaded=True)
-
-
-def _mark(ctx: ToolContext, config: PostgresLoader.Config, source: str) -> dict[str, Any] | None:
-    """The newest incremental mark of ``source`` in the checkpoints of the task and table (``Loader.mark``)."""
-    def read(cur: Any, quoted: str, table_name: str) -> dict[str, Any] | None:
-        return checkpoints.query_mark(cur.execute, quoted, _quote, "%s", ctx.task, table_name, source,
-                                      as_text="{}::text")
-
-    return _checkpoints(ctx, config, read, loaded=False)
-
-
-def _checkpoints(ctx: ToolContext, config: PostgresLoader.Config, read: Callable[[Any, str, str], Any],
-                 loaded: bool) -> Any:
-    """``read(cursor, checkpoint table quoted, table_name of the rows)`` on a pooled connection, or
-    None if there is no checkpoint table (no schema), or ``loaded`` and the loaded table is gone."""
-    from psycopg import sql
-
-    schema, name = split_table(config.table)
-    with pool(ctx, config.connection).connection() as conn:
-        if loaded:  # a resume asks: what a crash left prepared is settled first, then reported
-            twophase.settle(conn, ctx)
-        cur = conn.cursor()
-        if schema is None:
-            schema = cur.execute("SELECT current_schema()").fetchone()[0]
-            if schema is None:
-                return None
-        table = sql.Identifier(schema, ddl.CHECKPOINTS)
-        if cur.execute("SELECT to_regclass(%s)", (table.as_string(cur),)).fetchone()[0] is None:
-            return None
-        if loaded and ddl.table(cur, schema, name) is None:
-            return None
-        return read(cur, table.as_string(cur), f"{schema}.{name}")
 
 
 class PostgresLoader(DatabaseLoader):
@@ -496,13 +508,13 @@ class PostgresLoader(DatabaseLoader):
             split_table(value)  # a malformed name is a spec error, with its YAML line
             return value
 
-    read_committed = staticmethod(_committed)
-    read_mark = staticmethod(_mark)
+    read_committed = staticmethod(checkpoint_reads.committed)
+    read_mark = staticmethod(checkpoint_reads.mark)
     session: _Session | None = None
 
     def details(self) -> dict[str, Any]:
         path = self.session.path if self.session is not None else None
-        return {"replace": path} if path else {}
+        return {self.config.mode: path} if path else {}
 
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         import psycopg
@@ -522,6 +534,10 @@ class PostgresLoader(DatabaseLoader):
                     data = await asyncio.to_thread(session.encode, part)
                     await _settle(pending)
                     pending = asyncio.ensure_future(in_thread(session.write, data, part.num_rows))
+                if session.direct:
+                    await _settle(pending)
+                    pending = None
+                    await in_thread(session.batch_end, batch)
                 if units and self.ctx.commit_due():
                     await _settle(pending)
                     pending = None
@@ -540,10 +556,6 @@ class PostgresLoader(DatabaseLoader):
             await in_thread(session.close, failure if not session.committed else None)
             await report(session, self.ctx)
         return session.rows
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 async def _settle(fut: asyncio.Future | None) -> None:
