@@ -6,7 +6,11 @@ joined by bounded asyncio queues. Overhead per step = (ours - anchor) / (STEPS +
 (task set-up: planning, assignment over the bus, tool construction, store rows), and
 (ours - anchor) / ((STEPS + 2) * BATCHES) per batch passing a step. Goal: <= 100 us per step.
 
-    python benchmarks/overhead.py [--steps 50] [--batches 2000]
+Per commit: what the audit trail adds to a loader's commit. ``RunStore.checkpoint`` (the
+checkpoint row plus its hash-chained audit record, one transaction) against the same checkpoint
+row written alone, as the store did before the audit trail (``--commits``, in the same run).
+
+    python benchmarks/overhead.py [--steps 50] [--batches 2000] [--commits 5000]
 """
 
 from __future__ import annotations
@@ -101,6 +105,38 @@ async def bare(steps: int, batches: int) -> float:
     return time.perf_counter() - t
 
 
+def commits(n: int, repeat: int) -> None:
+    """Checkpoint + audit record (ours) against the checkpoint row alone (anchor), n commits each."""
+    from agent_etl.store.runs import RunStore, _insert_many
+    from agent_etl.store.schema import checkpoints
+
+    home = Path(tempfile.mkdtemp())
+    store = RunStore.at(home)
+    position = {"src": {"rows": 0, "offset": 0}}
+
+    def alone(i: int) -> None:
+        with store.engine.begin() as conn:
+            _insert_many(conn, checkpoints, [{"run_id": "anchor", "pipeline": "p", "task": "out",
+                                              "position": position, "rows": 100, "created_at": time.time()}])
+
+    def audited(i: int) -> None:
+        store.checkpoint("ours", "p", "out", position, 100)
+
+    ours_all, bare_all = [], []
+    for _ in range(repeat):
+        for f, out in ((alone, bare_all), (audited, ours_all)):
+            t = time.perf_counter()
+            for i in range(n):
+                f(i)
+            out.append((time.perf_counter() - t) / n)
+    assert not store.verify("ours")[0].problem
+    store.close()
+    for stat, f in (("median", statistics.median), ("best", min)):
+        a, b = f(ours_all), f(bare_all)
+        print(f"{'per commit (' + str(n) + ' commits)':<28} {stat:<6} ours {a * 1e6:8.1f} us   checkpoint alone "
+              f"{b * 1e6:7.1f} us   ratio {a / b:5.2f}x   audit record {(a - b) * 1e6:6.1f} us per commit")
+
+
 async def main(steps: int, batches: int, repeat: int, store: bool = True) -> None:
     registry = Registry()
     registry.register("extractor", "ticks", Ticks)
@@ -128,5 +164,8 @@ if __name__ == "__main__":
     ap.add_argument("--batches", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--no-store", action="store_true", help="run without the run store, to see its share")
+    ap.add_argument("--commits", type=int, default=5000, help="commits for the per-commit audit cost (0: skip)")
     args = ap.parse_args()
     asyncio.run(main(args.steps, args.batches, args.repeat, store=not args.no_store))
+    if args.commits:
+        commits(args.commits, max(3, args.repeat // 3))

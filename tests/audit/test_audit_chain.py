@@ -122,16 +122,16 @@ def test_an_inserted_record_is_named(project: Path) -> None:
 
 def test_an_inserted_valid_looking_record_is_named(project: Path) -> None:
     """Without a key anyone can compute a record's hash: the record after it still betrays it."""
-    from agent_etl.store.audit import body, digest
+    from agent_etl.store.audit import digest
 
     run_id = _run(project)
     with _db(project) as db:
         db.execute("update audit set seq = -seq - 1 where run_id=? and seq > 3", (run_id,))
         db.execute("update audit set seq = -seq where run_id=? and seq < 0", (run_id,))
         prev = db.execute("select hash from audit where run_id=? and seq=3", (run_id,)).fetchone()[0]
-        h = digest(prev, body(run_id, 4, 1.5, "commit", "copy", {"rows": 5}), None)
+        h = digest(prev, run_id, 4, 1.5, "commit", "copy", '{"rows":5}', None)
         db.execute("insert into audit (run_id, seq, at, kind, task, data, alg, prev, hash) values "
-                   "(?, 4, 1.5, 'commit', 'copy', '{\"rows\": 5}', 'sha256', ?, ?)", (run_id, prev, h))
+                   "(?, 4, 1.5, 'commit', 'copy', '{\"rows\":5}', 'sha256', ?, ?)", (run_id, prev, h))
     out = _verify(project, run_id)
     assert out.returncode == 1
     assert "record 4 (commit copy) was inserted" in out.stdout
@@ -171,14 +171,14 @@ def test_a_keyed_chain_needs_its_key(project: Path) -> None:
     without = _verify(project, run_id)
     assert without.returncode == 1 and "set AGENT_ETL_AUDIT_KEY" in without.stdout
     # rewritten without the key (a whole consistent unkeyed chain) is refused under the key
-    from agent_etl.store.audit import GENESIS, body, digest
+    from agent_etl.store.audit import GENESIS, digest
 
     with _db(project) as db:
         prev = GENESIS
         rows = db.execute("select seq, at, kind, task, data from audit where run_id=? order by seq",
                           (run_id,)).fetchall()
         for seq, at, kind, task, data in rows:
-            h = digest(prev, body(run_id, seq, at, kind, task, json.loads(data) if data else None), None)
+            h = digest(prev, run_id, seq, at, kind, task, data, None)
             db.execute("update audit set alg='sha256', prev=?, hash=? where run_id=? and seq=?", (prev, h, run_id, seq))
             prev = h
     out = _verify(project, run_id, AGENT_ETL_AUDIT_KEY="k3y-of-the-auditor")

@@ -40,11 +40,12 @@ def show_command(run_id: str, *, as_json: bool, home: str | None = None) -> int:
     finally:
         store.close()
     if as_json:
-        print(json.dumps([dict(r._mapping) for r in rows], indent=2, default=str))
+        print(json.dumps([{**r._mapping, "data": json.loads(r.data) if r.data else None} for r in rows], indent=2,
+                         default=str))
         return 0
     for r in rows:
         when = dt.datetime.fromtimestamp(r.at).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-        data = json.dumps(r.data, separators=(",", ":"), default=str) if r.data is not None else ""
+        data = r.data or ""
         print(f"{r.seq:>5}  {when}  {r.kind:<15} {r.task or '-':<20} {data[:200]}  {r.hash[:12]}")
     return 0
 

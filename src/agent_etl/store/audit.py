@@ -2,7 +2,7 @@
 quality decisions, anomalies, resumes, configuration changes, end), chained with SHA-256.
 
 Each record's hash covers the previous record's hash and the record's own canonical JSON (run id,
-sequence number, time, kind, task, data), so editing, deleting, inserting or reordering records
+sequence number, time, kind and task, then the data as stored: canonical JSON text), so editing, deleting, inserting or reordering records
 breaks the chain where it happened. With ``AGENT_ETL_AUDIT_KEY`` set the hash is an HMAC-SHA256
 under that key: then whoever can write the run store but does not hold the key cannot rebuild a
 valid chain after tampering with it.
@@ -40,20 +40,18 @@ def canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
-def plain(data: Any) -> Any:
-    """``data`` as it reads back from a JSON column (tuples are lists, keys strings, objects strings)."""
-    return json.loads(canonical(data)) if data is not None else None
+def text(data: Any) -> str | None:
+    """``data`` as stored and hashed: canonical JSON text (None stays None)."""
+    return canonical(data).decode() if data is not None else None
 
 
-def digest(prev: str, body: dict[str, Any], key: bytes | None) -> str:
-    message = prev.encode() + canonical(body)
+def digest(prev: str, run_id: str, seq: int, at: float, kind: str, task: str | None, data: str | None,
+           key: bytes | None) -> str:
+    message = b"%s%s\n%s" % (prev.encode(), canonical([run_id, seq, at, kind, task]),
+                             b"null" if data is None else data.encode())
     if key is not None:
         return hmac.new(key, message, hashlib.sha256).hexdigest()
     return hashlib.sha256(message).hexdigest()
-
-
-def body(run_id: str, seq: int, at: float, kind: str, task: str | None, data: Any) -> dict[str, Any]:
-    return {"run_id": run_id, "seq": seq, "at": at, "kind": kind, "task": task, "data": data}
 
 
 class Chain:
@@ -75,7 +73,7 @@ class Chain:
         for run_id, at, kind, task, data in records:
             head = heads.get(run_id) or self.heads.get(run_id) or _head(conn, run_id)
             seq = head[0] + 1
-            h = digest(head[1], body(run_id, seq, at, kind, task, data), key)
+            h = digest(head[1], run_id, seq, at, kind, task, data, key)
             out.append({"run_id": run_id, "seq": seq, "at": at, "kind": kind, "task": task, "data": data,
                         "alg": alg, "prev": head[1], "hash": h})
             heads[run_id] = (seq, h)
@@ -121,7 +119,7 @@ def verify_run(run_id: str, rows: list[Any], finished: bool, key: bytes | None) 
     def matches(r: Any, seq: int) -> bool:
         if key is None and r.alg != "sha256":
             return False
-        h = digest(r.prev, body(r.run_id, seq, r.at, r.kind, r.task, r.data), key if r.alg != "sha256" else None)
+        h = digest(r.prev, r.run_id, seq, r.at, r.kind, r.task, r.data, key if r.alg != "sha256" else None)
         return hmac.compare_digest(h, r.hash)
 
     if key is not None:

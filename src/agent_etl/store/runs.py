@@ -127,7 +127,7 @@ class RunStore:
 
     def audit(self, run_id: str, kind: str, task: str | None = None, data: Any = None) -> None:
         """Append a record to the audit trail of ``run_id`` (written with the store's next write)."""
-        record = (run_id, time.time(), kind, task, audit_chain.plain(data))
+        record = (run_id, time.time(), kind, task, audit_chain.text(data))
         with self._lock:
             self._chain.pending.append(record)
 

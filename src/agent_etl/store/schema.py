@@ -105,7 +105,7 @@ audit = Table(
     Column("at", Float, nullable=False),
     Column("kind", String(40), nullable=False),  # run.started, task.finished, commit, quality.gate, ...
     Column("task", String(200)),
-    Column("data", JSON),
+    Column("data", Text),  # canonical JSON text, hashed as it is stored
     Column("alg", String(16), nullable=False),  # sha256, or hmac-sha256 under AGENT_ETL_AUDIT_KEY
     Column("prev", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
