@@ -89,6 +89,29 @@ def plan(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipel
     _exit(lambda: plan_command(pipeline, var or [], as_json=json))
 
 
+@app.command()
+def init(source: Annotated[str, typer.Argument(metavar="SOURCE", help="postgresql://..., mysql://... (mariadb), "
+                                               "sqlite:///file.db, a .duckdb file, a data file, folder or glob, "
+                                               "s3://bucket/prefix/*.parquet, or an https:// JSON URL.")],
+         dest: Annotated[Optional[str], typer.Option("--dest", metavar="DEST", help="Where to load: a folder (a "
+                                                     "Parquet lake; default ./out), s3://..., or a database url.")] = None,
+         out: Annotated[str, typer.Option("--out", "-o", metavar="PATH", help="Pipeline file to write ('-': "
+                                          "stdout).")] = "pipeline.yaml",
+         schema: Annotated[Optional[list[str]], typer.Option("--schema", metavar="NAME", help="PostgreSQL schema(s) "
+                                                             "to read (default: every user schema).")] = None,
+         force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+         no_memory: Annotated[bool, typer.Option("--no-memory", help="Do not take defaults from similar past "
+                                                 "pipelines in memory.")] = False,
+         endpoint_url: Annotated[Optional[str], typer.Option("--endpoint-url", metavar="URL", help="S3-compatible "
+                                                             "server for an s3:// source.")] = None) -> None:
+    """Write a pipeline for a source: one extract per table or file, incremental cursors, quality checks from
+    the constraints, merge keys from primary keys. Passwords become ${VAR} references."""
+    from agent_etl.cli.init import init_command
+
+    _exit(lambda: init_command(source, dest, out, schemas=schema or [], force=force, memory=not no_memory,
+                               endpoint_url=endpoint_url))
+
+
 @tools_app.command("list")
 def tools_list(kind: Annotated[Optional[str], typer.Option(metavar="KIND", help="extractor, transform, validator or loader.")] = None,
                json: Json = False) -> None:
