@@ -149,3 +149,56 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 def parse_event(topic: str, data: str | bytes) -> Event:
     return EVENT_TYPES[topic].model_validate_json(data)
+
+
+# -- runs spread over worker processes (``agent-etl worker``; agents.worker, agents.dispatch) -------
+
+class BranchAssigned(Event):
+    """A branch of a run (tasks that stream into each other) for any worker: a work event, taken
+    by one worker of the group (``work``: a broker keeps it in a work queue until one does). It
+    carries what a worker needs to build the run without having seen ``RunStarted``."""
+
+    topic: ClassVar[str] = "branch.assigned"
+    work: ClassVar[bool] = True
+    run_id: str
+    pipeline: str
+    branch: str  # the branch's id: its first task
+    tasks: list[str]
+    attempt: int = 1
+    reason: str = ""
+    description: Any = None  # RunDescription
+    store_url: str | None = None
+    cursors: dict[str, Any] = {}
+    resume: dict[str, Any] | None = None  # ResumePlan.to_dict(): where this attempt goes on
+
+
+class BranchTaken(Event):
+    """A worker took a branch: from now on its heartbeats vouch for it."""
+
+    topic: ClassVar[str] = "branch.taken"
+    run_id: str
+    branch: str
+    attempt: int
+    agent: str  # the worker
+
+
+class BranchReassigned(Event):
+    """The worker running a branch went silent (missed heartbeats) or handed it back: the branch
+    is assigned again (``attempt``), going on after its last checkpoint."""
+
+    topic: ClassVar[str] = "branch.reassigned"
+    run_id: str
+    branch: str
+    attempt: int  # the new attempt
+    agent: str  # the worker that lost it
+    reason: str
+
+
+class RunCancelled(Event):
+    """Stop the run's tasks wherever they run (each agent cancels its own)."""
+
+    topic: ClassVar[str] = "run.cancelled"
+    run_id: str
+
+
+EVENT_TYPES.update({cls.topic: cls for cls in (BranchAssigned, BranchTaken, BranchReassigned, RunCancelled)})

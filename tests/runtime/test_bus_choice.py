@@ -46,11 +46,16 @@ def test_memory_is_the_default_and_can_be_named(tmp_path):
 @pytest.mark.parametrize("how", ["option", "env"])
 async def test_a_nats_bus_runs_the_pipeline(tmp_path, how):
     url = f"nats://127.0.0.1:4222?namespace=test-{uuid.uuid4().hex[:10]}"
+    worker = subprocess.Popen([AGENT_ETL, "worker", "--bus", url], stderr=subprocess.PIPE, text=True)
     try:
+        assert "ready on nats://127.0.0.1:4222" in worker.stderr.readline()
         done = cli(tmp_path, "--bus", url) if how == "option" else cli(tmp_path, AGENT_ETL_BUS=url)
         assert done.returncode == 0, done.stderr
         assert (tmp_path / "out.parquet").exists()
+        assert "started   rows (etl@worker-" in done.stdout  # run by the worker process
     finally:
+        worker.terminate()
+        assert worker.wait(timeout=60) == 0
         await open_bus(url).destroy()
 
 

@@ -65,6 +65,7 @@ class AgentCoordinator(Agent):
     ``await AgentCoordinator().run(path)`` also works and starts/stops the agents around the run."""
 
     kind = "coordinator"
+    dispatch: Any = None  # agents.dispatch.Dispatch when the bus is a broker
 
     def __init__(self, *, bus: EventBus | None = None, agents: list[Agent] | None = None,
                  selector: Selector | None = None, store: Any = None, registry: Any = None,
@@ -120,6 +121,12 @@ class AgentCoordinator(Agent):
             if isinstance(agent, (ETLAgent, QualityAgent)) and not agent.stores:
                 agent.stores = self._stores  # an agent built without stores shares this coordinator's
         self.monitor = next((a for a in self.agents if isinstance(a, MonitorAgent)), None)
+        self.dispatch = None  # over a broker, branches go to worker processes (agent-etl worker)
+        if getattr(self.bus, "remote", False):
+            from agent_etl.agents.dispatch import Dispatch
+
+            self.dispatch = await Dispatch.open(self.bus, self.id)
+            self._subs.append(self.dispatch)
         if self._store_option not in (None, False):
             self.store = self._store_option
             self._stores[getattr(self.store, "url", "given")] = self.store
@@ -421,7 +428,10 @@ class AgentCoordinator(Agent):
         for t in tasks:
             self._waiting[(run_id, t.name)] = attempt
         try:
-            for i, t in enumerate(reversed(tasks)):  # readers first: a producer never waits on an unassigned reader
+            if self.dispatch is not None:  # one work event: a worker with room takes the whole branch
+                await self.dispatch.assign(run_id, branch, number, plan, chosen[tasks[0].name][1])
+            for i, t in enumerate(reversed(tasks) if self.dispatch is None else ()):  # readers first: a producer
+                # never waits on an unassigned reader
                 agent, reason = chosen[t.name]
                 # the first assignment of the attempt carries the branch: the agent wires it on that one
                 await self.bus.publish(TaskAssigned(run_id=run_id, task=t.name, agent=agent.id, reason=reason,
@@ -477,14 +487,12 @@ class AgentCoordinator(Agent):
         log.warning("agent %s silent for %.0fs while running %s", ev.agent, ev.silent_for, ", ".join(ev.running))
 
     async def _cancel(self, run_id: str) -> None:
-        prefix = f"{run_id}/"
-        for agent in self.agents:
-            tasks: set[asyncio.Task] = getattr(agent, "_work", set())
-            work = [w for w in tasks if w.get_name().startswith(prefix)]
-            for w in work:
-                w.cancel()
-            await asyncio.gather(*work, return_exceptions=True)
-            tasks.difference_update(work)  # a task cancelled before it started did not take itself out
+        """Stop the run's tasks: an event each agent acts on, here or in a worker process; the drain
+        waits for this process's agents to have stopped theirs."""
+        from agent_etl.events import RunCancelled
+
+        await self.bus.publish(RunCancelled(run_id=run_id))
+        await self.bus.drain()
 
 
 def _flush_and_renew(store: Any, live: list[str]) -> None:

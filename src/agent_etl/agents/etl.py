@@ -64,6 +64,10 @@ class ETLAgent(Agent):
         for topic, listener in ((RunStarted, self._on_run_started), (TaskAssigned, self._on_assigned),
                                 (RunFinished, self._on_run_finished)):
             self._subs.append(await self.bus.listen(topic, listener))
+        from agent_etl.events import RunCancelled
+
+        # a handler, not a listener: the coordinator's drain waits until the tasks have stopped
+        self._subs.append(await self.bus.subscribe(RunCancelled, self._on_cancelled))
 
     async def on_stop(self) -> None:
         for t in list(self._work):
@@ -98,6 +102,14 @@ class ETLAgent(Agent):
 
     def _on_run_finished(self, ev: RunFinished) -> None:
         self._wired = {w for w in self._wired if w[0] != ev.run_id}
+
+    async def _on_cancelled(self, ev: Any) -> None:
+        """Cancel this agent's tasks of the run (a RunCancelled event) and wait until they stopped."""
+        work = [w for w in self._work if w.get_name().startswith(f"{ev.run_id}/")]
+        for w in work:
+            w.cancel()
+        await asyncio.gather(*work, return_exceptions=True)
+        self._work.difference_update(work)  # a task cancelled before it started did not take itself out
 
     async def release(self, run_id: str) -> None:
         """Close what the run held here (connection pools); the run has ended."""

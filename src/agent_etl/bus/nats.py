@@ -234,6 +234,8 @@ class KeyValue:
 
 
 class NatsBus:
+    remote = True  # the coordinator places branches on worker processes (agents.dispatch)
+
     def __init__(self, url: str):
         parts = urlsplit(url)
         query = parse_qs(parts.query)

@@ -176,6 +176,23 @@ def report(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run id 
     _exit(lambda: report_command(run_id, format, out, history, home))
 
 
+@app.command()
+def worker(bus: Annotated[str, typer.Option("--bus", metavar="BUS", help="The broker: nats://host:port (AGENT_ETL_BUS).",
+                                            envvar="AGENT_ETL_BUS")],
+           concurrency: Annotated[int, typer.Option("--concurrency", "-c", metavar="N", min=1,
+                                                    help="Branches run at once.")] = 1,
+           tags: Annotated[Optional[list[str]], typer.Option("--tags", metavar="TAG", help="Tags this worker "
+                                                             "advertises (repeat or comma-separate).")] = None,
+           heartbeat: Annotated[float, typer.Option("--heartbeat", metavar="SECONDS", min=0.1,
+                                                    help="Seconds between heartbeats; three missed and its "
+                                                         "branches go to another worker.")] = 1.0) -> None:
+    """Run branches of pipelines started with `agent-etl run --bus nats://...`, until SIGTERM (which
+    lets the running branches finish; a second one hands them back)."""
+    from agent_etl.cli.worker import worker_command
+
+    _exit(lambda: worker_command(bus, concurrency, [t for v in tags or [] for t in v.split(",") if t], heartbeat))
+
+
 def _exit(command) -> None:
     """Run a command body; turn our errors into a message and an exit code, never a traceback."""
     from agent_etl.exceptions import AgentETLError

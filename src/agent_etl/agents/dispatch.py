@@ -1,0 +1,146 @@
+"""Placing branches on worker processes over a broker (``--bus nats://``): the coordinator's side.
+
+Each attempt of a branch becomes one ``BranchAssigned`` work event; one worker of the group takes
+it (the broker's work queue, explicit ack) and says so (``BranchTaken``). Workers write a
+heartbeat record (``AgentInfo`` plus the branches they run) into the ``workers`` KV bucket every
+``interval`` seconds. A record that stops changing for ``MISSED`` intervals, or goes away, is a
+lost worker: its unfinished tasks fail transiently with ``WorkerLost``, a ``BranchReassigned``
+event says so, and the coordinator's retry assigns the branch again, resumed after the commits
+that landed (its checkpoints), as it does after any transient failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from agent_etl.agents.selector import AgentInfo
+from agent_etl.events import (BranchAssigned, BranchReassigned, BranchTaken, RunFinished, RunStarted, TaskCompleted,
+                              TaskFailed)
+
+log = logging.getLogger("agent_etl.dispatch")
+MISSED = 3  # heartbeats a worker may miss before its branches are taken as lost
+WORKERS = "workers"  # the KV bucket of the workers' heartbeat records
+
+
+def info_of(record: dict[str, Any]) -> AgentInfo:
+    """The ``AgentInfo`` a worker's heartbeat record carries."""
+    return AgentInfo(record["id"], record.get("kind", "worker"), frozenset(record.get("capabilities", ())),
+                     dict(record.get("limits", {})), frozenset(record.get("tags", ())), int(record.get("load", 0)))
+
+
+class _Placed:
+    __slots__ = ("run_id", "branch", "attempt", "tasks", "agent", "done", "since")
+
+    def __init__(self, run_id: str, branch: str, attempt: int, tasks: list[str]):
+        self.run_id, self.branch, self.attempt, self.tasks = run_id, branch, attempt, tasks
+        self.agent: str | None = None
+        self.done: set[str] = set()
+        self.since = time.monotonic()
+
+
+class Dispatch:
+    def __init__(self, bus: Any, coordinator_id: str):
+        self.bus, self.id = bus, coordinator_id
+        self.runs: dict[str, RunStarted] = {}
+        self.placed: dict[tuple[str, str], _Placed] = {}  # (run, branch) -> its current attempt
+        self.seen: dict[str, tuple[bytes, float]] = {}  # worker -> (its last record, when it changed)
+        self.reassigned: list[BranchReassigned] = []
+        self._subs: list[Any] = []
+        self._watch: asyncio.Task | None = None
+
+    @classmethod
+    async def open(cls, bus: Any, coordinator_id: str) -> Dispatch:
+        d = cls(bus, coordinator_id)
+        d.kv = await bus.kv(WORKERS)
+        for topic, fn in ((RunStarted, d._on_run), (RunFinished, d._on_run_finished), (BranchTaken, d._on_taken),
+                          (TaskCompleted, d._on_final), (TaskFailed, d._on_final)):
+            d._subs.append(await bus.listen(topic, fn))
+        d._watch = asyncio.get_running_loop().create_task(d._watching(), name="dispatch-watch")
+        return d
+
+    async def workers(self) -> list[AgentInfo]:
+        """The workers whose heartbeat records are there now."""
+        return [info_of(json.loads(v)) for v in (await self.kv.items()).values()]
+
+    async def assign(self, run_id: str, tasks: list[str], attempt: int, plan: Any, reason: str = "") -> None:
+        if run_id not in self.runs:  # the RunStarted the coordinator just published is on its way back
+            await self.bus.drain()
+        run = self.runs[run_id]
+        self.placed[(run_id, tasks[0])] = _Placed(run_id, tasks[0], attempt, tasks)
+        await self.bus.publish(BranchAssigned(
+            run_id=run_id, pipeline=run.pipeline, branch=tasks[0], tasks=tasks, attempt=attempt,
+            reason=reason or "taken by a worker with room", description=run.description, store_url=run.store_url,
+            cursors=run.cursors, resume=plan.to_dict() if plan is not None else run.resume))
+
+    def _on_run(self, ev: RunStarted) -> None:
+        self.runs[ev.run_id] = ev
+
+    def _on_run_finished(self, ev: RunFinished) -> None:
+        self.runs.pop(ev.run_id, None)
+        for key in [k for k in self.placed if k[0] == ev.run_id]:
+            del self.placed[key]
+
+    def _on_taken(self, ev: BranchTaken) -> None:
+        p = self.placed.get((ev.run_id, ev.branch))
+        if p is not None and p.attempt == ev.attempt:
+            p.agent = ev.agent
+            self.seen.setdefault(ev.agent, (b"", time.monotonic()))
+
+    def _on_final(self, ev: TaskCompleted | TaskFailed) -> None:
+        for p in self.placed.values():
+            if p.run_id == ev.run_id and p.attempt == ev.attempt and ev.task in p.tasks:
+                p.done.add(ev.task)
+
+    async def _watching(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            try:
+                records = await self.kv.items()
+            except Exception as e:  # the broker is gone: the run's events stop too, and it fails there
+                log.warning("cannot read the workers' heartbeats: %s", e)
+                continue
+            now = time.monotonic()
+            limits: dict[str, float] = {}
+            for agent, value in records.items():
+                last = self.seen.get(agent)
+                if last is None or last[0] != value:
+                    self.seen[agent] = (value, now)
+                limits[agent] = MISSED * float(json.loads(value).get("interval", 1.0))
+            for p in list(self.placed.values()):
+                if p.agent is None or len(p.done) == len(p.tasks):
+                    continue
+                value, changed = self.seen.get(p.agent, (b"", p.since))
+                gone = p.agent not in records and value != b""  # it said goodbye (or its record expired)
+                if gone or now - changed > limits.get(p.agent, MISSED):
+                    await self._lost(p, "stopped heartbeating" if not gone else "went away")
+
+    async def _lost(self, p: _Placed, how: str) -> None:
+        agent, p.agent = p.agent, None
+        log.warning("run %s: worker %s %s while running branch %s (attempt %d); assigning it again", p.run_id,
+                    agent, how, p.branch, p.attempt)
+        ev = BranchReassigned(run_id=p.run_id, branch=p.branch, attempt=p.attempt + 1, agent=agent or "",
+                              reason=f"worker {agent} {how}")
+        self.reassigned.append(ev)
+        await self.bus.publish(ev)
+        error = (f"worker {agent} {how} while running branch {p.branch!r}; the branch goes on elsewhere after "
+                 "its last commit")
+        first = True
+        for task in p.tasks:
+            if task not in p.done:  # transient: the coordinator's retry assigns the branch again
+                await self.bus.publish(TaskFailed(run_id=p.run_id, task=task, agent=agent or "", attempt=p.attempt,
+                                                  error=error, error_type="WorkerLost", transient=True,
+                                                  upstream=not first))
+                first = False
+
+    async def cancel(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+            self._watch = None
+        for sub in self._subs:
+            await sub.cancel()
+        self._subs.clear()
