@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     memory: Literal["off", "numpy", "chroma"] = Field(
         "chroma", description="experience memory: chroma (persistent, in the state folder's memory/), numpy "
         "(in-process, kept while the coordinator lives) or off")
+    fleet: Path | None = Field(None, description="fleet file: ETL agents with capabilities, limits and tags "
+                               "(docs/memory.md); default configs/agents.yaml in the working directory, if any")
     log_level: str = Field("WARNING", description="level of the log lines `agent-etl run` prints to stderr")
     log_format: Literal["text", "json"] = Field("text", description="log lines as text, or one JSON object "
                                                 "per line (with run_id and task)")

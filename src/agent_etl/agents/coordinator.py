@@ -79,7 +79,11 @@ class AgentCoordinator(Agent):
 
             bus = open_bus(self.settings.bus)
         super().__init__(bus, heartbeat_interval=self.settings.heartbeat_interval)
-        self.selector = selector or CapabilitySelector()
+        if selector is None:  # with memory off nothing is learnt: capabilities decide
+            from agent_etl.agents.memory_selector import MemorySelector
+
+            selector = CapabilitySelector() if self.settings.memory == "off" else MemorySelector()
+        self.selector = selector
         self._store_option = store
         self.store: Any = None  # the store given, or the last one a run used
         self._stores: dict[str, Any] = {}  # url -> RunStore this coordinator opened (shared with its agents)
@@ -115,6 +119,10 @@ class AgentCoordinator(Agent):
                            MonitorAgent(self.bus, heartbeat_interval=hb, stall_timeout=self.settings.stall_timeout)]
         else:
             self.agents = list(self._agents_given)
+        if self._agents_given is None:  # the declared fleet's ETL agents (configs/agents.yaml), in process
+            from agent_etl.agents.fleet import with_fleet
+
+            self.agents = with_fleet(self.agents, self.settings, self.registry, self._stores, hb)
         for agent in self.agents:
             if isinstance(agent, ETLAgent):
                 agent.registry = agent.registry or self.registry
@@ -206,8 +214,20 @@ class AgentCoordinator(Agent):
 
         by_id = {a.id: a for a in agents}
         descriptors = {t.name: describe(t, pipeline) for t in pipeline.tasks}
-        choices = await self.selector.select(pipeline.tasks, [AgentInfo.of(a) for a in agents], descriptors)
+        infos = [AgentInfo.of(a) for a in agents]
+        warm = getattr(self.selector, "warm", None)  # a learning selector recalls experience first
+        if warm is not None and self.settings.memory != "off":
+            home = self.home_for(pipeline)
+            recorder = self._recorder()
+            await warm(descriptors, infos, lambda doc, k: recorder.experiences(home, doc, k))
+        choices = await self.selector.select(pipeline.tasks, infos, descriptors)
         return {name: (by_id[c.agent], c.reason) for name, c in choices.items()}
+
+    def _recorder(self) -> Any:
+        from agent_etl.memory.recorder import Recorder
+
+        self.memory = self.memory or Recorder(self.settings.memory, learn=self.selector.learn)
+        return self.memory
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -353,10 +373,7 @@ class AgentCoordinator(Agent):
                 store.finish_run(run_id, status, exit_code, rows, error, duration)
             lock.release()
             if self.settings.memory != "off":  # queued for a writer thread; a memory failure is only a warning
-                from agent_etl.memory.recorder import Recorder
-
-                self.memory = self.memory or Recorder(self.settings.memory, learn=self.selector.learn)
-                self.memory.record(run_id, pipeline, results, desc.home, store)
+                self._recorder().record(run_id, pipeline, results, desc.home, store)
             try:
                 await self.bus.publish(RunFinished(run_id=run_id, pipeline=pipeline.name, status=status,
                                                    duration=duration))

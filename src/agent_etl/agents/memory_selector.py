@@ -36,6 +36,7 @@ Recall = Callable[[str, int], Awaitable[list[Any]]]  # (descriptor JSON, k) -> e
 RECALL = 200  # experiences recalled per new kind
 NEAR = 0.35  # cosine distance under which another kind counts as similar
 PRIOR = 3.0  # most runs a similar kind's experience weighs as, for a kind never seen
+_TASK_KINDS = ("extract", "transform", "load")
 CONCURRENCY = 4  # slots of an agent that declares no concurrency limit
 
 
@@ -106,7 +107,7 @@ class MemorySelector:
                    recall: Recall) -> None:
         """Before choosing: recall from memory the experiences near each kind not recalled yet in
         this process (only when there is a choice to make). A memory failure is a warning."""
-        if sum(1 for a in agents if a.capabilities) < 2:
+        if sum(1 for a in agents if any(c.partition(":")[0] in _TASK_KINDS for c in a.capabilities)) < 2:
             return
         for d in descriptors.values():
             kind = kind_of(d)
@@ -243,8 +244,9 @@ class MemorySelector:
             o = table.get(a.id) or borrowed.get(a.id)
             if o is None:
                 return f"{a.id} untried"
-            speed = f" ~{rate(o.speed)} rows/s" if o.w else ""
-            return f"{a.id} success {o.success:.0%}{speed} (n={o.n:.0f}, load {load.get(a.id, 0)}/{_slots(a)})"
+            speed = f", ~{rate(o.speed)} rows/s" if o.w else ""
+            return (f"{a.id} (est. success {o.success:.0%} over {o.n:.0f} runs{speed}, "
+                    f"load {load.get(a.id, 0)}/{_slots(a):g})")
 
         where = f"experience of similar tasks ({note})" if borrowed else f"experience of {kind_text(kind)}"
         if best is best_mean:

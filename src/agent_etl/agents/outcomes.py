@@ -72,7 +72,7 @@ class Outcomes:
         self.last = clock
         self.runs += 1
         if drift:
-            self._restart()
+            self._restart(self._change(drift))
             self.drift = drift
         return drift
 
@@ -93,8 +93,22 @@ class Outcomes:
             self.mean += (log_speed - self.mean) / self.w
             self.sq += (log_speed * log_speed - self.sq) / self.w
 
-    def _restart(self) -> None:
-        recent = list(self.recent)
+    def _change(self, drift: str) -> int:
+        """Where in the window the change seems to start: the first failure (or success) when success
+        drifted, the first run off by two spreads in the drift's direction when throughput did."""
+        window = list(self.recent)
+        for i, (ok, speed) in enumerate(window):
+            if drift.startswith("success fell") and not ok or drift.startswith("success rose") and ok:
+                return i
+            if drift.startswith("throughput") and speed is not None and \
+                    (speed - self.mean) * (-1 if "fell" in drift else 1) > 2 * self.spread:
+                return i
+        return 0
+
+    def _restart(self, start: int = 0) -> None:
+        recent = list(self.recent)[start:]
+        self.recent.clear()
+        self.recent.extend(recent)
         self.n = self.ok = self.w = self.mean = self.sq = 0.0
         for ok, speed in recent:
             self._count(ok, speed)

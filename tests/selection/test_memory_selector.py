@@ -1,0 +1,118 @@
+"""The memory-driven selector's logic where it is subtle: the capability fallback, trying every
+agent, learning the best, drift, load, similar kinds, and branches kept on one agent."""
+
+from __future__ import annotations
+
+from agent_etl.agents.memory_selector import MemorySelector, kind_of
+from agent_etl.agents.outcomes import Outcomes
+from agent_etl.agents.selector import AgentInfo
+from agent_etl.memory.descriptor import TaskDescriptor
+from agent_etl.memory.experience import Experience
+from agent_etl.spec import Task
+from agent_etl.testing import SimulatedFleet
+
+ALL = frozenset({"extract", "transform", "load"})
+PG = TaskDescriptor("load", "parquet", ("postgres",), ("parquet",))
+
+
+def agents(*names: str, **limits: float) -> list[AgentInfo]:
+    return [AgentInfo(n, capabilities=ALL, limits=dict(limits)) for n in names]
+
+
+def experience(run: int, agent: str, ok: bool = True, speed: float = 1000.0, d: TaskDescriptor = PG) -> Experience:
+    return Experience(f"r{run}", "p", "t", d, agent, status="succeeded" if ok else "failed",
+                      rows=1000 if ok else 0, rows_per_second=speed if ok else 0.0, created_at=float(run))
+
+
+async def choose(selector: MemorySelector, fleet: list[AgentInfo], d: TaskDescriptor = PG):
+    task = Task("t", "load", d.tool, [], {})
+    return (await selector.select([task], fleet, {"t": d}))["t"]
+
+
+async def test_without_experience_capabilities_decide():
+    fleet = [AgentInfo("a", capabilities=ALL, load=2), AgentInfo("b", capabilities=ALL),
+             AgentInfo("c", capabilities=frozenset({"extract"}))]
+    choice = await choose(MemorySelector(seed=1), fleet)
+    assert choice.agent == "b"  # c cannot load; a is busier
+    assert "no experience" in choice.reason and "least busy of 2 capable agents" in choice.reason
+
+
+async def test_every_agent_is_tried_then_the_best_is_learnt():
+    selector, fleet = MemorySelector(seed=3), agents("a", "b", "c")
+    speeds = {"a": 1000.0, "b": 3000.0, "c": 1500.0}
+    picks = []
+    for run in range(200):
+        c = await choose(selector, fleet)
+        picks.append(c.agent)
+        selector.learn_now([experience(run, c.agent, speed=speeds[c.agent])])
+    assert set(picks[:6]) == {"a", "b", "c"}  # each tried before sampling starts
+    assert picks[-50:].count("b") >= 48
+    reason = (await choose(selector, fleet)).reason
+    assert "b (est. success" in reason and "postgres -> parquet" in reason
+
+
+async def test_an_agent_that_starts_failing_is_dropped_within_a_few_runs():
+    selector, fleet = MemorySelector(seed=5), agents("a", "b")
+    for run in range(300):  # a is faster, b slower; both always succeed
+        c = await choose(selector, fleet)
+        selector.learn_now([experience(run, c.agent, speed=2000.0 if c.agent == "a" else 1000.0)])
+    assert (await choose(selector, fleet)).agent == "a"
+    picked_a = 0
+    for run in range(300, 330):  # now a fails every run
+        c = await choose(selector, fleet)
+        picked_a += c.agent == "a"
+        selector.learn_now([experience(run, c.agent, ok=c.agent != "a", speed=1000.0)])
+    assert picked_a <= 8
+    assert selector.stats[kind_of(PG)]["a"].drift.startswith("success fell")
+
+
+def test_outcomes_drop_the_past_on_a_throughput_drift_only_when_it_is_clear():
+    o = Outcomes()
+    for i in range(100):
+        assert o.add(True, 10.0 + (0.1 if i % 2 else -0.1)) == ""
+    assert o.add(True, 10.25) == ""  # within the spread: no drift
+    notes = [o.add(True, 8.0) for _ in range(4)]
+    assert any(n.startswith("throughput fell") for n in notes)
+    assert o.n < 12 and o.mean < 9.5
+
+
+async def test_load_and_concurrency_limits_spread_a_pipeline_over_agents():
+    selector = MemorySelector(seed=2)
+    fleet = agents("a", "b", concurrency=1)
+    for run in range(40):
+        for agent in ("a", "b"):
+            selector.learn_now([experience(run * 2 + (agent == "b"), agent, speed=1000.0 if agent == "a" else 900.0)])
+    tasks = [Task("x", "load", "parquet", [], {}), Task("y", "load", "parquet", [], {})]
+    chosen = await selector.select(tasks, fleet, {"x": PG, "y": PG})
+    assert {chosen["x"].agent, chosen["y"].agent} == {"a", "b"}  # a full agent is passed over
+
+
+async def test_a_branch_goes_to_one_agent_able_to_run_all_of_it():
+    fleet = [AgentInfo("reader", capabilities=frozenset({"extract:csv"})),
+             AgentInfo("whole", capabilities=frozenset({"extract:csv", "load:parquet"}))]
+    tasks = [Task("e", "extract", "csv", [], {}), Task("l", "load", "parquet", ["e"], {})]
+    chosen = await MemorySelector().select(tasks, fleet, {})
+    assert chosen["e"].agent == chosen["l"].agent == "whole"
+    assert chosen["l"].reason == "only agent able to run the whole branch"
+
+
+async def test_a_new_kind_borrows_from_similar_kinds():
+    selector, fleet = MemorySelector(seed=4), agents("a", "b")
+    for run in range(60):
+        for agent, speed in (("a", 500.0), ("b", 5000.0)):
+            selector.learn_now([experience(2 * run + (agent == "b"), agent, speed=speed)])
+    similar = TaskDescriptor("load", "parquet", ("postgres",), ("parquet",), ("filter",))
+    c = await choose(selector, fleet, similar)
+    assert c.agent == "b" and "experience of similar tasks (postgres -> parquet" in c.reason
+
+
+async def test_the_simulated_fleet_is_learnt():
+    fleet = SimulatedFleet.generate(agents=3, kinds=3, seed=7)
+    selector = MemorySelector(seed=7)
+    right = []
+    for i in range(600):
+        task, d = fleet.task(i % 3)
+        c = (await selector.select([task], fleet.agents, {task.name: d}))[task.name]
+        right.append(c.agent == fleet.oracle(d))
+        await selector.learn(fleet.run(c.agent, d))
+    assert sum(right[-150:]) >= 140
