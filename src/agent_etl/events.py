@@ -27,10 +27,12 @@ class RunStarted(Event):
     run_id: str
     pipeline: str
     tasks: list[str]
+    stages: dict[str, str] = {}  # task -> extract | transform | load
     description: Any = None  # RunDescription
     store_url: str | None = None
     resume: dict[str, Any] | None = None  # ResumePlan.to_dict()
     cursors: dict[str, Any] = {}  # incremental sources' marks, read from their destinations
+    trace: dict[str, str] | None = None  # W3C trace context of the run's span (OpenTelemetry, when installed)
 
 
 class RunFinished(Event):
@@ -55,10 +57,15 @@ class TaskAssigned(TaskEvent):
     reason: str
     branch: list[str] = []  # the tasks of this attempt of the branch: they stream into each other
     resume: dict[str, Any] | None = None  # a retry goes on after what landed (agents.resume.ResumePlan)
+    trace: dict[str, str] | None = None  # W3C trace context of the run's span: a task's span is its child
 
 
 class TaskStarted(TaskEvent):
     topic: ClassVar[str] = "task.started"
+
+
+# upper bounds (seconds) of the batch duration histogram that TaskCompleted and TaskFailed carry
+BATCH_SECONDS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
 
 
 class TaskProgress(TaskEvent):
@@ -66,6 +73,15 @@ class TaskProgress(TaskEvent):
     rows: int  # rows since the task's previous progress event (events come at most every 0.2 s)
     rows_total: int
     batches: int
+    bytes_total: int = 0  # Arrow buffer bytes of the batches so far
+
+
+class TaskCommitted(TaskEvent):
+    """A load committed a unit (and its checkpoint)."""
+
+    topic: ClassVar[str] = "task.committed"
+    rows: int  # in this unit
+    unit: int  # the load's commit count in this attempt, from 1
 
 
 class TaskCompleted(TaskEvent):
@@ -74,6 +90,11 @@ class TaskCompleted(TaskEvent):
     batches: int
     duration: float
     details: dict[str, Any] = {}
+    bytes: int = 0
+    # batches per duration bucket (BATCH_SECONDS, then one past the last): the time each batch took to
+    # arrive from the step's source (an extract's read, a transform's work, a load's input)
+    batch_seconds: list[int] = []
+    batch_seconds_sum: float = 0.0
 
 
 class TaskFailed(TaskEvent):
@@ -85,6 +106,18 @@ class TaskFailed(TaskEvent):
     exit_code: int = 1
     duration: float = 0.0
     details: dict[str, Any] = {}
+    rows: int = 0
+    bytes: int = 0
+    batch_seconds: list[int] = []
+    batch_seconds_sum: float = 0.0
+
+
+class TaskStalled(TaskEvent):
+    """A running task made no progress for ``silent_for`` seconds (``defaults.stall_timeout``); the
+    coordinator fails its attempt transiently, so it is retried."""
+
+    topic: ClassVar[str] = "task.stalled"
+    silent_for: float
 
 
 class BatchValidated(Event):
@@ -142,8 +175,8 @@ class AgentStalled(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.topic: cls
-    for cls in (RunStarted, RunFinished, TaskAssigned, TaskStarted, TaskProgress, TaskCompleted, TaskFailed,
-                BatchValidated, GateChecked, AnomalyDetected, Heartbeat, AgentStalled)
+    for cls in (RunStarted, RunFinished, TaskAssigned, TaskStarted, TaskProgress, TaskCommitted, TaskCompleted,
+                TaskFailed, TaskStalled, BatchValidated, GateChecked, AnomalyDetected, Heartbeat, AgentStalled)
 }
 
 

@@ -95,8 +95,11 @@ class Defaults(_Model):
     concurrent_runs: Literal["fail", "wait"] = "fail"
     timeout: float | str | None = None  # of every task, unless the step sets its own
     breaker: Breaker = Breaker()
+    # a running task with no progress (no batch, no commit) this long, while none of its inputs is
+    # still running, is stalled: its attempt fails transiently and is retried. None: never
+    stall_timeout: float | str | None = None
 
-    @field_validator("timeout")
+    @field_validator("timeout", "stall_timeout")
     @classmethod
     def _timeout(cls, value: Any) -> Any:
         return None if value is None else _positive(value)
@@ -107,6 +110,19 @@ def _positive(value: float | str) -> float:
     if s <= 0:
         raise ValueError("a timeout must be more than 0 seconds")
     return s
+
+
+ALERTS = ("run_failed", "quality_failed", "anomaly", "stall")
+
+
+class Alert(_Model):
+    """A webhook that gets a JSON POST on the events in ``on`` (agent_etl.observe.alerts)."""
+
+    webhook: str = Field(pattern=r"^https?://", description="URL; a token in it belongs in ${VAR}")
+    on: list[Literal["run_failed", "quality_failed", "anomaly", "stall"]] = list(ALERTS)
+    headers: dict[str, str] = {}
+    timeout: float = Field(5.0, gt=0, description="seconds per attempt")
+    attempts: int = Field(3, ge=1, le=10)
 
 
 class Connection(BaseModel):
@@ -194,6 +210,7 @@ class Spec(_Model):
     transform: list[TransformStep] = []
     quality: list[QualityGroup] = []
     load: dict[str, LoadStep] = {}
+    alerts: list[Alert] = []
 
     @model_validator(mode="before")
     @classmethod

@@ -26,7 +26,7 @@ async def test_monitor_counts_rows_batches_and_durations(make_pipeline, registry
         assert stats["nums"].rows == 10 and stats["nums"].batches == 3 and stats["nums"].status == "succeeded"
         assert stats["out"].rows == 10 and stats["out"].duration > 0
         text = c.monitor.metrics_text()
-        assert 'agent_etl_rows_total{pipeline="agents",task="nums"} 10.0' in text
+        assert 'agent_etl_rows_total{pipeline="agents",stage="extract",task="nums"} 10.0' in text
         assert c.monitor.agents  # heartbeats were seen
 
 
@@ -96,4 +96,4 @@ async def test_monitor_keeps_recent_runs_only(make_pipeline, registry, tmp_path)
         second = await c.run(make_pipeline(SPEC))
         await bus.drain()
         assert monitor.stats(first.run_id) == [] and len(monitor.stats(second.run_id)) == 2
-        assert 'agent_etl_rows_total{pipeline="agents",task="nums"} 20.0' in monitor.metrics_text()
+        assert 'agent_etl_rows_total{pipeline="agents",stage="extract",task="nums"} 20.0' in monitor.metrics_text()

@@ -23,8 +23,10 @@ from agent_etl.agents.breakers import Breakers
 from agent_etl.agents.selector import AgentInfo, CapabilitySelector, Selector
 from agent_etl.bus.base import EventBus
 from agent_etl.exceptions import ResumeError
-from agent_etl.events import (AgentStalled, Event, RunFinished, RunStarted, TaskAssigned, TaskCompleted, TaskFailed,
-                              TaskStarted)
+from agent_etl.events import (AgentStalled, BatchValidated, Event, Heartbeat, RunFinished, RunStarted, TaskAssigned,
+                              TaskCompleted, TaskFailed, TaskStalled, TaskStarted)
+from agent_etl.observe import tracing
+from agent_etl.observe.logs import bound
 from agent_etl.result import STATUS_BY_EXIT, RunResult, TaskResult
 from agent_etl.run_context import RunDescription
 from agent_etl.spec import Pipeline, Task
@@ -45,10 +47,10 @@ class _Attempt:
     """One attempt of a branch: the final event of each of its tasks, and a future that is done once
     all have one (one future per attempt, not one per task)."""
 
-    __slots__ = ("number", "size", "outcome", "done")
+    __slots__ = ("number", "size", "outcome", "done", "tasks")
 
-    def __init__(self, number: int, size: int):
-        self.number, self.size = number, size
+    def __init__(self, number: int, tasks: list[str]):
+        self.number, self.size, self.tasks = number, len(tasks), tasks
         self.outcome: dict[str, Event] = {}
         self.done = asyncio.get_running_loop().create_future()
 
@@ -95,6 +97,7 @@ class AgentCoordinator(Agent):
         self._waiting: dict[tuple[str, str], _Attempt] = {}  # (run, task) -> its current attempt
         self._results: dict[str, dict[str, TaskResult]] = {}
         self._flusher: asyncio.Task | None = None
+        self._unsticking: set[asyncio.Task] = set()
         self.memory: Any = None  # memory.recorder.Recorder: the experiences of finished runs (AGENT_ETL_MEMORY)
 
     @property
@@ -111,12 +114,14 @@ class AgentCoordinator(Agent):
         from agent_etl.agents.etl import ETLAgent
         from agent_etl.agents.monitor import MonitorAgent
         from agent_etl.agents.quality import QualityAgent
+        from agent_etl.observe.alerts import Alerts
 
         hb = self.settings.heartbeat_interval
         if self._agents_given is None:
             self.agents = [ETLAgent(self.bus, heartbeat_interval=hb, registry=self.registry, stores=self._stores),
                            QualityAgent(self.bus, heartbeat_interval=hb, stores=self._stores),
-                           MonitorAgent(self.bus, heartbeat_interval=hb, stall_timeout=self.settings.stall_timeout)]
+                           MonitorAgent(self.bus, heartbeat_interval=hb, stall_timeout=self.settings.stall_timeout,
+                                        alerts=Alerts.from_settings(self.settings))]
         else:
             self.agents = list(self._agents_given)
         if self._agents_given is None:  # the declared fleet's ETL agents (configs/agents.yaml), in process
@@ -140,7 +145,8 @@ class AgentCoordinator(Agent):
             self._stores[getattr(self.store, "url", "given")] = self.store
         # bookkeeping only: listeners run inside publish, without a queue or a task switch
         for topic, listener in ((TaskStarted, self._on_started), (TaskCompleted, self._on_completed),
-                                (TaskFailed, self._on_failed), (AgentStalled, self._on_stalled)):
+                                (TaskFailed, self._on_failed), (AgentStalled, self._on_stalled),
+                                (TaskStalled, self._on_task_stalled), ("*", self._record_event)):
             self._subs.append(await self.bus.listen(topic, listener))
         for agent in self.agents:
             await agent.start()
@@ -309,6 +315,17 @@ class AgentCoordinator(Agent):
 
     async def _execute(self, run_id: str, pipeline: Pipeline, desc: RunDescription, store: Any, plan: Any,
                        cursors: dict[str, Any]) -> RunResult:
+        """Run it with its span (OpenTelemetry, when installed) and its run id on every log line."""
+        with bound(run_id), tracing.span("run " + pipeline.name, None, run_id=run_id, pipeline=pipeline.name,
+                                         resumed=plan is not None) as span:
+            result = await self._execute_run(run_id, pipeline, desc, store, plan, cursors)
+            tracing.annotate(span, status=result.status, rows_loaded=result.rows_loaded)
+            if not result.ok:
+                tracing.failed(span, result.status, result.error or result.status)
+            return result
+
+    async def _execute_run(self, run_id: str, pipeline: Pipeline, desc: RunDescription, store: Any, plan: Any,
+                           cursors: dict[str, Any]) -> RunResult:
         from agent_etl.store.locks import RunLock
 
         branches = pipeline.branches()
@@ -337,6 +354,7 @@ class AgentCoordinator(Agent):
                 store.resume_run(run_id, [{**r, "status": "pending"} for r in rows if r["task"] not in skipped],
                                  desc.model_dump())
         await self.bus.publish(RunStarted(run_id=run_id, pipeline=pipeline.name, tasks=[t.name for t in pipeline.tasks],
+                                          stages={t.name: t.kind for t in pipeline.tasks}, trace=tracing.carrier(),
                                           description=desc, store_url=getattr(store, "url", None),
                                           resume=plan.to_dict() if plan is not None else None,
                                           cursors=cursors))
@@ -363,7 +381,9 @@ class AgentCoordinator(Agent):
             self._live.pop(run_id, None)
             duration = time.perf_counter() - started
             status = STATUS_BY_EXIT.get(exit_code, "failed")
+            finished = RunFinished(run_id=run_id, pipeline=pipeline.name, status=status, duration=duration)
             if store is not None:
+                _record(store, finished)  # written with the run's end: a follower sees both
                 staged = {n: r.details["state"] for n, r in results.items() if r.details and "state" in r.details}
                 if staged:
                     store.save_state(pipeline.name, run_id, _settled_state(pipeline, results, staged))
@@ -375,8 +395,7 @@ class AgentCoordinator(Agent):
             if self.settings.memory != "off":  # queued for a writer thread; a memory failure is only a warning
                 self._recorder().record(run_id, pipeline, results, desc.home, store)
             try:
-                await self.bus.publish(RunFinished(run_id=run_id, pipeline=pipeline.name, status=status,
-                                                   duration=duration))
+                await self.bus.publish(finished)
             finally:
                 for agent in self.agents:
                     release = getattr(agent, "release", None)
@@ -440,7 +459,7 @@ class AgentCoordinator(Agent):
 
     async def _attempt(self, run_id: str, tasks: list[Task], chosen: dict[str, tuple[Agent, str]],
                        number: int, plan: Any = None) -> dict[str, Event]:
-        attempt = _Attempt(number, len(tasks))
+        attempt = _Attempt(number, [t.name for t in tasks])
         branch = [t.name for t in tasks]
         for t in tasks:
             self._waiting[(run_id, t.name)] = attempt
@@ -452,6 +471,7 @@ class AgentCoordinator(Agent):
                 agent, reason = chosen[t.name]
                 # the first assignment of the attempt carries the branch: the agent wires it on that one
                 await self.bus.publish(TaskAssigned(run_id=run_id, task=t.name, agent=agent.id, reason=reason,
+                                                    trace=tracing.carrier(),
                                                     attempt=number, branch=branch if i == 0 else [],
                                                     resume=plan.to_dict() if plan is not None and i == 0 else None))
             await attempt.done
@@ -503,6 +523,45 @@ class AgentCoordinator(Agent):
     def _on_stalled(self, ev: AgentStalled) -> None:
         log.warning("agent %s silent for %.0fs while running %s", ev.agent, ev.silent_for, ", ".join(ev.running))
 
+    def _on_task_stalled(self, ev: TaskStalled) -> None:
+        attempt = self._waiting.get((ev.run_id, ev.task))
+        if attempt is None or attempt.number != ev.attempt or ev.task in attempt.outcome:
+            return
+        work = asyncio.get_running_loop().create_task(self._unstick(ev, attempt), name=f"unstick:{ev.run_id}")
+        self._unsticking.add(work)
+        work.add_done_callback(self._unsticking.discard)
+
+    async def _unstick(self, ev: TaskStalled, attempt: _Attempt) -> None:
+        """A task made no progress for the stall timeout: stop its attempt of the branch (what it had
+        not committed rolls back) and fail it transiently, so the branch is retried."""
+        log.warning("run %s: task %s made no progress for %.0fs; stopping its attempt %d to retry it", ev.run_id,
+                    ev.task, ev.silent_for, ev.attempt)
+        names = [n for n in attempt.tasks if n not in attempt.outcome]
+        keys = {f"{ev.run_id}/{n}" for n in names}
+        for agent in self.agents:
+            tasks: set[asyncio.Task] = getattr(agent, "_work", set())
+            work = [w for w in tasks if w.get_name() in keys]
+            for w in work:
+                w.cancel()
+            await asyncio.gather(*work, return_exceptions=True)
+            tasks.difference_update(work)
+        for n in names:
+            if n not in attempt.outcome:
+                await self.bus.publish(TaskFailed(
+                    run_id=ev.run_id, task=n, agent=ev.agent, attempt=ev.attempt, transient=True, upstream=n != ev.task,
+                    error_type="Stalled", error=f"task {ev.task!r} made no progress for {ev.silent_for:.0f}s "
+                    "(defaults.stall_timeout); stopped"))
+
+    def _record_event(self, ev: Event) -> None:
+        """Keep a run's events in its run store (written with the store's next flush), for
+        `agent-etl events`; heartbeats and per-batch summaries are left out."""
+        run_id = getattr(ev, "run_id", None)
+        if run_id is None or type(ev) in _UNRECORDED:
+            return
+        store = self._live.get(run_id)
+        if store is not None:
+            _record(store, ev)
+
     async def _cancel(self, run_id: str) -> None:
         """Stop the run's tasks: an event each agent acts on, here or in a worker process; the drain
         waits for this process's agents to have stopped theirs."""
@@ -510,6 +569,15 @@ class AgentCoordinator(Agent):
 
         await self.bus.publish(RunCancelled(run_id=run_id))
         await self.bus.drain()
+
+
+_UNRECORDED = frozenset({BatchValidated, Heartbeat})
+
+
+def _record(store: Any, ev: Event) -> None:
+    events = getattr(store, "events", None)  # a store given by the caller may keep none
+    if events is not None:
+        events.add(ev.run_id, ev)
 
 
 def _flush_and_renew(store: Any, live: list[str]) -> None:

@@ -16,6 +16,7 @@ together (``agents.commits``).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import logging
 import time
@@ -31,9 +32,11 @@ from agent_etl.agents.commits import CommitBarrier, UnitClock
 from agent_etl.agents.quality import CHECKED
 from agent_etl.agents.resume import ResumePlan, extracts_above, streaming_path
 from agent_etl.bus.base import NoResponder
-from agent_etl.events import (BatchValidated, GateChecked, RunFinished, RunStarted, TaskAssigned, TaskCompleted,
-                              TaskFailed, TaskProgress, TaskStarted)
+from agent_etl.events import (BATCH_SECONDS, BatchValidated, GateChecked, RunFinished, RunStarted, TaskAssigned,
+                              TaskCommitted, TaskCompleted, TaskFailed, TaskProgress, TaskStarted)
 from agent_etl.exceptions import AgentETLError, ToolError, TransientError, UpstreamError
+from agent_etl.observe import tracing
+from agent_etl.observe.logs import bind
 from agent_etl.quality.gates import StepGates
 from agent_etl.run_context import RunContext, RunDescription
 from agent_etl.spec import Task
@@ -128,11 +131,16 @@ class ETLAgent(Agent):
                 if ev.resume is not None:
                     rc.resume = ResumePlan.from_dict(ev.resume).over(rc.resume, ev.branch)
                 _wire(rc, [rc.tasks[n] for n in ev.branch])
-        work = asyncio.get_running_loop().create_task(self.execute(ev.run_id, ev.task, ev.attempt),
+        work = asyncio.get_running_loop().create_task(self.execute(ev.run_id, ev.task, ev.attempt, ev.trace),
                                                       name=f"{ev.run_id}/{ev.task}")
         self._work.add(work)  # execute() takes it out when it ends: cheaper than a done callback per task
 
-    async def execute(self, run_id: str, name: str, attempt: int = 1) -> None:
+    async def execute(self, run_id: str, name: str, attempt: int = 1, trace: dict[str, str] | None = None) -> None:
+        bind(run_id, name)  # this asyncio task's log lines name the run and the task
+        with tracing.span("task " + name, trace, run_id=run_id, task=name, attempt=attempt) as span:
+            await self._execute(run_id, name, attempt, span)
+
+    async def _execute(self, run_id: str, name: str, attempt: int, span: Any) -> None:
         rc = self.runs.get(run_id)
         if rc is None:  # the run's description never reached this agent: say so rather than hang the run
             self._work.discard(asyncio.current_task())
@@ -169,7 +177,11 @@ class ETLAgent(Agent):
                 log.exception("task %s failed", key)
             message = redact(_message(e, task), rc.pipeline.secrets)
             report = getattr(e, "report", None)
+            tracing.failed(span, type(e).__name__, message)
             await self.bus.publish(TaskFailed(
+                rows=run.rows if run is not None else 0, bytes=run.bytes if run is not None else 0,
+                batch_seconds=run.histogram if run is not None else [],
+                batch_seconds_sum=run.waited if run is not None else 0.0,
                 details={"quality": [report.to_dict()]} if report is not None else {},
                 run_id=run_id, task=name, agent=self.id, error=message, error_type=type(e).__name__,
                 transient=isinstance(e, TransientError), upstream=isinstance(e, UpstreamError),
@@ -178,8 +190,10 @@ class ETLAgent(Agent):
             barrier = _barrier(rc, task)
             if barrier is not None:
                 barrier.finished(name)
+            tracing.annotate(span, rows=run.rows, batches=run.batches)
             await self.bus.publish(TaskCompleted(
-                run_id=run_id, task=name, agent=self.id, rows=run.rows, batches=run.batches,
+                run_id=run_id, task=name, agent=self.id, rows=run.rows, batches=run.batches, bytes=run.bytes,
+                batch_seconds=run.histogram, batch_seconds_sum=run.waited,
                 duration=time.perf_counter() - started, attempt=attempt, details=details))
         finally:
             self.running.discard(key)
@@ -287,12 +301,16 @@ class _TaskRun:
         self.agent, self.rc, self.task, self.attempt = agent, rc, task, attempt
         self.rows = 0
         self.batches = 0
+        self.bytes = 0
+        self.histogram = [0] * (len(BATCH_SECONDS) + 1)  # batches per duration bucket
+        self._batch_at = time.perf_counter()
+        self.waited = 0.0  # the sum of the batches' durations
         self._unreported = 0
         self._reported_at = time.monotonic()
         self.tracker = Tracker()
         self.gates: StepGates | None = None
         self._sources: list[str] | None = None
-        self.commits = _Commits(rc, task.name, self.tracker)
+        self.commits = _Commits(rc, task.name, self.tracker, agent, attempt)
         spec = rc.pipeline.spec
         cls = rc.registry.get(task.family, task.tool)
         units = task.kind == "load" and task.name in rc.unit_loads
@@ -350,8 +368,7 @@ class _TaskRun:
             if self.task.kind == "extract" and not self.batches:
                 # known once the read is open (a table's key): loads below commit in units only if so
                 self.rc.resumable[self.task.name] = bool(self.tool.resumable())
-            self.rows += batch.num_rows
-            self.batches += 1
+            self._seen(batch)
             if gates is not None:
                 batch = await self._validated(gates, batch)
                 if batch is None:
@@ -419,11 +436,21 @@ class _TaskRun:
 
     async def _count(self, batches: AsyncIterator[pa.RecordBatch]) -> AsyncIterator[pa.RecordBatch]:
         async for b in batches:
-            self.batches += 1
-            self.rows += b.num_rows
+            self._seen(b)
             if self._progress_due(b.num_rows):
                 await self._progress()
             yield b
+
+    def _seen(self, batch: pa.RecordBatch) -> None:
+        """Count a batch that arrived: rows, bytes, and the time it took (since the previous one)."""
+        now = time.perf_counter()
+        took = now - self._batch_at
+        self.histogram[bisect.bisect_left(BATCH_SECONDS, took)] += 1
+        self.waited += took
+        self._batch_at = now
+        self.rows += batch.num_rows
+        self.batches += 1
+        self.bytes += batch.nbytes
 
     def _progress_due(self, rows: int) -> bool:
         """Count ``rows``; true when the task's totals are due: at most every PROGRESS_EVERY seconds
@@ -434,7 +461,8 @@ class _TaskRun:
     async def _progress(self) -> None:
         self._reported_at = time.monotonic()
         await self.agent.bus.publish(TaskProgress(run_id=self.rc.run_id, task=self.task.name, agent=self.agent.id,
-                                                  rows=self._unreported, rows_total=self.rows, batches=self.batches))
+                                                  rows=self._unreported, rows_total=self.rows, batches=self.batches,
+                                                  bytes_total=self.bytes))
         self._unreported = 0
 
 
@@ -444,10 +472,11 @@ class _Commits:
     Apart from ``_TaskRun`` so that the tool's context does not point back at it: without that
     reference cycle a finished task is freed at once, not left to the garbage collector."""
 
-    __slots__ = ("rc", "task", "tracker", "rows", "units")
+    __slots__ = ("rc", "task", "tracker", "rows", "units", "agent", "attempt")
 
-    def __init__(self, rc: RunContext, task: str, tracker: Tracker):
+    def __init__(self, rc: RunContext, task: str, tracker: Tracker, agent: ETLAgent, attempt: int):
         self.rc, self.task, self.tracker = rc, task, tracker
+        self.agent, self.attempt = agent, attempt
         self.rows = 0
         self.units = 0
 
@@ -457,13 +486,17 @@ class _Commits:
     async def commit(self, rows: int) -> None:
         self.rows += rows
         self.units += 1
-        store = self.rc.store
-        if store is not None:
-            # one short local transaction: cheaper on the loop than a thread hop that waits for the GIL
-            store.checkpoint(self.rc.run_id, self.rc.pipeline.name, self.task, self.position(), rows)
-        if self.rc.acks is not None and self.rc.acks.sources:
-            # the sources above may acknowledge what every load below them has now committed
-            await self.rc.acks.committed(self.task, self.position())
+        with tracing.span("commit " + self.task, None, run_id=self.rc.run_id, task=self.task, rows=rows,
+                          unit=self.units):
+            store = self.rc.store
+            if store is not None:
+                # one short local transaction: cheaper on the loop than a thread hop that waits for the GIL
+                store.checkpoint(self.rc.run_id, self.rc.pipeline.name, self.task, self.position(), rows)
+            if self.rc.acks is not None and self.rc.acks.sources:
+                # the sources above may acknowledge what every load below them has now committed
+                await self.rc.acks.committed(self.task, self.position())
+        await self.agent.bus.publish(TaskCommitted(run_id=self.rc.run_id, task=self.task, agent=self.agent.id,
+                                                   attempt=self.attempt, rows=rows, unit=self.units))
 
 
 async def _after(envelopes: AsyncIterator[Envelope], position: dict[str, Any], task: Task,

@@ -210,6 +210,10 @@ class MemoryBus:
         """The key/value bucket ``name`` (in this process; ``ttl`` is a broker's business)."""
         return self._kvs.setdefault(name, KeyValue())
 
+    def pending(self) -> int:
+        """Events waiting in the subscriptions' queues (the monitor's queue depth gauge)."""
+        return sum(sub.queue.qsize() for subs in list(self._subs.values()) for sub in subs)
+
     async def drain(self) -> None:
         """Wait until every event published so far has been handled."""
         for subs in list(self._subs.values()):

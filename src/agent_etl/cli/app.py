@@ -41,6 +41,12 @@ def root(version: Annotated[bool, typer.Option("--version", callback=_version, i
     pass
 
 
+MetricsPort = Annotated[Optional[int], typer.Option(
+    "--metrics-port", metavar="PORT", min=0, max=65535, help="Serve Prometheus /metrics on this port while the run "
+    "goes (address: AGENT_ETL_METRICS_HOST, default 127.0.0.1).")]
+LogFormat = Annotated[Optional[str], typer.Option(
+    "--log-format", metavar="text|json", help="Log lines as text (default) or one JSON object per line, each with "
+    "the run id and task (AGENT_ETL_LOG_FORMAT).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")]
 Force = Annotated[bool, typer.Option("--force", help="Resume even though the pipeline file changed since the run "
                                                      "started, with the file as it is now.")]
@@ -53,11 +59,13 @@ def run(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipeli
                                                               "instead of starting a new one.")] = False,
         force: Force = False,
         bus: Annotated[Optional[str], typer.Option("--bus", metavar="BUS", help="Event bus: memory (in-process, the default; "
-                                                              "AGENT_ETL_BUS).")] = None) -> None:
+                                                              "AGENT_ETL_BUS).")] = None,
+        metrics_port: MetricsPort = None, log_format: LogFormat = None) -> None:
     """Run a pipeline. Exit codes: 0 ok, 1 run failed, 2 bad spec/usage, 3 quality gate failed, 130 interrupted."""
     from agent_etl.cli.running import run_command
 
-    _exit(lambda: run_command(pipeline, var or [], as_json=json, quiet=quiet, resume=resume, force=force, bus=bus))
+    _exit(lambda: run_command(pipeline, var or [], as_json=json, quiet=quiet, resume=resume, force=force, bus=bus,
+                              metrics_port=metrics_port, log_format=log_format))
 
 
 @app.command()
@@ -121,15 +129,30 @@ def tools_list(kind: Annotated[Optional[str], typer.Option(metavar="KIND", help=
     _exit(lambda: tools_command(kind, as_json=json))
 
 
+@app.command()
+def events(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run id (a unique prefix is enough).")],
+           follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing events as the run goes, "
+                                                "until it ends.")] = False,
+           json: Annotated[bool, typer.Option("--json", help="One JSON object per event.")] = False,
+           home: Home = None) -> None:
+    """Print a run's events (tasks assigned, started, progress, commits, quality, failures) from the run store."""
+    from agent_etl.cli.events import events_command
+
+    _exit(lambda: events_command(run_id, follow=follow, as_json=json, home=home))
+
+
 @runs_app.command("list")
 def runs_list(limit: Annotated[int, typer.Option(metavar="N", help="How many runs, newest first.")] = 20,
               pipeline: Annotated[Optional[str], typer.Option(
                   metavar="NAME|FILE", help="Only runs of this pipeline: its name, or its YAML file (whose state folder is read).")] = None,
+              status: Annotated[Optional[str], typer.Option(
+                  metavar="STATUS", help="Only runs with this status: running, succeeded, warned, failed, "
+                  "quality_failed, interrupted or crashed.")] = None,
               json: Json = False, home: Home = None) -> None:
     """List recent runs."""
     from agent_etl.cli.history import list_command
 
-    _exit(lambda: list_command(limit, pipeline, as_json=json, home=home))
+    _exit(lambda: list_command(limit, pipeline, as_json=json, home=home, status=status))
 
 
 @runs_app.command("show")

@@ -26,7 +26,9 @@ from sqlalchemy import JSON, bindparam, create_engine, delete, event, insert, in
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Engine
 
+from agent_etl.redaction import redact_data
 from agent_etl.store import audit as audit_chain
+from agent_etl.store.events import EventLog
 from agent_etl.store.schema import audit, checkpoints, decisions, metadata, profiles, runs, state, tasks
 
 
@@ -44,6 +46,7 @@ class RunStore:
         self.engine: Engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.events = EventLog(self.engine)  # its table is on ``metadata`` once store.events is imported
         metadata.create_all(self.engine)
         _add_missing_columns(self.engine)
         # rows not yet written: a run and its tasks are inserted with their latest values, so a short
@@ -55,6 +58,7 @@ class RunStore:
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
         self._chain = audit_chain.Chain()
+        self._secrets: dict[str, list[str]] = {}  # run id -> the secrets masked in what is written of it
         self._writing = threading.Lock()  # one write transaction at a time: the audit chain's order
 
     @classmethod
@@ -65,6 +69,7 @@ class RunStore:
 
     def flush(self) -> None:
         with self._flushing:  # flushes run one at a time, so writes land in the order they were made
+            self.events.flush()  # before the runs' rows: a follower that sees a run end has its last events
             self._flush()
 
     def _flush(self) -> None:
@@ -127,7 +132,7 @@ class RunStore:
 
     def audit(self, run_id: str, kind: str, task: str | None = None, data: Any = None) -> None:
         """Append a record to the audit trail of ``run_id`` (written with the store's next write)."""
-        record = (run_id, time.time(), kind, task, audit_chain.text(data))
+        record = (run_id, time.time(), kind, task, audit_chain.text(self._clean(run_id, data)))
         with self._lock:
             self._chain.pending.append(record)
 
@@ -176,13 +181,29 @@ class RunStore:
             with self.engine.begin() as conn:
                 conn.execute(update(runs).where(runs.c.run_id.in_(run_ids)).values(heartbeat_at=time.time()))
 
+    def protect(self, run_id: str, secrets: Any) -> None:
+        """Mask ``secrets`` (``agent_etl.redaction``) in the errors, details and audit records written
+        of ``run_id`` from now on."""
+        self._secrets[run_id] = [s for s in secrets if s]
+        if len(self._secrets) > 1000:  # runs long over
+            for old in list(self._secrets)[:500]:
+                del self._secrets[old]
+
+    def _clean(self, run_id: str, value: Any) -> Any:
+        secrets = self._secrets.get(run_id)
+        return redact_data(value, secrets) if secrets and value is not None else value
+
     def update_task(self, run_id: str, task: str, **values: Any) -> None:
+        for name in ("error", "details"):
+            if values.get(name) is not None:
+                values[name] = self._clean(run_id, values[name])
         with self._lock:
             row = self._new_tasks.get((run_id, task))
             (row if row is not None else self._task_updates.setdefault((run_id, task), {})).update(values)
 
     def finish_run(self, run_id: str, status: str, exit_code: int, rows_loaded: int, error: str | None,
                    duration: float) -> None:
+        error = self._clean(run_id, error)
         values = {"status": status, "exit_code": exit_code, "finished_at": time.time(), "rows_loaded": rows_loaded,
                   "error": error, "duration": duration}
         self.audit(run_id, "run.finished", None, {"status": status, "exit_code": exit_code, "rows_loaded": rows_loaded,
@@ -300,13 +321,20 @@ class RunStore:
         return rows
 
 
-    def list_runs(self, limit: int = 20, pipeline: str | None = None) -> list[dict[str, Any]]:
+    def list_runs(self, limit: int = 20, pipeline: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        """The newest ``limit`` runs, of ``pipeline`` and with ``status`` if given (``crashed``: recorded
+        as running, whose process is gone; ``running``: still alive)."""
         self.flush()
-        q = select(*[c for c in runs.c if c.name != "description"]).order_by(runs.c.started_at.desc()).limit(limit)
+        q = select(*[c for c in runs.c if c.name != "description"]).order_by(runs.c.started_at.desc())
         if pipeline:
             q = q.where(runs.c.pipeline == pipeline)
+        if status:
+            q = q.where(runs.c.status == ("running" if status == "crashed" else status))
         with self.engine.connect() as conn:
-            return [_live(dict(r._mapping)) for r in conn.execute(q)]
+            if status not in ("running", "crashed"):
+                return [_live(dict(r._mapping)) for r in conn.execute(q.limit(limit))]
+            rows = (_live(dict(r._mapping)) for r in conn.execute(q))
+            return [r for r in rows if r["status"] == status][:limit]
 
     def latest_unfinished(self, pipeline: str) -> dict[str, Any] | None:
         """The newest run of ``pipeline`` that did not finish: failed, interrupted, crashed, or still
