@@ -71,7 +71,13 @@ class TransientError(ToolError):
 
 
 class UpstreamError(AgentETLError):
-    """The input stream of a task ended because a task it depends on failed."""
+    """The input stream of a task ended because a task it depends on failed. ``root`` names the
+    task whose own failure it was, however far upstream: dependants say "skipped: 'root' failed"
+    and the root cause is told once, by the root."""
+
+    def __init__(self, message: str, root: str | None = None):
+        super().__init__(message)
+        self.root = root
 
 
 class SiblingFailed(UpstreamError):

@@ -29,6 +29,8 @@ class TaskResult:
     attempts: int = 0
     error: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    target: str | None = None  # a load's path, table or URL (agent_etl.summary.landing)
+    mode: str | None = None  # a load's mode: append, replace, merge
 
     @property
     def rows_per_second(self) -> float:
@@ -71,7 +73,30 @@ class RunResult:
 
     @property
     def quality(self) -> list[dict[str, Any]]:
+        """The gate reports of the run, one per quality group (``GateReport.to_dict()``)."""
         return [r for t in self.tasks.values() for r in t.details.get("quality", [])]
+
+    @property
+    def quality_summary(self) -> dict[str, Any]:
+        """Per check: rows checked and failed, severity, action; rows quarantined and where."""
+        from agent_etl.summary import quality_summary
+
+        return quality_summary(self.quality)
+
+    @property
+    def destinations(self) -> list[dict[str, Any]]:
+        """Per load: its target and mode, status and the rows it received (not summed across loads)."""
+        from agent_etl.summary import destinations
+
+        return destinations([asdict(t) for t in self.tasks.values()])
+
+    def to_pandas(self) -> Any:
+        """The tasks as a pandas DataFrame, one row per task (``quality_summary`` for the checks)."""
+        import pandas as pd
+
+        cols = ["name", "kind", "tool", "status", "rows", "batches", "duration", "rows_per_second", "attempts",
+                "target", "mode", "agent", "error"]
+        return pd.DataFrame([{c: getattr(t, c) for c in cols} for t in self.tasks.values()], columns=cols)
 
     def raise_for_status(self) -> RunResult:
         if self.exit_code == 0:
@@ -83,30 +108,54 @@ class RunResult:
         d = asdict(self)
         d["tasks"] = [asdict(t) for t in self.tasks.values()]
         d["rows_loaded"] = self.rows_loaded
+        d["destinations"] = self.destinations
+        d["quality"] = self.quality_summary
         return d
 
     def __str__(self) -> str:
+        from agent_etl.summary import destination_lines, quality_lines
+
         lines = [f"run {self.run_id} {self.pipeline}: {self.status} in {self.duration:.2f}s"]
         for t in self.tasks.values():
             lines.append(f"  {t.name:<20} {t.kind:<9} {t.tool:<10} {t.status:<15} {t.rows:>10,} rows {t.duration:7.2f}s")
+        if self.destinations:
+            lines.append("loaded:")
+            lines += destination_lines(self.destinations, "  ")
+        lines += quality_lines(self.quality_summary)
         if self.error:
-            lines.append(f"  error: {self.error}")
+            lines.append(f"error: {self.error}")
         if self.resume_command:
-            lines.append(f"  resume with: {self.resume_command}")
+            lines.append(f"resume with: {self.resume_command}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         e = html.escape
         color = "#2e7d32" if self.ok else "#c62828"
+        right = "style='text-align:right'"
         rows = "".join(
             f"<tr><td>{e(t.name)}</td><td>{e(t.kind)}</td><td>{e(t.tool)}</td><td>{e(t.status)}</td>"
-            f"<td style='text-align:right'>{t.rows:,}</td><td style='text-align:right'>{t.duration:.2f}s</td>"
+            f"<td {right}>{t.rows:,}</td><td {right}>{t.duration:.2f}s</td>"
+            f"<td>{e(t.target or '')}{' (' + e(t.mode) + ')' if t.mode else ''}</td>"
             f"<td>{e(t.agent or '')}</td><td>{e(t.error or '')}</td></tr>"
             for t in self.tasks.values())
-        return (f"<div><b>{e(self.pipeline)}</b> run <code>{e(self.run_id)}</code>: "
-                f"<b style='color:{color}'>{e(self.status)}</b> in {self.duration:.2f}s, {self.rows_loaded:,} rows loaded"
-                f"<table><thead><tr><th>task</th><th>kind</th><th>tool</th><th>status</th><th>rows</th>"
-                f"<th>time</th><th>agent</th><th>error</th></tr></thead><tbody>{rows}</tbody></table></div>")
+        out = [f"<div><b>{e(self.pipeline)}</b> run <code>{e(self.run_id)}</code>: "
+               f"<b style='color:{color}'>{e(self.status)}</b> in {self.duration:.2f}s",
+               f"<table><thead><tr><th>task</th><th>kind</th><th>tool</th><th>status</th><th>rows</th>"
+               f"<th>time</th><th>lands in</th><th>agent</th><th>error</th></tr></thead><tbody>{rows}</tbody></table>"]
+        for g in self.quality_summary["groups"]:
+            where = (f", {g['rows_quarantined']:,} quarantined to <code>{e(g['quarantine_path'])}</code>"
+                     if g["rows_quarantined"] else "")
+            checks = "".join(
+                f"<tr><td>{e(c['check'])}</td><td>{e(c['status'])}</td><td {right}>{c['rows_checked']:,}</td>"
+                f"<td {right}>{c['rows_failed']:,}</td><td>{e(c['severity'])}</td><td>{e(c['action'])}</td>"
+                f"<td>{e(c['message'] or '')}</td></tr>" for c in g["checks"])
+            out.append(f"<p>quality of <b>{e(g['input'])}</b>: {e(g['status'] or '')}, {g['rows_passed']:,} of "
+                       f"{g['rows_in']:,} rows passed{where}</p><table><thead><tr><th>check</th><th>status</th>"
+                       f"<th>rows checked</th><th>rows failed</th><th>severity</th><th>action</th><th>detail</th>"
+                       f"</tr></thead><tbody>{checks}</tbody></table>")
+        if self.error:
+            out.append(f"<p style='color:#c62828'>error: {e(self.error)}</p>")
+        return "".join(out) + "</div>"
 
 
 def run(pipeline: str | Path | Any, variables: dict[str, str] | None = None, **coordinator_options: Any) -> RunResult:

@@ -73,7 +73,8 @@ class Channel:
                 item = await q.get()
                 if isinstance(item, _End):
                     if item.error is not None:
-                        raise UpstreamError(f"input {self.name!r} failed: {item.error}") from item.error
+                        root = getattr(item.error, "root", None) or self.name
+                        raise UpstreamError(f"skipped: {root!r} failed", root) from item.error
                     if item.position:
                         yield Envelope(None, item.position)
                     return

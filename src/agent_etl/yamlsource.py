@@ -38,6 +38,20 @@ class Document:
         return None
 
 
+def _unclosed(e: Any) -> tuple[int, str, str] | None:
+    """A flow mapping or sequence (``{`` or ``[``) left open: its line, and what the parser found."""
+    context = str(e.context or "")
+    if not context.startswith("while parsing a flow") or e.context_mark is None or e.problem_mark is None:
+        return None
+    if e.problem_mark.line == e.context_mark.line:  # an error inside the braces on their own line
+        return None
+    bracket = "{" if "mapping" in context else "["
+    close = "}" if bracket == "{" else "]"
+    return (e.context_mark.line + 1, f"'{bracket}' opened here is not closed (line {e.problem_mark.line + 1}: "
+            f"{str(e.problem or '').strip()})",
+            f"close it with '{close}' on this line, or write the entries as an indented block")
+
+
 def load_yaml(text: str, source: str) -> Document:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -50,6 +64,9 @@ def load_yaml(text: str, source: str) -> Document:
         line = mark.line + 1 if mark is not None else None
         what = " ".join(str(x) for x in (e.context, e.problem) if x)
         hint = "keys must be unique within a mapping" if "duplicate" in what else "check indentation, quotes and colons"
+        unclosed = _unclosed(e)
+        if unclosed is not None:  # the parser notices on a later line; the fix is where it opened
+            line, what, hint = unclosed
         raise SpecError(Problem(f"malformed YAML: {what}", line, hint), source) from None
     except YAMLError as e:
         raise SpecError(Problem(f"malformed YAML: {e}"), source) from None

@@ -66,12 +66,13 @@ def test_plain_progress_and_plan(quickstart):
     r = cli("run", "pipeline.yaml", cwd=quickstart)
     assert r.returncode == 0, r.stderr
     assert "done      warehouse" in r.stdout and "rows/s" in r.stdout
-    assert "quality   enriched: quarantined" in r.stdout
+    assert "quality enriched: quarantined" in r.stdout
     p = cli("plan", "pipeline.yaml", cwd=quickstart)
     assert p.returncode == 0
-    assert "enriched [transform: sql] <- paid, customers, products" in p.stdout
-    assert "quality gate: 4 checks, on_failure quarantine" in p.stdout
-    assert "agent etl-" in p.stdout
+    assert "transform sql <- paid, customers, products" in p.stdout
+    assert "quality: 4 checks (not_null, unique, range, accepted_values), on failure quarantine" in p.stdout
+    assert "-> table orders on warehouse (replace)" in p.stdout
+    assert "agent etl-" not in p.stdout and "branch" not in p.stdout  # one agent for everything is no news
     v = cli("validate", "pipeline.yaml", cwd=quickstart)
     assert v.returncode == 0 and "ok" in v.stdout
 

@@ -83,7 +83,7 @@ async def test_validate_step_quarantines_and_passes_the_good_rows_on(tmp_path):
     assert by_label["range(amount)"]["failed_rows"] == bad_range.sum()
     assert by_label["referential(customer_id)"] | {"examples": None} == {
         "label": "referential(customer_id)", "failed_rows": int(bad_ref.sum()), "kind": "dataset",
-        "severity": "error", "status": "failed", "examples": None,
+        "severity": "error", "status": "failed", "examples": None, "action": "quarantine",
         "message": by_label["referential(customer_id)"]["message"]}
     first = np.flatnonzero(bad_ref.to_numpy())[:5]
     assert by_label["referential(customer_id)"]["examples"] == [

@@ -31,6 +31,7 @@ from agent_etl.result import STATUS_BY_EXIT, RunResult, TaskResult
 from agent_etl.run_context import RunDescription
 from agent_etl.spec import Pipeline, Task
 from agent_etl.spec_changes import changes
+from agent_etl.summary import landing
 
 log = logging.getLogger("agent_etl.coordinator")
 _NONE: dict[str, TaskResult] = {}  # the results of a run that is not this coordinator's
@@ -330,7 +331,8 @@ class AgentCoordinator(Agent):
 
         branches = pipeline.branches()
         chosen = _one_agent_per_branch(branches, await self._choose(pipeline, self.agents))
-        results = {t.name: TaskResult(t.name, t.kind, t.tool, agent=chosen[t.name][0].id, reason=chosen[t.name][1])
+        results = {t.name: TaskResult(t.name, t.kind, t.tool, agent=chosen[t.name][0].id, reason=chosen[t.name][1],
+                                      **(landing(t.tool, t.options) if t.kind == "load" else {}))
                    for t in pipeline.tasks}
         skipped = plan.skipped(pipeline) if plan is not None else set()
         for name in skipped:

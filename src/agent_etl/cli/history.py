@@ -33,16 +33,15 @@ def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
-def list_command(limit: int, pipeline: str | None, *, as_json: bool, home: str | None = None,
-                 status: str | None = None) -> int:
+def list_command(limit: int, pipeline: str | None, *, as_json: bool, home: str | None = None) -> int:
     store, name = open_store(home, pipeline)
-    rows = store.list_runs(limit, name, status)
+    rows = store.list_runs(limit, name)
     store.close()
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
     if not rows:
-        print("no runs recorded yet" if not (status or name) else "no runs match")
+        print("no runs recorded yet")
         return 0
     print(f"{'run id':<24} {'pipeline':<20} {'status':<15} {'started':<19} {'seconds':>8} {'rows':>12}")
     for r in rows:
@@ -60,21 +59,57 @@ def show_command(run_id: str, *, as_json: bool, home: str | None = None) -> int:
         store.close()
         raise SpecError(message)
     store.close()
-    if as_json:
-        print(json.dumps({"run": record.run, "tasks": record.tasks}, indent=2, default=str))
-        return 0
+    from agent_etl.summary import destination_lines, destinations, quality_lines, quality_summary
+
     r = record.run
+    tasks = [{**t, **_landings(r).get(t["task"], {})} for t in record.tasks]
+    dests = destinations(tasks)
+    quality = quality_summary([q for t in tasks for q in (t["details"] or {}).get("quality", [])])
+    if as_json:
+        print(json.dumps({"run": r, "tasks": tasks, "destinations": dests, "quality": quality}, indent=2, default=str))
+        return 0
     secs = f"{r['duration']:.2f}s" if r["duration"] is not None else "-"
     print(f"run {r['run_id']}  pipeline {r['pipeline']}  {r['status']} (exit {r['exit_code']})  {secs}")
-    print(f"started {_when(r['started_at'])}  rows loaded {r['rows_loaded'] or 0:,}")
-    if r["error"]:
+    print(f"started {_when(r['started_at'])}")
+    if r["error"] and not any(t["error"] == r["error"] for t in tasks):  # else said once, at its task
         print(f"error: {r['error']}")
-    for t in record.tasks:
+    for t in tasks:
         dur = f"{t['duration']:.2f}s" if t["duration"] is not None else "-"
         print(f"  {t['task']:<20} {t['kind']:<9} {t['tool']:<10} {t['status']:<15} {t['rows'] or 0:>10,} rows {dur:>8}"
               f"  agent {t['agent']} ({t['reason']})")
-        if t["error"]:
+        if t["error"] and t["status"] != "upstream_failed":
             print(f"      error: {t['error']}")
-        for q in (t["details"] or {}).get("quality", []):
-            print(f"      quality {q['status']}: {q['rows_passed']:,}/{q['rows_in']:,} passed")
+        elif t["error"]:
+            print(f"      {t['error']}")
+    if dests:
+        print("loaded:")
+        for line in destination_lines(dests, "  "):
+            print(line)
+    for line in quality_lines(quality):
+        print(line)
+    from agent_etl.store.runs import RESUMABLE
+
+    if r["status"] in RESUMABLE:
+        import shlex
+
+        print(f"resume with: agent-etl resume {r['run_id']}" + (f" --home {shlex.quote(home)}" if home else ""))
     return 0
+
+
+def _landings(run: dict) -> dict[str, dict]:
+    """Where each load of a recorded run writes, from the spec text it ran (no interpolation needed)."""
+    from agent_etl.exceptions import SpecError
+    from agent_etl.summary import landing
+    from agent_etl.yamlsource import load_yaml
+
+    spec = (run.get("description") or {}).get("spec")
+    if not spec:
+        return {}
+    try:
+        data = load_yaml(spec, "run").data
+    except SpecError:
+        return {}
+    loads = data.get("load")
+    if not isinstance(loads, dict):
+        return {}
+    return {name: landing(str(step.get("tool")), step) for name, step in loads.items() if isinstance(step, dict)}

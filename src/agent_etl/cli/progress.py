@@ -33,20 +33,29 @@ class PlainReporter:
             rate = ev.rows / ev.duration if ev.duration else 0
             self._print(f"done      {ev.task}: {ev.rows:,} rows in {ev.duration:.2f}s ({rate:,.0f} rows/s)")
         elif isinstance(ev, TaskFailed):
-            word = "stopped " if ev.upstream else "failed  "
-            self._print(f"{word}  {ev.task}: {ev.error}")
+            if ev.upstream and ev.error.startswith("skipped: "):
+                self._print(f"skipped   {ev.task}: {ev.error.removeprefix('skipped: ')}")
+            elif ev.upstream:
+                self._print(f"stopped   {ev.task}: {ev.error}")
+            else:  # the error itself is printed once, at the end
+                self._print(f"failed    {ev.task}")
 
     def summary(self, result: Any) -> None:
+        from agent_etl.summary import destination_lines, quality_lines
+
         out = sys.stdout
-        print(f"run {result.run_id} {result.status} in {result.duration:.2f}s: {result.rows_loaded:,} rows loaded",
-              file=out)
-        for q in result.quality:
-            checks = ", ".join(f"{c['label']}: {c['failed_rows']}" for c in q.get("checks", []) if c.get("failed_rows"))
-            where = f" -> {q['quarantine_path']}" if q.get("quarantine_path") else ""
-            print(f"quality   {q['input']}: {q['status']} ({q['rows_passed']:,}/{q['rows_in']:,} rows passed"
-                  f"{'; ' + checks if checks else ''}){where}", file=out)
-        if result.error:
-            print(f"error: {result.error}", file=sys.stderr)
+        print(f"run {result.run_id} {result.status} in {result.duration:.2f}s", file=out)
+        dests = result.destinations
+        if dests:
+            print("loaded:", file=out)
+            for line in destination_lines(dests, "  "):
+                print(line, file=out)
+        for line in quality_lines(result.quality_summary):
+            print(line, file=out)
+        # each root failure once (dependants only said "skipped: <task> failed")
+        errors = [t.error for t in result.tasks.values() if t.status == "failed" and t.error]
+        for error in errors or ([result.error] if result.error else []):
+            print(f"error: {error}", file=sys.stderr)
 
 
 class RichReporter(PlainReporter):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from typing import Any
 
@@ -51,29 +52,47 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool) -> int:
         async with AgentCoordinator(store=False) as c:
             return await c.plan(pipeline)
 
+    from agent_etl.summary import landing
+
     planned = asyncio.run(make_plan())
     rows = [{"step": i + 1, "task": p.task.name, "kind": p.task.kind, "tool": p.task.tool, "inputs": p.task.inputs,
-             "quality": [f"{len(g.checks)} checks, on_failure {g.on_failure}" for g in p.task.gates],
+             "quality": [{"checks": [next(iter(c), "?") for c in g.checks], "on_failure": g.on_failure}
+                         for g in p.task.gates],
+             **({"reads": _reads(p.task.options)} if p.task.kind == "extract" else {}),
+             **(landing(p.task.tool, p.task.options) if p.task.kind == "load" else {}),
              "agent": p.agent, "reason": p.reason} for i, p in enumerate(planned)]
     if as_json:
         print(json.dumps({"pipeline": pipeline.name, "tasks": rows}, indent=2))
         return 0
-    print(f"{pipeline.name}: {len(rows)} tasks in {len(pipeline.branches())} branch(es)")
+    print(f"{pipeline.name}: {len(rows)} tasks")
+    agents = {r["agent"] for r in rows}
+    width = max(len(r["task"]) for r in rows)
     for r in rows:
         inputs = f" <- {', '.join(r['inputs'])}" if r["inputs"] else ""
-        print(f"{r['step']:>3}. {r['task']} [{r['kind']}: {r['tool']}]{inputs}")
+        reads = f" from {r['reads']}" if r.get("reads") else ""
+        print(f"{r['step']:>3}. {r['task']:<{width}}  {r['kind']} {r['tool']}{reads}{inputs}")
+        if "target" in r:
+            print(f"       -> {r['target']} ({r['mode']})")
         for q in r["quality"]:
-            print(f"       quality gate: {q}")
-        print(f"       agent {r['agent']}: {r['reason']}")
+            print(f"       quality: {len(q['checks'])} checks ({', '.join(q['checks'])}), on failure {q['on_failure']}")
+        if len(agents) > 1:  # one agent for everything is not news; a choice between agents is
+            print(f"       agent {r['agent']}: {r['reason']}")
     return 0
 
 
+def _reads(options: dict[str, Any]) -> str | None:
+    """What an extract reads, as written: its path, table, URL or (the start of) its query."""
+    for key in ("path", "table", "url", "stream"):
+        if options.get(key):
+            return str(options[key])
+    query = " ".join(str(options.get("query") or "").split())
+    return (query if len(query) <= 60 else query[:57] + "...") or None
+
+
 def run_command(path: str, pairs: list[str], *, as_json: bool, quiet: bool, resume: bool = False,
-                force: bool = False, bus: str | None = None, metrics_port: int | None = None,
-                log_format: str | None = None) -> int:
+                force: bool = False, bus: str | None = None) -> int:
     pipeline = _load(path, pairs)
-    return _run(pipeline, pairs, as_json=as_json, quiet=quiet, resume=resume or None, force=force, bus=bus,
-                metrics_port=metrics_port, log_format=log_format)
+    return _run(pipeline, pairs, as_json=as_json, quiet=quiet, resume=resume or None, force=force, bus=bus)
 
 
 def resume_command(run_id: str, pairs: list[str], *, as_json: bool, quiet: bool, force: bool,
@@ -82,8 +101,7 @@ def resume_command(run_id: str, pairs: list[str], *, as_json: bool, quiet: bool,
 
 
 def _run(pipeline: Any, pairs: list[str], *, as_json: bool, quiet: bool, resume: Any, force: bool,
-         home: str | None = None, bus: str | None = None, metrics_port: int | None = None,
-         log_format: str | None = None) -> int:
+         home: str | None = None, bus: str | None = None) -> int:
     """Run (or resume) with the progress display; SIGTERM stops the run like Ctrl-C: the commit unit
     in flight rolls back, what was committed stays, and the run can be resumed (exit 130). While stream
     reads run (redis_stream, nats), the first signal instead ends them after their current micro-batch,
@@ -95,9 +113,8 @@ def _run(pipeline: Any, pairs: list[str], *, as_json: bool, quiet: bool, resume:
     from agent_etl.settings import Settings
 
     settings = Settings(**({"home": home} if home else {}), **({"bus": bus} if bus else {}))
-    from agent_etl.observe import logs
-
-    logs.configure(settings.log_level, log_format or settings.log_format)
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
     variables = parse_vars(pairs)
     reporter = make_reporter(pipeline, enabled=not (as_json or quiet or pipeline is None))
 
@@ -124,18 +141,11 @@ def _run(pipeline: Any, pairs: list[str], *, as_json: bool, quiet: bool, resume:
             loop.add_signal_handler(sig, on_signal)
         async with AgentCoordinator(settings=settings) as coordinator:
             sub = await coordinator.bus.subscribe("*", reporter.on_event, maxsize=4096)
-            server = None
-            if metrics_port is not None and coordinator.monitor is not None:
-                from agent_etl.observe.metrics import serve
-
-                server = serve(coordinator.monitor, metrics_port, settings.metrics_host)
             try:
                 return await coordinator.run(pipeline, variables=variables, resume=resume, force=force)
             finally:
                 await coordinator.bus.drain()
                 await sub.cancel()
-                if server is not None:
-                    server.close()
 
     with reporter:
         try:

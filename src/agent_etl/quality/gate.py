@@ -61,6 +61,7 @@ class CheckReport:
     severity: str = "error"  # error | warn
     status: str = "passed"  # passed | warned | failed
     examples: list[dict[str, Any]] = field(default_factory=list)
+    action: str = "fail"  # what a failure of it does: quarantine (its rows), warn, or fail (the run)
 
 
 @dataclass
@@ -285,11 +286,20 @@ class QualityGate:
                 "warned" if self._warn[i] or self.on_failure == "warn" else "failed")
             text = self._check_text(i) or getattr(c, "note", None)  # e.g. anomaly: "learning (3 of 7 runs)"
             checks.append(CheckReport(c.label, self._failed[i], text, kind=c.scope,
-                                      severity=c.severity, status=check_status, examples=list(self._examples[i])))
+                                      severity=c.severity, status=check_status, examples=list(self._examples[i]),
+                                      action=self._action(i)))
         return GateReport(
             input=self.input, on_failure=self.on_failure, status=status, rows_in=self.rows_in,
             rows_passed=self.rows_passed, rows_quarantined=self.rows_quarantined, checks=checks,
             quarantine_path=self.sink.where if self.rows_quarantined else None)
+
+    def _action(self, i: int) -> str:
+        from agent_etl.tools.validators.base import Check
+
+        if self._warn[i] or self.on_failure == "warn":
+            return "warn"
+        flags_rows = type(self.checks[i]).failures is not Check.failures  # else a verdict on the whole input
+        return "quarantine" if self.on_failure == "quarantine" and flags_rows else "fail"
 
     # ------------------------------------------------------------------------------------------
 

@@ -298,7 +298,7 @@ class SQL(Transform):
         except ToolError as e:
             if empty and any(n.lower() in str(e.__cause__).lower() for n in empty):
                 raise tool_error(self, f"input(s) {', '.join(map(repr, empty))} produced no batches, so their "
-                                       f"columns are unknown and query {self.config.query!r} cannot read them",
+                                       f"columns are unknown and the query cannot read them{shown(self.config.query)}",
                                  "make sure the upstream step yields at least one (possibly empty) batch, "
                                  "or leave the empty input out of the query") from e.__cause__
             raise
@@ -308,7 +308,7 @@ class SQL(Transform):
         try:
             rel = con.sql(query)
             if rel is None:
-                raise tool_error(self, f"query {query!r} returns no rows", "write a SELECT over the inputs")
+                raise tool_error(self, f"the query returns no rows{shown(query)}", "write a SELECT over the inputs")
             return to_reader(rel, self.ctx.batch_size)
         except sql_errors() as e:
             raise self._failed(e) from e
@@ -326,5 +326,11 @@ class SQL(Transform):
             upstream = self._upstream[0]
             raise upstream from upstream.__cause__
         tables = f" ({', '.join(self._tables)})" if self._tables else ""
-        return tool_error(self, f"query {self.config.query!r} failed: {reason(e)}",
+        return tool_error(self, f"query failed: {reason(e)}{shown(self.config.query)}",
                           f"fix the SQL; the tables are the input step names{tables}")
+
+
+def shown(query: str) -> str:
+    """The query for a message, as written: its own lines, indented under the message."""
+    body = "\n".join("      " + line for line in query.strip("\n").splitlines())
+    return f"\n    query:\n{body}"
