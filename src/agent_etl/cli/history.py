@@ -33,15 +33,16 @@ def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
-def list_command(limit: int, pipeline: str | None, *, as_json: bool, home: str | None = None) -> int:
+def list_command(limit: int, pipeline: str | None, *, as_json: bool, home: str | None = None,
+                 status: str | None = None) -> int:
     store, name = open_store(home, pipeline)
-    rows = store.list_runs(limit, name)
+    rows = store.list_runs(limit, name, status)
     store.close()
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
     if not rows:
-        print("no runs recorded yet")
+        print("no runs recorded yet" if not (status or name) else "no runs match")
         return 0
     print(f"{'run id':<24} {'pipeline':<20} {'status':<15} {'started':<19} {'seconds':>8} {'rows':>12}")
     for r in rows:

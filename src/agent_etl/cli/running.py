@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from typing import Any
 
@@ -90,9 +89,11 @@ def _reads(options: dict[str, Any]) -> str | None:
 
 
 def run_command(path: str, pairs: list[str], *, as_json: bool, quiet: bool, resume: bool = False,
-                force: bool = False, bus: str | None = None) -> int:
+                force: bool = False, bus: str | None = None, metrics_port: int | None = None,
+                log_format: str | None = None) -> int:
     pipeline = _load(path, pairs)
-    return _run(pipeline, pairs, as_json=as_json, quiet=quiet, resume=resume or None, force=force, bus=bus)
+    return _run(pipeline, pairs, as_json=as_json, quiet=quiet, resume=resume or None, force=force, bus=bus,
+                metrics_port=metrics_port, log_format=log_format)
 
 
 def resume_command(run_id: str, pairs: list[str], *, as_json: bool, quiet: bool, force: bool,
@@ -101,7 +102,8 @@ def resume_command(run_id: str, pairs: list[str], *, as_json: bool, quiet: bool,
 
 
 def _run(pipeline: Any, pairs: list[str], *, as_json: bool, quiet: bool, resume: Any, force: bool,
-         home: str | None = None, bus: str | None = None) -> int:
+         home: str | None = None, bus: str | None = None, metrics_port: int | None = None,
+         log_format: str | None = None) -> int:
     """Run (or resume) with the progress display; SIGTERM stops the run like Ctrl-C: the commit unit
     in flight rolls back, what was committed stays, and the run can be resumed (exit 130). While stream
     reads run (redis_stream, nats), the first signal instead ends them after their current micro-batch,
@@ -113,8 +115,9 @@ def _run(pipeline: Any, pairs: list[str], *, as_json: bool, quiet: bool, resume:
     from agent_etl.settings import Settings
 
     settings = Settings(**({"home": home} if home else {}), **({"bus": bus} if bus else {}))
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    from agent_etl.observe import logs
+
+    logs.configure(settings.log_level, log_format or settings.log_format)
     variables = parse_vars(pairs)
     reporter = make_reporter(pipeline, enabled=not (as_json or quiet or pipeline is None))
 
@@ -141,11 +144,18 @@ def _run(pipeline: Any, pairs: list[str], *, as_json: bool, quiet: bool, resume:
             loop.add_signal_handler(sig, on_signal)
         async with AgentCoordinator(settings=settings) as coordinator:
             sub = await coordinator.bus.subscribe("*", reporter.on_event, maxsize=4096)
+            server = None
+            if metrics_port is not None and coordinator.monitor is not None:
+                from agent_etl.observe.metrics import serve
+
+                server = serve(coordinator.monitor, metrics_port, settings.metrics_host)
             try:
                 return await coordinator.run(pipeline, variables=variables, resume=resume, force=force)
             finally:
                 await coordinator.bus.drain()
                 await sub.cancel()
+                if server is not None:
+                    server.close()
 
     with reporter:
         try:
