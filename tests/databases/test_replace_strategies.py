@@ -130,3 +130,24 @@ async def test_mysql_swap_is_create_like_and_a_trigger_makes_auto_insert(tmp_pat
             assert cur.fetchall() == ((5,),)  # the trigger stayed on the table and fired
     finally:
         conn.close()
+
+
+async def test_mysql_swap_keeps_the_auto_increment_counter(tmp_path, mysql_db):
+    """CREATE TABLE ... LIKE starts the counter at 1: a row added after the replace would take an id the
+    old table had already given (and that other systems may still hold). The swap carries it over."""
+    import pymysql
+
+    name, url = mysql_db
+    conn = pymysql.connect(host="127.0.0.1", user="root", database=name, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE t (id BIGINT AUTO_INCREMENT PRIMARY KEY, version BIGINT NOT NULL)")
+            cur.execute("INSERT INTO t (version) VALUES " + ", ".join(["(1)"] * 20))
+            cur.execute("DELETE FROM t WHERE id > 2")  # the counter stays at 21
+        assert await replace(tmp_path, "mysql", url) == "swap"
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO t (version) VALUES (3)")
+            cur.execute("SELECT id, version FROM t ORDER BY id")
+            assert cur.fetchall() == ((7, 2), (8, 2), (21, 3))
+    finally:
+        conn.close()

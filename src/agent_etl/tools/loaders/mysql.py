@@ -247,7 +247,7 @@ class _Writer(Units):
             self._check_frozen(schema, exact=self.config.mode == "replace")
         self._stage()
         if self.config.mode == "replace" and self.existing:
-            self._execute(f"CREATE TABLE {self.into} LIKE {self.target}")
+            swap.create_like(self._execute, self._query, self.database, self.name, self.into, self.target)
         else:
             if self.config.mode == "replace":
                 self.path_taken = strategies.NEW
@@ -347,7 +347,7 @@ class _Writer(Units):
         elif mode == "replace":
             if self.staging is None:  # no batch at all: empty the table, keeping its definition
                 self._stage()
-                self._execute(f"CREATE TABLE {self.into} LIKE {self.target}")
+                swap.create_like(self._execute, self._query, self.database, self.name, self.into, self.target)
             self._checkpoint_table()
         elif self.staging is not None:
             self._merge()

@@ -2,7 +2,8 @@
 ... LIKE`` the old one (columns, types, defaults, indexes, CHECK constraints, the table's options and
 comment), filled by LOAD DATA, then swapped in by one atomic ``RENAME TABLE old TO spare, new TO
 old``; the spare is dropped. Grants on the table and views on it refer to it by name, so they apply
-to the new table.
+to the new table. The AUTO_INCREMENT counter carries over (``LIKE`` starts it at 1): a row added after
+the replace gets an id the old table had not given yet, as after DELETE + INSERT.
 
 Blockers (auto inserts instead): triggers on the table (they would stay on the old one), foreign
 keys to or from it (``LIKE`` does not copy them, and the old table's would keep pointing at it),
@@ -29,3 +30,12 @@ def blockers(query: Any, database: str, name: str) -> list[str]:
         "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s AND "
         "TABLE_TYPE = 'SYSTEM VERSIONED'", (database, name))]
     return found
+
+
+def create_like(execute: Any, query: Any, database: str, name: str, new: str, old: str) -> None:
+    """``CREATE TABLE new LIKE old`` (both quoted), with the old table's AUTO_INCREMENT counter."""
+    execute(f"CREATE TABLE {new} LIKE {old}")
+    counter = query("SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND "
+                    "TABLE_NAME = %s", (database, name))
+    if counter and counter[0][0] and int(counter[0][0]) > 1:
+        execute(f"ALTER TABLE {new} AUTO_INCREMENT = {int(counter[0][0])}")
