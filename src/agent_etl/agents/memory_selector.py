@@ -36,6 +36,10 @@ Recall = Callable[[str, int], Awaitable[list[Any]]]  # (descriptor JSON, k) -> e
 RECALL = 200  # experiences recalled per new kind
 NEAR = 0.35  # cosine distance under which another kind counts as similar
 PRIOR = 3.0  # most runs a similar kind's experience weighs as, for a kind never seen
+# draws deviate from the estimate by this share of the posterior's spread: plain Thompson sampling (1.0)
+# keeps trying agents known to be worse on a few runs often enough to cost a few % of the choices
+EXPLORE = 0.5
+UNSETTLED = 40  # choices of a kind with full exploration after a drift on it
 _TASK_KINDS = ("extract", "transform", "load")
 CONCURRENCY = 4  # slots of an agent that declares no concurrency limit
 
@@ -62,6 +66,7 @@ class MemorySelector:
         self._near: dict[Kind, tuple[int, list[tuple[Kind, float]]]] = {}
         self._fallback = CapabilitySelector()
         self._drift: dict[str, AgentDrift] = {}
+        self._unsettled: dict[Kind, int] = {}  # kinds with a recent drift -> choices left with full exploration
 
     # -- learning ---------------------------------------------------------------------------------
 
@@ -96,12 +101,21 @@ class MemorySelector:
             drift = outcomes.add(ok, speed, self.clock[kind])
             if drift:
                 log.info("selector: %s on %s: %s; older runs dropped", agent, kind_text(kind), drift)
+                self._unsettle(kind)
             if everywhere:
                 log.info("selector: %s %s; its estimates on every kind weigh little now", agent, everywhere)
-                for other in self.stats.values():
+                for other_kind, other in self.stats.items():
                     o = other.get(agent)
                     if o is not None and o is not outcomes:
                         o.suspect(everywhere)
+                        self._unsettle(other_kind)
+
+    def _unsettle(self, kind: Kind) -> None:
+        """The best agent of ``kind`` may have changed: explore widely for a while, and try each
+        agent again (what was known of the others is old)."""
+        self._unsettled[kind] = UNSETTLED
+        for o in self.stats.get(kind, {}).values():
+            o.runs = min(o.runs, TRIES - 1)
 
     async def warm(self, descriptors: Mapping[str, TaskDescriptor], agents: Sequence[AgentInfo],
                    recall: Recall) -> None:
@@ -210,6 +224,10 @@ class MemorySelector:
                            f"({sum(1 for a in free if a.id in table)} of {len(free)} capable agents tried)")
         clock = self.clock[kind]
         rand = self._random
+        explore = EXPLORE
+        if self._unsettled.get(kind):  # the best may have changed: search as widely as at the start
+            explore = 1.0
+            self._unsettled[kind] -= 1
         speeds = [o.mean for o in (table.get(a.id) or borrowed[a.id] for a in known) if o.w]
         base = sum(speeds) / len(speeds) if speeds else 0.0
         best = best_mean = None
@@ -224,12 +242,14 @@ class MemorySelector:
                 f = STALE ** (clock - o.last) if o.last else 1.0
                 n, ok, w = o.n * f, o.ok * f, o.w * f
                 if w > 0:
-                    speed = rand.gauss(o.mean, o.spread / math.sqrt(w))
+                    speed = rand.gauss(o.mean, explore * o.spread / math.sqrt(w))
                     mean_speed = o.mean
                 else:
                     speed, mean_speed = rand.gauss(base, 1.0), base
-                draw = rand.betavariate(ok + 1.0, n - ok + 1.0) * math.exp(speed) / busy
-                mean = (ok + 1.0) / (n + 2.0) * math.exp(mean_speed) / busy
+                success = (ok + 1.0) / (n + 2.0)
+                drawn = success + explore * (rand.betavariate(ok + 1.0, n - ok + 1.0) - success)
+                draw = drawn * math.exp(speed) / busy
+                mean = success * math.exp(mean_speed) / busy
             if draw > top:
                 best, top = a, draw
             if mean > top_mean:

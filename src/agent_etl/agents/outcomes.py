@@ -172,7 +172,7 @@ class AgentDrift:
         self.runs.append((ok, 1.0 - expected.success, z_speed))
         fails = sum(1 for o, _, _ in self.runs if not o)
         mean = sum(f for _, f, _ in self.runs)
-        if fails >= 4 and _poisson_tail(mean, fails) < P_DRIFT / 10:
+        if fails >= 3 and _poisson_tail(mean, fails) < P_DRIFT:
             note = f"failed {fails} of its last {len(self.runs)} runs where about {mean:.1f} were expected"
             self.runs.clear()
             return note
