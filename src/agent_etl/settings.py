@@ -25,6 +25,10 @@ class Settings(BaseSettings):
         "(in-process, kept while the coordinator lives) or off")
     fleet: Path | None = Field(None, description="fleet file: ETL agents with capabilities, limits and tags "
                                "(docs/memory.md); default configs/agents.yaml in the working directory, if any")
+    cache_memory_mb: int = Field(256, ge=0, description="result cache (extracts with `cache:`): MiB of results a "
+                                 "process keeps in memory, least recently used dropped first")
+    cache_disk_mb: int = Field(4096, ge=0, description="result cache: MiB of results kept in the state folder's "
+                               "cache/, least recently used dropped first")
     log_level: str = Field("WARNING", description="level of the log lines `agent-etl run` prints to stderr")
     log_format: Literal["text", "json"] = Field("text", description="log lines as text, or one JSON object "
                                                 "per line (with run_id and task)")

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from agent_etl.exceptions import Problem, SpecError
+from agent_etl.spec_cache import check_cache
 from agent_etl.spec_problems import pydantic_problems, validate_options
 from agent_etl.spec_quality import check_groups, check_references, check_validate_step, group_refs
 from agent_etl.yamlsource import Document, interpolate, load_yaml
@@ -151,8 +152,26 @@ class Step(BaseModel):
         return dict(self.model_extra or {})
 
 
+class Cache(_Model):
+    """``cache: {ttl: 10m}`` on an extract: its result is kept (memory and the state folder) and a
+    later read of the same source and options within ``ttl`` uses it (agent_etl.cache)."""
+
+    ttl: float | str = "1h"
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: Any) -> Any:
+        return _positive(value)
+
+
 class ExtractStep(Step):
-    pass
+    cache: Cache | None = None
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_switch(cls, v: Any) -> Any:
+        # `cache: true` keeps the default ttl; `cache: false` is no cache
+        return ({} if v else None) if isinstance(v, bool) else v
 
 
 class TransformStep(Step):
@@ -238,6 +257,7 @@ class Task:
     # inputs the gates read in full before the first batch (referential checks); also in ``inputs``
     refs: list[str] = field(default_factory=list)
     timeout: float | None = None  # seconds (the step's, else defaults.timeout)
+    cache: Any = None  # an extract's result cache (spec.Cache), or None
 
     @property
     def data_inputs(self) -> list[str]:
@@ -490,13 +510,15 @@ def _check_tools(spec: Spec, doc: Document, registry) -> list[Problem]:
         if getattr(cls, "inline_checks", False):  # the validate step: a quality group of its own
             problems.extend(check_validate_step(step, path, doc, registry, spec))
     problems.extend(check_groups(spec, doc, registry))
+    problems.extend(check_cache(spec, doc, registry))
     return problems
 
 
 def _plan(spec: Spec) -> list[Task]:
     nodes: dict[str, Task] = {}
     for name, s in spec.extract.items():
-        nodes[name] = Task(name, "extract", s.tool, [], s.options, s._line, timeout=s.timeout or spec.defaults.timeout)
+        nodes[name] = Task(name, "extract", s.tool, [], s.options, s._line, timeout=s.timeout or spec.defaults.timeout,
+                           cache=s.cache)
     for s in spec.transform:
         nodes[s.name] = Task(s.name, "transform", s.tool, s.inputs, s.options, s._line,
                              timeout=s.timeout or spec.defaults.timeout)

@@ -354,7 +354,7 @@ class _TaskRun:
                                     f"{self.task.tool} source cannot start from a position now; start a new run")
                 self.tool.resume_from(start)
                 details["resumed_from"] = start
-            out = self.tool.batches()
+            out = self.tool.batches() if self.task.cache is None or start is not None else _cached(self, details)
             position = lambda: {self.task.name: self.tool.position()}  # noqa: E731
         else:
             out = self.tool.run({i: self.tracker.batches(self._input(i)) for i in self.task.data_inputs})
@@ -497,6 +497,18 @@ class _Commits:
                 await self.rc.acks.committed(self.task, self.position())
         await self.agent.bus.publish(TaskCommitted(run_id=self.rc.run_id, task=self.task, agent=self.agent.id,
                                                    attempt=self.attempt, rows=rows, unit=self.units))
+
+
+def _cached(run: _TaskRun, details: dict[str, Any]) -> AsyncIterator[pa.RecordBatch]:
+    """The extract's batches through the result cache of the run's state folder (``cache:``)."""
+    from agent_etl.cache import ResultCache, cached
+
+    task, rc = run.task, run.rc
+    conn = task.options.get("connection")
+    connection = rc.connections.get(conn) if isinstance(conn, str) else None
+    meta = {"pipeline": rc.pipeline.name, "task": task.name, "tool": task.tool, "run_id": rc.run_id}
+    return cached(ResultCache(rc.home), tool=task.tool, options=task.options, connection=connection,
+                  base_dir=rc.pipeline.base_dir, ttl=task.cache.ttl, read=run.tool.batches, details=details, meta=meta)
 
 
 async def _after(envelopes: AsyncIterator[Envelope], position: dict[str, Any], task: Task,

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from agent_etl.cli.cache import cache_app
 from agent_etl.cli.memory import memory_app
 
 app = typer.Typer(name="agent-etl", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -20,6 +21,7 @@ app.add_typer(tools_app, name="tools")
 app.add_typer(runs_app, name="runs")
 app.add_typer(audit_app, name="audit")
 app.add_typer(memory_app, name="memory")
+app.add_typer(cache_app, name="cache")
 
 Vars = Annotated[Optional[list[str]], typer.Option("--var", "-v", metavar="K=V", help="K=V, interpolated as ${K}; wins over the environment.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]

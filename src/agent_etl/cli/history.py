@@ -78,6 +78,10 @@ def show_command(run_id: str, *, as_json: bool, home: str | None = None) -> int:
         dur = f"{t['duration']:.2f}s" if t["duration"] is not None else "-"
         print(f"  {t['task']:<20} {t['kind']:<9} {t['tool']:<10} {t['status']:<15} {t['rows'] or 0:>10,} rows {dur:>8}"
               f"  agent {t['agent']} ({t['reason']})")
+        if (t["details"] or {}).get("cache"):
+            from agent_etl.cli.cache import cache_line
+
+            print(f"      cache: {cache_line(t['details']['cache'])}")
         if t["error"] and t["status"] != "upstream_failed":
             print(f"      error: {t['error']}")
         elif t["error"]:
