@@ -43,12 +43,14 @@ class RunDescription(BaseModel):
     def of(cls, pipeline: Pipeline, variables: dict[str, str] | None, home: Path) -> RunDescription:
         from agent_etl import __version__
 
-        from agent_etl.yamlsource import looks_secret
+        from agent_etl.redaction import MIN_LENGTH, secret_name
 
         variables = dict(variables or {})
-        # kept out: values used where secrets go (connections, keys named like one) and variables
-        # named like one; a resume reads them again from the environment or --var
-        secret = sorted(k for k, v in variables.items() if v in pipeline.secrets or looks_secret(k))
+        # kept out: variables named like a secret, and those whose value is or holds one (a URL with
+        # its password); a resume reads them again from the environment or --var
+        secrets = [s for s in pipeline.secrets if len(s) >= MIN_LENGTH]
+        secret = sorted(k for k, v in variables.items()
+                        if secret_name(k) or v in pipeline.secrets or any(s in v for s in secrets))
         desc = cls(pipeline_name=pipeline.name, spec=pipeline.doc.source_text,
                    path=str(pipeline.path.resolve()) if pipeline.path else None, base_dir=str(pipeline.base_dir),
                    variables={k: v for k, v in variables.items() if k not in secret}, secret_variables=secret,

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from agent_etl.exceptions import Problem, SpecError
+from agent_etl.redaction import scrub
 from agent_etl.spec_cache import check_cache
 from agent_etl.spec_problems import pydantic_problems, validate_options
 from agent_etl.spec_quality import check_groups, check_references, check_validate_step, group_refs
@@ -229,6 +230,9 @@ class Spec(_Model):
     transform: list[TransformStep] = []
     quality: list[QualityGroup] = []
     load: dict[str, LoadStep] = {}
+    # variables whose values are secrets (masked everywhere, never stored), beyond those named like
+    # one (PGPASSWORD, API_TOKEN) and those used where a secret goes (agent_etl.redaction)
+    secrets: list[str] = []
     alerts: list[Alert] = []
 
     @model_validator(mode="before")
@@ -321,8 +325,8 @@ class Pipeline:
             _attach_lines(spec, doc)
             problems.extend(_check_graph(spec, doc))
             problems.extend(_check_tools(spec, doc, registry))
-        if problems:
-            raise SpecError(_dedupe(problems), source)
+        if problems:  # a value shown in a problem may hold a secret filled in above
+            raise scrub(SpecError(_dedupe(problems), source), doc.secrets)
         pipeline = cls(spec, doc, base_dir, path)
         pipeline.variables = dict(variables or {})
         return pipeline

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from agent_etl.exceptions import Problem, SpecError
+from agent_etl.redaction import secret_name, url_secrets
 
 Path_ = tuple[str | int, ...]
 
 _REF = re.compile(r"\$\{([^}]*)\}")
-_SECRET_KEY = re.compile(r"pass|secret|token|key|auth|credential|url|dsn", re.I)
 
 
 @dataclass
@@ -161,16 +161,19 @@ def interpolate(doc: Document, variables: dict[str, str] | None, base_dir: Path)
     """Replace ``${VAR}``, ``${VAR:-default}`` and ``${file:path}`` in every string, in place.
 
     ``variables`` (``--var K=V``) win over the environment. Returns the problems found (unset
-    variables, unreadable files), each with its line. Values that look like secrets are collected
-    in ``doc.secrets`` so they can be masked in every message and record.
+    variables, unreadable files), each with its line. The secret values among what it fills in
+    (``agent_etl.redaction`` says which) are collected in ``doc.secrets``, to be masked in every
+    message and record.
     """
     env = {**os.environ, **(variables or {})}
     problems: list[Problem] = []
+    marked = doc.data.get("secrets") if isinstance(doc.data, dict) else None
+    marked = {m for m in marked if isinstance(m, str)} if isinstance(marked, list) else set()
 
     def sub(value: str, path: Path_) -> str:
-        secret_place = path[:1] == ("connections",) or any(
-            isinstance(p, str) and _SECRET_KEY.search(p) for p in path[1:]
-        )
+        keys = [p for p in path if isinstance(p, str)]
+        # the whole value is a secret under a key named like one (auth's `key` too)
+        secret_place = bool(keys) and (secret_name(keys[-1]) or (keys[-1] == "key" and keys[-2:-1] == ["auth"]))
 
         def one(m: re.Match[str]) -> str:
             ref = m.group(1).strip()
@@ -200,11 +203,15 @@ def interpolate(doc: Document, variables: dict[str, str] | None, base_dir: Path)
                 problems.append(Problem(f"${{{name}}} is not set", doc.line(path),
                                         f"export {name}=... or pass --var {name}=..."))
                 return m.group(0)
-            if secret_place and len(val) >= 4:
+            if secret_place or name in marked or secret_name(name):
                 doc.secrets.add(val)
             return val
 
-        return _REF.sub(one, value)
+        out = _REF.sub(one, value)
+        if secret_place:
+            doc.secrets.add(out)
+        doc.secrets.update(url_secrets(out))
+        return out
 
     def walk(node: Any, path: Path_) -> Any:
         if isinstance(node, dict):
@@ -242,13 +249,3 @@ def _inline_password(url: str, path: Path_, doc: Document) -> Problem | None:
                                    f"(or use ${{file:path}})")
 
 
-def looks_secret(name: str) -> bool:
-    """Whether a key or variable name says it holds a secret (``password``, ``API_TOKEN``, ``url``...)."""
-    return bool(_SECRET_KEY.search(name))
-
-
-def redact(text: str, secrets: set[str]) -> str:
-    for s in sorted(secrets, key=len, reverse=True):
-        if s:
-            text = text.replace(s, "***")
-    return text

@@ -22,7 +22,8 @@ from agent_etl.agents.base import Agent
 from agent_etl.agents.breakers import Breakers
 from agent_etl.agents.selector import AgentInfo, CapabilitySelector, Selector
 from agent_etl.bus.base import EventBus
-from agent_etl.exceptions import ResumeError
+from agent_etl import redaction
+from agent_etl.exceptions import AgentETLError, ResumeError
 from agent_etl.events import (AgentStalled, BatchValidated, Event, Heartbeat, RunFinished, RunStarted, TaskAssigned,
                               TaskCompleted, TaskFailed, TaskStalled, TaskStarted)
 from agent_etl.observe import tracing
@@ -248,16 +249,21 @@ class AgentCoordinator(Agent):
         if not self.started:
             async with self:
                 return await self.run(pipeline, variables=variables, resume=resume, force=force)
-        if resume:
-            return await self._resume(resume, pipeline, variables, force)
-        if pipeline is None:
-            raise ResumeError("nothing to run: give a pipeline, or resume=RUN_ID")
-        home = self.home_for(pipeline)
-        desc = RunDescription.of(pipeline, variables or pipeline.variables, home)
-        run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(3).hex()
-        store = self.store_for(home)
-        cursors = await destinations.cursors(self.registry, run_id, pipeline, home, store)
-        return await self._execute(run_id, pipeline, desc, store, None, cursors)
+        if pipeline is not None:
+            redaction.remember(pipeline.secrets)
+        try:
+            if resume:
+                return await self._resume(resume, pipeline, variables, force)
+            if pipeline is None:
+                raise ResumeError("nothing to run: give a pipeline, or resume=RUN_ID")
+            home = self.home_for(pipeline)
+            desc = RunDescription.of(pipeline, variables or pipeline.variables, home)
+            run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(3).hex()
+            store = self.store_for(home)
+            cursors = await destinations.cursors(self.registry, run_id, pipeline, home, store)
+            return await self._execute(run_id, pipeline, desc, store, None, cursors)
+        except AgentETLError as e:  # raised outside a task (asking a destination, resuming): no secret in it
+            raise redaction.scrub(e)
 
     async def _resume(self, resume: str | bool, pipeline: Pipeline | None, variables: dict[str, str] | None,
                       force: bool) -> RunResult:
@@ -294,6 +300,7 @@ class AgentCoordinator(Agent):
                               "start a new run with `agent-etl run`")
         desc = RunDescription.model_validate(run["description"])
         rebuilt = desc.pipeline(variables, registry=self._registry)
+        redaction.remember(rebuilt.secrets)
         now = pipeline.doc.source_text if pipeline is not None else (
             Path(desc.path).read_text() if desc.path and Path(desc.path).is_file() else desc.spec)
         changed = changes(desc.spec, now)
@@ -347,6 +354,7 @@ class AgentCoordinator(Agent):
         started = time.perf_counter()
         if store is not None:
             self._live[run_id] = store
+            store.protect(run_id, pipeline.secrets)
             rows = [{"task": t.name, "position": i, "kind": t.kind, "tool": t.tool, "inputs": t.inputs,
                      "agent": chosen[t.name][0].id, "reason": chosen[t.name][1]} for i, t in enumerate(pipeline.tasks)]
             if plan is None:

@@ -42,7 +42,7 @@ from agent_etl.run_context import RunContext, RunDescription
 from agent_etl.spec import Task
 from agent_etl.stream import Envelope, Tracker
 from agent_etl.tools.base import Extractor, ToolContext
-from agent_etl.yamlsource import redact
+from agent_etl.redaction import redact
 
 log = logging.getLogger("agent_etl.etl")
 # progress events carry running totals, so they need not come per batch: a fast stream of small

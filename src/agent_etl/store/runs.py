@@ -26,6 +26,7 @@ from sqlalchemy import JSON, bindparam, create_engine, delete, event, insert, in
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Engine
 
+from agent_etl.redaction import redact_data
 from agent_etl.store import audit as audit_chain
 from agent_etl.store.events import EventLog
 from agent_etl.store.schema import audit, checkpoints, decisions, metadata, profiles, runs, state, tasks
@@ -57,6 +58,7 @@ class RunStore:
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
         self._chain = audit_chain.Chain()
+        self._secrets: dict[str, list[str]] = {}  # run id -> the secrets masked in what is written of it
         self._writing = threading.Lock()  # one write transaction at a time: the audit chain's order
 
     @classmethod
@@ -130,7 +132,7 @@ class RunStore:
 
     def audit(self, run_id: str, kind: str, task: str | None = None, data: Any = None) -> None:
         """Append a record to the audit trail of ``run_id`` (written with the store's next write)."""
-        record = (run_id, time.time(), kind, task, audit_chain.text(data))
+        record = (run_id, time.time(), kind, task, audit_chain.text(self._clean(run_id, data)))
         with self._lock:
             self._chain.pending.append(record)
 
@@ -179,13 +181,29 @@ class RunStore:
             with self.engine.begin() as conn:
                 conn.execute(update(runs).where(runs.c.run_id.in_(run_ids)).values(heartbeat_at=time.time()))
 
+    def protect(self, run_id: str, secrets: Any) -> None:
+        """Mask ``secrets`` (``agent_etl.redaction``) in the errors, details and audit records written
+        of ``run_id`` from now on."""
+        self._secrets[run_id] = [s for s in secrets if s]
+        if len(self._secrets) > 1000:  # runs long over
+            for old in list(self._secrets)[:500]:
+                del self._secrets[old]
+
+    def _clean(self, run_id: str, value: Any) -> Any:
+        secrets = self._secrets.get(run_id)
+        return redact_data(value, secrets) if secrets and value is not None else value
+
     def update_task(self, run_id: str, task: str, **values: Any) -> None:
+        for name in ("error", "details"):
+            if values.get(name) is not None:
+                values[name] = self._clean(run_id, values[name])
         with self._lock:
             row = self._new_tasks.get((run_id, task))
             (row if row is not None else self._task_updates.setdefault((run_id, task), {})).update(values)
 
     def finish_run(self, run_id: str, status: str, exit_code: int, rows_loaded: int, error: str | None,
                    duration: float) -> None:
+        error = self._clean(run_id, error)
         values = {"status": status, "exit_code": exit_code, "finished_at": time.time(), "rows_loaded": rows_loaded,
                   "error": error, "duration": duration}
         self.audit(run_id, "run.finished", None, {"status": status, "exit_code": exit_code, "rows_loaded": rows_loaded,

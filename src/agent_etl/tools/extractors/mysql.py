@@ -32,6 +32,7 @@ from typing import Any
 import pyarrow as pa
 
 from agent_etl.exceptions import ToolError, TransientError
+from agent_etl.redaction import redact
 from agent_etl.tools.base import ToolContext
 from agent_etl.tools.databases.blocking import in_thread
 from agent_etl.tools.databases.mysql import connections
@@ -232,9 +233,7 @@ class MySQLExtractor(KeyedExtractor):
     def _error(self, plan: _Plan, e: BaseException) -> ToolError:
         text = str(e).split("Stack backtrace:")[0].strip().splitlines()
         msg = " ".join(line.strip() for line in text if line.strip())[:500] or type(e).__name__
-        password = plan.pool.address.password
-        if password:
-            msg = msg.replace(password, "***")
+        msg = redact(msg, [plan.pool.address.password or ""])
         where = f"task {self.ctx.task!r}: MariaDB/MySQL {plan.what} at {plan.pool.where()}"
         low = msg.lower()
         if any(s in low for s in ("connection refused", "timed out", "broken pipe", "connection reset", "gone away")):

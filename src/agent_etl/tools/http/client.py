@@ -143,10 +143,9 @@ def retry_after(value: str | None) -> float | None:
 
 
 def excerpt(body: bytes, secrets: list[str], size: int = 200) -> str:
-    text = body[:size].decode("utf-8", "replace").strip().replace("\n", " ")
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
+    from agent_etl.redaction import redact
+
+    text = redact(body[:size].decode("utf-8", "replace").strip().replace("\n", " "), secrets)
     return repr(text + ("..." if len(body) > size else ""))
 
 
