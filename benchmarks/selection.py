@@ -30,7 +30,7 @@ from agent_etl.agents.memory_selector import MemorySelector
 from agent_etl.agents.selector import CapabilitySelector
 from agent_etl.testing import SimulatedFleet
 
-DEGRADE = {"fails": {"success": 0.5}, "slows": {"speed": 0.4}}
+DEGRADE = {"fails": {"success": 0.4}, "slows": {"speed": 0.4}}
 
 
 class Ours:

@@ -161,7 +161,8 @@ class SimulatedFleet:
         """A fleet of ``agents`` able to run everything, and ``kinds`` kinds of task (source ->
         transforms -> destination). Each agent has a speed, a reliability, and affinities to some
         sources and destinations (near the data, or short of memory for them); on every kind the best
-        agent delivers at least ``gap`` more than the second (so that "the best" is well defined)."""
+        agent delivers at least ``gap`` more than the second, and the second than the third (so that
+        "the best" is well defined, also once the best has degraded)."""
         from agent_etl.agents.selector import AgentInfo
         from agent_etl.memory.descriptor import TaskDescriptor
 
@@ -187,10 +188,11 @@ class SimulatedFleet:
                 s = min(reliable - (0.4 if near[d.sources[0]] == 0.5 else 0.0), 0.999)
                 profiles[(a.id, i)] = Profile(max(s, 0.3), base * speed * near[d.sources[0]]
                                               * near[d.destinations[0]] * r.uniform(0.8, 1.25))
-            ranked = sorted(fleet, key=lambda a: -_goodput(profiles[(a.id, i)]))
-            first, second = profiles[(ranked[0].id, i)], profiles[(ranked[1].id, i)]
-            if _goodput(first) < (1 + gap) * _goodput(second):
-                first.rows_per_second = (1 + gap) * _goodput(second) / first.success
+            ranked = sorted(fleet, key=lambda a: _goodput(profiles[(a.id, i)]))
+            for lower, upper in zip(ranked[-3:], ranked[-2:]):  # the top three stand apart
+                low, up = profiles[(lower.id, i)], profiles[(upper.id, i)]
+                if _goodput(up) < (1 + gap) * _goodput(low):
+                    up.rows_per_second = (1 + gap) * _goodput(low) / up.success
         return cls(fleet, descriptors, profiles, noise=noise, seed=seed)
 
     def task(self, kind: int, name: str = "t") -> tuple[Task, Any]:
@@ -216,13 +218,18 @@ class SimulatedFleet:
                            duration=rows / speed if ok else 1.0, rows=rows if ok else 0,
                            rows_per_second=speed if ok else 0.0, created_at=float(self._runs))]
 
-    def degrade(self, agent: str, *, success: float = 1.0, speed: float = 1.0) -> list[int]:
+    def degrade(self, agent: str, *, success: float = 1.0, speed: float = 1.0, gap: float = 0.15) -> list[int]:
         """From now on ``agent`` succeeds ``success`` times as often and runs ``speed`` times as fast
-        on every kind; returns the kinds on which it was the best."""
+        on every kind; where that leaves it within ``gap`` of the best other agent, it slows down a
+        little more, to ``gap`` below it (so the oracle's choice stays well defined). Returns the
+        kinds on which it was the best."""
         was = [i for i, d in enumerate(self.kinds) if self.oracle(d) == agent]
-        for (a, _), p in self.profiles.items():
-            if a == agent:
-                p.success, p.rows_per_second = p.success * success, p.rows_per_second * speed
+        for i in range(len(self.kinds)):
+            p = self.profiles[(agent, i)]
+            p.success, p.rows_per_second = p.success * success, p.rows_per_second * speed
+            best = max(_goodput(self.profiles[(a.id, i)]) for a in self.agents if a.id != agent)
+            if best / (1 + gap) < _goodput(p) < best * (1 + gap):
+                p.rows_per_second = best / (1 + gap) / p.success
         return was
 
 

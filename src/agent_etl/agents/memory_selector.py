@@ -24,7 +24,7 @@ import random
 from collections import Counter
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
-from agent_etl.agents.outcomes import STALE, TRIES, AgentDrift, Outcomes, rate
+from agent_etl.agents.outcomes import DISCOUNT, STALE, TRIES, WINDOW, AgentDrift, Outcomes, rate
 from agent_etl.agents.selector import AgentInfo, CapabilitySelector, Choice
 from agent_etl.memory.descriptor import TaskDescriptor
 from agent_etl.spec import Task
@@ -39,7 +39,7 @@ PRIOR = 3.0  # most runs a similar kind's experience weighs as, for a kind never
 # draws deviate from the estimate by this share of the posterior's spread: plain Thompson sampling (1.0)
 # keeps trying agents known to be worse on a few runs often enough to cost a few % of the choices
 EXPLORE = 0.5
-UNSETTLED = 40  # choices of a kind with full exploration after a drift on it
+_NOTHING: dict = {}
 _TASK_KINDS = ("extract", "transform", "load")
 CONCURRENCY = 4  # slots of an agent that declares no concurrency limit
 
@@ -66,7 +66,7 @@ class MemorySelector:
         self._near: dict[Kind, tuple[int, list[tuple[Kind, float]]]] = {}
         self._fallback = CapabilitySelector()
         self._drift: dict[str, AgentDrift] = {}
-        self._unsettled: dict[Kind, int] = {}  # kinds with a recent drift -> choices left with full exploration
+        self.typical: dict[Kind, tuple[float, float]] = {}  # kind -> discounted (successes, runs), all agents
 
     # -- learning ---------------------------------------------------------------------------------
 
@@ -93,6 +93,8 @@ class MemorySelector:
             if outcomes is None:
                 outcomes = table[agent] = Outcomes()
             self.clock[kind] += 1
+            ok_all, n_all = self.typical.get(kind, (0.0, 0.0))
+            self.typical[kind] = (ok_all * DISCOUNT + ok, n_all * DISCOUNT + 1.0)
             speed = math.log(min(speeds)) if ok and speeds else None
             watch = self._drift.get(agent)
             if watch is None:
@@ -101,21 +103,12 @@ class MemorySelector:
             drift = outcomes.add(ok, speed, self.clock[kind])
             if drift:
                 log.info("selector: %s on %s: %s; older runs dropped", agent, kind_text(kind), drift)
-                self._unsettle(kind)
             if everywhere:
                 log.info("selector: %s %s; its estimates on every kind weigh little now", agent, everywhere)
-                for other_kind, other in self.stats.items():
+                for other in self.stats.values():
                     o = other.get(agent)
                     if o is not None and o is not outcomes:
-                        o.suspect(everywhere)
-                        self._unsettle(other_kind)
-
-    def _unsettle(self, kind: Kind) -> None:
-        """The best agent of ``kind`` may have changed: explore widely for a while, and try each
-        agent again (what was known of the others is old)."""
-        self._unsettled[kind] = UNSETTLED
-        for o in self.stats.get(kind, {}).values():
-            o.runs = min(o.runs, TRIES - 1)
+                        o.suspect(everywhere, watch.ratio, watch.shift)
 
     async def warm(self, descriptors: Mapping[str, TaskDescriptor], agents: Sequence[AgentInfo],
                    recall: Recall) -> None:
@@ -176,6 +169,7 @@ class MemorySelector:
         for p in pooled.values():
             scale = min(1.0, PRIOR / p.n) if p.n else 1.0
             p.n, p.ok, p.w = p.n * scale, p.ok * scale, p.w * scale
+            p.sd = p.spread
         note = ", ".join(f"{kind_text(k)} {s:.2f}" for k, s in near[:2])
         return pooled, note
 
@@ -208,81 +202,86 @@ class MemorySelector:
                load: Mapping[str, int]) -> tuple[AgentInfo, str]:
         """One agent among ``capable`` (two or more) for a branch described by ``descriptor``."""
         kind = kind_of(descriptor) if descriptor is not None else ((), (), ())
-        table = self.stats.get(kind) or {}
-        free = [a for a in capable if load.get(a.id, 0) < _slots(a)] or capable
-        borrowed, note = ({}, "") if any(a.id in table for a in free) else self._borrowed(kind, descriptor)
-        known = [a for a in free if a.id in table or a.id in borrowed]
-        if not known:
-            agent = min(free, key=lambda a: (load.get(a.id, 0) / _slots(a), a.id))
-            return agent, (f"no experience of {kind_text(kind)} or similar tasks yet: least busy of "
-                           f"{len(free)} capable agents")
-        untried = [a for a in free if a.id not in table or table[a.id].runs < TRIES]
-        if untried and table:  # every capable agent runs a kind a few times before sampling starts
-            agent = min(untried, key=lambda a: (a.id in table and table[a.id].runs, load.get(a.id, 0) / _slots(a),
-                                                a.id))
-            return agent, (f"trying {agent.id}: fewer than {TRIES} runs of it on {kind_text(kind)} yet "
-                           f"({sum(1 for a in free if a.id in table)} of {len(free)} capable agents tried)")
+        table = self.stats.get(kind) or _NOTHING
+        # (agent, its outcomes here, tasks it runs, slots): one pass, a decision is on the hot path
+        rows = [(a, table.get(a.id), load.get(a.id, 0), a.limits.get("concurrency") or CONCURRENCY) for a in capable]
+        free = [r for r in rows if r[2] < r[3]] or rows
+        borrowed, note = _NOTHING, ""
+        if not any(r[1] is not None for r in free):
+            borrowed, note = self._borrowed(kind, descriptor)
+            free = [(a, borrowed.get(a.id), busy, slots) for a, _, busy, slots in free]
+            if not any(r[1] is not None for r in free):
+                agent = min(free, key=lambda r: (r[2] / r[3], r[0].id))[0]
+                return agent, (f"no experience of {kind_text(kind)} or similar tasks yet: least busy of "
+                               f"{len(free)} capable agents")
+        elif any(r[1] is None or r[1].runs < TRIES for r in free):  # each capable agent runs a kind a few times first
+            a, o, _, _ = min(free, key=lambda r: (r[1] is not None and r[1].runs, r[2] / r[3], r[0].id))
+            tried = sum(1 for r in free if r[1] is not None)
+            return a, (f"trying {a.id}: fewer than {TRIES} runs of it on {kind_text(kind)} yet "
+                       f"({tried} of {len(free)} capable agents tried)")
         clock = self.clock[kind]
-        rand = self._random
-        explore = EXPLORE
-        if self._unsettled.get(kind):  # the best may have changed: search as widely as at the start
-            explore = 1.0
-            self._unsettled[kind] -= 1
-        speeds = [o.mean for o in (table.get(a.id) or borrowed[a.id] for a in known) if o.w]
+        gauss = self._random.gauss
+        a0, b0 = self._prior(kind)
+        speeds = [r[1].mean for r in free if r[1] is not None and r[1].w]
         base = sum(speeds) / len(speeds) if speeds else 0.0
-        best = best_mean = None
-        top = top_mean = -1.0
-        for a in free:
-            o = table.get(a.id) or borrowed.get(a.id)
-            busy = 1.0 + load.get(a.id, 0) / _slots(a)
+        best = best_mean = second = free[0]
+        top = top_mean = second_mean = -1.0
+        for r in free:
+            a, o, busy, slots = r
+            crowd = 1.0 + busy / slots
             if o is None:  # never ran this kind, nor a similar one: a wide guess around the others
-                draw = rand.betavariate(1.0, 1.0) * math.exp(rand.gauss(base, 1.0)) / busy
-                mean = 0.5 * math.exp(base) / busy
+                draw = self._random.random() * math.exp(gauss(base, 1.0)) / crowd
+                mean = 0.5 * math.exp(base) / crowd
             else:
-                f = STALE ** (clock - o.last) if o.last else 1.0
+                f = STALE ** (clock - o.last) if o.last and clock > o.last else 1.0
                 n, ok, w = o.n * f, o.ok * f, o.w * f
                 if w > 0:
-                    speed = rand.gauss(o.mean, explore * o.spread / math.sqrt(w))
+                    speed = o.mean + EXPLORE * o.sd / math.sqrt(w) * gauss(0.0, 1.0)
                     mean_speed = o.mean
                 else:
-                    speed, mean_speed = rand.gauss(base, 1.0), base
-                success = (ok + 1.0) / (n + 2.0)
-                drawn = success + explore * (rand.betavariate(ok + 1.0, n - ok + 1.0) - success)
-                draw = drawn * math.exp(speed) / busy
-                mean = success * math.exp(mean_speed) / busy
+                    speed, mean_speed = gauss(base, 1.0), base
+                runs = n + a0 + b0
+                success = (ok + a0) / runs
+                # the Beta posterior of success, through its normal approximation (a tenth of the cost)
+                drawn = success + EXPLORE * math.sqrt(success * (1.0 - success) / (runs + 1.0)) * gauss(0.0, 1.0)
+                draw = min(max(drawn, 0.0), 1.0) * math.exp(speed) / crowd
+                mean = success * math.exp(mean_speed) / crowd
             if draw > top:
-                best, top = a, draw
+                best, top = r, draw
             if mean > top_mean:
-                best_mean, top_mean = a, mean
-        assert best is not None and best_mean is not None
-        return best, self._reason(kind, best, best_mean, free, table, borrowed, note, load)
+                second, second_mean = best_mean, top_mean
+                best_mean, top_mean = r, mean
+            elif mean > second_mean:
+                second, second_mean = r, mean
+        return best[0], self._reason(kind, best, best_mean, second, len(free), table, note)
 
-    def _reason(self, kind: Kind, best: AgentInfo, best_mean: AgentInfo, free: Sequence[AgentInfo],
-                table: Mapping[str, Outcomes], borrowed: Mapping[str, Outcomes], note: str,
-                load: Mapping[str, int]) -> str:
-        def said(a: AgentInfo) -> str:
-            o = table.get(a.id) or borrowed.get(a.id)
+    def _prior(self, kind: Kind) -> tuple[float, float]:
+        """Beta prior of an agent's success on ``kind``: the success of all agents on it, weighing 2 runs."""
+        ok, n = self.typical.get(kind, (0.0, 0.0))
+        p = (ok + 1.0) / (n + 2.0)
+        return 2.0 * p, 2.0 * (1.0 - p)
+
+    def _reason(self, kind: Kind, best: tuple, best_mean: tuple, second: tuple, capable: int,
+                table: Mapping[str, Outcomes], note: str) -> str:
+        a0, b0 = self._prior(kind)
+
+        def said(row: tuple) -> str:
+            a, o, busy, slots = row
             if o is None:
                 return f"{a.id} untried"
             speed = f", ~{rate(o.speed)} rows/s" if o.w else ""
-            return (f"{a.id} (est. success {o.success:.0%} over {o.n:.0f} runs{speed}, "
-                    f"load {load.get(a.id, 0)}/{_slots(a):g})")
+            return (f"{a.id} (est. success {(o.ok + a0) / (o.n + a0 + b0):.0%} over {o.n:.0f} runs{speed}, "
+                    f"load {busy}/{slots:g})")
 
-        where = f"experience of similar tasks ({note})" if borrowed else f"experience of {kind_text(kind)}"
+        where = f"experience of similar tasks ({note})" if note else f"experience of {kind_text(kind)}"
         if best is best_mean:
-            runner = [a for a in free if a is not best]
-            head = f"best expected outcome of {len(free)} capable agents, from {where}: {said(best)}"
-            if runner:
-                head += "; next " + said(max(runner, key=lambda a: (table.get(a.id) or borrowed.get(a.id)
-                                                                    or Outcomes()).success))
+            head = f"best expected outcome of {capable} capable agents, from {where}: {said(best)}"
+            if second is not best:
+                head += "; next " + said(second)
         else:
             head = f"exploring, from {where}: {said(best)} drew above the best estimate {said(best_mean)}"
-        drifts = [f"{a}: {o.drift}" for a, o in table.items() if o.drift and o.n < 2 * len(o.recent) + 1]
+        drifts = [f"{a}: {o.drift}" for a, o in table.items() if o.drift and o.n < 2 * WINDOW + 1]
         return head + ("; drift " + "; ".join(drifts) if drifts else "")
-
-
-def _slots(agent: AgentInfo) -> float:
-    return float(agent.limits.get("concurrency") or CONCURRENCY)
 
 
 def _branches(tasks: Sequence[Task]) -> list[list[Task]]:

@@ -24,18 +24,18 @@ from collections import deque
 DISCOUNT = 0.998
 WINDOW = 10
 STALE = 0.9998
-TRIES = 2  # runs of each capable agent on a kind before sampling starts
+TRIES = 3  # runs of each capable agent on a kind before sampling starts
 P_DRIFT = 1e-3  # how unlikely the window must be under the long-run estimate to count as drift
 Z_DRIFT = 4.0
 MIN_SPREAD = 0.05
-SUSPECT = 2.0  # runs an estimate weighs as once its agent drifted elsewhere
+SUSPECT = 3.0  # runs an estimate weighs as once its agent drifted elsewhere
 PRIOR_SPREAD = 0.5  # before runs say otherwise: a run may be 1.6x faster or slower than the typical  # log rows/s: runs of one task never agree better than this
 
 
 class Outcomes:
     """Discounted outcome statistics of one agent on one kind of task."""
 
-    __slots__ = ("n", "ok", "w", "mean", "sq", "recent", "last", "drift", "runs")
+    __slots__ = ("n", "ok", "w", "mean", "sq", "recent", "last", "drift", "runs", "sd")
 
     def __init__(self) -> None:
         self.n = 0.0  # discounted runs
@@ -47,6 +47,7 @@ class Outcomes:
         self.last = 0  # the kind's decision clock at the last observation
         self.drift = ""  # what the last drift was, for the reasons
         self.runs = 0  # runs counted, undiscounted
+        self.sd = self.spread  # kept up to date: a decision reads it, never computes it
 
     @property
     def success(self) -> float:
@@ -74,16 +75,25 @@ class Outcomes:
         if drift:
             self._restart(self._change(drift))
             self.drift = drift
+        self.sd = self.spread
         return drift
 
-    def suspect(self, note: str) -> None:
-        """The agent drifted on other kinds: keep the estimate, but weigh it as ``SUSPECT`` runs only,
-        so that its next runs here decide."""
+    def suspect(self, note: str, ratio: float = 1.0, shift: float = 0.0) -> None:
+        """The agent drifted across kinds: apply the change seen there (success times ``ratio``,
+        log throughput plus ``shift``) and weigh the estimate as ``SUSPECT`` runs only, so that its
+        next runs here decide."""
+        self.ok = min(self.ok * ratio, self.n)
+        if shift and self.w:
+            var = self.sq - self.mean * self.mean
+            self.mean += shift
+            self.sq = var + self.mean * self.mean
+            self.sd = self.spread
+        self.drift = note
         if self.n > SUSPECT:
             scale = SUSPECT / self.n
             self.n, self.ok, self.w = self.n * scale, self.ok * scale, min(self.w, self.n * scale)
             self.recent.clear()
-            self.drift = note
+        self.sd = self.spread
 
     def _count(self, ok: bool, log_speed: float | None) -> None:
         self.n = self.n * DISCOUNT + 1.0
@@ -159,27 +169,36 @@ def rate(x: float) -> str:
 class AgentDrift:
     """The last runs of one agent, on any kind, against what the estimates expected of them."""
 
-    __slots__ = ("runs",)
+    __slots__ = ("runs", "ratio", "shift")
 
     def __init__(self) -> None:
-        self.runs: deque[tuple[bool, float, float | None]] = deque(maxlen=2 * WINDOW)
+        self.runs: deque[tuple[bool, float, float | None, float | None]] = deque(maxlen=2 * WINDOW)
+        self.ratio = 1.0  # with a note: the change seen, success ratio and log throughput shift
+        self.shift = 0.0
 
     def add(self, ok: bool, expected: Outcomes | None, log_speed: float | None) -> str:
         """Count a run; a note when the agent's runs no longer match their estimates."""
         if expected is None or expected.n < WINDOW:
             return ""
-        z_speed = (log_speed - expected.mean) / expected.spread if log_speed is not None and expected.w else None
-        self.runs.append((ok, 1.0 - expected.success, z_speed))
-        fails = sum(1 for o, _, _ in self.runs if not o)
-        mean = sum(f for _, f, _ in self.runs)
+        off = log_speed - expected.mean if log_speed is not None and expected.w else None
+        self.runs.append((ok, 1.0 - expected.success, off, off / expected.spread if off is not None else None))
+        size = len(self.runs)
+        fails = sum(1 for r in self.runs if not r[0])
+        mean = sum(r[1] for r in self.runs)
+        self.ratio, self.shift = 1.0, 0.0
         if fails >= 3 and _poisson_tail(mean, fails) < P_DRIFT:
-            note = f"failed {fails} of its last {len(self.runs)} runs where about {mean:.1f} were expected"
+            note = f"failed {fails} of its last {size} runs where about {mean:.1f} were expected"
+            # the change shows from the first failure on: the success ratio is measured there
+            start = next(i for i, r in enumerate(self.runs) if not r[0])
+            since = list(self.runs)[start:]
+            self.ratio = (sum(1 for r in since if r[0]) + 0.5) / (sum(1 - r[1] for r in since) + 0.5)
             self.runs.clear()
             return note
-        zs = [z for _, _, z in self.runs if z is not None][-WINDOW:]
+        speeds = [(r[2], r[3]) for r in self.runs if r[2] is not None][-WINDOW:]
+        zs = [z for _, z in speeds]
         if len(zs) >= 3 and abs(sum(zs) / math.sqrt(len(zs))) > Z_DRIFT:
-            slower = sum(zs) < 0
-            note = f"ran {'slower' if slower else 'faster'} than expected on its last {len(zs)} runs"
+            self.shift = sum(o for o, _ in speeds) / len(speeds)
+            note = (f"ran {math.exp(self.shift):.2g}x as fast as expected on its last {len(zs)} runs")
             self.runs.clear()
             return note
         return ""
