@@ -2,9 +2,10 @@
 
 Each attempt of a branch becomes one ``BranchAssigned`` work event; one worker of the group takes
 it (the broker's work queue, explicit ack) and says so (``BranchTaken``). Workers write a
-heartbeat record (``AgentInfo`` plus the branches they run) into the ``workers`` KV bucket every
-``interval`` seconds. A record that stops changing for ``MISSED`` intervals, or goes away, is a
-lost worker: its unfinished tasks fail transiently with ``WorkerLost``, a ``BranchReassigned``
+heartbeat record (``AgentInfo``, the branches they run, a beat count) into the ``workers`` KV
+bucket every ``interval`` seconds. A record that stops changing for ``MISSED`` intervals is a lost
+worker, and so is one that says ``gone`` (a worker stopped by SIGTERM, its branches finished or
+handed back): its unfinished tasks fail transiently with ``WorkerLost``, a ``BranchReassigned``
 event says so, and the coordinator's retry assigns the branch again, resumed after the commits
 that landed (its checkpoints), as it does after any transient failure.
 """
@@ -24,6 +25,7 @@ from agent_etl.events import (BranchAssigned, BranchReassigned, BranchTaken, Run
 log = logging.getLogger("agent_etl.dispatch")
 MISSED = 3  # heartbeats a worker may miss before its branches are taken as lost
 WORKERS = "workers"  # the KV bucket of the workers' heartbeat records
+WORKERS_TTL = 3600.0  # a record not renewed for this long goes from the bucket
 
 
 def info_of(record: dict[str, Any]) -> AgentInfo:
@@ -55,7 +57,7 @@ class Dispatch:
     @classmethod
     async def open(cls, bus: Any, coordinator_id: str) -> Dispatch:
         d = cls(bus, coordinator_id)
-        d.kv = await bus.kv(WORKERS)
+        d.kv = await bus.kv(WORKERS, ttl=WORKERS_TTL)
         for topic, fn in ((RunStarted, d._on_run), (RunFinished, d._on_run_finished), (BranchTaken, d._on_taken),
                           (TaskCompleted, d._on_final), (TaskFailed, d._on_final)):
             d._subs.append(await bus.listen(topic, fn))
@@ -88,7 +90,6 @@ class Dispatch:
         p = self.placed.get((ev.run_id, ev.branch))
         if p is not None and p.attempt == ev.attempt:
             p.agent = ev.agent
-            self.seen.setdefault(ev.agent, (b"", time.monotonic()))
 
     def _on_final(self, ev: TaskCompleted | TaskFailed) -> None:
         for p in self.placed.values():
@@ -98,25 +99,23 @@ class Dispatch:
     async def _watching(self) -> None:
         while True:
             await asyncio.sleep(0.25)
-            try:
-                records = await self.kv.items()
-            except Exception as e:  # the broker is gone: the run's events stop too, and it fails there
-                log.warning("cannot read the workers' heartbeats: %s", e)
-                continue
             now = time.monotonic()
-            limits: dict[str, float] = {}
-            for agent, value in records.items():
-                last = self.seen.get(agent)
-                if last is None or last[0] != value:
-                    self.seen[agent] = (value, now)
-                limits[agent] = MISSED * float(json.loads(value).get("interval", 1.0))
-            for p in list(self.placed.values()):
-                if p.agent is None or len(p.done) == len(p.tasks):
+            for agent in {p.agent for p in self.placed.values() if p.agent is not None and len(p.done) < len(p.tasks)}:
+                try:
+                    value = await self.kv.get(agent)
+                except Exception as e:  # the broker is gone: the run's events stop too, and it fails there
+                    log.warning("cannot read the heartbeat of %s: %s", agent, e)
                     continue
-                value, changed = self.seen.get(p.agent, (b"", p.since))
-                gone = p.agent not in records and value != b""  # it said goodbye (or its record expired)
-                if gone or now - changed > limits.get(p.agent, MISSED):
-                    await self._lost(p, "stopped heartbeating" if not gone else "went away")
+                last = self.seen.get(agent)
+                if value is not None and (last is None or last[0] != value):
+                    self.seen[agent] = (value, now)
+                record = json.loads(value) if value else {}
+                limit = MISSED * float(record.get("interval", 1.0))
+                changed = self.seen.get(agent, (b"", now))[1]
+                if record.get("gone") or now - changed > limit:
+                    how = "handed its branches back" if record.get("gone") else "stopped heartbeating"
+                    for p in [p for p in self.placed.values() if p.agent == agent and len(p.done) < len(p.tasks)]:
+                        await self._lost(p, how)
 
     async def _lost(self, p: _Placed, how: str) -> None:
         agent, p.agent = p.agent, None

@@ -8,8 +8,8 @@ takes branches from the broker's work queue while it has room, and heartbeats.
 - Every ``interval`` seconds it writes its record (``AgentInfo``: capabilities, limits, tags, load,
   and the branches it runs) into the ``workers`` KV bucket, which the coordinator watches: a
   worker killed outright stops writing, and its branches are assigned again (``agents.dispatch``).
-- ``stop()`` (SIGTERM) takes no more branches, lets those running finish, and removes its record;
-  ``stop(finish=False)`` (a second signal) cancels them and removes the record, so the
+- ``stop()`` (SIGTERM) takes no more branches, lets those running finish, and marks its record gone;
+  ``stop(finish=False)`` (a second signal) cancels them and marks the record gone, so the
   coordinator hands them to another worker at once, resumed after their last commit.
 """
 
@@ -23,7 +23,7 @@ import socket
 import uuid
 from typing import Any
 
-from agent_etl.agents.dispatch import WORKERS
+from agent_etl.agents.dispatch import WORKERS, WORKERS_TTL
 from agent_etl.agents.etl import ETLAgent
 from agent_etl.agents.quality import QualityAgent
 from agent_etl.events import (BranchAssigned, BranchTaken, RunFinished, RunStarted, TaskAssigned)
@@ -49,6 +49,7 @@ class Worker:
         self._taking: Any = None
         self._beat: asyncio.Task | None = None
         self.kv: Any = None
+        self.beats = 0
 
     def record(self) -> dict[str, Any]:
         """What the heartbeat says: the worker's AgentInfo, and what it runs."""
@@ -56,10 +57,10 @@ class Worker:
                                                                           self.quality.capabilities),
                 "limits": {"concurrency": self.concurrency}, "tags": self.tags, "load": len(self.branches),
                 "running": [f"{r}/{b}#{a}" for r, b, a in self.branches], "interval": self.interval,
-                "pid": os.getpid(), "host": socket.gethostname()}
+                "pid": os.getpid(), "host": socket.gethostname(), "beat": self.beats}
 
     async def start(self) -> None:
-        self.kv = await self.bus.kv(WORKERS)
+        self.kv = await self.bus.kv(WORKERS, ttl=WORKERS_TTL)
         await self.etl.start()
         await self.quality.start()
         await self._beat_once()
@@ -73,6 +74,7 @@ class Worker:
         self._room.release()
 
     async def _beat_once(self) -> None:
+        self.beats += 1  # the record changes with every beat: the coordinator watches it change
         await self.kv.put(self.id, json.dumps(self.record()).encode())
 
     async def _heartbeat(self) -> None:
@@ -138,8 +140,8 @@ class Worker:
         if self._beat is not None:
             self._beat.cancel()
             await asyncio.gather(self._beat, return_exceptions=True)
-        try:
-            await self.kv.delete(self.id)  # the coordinator takes what is left as handed back
+        try:  # the coordinator takes what is left as handed back
+            await self.kv.put(self.id, json.dumps({**self.record(), "gone": True}).encode())
         except Exception:
             pass
         for sub in self._subs:
