@@ -89,7 +89,7 @@ def without_password(url: str, var: str) -> tuple[str, bool]:
 def introspect(source: str, out_dir: Path, *, schemas: list[str] | None = None,
                endpoint_url: str | None = None) -> SourceSchema:
     """What ``source`` holds (a database URL, a database file, files, an s3:// glob or a JSON URL)."""
-    from agent_etl.generate import databases, files
+    from agent_etl.generate import databases
 
     scheme = _scheme(source)
     kind = _DB.get(scheme)
@@ -100,6 +100,8 @@ def introspect(source: str, out_dir: Path, *, schemas: list[str] | None = None,
     if kind in ("sqlite", "duckdb"):
         path = _local_db(source)
         return getattr(databases, kind)(_db_url(kind, path, out_dir), path)
+    from agent_etl.generate import files  # pyarrow and the file extractors: only for what is not a database
+
     if scheme == "s3":
         return files.s3(source, out_dir, endpoint_url)
     if scheme in ("http", "https"):
