@@ -182,23 +182,31 @@ class AgentDrift:
             return ""
         off = log_speed - expected.mean if log_speed is not None and expected.w else None
         self.runs.append((ok, 1.0 - expected.success, off, off / expected.spread if off is not None else None))
-        size = len(self.runs)
-        fails = sum(1 for r in self.runs if not r[0])
-        mean = sum(r[1] for r in self.runs)
-        self.ratio, self.shift = 1.0, 0.0
-        if fails >= 3 and _poisson_tail(mean, fails) < P_DRIFT:
-            note = f"failed {fails} of its last {size} runs where about {mean:.1f} were expected"
-            # the change shows from the first failure on: the success ratio is measured there
-            start = next(i for i, r in enumerate(self.runs) if not r[0])
-            since = list(self.runs)[start:]
-            self.ratio = (sum(1 for r in since if r[0]) + 0.5) / (sum(1 - r[1] for r in since) + 0.5)
+        # the most telling recent stretch (the change may be a few runs old): its failures against
+        # the failures its estimates expected, Bonferroni-corrected for the stretches looked at
+        runs = list(self.runs)
+        fails, mean, found = 0, 0.0, None
+        for length in range(1, len(runs) + 1):
+            ok_, failure, _, _ = runs[-length]
+            fails += not ok_
+            mean += failure
+            if fails >= 3 and not ok_:
+                p = _poisson_tail(mean, fails) * len(runs)
+                if p < P_DRIFT and (found is None or p < found[0]):
+                    found = (p, length, fails, mean)
+        if found is not None:
+            _, length, fails, mean = found
+            note = f"failed {fails} of its last {length} runs where about {mean:.1f} were expected"
+            self.ratio = (length - fails + 0.5) / (length - mean + 0.5)
             self.runs.clear()
             return note
-        speeds = [(r[2], r[3]) for r in self.runs if r[2] is not None][-WINDOW:]
-        zs = [z for _, z in speeds]
-        if len(zs) >= 3 and abs(sum(zs) / math.sqrt(len(zs))) > Z_DRIFT:
-            self.shift = sum(o for o, _ in speeds) / len(speeds)
-            note = (f"ran {math.exp(self.shift):.2g}x as fast as expected on its last {len(zs)} runs")
-            self.runs.clear()
-            return note
+        offs = [(r[2], r[3]) for r in runs if r[2] is not None][-WINDOW:]
+        total = 0.0
+        for length in range(1, len(offs) + 1):
+            total += offs[-length][1]
+            if length >= 3 and abs(total / math.sqrt(length)) > Z_DRIFT + 1:
+                self.shift = sum(o for o, _ in offs[-length:]) / length
+                note = f"ran {math.exp(self.shift):.2g}x as fast as expected on its last {length} runs"
+                self.runs.clear()
+                return note
         return ""
