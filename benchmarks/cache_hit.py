@@ -70,11 +70,11 @@ async def measure(name: str, tool: str, options: dict, connection: dict | None, 
     med = lambda xs, i: statistics.median(x[i] for x in xs) * 1000  # noqa: E731
     p95 = lambda xs, i: sorted(x[i] for x in xs)[int(0.95 * (len(xs) - 1))] * 1000  # noqa: E731
     print(f"\n{name}: {rows:,} rows, median (p95) ms over {rounds} rounds")
-    print(f"  {'':<22}{'first batch':>20}{'whole result':>20}{'anchor/us (first)':>20}")
+    print(f"  {'':<22}{'first batch':>20}{'whole result':>20}{'anchor / ours (first)':>24}")
     a = med(uncached, 0)
     for label, xs in (("uncached (anchor)", uncached), ("cached, disk tier", disk), ("cached, memory tier", memory)):
         print(f"  {label:<22}{med(xs, 0):>11.3f} ({p95(xs, 0):>6.3f}){med(xs, 1):>12.2f} ({p95(xs, 1):>6.2f})"
-              f"{a / med(xs, 0):>19.0f}x")
+              f"{a / med(xs, 0):>23.0f}x")
 
 
 async def main() -> None:

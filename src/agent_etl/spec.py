@@ -157,7 +157,7 @@ class Cache(_Model):
     """``cache: {ttl: 10m}`` on an extract: its result is kept (memory and the state folder) and a
     later read of the same source and options within ``ttl`` uses it (agent_etl.cache)."""
 
-    ttl: float | str = "1h"
+    ttl: float | str = Field("1h", validate_default=True)  # seconds once validated
 
     @field_validator("ttl")
     @classmethod

@@ -161,3 +161,32 @@ load:
     assert "extract 'inc' is incremental and cannot be cached" in r.stderr
     assert "extract 'msgs' reads a stream (nats), which is not cached" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_hit_has_no_position_so_loads_commit_once(tmp_path):
+    """A load below a cache hit cannot resume after a unit (the hit has no source position): it
+    commits once at the end, where the read from the file commits in units."""
+    pacsv.write_csv(pa.table({"id": list(range(1000))}), tmp_path / "data.csv")
+    (tmp_path / "p.yaml").write_text("""\
+version: 1
+name: cached_units
+defaults: {batch_size: 100}
+connections:
+  wh: {url: "sqlite:///wh.db"}
+extract:
+  src: {tool: csv, path: data.csv, cache: true}
+load:
+  out: {input: src, tool: sqlite, connection: wh, table: t, mode: append, commit_every: {rows: 200}}
+""")
+
+    def units(result):
+        (load,) = [t for t in result["tasks"] if t["name"] == "out"]
+        return load["details"].get("commit_units"), load["rows"]
+
+    first, cache = run(tmp_path)
+    assert cache["status"] == "stored"
+    assert units(first) == (5, 1000)
+    second, cache = run(tmp_path)
+    assert cache["status"] == "hit"
+    assert units(second) == (1, 1000)  # one commit, at the end
+    assert sqlite3.connect(tmp_path / "wh.db").execute("select count(*) from t").fetchone() == (2000,)

@@ -367,7 +367,9 @@ class _TaskRun:
         async for batch in out:
             if self.task.kind == "extract" and not self.batches:
                 # known once the read is open (a table's key): loads below commit in units only if so
-                self.rc.resumable[self.task.name] = bool(self.tool.resumable())
+                # a cache hit has no source position (and asking the source would reach it)
+                self.rc.resumable[self.task.name] = (details.get("cache") or {}).get("status") != "hit" and bool(
+                    self.tool.resumable())
             self._seen(batch)
             if gates is not None:
                 batch = await self._validated(gates, batch)
