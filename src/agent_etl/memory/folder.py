@@ -46,8 +46,9 @@ def open_memory(kind: str, home: str | Path | None = None) -> VectorMemory:
 def spool(home: str | Path, name: str, records: Sequence[Record]) -> Path:
     """Keep ``records`` in ``pending/`` for the next process that opens the memory (written whole
     under a temporary name, then renamed: a reader never sees half a file)."""
-    folder = memory_folder(home) / "pending"
-    folder.mkdir(parents=True, exist_ok=True)
+    from agent_etl.private import private_dir
+
+    folder = private_dir(memory_folder(home) / "pending")
     path = folder / f"{name}-{os.getpid()}-{os.urandom(3).hex()}.jsonl"
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps({"id": r.id, "document": r.document, "metadata": r.metadata}) + "\n"

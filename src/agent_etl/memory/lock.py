@@ -36,8 +36,10 @@ class WriterLock:
     def acquire(self) -> None:
         """Take the lock, or raise ``MemoryLocked`` at once if another process (or another open
         memory in this one) holds it."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        from agent_etl.private import private_dir
+
+        private_dir(self.folder)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -82,7 +82,11 @@ class ParquetFile:
             if self._writer is None:
                 import pyarrow.parquet as pq
 
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                from agent_etl.private import private_dir, private_file
+
+                if self.path.parent.parent.name == "quarantine":  # <home>/quarantine/<run>/: owner-only
+                    private_dir(self.path.parent.parent)
+                private_file(private_dir(self.path.parent) / self.path.name)
                 # the two added columns repeat a few values; dictionary-encoding only them halves write time,
                 # and min/max statistics (a fifth of it, for text) serve no reader of a file of rejects
                 self._writer = pq.ParquetWriter(self.path, table.schema, use_dictionary=[REASON, RUN_ID],

@@ -26,6 +26,7 @@ from sqlalchemy import JSON, bindparam, create_engine, delete, event, insert, in
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Engine
 
+from agent_etl.private import private_dir, private_file
 from agent_etl.redaction import redact_data
 from agent_etl.store import audit as audit_chain
 from agent_etl.store.events import EventLog
@@ -41,8 +42,10 @@ class RunRecord:
 class RunStore:
     def __init__(self, url: str):
         self.url = url
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            db = Path(url.removeprefix("sqlite:///"))
+            private_dir(db.parent)  # the state folder: owner-only, as the database and its WAL
+            private_file(db)
         self.engine: Engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
