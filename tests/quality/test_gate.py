@@ -146,10 +146,13 @@ def test_quarantine_splits_good_and_bad_rows_with_every_reason(tmp_path, registr
 
 def test_a_batch_with_only_bad_rows_yields_none(tmp_path, registry):
     gate = make_gate(tmp_path, registry, "- range: {column: x, min: 0}")
-    assert gate.validate(pa.record_batch({"x": [-1, -2]})) is None
+    # the first one yields no rows but the columns, so the steps below know them even if no row passes
+    first = gate.validate(pa.record_batch({"x": [-1, -2]}))
+    assert first.num_rows == 0 and first.schema.names == ["x"]
+    assert gate.validate(pa.record_batch({"x": [-3]})) is None
     assert gate.validate(pa.record_batch({"x": [1, -2, None]})).to_pydict() == {"x": [1, None]}
     report = gate.finish()
-    assert (report.rows_in, report.rows_passed, report.rows_quarantined) == (5, 2, 3)
+    assert (report.rows_in, report.rows_passed, report.rows_quarantined) == (6, 2, 4)
 
 
 def test_warn_passes_every_row_through_and_counts(tmp_path, registry, table, expected):
@@ -345,7 +348,7 @@ def test_reasons_name_every_failed_check_beyond_eight_checks(tmp_path, registry)
     fails = [[], [0], [10], [3, 8], list(range(11)), [7, 9], [8], [0, 10], [1, 2, 4, 5, 6]]  # per row
     columns = {f"x{i}": pa.array([int(i in f) for f in fails]) for i in range(10)}
     batch = pa.record_batch({**columns, "y": pa.array([int(10 in f) for f in fails])})
-    assert gate.validate(batch.slice(1)) is None
+    assert gate.validate(batch.slice(1)).num_rows == 0
     gate.finish()
     q = pq.read_table(tmp_path / ".agent-etl" / "quarantine" / "r1" / "orders.parquet")
     labels = [f"range(x{i})" for i in range(10)] + ["odd"]

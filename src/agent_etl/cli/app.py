@@ -15,10 +15,12 @@ app = typer.Typer(name="agent-etl", no_args_is_help=True, add_completion=False, 
                   rich_markup_mode=None,
                   help="Run declarative ETL pipelines: extract, transform, check and load Arrow batches.")
 tools_app = typer.Typer(no_args_is_help=True, help="The tools (extractors, transforms, checks, loaders) installed.")
+export_app = typer.Typer(no_args_is_help=True, help="Write the pipeline for another scheduler.")
 runs_app = typer.Typer(no_args_is_help=True, help="Past runs recorded in the run store.")
 audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit trail of runs in the run store.")
 app.add_typer(tools_app, name="tools")
 app.add_typer(runs_app, name="runs")
+app.add_typer(export_app, name="export")
 app.add_typer(audit_app, name="audit")
 app.add_typer(memory_app, name="memory")
 app.add_typer(cache_app, name="cache")
@@ -50,6 +52,9 @@ LogFormat = Annotated[Optional[str], typer.Option(
     "--log-format", metavar="text|json", help="Log lines as text (default) or one JSON object per line, each with "
     "the run id and task (AGENT_ETL_LOG_FORMAT).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")]
+Profile = Annotated[Optional[str], typer.Option("--profile", "-p", metavar="ENV", help="Overlay configs/ENV.yaml (next "
+                                                "to the pipeline, else in the working directory) on the pipeline "
+                                                "(AGENT_ETL_PROFILE).")]
 Force = Annotated[bool, typer.Option("--force", help="Resume even though the pipeline file changed since the run "
                                                      "started, with the file as it is now.")]
 
@@ -62,12 +67,20 @@ def run(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipeli
         force: Force = False,
         bus: Annotated[Optional[str], typer.Option("--bus", metavar="BUS", help="Event bus: memory (in-process, the default; "
                                                               "AGENT_ETL_BUS).")] = None,
-        metrics_port: MetricsPort = None, log_format: LogFormat = None) -> None:
+        metrics_port: MetricsPort = None, log_format: LogFormat = None,
+        limit: Annotated[Optional[int], typer.Option("--limit", metavar="N", min=1, help="Preview: read at most N rows "
+                                                     "per source, write nothing to the destinations (the rows they "
+                                                     "would get go to the state folder's preview/) and print them.")] = None,
+        only: Annotated[Optional[str], typer.Option("--only", metavar="TASK", help="Run one step: its inputs come from "
+                                                    "what an earlier --only run of them staged, else are run again "
+                                                    "with it; a step that is not a load stages its output.")] = None,
+        profile: Profile = None) -> None:
     """Run a pipeline. Exit codes: 0 ok, 1 run failed, 2 bad spec/usage, 3 quality gate failed, 130 interrupted."""
     from agent_etl.cli.running import run_command
 
     _exit(lambda: run_command(pipeline, var or [], as_json=json, quiet=quiet, resume=resume, force=force, bus=bus,
-                              metrics_port=metrics_port, log_format=log_format))
+                              metrics_port=metrics_port, log_format=log_format, limit=limit, only=only,
+                              profile=profile))
 
 
 @app.command()
@@ -83,20 +96,46 @@ def resume(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run id 
 
 @app.command()
 def validate(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipeline YAML file.")], var: Vars = None,
-             json: Json = False) -> None:
+             json: Json = False,
+             connect: Annotated[bool, typer.Option("--connect", help="Also open every connection, read every source's "
+                                                   "first row (its schema) through the transforms and quality checks, "
+                                                   "and ask every destination; writes nothing.")] = False,
+             profile: Profile = None) -> None:
     """Check a pipeline (structure, tools and their options, inputs, cycles) without running it."""
     from agent_etl.cli.running import validate_command
 
-    _exit(lambda: validate_command(pipeline, var or [], as_json=json))
+    _exit(lambda: validate_command(pipeline, var or [], as_json=json, connect=connect, profile=profile))
 
 
 @app.command()
 def plan(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipeline YAML file.")], var: Vars = None,
-         json: Json = False) -> None:
-    """Show the tasks in order, their inputs, tool, quality gates and the agent chosen and why; nothing runs."""
+         json: Json = False, profile: Profile = None) -> None:
+    """Show the tasks in order: inputs, tool, quality gates, where each load writes; nothing runs."""
     from agent_etl.cli.running import plan_command
 
-    _exit(lambda: plan_command(pipeline, var or [], as_json=json))
+    _exit(lambda: plan_command(pipeline, var or [], as_json=json, profile=profile))
+
+
+@app.command()
+def schema(out: Annotated[Optional[str], typer.Option("--out", "-o", metavar="PATH", help="File to write (default: "
+                                                      "stdout).")] = None) -> None:
+    """Print the JSON Schema of pipeline files, for editors (docs/editors.md)."""
+    from agent_etl.cli.schema import schema_command
+
+    _exit(lambda: schema_command(out))
+
+
+@export_app.command("airflow")
+def export_airflow(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipeline YAML file.")],
+                   out: Annotated[Optional[str], typer.Option("--out", "-o", metavar="PATH", help="DAG file to write "
+                                                              "(default: <pipeline name>_dag.py here; '-': stdout).")] = None,
+                   schedule: Annotated[Optional[str], typer.Option(metavar="CRON", help="The DAG's schedule (default: "
+                                                                   "none, triggered by hand).")] = None,
+                   var: Vars = None, profile: Profile = None) -> None:
+    """Write an Airflow DAG running each step with `agent-etl run --only STEP`, in the plan's order."""
+    from agent_etl.cli.export import airflow_command
+
+    _exit(lambda: airflow_command(pipeline, out, schedule, var or [], profile))
 
 
 @app.command()

@@ -20,32 +20,54 @@ def parse_vars(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def _load(path: str, pairs: list[str]):
+def _load(path: str, pairs: list[str], profile: str | None = None):
+    """The pipeline at ``path``, with the overlay of ``profile`` (configs/<profile>.yaml) if given."""
+    import os
+    from pathlib import Path
+
+    from agent_etl.profiles import ENV, apply
     from agent_etl.spec import Pipeline
 
-    return Pipeline.from_yaml(path, parse_vars(pairs))
+    variables = parse_vars(pairs)
+    if not (profile or os.environ.get(ENV)) or not Path(path).is_file():
+        return Pipeline.from_yaml(path, variables)
+    base_dir = Path(path).resolve().parent
+    text, source = apply(Path(path).read_text(), path, profile, base_dir)
+    return Pipeline.from_text(text, source=source, base_dir=base_dir, variables=variables)
 
 
-def validate_command(path: str, pairs: list[str], *, as_json: bool) -> int:
+def validate_command(path: str, pairs: list[str], *, as_json: bool, connect: bool = False,
+                     profile: str | None = None) -> int:
     try:
-        pipeline = _load(path, pairs)
+        pipeline = _load(path, pairs, profile)
     except SpecError as e:
         if not as_json:
             raise
         problems = [{"message": p.message, "line": p.line, "hint": p.hint, "where": p.where} for p in e.problems]
         print(json.dumps({"valid": False, "pipeline": path, "problems": problems}, indent=2))
         return 2
+    if connect:
+        from agent_etl.cli.slicing import connect_problems
+
+        found = connect_problems(pipeline)
+        if found:
+            if as_json:
+                print(json.dumps({"valid": False, "pipeline": path, "problems": [{"message": m} for m in found]},
+                                 indent=2))
+            for message in [] if as_json else found:
+                print(f"error: {message}", file=sys.stderr)
+            return 2
     if as_json:
         print(json.dumps({"valid": True, "pipeline": pipeline.name, "tasks": [t.name for t in pipeline.tasks]}, indent=2))
     else:
-        print(f"{path}: ok ({pipeline.name}, {len(pipeline.tasks)} tasks)")
+        print(f"{path}: ok ({pipeline.name}, {len(pipeline.tasks)} tasks{', connections and sources checked' if connect else ''})")
     return 0
 
 
-def plan_command(path: str, pairs: list[str], *, as_json: bool) -> int:
+def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | None = None) -> int:
     from agent_etl.agents.coordinator import AgentCoordinator
 
-    pipeline = _load(path, pairs)
+    pipeline = _load(path, pairs, profile)
 
     async def make_plan() -> list[Any]:
         async with AgentCoordinator(store=False) as c:
@@ -90,8 +112,15 @@ def _reads(options: dict[str, Any]) -> str | None:
 
 def run_command(path: str, pairs: list[str], *, as_json: bool, quiet: bool, resume: bool = False,
                 force: bool = False, bus: str | None = None, metrics_port: int | None = None,
-                log_format: str | None = None) -> int:
-    pipeline = _load(path, pairs)
+                log_format: str | None = None, limit: int | None = None, only: str | None = None,
+                profile: str | None = None) -> int:
+    pipeline = _load(path, pairs, profile)
+    if limit is not None or only is not None:
+        from agent_etl.cli.slicing import sliced_run
+
+        return sliced_run(pipeline, limit, only, lambda p, **kw: _run(
+            p, pairs, as_json=as_json, quiet=quiet, resume=None, force=False, bus=bus, metrics_port=metrics_port,
+            log_format=log_format, **kw))
     return _run(pipeline, pairs, as_json=as_json, quiet=quiet, resume=resume or None, force=force, bus=bus,
                 metrics_port=metrics_port, log_format=log_format)
 
@@ -103,7 +132,7 @@ def resume_command(run_id: str, pairs: list[str], *, as_json: bool, quiet: bool,
 
 def _run(pipeline: Any, pairs: list[str], *, as_json: bool, quiet: bool, resume: Any, force: bool,
          home: str | None = None, bus: str | None = None, metrics_port: int | None = None,
-         log_format: str | None = None) -> int:
+         log_format: str | None = None, registry: Any = None, memory: str | None = None) -> int:
     """Run (or resume) with the progress display; SIGTERM stops the run like Ctrl-C: the commit unit
     in flight rolls back, what was committed stays, and the run can be resumed (exit 130). While stream
     reads run (redis_stream, nats), the first signal instead ends them after their current micro-batch,
@@ -114,7 +143,8 @@ def _run(pipeline: Any, pairs: list[str], *, as_json: bool, quiet: bool, resume:
     from agent_etl.cli.progress import make_reporter
     from agent_etl.settings import Settings
 
-    settings = Settings(**({"home": home} if home else {}), **({"bus": bus} if bus else {}))
+    settings = Settings(**({"home": home} if home else {}), **({"bus": bus} if bus else {}),
+                        **({"memory": memory} if memory else {}))
     from agent_etl.observe import logs
 
     logs.configure(settings.log_level, log_format or settings.log_format)
@@ -142,7 +172,7 @@ def _run(pipeline: Any, pairs: list[str], *, as_json: bool, quiet: bool, resume:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
-        async with AgentCoordinator(settings=settings) as coordinator:
+        async with AgentCoordinator(settings=settings, registry=registry) as coordinator:
             sub = await coordinator.bus.subscribe("*", reporter.on_event, maxsize=4096)
             server = None
             if metrics_port is not None and coordinator.monitor is not None:

@@ -124,6 +124,7 @@ class QualityGate:
         self._verdicts: list[str | None] = [None] * len(self.checks)
         self._schema: pa.Schema | None = None
         self._row_failed = False
+        self._schema_sent = False  # a batch (maybe empty) went on: the steps below know the columns
         self._finished: GateReport | None = None
         self.rows_in = self.rows_passed = self.rows_quarantined = 0
         from agent_etl.quality.profile import profiler_for
@@ -195,6 +196,7 @@ class QualityGate:
         failing = [(i, mask) for i, mask in failing if not self._warn[i]]  # severity warn only reports
         if not failing:
             self.rows_passed += n
+            self._schema_sent = True
             return batch
         bad = failing[0][1]
         for _, mask in failing[1:]:
@@ -211,7 +213,13 @@ class QualityGate:
         self._quarantine(batch, bad, [(self.checks[i].label, m) for i, m in failing])
         self.rows_quarantined += n_bad
         if n_bad == n:
-            return None
+            # nothing passed yet: an empty batch still tells the steps below the columns (a sql
+            # transform cannot read an input that gave no batch at all)
+            if self._schema_sent:
+                return None
+            self._schema_sent = True
+            return batch.slice(0, 0)
+        self._schema_sent = True
         return batch.filter(pc.invert(bad))
 
     def finish(self) -> GateReport:

@@ -1,0 +1,37 @@
+"""``run --only TASK``, ``run --limit N`` and ``validate --connect`` (agent_etl.slices, agent_etl.probe)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+
+def _home(pipeline: Any):
+    from agent_etl.settings import Settings
+
+    return Settings().home_for(pipeline.base_dir)
+
+
+def sliced_run(pipeline: Any, limit: int | None, only: str | None, run: Callable[..., int]) -> int:
+    """Run one task (``only``) and/or a preview (``limit``); ``run(pipeline, **options)`` runs it."""
+    from agent_etl import slices
+
+    home = _home(pipeline)
+    if only is not None:
+        pipeline = slices.only(pipeline, only, home)
+    if limit is None:
+        return run(pipeline)
+    derived, registry, files = slices.preview(pipeline, limit, home)
+    for old in files.values():  # rows of an earlier preview must not pass for this one's
+        old.unlink(missing_ok=True)
+    code = run(derived, registry=registry, memory="off")
+    for line in slices.show(files):
+        print(line)
+    return code
+
+
+def connect_problems(pipeline: Any) -> list[str]:
+    from agent_etl.probe import probe
+
+    return asyncio.run(probe(pipeline, _home(pipeline)))

@@ -1,0 +1,78 @@
+"""agent-etl schema, export airflow and --profile, through the CLI on real files."""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import jsonschema
+from tests.cli.conftest import cli
+
+from agent_etl import Pipeline
+from agent_etl.yamlsource import load_yaml
+
+
+def test_schema_validates_the_quickstart_and_flags_mistakes(quickstart):
+    r = cli("schema", cwd=quickstart)
+    assert r.returncode == 0, r.stderr
+    schema = json.loads(r.stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    spec = load_yaml((quickstart / "pipeline.yaml").read_text(), "pipeline.yaml").data
+    assert list(validator.iter_errors(spec)) == []
+    spec["extract"]["orders"]["pathh"] = "x"
+    spec["load"]["warehouse"]["mode"] = "upsert"
+    spec["quality"][0]["checks"].append({"not_a_check": ["x"]})
+    errors = " | ".join(e.message for e in validator.iter_errors(spec))
+    assert "'pathh' was unexpected" in errors and "'upsert' is not one of" in errors and "not_a_check" in errors
+    out = cli("schema", "--out", "schema.json", cwd=quickstart)
+    assert out.returncode == 0 and json.loads((quickstart / "schema.json").read_text()) == schema
+
+
+def _dag(text):
+    """Task ids and edges of a DAG file written by export airflow, read from its syntax tree."""
+    tree = ast.parse(text)
+    ids, edges = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "BashOperator":
+            kw = {k.arg: k.value for k in node.keywords}
+            ids.append(ast.literal_eval(kw["task_id"]))
+            command = ast.unparse(kw["bash_command"])
+            assert f"--only {ids[-1]} " in command
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.RShift):
+            target = ast.literal_eval(node.right.slice)
+            for item in node.left.elts:
+                edges.add((ast.literal_eval(item.slice), target))
+    return ids, edges
+
+
+def test_export_airflow_matches_the_plan(quickstart):
+    r = cli("export", "airflow", "pipeline.yaml", "--schedule", "@daily", "--var", "WAREHOUSE=out/w.db",
+            cwd=quickstart)
+    assert r.returncode == 0, r.stderr
+    text = (quickstart / "quickstart_orders_dag.py").read_text()
+    compile(text, "dag.py", "exec")
+    ids, edges = _dag(text)
+    pipeline = Pipeline.from_yaml(quickstart / "pipeline.yaml")
+    assert ids == [t.name for t in pipeline.tasks]
+    assert edges == {(i, t.name) for t in pipeline.tasks for i in t.inputs}
+    assert "schedule='@daily'" in text and "WAREHOUSE=out/w.db" in text and "max_active_runs=1" in text
+    assert str((quickstart / "pipeline.yaml").resolve()) in text
+
+
+def test_profile_overlays_the_pipeline(quickstart):
+    (quickstart / "configs").mkdir()
+    (quickstart / "configs" / "dev.yaml").write_text(
+        "connections:\n  warehouse: {url: 'sqlite:///out/dev.db'}\n"
+        "load:\n  lake: {path: out/dev_lake/}\n"
+        "transform:\n  - name: paid\n    where: \"status = 'paid' and amount > 100\"\n")
+    plan = cli("plan", "pipeline.yaml", "--profile", "dev", cwd=quickstart)
+    assert plan.returncode == 0 and "-> out/dev_lake/" in plan.stdout
+    full = json.loads(cli("run", "pipeline.yaml", "--json", cwd=quickstart).stdout)
+    dev = cli("run", "pipeline.yaml", "--json", "-p", "dev", cwd=quickstart)
+    assert dev.returncode == 0, dev.stderr
+    rows = {d["load"]: d["rows"] for d in json.loads(dev.stdout)["destinations"]}
+    assert 0 < rows["lake"] < {d["load"]: d["rows"] for d in full["destinations"]}["lake"]
+    assert (quickstart / "out" / "dev.db").is_file() and (quickstart / "out" / "dev_lake").is_dir()
+    env = cli("validate", "pipeline.yaml", cwd=quickstart, env={"AGENT_ETL_PROFILE": "prod"})
+    assert env.returncode == 2 and "profile 'prod' not found" in env.stderr and "profiles there: dev" in env.stderr
