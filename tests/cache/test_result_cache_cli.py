@@ -190,3 +190,25 @@ load:
     assert cache["status"] == "hit"
     assert units(second) == (1, 1000)  # one commit, at the end
     assert sqlite3.connect(tmp_path / "wh.db").execute("select count(*) from t").fetchone() == (2000,)
+
+
+def test_s3_object_change_misses(tmp_path, s3_endpoint, s3, bucket):
+    def put(rows):
+        buf = pa.BufferOutputStream()
+        pq.write_table(pa.table({"id": list(range(rows))}), buf)
+        s3.put_object(Bucket=bucket, Key="data/part-0.parquet", Body=buf.getvalue().to_pybytes())
+
+    put(100)
+    (tmp_path / "p.yaml").write_text(f"""\
+version: 1
+name: cached_s3
+extract:
+  src: {{tool: s3, url: "s3://{bucket}/data/*.parquet", endpoint_url: "{s3_endpoint}", cache: {{ttl: 1h}}}}
+load:
+  out: {{input: src, tool: parquet, path: out/t.parquet}}
+""")
+    assert run(tmp_path)[1]["status"] == "stored"
+    assert run(tmp_path)[1]["status"] == "hit"
+    put(7)  # another ETag
+    assert run(tmp_path)[1]["status"] == "stored"
+    assert pq.read_table(tmp_path / "out" / "t.parquet").num_rows == 7

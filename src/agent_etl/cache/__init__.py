@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from agent_etl.cache.keys import cache_key, source_version
+from agent_etl.cache.keys import Unlisted, cache_key, source_version
 from agent_etl.cache.store import ResultCache, cache_folder
 
 __all__ = ["ResultCache", "cache_folder", "cache_key", "cached", "source_version"]
@@ -30,7 +30,14 @@ async def cached(cache: ResultCache, *, tool: str, options: dict[str, Any], conn
     """The batches of an extract: from the cache when it holds the result, else from ``read()``,
     stored as they stream by (kept only if the read ends cleanly). ``details["cache"]`` says which:
     ``{"status": "hit" | "stored" | "miss", "key": first 12 hex digits, ...}``."""
-    version = source_version(tool, options, connection, base_dir)
+    try:
+        version = await asyncio.to_thread(source_version, tool, options, connection, base_dir) if tool == "s3" \
+            else source_version(tool, options, connection, base_dir)
+    except Unlisted as e:
+        details["cache"] = {"status": "miss", "why": f"the source's version is unknown ({e})"[:300]}
+        async for batch in read():
+            yield batch
+        return
     key = cache_key(tool, options, connection, version)
     hit = cache.get(key)
     if hit is not None:

@@ -41,18 +41,48 @@ def _db_file(url: str, base_dir: Path) -> Path | None:
     return p if p.is_absolute() else base_dir / p
 
 
+class Unlisted(Exception):
+    """The source's version could not be read (S3 refused the listing): read it without the cache,
+    so the read itself says what is wrong."""
+
+
 def source_version(tool: str, options: dict[str, Any], connection: dict[str, Any] | None,
                    base_dir: Path) -> list[Any] | None:
     """What changes when the data does, where that is cheap to know: (path, mtime_ns, size) of each
-    file read, or of a SQLite/DuckDB file and its write-ahead log. None: unknown (databases on a
-    server, APIs): the TTL alone bounds how stale a cached result can be."""
+    file read, or of a SQLite/DuckDB file and its write-ahead log; (key, ETag, size) of every S3
+    object under the URL's prefix (one listing; blocking). None: unknown (databases on a server,
+    APIs): the TTL alone bounds how stale a cached result can be."""
     if tool in FILE_TOOLS and isinstance(options.get("path"), str):
         return [_stat(p) for p in _files(options["path"], base_dir)]
     if tool in DB_FILE_TOOLS and connection is not None:
         path = _db_file(str(connection.get("url") or ""), base_dir)
         if path is not None:
             return [_stat(path), _stat(Path(f"{path}-wal")), _stat(Path(f"{path}.wal"))]
+    if tool == "s3" and isinstance(options.get("url"), str):
+        return _s3_objects(options, connection)
     return None
+
+
+def _s3_objects(options: dict[str, Any], connection: dict[str, Any] | None) -> list[Any]:
+    """Every object under the prefix of the URL (a superset of what the read takes: a change next to
+    the objects read also misses, never the other way round), with its ETag."""
+    try:
+        from agent_etl.tools.s3.client import S3Client
+        from agent_etl.tools.s3.options import S3Options, resolved
+        from agent_etl.tools.s3.url import parse_url
+
+        s3 = resolved(S3Options(**{k: v for k, v in options.items() if k in S3Options.model_fields}), connection)
+        url = parse_url(s3.url)
+        client = S3Client(s3)
+        try:
+            return [[o["Key"], o.get("ETag"), o.get("Size")]
+                    for page in client.boto.get_paginator("list_objects_v2").paginate(Bucket=url.bucket,
+                                                                                       Prefix=url.prefix)
+                    for o in page.get("Contents", ())]
+        finally:
+            client.close()
+    except Exception as e:  # noqa: BLE001 - any failure: no cache for this read, the read says what is wrong
+        raise Unlisted(str(e)) from None
 
 
 def cache_key(tool: str, options: dict[str, Any], connection: dict[str, Any] | None,

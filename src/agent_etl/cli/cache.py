@@ -87,4 +87,6 @@ def cache_line(info: dict[str, Any]) -> str:
                 f"{_duration(float(info.get('age_seconds') or 0))} before; key {info.get('key')})")
     if status == "stored":
         return f"miss: read the source and stored the result (key {info.get('key')})"
+    if info.get("why"):
+        return f"miss: read the source, not cached: {info['why']}"
     return f"miss: read the source; the result was not stored (key {info.get('key')})"
