@@ -8,8 +8,10 @@ kind, reward = success x throughput / the best throughput seen on the kind). Rep
 - accuracy: the share of choices that were the oracle's (the agent with the best success x speed),
   over ``--measure`` tasks after a ``--warmup``;
 - recovery: then the agent that is best on most kinds degrades (fails more, or slows down); the
-  tasks until the accuracy over every later window of 50 tasks is >= 95%, and the accuracy over
-  the first and second 50 tasks after the change, and over the kinds it was best on;
+  tasks until the accuracy over every later window of 50 tasks is >= 95% (per seed; - when not
+  within ``--after`` tasks), the accuracy over the first and second 50 tasks after the change, the
+  rows/s the first 50 choices deliver against the oracle's ("value"), the accuracy over the first
+  200 tasks on the kinds it was best on, and over the last 500;
 - latency of our ``select`` (one one-task branch, memory warm): p50/p99, next to the anchor of
   ``CapabilitySelector.select`` on the same call (no learning, least busy capable agent).
 
@@ -28,7 +30,7 @@ from collections import defaultdict
 
 from agent_etl.agents.memory_selector import MemorySelector
 from agent_etl.agents.selector import CapabilitySelector
-from agent_etl.testing import SimulatedFleet
+from agent_etl.testing import SimulatedFleet, _goodput
 
 DEGRADE = {"fails": {"success": 0.4}, "slows": {"speed": 0.4}}
 
@@ -106,12 +108,15 @@ class UCB1:
             self.total[key] += speed / self.best[e.descriptor] if self.best[e.descriptor] else 0.0
 
 
-async def stream(policy, fleet: SimulatedFleet, kinds: list[int]) -> list[tuple[int, bool]]:
-    """Run the tasks of ``kinds`` in turn; (kind, chose the oracle's agent) for each."""
+async def stream(policy, fleet: SimulatedFleet, kinds: list[int]) -> list[tuple[int, bool, float]]:
+    """Run the tasks of ``kinds`` in turn; (kind, chose the oracle's agent, expected rows/s delivered
+    by the choice / by the oracle's) for each."""
     out = []
     for k in kinds:
         agent = await policy.choose(fleet, k)
-        out.append((k, agent == fleet.oracle(fleet.kinds[k])))
+        oracle = fleet.oracle(fleet.kinds[k])
+        value = _goodput(fleet.profiles[(agent, k)]) / _goodput(fleet.profiles[(oracle, k)])
+        out.append((k, agent == oracle, value))
         policy.learn(fleet.run(agent, fleet.kinds[k]))
     return out
 
@@ -141,10 +146,11 @@ async def trial(policy_cls, args, seed: int, degrade: str) -> dict:
     worst = max(counts, key=lambda a: counts[a])
     was_best = set(fleet.degrade(worst, **DEGRADE[degrade]))
     after = await stream(policy, fleet, [draw.randrange(args.kinds) for _ in range(args.after)])
-    right = [r for _, r in after]
-    return {"accuracy": share([r for _, r in measured]), "times": times, "recovery": recovery(right),
+    right = [r for _, r, _ in after]
+    return {"accuracy": share([r for _, r, _ in measured]), "times": times, "recovery": recovery(right),
             "first50": share(right[:50]), "next50": share(right[50:100]),
-            "affected": share([r for k, r in after[:200] if k in was_best]), "tail": share(right[-500:])}
+            "value50": statistics.mean(v for _, _, v in after[:50]),
+            "affected": share([r for k, r, _ in after[:200] if k in was_best]), "tail": share(right[-500:])}
 
 
 async def anchor_times(args) -> list[float]:
@@ -178,8 +184,8 @@ async def main() -> None:
     ours_times: list[float] = []
     for degrade in DEGRADE:
         print(f"\ndegradation: the agent best on most kinds {degrade} ({DEGRADE[degrade]})")
-        print(f"{'policy':<16} {'accuracy':>9} {'recovery':>9} {'1st 50':>7} {'2nd 50':>7} {'its kinds':>9}"
-              f" {'last 500':>9}")
+        print(f"{'policy':<16} {'accuracy':>9} {'recovery':>9} {'1st 50':>7} {'2nd 50':>7} {'value 1st 50':>12}"
+              f" {'its kinds':>9} {'last 500':>9}")
         for policy_cls in (Ours, Random, RoundRobin, UCB1):
             results = [await trial(policy_cls, args, s, degrade) for s in args.seeds]
             if policy_cls is Ours:
@@ -189,6 +195,7 @@ async def main() -> None:
                   f"{'/'.join('-' if x is None else str(x) for x in rec):>9} "
                   f"{statistics.mean(r['first50'] for r in results):>7.0%} "
                   f"{statistics.mean(r['next50'] for r in results):>7.0%} "
+                  f"{statistics.mean(r['value50'] for r in results):>12.0%} "
                   f"{statistics.mean(r['affected'] for r in results):>9.0%} "
                   f"{statistics.mean(r['tail'] for r in results):>9.1%}")
             if policy_cls is Ours:

@@ -47,6 +47,8 @@ def test_fleet_decisions_in_plan_and_runs_show(tmp_path: Path):
     reason = json.loads(r.stdout)["tasks"][2]["reason"]
     assert "experience of csv -> filter -> parquet" in reason and "est. success" in reason, reason
 
+    text = cli("plan", "pipeline.yaml", cwd=folder, env=ENV).stdout
+    assert "agent " in text and "est. success" in text, text
     r = cli("run", "pipeline.yaml", "--json", cwd=folder, env=ENV)  # chosen from the estimates
     result = json.loads(r.stdout)
     agent = result["tasks"][0]["agent"]

@@ -87,6 +87,7 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | N
         return 0
     print(f"{pipeline.name}: {len(rows)} tasks")
     agents = {r["agent"] for r in rows}
+    choice = any(not r["reason"].startswith("only agent able") for r in rows)  # a fleet had a say
     width = max(len(r["task"]) for r in rows)
     for r in rows:
         inputs = f" <- {', '.join(r['inputs'])}" if r["inputs"] else ""
@@ -96,7 +97,7 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | N
             print(f"       -> {r['target']} ({r['mode']})")
         for q in r["quality"]:
             print(f"       quality: {len(q['checks'])} checks ({', '.join(q['checks'])}), on failure {q['on_failure']}")
-        if len(agents) > 1:  # one agent for everything is not news; a choice between agents is
+        if len(agents) > 1 or choice:  # one agent for everything is not news; a choice between agents is
             print(f"       agent {r['agent']}: {r['reason']}")
     return 0
 
