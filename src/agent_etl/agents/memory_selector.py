@@ -5,11 +5,11 @@ A branch's **kind** is its shape: the kinds of its sources, its transforms and t
 destinations (``postgres -> filter -> parquet``). Per kind and agent the selector keeps
 ``Outcomes`` in process (success and throughput, recency-weighted, with drift detection), fed by
 ``learn`` after every run and, once per kind and process, by the experiences memory recalls for it
-(``warm``). A decision is Thompson sampling on those numbers: each capable agent's success
-probability and throughput are drawn from their posteriors, the expected rows/s delivered
-(success x throughput) is divided by the agent's load, and the best draw wins. An agent with little
-or stale experience draws widely, so it is tried now and then (exploration); one known to be worse
-almost never is.
+(``warm``). A decision: each capable agent runs a kind ``TRIES`` times first; then it is Thompson
+sampling on those numbers: each agent's success probability and throughput are drawn from their
+posteriors (half their spread), the expected rows/s delivered (success x throughput) is divided by
+the agent's load, and the best draw wins. An agent with little or stale experience draws widely, so
+it is tried now and then (exploration); one known to be worse almost never is.
 
 A kind never seen borrows from the nearest kinds seen (a vector query over the kinds, once per new
 kind, not per decision), weakly; with no experience at all the choice falls back to capabilities
