@@ -385,11 +385,15 @@ def _partial(data: Any) -> Spec | None:
             obj = model.model_validate(value)
         except ValidationError:
             checks = value.get("checks") if isinstance(value, dict) else None
-            if model is not QualityGroup or not isinstance(checks, list):
+            if issubclass(model, Step):
+                obj = _named_step(model, value)  # so its name is known: no "reads 'x', which is not defined"
+                if obj is None:
+                    return None
+            elif model is not QualityGroup or not isinstance(checks, list):
                 return None
-            # an invalid group still has checks worth validating
-            obj = QualityGroup.model_construct(input=str(value.get("input", "")), on_failure="fail",
-                                               checks=[c for c in checks if isinstance(c, dict)])
+            else:  # an invalid group still has checks worth validating
+                obj = QualityGroup.model_construct(input=str(value.get("input", "")), on_failure="fail",
+                                                   checks=[c for c in checks if isinstance(c, dict)])
         obj._path = path
         return obj
 
@@ -408,6 +412,22 @@ def _partial(data: Any) -> Spec | None:
         connections={k: Connection.model_construct(url="") for k in connections} if isinstance(connections, dict) else {},
         extract=section("extract", ExtractStep, True), transform=section("transform", TransformStep, False),
         quality=section("quality", QualityGroup, False), load=section("load", LoadStep, True))
+
+
+def _named_step(model: type[Step], value: Any) -> Step | None:
+    """An invalid step whose name, tool and inputs are sound, for the checks that span the file
+    (its own problems are reported already)."""
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not isinstance(value.get("tool"), str):
+        return None
+    if "input" in model.model_fields:
+        given = value.get("input")
+        if not (isinstance(given, str) or (isinstance(given, list) and given and all(isinstance(i, str) for i in given))):
+            return None
+    fields = {k: v for k, v in value.items() if k in model.model_fields and k != "timeout"}
+    extra = {k: v for k, v in value.items() if k not in model.model_fields}
+    step = model.model_construct(**fields)
+    step.__pydantic_extra__ = extra
+    return step
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:

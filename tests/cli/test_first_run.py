@@ -116,3 +116,14 @@ def test_merge_without_key_has_no_pydantic_prefix(tmp_path):
     (tmp_path / "p.yaml").write_text(CHAIN.replace("table: t}", "table: t, mode: merge}"))
     r = cli("validate", "p.yaml", cwd=tmp_path)
     assert r.returncode == 2 and "needs `key`" in r.stderr and "Value error" not in r.stderr
+
+
+def test_an_invalid_step_is_not_also_reported_as_missing(tmp_path):
+    _data(tmp_path)
+    (tmp_path / "p.yaml").write_text(CHAIN.replace("customers: {tool: csv, path: data/customers.csv}",
+                                                   "customers: {tool: csv, path: data/customers.csv, timeout: -1}")
+                                     .replace("table: t}", "table: t, mode: merge}"))
+    r = cli("validate", "p.yaml", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "timeout must be more than 0" in r.stderr and "needs `key`" in r.stderr
+    assert "not defined" not in r.stderr
