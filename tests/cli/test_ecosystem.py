@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import subprocess
 
 import jsonschema
+import pytest
 from tests.cli.conftest import cli
 
 from agent_etl import Pipeline
@@ -58,6 +61,25 @@ def test_export_airflow_matches_the_plan(quickstart):
     assert edges == {(i, t.name) for t in pipeline.tasks for i in t.inputs}
     assert "schedule='@daily'" in text and "WAREHOUSE=out/w.db" in text and "max_active_runs=1" in text
     assert str((quickstart / "pipeline.yaml").resolve()) in text
+
+
+@pytest.mark.skipif(not os.environ.get("AGENT_ETL_AIRFLOW_PYTHON"), reason="AGENT_ETL_AIRFLOW_PYTHON names no Python "
+                    "with apache-airflow (it needs SQLAlchemy 1.4: a virtualenv of its own)")
+def test_export_airflow_loads_in_airflow(quickstart, tmp_path):
+    r = cli("export", "airflow", "pipeline.yaml", "--out", str(tmp_path / "dags") + "/", cwd=quickstart)
+    assert r.returncode == 0, r.stderr
+    probe = ("from airflow.models.dagbag import DagBag\n"
+             f"bag = DagBag(dag_folder={str(tmp_path / 'dags')!r}, include_examples=False)\n"
+             "assert not bag.import_errors, bag.import_errors\n"
+             "dag = bag.dags['quickstart_orders']\n"
+             "print(sorted((t.task_id, tuple(sorted(t.upstream_task_ids))) for t in dag.tasks))\n")
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    out = subprocess.run([os.environ["AGENT_ETL_AIRFLOW_PYTHON"], "-c", probe], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    pipeline = Pipeline.from_yaml(quickstart / "pipeline.yaml")
+    want = sorted((t.name, tuple(sorted(t.inputs))) for t in pipeline.tasks)
+    assert out.stdout.strip().splitlines()[-1] == repr(want)
 
 
 def test_profile_overlays_the_pipeline(quickstart):

@@ -81,7 +81,8 @@ def airflow_command(path: str, out: str | None, schedule: str | None, pairs: lis
         print(text, end="")
         return 0
     target = Path(out) if out else Path(f"{_dag_id(pipeline.name)}_dag.py")
-    if target.is_dir():
+    if target.is_dir() or (out or "").endswith(("/", "\\")):  # a folder: Airflow's dags folder
+        target.mkdir(parents=True, exist_ok=True)
         target = target / f"{_dag_id(pipeline.name)}_dag.py"
     target.write_text(text)
     print(f"wrote {target} ({len(pipeline.tasks)} tasks; copy it to Airflow's dags folder)")
