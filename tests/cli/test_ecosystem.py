@@ -83,18 +83,14 @@ def test_export_airflow_loads_in_airflow(quickstart, tmp_path):
 
 
 def test_profile_overlays_the_pipeline(quickstart):
-    (quickstart / "configs").mkdir()
-    (quickstart / "configs" / "dev.yaml").write_text(
-        "connections:\n  warehouse: {url: 'sqlite:///out/dev.db'}\n"
-        "load:\n  lake: {path: out/dev_lake/}\n"
-        "transform:\n  - name: paid\n    where: \"status = 'paid' and amount > 100\"\n")
+    assert (quickstart / "configs" / "dev.yaml").is_file()  # the example's profile
     plan = cli("plan", "pipeline.yaml", "--profile", "dev", cwd=quickstart)
-    assert plan.returncode == 0 and "-> out/dev_lake/" in plan.stdout
+    assert plan.returncode == 0 and "-> out/dev_orders_lake/" in plan.stdout
     full = json.loads(cli("run", "pipeline.yaml", "--json", cwd=quickstart).stdout)
     dev = cli("run", "pipeline.yaml", "--json", "-p", "dev", cwd=quickstart)
     assert dev.returncode == 0, dev.stderr
     rows = {d["load"]: d["rows"] for d in json.loads(dev.stdout)["destinations"]}
     assert 0 < rows["lake"] < {d["load"]: d["rows"] for d in full["destinations"]}["lake"]
-    assert (quickstart / "out" / "dev.db").is_file() and (quickstart / "out" / "dev_lake").is_dir()
+    assert (quickstart / "out" / "dev_warehouse.db").is_file() and (quickstart / "out" / "dev_orders_lake").is_dir()
     env = cli("validate", "pipeline.yaml", cwd=quickstart, env={"AGENT_ETL_PROFILE": "prod"})
     assert env.returncode == 2 and "profile 'prod' not found" in env.stderr and "profiles there: dev" in env.stderr
