@@ -135,3 +135,78 @@ async def test_a_killed_worker_s_branch_goes_on_elsewhere_after_its_last_commit(
     assert (count, distinct, low, high) == (ROWS, ROWS, 1, ROWS)
     lake = pq.read_table(tmp_path / "out" / "a.parquet")
     assert lake.num_rows == ROWS and sorted(lake.column("id").to_pylist()) == list(range(1, ROWS + 1))
+
+
+async def proxy(port_to: int) -> tuple[asyncio.Server, int, list[asyncio.StreamWriter]]:
+    """A TCP proxy to NATS that the test can pull away: the coordinator's link to the broker."""
+    links: list[asyncio.StreamWriter] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port_to)
+        links.extend([writer, up_writer])
+        asyncio.get_running_loop().create_task(pipe(reader, up_writer))
+        asyncio.get_running_loop().create_task(pipe(up_reader, writer))
+
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], links
+
+
+async def test_nats_lost_mid_run_fails_the_run_clearly_and_it_resumes(tmp_path, schemas):
+    import psycopg
+
+    src, dst = schemas
+    (tmp_path / "p.yaml").write_text(PIPE)
+    (tmp_path / "slow.py").write_text(SLOW)
+    namespace = f"test-{uuid.uuid4().hex[:10]}"
+    url = f"nats://127.0.0.1:4222?namespace={namespace}"
+    environ = env(tmp_path, src, dst)
+    server, port, links = await proxy(4222)
+    through = f"nats://127.0.0.1:{port}?namespace={namespace}"
+    watch = open_bus(url)
+    going = asyncio.Event()
+    await watch.listen(TaskProgress, lambda ev: ev.rows_total >= 1000 and going.set())
+    workers = []
+    try:
+        for _ in range(2):
+            workers.append((await start_worker(url, environ))[0])
+        run = await asyncio.create_subprocess_exec(AGENT_ETL, "run", "p.yaml", "--bus", through, cwd=tmp_path,
+                                                   env=environ, stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.PIPE)
+        await asyncio.wait_for(going.wait(), 120)
+        server.close()  # the coordinator's broker goes away, and stays away
+        for link in links:
+            link.transport.abort()
+        out, err = await asyncio.wait_for(run.communicate(), 180)
+        assert run.returncode == 1, err.decode()
+        assert f"lost the NATS server at nats://127.0.0.1:{port}" in out.decode() + err.decode()
+        assert "Traceback" not in err.decode()
+        runs = await asyncio.create_subprocess_exec(AGENT_ETL, "runs", "list", "--json", env=environ, cwd=tmp_path,
+                                                    stdout=asyncio.subprocess.PIPE)
+        listed = json.loads((await runs.communicate())[0])
+        run_id = listed[0]["run_id"]
+        assert listed[0]["status"] == "failed"
+        resumed = await asyncio.create_subprocess_exec(AGENT_ETL, "resume", run_id, cwd=tmp_path,
+                                                       env={**environ, "AGENT_ETL_BUS": url},
+                                                       stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(resumed.communicate(), 180)
+        assert resumed.returncode == 0, err.decode()
+    finally:
+        for proc in workers:
+            if proc.returncode is None:
+                proc.terminate()
+        for proc in workers:
+            await proc.wait()
+        await watch.destroy()
+    with psycopg.connect(PG) as conn:
+        assert conn.execute(f'SELECT count(*), count(DISTINCT id) FROM "{dst}".b').fetchone() == (ROWS, ROWS)
+    assert pq.read_table(tmp_path / "out" / "a.parquet").num_rows == ROWS

@@ -140,7 +140,7 @@ class AgentCoordinator(Agent):
         if getattr(self.bus, "remote", False):
             from agent_etl.agents.dispatch import Dispatch
 
-            self.dispatch = await Dispatch.open(self.bus, self.id)
+            self.dispatch = await Dispatch.open(self.bus, self.id, self._on_failed)
             self._subs.append(self.dispatch)
         if self._store_option not in (None, False):
             self.store = self._store_option

@@ -25,6 +25,7 @@ from agent_etl.events import (BranchAssigned, BranchReassigned, BranchTaken, Run
 log = logging.getLogger("agent_etl.dispatch")
 MISSED = 3  # heartbeats a worker may miss before its branches are taken as lost
 WORKERS = "workers"  # the KV bucket of the workers' heartbeat records
+NO_TAKER = 10.0  # seconds a branch may wait for a worker before the coordinator says so
 WORKERS_TTL = 3600.0  # a record not renewed for this long goes from the bucket
 
 
@@ -45,8 +46,9 @@ class _Placed:
 
 
 class Dispatch:
-    def __init__(self, bus: Any, coordinator_id: str):
-        self.bus, self.id = bus, coordinator_id
+    def __init__(self, bus: Any, coordinator_id: str, local: Any = None):
+        # local: called with the TaskFailed events of a lost bus (they cannot travel on it)
+        self.bus, self.id, self.local = bus, coordinator_id, local
         self.runs: dict[str, RunStarted] = {}
         self.placed: dict[tuple[str, str], _Placed] = {}  # (run, branch) -> its current attempt
         self.seen: dict[str, tuple[bytes, float]] = {}  # worker -> (its last record, when it changed)
@@ -55,8 +57,8 @@ class Dispatch:
         self._watch: asyncio.Task | None = None
 
     @classmethod
-    async def open(cls, bus: Any, coordinator_id: str) -> Dispatch:
-        d = cls(bus, coordinator_id)
+    async def open(cls, bus: Any, coordinator_id: str, local: Any = None) -> Dispatch:
+        d = cls(bus, coordinator_id, local)
         d.kv = await bus.kv(WORKERS, ttl=WORKERS_TTL)
         for topic, fn in ((RunStarted, d._on_run), (RunFinished, d._on_run_finished), (BranchTaken, d._on_taken),
                           (TaskCompleted, d._on_final), (TaskFailed, d._on_final)):
@@ -97,9 +99,19 @@ class Dispatch:
                 p.done.add(ev.task)
 
     async def _watching(self) -> None:
+        warned: set[str] = set()
         while True:
             await asyncio.sleep(0.25)
             now = time.monotonic()
+            lost = getattr(self.bus, "lost", None)
+            if lost:
+                self._bus_lost(lost)
+                continue
+            for p in self.placed.values():
+                if p.agent is None and now - p.since > NO_TAKER and p.run_id not in warned:
+                    warned.add(p.run_id)
+                    log.warning("run %s: no worker has taken branch %s for %.0f s; is `agent-etl worker --bus %s` "
+                                "running?", p.run_id, p.branch, now - p.since, getattr(self.bus, "server", ""))
             for agent in {p.agent for p in self.placed.values() if p.agent is not None and len(p.done) < len(p.tasks)}:
                 try:
                     value = await self.kv.get(agent)
@@ -134,6 +146,22 @@ class Dispatch:
                                                   error=error, error_type="WorkerLost", transient=True,
                                                   upstream=not first))
                 first = False
+
+    def _bus_lost(self, why: str) -> None:
+        """Fail every unfinished task of the runs placed here: the broker is gone, so the workers'
+        events can no longer arrive. The run ends failed and can be resumed once it is back."""
+        for p in list(self.placed.values()):
+            first = True
+            for task in p.tasks:
+                if task in p.done:
+                    continue
+                p.done.add(task)
+                ev = TaskFailed(run_id=p.run_id, task=task, agent=p.agent or "", attempt=p.attempt,
+                                error=f"{why}; resume the run (agent-etl resume {p.run_id}) once it is back",
+                                error_type="BusLost", transient=False, upstream=not first)
+                first = False
+                if self.local is not None:
+                    self.local(ev)
 
     async def cancel(self) -> None:
         if self._watch is not None:

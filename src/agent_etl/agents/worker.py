@@ -95,6 +95,8 @@ class Worker:
                 self.etl._on_run_started(RunStarted(run_id=ev.run_id, pipeline=ev.pipeline, tasks=ev.tasks,
                                                     description=ev.description, store_url=ev.store_url,
                                                     cursors=ev.cursors))
+            # each assignment is wired anew: the same attempt number comes again when a run is resumed
+            self.etl._wired.discard((ev.run_id, ev.attempt, tuple(ev.tasks)))
             for i, task in enumerate(reversed(ev.tasks)):  # readers first, as the coordinator assigns them
                 self.etl._on_assigned(TaskAssigned(run_id=ev.run_id, task=task, agent=self.etl.id, reason=ev.reason,
                                                    attempt=ev.attempt, branch=ev.tasks if i == 0 else [],

@@ -290,6 +290,17 @@ class NatsBus:
             self._nc, self._js = nc, js
         return self
 
+    def _gone(self, e: Exception) -> BusUnreachable:
+        return BusUnreachable(f"lost the NATS server at {self.server} ({type(e).__name__}: {e}); the run can be "
+                              "resumed once it is back")
+
+    @property
+    def lost(self) -> str | None:
+        """Why the bus cannot go on (the server went away and reconnecting failed), else None."""
+        if self._nc is not None and self._nc.is_closed and not self.closed:
+            return f"lost the NATS server at {self.server} (reconnecting failed)"
+        return None
+
     def _subject(self, event: Event) -> str:
         run = _token(str(getattr(event, "run_id", "") or "_"))
         return f"{self._ns}.{'work' if getattr(event, 'work', False) else 'ev'}.{event.topic}.{run}"
@@ -324,9 +335,8 @@ class NatsBus:
             else:
                 await self._nc.publish(subject, data, headers=headers)
                 self._unsure += 1
-        except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError, nats.errors.TimeoutError,
-                nats.errors.NoRespondersError) as e:
-            raise BusUnreachable(f"bus {self.server}: lost the NATS server ({type(e).__name__}: {e})") from None
+        except (nats.errors.Error, nats.js.errors.Error, OSError) as e:
+            raise self._gone(e) from None
 
     async def subscribe(self, topic: str | type[Event], handler: Handler, *, maxsize: int = 1024,
                         queue: str | None = None, durable: str | None = None, max_deliver: int = 1,
@@ -385,15 +395,18 @@ class NatsBus:
     async def drain(self) -> None:
         """Until every event published from here so far was handled by this process's subscribers
         (a broker cannot know about other processes')."""
-        if self._nc is None or self.closed:
+        if self._nc is None or self.closed or self._nc.is_closed:  # nothing can arrive any more
             return
         if self._unsure:  # stored behind everything sent before it on this connection
             self._unsure = 0
             try:
                 await self._js.publish(f"{self._ns}.ev._drain._", b"", headers={"topic": "_drain"}, timeout=10.0)
             except nats.errors.Error as e:
-                raise BusUnreachable(f"bus {self.server}: lost the NATS server ({type(e).__name__}: {e})") from None
-        await self._nc.flush()
+                raise self._gone(e) from None
+        try:
+            await self._nc.flush()
+        except nats.errors.Error as e:
+            raise self._gone(e) from None
         for core in list(self._cores):
             await core.idle()
         for pull in list(self._pulls):
