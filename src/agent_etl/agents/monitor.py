@@ -63,12 +63,13 @@ class MonitorAgent(Agent):
         self.metrics = RunMetrics()
         self.alerts = alerts if alerts is not None else Alerts()
         self._specs: dict[str, Any] = {}  # run id -> its spec (task inputs, stall timeout, alerts)
+        self._gate_alerted: set[tuple[str, str]] = set()  # (run, input) whose failed gate was alerted
         self._registry: Any = None
 
     async def on_start(self) -> None:
         self._subs.append(await self.bus.listen("*", self._on_event))
         # alerts go out from a queue of their own: a slow webhook never holds up a publisher
-        for topic in (RunFinished, GateChecked, AnomalyDetected, TaskStalled, AgentStalled):
+        for topic in (RunFinished, GateChecked, TaskFailed, AnomalyDetected, TaskStalled, AgentStalled):
             self._subs.append(await self.bus.subscribe(topic, self._alert))
         self._watch = asyncio.get_running_loop().create_task(self._watch_stalls(), name=f"stalls:{self.id}")
 
@@ -111,6 +112,7 @@ class MonitorAgent(Agent):
             old = self._finished.popleft()
             self.runs.pop(old, None)
             self._specs.pop(old, None)
+            self._gate_alerted = {k for k in self._gate_alerted if k[0] != old}
             for t in self._run_tasks.pop(old, ()):
                 self.tasks.pop((old, t), None)
 
@@ -190,15 +192,19 @@ class MonitorAgent(Agent):
                 self.alerts.send("run_failed", hooks, pipeline=ev.pipeline, run_id=ev.run_id, status=ev.status,
                                  message=s[0].error if s else ev.status, duration=ev.duration,
                                  failed_tasks=[t.task for t in s])
-        elif isinstance(ev, GateChecked):
-            if ev.report is not None and ev.report["status"] == "failed":
-                r = ev.report
-                self.alerts.send("quality_failed", hooks, pipeline=ev.pipeline, run_id=ev.run_id, task=ev.task,
-                                 input=ev.input, rows_in=r["rows_in"], rows_passed=r["rows_passed"],
+        elif isinstance(ev, (GateChecked, TaskFailed)):
+            # a gate that fails stops its step: its report comes with the TaskFailed (else GateChecked)
+            reports = [ev.report] if isinstance(ev, GateChecked) else ev.details.get("quality", [])
+            for r in reports:
+                if not r or r.get("status") != "failed" or (ev.run_id, r["input"]) in self._gate_alerted:
+                    continue
+                self._gate_alerted.add((ev.run_id, r["input"]))
+                self.alerts.send("quality_failed", hooks, pipeline=pipeline, run_id=ev.run_id, task=ev.task,
+                                 input=r["input"], rows_in=r["rows_in"], rows_passed=r["rows_passed"],
                                  failed_checks=[{"check": c["label"], "failed_rows": c["failed_rows"],
                                                  "message": c["message"]} for c in r["checks"]
                                                 if c["status"] == "failed"],
-                                 message=f"quality gate on {ev.input!r} failed")
+                                 message=f"quality gate on {r['input']!r} failed")
         elif isinstance(ev, AnomalyDetected):
             self.alerts.send("anomaly", hooks, pipeline=pipeline, run_id=ev.run_id, task=ev.task, input=ev.input,
                              anomalies=ev.anomalies, message="; ".join(a.get("message", "") for a in ev.anomalies))
