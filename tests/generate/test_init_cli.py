@@ -285,6 +285,15 @@ def test_json_endpoint(tmp_path):
         assert spec["extract"]["items"] == {"tool": "rest", "url": f"{url}/items.json", "records": "data"}
         ok(cli("run", "-q", "pipeline.yaml", cwd=tmp_path))
         assert pq.read_table(tmp_path / "out" / "items").num_rows == 2
+        # a credential in the query goes to a variable, the rest of the query stays
+        r = ok(cli("init", f"{url}/items.json?api_key=abc123&limit=5", "--out", "keyed.yaml", "--dest", "lake2",
+                   "--no-memory", cwd=tmp_path))
+        assert "set API_KEY before running it" in r.stdout
+        text = (tmp_path / "keyed.yaml").read_text()
+        assert "abc123" not in text and "# Set API_KEY in the environment" in text
+        assert yaml.safe_load(text)["extract"]["items"]["url"] == f"{url}/items.json?api_key=${{API_KEY}}&limit=5"
+        ok(cli("run", "-q", "keyed.yaml", "--var", "API_KEY=abc123", cwd=tmp_path))
+        assert pq.read_table(tmp_path / "lake2" / "items").num_rows == 2
         line = one_line_error(cli("init", f"{url}/missing.json", "--out", "x.yaml", cwd=tmp_path), 1)
         assert "HTTP 404" in line
     finally:

@@ -86,6 +86,30 @@ def without_password(url: str, var: str) -> tuple[str, bool]:
     return urlunsplit((u.scheme, netloc, u.path, query, u.fragment)), found
 
 
+_SECRET_PARAM = re.compile(r"token|secret|passw|api_?key|apikey|access_?key|auth|signature|sig$|^key$|session", re.I)
+
+
+def without_secret_params(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` with the values of its query parameters that look like credentials (``api_key``,
+    ``token``, ``signature`` ...) replaced by ``${API_<NAME>}``; the variables, each with what it holds."""
+    from urllib.parse import parse_qsl
+
+    u = urlsplit(url)
+    if not u.query:
+        return url, {}
+    env: dict[str, str] = {}
+    parts = []
+    for key, value in parse_qsl(u.query, keep_blank_values=True):
+        if _SECRET_PARAM.search(key) and value:
+            name = re.sub(r"[^A-Za-z0-9]+", "_", key).strip("_").upper()
+            var = name if name.startswith("API") else f"API_{name}"
+            env[var] = f"the {key!r} parameter of {u.scheme}://{u.netloc}{u.path}"
+            parts.append(f"{quote(key, safe='')}=${{{var}}}")
+        else:
+            parts.append(f"{quote(key, safe='')}={quote(value, safe='')}")
+    return (urlunsplit((u.scheme, u.netloc, u.path, "&".join(parts), u.fragment)), env) if env else (url, {})
+
+
 def introspect(source: str, out_dir: Path, *, schemas: list[str] | None = None,
                endpoint_url: str | None = None) -> SourceSchema:
     """What ``source`` holds (a database URL, a database file, files, an s3:// glob or a JSON URL)."""
@@ -198,6 +222,10 @@ def generate(source: str, *, out: Path, dest: str | None = None, schemas: list[s
         source_url, secret = without_password(schema.url, "SOURCE_PASSWORD")
         if secret:
             env["SOURCE_PASSWORD"] = f"the password of {schema.where} (URL-encoded if it has special characters)"
+    for t in schema.tables:  # an API's credentials in its URL's query
+        if isinstance(t.options.get("url"), str) and t.tool == "rest":
+            t.options["url"], found = without_secret_params(t.options["url"])
+            env.update(found)
     if target.url is not None:
         dest_url, secret = without_password(target.url, "DEST_PASSWORD")
         if secret:
