@@ -5,7 +5,8 @@ Secret values are only these (``yamlsource.interpolate`` collects them while it 
 - the password of a URL (``postgresql://user:PASSWORD@host``), and the values of its query
   parameters named like a secret (``?api_key=...``);
 - values of keys named like a secret: password, token, secret, api_key, access/private keys,
-  credentials, authorization (``secret_name``);
+  credentials, authorization, webhook (a Slack or Teams webhook URL is a bearer secret)
+  (``secret_name``);
 - the contents of every ``${file:...}``;
 - the values of variables the spec lists under ``secrets:``, and of ``--var`` variables named like
   a secret (``PGPASSWORD``, ``API_TOKEN``).
@@ -29,7 +30,7 @@ from typing import Any
 MASK = "***"
 MIN_LENGTH = 4
 _SECRET_NAME = re.compile(r"pass(word|wd|phrase)|(^|[^a-z])pwd($|[^a-z])|secret|token|api_?key|apikey|access_?key|"
-                          r"private_?key|credential|authorization|signature|cookie", re.I)
+                          r"private_?key|credential|authorization|signature|cookie|webhook", re.I)
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<user>[^/@:]*):(?P<password>[^@/]*)@")
 
 
@@ -45,7 +46,10 @@ def url_secrets(url: str) -> list[str]:
     if m is not None and m["password"]:
         out.append(m["password"])
         out.append(urllib.parse.unquote(m["password"]))
-    query = urllib.parse.urlsplit(url).query if "?" in url else ""
+    try:
+        query = urllib.parse.urlsplit(url).query if "?" in url else ""
+    except ValueError:  # not a URL after all (an unclosed [ of an IPv6 host)
+        query = ""
     for key, value in urllib.parse.parse_qsl(query, keep_blank_values=False):
         if secret_name(key):
             out.append(value)

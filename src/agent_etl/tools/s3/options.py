@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from agent_etl.redaction import MASK
 from agent_etl.tools.base import ToolConfig
 from agent_etl.tools.s3.url import parse_url
 
@@ -18,7 +19,7 @@ SECRET_KEYS = frozenset({
     "session_token", "access_key_id", "secret_access_key", "key", "secret", "token", "credentials", "password"})
 CHAIN = ("give credentials through the AWS chain instead: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the "
          "environment, a profile of ~/.aws/config (profile: or AWS_PROFILE), or the instance or container role")
-_REDACTED = "<redacted>"
+_REDACTED = MASK  # credentials blanked before pydantic repeats the input in an error
 
 
 class S3Options(ToolConfig):
