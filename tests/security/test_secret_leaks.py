@@ -54,6 +54,13 @@ class Project:
         assert "Traceback" not in out.stderr
         return out.stdout + out.stderr
 
+    def resume_latest(self, env: dict[str, str], expect: int) -> None:
+        """Resume the latest run (it failed): the secrets are read from the environment again."""
+        home = {"AGENT_ETL_HOME": str(self.root / ".agent-etl")}
+        out = cli("run", "--resume", "p.yaml", cwd=self.root, env={**home, **env})
+        self.output += [out.stdout, out.stderr]
+        assert out.returncode == expect, out.stdout + out.stderr
+
     def inspect(self) -> None:
         """Read back what the runs left, through the CLI, so those outputs are searched too."""
         home = {"AGENT_ETL_HOME": str(self.root / ".agent-etl")}
@@ -176,8 +183,9 @@ extract:
 load:
   copy: {{input: src, tool: postgres, connection: pg, table: {pg_schema}.orders}}
 """
-    project.run(spec, {"PGUSER_LEAK": "postgres", "PG_PASSWORD": password}, 0)
-    text = project.run(spec, {"PGUSER_LEAK": "nosuchuser", "PG_PASSWORD": password}, 1)
+    chroma = {"AGENT_ETL_MEMORY": "chroma"}  # the memory folder of a real Chroma is searched too
+    project.run(spec, {"PGUSER_LEAK": "postgres", "PG_PASSWORD": password, **chroma}, 0)
+    text = project.run(spec, {"PGUSER_LEAK": "nosuchuser", "PG_PASSWORD": password, **chroma}, 1)
     # what is not a secret stays readable: the user, host and port that were filled in
     assert "nosuchuser@127.0.0.1:5432/test" in text, text
     project.assert_clean(_pg_tables(pg_schema))
@@ -243,6 +251,7 @@ load:
     wrong = project.secret()
     text = project.run(spec, {"MY_PASSWORD": wrong}, 1)
     assert f"{user}@127.0.0.1:3306" in text
+    project.resume_latest({"MY_PASSWORD": password}, 0)  # the failed run, resumed with the right one
     project.assert_clean(_maria_tables(db))
 
 
