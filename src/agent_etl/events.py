@@ -73,7 +73,7 @@ class TaskProgress(TaskEvent):
     rows: int  # rows since the task's previous progress event (events come at most every 0.2 s)
     rows_total: int
     batches: int
-    bytes_total: int = 0  # Arrow buffer bytes of the batches so far
+    bytes_total: int = 0  # Arrow bytes of the batches so far (sampled: ETLAgent measures some, scales the rest)
 
 
 class TaskCommitted(TaskEvent):
