@@ -537,6 +537,12 @@ class AgentCoordinator(Agent):
         attempt = self._waiting.get((ev.run_id, ev.task))
         if attempt is None or attempt.number != ev.attempt or ev.task in attempt.outcome:
             return
+        if self.dispatch is not None:
+            # its branch runs on a worker, which this process cannot stop: a second attempt next to a
+            # live first one could write twice, so a stall there is only reported
+            log.warning("run %s: task %s made no progress for %.0fs on %s", ev.run_id, ev.task, ev.silent_for,
+                        ev.agent)
+            return
         work = asyncio.get_running_loop().create_task(self._unstick(ev, attempt), name=f"unstick:{ev.run_id}")
         self._unsticking.add(work)
         work.add_done_callback(self._unsticking.discard)
