@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from agent_etl.store.schema import audit
+from agent_etl.store.schema import audit, runs
 
 KEY_ENV = "AGENT_ETL_AUDIT_KEY"
 GENESIS = "0" * 64
@@ -69,6 +69,13 @@ class Chain:
         key = audit_key()
         alg = "hmac-sha256" if key is not None else "sha256"
         heads: dict[str, tuple[int, str]] = {}
+        if conn.dialect.name != "sqlite":
+            # a server database lets two processes' transactions read one head at once: take the
+            # run's row first (the writers of a run queue there), then read the head as it is now.
+            # SQLite needs neither: its write lock, taken by the transaction's first write, is global
+            for run_id in dict.fromkeys(r[0] for r in records):
+                conn.execute(select(runs.c.run_id).where(runs.c.run_id == run_id).with_for_update())
+                heads[run_id] = _head(conn, run_id)
         out = []
         for run_id, at, kind, task, data in records:
             head = heads.get(run_id) or self.heads.get(run_id) or _head(conn, run_id)

@@ -117,9 +117,9 @@ class RunStore:
                         if records:
                             rows, heads = self._chain.rows(conn, records)
                             _insert_many(conn, audit, rows)
-                except IntegrityError:
+                except Exception as e:
                     self._requeue(records)
-                    if attempt == 4 or not records:
+                    if not records or attempt == 4 or not _integrity(e):
                         raise
                     self._chain.forget({r[0] for r in records})
                     continue
@@ -448,6 +448,12 @@ def _live(row: dict[str, Any]) -> dict[str, Any]:
     if gone:
         row = {**row, "status": "crashed"}
     return row
+
+
+def _integrity(e: BaseException) -> bool:
+    """A unique key collided: SQLAlchemy's IntegrityError, or the driver's own (``_insert_many``
+    goes through the driver: sqlite3, psycopg and pymysql each have an ``IntegrityError``)."""
+    return isinstance(e, IntegrityError) or any(c.__name__ == "IntegrityError" for c in type(e).__mro__)
 
 
 def _alive(pid: int) -> bool:
