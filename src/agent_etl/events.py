@@ -203,6 +203,7 @@ class BranchAssigned(Event):
     store_url: str | None = None
     cursors: dict[str, Any] = {}
     resume: dict[str, Any] | None = None  # ResumePlan.to_dict(): where this attempt goes on
+    trace: dict[str, str] | None = None  # W3C trace context of the run's span: the worker's task spans are its children
 
 
 class BranchTaken(Event):

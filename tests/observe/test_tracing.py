@@ -104,3 +104,32 @@ def test_help_imports_no_observability_library():
             "print(sorted(m for m in ('opentelemetry', 'prometheus_client', 'aiohttp') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.services("nats")
+async def test_a_worker_s_task_spans_join_the_run_s_trace(make_pipeline, registry, tmp_path):
+    """Over NATS the branch goes to a worker (here in this process, on its own connection): its
+    tasks' spans are children of the run's span through the context on BranchAssigned."""
+    import uuid
+
+    from agent_etl.agents.worker import Worker
+    from agent_etl.bus import open_bus
+
+    url = f"nats://127.0.0.1:4222?namespace=test-{uuid.uuid4().hex[:10]}"
+    EXPORTER.clear()
+    worker = Worker(open_bus(url), registry=registry, interval=0.2)
+    await worker.start()
+    bus = open_bus(url)
+    try:
+        async with AgentCoordinator(bus=bus, registry=registry, home=tmp_path) as c:
+            result = await c.run(make_pipeline(SPEC.replace("FAIL", "false")))
+    finally:
+        await worker.stop(finish=False)
+        await worker.bus.close()
+        await bus.destroy()
+    assert result.ok, result.error
+    spans = {s.name: s for s in EXPORTER.get_finished_spans()}
+    run = spans["run traced"]
+    for name in ("nums", "twice", "out"):
+        assert spans[f"task {name}"].parent.span_id == run.context.span_id
+    assert result.tasks["out"].agent.startswith("etl@worker-")

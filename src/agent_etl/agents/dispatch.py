@@ -21,6 +21,7 @@ from typing import Any
 from agent_etl.agents.selector import AgentInfo
 from agent_etl.events import (BranchAssigned, BranchReassigned, BranchTaken, RunFinished, RunStarted, TaskCompleted,
                               TaskFailed)
+from agent_etl.observe import tracing
 
 log = logging.getLogger("agent_etl.dispatch")
 MISSED = 3  # heartbeats a worker may miss before its branches are taken as lost
@@ -78,7 +79,8 @@ class Dispatch:
         await self.bus.publish(BranchAssigned(
             run_id=run_id, pipeline=run.pipeline, branch=tasks[0], tasks=tasks, attempt=attempt,
             reason=reason or "taken by a worker with room", description=run.description, store_url=run.store_url,
-            cursors=run.cursors, resume=plan.to_dict() if plan is not None else run.resume))
+            cursors=run.cursors, resume=plan.to_dict() if plan is not None else run.resume,
+            trace=tracing.carrier()))
 
     def _on_run(self, ev: RunStarted) -> None:
         self.runs[ev.run_id] = ev

@@ -100,7 +100,7 @@ class Worker:
             for i, task in enumerate(reversed(ev.tasks)):  # readers first, as the coordinator assigns them
                 self.etl._on_assigned(TaskAssigned(run_id=ev.run_id, task=task, agent=self.etl.id, reason=ev.reason,
                                                    attempt=ev.attempt, branch=ev.tasks if i == 0 else [],
-                                                   resume=ev.resume if i == 0 else None))
+                                                   resume=ev.resume if i == 0 else None, trace=ev.trace))
             names = {f"{ev.run_id}/{t}" for t in ev.tasks}
             work = [w for w in self.etl._work if w.get_name() in names]
         except BaseException:
