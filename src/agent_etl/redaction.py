@@ -118,9 +118,10 @@ class LogFilter(logging.Filter):
 
 def install(handler: logging.Handler | None = None) -> None:
     """Put a ``LogFilter`` on ``handler``, or on every handler of the root logger."""
-    handlers = [handler] if handler is not None else logging.getLogger().handlers
+    # with no handler configured, records go to logging.lastResort (stderr): that one too
+    handlers = [handler] if handler is not None else [*logging.getLogger().handlers, logging.lastResort]
     for h in handlers:
-        if not any(isinstance(f, LogFilter) for f in h.filters):
+        if h is not None and not any(isinstance(f, LogFilter) for f in h.filters):
             h.addFilter(LogFilter())
 
 
