@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent_etl import AgentCoordinator
@@ -99,3 +100,38 @@ def test_a_busy_metrics_port_is_one_line(gated, free_port):
                            env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"cannot serve metrics on 127.0.0.1:{free_port}" in r.stderr
+
+
+@pytest.mark.services("nats")
+def test_a_worker_serves_the_metrics_of_its_own_work(gated, free_port):
+    import uuid
+
+    url = f"nats://127.0.0.1:4222?namespace=test-{uuid.uuid4().hex[:10]}"
+    (gated / "go").write_text("")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AGENT_ETL_")},
+           "AGENT_ETL_HOME": str(gated / ".agent-etl"), "AGENT_ETL_MEMORY": "off"}
+    worker = subprocess.Popen([AGENT_ETL, "worker", "--bus", url, "--metrics-port", str(free_port)], cwd=gated,
+                              env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        line = worker.stderr.readline()
+        assert " ready on nats://" in line, line + worker.stderr.read()
+        run = subprocess.run([AGENT_ETL, "run", "pipeline.yaml", "-q", "--bus", url], cwd=gated, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        m = scrape(f"http://127.0.0.1:{free_port}/metrics")
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+        from agent_etl.bus import open_bus
+
+        async def destroy():
+            await open_bus(url).destroy()
+
+        import asyncio
+
+        asyncio.run(destroy())
+    assert worker.returncode == 0
+    assert value(m, "agent_etl_rows_total", pipeline="gated", task="nums", stage="extract") == 200
+    assert value(m, "agent_etl_rows_total", pipeline="gated", task="out", stage="load") == 200
+    assert value(m, "agent_etl_commits_total", pipeline="gated", task="out") >= 1
+    assert "agent_etl_runs_total" not in m  # a run is counted by its coordinator's process

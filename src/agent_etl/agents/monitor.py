@@ -12,7 +12,8 @@ from typing import Any
 
 from agent_etl.agents.base import Agent
 from agent_etl.events import (AgentStalled, AnomalyDetected, Event, GateChecked, Heartbeat, RunFinished, RunStarted,
-                              TaskCommitted, TaskCompleted, TaskFailed, TaskProgress, TaskStalled, TaskStarted)
+                              TaskCommitted, TaskCompleted, TaskEvent, TaskFailed, TaskProgress, TaskStalled,
+                              TaskStarted)
 from agent_etl.observe.alerts import Alerts
 from agent_etl.observe.metrics import RunMetrics
 
@@ -50,8 +51,11 @@ class MonitorAgent(Agent):
     kind = "monitor"
 
     def __init__(self, bus, *, stall_timeout: float = 60.0, keep_runs: int = 100, alerts: Alerts | None = None,
-                 **kw):
+                 scope: set[str] | None = None, **kw):
+        """``scope``: the ids of the agents whose work to count (a worker's own, ``agent-etl worker
+        --metrics-port``); then runs, alerts and stalls are left to the coordinator's monitor."""
         super().__init__(bus, **kw)
+        self.scope = scope
         self.keep_runs = keep_runs
         self._finished: deque[str] = deque()
         self.stall_timeout = stall_timeout
@@ -60,7 +64,7 @@ class MonitorAgent(Agent):
         self.runs: dict[str, str] = {}  # run_id -> pipeline
         self._run_tasks: dict[str, list[str]] = {}  # run_id -> its tasks in self.tasks, to forget them at once
         self._watch: asyncio.Task | None = None
-        self.metrics = RunMetrics()
+        self.metrics = RunMetrics(runs=scope is None)
         self.alerts = alerts if alerts is not None else Alerts()
         self._specs: dict[str, Any] = {}  # run id -> its spec (task inputs, stall timeout, alerts)
         self._gate_alerted: set[tuple[str, str]] = set()  # (run, input) whose failed gate was alerted
@@ -68,6 +72,8 @@ class MonitorAgent(Agent):
 
     async def on_start(self) -> None:
         self._subs.append(await self.bus.listen("*", self._on_event))
+        if self.scope is not None:
+            return
         # alerts go out from a queue of their own: a slow webhook never holds up a publisher
         for topic in (RunFinished, GateChecked, TaskFailed, AnomalyDetected, TaskStalled, AgentStalled):
             self._subs.append(await self.bus.subscribe(topic, self._alert))
@@ -83,6 +89,8 @@ class MonitorAgent(Agent):
         return [s for (r, _), s in self.tasks.items() if r == run_id]
 
     def _on_event(self, ev: Event) -> None:
+        if self.scope is not None and isinstance(ev, TaskEvent) and ev.agent not in self.scope:
+            return  # another process's work
         agent = getattr(ev, "agent", None)
         if agent:
             seen = self.agents.get(agent)

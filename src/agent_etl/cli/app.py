@@ -249,12 +249,17 @@ def worker(bus: Annotated[str, typer.Option("--bus", metavar="BUS", help="The br
                                                              "advertises (repeat or comma-separate).")] = None,
            heartbeat: Annotated[float, typer.Option("--heartbeat", metavar="SECONDS", min=0.1,
                                                     help="Seconds between heartbeats; three missed and its "
-                                                         "branches go to another worker.")] = 1.0) -> None:
+                                                         "branches go to another worker.")] = 1.0,
+           metrics_port: Annotated[Optional[int], typer.Option(
+               "--metrics-port", metavar="PORT", min=0, max=65535, help="Serve Prometheus /metrics of this worker's "
+               "work (rows, batches, durations, commits) on this port.")] = None,
+           log_format: LogFormat = None) -> None:
     """Run branches of pipelines started with `agent-etl run --bus nats://...`, until SIGTERM (which
     lets the running branches finish; a second one hands them back)."""
     from agent_etl.cli.worker import worker_command
 
-    _exit(lambda: worker_command(bus, concurrency, [t for v in tags or [] for t in v.split(",") if t], heartbeat))
+    _exit(lambda: worker_command(bus, concurrency, [t for v in tags or [] for t in v.split(",") if t], heartbeat,
+                                 metrics_port, log_format))
 
 
 def _exit(command) -> None:

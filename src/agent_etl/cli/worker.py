@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 
 from agent_etl.bus import BusError
 
 
-def worker_command(url: str, concurrency: int, tags: list[str], heartbeat: float) -> int:
+def worker_command(url: str, concurrency: int, tags: list[str], heartbeat: float, metrics_port: int | None = None,
+                   log_format: str | None = None) -> int:
     from agent_etl.agents.worker import Worker
     from agent_etl.bus import open_bus
+    from agent_etl.observe import logs
     from agent_etl.settings import Settings
 
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, log_format or settings.log_format)
     if not url.startswith(("nats://", "tls://")):
         raise BusError(f"a worker takes its branches from a broker: --bus nats://host:port, not {url!r}")
 
@@ -36,8 +36,16 @@ def worker_command(url: str, concurrency: int, tags: list[str], heartbeat: float
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
+        monitor = server = None
         try:
             await worker.start()
+            if metrics_port is not None:  # the work of this worker's agents: rows, batches, durations, commits
+                from agent_etl.agents.monitor import MonitorAgent
+                from agent_etl.observe.metrics import serve
+
+                monitor = MonitorAgent(bus, heartbeat_interval=heartbeat, scope={worker.etl.id, worker.quality.id})
+                await monitor.start()
+                server = serve(monitor, metrics_port, settings.metrics_host)
             print(f"worker {worker.id} ready on {bus.server} (concurrency {concurrency}"
                   f"{', tags ' + ','.join(worker.tags) if worker.tags else ''})", file=sys.stderr, flush=True)
             await stopping.wait()
@@ -56,6 +64,10 @@ def worker_command(url: str, concurrency: int, tags: list[str], heartbeat: float
                             w.cancel()
             await stop
         finally:
+            if server is not None:
+                server.close()
+            if monitor is not None:
+                await monitor.stop()
             await bus.close()
         return 0
 

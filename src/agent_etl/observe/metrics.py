@@ -23,7 +23,10 @@ OK = ("succeeded", "warned")
 
 
 class RunMetrics:
-    def __init__(self) -> None:
+    def __init__(self, runs: bool = True) -> None:
+        """``runs=False``: leave out the run-level counts (runs, in progress, last success), which
+        belong to the coordinator's process, not to a worker that runs some of a run's tasks."""
+        self.count_runs = runs
         self.pipelines: dict[str, str] = {}  # run id -> pipeline, while the run is in progress
         self.stages: dict[tuple[str, str], str] = {}  # (pipeline, task) -> stage
         # (run, task) -> [attempt, rows, bytes, batches] counted so far of the attempt in progress
@@ -54,12 +57,15 @@ class RunMetrics:
         self.pipelines[ev.run_id] = ev.pipeline
         for task, stage in ev.stages.items():
             self.stages[(ev.pipeline, task)] = stage
-        self.in_progress[ev.pipeline] = self.in_progress.get(ev.pipeline, 0) + 1
+        if self.count_runs:
+            self.in_progress[ev.pipeline] = self.in_progress.get(ev.pipeline, 0) + 1
 
     def _run_finished(self, ev: RunFinished) -> None:
         self.pipelines.pop(ev.run_id, None)
         for key in [k for k in self._seen if k[0] == ev.run_id]:
             del self._seen[key]
+        if not self.count_runs:
+            return
         p = ev.pipeline
         self.in_progress[p] = max(0, self.in_progress.get(p, 0) - 1)
         self.runs[(p, ev.status)] = self.runs.get((p, ev.status), 0) + 1
