@@ -155,14 +155,18 @@ def test_mariadb(tmp_path):
                         "doc json, foreign key (customer_id) references customers(id))")
             cur.execute("insert into customers(name) values ('ann'), ('bob')")
             cur.execute("insert into orders(customer_id, amount) values (1, 1.5), (2, 2), (2, 0)")
+            cur.execute("create table `odd.name` (a int)")
+            cur.execute("insert into `odd.name` values (1)")
         ok(cli("init", f"mysql://root@127.0.0.1:3306/{db}", "--no-memory", cwd=tmp_path))
         spec = yaml.safe_load((tmp_path / "pipeline.yaml").read_text())
         checks = [c for g in spec["quality"] if g["input"] == "orders" for c in g["checks"]]
         assert {"referential": {"column": "customer_id", "input": "customers", "key": "id"}} in checks
         assert {"range": {"column": "amount", "min": 0}} in checks  # and not the CHECK json_valid(doc)
         assert spec["extract"]["orders"]["table"] == "orders"
+        assert spec["extract"]["odd_name"]["table"] == '"odd.name"'  # one table, not database.table
         ok(cli("run", "-q", "pipeline.yaml", cwd=tmp_path))
         assert pq.read_table(tmp_path / "out" / "orders").num_rows == 3
+        assert pq.read_table(tmp_path / "out" / "odd_name").num_rows == 1
     finally:
         with conn.cursor() as cur:
             cur.execute(f"drop database if exists {db}")

@@ -102,6 +102,11 @@ def _pg_name(schema: str, name: str) -> str:
 
 # -- MariaDB / MySQL --------------------------------------------------------------------------------
 
+def _dotted(name: str) -> str:
+    """A table name as the mysql tool's ``table`` takes it: double quotes keep a dot in the name."""
+    return '"' + name.replace('"', '""') + '"' if "." in name or '"' in name else name
+
+
 def mysql(url: str) -> SourceSchema:
     import pymysql
 
@@ -139,7 +144,7 @@ def mysql(url: str) -> SourceSchema:
         raise ToolError(f"cannot read the catalog of MariaDB/MySQL at {describe(url)}: {e}") from None
     finally:
         conn.close()
-    tables = {name: Table(name, "mysql", {"table": name}, rows=int(rows) if rows else None)
+    tables = {name: Table(name, "mysql", {"table": _dotted(name)}, rows=int(rows) if rows else None)
               for name, rows in found if name != CHECKPOINTS}
     for table, name, type_name, nullable, extra in columns:
         if table in tables:
