@@ -182,9 +182,12 @@ def _memory_settings(schema: SourceSchema, dest: Destination, home: Path) -> Set
     if not (memory_folder(home) / "chroma").is_dir():
         return Settings()
     biggest = max(schema.tables, key=lambda t: (t.rows or 0, len(t.columns)))
+    # the Arrow type names runs record in their profiles, so the columns compare with theirs
+    arrow = {"integer": "int64", "number": "double", "text": "string", "timestamp": "timestamp[us]", "date": "date32",
+             "bool": "bool"}
+    columns = tuple((c.name, c.type if schema.url is None else arrow.get(c.category, c.type)) for c in biggest.columns)
     descriptor = TaskDescriptor(kind="extract", tool=biggest.tool, sources=(biggest.tool,),
-                                destinations=(dest.tool,), schema=tuple((c.name, c.category) for c in biggest.columns),
-                                rows=biggest.rows)
+                                destinations=(dest.tool,), schema=columns, rows=biggest.rows)
     try:
         memory = open_memory("chroma", home)
     except (MemoryLocked, MemoryUnavailable) as e:
