@@ -323,3 +323,31 @@ def test_duckdb_file(tmp_path):
     assert {"range": {"column": "amount", "min": 0}} in checks
     ok(cli("run", "-q", "pipeline.yaml", cwd=tmp_path))
     assert pq.read_table(tmp_path / "out" / "orders").num_rows == 2
+
+
+def test_foreign_keys_that_cannot_be_checked(tmp_path):
+    """A cycle of foreign keys, a table referring to itself and a composite key: the pipeline still
+    validates and runs (no cycle of checks), and the comments say what was left out and why."""
+    c = sqlite3.connect(tmp_path / "org.db")
+    c.executescript("""
+        create table teams(id integer primary key, lead_id integer references people(id));
+        create table people(id integer primary key, team_id integer references teams(id),
+                            manager_id integer references people(id));
+        create table slots(day int, room int, primary key (day, room));
+        create table bookings(id integer primary key, day int, room int,
+                              foreign key (day, room) references slots(day, room));
+        insert into teams values (1, 1); insert into people values (1, 1, null);
+        insert into slots values (1, 1); insert into bookings values (1, 1, 1);
+    """)
+    c.commit()
+    c.close()
+    ok(cli("init", "org.db", "--no-memory", cwd=tmp_path))
+    text = (tmp_path / "pipeline.yaml").read_text()
+    spec = yaml.safe_load(text)
+    refs = [(g["input"], c["referential"]["input"]) for g in spec["quality"] for c in g["checks"] if "referential" in c]
+    assert len(refs) == 1 and set(refs[0]) == {"teams", "people"}  # one of the two directions
+    assert "the tables refer to each other" in text
+    assert "manager_id -> people(id): the table itself" in text
+    assert "day, room -> slots(day, room): a composite key" in text
+    assert {"unique": ["day", "room"]} in [c for g in spec["quality"] if g["input"] == "slots" for c in g["checks"]]
+    ok(cli("run", "-q", "pipeline.yaml", cwd=tmp_path))
