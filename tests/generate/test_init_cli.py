@@ -351,3 +351,29 @@ def test_foreign_keys_that_cannot_be_checked(tmp_path):
     assert "day, room -> slots(day, room): a composite key" in text
     assert {"unique": ["day", "room"]} in [c for g in spec["quality"] if g["input"] == "slots" for c in g["checks"]]
     ok(cli("run", "-q", "pipeline.yaml", cwd=tmp_path))
+
+
+def test_workbook_sheets_and_an_empty_file(tmp_path):
+    import openpyxl
+
+    data = tmp_path / "data"
+    data.mkdir()
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "people"
+    for row in (["id", "name"], [1, "a"], [2, "b"]):
+        ws.append(row)
+    other = wb.create_sheet("prices")
+    for row in (["sku", "price"], ["x", 1.5]):
+        other.append(row)
+    wb.create_sheet("empty")
+    wb.save(data / "book.xlsx")
+    (data / "nothing.csv").write_text("")
+    ok(cli("init", "data", "--no-memory", cwd=tmp_path))
+    text = (tmp_path / "pipeline.yaml").read_text()
+    spec = yaml.safe_load(text)
+    assert spec["extract"] == {"book_people": {"tool": "excel", "path": "data/book.xlsx", "sheet": "people"},
+                               "book_prices": {"tool": "excel", "path": "data/book.xlsx", "sheet": "prices"}}
+    assert "# Not read: sheet 'empty' of book.xlsx" in text and "# Not read: nothing.csv" in text
+    ok(cli("run", "-q", "pipeline.yaml", cwd=tmp_path))
+    assert pq.read_table(tmp_path / "out" / "book_prices").num_rows == 1

@@ -86,21 +86,53 @@ def files(source: str, out_dir: Path) -> SourceSchema:
     found = [p for p in found if file_format(p.name)]
     if not found:
         raise ToolError(f"{source}: no data files (csv, jsonl, json, parquet, xlsx) found there")
-    tables = []
+    tables: list[Table] = []
+    skipped: list[str] = []
     for p in found:
         fmt = file_format(p.name)
         assert fmt is not None
         path = _relative(p, out_dir)
-        schema = schema_of(fmt, {"path": str(p.resolve())}, out_dir)
+        if fmt == "excel" and len(sheets := _sheets(p)) > 1:  # a workbook of several sheets: one extract each
+            for sheet in sheets:
+                try:
+                    schema = schema_of(fmt, {"path": str(p.resolve()), "sheet": sheet}, out_dir)
+                except ToolError as e:  # an empty sheet, a chart: nothing to read
+                    skipped.append(f"sheet {sheet!r} of {p.name}: {e}")
+                    continue
+                tables.append(Table(f"{p.stem}_{sheet}", fmt, {"path": path, "sheet": sheet}, _columns(schema),
+                                    note=f"sheet {sheet!r} of {p.name}"))
+            continue
+        try:
+            schema = schema_of(fmt, {"path": str(p.resolve())}, out_dir)
+        except ToolError as e:
+            if len(found) == 1:
+                raise
+            skipped.append(f"{p.name}: {e}")  # one unreadable or empty file among many: said, not fatal
+            continue
         tables.append(Table(p.name, fmt, {"path": path}, _columns(schema), rows=None))
-    if is_glob and len(tables) > 1 and len({t.tool for t in tables}) == 1 and all(
+    if not tables:
+        raise ToolError(f"{source}: no file could be read: {'; '.join(skipped)[:500]}")
+    if is_glob and not skipped and len(tables) > 1 and len({t.tool for t in tables}) == 1 and all(
             [(c.name, c.type) for c in t.columns] == [(c.name, c.type) for c in tables[0].columns] for t in tables):
         glob_path = _relative(pattern, out_dir) if pattern.is_absolute() else _relative(Path.cwd() / pattern, out_dir)
         one = tables[0]
         one.name, one.options = Path(source).stem.replace("*", "all") or "files", {"path": glob_path}
         one.note = f"{len(tables)} files with the same columns, read as one"
         tables = [one]
-    return SourceSchema("files", None, tables, source)
+    return SourceSchema("files", None, tables, source, skipped)
+
+
+def _sheets(path: Path) -> list[str]:
+    import openpyxl
+
+    try:
+        wb = openpyxl.load_workbook(path, read_only=True)
+    except Exception as e:  # noqa: BLE001 - openpyxl raises many kinds for a bad file
+        raise ToolError(f"cannot read {path}: {e}") from None
+    try:
+        return list(wb.sheetnames)
+    finally:
+        wb.close()
 
 
 def _relative(p: Path, out_dir: Path) -> str:

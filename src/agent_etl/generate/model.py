@@ -68,6 +68,7 @@ class SourceSchema:
     url: str | None
     tables: list[Table]
     where: str  # the source for messages and the header comment (never with a password)
+    skipped: list[str] = field(default_factory=list)  # what was found but not made an extract, and why
 
 
 def category(type_name: str) -> str:

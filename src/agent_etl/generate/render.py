@@ -76,6 +76,8 @@ def render(schema: SourceSchema, dest: Destination, *, name: str, env: dict[str,
              "# from column names, types and keys. `agent-etl validate` checks it; `agent-etl run` runs it."]
     for var, what in env.items():
         lines.append(f"# Set {var} in the environment (or pass --var {var}=...): {what}.")
+    for what in schema.skipped:
+        lines.append(f"# Not read: {' '.join(what.split())}")
     lines += ["version: 1", f"name: {_q(name)}",
               f"description: {_q(f'{schema.kind} {schema.where} into {dest.where}')}"]
     if settings.values:
