@@ -85,7 +85,8 @@ def test_clear(tmp_path):
     assert cache["status"] == "stored"
 
 
-def test_sqlite_write_misses(tmp_path):
+@pytest.mark.parametrize("tool", ["sqlite", "sql"])
+def test_sqlite_write_misses(tmp_path, tool):
     db = tmp_path / "src.db"
     c = sqlite3.connect(db)
     c.execute("create table t(id integer primary key, v text)")
@@ -97,10 +98,10 @@ name: cached_db
 connections:
   db: {url: "sqlite:///src.db"}
 extract:
-  src: {tool: sqlite, connection: db, table: t, cache: {ttl: 1h}}
+  src: {tool: TOOL, connection: db, table: t, cache: {ttl: 1h}}
 load:
   out: {input: src, tool: parquet, path: out/t.parquet}
-""")
+""".replace("TOOL", tool))
     run(tmp_path)
     assert run(tmp_path)[1]["status"] == "hit"
     c.execute("insert into t values (1000, 'new')")

@@ -54,8 +54,9 @@ def source_version(tool: str, options: dict[str, Any], connection: dict[str, Any
     APIs): the TTL alone bounds how stale a cached result can be."""
     if tool in FILE_TOOLS and isinstance(options.get("path"), str):
         return [_stat(p) for p in _files(options["path"], base_dir)]
-    if tool in DB_FILE_TOOLS and connection is not None:
-        path = _db_file(str(connection.get("url") or ""), base_dir)
+    url = str((connection or {}).get("url") or "")
+    if tool in DB_FILE_TOOLS or tool == "sql" and url.startswith(("sqlite", "duckdb")):  # sqlite+pysqlite:/// too
+        path = _db_file(url, base_dir)
         if path is not None:
             return [_stat(path), _stat(Path(f"{path}-wal")), _stat(Path(f"{path}.wal"))]
     if tool == "s3" and isinstance(options.get("url"), str):
