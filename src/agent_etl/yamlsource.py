@@ -158,7 +158,8 @@ def _plain_container(node: Any, path: Path_, lines: dict[Path_, int], budget: _B
 
 
 def interpolate(doc: Document, variables: dict[str, str] | None, base_dir: Path) -> list[Problem]:
-    """Replace ``${VAR}``, ``${VAR:-default}`` and ``${file:path}`` in every string, in place.
+    """Replace ``${VAR}``, ``${VAR:-default}``, ``${file:path}`` and ``${keyring:service/username}`` in every
+    string, in place.
 
     ``variables`` (``--var K=V``) win over the environment. Returns the problems found (unset
     variables, unreadable files), each with its line. The secret values among what it fills in
@@ -190,6 +191,13 @@ def interpolate(doc: Document, variables: dict[str, str] | None, base_dir: Path)
                     return m.group(0)
                 doc.secrets.add(text)
                 return text
+            if ref.startswith("keyring:"):
+                value, problem = _keyring(ref)
+                if problem is not None:
+                    problems.append(Problem(problem[0], doc.line(path), problem[1]))
+                    return m.group(0)
+                doc.secrets.add(value)
+                return value
             name, sep, default = ref.partition(":-")
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 problems.append(Problem(f"bad reference ${{{ref}}}", doc.line(path),
@@ -228,6 +236,29 @@ def interpolate(doc: Document, variables: dict[str, str] | None, base_dir: Path)
 
     doc.data = walk(doc.data, ())
     return problems
+
+
+def _keyring(ref: str) -> tuple[str, tuple[str, str] | None]:
+    """The password ``${keyring:service/username}`` names in the OS keyring (the keyring extra),
+    or the problem (message, hint) of reading it."""
+    service, _, user = ref[len("keyring:"):].strip().rpartition("/")
+    if not service or not user:
+        return "", (f"bad reference ${{{ref}}}", "write ${keyring:service/username}")
+    try:
+        import keyring
+        from keyring.errors import KeyringError
+    except ImportError:
+        return "", (f"${{{ref}}} needs the OS keyring, and the keyring extra is not installed",
+                    "pip install 'agent-etl[keyring]'")
+    try:
+        value = keyring.get_password(service, user)
+    except (KeyringError, RuntimeError, OSError) as e:
+        return "", (f"cannot read ${{{ref}}} from the OS keyring: {e}",
+                    "check the keyring backend (PYTHON_KEYRING_BACKEND) or use ${ENV_VAR}")
+    if value is None:
+        return "", (f"the OS keyring has no password for service {service!r}, user {user!r} (${{{ref}}})",
+                    f"store it with: keyring set {service} {user}")
+    return value, None
 
 
 _URL_KEY = re.compile(r"(^|_)(url|dsn)$", re.I)

@@ -74,10 +74,10 @@ class Registry:
             entry = self._found[kind][name]
         except KeyError:
             raise UnknownTool(kind, name, self.names(kind)) from None
-        cls = _load(name, entry) if isinstance(entry, EntryPoint) else entry
+        cls = _load(name, entry) if _is_entry_point(entry) else entry
         if getattr(cls, "kind", None) != kind:
             raise TypeError(f"{cls!r} registered as {kind} {name!r} is not a {kind}")
-        if cls.extra is not None and (unmet := unmet_extra(name, cls.extra, entry if isinstance(entry, EntryPoint)
+        if cls.extra is not None and (unmet := unmet_extra(name, cls.extra, entry if _is_entry_point(entry)
                                                            else None)) is not None:
             raise unmet
         # One class may serve under several names (json and jsonl), so name a subclass, not the class.
@@ -90,7 +90,7 @@ class Registry:
         for kind in KINDS:
             for name in self.names(kind):
                 entry = self._found[kind][name]
-                target = entry.value if isinstance(entry, EntryPoint) else f"{entry.__module__}:{entry.__qualname__}"
+                target = entry.value if _is_entry_point(entry) else f"{entry.__module__}:{entry.__qualname__}"
                 try:
                     cls = self.get(kind, name)
                 except MissingExtra as e:
@@ -99,6 +99,13 @@ class Registry:
                 out.append(ToolInfo(kind, name, target, cls.summary(),
                                     [f.alias or n for n, f in cls.Config.model_fields.items()]))
         return out
+
+
+def _is_entry_point(entry: object) -> bool:
+    """An entry point not loaded yet (a registered class is a type). Not ``isinstance(EntryPoint)``:
+    once the importlib_metadata backport is imported (keyring does), entry_points() yields its
+    EntryPoint class, not the standard library's."""
+    return not isinstance(entry, type) and hasattr(entry, "load")
 
 
 def _load(name: str, entry: EntryPoint) -> type[Tool]:
