@@ -16,9 +16,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agent_etl.redaction import secret_name
+
 MARK = "agent_etl.task/1"  # a descriptor's JSON starts with it; anything else embeds as free text
-_SECRET_KEY = re.compile(r"pass|secret|token|credential|auth|header|cookie|api_?key|access_?key|private|dsn|url|"
-                         r"endpoint|connection|params", re.I)
+# options left out of a descriptor: those named like a secret (agent_etl.redaction), and those that
+# may hold one (a URL, headers, request parameters) or say where a system is
+_MAY_HOLD_SECRET = re.compile(r"pass|auth|header|private|dsn|url|endpoint|connection|params", re.I)
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -125,7 +128,7 @@ def safe_options(options: dict[str, Any], secrets: set[str], prefix: str = "") -
     out: list[tuple[str, str]] = []
     for key, value in options.items():
         name = f"{prefix}{key}"
-        if _SECRET_KEY.search(str(key)):
+        if secret_name(str(key)) or _MAY_HOLD_SECRET.search(str(key)):
             continue
         if isinstance(value, dict):
             out += safe_options(value, secrets, name + ".")
