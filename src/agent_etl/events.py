@@ -95,6 +95,7 @@ class TaskCompleted(TaskEvent):
     # arrive from the step's source (an extract's read, a transform's work, a load's input)
     batch_seconds: list[int] = []
     batch_seconds_sum: float = 0.0
+    blocked: float = 0.0  # seconds the task waited for room in its output channel (backpressure)
 
 
 class TaskFailed(TaskEvent):
@@ -110,6 +111,7 @@ class TaskFailed(TaskEvent):
     bytes: int = 0
     batch_seconds: list[int] = []
     batch_seconds_sum: float = 0.0
+    blocked: float = 0.0
 
 
 class TaskStalled(TaskEvent):

@@ -3,6 +3,7 @@ parsed with prometheus-client's own parser."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -135,3 +136,39 @@ def test_a_worker_serves_the_metrics_of_its_own_work(gated, free_port):
     assert value(m, "agent_etl_rows_total", pipeline="gated", task="out", stage="load") == 200
     assert value(m, "agent_etl_commits_total", pipeline="gated", task="out") >= 1
     assert "agent_etl_runs_total" not in m  # a run is counted by its coordinator's process
+
+
+async def test_backpressure_is_the_time_a_step_waits_for_a_slower_one(make_pipeline, registry, tmp_path):
+    from agent_etl.tools.base import Loader, ToolConfig
+
+    class Slow(Loader):
+        class Config(ToolConfig):
+            pass
+
+        async def load(self, batches):
+            rows = 0
+            async for b in batches:
+                await asyncio.sleep(0.01)
+                rows += b.num_rows
+            await self.ctx.commit(rows)
+            return rows
+
+    registry.register("loader", "slow", Slow)
+    text = """
+version: 1
+name: pressed
+defaults: {queue_size: 1}
+extract:
+  nums: {tool: numbers, rows: 200, batch: 10}
+load:
+  out: {input: nums, tool: slow}
+"""
+    async with AgentCoordinator(registry=registry, home=tmp_path) as c:
+        assert (await c.run(make_pipeline(text))).ok
+        await c.bus.drain()
+        m = {}
+        for family in text_string_to_metric_families(c.monitor.metrics_text()):
+            for s in family.samples:
+                m.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    assert value(m, "agent_etl_backpressure_seconds_total", pipeline="pressed", task="nums", stage="extract") > 0
+    assert value(m, "agent_etl_backpressure_seconds_total", pipeline="pressed", task="out", stage="load") is None

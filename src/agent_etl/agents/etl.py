@@ -182,6 +182,7 @@ class ETLAgent(Agent):
                 rows=run.rows if run is not None else 0, bytes=run.bytes if run is not None else 0,
                 batch_seconds=run.histogram if run is not None else [],
                 batch_seconds_sum=run.waited if run is not None else 0.0,
+                blocked=run.blocked if run is not None else 0.0,
                 details={"quality": [report.to_dict()]} if report is not None else {},
                 run_id=run_id, task=name, agent=self.id, error=message, error_type=type(e).__name__,
                 transient=isinstance(e, TransientError), upstream=isinstance(e, UpstreamError),
@@ -193,7 +194,7 @@ class ETLAgent(Agent):
             tracing.annotate(span, rows=run.rows, batches=run.batches)
             await self.bus.publish(TaskCompleted(
                 run_id=run_id, task=name, agent=self.id, rows=run.rows, batches=run.batches, bytes=run.bytes,
-                batch_seconds=run.histogram, batch_seconds_sum=run.waited,
+                batch_seconds=run.histogram, batch_seconds_sum=run.waited, blocked=run.blocked,
                 duration=time.perf_counter() - started, attempt=attempt, details=details))
         finally:
             self.running.discard(key)
@@ -306,6 +307,7 @@ class _TaskRun:
         self._batch_at = time.perf_counter()
         self.waited = 0.0  # the sum of the batches' durations
         self._per_row: float | None = None  # Arrow bytes per row of the last batch measured
+        self.blocked = 0.0  # seconds spent waiting for room in the output channel (backpressure)
         self._unreported = 0
         self._reported_at = time.monotonic()
         self.tracker = Tracker()
@@ -376,7 +378,9 @@ class _TaskRun:
                 batch = await self._validated(gates, batch)
                 if batch is None:
                     continue
+            put = time.perf_counter()
             await channel.put(Envelope(batch, position(), clock is not None and clock.due(batch.num_rows)))
+            self.blocked += time.perf_counter() - put  # waiting for room: the steps below are slower
             if self._progress_due(batch.num_rows):
                 await self._progress()
         if gates is not None:

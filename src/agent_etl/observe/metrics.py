@@ -34,6 +34,7 @@ class RunMetrics:
         self.work: dict[tuple[str, str], list[int]] = {}  # (pipeline, task) -> rows, bytes, batches
         self.task_seconds: dict[tuple[str, str], list[float]] = {}  # buckets..., +Inf, sum
         self.batch_seconds: dict[tuple[str, str], list[float]] = {}
+        self.blocked: dict[tuple[str, str], float] = {}  # (pipeline, task) -> seconds waiting for room downstream
         self.outcomes: dict[tuple[str, str], int] = {}  # (pipeline, status) -> tasks
         self.retries: dict[tuple[str, str], int] = {}
         self.stalls: dict[tuple[str, str], int] = {}
@@ -104,6 +105,8 @@ class RunMetrics:
                 h = self.task_seconds[key] = [0.0] * (len(TASK_SECONDS) + 2)
             h[bisect.bisect_left(TASK_SECONDS, ev.duration)] += 1
             h[-1] += ev.duration
+        if ev.blocked:
+            self.blocked[key] = self.blocked.get(key, 0.0) + ev.blocked
         if ev.batch_seconds:
             h = self.batch_seconds.get(key)
             if h is None:
@@ -170,7 +173,11 @@ class RunMetrics:
                                         "(read, computed or received)", labels=task_labels)
         for key, h in list(self.batch_seconds.items()):
             batch_h.add_metric([*key, self.stages.get(key, "")], _buckets(BATCH_SECONDS, h), h[-1])
-        out: list[Any] = [rows, nbytes, batches, task_h, batch_h]
+        blocked = CounterMetricFamily("agent_etl_backpressure_seconds", "Time a task waited for room in its "
+                                      "output channel (the steps below it were slower)", labels=task_labels)
+        for key, seconds in list(self.blocked.items()):
+            blocked.add_metric([*key, self.stages.get(key, "")], seconds)
+        out: list[Any] = [rows, nbytes, batches, task_h, batch_h, blocked]
         out.append(_counter("agent_etl_tasks", "Task attempts finished", ["pipeline", "status"], self.outcomes))
         out.append(_counter("agent_etl_task_retries", "Task attempts after the first", ["pipeline", "task"],
                             self.retries))
