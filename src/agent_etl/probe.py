@@ -2,7 +2,7 @@
 for its first row (so its schema is known), that row goes through the transforms and the quality
 gates (which bind their checks to the real columns), and every destination is asked what it holds
 (which opens its connection). Nothing is written: the loads are replaced by a scratch folder, as in
-a preview (``agent_etl.slices.preview``), and no run is recorded.
+a preview (``agent_etl.slices.preview``) in a temporary state folder, and no run is recorded.
 
 A quality check that merely fails on the row read is not a problem of the pipeline: only failures
 that would stop any run are reported (a missing file, an unknown column, an unreachable database,
@@ -24,10 +24,15 @@ async def probe(pipeline: Any, home: Path) -> list[str]:
     from agent_etl.settings import Settings
     from agent_etl.slices import preview
 
-    derived, registry, _ = preview(pipeline, 1, home, folder="connect")
-    settings = Settings(home=home, memory="off")
-    async with AgentCoordinator(store=False, registry=registry, settings=settings) as coordinator:
-        result = await coordinator.run(derived)
+    import tempfile
+
+    # a state folder of its own, dropped afterwards: the scratch output and any quarantined row of
+    # the probe leave nothing in the pipeline's
+    with tempfile.TemporaryDirectory(prefix="agent-etl-connect-") as scratch:
+        derived, registry, _ = preview(pipeline, 1, Path(scratch))
+        settings = Settings(home=Path(scratch), memory="off")
+        async with AgentCoordinator(store=False, registry=registry, settings=settings) as coordinator:
+            result = await coordinator.run(derived)
     problems = [f"{t.kind} {t.name}: {_first(t.error)}" for t in result.tasks.values()
                 if t.status == "failed" and t.error and t.details.get("exit_code") != QUALITY_FAILED]
     problems += await _destinations(pipeline, home)

@@ -108,7 +108,7 @@ def only(pipeline: Any, task: str, home: Path, registry: Any = None) -> Any:
     return _rebuild(pipeline, out, registry)
 
 
-def preview(pipeline: Any, limit: int, home: Path, folder: str = PREVIEW) -> tuple[Any, Any, dict[str, Path]]:
+def preview(pipeline: Any, limit: int, home: Path) -> tuple[Any, Any, dict[str, Path]]:
     """The preview pipeline, the registry whose extractors stop after ``limit`` rows, and the
     scratch file of each input that a load reads."""
     from agent_etl.tools.registry import default_registry
@@ -121,7 +121,7 @@ def preview(pipeline: Any, limit: int, home: Path, folder: str = PREVIEW) -> tup
     if not inputs:  # nothing loads: show what every step that no other step reads gives
         read = {i for t in pipeline.tasks for i in t.inputs}
         inputs = [t.name for t in pipeline.tasks if t.name not in read]
-    files = {i: Path(home) / folder / pipeline.name / f"{i}.parquet" for i in inputs}
+    files = {i: Path(home) / PREVIEW / pipeline.name / f"{i}.parquet" for i in inputs}
     data = {**data, "name": name, "load": {f"preview_{i}": {"input": i, "tool": "parquet", "path": str(files[i])}
                                            for i in inputs}}
     registry = default_registry().__class__()

@@ -65,6 +65,8 @@ def test_limit_previews_and_writes_nowhere(quickstart):
 def test_validate_connect_finds_what_a_run_would_meet(quickstart):
     text = (quickstart / "pipeline.yaml").read_text()
     assert cli("validate", "pipeline.yaml", "--connect", cwd=quickstart).returncode == 0
+    state = quickstart / ".agent-etl"
+    assert not (state / "quarantine").exists() and not (state / "preview").exists()  # the probe's rows went
     broken = (text.replace("path: data/customers.csv", "path: data/nowhere.csv")
               .replace("accepted_values: {column: category", "accepted_values: {column: categry")
               .replace('url: "sqlite:///${WAREHOUSE:-out/warehouse.db}"',

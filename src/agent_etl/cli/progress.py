@@ -85,7 +85,7 @@ class RichReporter(PlainReporter):
         for col in ("task", "kind", "tool", "status", "rows", "rows/s"):
             table.add_column(col, justify="right" if col.startswith("rows") else "left")
         now = time.perf_counter()
-        colors = {"succeeded": "green", "failed": "red", "upstream_failed": "yellow", "running": "cyan"}
+        colors = {"succeeded": "green", "failed": "red", "skipped": "yellow", "running": "cyan"}
         for t in self.pipeline.tasks:
             s = self.state[t.name]
             elapsed = s["duration"] or (now - s["start"] if s["start"] else 0)
@@ -105,7 +105,7 @@ class RichReporter(PlainReporter):
         elif isinstance(ev, TaskCompleted):
             s.update(status="succeeded", rows=ev.rows, duration=ev.duration)
         elif isinstance(ev, TaskFailed):
-            s.update(status="upstream_failed" if ev.upstream else "failed", duration=ev.duration or None)
+            s.update(status="skipped" if ev.upstream else "failed", duration=ev.duration or None)
         if self.live is not None:
             self.live.update(self._table())
 
