@@ -162,3 +162,36 @@ def test_an_alert_webhook_must_be_http(make_pipeline):
     with pytest.raises(SpecError) as e:
         make_pipeline(spec("file:///etc/passwd"))
     assert "webhook" in str(e.value)
+
+
+async def test_an_anomaly_posts_an_alert(receiver, make_pipeline, registry, tmp_path):
+    r, url = await receiver()
+
+    def text(rows: int) -> str:
+        return f"""
+version: 1
+name: drifting
+extract:
+  nums: {{tool: numbers, rows: {rows}, batch: 50}}
+load:
+  out: {{input: nums, tool: collect, key: out}}
+quality:
+  - input: nums
+    checks:
+      - anomaly: {{metrics: [row_count], min_history: 3, on_anomaly: warn}}
+    on_failure: warn
+alerts:
+  - webhook: {url}
+    on: [anomaly]
+"""
+
+    async with AgentCoordinator(registry=registry, home=tmp_path) as c:
+        for rows in (100, 102, 98, 101):
+            assert (await c.run(make_pipeline(text(rows)))).ok
+        assert r.got == []
+        result = await c.run(make_pipeline(text(5000)))
+    assert result.ok  # warn: the run goes on, the alert goes out
+    (alert,) = [g["body"] for g in r.got]
+    assert alert["alert"] == "anomaly" and alert["run_id"] == result.run_id and alert["input"] == "nums"
+    assert alert["pipeline"] == "drifting"
+    assert [a["metric"] for a in alert["anomalies"]] == ["row_count"] and "row count is 5,000" in alert["message"]
