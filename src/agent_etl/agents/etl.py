@@ -69,7 +69,9 @@ class ETLAgent(Agent):
             self._subs.append(await self.bus.listen(topic, listener))
         from agent_etl.events import RunCancelled
 
-        # a handler, not a listener: the coordinator's drain waits until the tasks have stopped
+        # the listener cancels the run's tasks as the event arrives (in process: inside publish, so
+        # nothing more is committed); the handler waits until they stopped (the coordinator's drain)
+        self._subs.append(await self.bus.listen(RunCancelled, self._cancel_run))
         self._subs.append(await self.bus.subscribe(RunCancelled, self._on_cancelled))
 
     async def on_stop(self) -> None:
@@ -106,11 +108,15 @@ class ETLAgent(Agent):
     def _on_run_finished(self, ev: RunFinished) -> None:
         self._wired = {w for w in self._wired if w[0] != ev.run_id}
 
+    def _cancel_run(self, ev: Any) -> None:
+        """Cancel this agent's tasks of the run (a RunCancelled event)."""
+        for w in self._work:
+            if w.get_name().startswith(f"{ev.run_id}/"):
+                w.cancel()
+
     async def _on_cancelled(self, ev: Any) -> None:
-        """Cancel this agent's tasks of the run (a RunCancelled event) and wait until they stopped."""
+        """Wait until this agent's cancelled tasks of the run have stopped."""
         work = [w for w in self._work if w.get_name().startswith(f"{ev.run_id}/")]
-        for w in work:
-            w.cancel()
         await asyncio.gather(*work, return_exceptions=True)
         self._work.difference_update(work)  # a task cancelled before it started did not take itself out
 
