@@ -58,8 +58,10 @@ def test_limit_previews_and_writes_nowhere(quickstart):
     assert "customer" in enriched.column_names
     assert "enriched: " in r.stdout and "order_id" in r.stdout and "revenue_by_country: " in r.stdout
     # all rows quarantined: the steps below still get the columns and the run succeeds
-    tiny = cli("run", "pipeline.yaml", "--limit", "3", cwd=quickstart)
+    tiny = cli("run", "pipeline.yaml", "--limit", "3", "--json", cwd=quickstart)
     assert tiny.returncode == 0, tiny.stderr
+    rows = {t["name"]: t["rows"] for t in json.loads(tiny.stdout)["tasks"]}
+    assert rows["orders"] == rows["customers"] == rows["products"] == 3  # each source stopped after 3 rows
 
 
 def test_validate_connect_finds_what_a_run_would_meet(quickstart):

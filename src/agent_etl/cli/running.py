@@ -119,7 +119,7 @@ def run_command(path: str, pairs: list[str], *, as_json: bool, quiet: bool, resu
     if limit is not None or only is not None:
         from agent_etl.cli.slicing import sliced_run
 
-        return sliced_run(pipeline, limit, only, lambda p, **kw: _run(
+        return sliced_run(pipeline, limit, only, not as_json, lambda p, **kw: _run(
             p, pairs, as_json=as_json, quiet=quiet, resume=None, force=False, bus=bus, metrics_port=metrics_port,
             log_format=log_format, **kw))
     return _run(pipeline, pairs, as_json=as_json, quiet=quiet, resume=resume or None, force=force, bus=bus,

@@ -13,8 +13,9 @@ def _home(pipeline: Any):
     return Settings().home_for(pipeline.base_dir)
 
 
-def sliced_run(pipeline: Any, limit: int | None, only: str | None, run: Callable[..., int]) -> int:
-    """Run one task (``only``) and/or a preview (``limit``); ``run(pipeline, **options)`` runs it."""
+def sliced_run(pipeline: Any, limit: int | None, only: str | None, show_rows: bool, run: Callable[..., int]) -> int:
+    """Run one task (``only``) and/or a preview (``limit``, whose rows are printed after the run's
+    summary with ``show_rows``); ``run(pipeline, **options)`` runs it."""
     from agent_etl import slices
 
     home = _home(pipeline)
@@ -26,7 +27,7 @@ def sliced_run(pipeline: Any, limit: int | None, only: str | None, run: Callable
     for old in files.values():  # rows of an earlier preview must not pass for this one's
         old.unlink(missing_ok=True)
     code = run(derived, registry=registry, memory="off")
-    for line in slices.show(files):
+    for line in slices.show(files) if show_rows else []:
         print(line)
     return code
 
