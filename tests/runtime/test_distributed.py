@@ -252,3 +252,50 @@ async def test_a_worker_stopped_by_sigterm_finishes_its_branch_first(tmp_path, s
     assert reassigned == []  # it finished its branch: nothing to hand back
     with psycopg.connect(PG) as conn:
         assert conn.execute(f'SELECT count(*), count(DISTINCT id) FROM "{dst}".b').fetchone() == (ROWS, ROWS)
+
+
+async def test_a_second_sigterm_hands_the_branch_back_at_once(tmp_path, schemas):
+    import psycopg
+
+    src, dst = schemas
+    (tmp_path / "p.yaml").write_text(PIPE)
+    (tmp_path / "slow.py").write_text(SLOW)
+    url = f"nats://127.0.0.1:4222?namespace=test-{uuid.uuid4().hex[:10]}"
+    environ = env(tmp_path, src, dst)
+    watch = open_bus(url)
+    taken: dict[str, list[str]] = {}
+    reassigned: list[BranchReassigned] = []
+    going = asyncio.Event()
+    await watch.listen(BranchTaken, lambda ev: taken.setdefault(ev.branch, []).append(ev.agent))
+    await watch.listen(BranchReassigned, reassigned.append)
+    await watch.listen(TaskProgress, lambda ev: ev.task == "b_table" and ev.rows_total >= 1000 and going.set())
+    workers = {}
+    try:
+        for _ in range(2):
+            proc, wid = await start_worker(url, environ)
+            workers[wid] = proc
+        run = await asyncio.create_subprocess_exec(AGENT_ETL, "run", "p.yaml", "--bus", url, cwd=tmp_path,
+                                                   env=environ, stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.PIPE)
+        await asyncio.wait_for(going.wait(), 120)
+        leaving = taken["b"][0]
+        stopping = workers[leaving]
+        stopping.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        stopping.send_signal(signal.SIGTERM)
+        _, said = await asyncio.wait_for(stopping.communicate(), 120)
+        assert stopping.returncode == 0 and "handing back" in said.decode()
+        out, err = await asyncio.wait_for(run.communicate(), 180)
+        assert run.returncode == 0, err.decode()
+    finally:
+        for proc in workers.values():
+            if proc.returncode is None:
+                proc.terminate()
+        for proc in workers.values():
+            await proc.wait()
+        await watch.destroy()
+    assert [(r.branch, r.agent, r.reason) for r in reassigned] == [("b", leaving, f"worker {leaving} handed its "
+                                                                                  "branches back")]
+    assert len(taken["b"]) == 2 and taken["b"][1] != leaving
+    with psycopg.connect(PG) as conn:
+        assert conn.execute(f'SELECT count(*), count(DISTINCT id) FROM "{dst}".b').fetchone() == (ROWS, ROWS)
