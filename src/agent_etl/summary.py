@@ -84,18 +84,31 @@ def quality_lines(summary: dict[str, Any], indent: str = "") -> list[str]:
         failed = g["rows_in"] - g["rows_passed"]
         lines.append(f"{indent}quality {g['input']}: {g['status']}, {g['rows_passed']:,} of {g['rows_in']:,} rows "
                      f"passed" + (f", {failed:,} failed" if failed else "")
-                     + (f", {g['rows_quarantined']:,} quarantined to {g['quarantine_path']}"
+                     + (f", {g['rows_quarantined']:,} quarantined to {shown_path(g['quarantine_path'])}"
                         if g["rows_quarantined"] else ""))
         width = max((len(c["check"]) for c in g["checks"]), default=0)
         for c in g["checks"]:
             if c["kind"] == "row" or c["rows_failed"]:
                 what = (f"{c['rows_failed']:,} of {c['rows_checked']:,} rows failed" if c["rows_failed"]
-                        else f"{c['rows_checked']:,} rows ok")
+                        else f"ok, {c['rows_checked']:,} rows")
             else:
                 what = c["message"] or ("ok" if c["status"] == "passed" else "failed")
-            lines.append(f"{indent}  {c['check']:<{width}}  {c['status']:<7} {what}  "
+            warned = " (warned)" if c["status"] == "warned" else ""
+            lines.append(f"{indent}  {c['check']:<{width}}  {what}{warned}  "
                          f"[{c['severity']}, on failure: {c['action']}]")
     return lines
+
+
+def shown_path(path: str | None) -> str:
+    """``path`` relative to the working directory when it is below it (shorter to read), else as is."""
+    from pathlib import Path
+
+    if not path or "://" in path:
+        return str(path)
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
 
 
 def destination_lines(dests: list[dict[str, Any]], indent: str = "") -> list[str]:
