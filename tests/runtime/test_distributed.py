@@ -299,3 +299,57 @@ async def test_a_second_sigterm_hands_the_branch_back_at_once(tmp_path, schemas)
     assert len(taken["b"]) == 2 and taken["b"][1] != leaving
     with psycopg.connect(PG) as conn:
         assert conn.execute(f'SELECT count(*), count(DISTINCT id) FROM "{dst}".b').fetchone() == (ROWS, ROWS)
+
+
+async def test_a_run_whose_coordinator_died_is_resumed_on_the_same_workers(tmp_path, schemas):
+    import psycopg
+
+    src, dst = schemas
+    (tmp_path / "p.yaml").write_text(PIPE)
+    (tmp_path / "slow.py").write_text(SLOW)
+    url = f"nats://127.0.0.1:4222?namespace=test-{uuid.uuid4().hex[:10]}"
+    environ = env(tmp_path, src, dst)
+    watch = open_bus(url)
+    going = asyncio.Event()
+    await watch.listen(TaskProgress, lambda ev: ev.task == "b_table" and ev.rows_total >= 1000 and going.set())
+    workers = []
+    try:
+        for _ in range(2):
+            workers.append((await start_worker(url, environ))[0])
+        run = await asyncio.create_subprocess_exec(AGENT_ETL, "run", "p.yaml", "--bus", url, cwd=tmp_path,
+                                                   env=environ, stdout=asyncio.subprocess.DEVNULL,
+                                                   stderr=asyncio.subprocess.DEVNULL)
+        await asyncio.wait_for(going.wait(), 120)
+        run.send_signal(signal.SIGKILL)
+        await run.wait()
+        kv = await watch.kv("workers")
+        for _ in range(1200):  # the workers finish what they run (their commits land), and say so
+            records = [json.loads(v) for v in (await kv.items()).values()]
+            if len(records) == 2 and not any(r["running"] for r in records):
+                break
+            await asyncio.sleep(0.1)
+        for _ in range(600):  # the dead coordinator's lease on the run runs out: it is crashed
+            listed = await asyncio.create_subprocess_exec(AGENT_ETL, "runs", "list", "--json", env=environ,
+                                                          cwd=tmp_path, stdout=asyncio.subprocess.PIPE)
+            (row,) = json.loads((await listed.communicate())[0])
+            if row["status"] == "crashed":
+                break
+            await asyncio.sleep(0.5)
+        assert row["status"] == "crashed"
+        resumed = await asyncio.create_subprocess_exec(AGENT_ETL, "resume", row["run_id"], "--json", cwd=tmp_path,
+                                                       env={**environ, "AGENT_ETL_BUS": url},
+                                                       stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(resumed.communicate(), 180)
+        assert resumed.returncode == 0, err.decode()
+    finally:
+        for proc in workers:
+            if proc.returncode is None:
+                proc.terminate()
+        for proc in workers:
+            await proc.wait()
+        await watch.destroy()
+    result = json.loads(out)
+    assert result["status"] == "succeeded" and result["resumed"]
+    with psycopg.connect(PG) as conn:
+        assert conn.execute(f'SELECT count(*), count(DISTINCT id) FROM "{dst}".b').fetchone() == (ROWS, ROWS)
+    assert pq.read_table(tmp_path / "out" / "a.parquet").num_rows == ROWS
