@@ -94,3 +94,17 @@ def test_profile_overlays_the_pipeline(quickstart):
     assert (quickstart / "out" / "dev_warehouse.db").is_file() and (quickstart / "out" / "dev_orders_lake").is_dir()
     env = cli("validate", "pipeline.yaml", cwd=quickstart, env={"AGENT_ETL_PROFILE": "prod"})
     assert env.returncode == 2 and "profile 'prod' not found" in env.stderr and "profiles there: dev" in env.stderr
+
+
+def test_a_profiled_run_resumes_with_its_profile(quickstart):
+    (quickstart / "configs" / "blocked.yaml").write_text("load:\n  lake: {path: out/blocked/lake/}\n")
+    (quickstart / "out").mkdir()
+    (quickstart / "out" / "blocked").write_text("a file where the profile's lake folder goes")
+    failed = cli("run", "pipeline.yaml", "--profile", "blocked", "--json", cwd=quickstart)
+    assert failed.returncode == 1
+    run_id = json.loads(failed.stdout)["run_id"]
+    (quickstart / "out" / "blocked").unlink()
+    resumed = cli("resume", run_id, "--json", cwd=quickstart)  # no --profile: the run kept the merged pipeline
+    assert resumed.returncode == 0, resumed.stderr
+    assert {d["load"]: d["target"] for d in json.loads(resumed.stdout)["destinations"]}["lake"] == "out/blocked/lake/"
+    assert (quickstart / "out" / "blocked" / "lake").is_dir() and not (quickstart / "out" / "orders_lake").exists()
