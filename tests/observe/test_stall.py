@@ -73,3 +73,42 @@ async def test_no_stall_timeout_no_stall(make_pipeline, registry, tmp_path):
         assert not run.done() and stalls == []
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
+
+
+HANG = '''
+import asyncio
+
+calls = 0
+
+
+async def hold(table):
+    global calls
+    calls += 1
+    if calls == 1:  # the first attempt hangs for ever; its retry goes through
+        await asyncio.Event().wait()
+    return table
+'''
+
+
+def test_cli_says_a_task_stalled_and_the_retry_finishes(gated):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (gated / "gate.py").write_text(HANG)
+    (gated / "pipeline.yaml").write_text((gated / "pipeline.yaml").read_text().replace(
+        "defaults: {batch_size: 50}",
+        "defaults: {batch_size: 50, stall_timeout: 0.5, retries: {max_attempts: 2, initial_delay: 0}}"))
+    agent_etl = os.path.join(os.path.dirname(sys.executable), "agent-etl")
+    env = {**os.environ, "AGENT_ETL_HOME": str(gated / ".agent-etl"), "AGENT_ETL_MEMORY": "off"}
+    r = subprocess.run([agent_etl, "run", "pipeline.yaml"], cwd=gated, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "stalled   held: no progress for" in r.stdout
+    assert "started   held (etl" in r.stdout and ", attempt 2)" in r.stdout
+    runs = json.loads(subprocess.run([agent_etl, "runs", "list", "--json"], cwd=gated, env=env, capture_output=True,
+                                     text=True, timeout=60).stdout)
+    events = subprocess.run([agent_etl, "events", runs[0]["run_id"]], cwd=gated, env=env, capture_output=True,
+                            text=True, timeout=60).stdout
+    assert "task.stalled     held" in events and "failed (transient): task 'held' made no progress" in events

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any
 
-from agent_etl.events import Event, TaskCompleted, TaskFailed, TaskProgress, TaskStarted
+from agent_etl.events import Event, TaskCompleted, TaskFailed, TaskProgress, TaskStalled, TaskStarted
 
 
 class PlainReporter:
@@ -39,6 +39,8 @@ class PlainReporter:
                 self._print(f"stopped   {ev.task}: {ev.error}")
             else:  # the error itself is printed once, at the end
                 self._print(f"failed    {ev.task}")
+        elif isinstance(ev, TaskStalled):
+            self._print(f"stalled   {ev.task}: no progress for {ev.silent_for:.0f}s; stopping it to try again")
 
     def summary(self, result: Any) -> None:
         from agent_etl.summary import destination_lines, quality_lines
@@ -106,6 +108,8 @@ class RichReporter(PlainReporter):
             s.update(status="succeeded", rows=ev.rows, duration=ev.duration)
         elif isinstance(ev, TaskFailed):
             s.update(status="skipped" if ev.upstream else "failed", duration=ev.duration or None)
+        elif isinstance(ev, TaskStalled):
+            s.update(status="stalled")
         if self.live is not None:
             self.live.update(self._table())
 
