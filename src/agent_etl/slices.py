@@ -103,8 +103,8 @@ def only(pipeline: Any, task: str, home: Path, registry: Any = None) -> Any:
     if target.kind == "load":
         out["load"] = {task: data["load"][task]}
     else:
-        out["load"] = {f"stage_{task}": {"input": task, "tool": "parquet",
-                                         "path": str(stage_path(home, pipeline.name, task))}}
+        out["load"] = {_free(f"stage_{task}", names): {"input": task, "tool": "parquet",
+                                                       "path": str(stage_path(home, pipeline.name, task))}}
     return _rebuild(pipeline, out, registry)
 
 
@@ -122,13 +122,23 @@ def preview(pipeline: Any, limit: int, home: Path) -> tuple[Any, Any, dict[str, 
         read = {i for t in pipeline.tasks for i in t.inputs}
         inputs = [t.name for t in pipeline.tasks if t.name not in read]
     files = {i: Path(home) / PREVIEW / pipeline.name / f"{i}.parquet" for i in inputs}
-    data = {**data, "name": name, "load": {f"preview_{i}": {"input": i, "tool": "parquet", "path": str(files[i])}
-                                           for i in inputs}}
+    taken = [t.name for t in pipeline.tasks]
+    data = {**data, "name": name, "load": {_free(f"preview_{i}", taken): {"input": i, "tool": "parquet",
+                                                                          "path": str(files[i])} for i in inputs}}
     registry = default_registry().__class__()
     for t in pipeline.tasks:
         if t.kind == "extract" and not _limited(registry, t.tool):
             registry.register("extractor", t.tool, _limit(registry.get("extractor", t.tool), limit))
     return _rebuild(pipeline, data, registry), registry, files
+
+
+def _free(name: str, taken: list[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``... if a step of the pipeline has it already."""
+    n, out = 1, name
+    while out in taken:
+        n += 1
+        out = f"{name}_{n}"
+    return out
 
 
 def _limited(registry: Any, tool: str) -> bool:

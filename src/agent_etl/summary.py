@@ -116,7 +116,7 @@ def destination_lines(dests: list[dict[str, Any]], indent: str = "") -> list[str
     width = max((len(d["load"]) for d in dests), default=0)
     lines = []
     for d in dests:
-        where = f" -> {d['target']} ({d['mode']})" if d.get("target") else ""
+        where = f" -> {shown_path(d['target'])} ({d['mode']})" if d.get("target") else ""
         state = "" if d["status"] == "succeeded" else f"  [{d['status']}]"
         lines.append(f"{indent}{d['load']:<{width}}  {d['rows']:>12,} rows{where}{state}")
     return lines
