@@ -119,7 +119,7 @@ class RunStore:
                             _insert_many(conn, audit, rows)
                 except Exception as e:
                     self._requeue(records)
-                    if not records or attempt == 4 or not _integrity(e):
+                    if not records or attempt == 4 or not (_integrity(e) or _stale_snapshot(e)):
                         raise
                     self._chain.forget({r[0] for r in records})
                     continue
@@ -454,6 +454,12 @@ def _integrity(e: BaseException) -> bool:
     """A unique key collided: SQLAlchemy's IntegrityError, or the driver's own (``_insert_many``
     goes through the driver: sqlite3, psycopg and pymysql each have an ``IntegrityError``)."""
     return isinstance(e, IntegrityError) or any(c.__name__ == "IntegrityError" for c in type(e).__mro__)
+
+
+def _stale_snapshot(e: BaseException) -> bool:
+    """SQLite refused to turn a transaction that read the chain's head into a write because another
+    process wrote since (SQLITE_BUSY_SNAPSHOT, at once, whatever busy_timeout): read again, retry."""
+    return "database is locked" in str(e)
 
 
 def _alive(pid: int) -> bool:
