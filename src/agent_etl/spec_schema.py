@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-SCHEMA_ID = "https://agent-etl.dev/schema/pipeline.json"
 _FAMILIES = {"ExtractStep": "extractor", "TransformStep": "transform", "LoadStep": "loader"}
 
 
@@ -61,8 +60,7 @@ def json_schema(registry: Any = None) -> dict[str, Any]:
     group["properties"]["checks"]["items"] = {"type": "object", "properties": checks, "minProperties": 1,
                                               "maxProperties": 1, "additionalProperties": False,
                                               "description": "one check: `- not_null: [id]`"}
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
-            "title": "agent-etl pipeline", **schema}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "agent-etl pipeline", **schema}
 
 
 def _inline(schema: dict[str, Any], prefix: str, defs: dict[str, Any]) -> dict[str, Any]:
