@@ -90,10 +90,22 @@ class RunResult:
 
         return destinations([asdict(t) for t in self.tasks.values()])
 
-    def to_pandas(self) -> Any:
-        """The tasks as a pandas DataFrame, one row per task (``quality_summary`` for the checks)."""
+    def to_pandas(self, of: str = "tasks") -> Any:
+        """A pandas DataFrame of the run's ``tasks`` (one row per task), ``checks`` (one row per
+        quality check: input, check, rows checked and failed, severity, action, status) or
+        ``destinations`` (one row per load)."""
         import pandas as pd
 
+        if of == "checks":
+            rows = [{"input": g["input"], **c, "quarantine_path": g["quarantine_path"]}
+                    for g in self.quality_summary["groups"] for c in g["checks"]]
+            cols = ["input", "check", "kind", "rows_checked", "rows_failed", "severity", "action", "status", "message",
+                    "quarantine_path"]
+            return pd.DataFrame(rows, columns=cols)
+        if of == "destinations":
+            return pd.DataFrame(self.destinations, columns=["load", "tool", "target", "mode", "status", "rows"])
+        if of != "tasks":
+            raise ValueError(f"to_pandas(of={of!r}): of is 'tasks', 'checks' or 'destinations'")
         cols = ["name", "kind", "tool", "status", "rows", "batches", "duration", "rows_per_second", "attempts",
                 "target", "mode", "agent", "error"]
         return pd.DataFrame([{c: getattr(t, c) for c in cols} for t in self.tasks.values()], columns=cols)

@@ -83,6 +83,11 @@ async def test_result_in_python_and_notebook(quickstart, monkeypatch):
     assert list(frame.name) == list(result.tasks)
     assert frame.set_index("name").loc["warehouse", "rows"] == result.tasks["warehouse"].rows
     assert result.to_dict()["quality"]["groups"][0]["input"] == "enriched"
+    checks = result.to_pandas("checks").set_index("check")
+    assert checks.loc["range(amount)", "action"] == "quarantine" and checks.loc["range(amount)", "rows_failed"] > 0
+    assert (checks.rows_checked == result.tasks["enriched"].rows).all()
+    loads = result.to_pandas("destinations").set_index("load")
+    assert loads.loc["warehouse", "rows"] == result.tasks["warehouse"].rows
 
 
 def test_one_failure_said_once(tmp_path):
