@@ -79,3 +79,11 @@ async def test_the_coordinator_takes_its_bus_from_settings(tmp_path):
     assert isinstance(c.bus, MemoryBus)
     remote = AgentCoordinator(settings=Settings(bus="nats://127.0.0.1:4222", home=tmp_path))
     assert type(remote.bus).__name__ == "NatsBus"  # connects on first use
+
+
+def test_without_nats_py_the_nats_bus_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "nats", None)  # as if nats-py were not installed
+    monkeypatch.delitem(sys.modules, "agent_etl.bus.nats", raising=False)
+    with pytest.raises(BusError, match=r"needs nats-py: pip install 'agent-etl\[distributed\]'") as e:
+        open_bus("nats://127.0.0.1:4222")
+    assert e.value.exit_code == 2
