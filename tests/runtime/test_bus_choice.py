@@ -87,3 +87,14 @@ def test_without_nats_py_the_nats_bus_names_the_extra(monkeypatch):
     with pytest.raises(BusError, match=r"needs nats-py: pip install 'agent-etl\[distributed\]'") as e:
         open_bus("nats://127.0.0.1:4222")
     assert e.value.exit_code == 2
+
+
+@pytest.mark.parametrize("bus, code, message", [
+    ("nats://127.0.0.1:1", 1, "bus nats://127.0.0.1:1: cannot reach NATS at 127.0.0.1:1"),
+    ("memory", 2, "a worker takes its branches from a broker: --bus nats://host:port, not 'memory'"),
+])
+def test_a_worker_without_its_broker_says_so_in_one_line(bus, code, message):
+    done = subprocess.run([AGENT_ETL, "worker", "--bus", bus], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == code and message in done.stderr
+    assert "Traceback" not in done.stderr
