@@ -216,9 +216,11 @@ def interpolate(doc: Document, variables: dict[str, str] | None, base_dir: Path)
             return val
 
         out = _REF.sub(one, value)
-        if secret_place:
+        # a reference left unfilled (its variable is not set: a problem above) is the user's text, not a
+        # secret: masked, it would hide which variable the message asks for
+        if secret_place and not _REF.search(out):
             doc.secrets.add(out)
-        doc.secrets.update(url_secrets(out))
+        doc.secrets.update(s for s in url_secrets(out) if not _REF.search(s))
         return out
 
     def walk(node: Any, path: Path_) -> Any:

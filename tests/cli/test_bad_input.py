@@ -99,6 +99,15 @@ def test_unset_variable(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+def test_an_unset_password_variable_is_named_not_masked(tmp_path):
+    """The unfilled ${...} of a URL's password is the user's text, not a secret value."""
+    write(tmp_path, "version: 1\nname: x\nconnections:\n  db: {url: \"postgresql://u:${SOURCE_PASSWORD}@h/d\"}\n"
+                    "extract:\n  a: {tool: postgres, connection: db, table: t}\n")
+    env = {k: v for k, v in os.environ.items() if k != "SOURCE_PASSWORD"}
+    r = subprocess.run([AGENT_ETL, "validate", "p.yaml"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "line 4: ${SOURCE_PASSWORD} is not set" in r.stderr, r.stderr
+
+
 def test_missing_input_file(tmp_path, existing_output):
     write(tmp_path, path="nowhere.csv")
     r = cli("run", "p.yaml", cwd=tmp_path)
