@@ -528,7 +528,7 @@ def test_bad_input_through_the_cli(tmp_path, mysql_db, case):
     sql(db, "CREATE TABLE t (id INT)", fetch=False)
     url, table, message = {
         "password": ("mysql://root:${DB_PW}@127.0.0.1:3306/" + db, "t",
-                     r"refused the login.*root@127\.0\.0\.1:3306"),
+                     r"MariaDB/MySQL at root@127\.0\.0\.1:3306/\S+ refused the login"),
         "unreachable": (f"mysql://root@127.0.0.1:1/{db}", "t", r"127\.0\.0\.1:1.* is unreachable"),
         "missing_table": (url, "nope", r"table 'nope'.*doesn't exist.*check the table name"),
         "missing_database": ("mysql://root@127.0.0.1:3306/no_such_db_h3", "t", r"Unknown database.*create"),
