@@ -62,9 +62,15 @@ def import_runtime(*tools: str) -> None:
     are done before the clock: a fixed cost per process, not throughput. Nothing runs or warms up."""
     import importlib
 
+    from agent_etl.settings import Settings
+
+    # the experience memory's backend, which a run opens at its end to record what it did (chromadb:
+    # ~0.3 s of imports); what remains in the clock is the write itself
+    memory = {"chroma": ("chromadb", "agent_etl.memory.chroma"), "numpy": ("agent_etl.memory.ndarray",)}.get(
+        Settings().memory, ())
     for module in ("agent_etl.agents.coordinator", "agent_etl.agents.etl", "agent_etl.agents.monitor",
                    "agent_etl.agents.quality", "agent_etl.bus.memory", "agent_etl.settings", "agent_etl.store.runs",
-                   "agent_etl.tools.registry", "ruamel.yaml", "sqlite3",
+                   "agent_etl.tools.registry", "agent_etl.memory.recorder", *memory, "ruamel.yaml", "sqlite3",
                    "sqlalchemy.dialects.sqlite",  # the run store's dialect, imported by its first create_engine
                    *tools):
         importlib.import_module(module)

@@ -205,7 +205,7 @@ def _preload(method: str) -> None:
     import pandas  # noqa: F401
     import psycopg  # noqa: F401
 
-    if method in ("ours", "loader"):
+    if method in ("ours", "loader", "replace", "merge"):  # every method that runs agent-etl
         from data import home, import_runtime
 
         import_runtime("agent_etl.tools.extractors.files", "agent_etl.tools.loaders.postgres")

@@ -1,6 +1,6 @@
-"""PostgreSQL merge into an empty table: the rows are COPYed straight into it, a savepoint per batch;
-a key repeated in the stream rolls that batch back and sends it and the rest through the stage and
-INSERT ... ON CONFLICT (``loaders.postgres``, ``_Session._merge_into``). The general merge cases
+"""PostgreSQL merge into an empty table: the rows are COPYed straight into it, a savepoint per chunk
+of batches; a key repeated in the stream rolls that chunk back and sends it and the rest through the
+stage and INSERT ... ON CONFLICT (``loaders.postgres``, ``_Session._merge_into``). The general merge cases
 (updates, no unique index, evolution) are in test_postgres_load.py and the contract suite."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from agent_etl.exceptions import ToolError
+from agent_etl.tools.loaders import postgres
 from agent_etl.testing import build, stream, tool_context
 from tests.databases.test_postgres_load import execute, expected_merge, query
 
@@ -47,12 +48,15 @@ async def test_unique_keys_go_straight_into_the_empty_table(pg_target, tmp_path,
     assert rows(pg_target) == sorted(zip(data["id"].to_pylist(), data["v"].to_pylist(), strict=True))
 
 
-@pytest.mark.parametrize(("ids", "first_repeat"), [
-    ([1, 2, 3, 1, 4, 3], 3),  # the repeat is in the second batch: batch 1 stays, batch 2 on is upserted
-    ([7, 7, 8, 9, 9, 7], 1),  # in the first batch
+@pytest.mark.parametrize(("ids", "chunk", "first_repeat"), [
+    ([1, 2, 3, 1, 4, 3], 2, 3),  # the repeat is in the second chunk: chunk 1 stays, chunk 2 on is upserted
+    ([7, 7, 8, 9, 9, 7], 2, 1),  # in the first chunk
+    ([1, 2, 3, 1, 4, 3], None, 1),  # the stream is one chunk: all of it is upserted
 ])
-async def test_a_key_repeated_in_the_stream_switches_to_upsert_and_the_last_row_wins(pg_target, tmp_path, ids,
-                                                                                      first_repeat):
+async def test_a_key_repeated_in_the_stream_switches_to_upsert_and_the_last_row_wins(pg_target, tmp_path, monkeypatch,
+                                                                                      ids, chunk, first_repeat):
+    if chunk:
+        monkeypatch.setattr(postgres, "DIRECT_ROWS", chunk)
     data = pa.table({"id": ids, "v": [f"v{i}" for i in range(len(ids))]})
     commits: list[int] = []
     details = await merge(data, pg_target, tmp_path, batch_size=2, commits=commits)
@@ -69,6 +73,14 @@ async def test_a_table_with_rows_is_upserted(pg_target, tmp_path):
     assert rows(pg_target) == [(1, "new"), (2, "b")]
 
 
+async def test_a_chunk_full_by_bytes_ends_too(pg_target, tmp_path, monkeypatch):
+    monkeypatch.setattr(postgres, "DIRECT_BYTES", 1)  # every batch is a chunk
+    data = pa.table({"id": [1, 2, 3, 1], "v": list("abcd")})
+    details = await merge(data, pg_target, tmp_path, batch_size=1)
+    assert details == {"merge": "copy (the table was empty), then upsert from input row 4 (a key repeated)"}
+    assert rows(pg_target) == [(1, "d"), (2, "b"), (3, "c")]
+
+
 async def test_commit_units_after_the_first_upsert_what_the_first_put_in(pg_target, tmp_path):
     """A unit of a direct merge commits like any other; the next one finds the table no longer empty."""
     data = pa.table({"id": [1, 2, 3, 1, 2, 6], "v": list("abcdef")})
@@ -78,7 +90,8 @@ async def test_commit_units_after_the_first_upsert_what_the_first_put_in(pg_targ
     assert rows(pg_target) == [(1, "d"), (2, "e"), (3, "c"), (6, "f")]
 
 
-async def test_a_bad_row_names_its_row_in_the_whole_input_and_nothing_stays(pg_target, tmp_path):
+async def test_a_bad_row_names_its_row_in_the_whole_input_and_nothing_stays(pg_target, tmp_path, monkeypatch):
+    monkeypatch.setattr(postgres, "DIRECT_ROWS", 2)  # the bad row is line 2 of the second chunk's COPY
     execute(pg_target, "CREATE TABLE t (id bigint PRIMARY KEY, v text NOT NULL)")
     data = pa.table({"id": [1, 2, 3, 4, 5], "v": ["a", "b", "c", None, "e"]})
     with pytest.raises(ToolError, match=r"not-null constraint.*at input row 4\b.*nothing was written"):
@@ -86,9 +99,10 @@ async def test_a_bad_row_names_its_row_in_the_whole_input_and_nothing_stays(pg_t
     assert rows(pg_target) == []
 
 
-async def test_a_key_written_meanwhile_by_another_session_is_updated(pg_target, tmp_path):
+async def test_a_key_written_meanwhile_by_another_session_is_updated(pg_target, tmp_path, monkeypatch):
     """The table was empty when the load looked; a row with one of its keys arrives before its COPY: the
-    COPY's unique violation sends the batch to the upsert."""
+    COPY's unique violation sends the chunk to the upsert."""
+    monkeypatch.setattr(postgres, "DIRECT_ROWS", 2)
     execute(pg_target, "CREATE TABLE t (id bigint PRIMARY KEY, v text)")
 
     async def batches():

@@ -91,6 +91,9 @@ from agent_etl.tools.databases.transient import transient
 log = logging.getLogger(__name__)
 
 ENCODE_ROWS = 32_768  # rows encoded and sent together
+# a direct merge's chunk (``_Session._merge_into``): each end waits for the server to finish its
+# rows, and a chunk's batches are held in memory until then
+DIRECT_ROWS, DIRECT_BYTES = 500_000, 64 << 20
 _SAVEPOINT, _RELEASE, _ROLLBACK_TO = (f"{verb} _agent_etl_batch" for verb in
                                       ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT"))
 _COPY_LINE = re.compile(r"^COPY .*?, line (\d+)")
@@ -123,7 +126,9 @@ class _Session(Units):
         self.swap: swap.Swap | None = None  # replace by swap: the new table (databases.postgres.swap)
         self.fresh = False  # the table written was created in this transaction (replace: COPY FREEZE)
         self.path: str | None = None  # replace, merge: the path taken and why, for the run's details
-        self.direct = False  # merge COPYing straight into the (empty) table, a savepoint per batch
+        self.direct = False  # merge COPYing straight into the (empty) table, a savepoint per chunk
+        self.held: list[pa.RecordBatch] = []  # the batches of the direct chunk under way
+        self.held_rows = self.held_bytes = 0
         self.copy_base = 0  # input rows before the COPY under way (its "line N" counts from there)
         self.copy_columns: list[tuple[str, str]] = []
 
@@ -188,6 +193,8 @@ class _Session(Units):
 
     def fit(self, schema: pa.Schema) -> None:
         """Prepare COPY for batches of ``schema``: create or evolve the table, start a new COPY."""
+        if self.direct:
+            self.chunk_end(restart=False)
         self._end_copy()
         self.committed = False
         if len(set(schema.names)) != len(schema.names) or not schema.names:
@@ -259,8 +266,9 @@ class _Session(Units):
 
     def _merge_into(self, schema: pa.Schema) -> None:
         """Merge COPYs straight into the table while it is empty and has a unique index on ``key``,
-        one savepoint per batch: nothing there to update, and a key repeated in the stream (or
-        inserted by someone else meanwhile) is a unique violation, on which that batch is rolled back
+        in chunks of batches (``DIRECT_ROWS``, ``DIRECT_BYTES``), each under a savepoint, its batches
+        held until its COPY has ended: nothing there to update, and a key repeated in the stream (or
+        inserted by someone else meanwhile) is a unique violation, on which the chunk is rolled back
         to its savepoint and it and the rest of the unit go through the stage and ``INSERT ... ON
         CONFLICT`` (the rows already in are then updated like any other). Otherwise it stages."""
         missing = [k for k in self.config.key or [] if k not in self.existing or k not in schema.names]
@@ -275,28 +283,40 @@ class _Session(Units):
             self._stage(schema)
             self.path = self.path or ("upsert" if unique else "update, then insert (no unique index on the key)")
 
-    def batch_end(self, batch: pa.RecordBatch) -> None:
-        """After each batch of a direct merge: its COPY ended and its savepoint released, the next
-        batch's started; on a unique violation, the batch goes to the stage instead (``_merge_into``)."""
+    def hold(self, batch: pa.RecordBatch) -> bool:
+        """A batch of a direct merge written: held until its chunk's COPY ends. True when the chunk
+        is full (``chunk_end`` is due)."""
+        self.held.append(batch)
+        self.held_rows += batch.num_rows
+        self.held_bytes += batch.nbytes
+        return self.held_rows >= DIRECT_ROWS or self.held_bytes >= DIRECT_BYTES
+
+    def chunk_end(self, restart: bool = True) -> None:
+        """The end of a chunk of a direct merge: its COPY ended and its savepoint released (and, with
+        ``restart``, the next chunk's started); on a unique violation, the chunk goes to the stage
+        instead, and so does the rest of the unit (``_merge_into``)."""
         import psycopg
 
+        held, rows, self.held, self.held_rows, self.held_bytes = self.held, self.held_rows, [], 0, 0
         try:
             self._end_copy()
         except psycopg.errors.UniqueViolation:
             self.cur.execute(_ROLLBACK_TO)
-            self.rows -= batch.num_rows
-            self.encoded -= batch.num_rows
+            self.rows -= rows
+            self.encoded -= rows
             self.direct = False
             self.path = f"copy (the table was empty), then upsert from input row {self.rows + 1} (a key repeated)"
             self.existing = ddl.columns(self.cur, self.oid)  # with the columns this load added
             self.staged = {}
             self._stage(self.schema)
             self._start_copy()
-            for part in slices(batch, ENCODE_ROWS):
-                self.write(self.encode(part), part.num_rows)
+            for batch in held:
+                for part in slices(batch, ENCODE_ROWS):
+                    self.write(self.encode(part), part.num_rows)
             return
         self.cur.execute(_RELEASE)
-        self._start_copy()
+        if restart:
+            self._start_copy()
 
     def _stage(self, schema: pa.Schema) -> None:
         """The TEMP staging table: the stream's columns, typed as in the target where it has them."""
@@ -378,6 +398,8 @@ class _Session(Units):
         return there
 
     def _ready(self, final: bool) -> bool:
+        if self.direct:
+            self.chunk_end(restart=False)
         self._end_copy()
         self.final = final
         if not self.pending():
@@ -534,10 +556,10 @@ class PostgresLoader(DatabaseLoader):
                     data = await asyncio.to_thread(session.encode, part)
                     await _settle(pending)
                     pending = asyncio.ensure_future(in_thread(session.write, data, part.num_rows))
-                if session.direct:
+                if session.direct and session.hold(batch):
                     await _settle(pending)
                     pending = None
-                    await in_thread(session.batch_end, batch)
+                    await in_thread(session.chunk_end)
                 if units and self.ctx.commit_due():
                     await _settle(pending)
                     pending = None
