@@ -8,7 +8,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.cli.conftest import AGENT_ETL
+from tests.cli.conftest import AGENT_ETL, wait_running
 
 ROWS = 20_000
 SPEC = """\
@@ -69,22 +68,6 @@ def agent_etl(project: Path, *args: str, cwd: Path | None = None, **extra: str) 
 def runs(project: Path) -> list[dict]:
     out = agent_etl(project, "runs", "list", "--json", AGENT_ETL_HOME=str(project / ".agent-etl"))
     return json.loads(out.stdout)
-
-
-def wait_running(project: Path, proc: subprocess.Popen) -> None:
-    """Until the run store says a run is running. Read straight from the store's SQLite file: a
-    `runs list` process per look takes a second or two on a loaded machine, long enough for the
-    run to have ended before the test saw it running."""
-    deadline = time.monotonic() + 60
-    while True:
-        assert time.monotonic() < deadline and proc.poll() is None, "the run never showed as running"
-        try:
-            with sqlite3.connect(f"file:{project / '.agent-etl' / 'runs.db'}?mode=ro", uri=True) as con:
-                if con.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0]:
-                    return
-        except sqlite3.Error:
-            pass  # not made yet
-        time.sleep(0.01)
 
 
 def outputs(project: Path) -> tuple:
@@ -171,7 +154,7 @@ def test_a_second_run_of_the_same_pipeline_is_refused_while_one_runs(project):
 def test_sigterm_stops_a_run_that_then_resumes(project):
     proc = subprocess.Popen([AGENT_ETL, "run", "p.yaml", "-q"], cwd=project, env=env(project, SLOW="0.1"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_running(project, proc)
+    wait_running(project / ".agent-etl", proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, out + err
@@ -190,7 +173,7 @@ def test_two_resumes_of_one_run_at_once(project):
     first = subprocess.Popen([AGENT_ETL, "run", "--resume", "p.yaml", "-q"], cwd=project,
                              env=env(project, SLOW="0.1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_running(project, first)
+        wait_running(project / ".agent-etl", first)
         second = agent_etl(project, "run", "--resume", "../p.yaml")
         assert second.returncode == 2
         assert "is running" in second.stderr or "already running" in second.stderr, second.stderr
@@ -206,7 +189,7 @@ def test_concurrent_runs_wait_queues_the_second_run(project):
     first = subprocess.Popen([AGENT_ETL, "run", "p.yaml", "-q"], cwd=project, env=env(project, SLOW="0.1"),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait_running(project, first)
+        wait_running(project / ".agent-etl", first)
         second = agent_etl(project, "run", "../p.yaml")  # waits for the first, then runs
         assert second.returncode == 0, second.stderr
     finally:

@@ -9,13 +9,13 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-AGENT_ETL = str(Path(sys.executable).parent / "agent-etl")
+from tests.cli.conftest import AGENT_ETL, wait_running
+
 OBJECTS, ROWS = 6, 4000
 SPEC = """\
 version: 1
@@ -71,20 +71,6 @@ def loaded(project: Path) -> tuple[int, int]:
         return con.execute("select count(*), count(distinct id) from orders").fetchone()
 
 
-def recorded(project: Path, proc: subprocess.Popen) -> None:
-    """Wait until the run is in the run store (process start-up takes seconds on a loaded machine: a
-    kill timed from the start could come before the run exists, and leave nothing to resume)."""
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            with sqlite3.connect(f"file:{project / '.agent-etl' / 'runs.db'}?mode=ro", uri=True) as con:
-                if con.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0]:
-                    return
-        except sqlite3.Error:
-            pass  # not made yet
-        time.sleep(0.02)
-
-
 def test_killed_run_resumes_to_every_row_once(project, s3_endpoint):
     rng, resumes = random.Random(3), 0
     for point in range(3):
@@ -92,7 +78,7 @@ def test_killed_run_resumes_to_every_row_once(project, s3_endpoint):
         proc = subprocess.Popen([AGENT_ETL, "run", "p.yaml", "-q"], cwd=project,
                                 env=env(project, s3_endpoint, SLOW="0.05"),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        recorded(project, proc)
+        wait_running(project / ".agent-etl", proc)
         time.sleep(rng.uniform(0.3, 2.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
