@@ -2,9 +2,10 @@
 
 The module is imported with the pipeline's directory first on sys.path, so a transforms.py
 next to pipeline.yaml works with function: "transforms:clean". The function gets a
-pa.Table (format: arrow) or a pandas DataFrame (format: pandas) per batch and
-returns a Table, RecordBatch, DataFrame (or anything with __arrow_c_stream__, e.g. polars),
-or None to drop the batch. async def functions are awaited on the event loop.
+pa.Table (format: arrow), a pandas DataFrame (format: pandas) or a polars DataFrame (format: polars,
+zero-copy from Arrow; the polars extra) per batch and returns a Table, RecordBatch, pandas or polars
+DataFrame (or anything with __arrow_c_stream__), or None to drop the batch. async def functions are
+awaited on the event loop.
 
 Each batch is handled on its own, so a run can resume, and loads commit in units, in the middle of
 the stream. A function that keeps state from one batch to the next (a running total, rows held
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import importlib.util
 import inspect
 import re
 import sys
@@ -33,13 +35,14 @@ _import_lock = threading.Lock()  # sys.path is process-wide: two imports must no
 
 
 class Python(Transform):
-    """Apply a Python function module:function to each batch (as Arrow or pandas)."""
+    """Apply a Python function module:function to each batch (as Arrow, pandas or polars)."""
 
     class Config(ToolConfig):
-        """Apply a Python function module:function to each batch (as Arrow or pandas)."""
+        """Apply a Python function module:function to each batch (as Arrow, pandas or polars)."""
 
         function: str = Field(description="module:function, the module next to the pipeline or importable")
-        format: Literal["arrow", "pandas"] = Field("arrow", description="what the function gets: pa.Table or DataFrame")
+        format: Literal["arrow", "pandas", "polars"] = Field(
+            "arrow", description="what the function gets: a pa.Table, a pandas or a polars DataFrame")
         stateful: bool = Field(False, description="the function carries state from one batch to the next")
 
         @field_validator("function")
@@ -47,6 +50,13 @@ class Python(Transform):
         def _target(cls, value: str) -> str:
             if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", value):
                 raise ValueError(f"function must be module:function, e.g. transforms:clean, not {value!r}")
+            return value
+
+        @field_validator("format")
+        @classmethod
+        def _installed(cls, value: str) -> str:
+            if value == "polars" and not _importable("polars"):
+                raise ValueError("format: polars needs the polars extra: pip install 'agent-etl[polars]'")
             return value
 
     @classmethod
@@ -107,6 +117,10 @@ class Python(Transform):
 
     def _arg(self, batch: pa.RecordBatch) -> Any:
         table = pa.Table.from_batches([batch])
+        if self.config.format == "polars":
+            import polars as pl
+
+            return pl.from_arrow(table, rechunk=False)  # one chunk per column: its buffers, not a copy
         return table.to_pandas() if self.config.format == "pandas" else table
 
     def _call(self, fn: Callable[..., Any], batch: pa.RecordBatch) -> Any:
@@ -123,7 +137,8 @@ class Python(Transform):
             raise self._raised(e) from e
 
     def _raised(self, e: Exception) -> Exception:
-        kind = "a pandas DataFrame" if self.config.format == "pandas" else "a pyarrow.Table"
+        kind = {"pandas": "a pandas DataFrame", "polars": "a polars DataFrame"}.get(self.config.format,
+                                                                                   "a pyarrow.Table")
         return tool_error(self, f"{self.config.function} raised {type(e).__name__}: {e}",
                           f"fix the function; it gets {kind} per batch and returns a table or None")
 
@@ -145,7 +160,18 @@ class Python(Transform):
                 raise tool_error(self, f"{self.config.function} returned a DataFrame Arrow cannot hold: {e}",
                                  "give each column one type (no mixed objects)") from e
             return self._batches(table)
+        pl = sys.modules.get("polars")
+        if pl is not None and isinstance(result, pl.DataFrame):
+            return self._batches(result.to_arrow())  # the frame's buffers; strings as large_string
         if hasattr(result, "__arrow_c_stream__"):
             return self._batches(pa.table(result))
         raise tool_error(self, f"{self.config.function} returned {type(result).__name__}",
-                         "return a pyarrow.Table, pyarrow.RecordBatch, pandas.DataFrame or None")
+                         "return a pyarrow.Table, pyarrow.RecordBatch, a pandas or polars DataFrame, or None")
+
+
+def _importable(module: str) -> bool:
+    """``module`` can be imported (looked up without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # sys.modules[module] is None: imports of it are blocked
+        return False
