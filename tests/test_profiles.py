@@ -6,7 +6,7 @@ import pytest
 
 from agent_etl.exceptions import SpecError
 from agent_etl.profiles import apply
-from agent_etl.yamlsource import load_yaml
+from agent_etl.spec.yamlsource import load_yaml
 
 BASE = """\
 version: 1

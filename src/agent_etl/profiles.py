@@ -44,7 +44,7 @@ def apply(text: str, source: str, profile: str | None, base_dir: Path) -> tuple[
         return text, source
     from ruamel.yaml import YAML
 
-    from agent_etl.yamlsource import load_yaml
+    from agent_etl.spec.yamlsource import load_yaml
 
     path = find(profile, base_dir)
     try:

@@ -36,7 +36,7 @@ def stage_path(home: Path, pipeline: str, task: str) -> Path:
 
 def _raw(pipeline: Any) -> dict[str, Any]:
     """The pipeline's mapping as written (``${VAR}`` references kept: they are read at the run)."""
-    from agent_etl.yamlsource import load_yaml
+    from agent_etl.spec.yamlsource import load_yaml
 
     return load_yaml(pipeline.doc.source_text, str(pipeline.path or pipeline.name)).data
 

@@ -12,7 +12,7 @@ import pytest
 from tests.cli.conftest import cli
 
 from agent_etl import Pipeline
-from agent_etl.yamlsource import load_yaml
+from agent_etl.spec.yamlsource import load_yaml
 
 
 def test_schema_validates_the_quickstart_and_flags_mistakes(quickstart):

@@ -31,7 +31,7 @@ from agent_etl.observe.logs import bound
 from agent_etl.result import STATUS_BY_EXIT, RunResult, TaskResult
 from agent_etl.run_context import RunDescription
 from agent_etl.spec import Pipeline, Task
-from agent_etl.spec_changes import changes
+from agent_etl.spec.changes import changes
 from agent_etl.summary import landing
 
 log = logging.getLogger("agent_etl.coordinator")

@@ -54,7 +54,7 @@ def fleet_path(setting: Path | None, cwd: Path | None = None) -> Path | None:
 
 def load_fleet(path: str | Path, registry: Any) -> Fleet:
     """Read and check a fleet file; every problem found is reported at once (``SpecError``)."""
-    from agent_etl.yamlsource import load_yaml
+    from agent_etl.spec.yamlsource import load_yaml
 
     path = Path(path)
     try:

@@ -165,7 +165,7 @@ def init(source: Annotated[str, typer.Argument(metavar="SOURCE", help="postgresq
 def tools_list(kind: Annotated[Optional[str], typer.Option(metavar="KIND", help="extractor, transform, validator or loader.")] = None,
                json: Json = False) -> None:
     """List the installed tools with their options."""
-    from agent_etl.cli.catalog import tools_command
+    from agent_etl.cli.tools import tools_command
 
     _exit(lambda: tools_command(kind, as_json=json))
 
@@ -191,7 +191,7 @@ def runs_list(limit: Annotated[int, typer.Option(metavar="N", help="How many run
                   "quality_failed, interrupted or crashed.")] = None,
               json: Json = False, home: Home = None) -> None:
     """List recent runs."""
-    from agent_etl.cli.history import list_command
+    from agent_etl.cli.runs import list_command
 
     _exit(lambda: list_command(limit, pipeline, as_json=json, home=home, status=status))
 
@@ -200,7 +200,7 @@ def runs_list(limit: Annotated[int, typer.Option(metavar="N", help="How many run
 def runs_show(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run id (a unique prefix is enough).")],
               json: Json = False, home: Home = None) -> None:
     """Show one run: its tasks, rows, durations, agents and errors."""
-    from agent_etl.cli.history import show_command
+    from agent_etl.cli.runs import show_command
 
     _exit(lambda: show_command(run_id, as_json=json, home=home))
 

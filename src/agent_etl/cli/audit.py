@@ -9,7 +9,7 @@ from agent_etl.exceptions import SpecError
 
 
 def verify_command(run_id: str | None, *, as_json: bool, home: str | None = None) -> int:
-    from agent_etl.cli.history import open_store
+    from agent_etl.cli.runs import open_store
 
     store, _ = open_store(home)
     try:
@@ -32,7 +32,7 @@ def verify_command(run_id: str | None, *, as_json: bool, home: str | None = None
 
 
 def show_command(run_id: str, *, as_json: bool, home: str | None = None) -> int:
-    from agent_etl.cli.history import open_store
+    from agent_etl.cli.runs import open_store
 
     store, _ = open_store(home)
     try:

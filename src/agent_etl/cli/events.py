@@ -14,7 +14,7 @@ POLL = 0.5  # seconds between reads while following (the coordinator writes even
 
 def events_command(run_id: str, *, follow: bool, as_json: bool, home: str | None = None,
                    poll: float = POLL) -> int:
-    from agent_etl.cli.history import open_store
+    from agent_etl.cli.runs import open_store
 
     store, _ = open_store(home)
     try:

@@ -29,7 +29,7 @@ def report_command(run_id: str, fmt: str | None, out: str | None, history_runs: 
     fmt = _format(fmt, out, FORMATS)
     if history_runs < 0:
         raise SpecError(f"--history {history_runs}: give the number of earlier runs to show, 0 or more")
-    from agent_etl.cli.history import open_store
+    from agent_etl.cli.runs import open_store
 
     store, _ = open_store(home)
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def schema_command(out: str | None) -> int:
-    from agent_etl.spec_schema import json_schema
+    from agent_etl.spec.schema import json_schema
 
     text = json.dumps(json_schema(), indent=2) + "\n"
     if out is None or out == "-":

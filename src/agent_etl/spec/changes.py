@@ -3,7 +3,7 @@ names what changed."""
 
 from __future__ import annotations
 
-from agent_etl.yamlsource import load_yaml
+from agent_etl.spec.yamlsource import load_yaml
 
 
 def changes(recorded: str, now: str) -> str:

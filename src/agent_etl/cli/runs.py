@@ -21,7 +21,7 @@ def open_store(home: str | None = None, pipeline: str | None = None):
     name = pipeline
     base = None
     if pipeline and pipeline.endswith((".yaml", ".yml")) and Path(pipeline).is_file():
-        from agent_etl.yamlsource import load_yaml
+        from agent_etl.spec.yamlsource import load_yaml
 
         data = load_yaml(Path(pipeline).read_text(), pipeline).data
         name = data.get("name") if isinstance(data, dict) else None
@@ -105,7 +105,7 @@ def _landings(run: dict) -> dict[str, dict]:
     """Where each load of a recorded run writes, from the spec text it ran (no interpolation needed)."""
     from agent_etl.exceptions import SpecError
     from agent_etl.summary import landing
-    from agent_etl.yamlsource import load_yaml
+    from agent_etl.spec.yamlsource import load_yaml
 
     spec = (run.get("description") or {}).get("spec")
     if not spec:

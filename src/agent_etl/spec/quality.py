@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from agent_etl.exceptions import Problem
-from agent_etl.spec_problems import pydantic_problems, validate_options
+from agent_etl.spec.problems import pydantic_problems, validate_options
 
 if TYPE_CHECKING:
     from agent_etl.spec import Spec, TransformStep
-    from agent_etl.yamlsource import Document
+    from agent_etl.spec.yamlsource import Document
 
 
 def check_groups(spec: Spec, doc: Document, registry) -> list[Problem]:

@@ -19,10 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from agent_etl.exceptions import Problem, SpecError
 from agent_etl.redaction import scrub
-from agent_etl.spec_cache import check_cache
-from agent_etl.spec_problems import pydantic_problems, validate_options
-from agent_etl.spec_quality import check_groups, check_references, check_validate_step, group_refs
-from agent_etl.yamlsource import Document, interpolate, load_yaml
+from agent_etl.spec.cache import check_cache
+from agent_etl.spec.problems import pydantic_problems, validate_options
+from agent_etl.spec.quality import check_groups, check_references, check_validate_step, group_refs
+from agent_etl.spec.yamlsource import Document, interpolate, load_yaml
 
 
 class _Model(BaseModel):

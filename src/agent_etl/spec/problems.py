@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 from agent_etl.exceptions import Problem
 
 if TYPE_CHECKING:
-    from agent_etl.yamlsource import Document
+    from agent_etl.spec.yamlsource import Document
 
 
 def validate_options(cls, options: dict[str, Any], path: tuple, doc: Document, who: str) -> list[Problem]:
