@@ -4,13 +4,15 @@ point for scripts."""
 from __future__ import annotations
 
 import asyncio
-import html
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent_etl.exceptions import AgentETLError, QualityGateError, SpecError
+
+if TYPE_CHECKING:
+    from agent_etl.summary import QualitySummary
 
 STATUS_BY_EXIT = {0: "succeeded", 1: "failed", 2: "invalid", 3: "quality_failed", 130: "interrupted"}
 
@@ -77,8 +79,9 @@ class RunResult:
         return [r for t in self.tasks.values() for r in t.details.get("quality", [])]
 
     @property
-    def quality_summary(self) -> dict[str, Any]:
-        """Per check: rows checked and failed, severity, action; rows quarantined and where."""
+    def quality_summary(self) -> QualitySummary:
+        """Per check: rows checked and failed, severity, action; rows quarantined and where. A dict,
+        shown as HTML in a notebook; ``.to_pandas()`` gives its checks."""
         from agent_etl.summary import quality_summary
 
         return quality_summary(self.quality)
@@ -97,11 +100,7 @@ class RunResult:
         import pandas as pd
 
         if of == "checks":
-            rows = [{"input": g["input"], **c, "quarantine_path": g["quarantine_path"]}
-                    for g in self.quality_summary["groups"] for c in g["checks"]]
-            cols = ["input", "check", "kind", "rows_checked", "rows_failed", "severity", "action", "status", "message",
-                    "quarantine_path"]
-            return pd.DataFrame(rows, columns=cols)
+            return self.quality_summary.to_pandas()
         if of == "destinations":
             return pd.DataFrame(self.destinations, columns=["load", "tool", "target", "mode", "status", "rows"])
         if of != "tasks":
@@ -141,34 +140,9 @@ class RunResult:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        e = html.escape
-        color = "#2e7d32" if self.ok else "#c62828"
-        right = "style='text-align:right'"
-        rows = "".join(
-            f"<tr><td>{e(t.name)}</td><td>{e(t.kind)}</td><td>{e(t.tool)}</td><td>{e(t.status)}</td>"
-            f"<td {right}>{t.rows:,}</td><td {right}>{t.duration:.2f}s</td>"
-            f"<td>{e(t.target or '')}{' (' + e(t.mode) + ')' if t.mode else ''}</td>"
-            f"<td>{e(t.agent or '')}</td><td>{e(t.error or '')}</td></tr>"
-            for t in self.tasks.values())
-        out = [f"<div><b>{e(self.pipeline)}</b> run <code>{e(self.run_id)}</code>: "
-               f"<b style='color:{color}'>{e(self.status)}</b> in {self.duration:.2f}s",
-               f"<table><thead><tr><th>task</th><th>kind</th><th>tool</th><th>status</th><th>rows</th>"
-               f"<th>time</th><th>lands in</th><th>agent</th><th>error</th></tr></thead><tbody>{rows}</tbody></table>"]
-        for g in self.quality_summary["groups"]:
-            where = (f", {g['rows_quarantined']:,} quarantined to <code>{e(g['quarantine_path'])}</code>"
-                     if g["rows_quarantined"] else "")
-            checks = "".join(
-                f"<tr><td>{e(c['check'])}</td><td>{e(c['status'])}</td><td {right}>{c['rows_checked']:,}</td>"
-                f"<td {right}>{c['rows_failed']:,}</td><td>{e(c['severity'])}</td><td>{e(c['action'])}</td>"
-                f"<td>{e(c['message'] or '')}</td></tr>" for c in g["checks"])
-            out.append(f"<p>quality of <b>{e(g['input'])}</b>: {e(g['status'] or '')}, {g['rows_passed']:,} of "
-                       f"{g['rows_in']:,} rows passed{where}</p><table><thead><tr><th>check</th><th>status</th>"
-                       f"<th>rows checked</th><th>rows failed</th><th>severity</th><th>action</th><th>detail</th>"
-                       f"</tr></thead><tbody>{checks}</tbody></table>")
-        if self.error:
-            out.append(f"<p style='color:#c62828'>error: {e(self.error)}</p>")
-        return "".join(out) + "</div>"
+        from agent_etl.notebook import result_html
 
+        return result_html(self)
 
 def run(pipeline: str | Path | Any, variables: dict[str, str] | None = None, **coordinator_options: Any) -> RunResult:
     """Run a pipeline to completion from synchronous code (a script, a test).

@@ -56,7 +56,31 @@ def _action(check: dict[str, Any], on_failure: str) -> str:
     return "fail"
 
 
-def quality_summary(reports: list[dict[str, Any]]) -> dict[str, Any]:
+class QualitySummary(dict):
+    """The run-level quality summary: a plain dict (``status``, ``checks``, ``checks_failed``,
+    ``rows_quarantined``, ``groups``) that also shows itself as text, as HTML in a notebook, and
+    gives its checks as a DataFrame."""
+
+    def __str__(self) -> str:
+        return "\n".join(quality_lines(self)) or "no quality checks"
+
+    def _repr_html_(self) -> str:
+        from agent_etl.notebook import quality_html
+
+        return quality_html(self)
+
+    def to_pandas(self) -> Any:
+        """One row per check: input, check, kind, rows checked and failed, severity, action, status,
+        message and the group's quarantine path."""
+        import pandas as pd
+
+        rows = [{"input": g["input"], **c, "quarantine_path": g["quarantine_path"]}
+                for g in self["groups"] for c in g["checks"]]
+        return pd.DataFrame(rows, columns=["input", "check", "kind", "rows_checked", "rows_failed", "severity",
+                                           "action", "status", "message", "quarantine_path"])
+
+
+def quality_summary(reports: list[dict[str, Any]]) -> QualitySummary:
     """The run-level quality summary of the gate reports (``GateReport.to_dict()``) of a run."""
     groups, statuses = [], []
     for r in reports:
@@ -72,9 +96,9 @@ def quality_summary(reports: list[dict[str, Any]]) -> dict[str, Any]:
         statuses.append(r.get("status"))
     order = ["failed", "quarantined", "warned", "passed"]
     status = next((s for s in order if s in statuses), None)
-    return {"status": status, "checks": sum(len(g["checks"]) for g in groups),
-            "checks_failed": sum(1 for g in groups for c in g["checks"] if c["status"] != "passed"),
-            "rows_quarantined": sum(g["rows_quarantined"] for g in groups), "groups": groups}
+    return QualitySummary(status=status, checks=sum(len(g["checks"]) for g in groups),
+                          checks_failed=sum(1 for g in groups for c in g["checks"] if c["status"] != "passed"),
+                          rows_quarantined=sum(g["rows_quarantined"] for g in groups), groups=groups)
 
 
 def quality_lines(summary: dict[str, Any], indent: str = "") -> list[str]:

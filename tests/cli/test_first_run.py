@@ -88,6 +88,11 @@ async def test_result_in_python_and_notebook(quickstart, monkeypatch):
     assert (checks.rows_checked == result.tasks["enriched"].rows).all()
     loads = result.to_pandas("destinations").set_index("load")
     assert loads.loc["warehouse", "rows"] == result.tasks["warehouse"].rows
+    summary = result.quality_summary  # a dict that shows itself in a notebook and as a DataFrame
+    assert summary["groups"][0]["input"] == "enriched" and json.loads(json.dumps(summary)) == summary
+    assert "<td>range(amount)</td>" in summary._repr_html_() and "quarantined to <code>" in summary._repr_html_()
+    assert "range(amount)" in str(summary) and "on failure: quarantine" in str(summary)
+    assert summary.to_pandas().equals(result.to_pandas("checks"))
 
 
 def test_one_failure_said_once(tmp_path):
