@@ -43,6 +43,7 @@ class PlannedTask:
     task: Task
     agent: str
     reason: str
+    tuning: dict[str, Any] | None = None  # batch_size / partitions tuned from experience, and why
 
 
 class _Attempt:
@@ -214,7 +215,8 @@ class AgentCoordinator(Agent):
         else:
             agents = self.agents
         chosen = await self._choose(pipeline, agents)
-        return [PlannedTask(t, chosen[t.name][0].id, chosen[t.name][1]) for t in pipeline.tasks]
+        tuning = await self._tune(pipeline)
+        return [PlannedTask(t, chosen[t.name][0].id, chosen[t.name][1], tuning.get(t.name)) for t in pipeline.tasks]
 
     async def _choose(self, pipeline: Pipeline, agents: list[Agent]) -> dict[str, tuple[Agent, str]]:
         """The selector's choice for every task: it sees the agents' records and the tasks' descriptors."""
@@ -230,6 +232,20 @@ class AgentCoordinator(Agent):
             await warm(descriptors, infos, lambda doc, k: recorder.experiences(home, doc, k))
         choices = await self.selector.select(pipeline.tasks, infos, descriptors)
         return {name: (by_id[c.agent], c.reason) for name, c in choices.items()}
+
+    async def _tune(self, pipeline: Pipeline) -> dict[str, dict[str, Any]]:
+        """Batch size and partitions from similar past runs, where the spec leaves them open (agents.tuning)."""
+        if self.settings.memory == "off":
+            return {}
+        from agent_etl.agents.tuning import tune
+
+        home = self.home_for(pipeline)
+        recorder = self._recorder()
+        try:
+            return await tune(pipeline, self.registry, lambda fn: recorder.read(home, fn))
+        except Exception as e:  # memory held by another process, unreadable: the spec's values
+            log.warning("tuning: the spec's values, no experience read: %s: %s", type(e).__name__, e)
+            return {}
 
     def _recorder(self) -> Any:
         from agent_etl.memory.recorder import Recorder
@@ -338,6 +354,8 @@ class AgentCoordinator(Agent):
 
         branches = pipeline.branches()
         chosen = _one_agent_per_branch(branches, await self._choose(pipeline, self.agents))
+        # a resumed run goes on with the spec's values (tuning again could split a read otherwise)
+        tuning = await self._tune(pipeline) if plan is None else {}
         results = {t.name: TaskResult(t.name, t.kind, t.tool, agent=chosen[t.name][0].id, reason=chosen[t.name][1],
                                       **(landing(t.tool, t.options) if t.kind == "load" else {}))
                    for t in pipeline.tasks}
@@ -367,7 +385,7 @@ class AgentCoordinator(Agent):
                                           stages={t.name: t.kind for t in pipeline.tasks}, trace=tracing.carrier(),
                                           description=desc, store_url=getattr(store, "url", None),
                                           resume=plan.to_dict() if plan is not None else None,
-                                          cursors=cursors))
+                                          cursors=cursors, tuning=tuning))
         exit_code, error = 0, None
         breakers = Breakers(pipeline)
         try:
