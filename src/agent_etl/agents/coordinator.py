@@ -339,10 +339,14 @@ class AgentCoordinator(Agent):
 
     async def _execute(self, run_id: str, pipeline: Pipeline, desc: RunDescription, store: Any, plan: Any,
                        cursors: dict[str, Any]) -> RunResult:
-        """Run it with its span (OpenTelemetry, when installed) and its run id on every log line."""
+        """Run it with its span (OpenTelemetry, when installed), its run id on every log line and, in
+        a notebook, a table of its tasks updated while it runs."""
+        from agent_etl.notebook import progress
+
         with bound(run_id), tracing.span("run " + pipeline.name, None, run_id=run_id, pipeline=pipeline.name,
                                          resumed=plan is not None) as span:
-            result = await self._execute_run(run_id, pipeline, desc, store, plan, cursors)
+            async with progress(self.bus, run_id, pipeline):
+                result = await self._execute_run(run_id, pipeline, desc, store, plan, cursors)
             tracing.annotate(span, status=result.status, rows_loaded=result.rows_loaded)
             if not result.ok:
                 tracing.failed(span, result.status, result.error or result.status)
