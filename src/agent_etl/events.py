@@ -32,6 +32,7 @@ class RunStarted(Event):
     store_url: str | None = None
     resume: dict[str, Any] | None = None  # ResumePlan.to_dict()
     cursors: dict[str, Any] = {}  # incremental sources' marks, read from their destinations
+    tuning: dict[str, dict[str, Any]] = {}  # task -> tuned batch_size / partitions and why (agents.tuning)
     trace: dict[str, str] | None = None  # W3C trace context of the run's span (OpenTelemetry, when installed)
 
 

@@ -92,6 +92,8 @@ class RunContext:
     # incremental sources' marks as the coordinator read them from the destinations at the run's
     # start (the smallest of each source's loads); other tasks' state comes from the run store
     cursors: dict[str, Any] = field(default_factory=dict)
+    # task -> batch_size / partitions the coordinator tuned from experience, and why (agents.tuning)
+    tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
     # sources that acknowledge what the loads below them committed (agents.acks.Acks)
     acks: Any = None
     tasks: dict[str, Task] = field(init=False)  # by name

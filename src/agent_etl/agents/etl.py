@@ -102,6 +102,7 @@ class ETLAgent(Agent):
         rc = RunContext(ev.run_id, desc.pipeline(registry=self.registry), Path(desc.home), store, self.registry)
         rc.resume = ResumePlan.from_dict(ev.resume) if ev.resume else None
         rc.cursors = dict(ev.cursors)
+        rc.tuning = dict(ev.tuning)
         rc.acks = Acks()
         self.runs[ev.run_id] = rc
 
@@ -321,12 +322,13 @@ class _TaskRun:
         self._sources: list[str] | None = None
         self.commits = _Commits(rc, task.name, self.tracker, agent, attempt)
         spec = rc.pipeline.spec
+        self.tuned = rc.tuning.get(task.name) or {}  # agents.tuning: what the spec left open, from experience
         cls = rc.registry.get(task.family, task.tool)
         units = task.kind == "load" and task.name in rc.unit_loads
         barrier = _barrier(rc, task)
         self.ctx = ToolContext(
             run_id=rc.run_id, task=task.name, base_dir=rc.pipeline.base_dir, home=rc.home,
-            batch_size=spec.defaults.batch_size,
+            batch_size=int(self.tuned.get("batch_size") or spec.defaults.batch_size),
             connections=rc.connections,
             commit_hook=self.commits.commit, position_source=self.commits.position, line=task.line,
             resources=rc.resources,
@@ -336,12 +338,15 @@ class _TaskRun:
             prepare_hook=(lambda final: barrier.prepare(task.name, final)) if barrier is not None else None,
             decided=_decided(rc.store, task.name) if task.kind == "load" else None,
             run=rc)
-        self.tool = cls(_config(task, cls), self.ctx)
+        config = _config(task, cls)
+        if "partitions" in self.tuned:
+            config = cls.Config.model_validate({**task.options, "partitions": self.tuned["partitions"]})
+        self.tool = cls(config, self.ctx)
         if task.kind == "extract" and type(self.tool).acknowledge is not Extractor.acknowledge and rc.acks is not None:
             rc.acks.register(rc, task.name, self.tool)
 
     async def execute(self) -> dict[str, Any]:
-        details: dict[str, Any] = {}
+        details: dict[str, Any] = {"tuning": dict(self.tuned)} if self.tuned else {}
         resume = self.rc.resume
         if self.task.kind == "load":
             envelopes = self._input(self.task.inputs[0])

@@ -81,7 +81,8 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | N
                          for g in p.task.gates],
              **({"reads": _reads(p.task.options)} if p.task.kind == "extract" else {}),
              **(landing(p.task.tool, p.task.options) if p.task.kind == "load" else {}),
-             "agent": p.agent, "reason": p.reason} for i, p in enumerate(planned)]
+             "agent": p.agent, "reason": p.reason, **({"tuning": p.tuning} if p.tuning else {})}
+            for i, p in enumerate(planned)]
     if as_json:
         print(json.dumps({"pipeline": pipeline.name, "tasks": rows}, indent=2))
         return 0
@@ -89,6 +90,7 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | N
     agents = {r["agent"] for r in rows}
     choice = any(not r["reason"].startswith("only agent able") for r in rows)  # a fleet had a say
     width = max(len(r["task"]) for r in rows)
+    tunings = {r["task"]: r.get("tuning") for r in rows}
     for r in rows:
         inputs = f" <- {', '.join(r['inputs'])}" if r["inputs"] else ""
         reads = f" from {r['reads']}" if r.get("reads") else ""
@@ -99,7 +101,18 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | N
             print(f"       quality: {len(q['checks'])} checks ({', '.join(q['checks'])}), on failure {q['on_failure']}")
         if len(agents) > 1 or choice:  # one agent for everything is not news; a choice between agents is
             print(f"       agent {r['agent']}: {r['reason']}")
+        tuned = r.get("tuning") or {}
+        # once per branch, and only when experience had a say (--json has the baseline's too)
+        if tuned.get("experience") and not any((tunings.get(i) or {}).get("reason") == tuned["reason"]
+                                               for i in r["inputs"]):
+            print(f"       {tuned_line(tuned)}")
     return 0
+
+
+def tuned_line(tuning: dict[str, Any]) -> str:
+    """``tuned: batch_size 200,000, partitions 2 (why)``, or ``not tuned (why)``: agents.tuning's say."""
+    values = ", ".join(f"{k} {tuning[k]:,}" for k in ("batch_size", "partitions") if k in tuning)
+    return f"tuned: {values} ({tuning.get('reason', '')})" if values else f"not tuned ({tuning.get('reason', '')})"
 
 
 def _reads(options: dict[str, Any]) -> str | None:

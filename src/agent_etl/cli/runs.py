@@ -82,6 +82,10 @@ def show_command(run_id: str, *, as_json: bool, home: str | None = None) -> int:
             from agent_etl.cli.cache import cache_line
 
             print(f"      cache: {cache_line(t['details']['cache'])}")
+        if ((t["details"] or {}).get("tuning") or {}).get("experience"):  # settings from experience (agents.tuning)
+            from agent_etl.cli.running import tuned_line
+
+            print(f"      {tuned_line(t['details']['tuning'])}")
         if t["error"] and t["status"] != "upstream_failed":
             print(f"      error: {t['error']}")
         elif t["error"]:

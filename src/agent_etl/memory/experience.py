@@ -75,11 +75,14 @@ def experiences(run_id: str, pipeline: Any, results: dict[str, Any],
             continue
         schema = _schema_of(task, pipeline, schemas)
         rows = r.rows or None
-        params = {"batch_size": int(task.options.get("batch_size") or spec.defaults.batch_size),
-                  "concurrency": int(spec.defaults.concurrency)}
-        if isinstance(task.options.get("partitions"), int):
-            params["partitions"] = task.options["partitions"]
         details = r.details or {}
+        tuned = details.get("tuning") or {}  # what the coordinator tuned (agents.tuning) wins over the spec
+        params = {"batch_size": int(tuned.get("batch_size") or task.options.get("batch_size")
+                                    or spec.defaults.batch_size),
+                  "concurrency": int(spec.defaults.concurrency)}
+        partitions = tuned.get("partitions", task.options.get("partitions"))
+        if isinstance(partitions, int):
+            params["partitions"] = partitions
         out.append(Experience(
             run_id=run_id, pipeline=pipeline.name, task=task.name,
             descriptor=describe(task, pipeline, schema=schema, rows=rows), agent=r.agent or "", params=params,

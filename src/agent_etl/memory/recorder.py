@@ -81,6 +81,12 @@ class Recorder:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="agent-etl-memory")
         return await asyncio.wrap_future(self._pool.submit(self._memory, Path(home)))
 
+    async def read(self, home: str | Path, fn: Callable[[VectorMemory], Any]) -> Any:
+        """``fn(memory)`` on the writer thread, with the memory of ``home`` (after the writes queued so far)."""
+        memory = await self.memory(home)
+        assert self._pool is not None
+        return await asyncio.wrap_future(self._pool.submit(fn, memory))
+
     async def experiences(self, home: str | Path, document: str, k: int = 10, where: Any = None) -> list[Experience]:
         """The experiences nearest to ``document`` (a descriptor's JSON or text), nearest first."""
         memory = await self.memory(home)

@@ -1,0 +1,130 @@
+"""Tuning (agents.tuning): the proposal arithmetic, which options the spec leaves open, and through
+the command line, a second run of a pipeline gets a proposed setting, a pinned batch size never."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from agent_etl.agents.tuning import Observed, free_dimensions, propose
+from agent_etl.spec import Pipeline
+from agent_etl.tools.registry import default_registry
+from tests.cli.conftest import cli
+from tests.memory.conftest import PIPELINE, write_pipeline
+
+FREE = ["batch_size", "partitions"]
+BASE = (100_000, 1)
+
+
+def test_no_experience_keeps_the_spec_values():
+    setting, why = propose([], BASE, FREE)
+    assert setting == BASE and "no similar experience" in why
+    setting, why = propose([Observed((200_000, 2), 1e6)], BASE, [])
+    assert setting == BASE and "nothing to tune" in why
+
+
+def test_explores_the_untried_neighbours_of_the_best_then_keeps_it():
+    seen = [Observed(BASE, 1e6)]
+    assert propose(seen, BASE, FREE)[0] == (100_000, 2)  # partitions up first
+    seen.append(Observed((100_000, 2), 0.8e6))
+    assert propose(seen, BASE, FREE)[0] == (200_000, 1)
+    seen.append(Observed((200_000, 1), 0.9e6))
+    assert propose(seen, BASE, FREE)[0] == (50_000, 1)
+    seen.append(Observed((50_000, 1), 0.95e6))
+    setting, why = propose(seen, BASE, FREE)
+    assert setting == BASE and "neighbours ran slower" in why and "4 settings tried in 4 runs" in why
+
+
+def test_a_step_that_lost_elsewhere_is_not_tried_from_the_new_best():
+    # partitions 2 was slower at 100k; batch 200k won: from (200k, 1) try 400k, not (200k, 2)
+    seen = [Observed(BASE, 1e6), Observed((100_000, 2), 0.7e6), Observed((200_000, 1), 1.3e6)]
+    assert propose(seen, BASE, FREE)[0] == (400_000, 1)
+    seen.append(Observed((400_000, 1), 1.1e6))
+    setting, why = propose(seen, BASE, FREE)
+    assert setting == (200_000, 1) and "made runs slower elsewhere" in why
+
+
+def test_means_over_repeated_runs_and_similarity_weights():
+    # one lucky run of (200k, 1) against three of the base: the base's mean decides
+    seen = [Observed(BASE, x) for x in (1.0e6, 1.1e6, 0.9e6)] + [Observed((200_000, 1), 0.5e6),
+                                                                 Observed((200_000, 1), 2.0e6, similarity=0.1)]
+    mean_200k = math.exp((1.0 * math.log(0.5e6) + 0.1 * math.log(2.0e6)) / 1.1)
+    assert mean_200k < 1e6
+    assert propose(seen, BASE, FREE)[0] == (100_000, 2)
+
+
+def test_pinned_values_are_kept_and_other_values_of_them_ignored():
+    seen = [Observed((100_000, 1), 2e6), Observed((50_000, 1), 1e6)]
+    setting, _ = propose(seen, (50_000, 1), ["partitions"])  # batch_size pinned at 50k: the 100k run tells nothing
+    assert setting == (50_000, 2)
+    seen = [Observed((100_000, 4), 1e6)]
+    assert propose(seen, (100_000, 4), ["batch_size"])[0] == (200_000, 4)
+
+
+def test_converges_near_the_peak_of_a_throughput_surface_within_five_runs():
+    def speed(s: tuple[int, int]) -> float:  # a peak at (400k, 2), falling off in log steps
+        return 1e6 * math.exp(-0.15 * (math.log2(s[0] / 400_000)) ** 2 - 0.3 * (math.log2(s[1] / 2)) ** 2)
+
+    seen: list[Observed] = []
+    history = []
+    for _ in range(10):
+        setting, why = propose(seen, BASE, FREE)
+        history.append(setting)
+        seen.append(Observed(setting, speed(setting)))
+    assert speed(history[4]) >= 0.9 * speed((400_000, 2)), history
+    # then a step past the peak is tried once, and the peak is kept
+    assert history[6:] == [(400_000, 2)] * 4 and "best known setting" in why, history
+
+
+def _pipeline(defaults: str = "", extract: str = "table: public.t") -> Pipeline:
+    return Pipeline.from_text(f"version: 1\nname: p\n{defaults}connections:\n  pg: {{url: 'postgresql://u@h/db'}}\n"
+                              f"extract:\n  src: {{tool: postgres, connection: pg, {extract}}}\n"
+                              "load:\n  out: {input: src, tool: parquet, path: out.parquet}\n")
+
+
+def test_what_the_spec_leaves_open():
+    config = default_registry().get("extractor", "postgres").Config
+
+    def free(p: Pipeline) -> list[str]:
+        return free_dimensions(p, p.tasks[0], config)
+
+    assert free(_pipeline()) == ["batch_size", "partitions"]
+    assert free(_pipeline("defaults: {batch_size: 5000}\n")) == ["partitions"]
+    assert free(_pipeline(extract="table: public.t, partitions: 2")) == ["batch_size"]
+    assert free(_pipeline(extract="query: 'select 1'")) == ["batch_size"]  # a query has no blocks to split
+    assert free(_pipeline(extract="query: 'select id from t', partition_on: id")) == ["batch_size", "partitions"]
+
+
+CHROMA = {"AGENT_ETL_MEMORY": "chroma"}
+
+
+def _run(folder: Path) -> dict:
+    r = cli("run", "pipeline.yaml", "--json", cwd=folder, env=CHROMA)
+    assert r.returncode == 0, r.stderr
+    return {t["name"]: t for t in json.loads(r.stdout)["tasks"]}
+
+
+def test_second_run_gets_a_proposed_setting_and_a_pinned_batch_size_stays(tmp_path: Path):
+    open_ = tmp_path / "open"
+    write_pipeline(open_, text=PIPELINE.replace("defaults: {{batch_size: 1000}}\n", ""))
+    first = _run(open_)["orders"]["details"]["tuning"]
+    assert first["batch_size"] == 100_000 and "no similar experience" in first["reason"]
+    plan = cli("plan", "pipeline.yaml", cwd=open_, env=CHROMA)
+    assert plan.returncode == 0 and plan.stdout.count("tuned: batch_size 200,000 (exploring") == 1, plan.stdout
+    tasks = _run(open_)
+    assert {t["details"]["tuning"]["batch_size"] for t in tasks.values()} == {200_000}
+    show = cli("runs", "show", json.loads(cli("runs", "list", "--json", cwd=open_).stdout)[0]["run_id"], cwd=open_)
+    assert show.stdout.count("tuned: batch_size 200,000 (exploring") == 3, show.stdout
+    assert "best known setting (batch_size 100,000" in tasks["lake"]["details"]["tuning"]["reason"]
+    listed = json.loads(cli("memory", "list", "--json", cwd=open_, env=CHROMA).stdout)
+    assert sorted(e["params"]["batch_size"] for e in listed if e["task"] == "orders") == [100_000, 200_000]
+
+    pinned = tmp_path / "pinned"
+    write_pipeline(pinned)  # defaults: {batch_size: 1000}
+    for _ in range(3):
+        tasks = _run(pinned)
+        assert all("tuning" not in (t["details"] or {}) for t in tasks.values())  # csv: nothing else to tune
+    assert "tuned" not in cli("plan", "pipeline.yaml", cwd=pinned, env=CHROMA).stdout
+    listed = json.loads(cli("memory", "list", "--json", cwd=pinned, env=CHROMA).stdout)
+    assert {e["params"]["batch_size"] for e in listed} == {1000}
