@@ -14,6 +14,9 @@ file depend on the machine.
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
+import re
 import sys
 import types
 import typing
@@ -64,16 +67,16 @@ def _default(field: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
-        return f'`"{value}"`' if value else '`""`'
+        return f"`'{value}'`" if '"' in value else f'`"{value}"`'
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
-    if isinstance(value, (list, dict)) and not value:
-        return "`[]`" if isinstance(value, list) else "`{}`"
+    if isinstance(value, (list, dict)):
+        return f"`{json.dumps(value, default=str)}`"
     return f"`{value}`"
 
 
 def _cell(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
+    return " ".join(text.split()).replace("|", "\\|").replace("<", "&lt;")
 
 
 def _nested(model: type[BaseModel]) -> list[type[BaseModel]]:
@@ -95,13 +98,92 @@ def _nested(model: type[BaseModel]) -> list[type[BaseModel]]:
     return out
 
 
+# What a spec field means where its model says nothing (no description=, no comment): the spec
+# package's models are the first place for such text; these fill the gaps until they say it there.
+_MEANINGS = {
+    ("Spec", "version"): "the spec's format version; always 1",
+    ("Spec", "name"): "the pipeline's name: runs, history, profiles and the result cache are kept under it",
+    ("Spec", "description"): "free text, shown by `plan`",
+    ("Spec", "defaults"): "settings every task uses unless its step sets its own",
+    ("Spec", "connections"): "named connections steps refer to with `connection:`; secrets only as ${VAR} or ${file:path}",
+    ("Spec", "extract"): "sources, each under its own name",
+    ("Spec", "transform"): "steps in any order; `input:` edges make the task graph",
+    ("Spec", "quality"): "quality groups: the checks that gate an input's stream",
+    ("Spec", "load"): "destinations, each under its own name",
+    ("Spec", "alerts"): "webhooks told of failed runs, quality failures, anomalies and stalls",
+    ("Defaults", "batch_size"): "rows per Arrow batch",
+    ("Defaults", "retries"): "how a task that failed transiently is retried",
+    ("Defaults", "breaker"): "the circuit breaker per connection",
+    ("Retries", "max_attempts"): "tries of a task in all, the first included",
+    ("Retries", "backoff"): "waits that double from `initial_delay` up to `max_delay`, or stay at `initial_delay`",
+    ("Retries", "initial_delay"): "seconds before the second try",
+    ("Retries", "max_delay"): "longest wait in seconds",
+    ("CommitEvery", "rows"): "commit a unit after this many rows",
+    ("CommitEvery", "seconds"): "commit a unit after this many seconds",
+    ("Breaker", "failures"): "transient failures on one connection before its other tasks fail at once",
+    ("Connection", "url"): "a database URL (`postgresql://`, `mysql://`, `sqlite:///`, `duckdb:///`, any SQLAlchemy URL) "
+                           "or a service's base URL; other keys are the tool's connection options",
+    ("Step", "name"): "the step's name: the key under `extract:` and `load:`, `name:` in `transform:`",
+    ("Step", "tool"): "the tool that runs the step (`agent-etl tools list`); the step's other keys are its options",
+    ("ExtractStep", "cache"): "keep the result and reuse it within a ttl: `true` or `{ttl: 10m}`",
+    ("TransformStep", "input"): "the step or steps it reads (a list for a join or union)",
+    ("LoadStep", "input"): "the step it writes",
+    ("QualityGroup", "input"): "the step whose stream the checks gate",
+    ("QualityGroup", "checks"): "one mapping per check, e.g. `- not_null: [id]` (see Checks below)",
+    ("QualityGroup", "on_failure"): "a failing check stops the run before any destination commits (exit 3), warns, "
+                                    "or sends the failing rows to the quarantine",
+    ("ProfileOptions", "enabled"): "profile the input at all",
+    ("ProfileOptions", "columns"): "the columns to profile (default: all)",
+    ("ProfileOptions", "outliers"): "column -> outlier method",
+}
+
+
+def _meaning(model: type, attr: str) -> str:
+    for cls in model.__mro__:
+        if (found := _MEANINGS.get((cls.__name__, attr))) is not None:
+            return found
+    return ""
+
+
+_FIELD = re.compile(r"^\s+(\w+)\s*:[^#]*?(?:#\s*(.*))?$")
+
+
+def source_comments(model: type) -> dict[str, str]:
+    """Field name -> the comment on its line, or else the comment lines right above it, in the
+    class bodies of ``model`` and its bases: what a field without ``description=`` means."""
+    out: dict[str, str] = {}
+    for cls in reversed(model.__mro__):
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
+            continue
+        try:
+            lines = inspect.getsource(cls).splitlines()
+        except (OSError, TypeError):
+            continue
+        above: list[str] = []
+        for line in lines[1:]:
+            stripped = line.strip()
+            if stripped.startswith("#"):
+                above.append(stripped.lstrip("#").strip())
+                continue
+            m = _FIELD.match(line)
+            if m and not stripped.startswith(("def ", "return", "@")) and line.startswith("    ") \
+                    and not line.startswith("     "):
+                comment = m.group(2) or " ".join(above)
+                if comment:
+                    out[m.group(1)] = comment
+            above = []
+    return out
+
+
 def fields_table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[str]:
-    rows = [(f.alias or n, f) for n, f in model.model_fields.items() if (f.alias or n) not in skip]
+    rows = [(n, f.alias or n, f) for n, f in model.model_fields.items() if (f.alias or n) not in skip]
     if not rows:
         return ["No options.", ""]
+    comments = source_comments(model)
     out = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for name, f in rows:
-        out.append(f"| `{name}` | {type_name(f.annotation)} | {_default(f)} | {_cell(f.description or '')} |")
+    for attr, name, f in rows:
+        meaning = f.description or comments.get(attr) or _meaning(model, attr)
+        out.append(f"| `{name}` | {type_name(f.annotation)} | {_default(f)} | {_cell(meaning)} |")
     return out + [""]
 
 
