@@ -174,3 +174,46 @@ def test_getting_started_shows_the_files_example():
     lines = [ln for ln in (EXAMPLES / "files" / "pipeline.yaml").read_text(encoding="utf-8").splitlines()
              if not ln.startswith("#")]
     assert "\n".join(lines).rstrip() in page
+
+
+async def _nats_stream(url: str, name: str, subject: str | None) -> None:
+    """Delete the JetStream stream ``name``, and create it anew when ``subject`` is given."""
+    import nats
+    from nats.js.errors import NotFoundError
+
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        try:
+            await js.delete_stream(name)
+        except NotFoundError:
+            pass
+        if subject:
+            await js.add_stream(name=name, subjects=[subject])
+    finally:
+        await nc.close()
+
+
+@pytest.mark.services("redis", "nats")
+def test_streams_example(tmp_path: Path):
+    """examples/streams against the test servers; the example's names are fixed, so they are
+    cleared before and after (nothing else uses them)."""
+    import asyncio
+
+    import redis
+
+    redis_url, nats_url = "redis://127.0.0.1:6379/0", "nats://127.0.0.1:4222"
+    client = redis.Redis.from_url(redis_url)
+    client.delete("example_orders")
+    asyncio.run(_nats_stream(nats_url, "EXAMPLE_ORDERS", "example.orders"))
+    try:
+        where = copy_example("streams", tmp_path)
+        urls = ("--var", f"REDIS_URL={redis_url}", "--var", f"NATS_URL={nats_url}")
+        run_ok(where, *urls, "pipeline.yaml")
+        run_ok(where, *urls, "read.yaml")
+        for name in ("from_redis.jsonl", "from_nats.jsonl"):
+            assert len((where / "out" / name).read_text().splitlines()) == 8, name
+    finally:
+        client.delete("example_orders")
+        client.close()
+        asyncio.run(_nats_stream(nats_url, "EXAMPLE_ORDERS", None))
