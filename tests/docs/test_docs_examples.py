@@ -1,6 +1,7 @@
 """The docs site's promises (issue 17): the spec reference is what the models say, and every
-source and destination page's example under examples/ runs (offline ones with `agent-etl run`,
-PostgreSQL and MariaDB ones against the test servers, the rest at least through `validate`).
+source and destination page's example under examples/ runs with `agent-etl run` (offline ones as
+they are; PostgreSQL, MariaDB, Redis and NATS ones against the test servers; S3 and API ones in
+test_docs_s3_example.py and test_docs_api_example.py) and validates with its URLs given.
 The strict mkdocs build itself runs in .ci/run."""
 
 from __future__ import annotations
