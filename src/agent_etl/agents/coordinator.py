@@ -239,10 +239,18 @@ class AgentCoordinator(Agent):
             return {}
         from agent_etl.agents.tuning import tune
 
+        from agent_etl.memory.folder import memory_folder
+
         home = self.home_for(pipeline)
         recorder = self._recorder()
+
+        async def read(fn: Any) -> Any:
+            if self.settings.memory == "chroma" and not (memory_folder(home) / "chroma").is_dir():
+                return []  # no experience yet: chromadb is not imported before the first run
+            return await recorder.read(home, fn)
+
         try:
-            return await tune(pipeline, self.registry, lambda fn: recorder.read(home, fn))
+            return await tune(pipeline, self.registry, read)
         except Exception as e:  # memory held by another process, unreadable: the spec's values
             log.warning("tuning: the spec's values, no experience read: %s: %s", type(e).__name__, e)
             return {}
