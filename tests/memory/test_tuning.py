@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from agent_etl.agents.tuning import Observed, free_dimensions, propose
+from agent_etl.agents.tuning import Observed, free_dimensions, observed_runs, propose
 from agent_etl.spec import Pipeline
 from agent_etl.tools.registry import default_registry
 from tests.cli.conftest import cli
@@ -54,6 +54,12 @@ def test_means_over_repeated_runs_and_similarity_weights():
     assert propose(seen, BASE, FREE)[0] == (100_000, 2)
 
 
+def test_a_failed_run_counts_as_tried_and_slow():
+    seen = [Observed(BASE, 1e6), Observed((100_000, 2), 0.0)]
+    assert propose(seen, BASE, FREE)[0] == (200_000, 1)
+    assert propose([Observed(BASE, 0.0)], BASE, FREE)[0] == (100_000, 2)
+
+
 def test_pinned_values_are_kept_and_other_values_of_them_ignored():
     seen = [Observed((100_000, 1), 2e6), Observed((50_000, 1), 1e6)]
     setting, _ = propose(seen, (50_000, 1), ["partitions"])  # batch_size pinned at 50k: the 100k run tells nothing
@@ -94,6 +100,31 @@ def test_what_the_spec_leaves_open():
     assert free(_pipeline(extract="table: public.t, partitions: 2")) == ["batch_size"]
     assert free(_pipeline(extract="query: 'select 1'")) == ["batch_size"]  # a query has no blocks to split
     assert free(_pipeline(extract="query: 'select id from t', partition_on: id")) == ["batch_size", "partitions"]
+
+
+def test_past_runs_count_at_their_slowest_task_with_the_setting_they_ran_with():
+    from agent_etl.agents.memory_selector import kind_of
+    from agent_etl.memory import open_memory
+    from agent_etl.memory.descriptor import describe
+    from agent_etl.memory.experience import Experience
+
+    p = _pipeline()
+    src, out = describe(p.tasks[0], p), describe(p.tasks[1], p)
+    csv = Pipeline.from_text("version: 1\nname: c\nextract:\n  src: {tool: csv, path: a.csv}\n"
+                             "load:\n  out: {input: src, tool: parquet, path: out.parquet}\n")
+
+    def ran(run: str, d, rps: float, params: dict, status: str = "succeeded") -> Experience:
+        return Experience(run, "p", "src" if d.kind == "extract" else "out", d, "default", params, status,
+                          rows_per_second=rps)
+
+    memory = open_memory("numpy")
+    memory.add([e.to_record() for e in (
+        ran("r1", src, 2e6, {"batch_size": 400_000, "partitions": 2}), ran("r1", out, 1e6, {"batch_size": 400_000}),
+        ran("r2", src, 1.5e6, {"batch_size": 100_000}), ran("r2", out, 1.4e6, {"batch_size": 100_000}),
+        ran("r3", src, 3e6, {"batch_size": 50_000}), ran("r3", out, 0.0, {"batch_size": 50_000}, "failed"),
+        ran("r4", describe(csv.tasks[0], csv), 9e6, {"batch_size": 10_000}))])
+    seen = {o.setting: o.rows_per_second for o in observed_runs(memory, src.to_json(), kind_of(src), src.tool)}
+    assert seen == {(400_000, 2): 1e6, (100_000, 1): 1.4e6, (50_000, 1): 0.0}  # r3's load failed; r4: csv
 
 
 CHROMA = {"AGENT_ETL_MEMORY": "chroma"}

@@ -7,9 +7,10 @@ branch, ``partitions`` to the extract (only when its tool reads in partitions: a
 key, or a table split by its storage blocks). What the spec pins is never changed: an explicit
 ``defaults.batch_size``, an explicit ``partitions`` option.
 
-The past: memory's experiences nearest to the extract's descriptor (successful, same tool and
-branch shape, cosine distance < ``NEAR``), one per run, each with the setting it ran with and the
-branch's throughput (its slowest task's rows/s: an extract can end while its loads still write).
+The past: memory's experiences nearest to the extract's descriptor (same tool and branch shape,
+cosine distance < ``NEAR``), one per run, each with the setting it ran with and the branch's
+throughput (its slowest task's rows/s: an extract can end while its loads still write); a run whose
+branch failed counts as 1 row/s, so a setting that fails is not tried again and again.
 Per setting, the mean of log(rows/s), weighted by similarity. Then a hill climb on the ladder of
 settings (batch sizes x2 / /2, partitions x2 / /2):
 
@@ -36,6 +37,7 @@ BATCH_MIN, BATCH_MAX = 1_000, 2_000_000
 PARTS_MAX = 16
 DIMENSIONS = ("batch_size", "partitions")
 Setting = tuple[int, int]  # (batch_size, partitions)
+FAILED = 1.0  # rows/s a failed run counts as: its setting was tried, and is not tried again for a while
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def propose(observed: Sequence[Observed], current: Setting, free: Sequence[str])
     if not free:
         return current, "nothing to tune: the spec sets " + " and ".join(DIMENSIONS)
     fixed = [i for i, d in enumerate(DIMENSIONS) if d not in free]
-    seen = [o for o in observed if o.rows_per_second > 0 and all(o.setting[i] == current[i] for i in fixed)]
+    seen = [o for o in observed if all(o.setting[i] == current[i] for i in fixed)]
     if not seen:
         return current, f"no similar experience yet: {_said(current, free)}, the baseline"
     stats: dict[Setting, list[float]] = {}  # setting -> [weight, weighted sum of log rows/s, runs]
@@ -120,7 +122,7 @@ def propose(observed: Sequence[Observed], current: Setting, free: Sequence[str])
         w = max(o.similarity, 0.05)
         st = stats.setdefault(o.setting, [0.0, 0.0, 0])
         st[0] += w
-        st[1] += w * math.log(o.rows_per_second)
+        st[1] += w * math.log(max(o.rows_per_second, FAILED))
         st[2] += 1
     mean = {s: st[1] / st[0] for s, st in stats.items()}
     # the best mean; on a tie the setting with more runs, then the spec's values
@@ -162,8 +164,7 @@ def observed_runs(memory: Any, document: str, kind: tuple, tool: str) -> list[Ob
     from agent_etl.agents.memory_selector import kind_of
     from agent_etl.memory.experience import Experience
 
-    hits = [h for h in memory.query(document, RECALL, {"status": "succeeded", "kind": "extract"})
-            if h.distance < NEAR]
+    hits = [h for h in memory.query(document, RECALL, {"kind": "extract"}) if h.distance < NEAR]
     near: dict[str, tuple[Experience, float]] = {}
     for h in hits:
         e = Experience.from_record(h.record)
@@ -182,8 +183,8 @@ def observed_runs(memory: Any, document: str, kind: tuple, tool: str) -> list[Ob
             slowest[e.run_id] = min(slowest.get(e.run_id, math.inf), e.rows_per_second)
     out = []
     for run, (e, sim) in near.items():
-        speed = slowest.get(run, e.rows_per_second)
-        if speed > 0 and "batch_size" in e.params:
+        speed = slowest.get(run, e.rows_per_second if e.status == "succeeded" else 0.0)
+        if "batch_size" in e.params:
             out.append(Observed((e.params["batch_size"], e.params.get("partitions", 1)), speed, sim))
     return out
 
