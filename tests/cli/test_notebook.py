@@ -38,11 +38,28 @@ def executed(tmp_path: Path, monkeypatch) -> list:
         monkeypatch.delenv(name, raising=False)  # the notebook's defaults: state next to the pipeline
     nb = nbformat.read(work / "notebook.ipynb", as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "the example is kept without outputs"
-    client = nbclient.NotebookClient(nb, kernel_name="agent-etl-test", timeout=120,
-                                     resources={"metadata": {"path": str(work)}})
+    # and, after the example's cells, the script entry point, which runs on a thread of its own here
+    nb.cells.append(nbformat.v4.new_code_cell("import agent_etl\nagain = agent_etl.run('quickstart/pipeline.yaml')\n"
+                                              "again.status"))
+    client = Recording(nb, kernel_name="agent-etl-test", timeout=120, resources={"metadata": {"path": str(work)}})
     client.execute()
     assert (work / "quickstart" / "out" / "warehouse.db").is_file()
-    return [c for c in nb.cells if c.cell_type == "code"]
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    for cell, index in zip(cells, [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]):
+        cell.updates = client.updates.get(index, [])
+    return cells
+
+
+class Recording(nbclient.NotebookClient):
+    """Keeps the HTML of every update of a display (the notebook keeps only the last)."""
+
+    updates: dict
+
+    def process_message(self, msg, cell, cell_index):
+        if msg["msg_type"] == "update_display_data":
+            self.updates = getattr(self, "updates", {})
+            self.updates.setdefault(cell_index, []).append(msg["content"]["data"].get("text/html", ""))
+        return super().process_message(msg, cell, cell_index)
 
 
 def html_of(cell, output_type: str) -> str:
@@ -62,7 +79,9 @@ def test_the_example_notebook_runs_the_quickstart_and_shows_its_result(executed:
 
     run = source_has(executed, "await coordinator.run")
     progress, result = html_of(run, "display_data"), html_of(run, "execute_result")
-    # the progress table, as its last update left it: the run's end
+    # the progress table, updated while the run ran (the first update, at the first task's start)...
+    assert len(run.updates) >= 2 and "running" in run.updates[0] and "0 of 9 tasks done" in run.updates[0]
+    # ... and as its last update left it: the run's end
     assert "succeeded" in progress and f"{len(TASKS)} of {len(TASKS)} tasks done" in progress
     assert "pending" not in progress and "running" not in progress
     for name in TASKS:
@@ -85,6 +104,10 @@ def test_the_example_notebook_runs_the_quickstart_and_shows_its_result(executed:
 
     landed = html_of(source_has(executed, "pd.read_parquet"), "execute_result")
     assert "revenue" in landed and "country" in landed
+
+    again = executed[-1]
+    assert [o["data"]["text/plain"] for o in again.outputs if o.output_type == "execute_result"] == ["'succeeded'"]
+    assert f"{len(TASKS)} of {len(TASKS)} tasks done" in html_of(again, "display_data")
 
 
 def test_outside_a_notebook_nothing_of_jupyter_is_imported(tmp_path: Path):
