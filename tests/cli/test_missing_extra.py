@@ -53,3 +53,27 @@ load:
         assert "Traceback" not in r.stderr
         assert r.stderr.strip().splitlines() == [
             "error: p.yaml: line 8: tool 'postgres' needs the postgres extra: pip install 'agent-etl[postgres]'"]
+
+
+def test_format_polars_without_the_polars_extra_is_one_line(bare: Path, tmp_path: Path):
+    probe = subprocess.run([str(bare.parent / "python"), "-c", "import polars"], capture_output=True)
+    if probe.returncode == 0:
+        pytest.skip("polars is installed in the bare environment (a dependency brought it)")
+    (tmp_path / "p.yaml").write_text("""\
+version: 1
+name: bare
+extract:
+  t: {tool: csv, path: a.csv}
+transform:
+  - {name: f, input: t, tool: python, function: "udf:f", format: polars}
+load:
+  out: {input: f, tool: csv, path: out.csv}
+""")
+    (tmp_path / "a.csv").write_text("a\n1\n")
+    (tmp_path / "udf.py").write_text("def f(df):\n    return df\n")
+    for command in ("validate", "run"):
+        r = subprocess.run([str(bare), command, "p.yaml"], capture_output=True, text=True, cwd=tmp_path)
+        assert r.returncode == 2, (command, r.stdout, r.stderr)
+        assert r.stderr.strip().splitlines() == [
+            "error: p.yaml: line 6: transform.0.format: format: polars needs the polars extra: "
+            "pip install 'agent-etl[polars]'"], command
