@@ -20,6 +20,7 @@ from typing import Any
 from agent_etl.agents import destinations
 from agent_etl.agents.base import Agent
 from agent_etl.agents.breakers import Breakers
+from agent_etl.agents.outcome import outcome, settled_state, with_ancestors
 from agent_etl.agents.selector import AgentInfo, CapabilitySelector, Selector
 from agent_etl.bus.base import EventBus
 from agent_etl import redaction
@@ -31,7 +32,6 @@ from agent_etl.observe.logs import bound
 from agent_etl.result import STATUS_BY_EXIT, RunResult, TaskResult
 from agent_etl.run_context import RunDescription
 from agent_etl.spec import Pipeline, Task
-from agent_etl.spec.changes import changes
 from agent_etl.summary import landing
 
 log = logging.getLogger("agent_etl.coordinator")
@@ -291,59 +291,15 @@ class AgentCoordinator(Agent):
 
     async def _resume(self, resume: str | bool, pipeline: Pipeline | None, variables: dict[str, str] | None,
                       force: bool) -> RunResult:
-        from agent_etl.agents.resume import plan_resume
-        from agent_etl.store.runs import RESUMABLE
+        from agent_etl.agents.resume import reopen
 
         store = self.store_for(self.home_for(pipeline))
         if store is None:
             raise ResumeError("resume needs the run store; this coordinator runs without one (store=False)")
-        if resume is True:
-            if pipeline is None:
-                raise ResumeError("resume=True needs the pipeline whose latest unfinished run to resume")
-            row = store.latest_unfinished(pipeline.name)
-            if row is None:
-                raise ResumeError(f"pipeline {pipeline.name!r} has no unfinished run to resume (its latest run "
-                                  "succeeded, or it never ran); start one with `agent-etl run`")
-            resume = row["run_id"]
-        record = store.get_run(str(resume))
-        if record is None:
-            raise ResumeError(f"{store.missing(str(resume))} (run store {store.url})")
-        run = record.run
-        run_id = run["run_id"]
-        if run["status"] in ("succeeded", "warned"):
-            results = {t["task"]: TaskResult(t["task"], t["kind"], t["tool"], status=t["status"], rows=t["rows"] or 0,
-                                             agent=t["agent"] or "", reason="")
-                       for t in record.tasks}
-            return RunResult(run_id, run["pipeline"], run["status"], 0, 0.0, results,
-                             note=f"run {run_id} already {run['status']}; nothing to do")
-        if run["status"] not in RESUMABLE:
-            raise ResumeError(f"run {run_id} is {run['status']} (process {run.get('owner')}); a run in progress "
-                              "cannot be resumed: wait for it to end, or stop it (Ctrl-C, SIGTERM) and resume then")
-        if not run.get("description"):
-            raise ResumeError(f"run {run_id} was recorded without its description (an older agent-etl); "
-                              "start a new run with `agent-etl run`")
-        desc = RunDescription.model_validate(run["description"])
-        rebuilt = desc.pipeline(variables, registry=self._registry)
-        redaction.remember(rebuilt.secrets)
-        now = pipeline.doc.source_text if pipeline is not None else (
-            Path(desc.path).read_text() if desc.path and Path(desc.path).is_file() else desc.spec)
-        changed = changes(desc.spec, now)
-        if changed:
-            if not force:
-                raise ResumeError(f"the pipeline changed since run {run_id} started: {changed}; resuming would mix "
-                                  "two versions of it. Run it anew with `agent-etl run`, or resume with --force to "
-                                  "go on with the pipeline as it is now")
-            merged = {**desc.variables, **(variables or {})}
-            source = pipeline if pipeline is not None else Pipeline.from_yaml(desc.path, merged,
-                                                                               registry=self._registry)
-            store.audit(run_id, "config.changed", None, {"from": desc.fingerprint, "to": source.fingerprint,
-                                                         "changes": changed})
-            rebuilt, desc = source, RunDescription.of(source, merged, Path(desc.home))
-        status = {t["task"]: t["status"] for t in record.tasks}
-        committed, units = await destinations.committed(self.registry, run_id, rebuilt, Path(desc.home), store)
-        plan = plan_resume(run_id, rebuilt, self.registry, status, committed, units)
-        # the bounds the run started with: a resumed incremental read reads the same rows
-        return await self._execute(run_id, rebuilt, desc, store, plan, run.get("cursors") or {})
+        found = await reopen(self.registry, store, resume, pipeline, variables, force)
+        if isinstance(found, RunResult):  # it had succeeded: nothing to do
+            return found
+        return await self._execute(*found)
 
     async def _execute(self, run_id: str, pipeline: Pipeline, desc: RunDescription, store: Any, plan: Any,
                        cursors: dict[str, Any]) -> RunResult:
@@ -409,7 +365,7 @@ class AgentCoordinator(Agent):
 
             todo = [[t for t in b if t.name not in skipped] for b in branches]
             await asyncio.gather(*(branch(b) for b in todo if b))
-            exit_code, error = _outcome(results)
+            exit_code, error = outcome(results)
         except asyncio.CancelledError:
             exit_code, error = 130, "interrupted"
             await self._cancel(run_id)
@@ -426,7 +382,7 @@ class AgentCoordinator(Agent):
                 _record(store, finished)  # written with the run's end: a follower sees both
                 staged = {n: r.details["state"] for n, r in results.items() if r.details and "state" in r.details}
                 if staged:
-                    store.save_state(pipeline.name, run_id, _settled_state(pipeline, results, staged))
+                    store.save_state(pipeline.name, run_id, settled_state(pipeline, results, staged))
                 rows = sum(t.rows for t in results.values() if t.kind == "load" and t.status == "succeeded")
                 # on the loop thread: the run is over, and a worker thread would wait for the GIL
                 # while the loop drains events (up to the 5 ms switch interval)
@@ -473,7 +429,7 @@ class AgentCoordinator(Agent):
                 return
             consumed = {i for t in todo for i in t.inputs}
             sinks = [t for t in todo if t.name not in consumed and isinstance(outcome[t.name], TaskFailed)]
-            todo = _with_ancestors(sinks, todo)
+            todo = with_ancestors(sinks, todo)
             delay = retries.delay(attempt)
             log.warning("run %s: %s failed transiently (%s); retrying %d task(s) in %.1fs", run_id,
                         roots[0].task, roots[0].error, len(todo), delay)
@@ -642,42 +598,3 @@ def _one_agent_per_branch(branches: list[list[Task]], chosen: dict[str, tuple[Ag
             for t in branch:
                 out[t.name] = (agent, chosen[t.name][1] if chosen[t.name][0] is agent else reason)
     return out
-
-
-def _with_ancestors(sinks: list[Task], tasks: list[Task]) -> list[Task]:
-    by_name = {t.name: t for t in tasks}
-    need: set[str] = set()
-    stack = [t.name for t in sinks]
-    while stack:
-        n = stack.pop()
-        if n in need or n not in by_name:
-            continue
-        need.add(n)
-        stack.extend(by_name[n].inputs)
-    return [t for t in tasks if t.name in need]
-
-
-def _settled_state(pipeline: Pipeline, results: dict[str, TaskResult], staged: dict[str, Any]) -> dict[str, Any]:
-    """The staged state of the tasks that succeeded along with everything downstream of them: an
-    incremental cursor moves on only once every destination fed from it has committed the rows."""
-    below: dict[str, list[str]] = {}
-    for t in pipeline.tasks:
-        for i in t.inputs:
-            below.setdefault(i, []).append(t.name)
-
-    def settled(name: str) -> bool:
-        r = results.get(name)
-        return r is not None and r.status == "succeeded" and all(settled(d) for d in below.get(name, ()))
-
-    return {task: value for task, value in staged.items() if settled(task)}
-
-
-def _outcome(results: dict[str, TaskResult]) -> tuple[int, str | None]:
-    roots = [r for r in results.values() if r.status == "failed"]
-    if not roots:
-        return 0, None
-    codes = {r.details.get("exit_code", 1) for r in roots}
-    code = 1 if 1 in codes else (2 if 2 in codes else 3)
-    first = next(r for r in roots if r.details.get("exit_code", 1) == code)
-    return code, first.error
-

@@ -125,3 +125,67 @@ def plan_resume(run_id: str, pipeline: Pipeline, registry: Any, task_status: dic
             continue  # some load needs the source from its start
         plan.start[e] = min(positions, key=lambda p: p.get("rows", 0))
     return plan
+
+
+async def reopen(registry: Any, store: Any, resume: str | bool, pipeline: Pipeline | None,
+                 variables: dict[str, str] | None, force: bool) -> Any:
+    """The run ``resume`` names (or, for True, ``pipeline``'s latest unfinished one), rebuilt from its
+    stored description and checked against the pipeline as it is now: a ``RunResult`` when it had
+    already succeeded, else ``(run_id, pipeline, description, store, ResumePlan, cursors)`` for the
+    coordinator to execute. ``ResumeError`` says why it cannot go on."""
+    from pathlib import Path
+
+    from agent_etl import redaction
+    from agent_etl.agents import destinations
+    from agent_etl.result import RunResult, TaskResult
+    from agent_etl.run_context import RunDescription
+    from agent_etl.spec.changes import changes
+    from agent_etl.store.runs import RESUMABLE
+
+    if resume is True:
+        if pipeline is None:
+            raise ResumeError("resume=True needs the pipeline whose latest unfinished run to resume")
+        row = store.latest_unfinished(pipeline.name)
+        if row is None:
+            raise ResumeError(f"pipeline {pipeline.name!r} has no unfinished run to resume (its latest run "
+                              "succeeded, or it never ran); start one with `agent-etl run`")
+        resume = row["run_id"]
+    record = store.get_run(str(resume))
+    if record is None:
+        raise ResumeError(f"{store.missing(str(resume))} (run store {store.url})")
+    run = record.run
+    run_id = run["run_id"]
+    if run["status"] in ("succeeded", "warned"):
+        results = {t["task"]: TaskResult(t["task"], t["kind"], t["tool"], status=t["status"], rows=t["rows"] or 0,
+                                         agent=t["agent"] or "", reason="")
+                   for t in record.tasks}
+        return RunResult(run_id, run["pipeline"], run["status"], 0, 0.0, results,
+                         note=f"run {run_id} already {run['status']}; nothing to do")
+    if run["status"] not in RESUMABLE:
+        raise ResumeError(f"run {run_id} is {run['status']} (process {run.get('owner')}); a run in progress "
+                          "cannot be resumed: wait for it to end, or stop it (Ctrl-C, SIGTERM) and resume then")
+    if not run.get("description"):
+        raise ResumeError(f"run {run_id} was recorded without its description (an older agent-etl); "
+                          "start a new run with `agent-etl run`")
+    desc = RunDescription.model_validate(run["description"])
+    rebuilt = desc.pipeline(variables, registry=registry)
+    redaction.remember(rebuilt.secrets)
+    now = pipeline.doc.source_text if pipeline is not None else (
+        Path(desc.path).read_text() if desc.path and Path(desc.path).is_file() else desc.spec)
+    changed = changes(desc.spec, now)
+    if changed:
+        if not force:
+            raise ResumeError(f"the pipeline changed since run {run_id} started: {changed}; resuming would mix "
+                              "two versions of it. Run it anew with `agent-etl run`, or resume with --force to "
+                              "go on with the pipeline as it is now")
+        merged = {**desc.variables, **(variables or {})}
+        source = pipeline if pipeline is not None else Pipeline.from_yaml(desc.path, merged,
+                                                                           registry=registry)
+        store.audit(run_id, "config.changed", None, {"from": desc.fingerprint, "to": source.fingerprint,
+                                                     "changes": changed})
+        rebuilt, desc = source, RunDescription.of(source, merged, Path(desc.home))
+    status = {t["task"]: t["status"] for t in record.tasks}
+    committed, units = await destinations.committed(registry, run_id, rebuilt, Path(desc.home), store)
+    plan = plan_resume(run_id, rebuilt, registry, status, committed, units)
+    # the bounds the run started with: a resumed incremental read reads the same rows
+    return run_id, rebuilt, desc, store, plan, run.get("cursors") or {}
