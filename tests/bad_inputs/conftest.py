@@ -4,12 +4,13 @@ of the test's own; each case says which it needs (``needs:``) and gets their add
 from __future__ import annotations
 
 import asyncio
-import threading
 import uuid
 from collections.abc import Iterator
 
 import pytest
+
 from tests.connectors.s3.conftest import s3, s3_endpoint  # noqa: F401 - fixtures used by the cases
+from tests.threaded_app import ThreadedApp
 
 aiohttp_web = pytest.importorskip("aiohttp.web", reason="aiohttp (the api extra) is not installed")
 
@@ -31,9 +32,7 @@ class BadApi:
         for path, answer in answers.items():
             self.app.router.add_get(path, self._handler(answer))
         self.app.router.add_get("/slow", self.slow)
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.server = ThreadedApp(self.app)
 
     @staticmethod
     def _handler(answer):
@@ -45,25 +44,11 @@ class BadApi:
         await asyncio.sleep(30)
         return aiohttp_web.json_response([])
 
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.runner = aiohttp_web.AppRunner(self.app)
-        self.loop.run_until_complete(self.runner.setup())
-        site = aiohttp_web.TCPSite(self.runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]
-        self.ready.set()
-        self.loop.run_forever()
-
     def start(self) -> str:
-        self.thread.start()
-        self.ready.wait(10)
-        return f"http://127.0.0.1:{self.port}"
+        return self.server.start().url
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        self.server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,7 @@ cursor behind a bearer token, all of them to Parquet, the paid ones POSTed as JS
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.docs.test_docs_examples import copy_example, run_ok
+from tests.threaded_app import ThreadedApp
 
 web = pytest.importorskip("aiohttp.web", reason="aiohttp (the api extra) is not installed")
 
@@ -30,9 +29,7 @@ class ShopApi:
         self.app = web.Application()
         self.app.router.add_get("/v1/orders", self.orders)
         self.app.router.add_post("/hook", self.hook)
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.server = ThreadedApp(self.app)
 
     async def orders(self, request):
         if request.headers.get("Authorization") != "Bearer t0ken":
@@ -47,25 +44,11 @@ class ShopApi:
         self.posted += [json.loads(line) for line in (await request.text()).splitlines() if line]
         return web.json_response({"ok": True})
 
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.runner = web.AppRunner(self.app)
-        self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]
-        self.ready.set()
-        self.loop.run_forever()
-
     def start(self) -> str:
-        self.thread.start()
-        assert self.ready.wait(10)
-        return f"http://127.0.0.1:{self.port}"
+        return self.server.start().url
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        self.server.stop()
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ stdout and stderr. Values that are not secrets (a port from ${PGPORT:-5432}) sta
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ import pytest
 from tests.cli.conftest import cli
 from tests.connectors.s3.conftest import bucket, s3, s3_endpoint  # noqa: F401 - fixtures
 from tests.connectors.streams.conftest import nats_stream  # noqa: F401 - fixture
+from tests.threaded_app import ThreadedApp
 
 ROWS = 300
 
@@ -264,9 +263,7 @@ class TokenApi:
         self.token = token
         self.app = web.Application()
         self.app.router.add_get("/items", self.items)
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.server = ThreadedApp(self.app)
 
     async def items(self, req):
         from aiohttp import web
@@ -276,27 +273,11 @@ class TokenApi:
             return web.json_response({"error": f"bad credentials: {got}"}, status=401)
         return web.json_response({"data": [{"id": i, "name": f"n{i}"} for i in range(20)]})
 
-    def _serve(self) -> None:
-        from aiohttp import web
-
-        asyncio.set_event_loop(self.loop)
-        self.runner = web.AppRunner(self.app)
-        self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]
-        self.ready.set()
-        self.loop.run_forever()
-
     def __enter__(self) -> str:
-        self.thread.start()
-        self.ready.wait(10)
-        return f"http://127.0.0.1:{self.port}"
+        return self.server.start().url
 
     def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        self.server.stop()
 
 
 def test_rest_with_a_bearer_token(project: Project) -> None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import threading
 from collections import defaultdict
 from typing import Any
 
 from aiohttp import web
+
+from tests.threaded_app import ThreadedApp
 
 TOKEN = "s3cret-token-value"
 USER, PASSWORD = "ana", "pa55word-value"
@@ -207,37 +208,13 @@ class Api:
         return out
 
 
-class Server:
+class Server(ThreadedApp):
     """The API on 127.0.0.1, a free port, in a thread of its own."""
 
     def __init__(self, api: Api):
         self.api = api
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.port = 0
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        runner = web.AppRunner(self.api.app(), access_log=None)
-        self.loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.runner = runner
-        self.ready.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(runner.cleanup())
+        super().__init__(api.app())
 
     def start(self) -> Server:
-        self.thread.start()
-        self.ready.wait(10)
+        super().start()
         return self
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
