@@ -70,6 +70,14 @@ def test_quality_summary_and_destinations_everywhere(quickstart):
     assert shown["quality"]["groups"][0]["rows_quarantined"] == group["rows_quarantined"]
     assert {d["load"]: d["rows"] for d in shown["destinations"]} == {k: d["rows"] for k, d in dests.items()}
 
+    listed = cli("runs", "list", cwd=quickstart).stdout.splitlines()
+    assert "rows per destination" in listed[0]
+    line = next(x for x in listed if x.startswith(result["run_id"]))
+    assert f"warehouse {dests['warehouse']['rows']:,}" in line and f"lake {dests['lake']['rows']:,}" in line
+    (as_json,) = [r for r in json.loads(cli("runs", "list", "--json", cwd=quickstart).stdout)
+                  if r["run_id"] == result["run_id"]]
+    assert as_json["loads"] == {k: d["rows"] for k, d in dests.items()}
+
 
 async def test_result_in_python_and_notebook(quickstart, monkeypatch):
     monkeypatch.chdir(quickstart)

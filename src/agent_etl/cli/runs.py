@@ -37,19 +37,31 @@ def list_command(limit: int, pipeline: str | None, *, as_json: bool, home: str |
                  status: str | None = None) -> int:
     store, name = open_store(home, pipeline)
     rows = store.list_runs(limit, name, status)
+    loads = store.loads([r["run_id"] for r in rows])
     store.close()
+    for r in rows:
+        r["loads"] = loads[r["run_id"]]
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
     if not rows:
         print("no runs recorded yet" if not (status or name) else "no runs match")
         return 0
-    print(f"{'run id':<24} {'pipeline':<20} {'status':<15} {'started':<19} {'seconds':>8} {'rows':>12}")
+    print(f"{'run id':<24} {'pipeline':<20} {'status':<15} {'started':<19} {'seconds':>8}  rows per destination")
     for r in rows:
         secs = f"{r['duration']:.2f}" if r["duration"] is not None else "-"
         print(f"{r['run_id']:<24} {r['pipeline'][:20]:<20} {r['status']:<15} {_when(r['started_at']):<19} "
-              f"{secs:>8} {r['rows_loaded'] or 0:>12,}")
+              f"{secs:>8}  {_per_destination(r['loads'])}")
     return 0
+
+
+def _per_destination(loads: dict[str, int], shown: int = 3) -> str:
+    """``lake 19,297, warehouse 19,297, revenue 24`` (the first few loads, then how many more)."""
+    if not loads:
+        return "-"
+    parts = [f"{task} {rows:,}" for task, rows in list(loads.items())[:shown]]
+    more = len(loads) - shown
+    return ", ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
 def show_command(run_id: str, *, as_json: bool, home: str | None = None) -> int:

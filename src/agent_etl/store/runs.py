@@ -339,6 +339,20 @@ class RunStore:
             rows = (_live(dict(r._mapping)) for r in conn.execute(q))
             return [r for r in rows if r["status"] == status][:limit]
 
+    def loads(self, run_ids: list[str]) -> dict[str, dict[str, int]]:
+        """Per run, the rows each of its loads wrote (in plan order): a list of runs says them apart
+        instead of one sum over destinations."""
+        self.flush()
+        out: dict[str, dict[str, int]] = {r: {} for r in run_ids}
+        if not run_ids:
+            return out
+        q = select(tasks.c.run_id, tasks.c.task, tasks.c.rows).where(
+            tasks.c.run_id.in_(run_ids), tasks.c.kind == "load").order_by(tasks.c.run_id, tasks.c.position)
+        with self.engine.connect() as conn:
+            for run_id, task, rows in conn.execute(q):
+                out[run_id][task] = rows or 0
+        return out
+
     def latest_unfinished(self, pipeline: str) -> dict[str, Any] | None:
         """The newest run of ``pipeline`` that did not finish: failed, interrupted, crashed, or still
         running (which the caller refuses to take over)."""
