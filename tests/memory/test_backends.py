@@ -88,3 +88,22 @@ def test_many_records_in_one_add(memory):
     assert memory.count() == 2000
     near = memory.query(TaskDescriptor("extract", "csv", ("csv",), rows=1500).to_json(), k=5)
     assert all(h.record.metadata["i"] >= 316 for h in near)  # the same order of magnitude of rows
+
+
+@pytest.mark.parametrize("where, passing", [
+    ({"kind": "common"}, lambda i: i % 3 != 0),  # most pass: the nearest ones decide (Chroma filters them itself)
+    ({"kind": "rare"}, lambda i: i in (17, 250)),  # too few among the nearest: the backend's own filter
+    ({"kind": {"$in": ["rare", "common"]}, "i": {"$gte": 100}}, lambda i: i >= 100 and (i % 3 or i in (17, 250))),
+])
+def test_a_filtered_query_gives_the_nearest_records_that_pass(memory, where, passing):
+    def kind(i: int) -> str:
+        return "rare" if i in (17, 250) else ("common" if i % 3 else "other")
+
+    memory.add([Record(f"r{i}/t", TaskDescriptor("extract", "csv", ("csv",), rows=i + 1).to_json(),
+                       {"kind": kind(i), "i": i}) for i in range(300)])
+    doc = TaskDescriptor("extract", "csv", ("csv",), rows=120).to_json()
+    ranking = [(h.record.metadata["i"], round(h.distance, 4)) for h in memory.query(doc, k=300)]
+    want = [d for i, d in ranking if passing(i)][:5]  # many descriptors tie: compare their distances
+    got = memory.query(doc, k=5, where=where)
+    assert all(passing(h.record.metadata["i"]) for h in got)
+    assert [round(h.distance, 4) for h in got] == want

@@ -12,6 +12,8 @@ all keys must match. Operators: ``$eq $ne $gt $gte $lt $lte $in $nin``.
 
 from __future__ import annotations
 
+import operator
+
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence, Union
 
@@ -68,3 +70,31 @@ def check_where(where: Where | None) -> list[tuple[str, str, Any]]:
             raise ValueError(f"filter on {key!r}: {op} takes a list")
         out.append((key, op, value))
     return out
+
+
+_MISSING = object()
+_OPS = {"$eq": operator.eq, "$ne": operator.ne, "$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt,
+        "$lte": operator.le}
+
+
+def matches(metadata: Mapping[str, Any], conditions: list[tuple[str, str, Any]]) -> bool:
+    """Whether a record's metadata passes ``check_where``'s conditions, as Chroma and NumpyMemory
+    decide it: a missing key, or a value of another type (a bool is not a number), matches only
+    ``$ne`` (and ``$nin``)."""
+    return all(_holds(metadata, key, op, value) for key, op, value in conditions)
+
+
+def _holds(metadata: Mapping[str, Any], key: str, op: str, value: Any) -> bool:
+    if op in ("$in", "$nin"):
+        hit = any(_holds(metadata, key, "$eq", v) for v in value)
+        return hit if op == "$in" else not hit
+    have = metadata.get(key, _MISSING)
+    if have is _MISSING or _kind(have) is not _kind(value):
+        return op == "$ne"
+    return bool(_OPS[op](have, value))
+
+
+def _kind(value: Any) -> type:
+    if isinstance(value, bool):
+        return bool
+    return float if isinstance(value, (int, float)) else type(value)

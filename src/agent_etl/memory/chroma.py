@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from agent_etl.memory.base import Hit, Record, Where, check_where
+from agent_etl.memory.base import Hit, Record, Where, check_where, matches
 from agent_etl.memory.embedding import DIM, NAME, VERSION, embed
 from agent_etl.memory.lock import MemoryUnavailable, WriterLock
 
@@ -61,6 +61,9 @@ def embedding_function() -> Any:
     return _EMBEDDING
 
 
+WIDE = 100  # records searched before a filter is applied here (ChromaMemory.query)
+
+
 class ChromaMemory:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -86,10 +89,24 @@ class ChromaMemory:
                                  metadatas=[dict(r.metadata) or None for r in chunk])
 
     def query(self, document: str, k: int = 10, where: Where | None = None) -> list[Hit]:
-        n = min(k, self.count())
-        if n <= 0:
+        """With a filter, the nearest ``WIDE`` records are searched first and filtered here: Chroma's
+        own filtered search scans the records that pass (170 ms at 100k records when two thirds of
+        them do, against 1-2 ms unfiltered). Only when fewer than ``k`` of them pass does Chroma
+        filter. (No ``count()`` first: it cost 5 ms at 100k, and Chroma gives what there is.)"""
+        if k <= 0:
             return []
-        found = self._collection.query(query_embeddings=embed([document]), n_results=n, where=_where(where),
+        conditions = check_where(where)
+        vector = embed([document])
+        if conditions:
+            wide = max(WIDE, k * 10)
+            hits = self._query(vector, wide, None)
+            passed = [h for h in hits if matches(h.record.metadata, conditions)]
+            if len(passed) >= k or len(hits) < wide:  # enough, or that was every record
+                return passed[:k]
+        return self._query(vector, k, _where(where))
+
+    def _query(self, vector: Any, n: int, where: dict[str, Any] | None) -> list[Hit]:
+        found = self._collection.query(query_embeddings=vector, n_results=n, where=where,
                                        include=["documents", "metadatas", "distances"])
         return [Hit(Record(i, d or "", dict(m or {})), float(dist))
                 for i, d, m, dist in zip(found["ids"][0], found["documents"][0], found["metadatas"][0],
