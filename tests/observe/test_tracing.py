@@ -107,10 +107,12 @@ def test_help_imports_no_observability_library():
 
 
 @pytest.mark.services("nats")
-async def test_a_worker_s_task_spans_join_the_run_s_trace(make_pipeline, registry, tmp_path):
+async def test_a_worker_s_task_spans_join_the_run_s_trace(make_pipeline, registry, tmp_path, monkeypatch):
     """Over NATS the branch goes to a worker (here in this process, on its own connection): its
     tasks' spans are children of the run's span through the context on BranchAssigned."""
     import uuid
+
+    monkeypatch.setenv("AGENT_ETL_MEMORY", "off")  # spans only, as the other tests here
 
     from agent_etl.agents.worker import Worker
     from agent_etl.bus import open_bus
