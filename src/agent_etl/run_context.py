@@ -37,6 +37,8 @@ class RunDescription(BaseModel):
     fingerprint: str
     version: str
     home: str  # the state folder of the run (run store, quarantine, spool files)
+    # partitioned sources spread over workers: the ranges of their branches' copies (spec.copies)
+    copies: dict[str, Any] = {}
     _pipeline: Pipeline | None = PrivateAttr(None)  # in the process that made it: no second parse
 
     @classmethod
@@ -64,6 +66,10 @@ class RunDescription(BaseModel):
             self._pipeline = Pipeline.from_text(self.spec, source=self.path or self.pipeline_name,
                                                 base_dir=self.base_dir, variables={**self.variables, **(variables or {})},
                                                 registry=registry, path=Path(self.path) if self.path else None)
+            if self.copies:
+                from agent_etl.spec.copies import expand
+
+                self._pipeline = expand(self._pipeline, self.copies)
         return self._pipeline
 
 

@@ -21,6 +21,7 @@ from agent_etl.agents import destinations
 from agent_etl.agents.base import Agent
 from agent_etl.agents.breakers import Breakers
 from agent_etl.agents.outcome import outcome, settled_state, with_ancestors
+from agent_etl.agents.partition_plan import combine, split
 from agent_etl.agents.selector import AgentInfo, CapabilitySelector, Selector
 from agent_etl.bus.base import EventBus
 from agent_etl import redaction
@@ -284,6 +285,8 @@ class AgentCoordinator(Agent):
             desc = RunDescription.of(pipeline, variables or pipeline.variables, home)
             run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(3).hex()
             store = self.store_for(home)
+            if self.dispatch is not None:  # spread over workers: a partitioned source's branch per range
+                pipeline = await split(self.registry, pipeline, desc, run_id)
             cursors = await destinations.cursors(self.registry, run_id, pipeline, home, store)
             return await self._execute(run_id, pipeline, desc, store, None, cursors)
         except AgentETLError as e:  # raised outside a task (asking a destination, resuming): no secret in it
@@ -365,6 +368,8 @@ class AgentCoordinator(Agent):
 
             todo = [[t for t in b if t.name not in skipped] for b in branches]
             await asyncio.gather(*(branch(b) for b in todo if b))
+            if desc.copies:  # the copies' Parquet parts become the one dataset
+                await combine(pipeline, desc.copies, results)
             exit_code, error = outcome(results)
         except asyncio.CancelledError:
             exit_code, error = 130, "interrupted"

@@ -249,7 +249,7 @@ def _wire(rc: RunContext, tasks: list[Task]) -> None:
         if t.kind == "load":
             loads.setdefault(t.inputs[0], []).append(t)
     for name, siblings in loads.items():
-        every = [s for s in (spec.load[t.name].commit_every or spec.defaults.commit_every for t in siblings) if s]
+        every = [s for s in (spec.load[t.copy_of or t.name].commit_every or spec.defaults.commit_every for t in siblings) if s]
         per_batch = not every and _commits_per_batch(rc, siblings[0])
         unit = [t for t in siblings if streaming_path(rc.pipeline, t, rc.registry)
                 and _takes_units(rc, t)] if every or per_batch else []
@@ -334,7 +334,7 @@ class _TaskRun:
             resources=rc.resources,
             state_loader=lambda: rc.load_state(task.name), state_hook=lambda v: rc.stage_state(task.name, v),
             unit_source=self._unit_due if units else None,
-            may_resume=_may_resume(rc, task) if task.kind == "extract" else None,
+            may_resume=_may_resume(rc, task) if task.kind == "extract" else None, partition=task.part,
             prepare_hook=(lambda final: barrier.prepare(task.name, final)) if barrier is not None else None,
             decided=_decided(rc.store, task.name) if task.kind == "load" else None,
             run=rc)

@@ -262,6 +262,10 @@ class Task:
     refs: list[str] = field(default_factory=list)
     timeout: float | None = None  # seconds (the step's, else defaults.timeout)
     cache: Any = None  # an extract's result cache (spec.Cache), or None
+    # a copy of a task of a partitioned source's branch (``name#i``, agents.partition_plan): the
+    # step it copies, and the copy's range of the source (``ToolContext.partition``)
+    copy_of: str | None = None
+    part: dict[str, Any] | None = None
 
     @property
     def data_inputs(self) -> list[str]:

@@ -88,6 +88,11 @@ class ToolContext:
     # an extractor: whether a crash could make a run resume this read from a position (a load below
     # commits in units), so it must read in an order that is the same every time; None: unknown
     may_resume: bool | None = None
+    # a task of one copy of a partitioned source's branch (a run spread over workers): the copy's
+    # range (``reads.part_json``, with ``copy`` and ``of``), fixed by the coordinator
+    # (agents.partition_plan); an extractor reads that range alone, a loader shares its
+    # destination with the other copies
+    partition: dict[str, Any] | None = None
 
     def path(self, value: str | Path) -> Path:
         p = Path(value).expanduser()

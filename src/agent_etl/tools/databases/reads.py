@@ -290,6 +290,23 @@ def check_position(position: Any, what: str) -> dict[str, Any]:
     return position
 
 
+class _Split(Exception):
+    """Ends a read that ``split`` planned: it carries the partitions."""
+
+    def __init__(self, parts: list[Part]):
+        super().__init__("split")
+        self.parts = parts
+
+
+def part_json(part: Part) -> dict[str, Any]:
+    """A partition as JSON (typed values): how a copy of a partitioned source is told its range."""
+    return {"lo": encode_value(part.lo), "hi": encode_value(part.hi), "nulls": part.nulls}
+
+
+def part_of(value: dict[str, Any]) -> Part:
+    return Part(decode_value(value.get("lo")), decode_value(value.get("hi")), bool(value.get("nulls")))
+
+
 class KeyedExtractor(Extractor):
     """A database extractor whose ``table`` reads are in key order, hence resumable.
 
@@ -304,6 +321,23 @@ class KeyedExtractor(Extractor):
         self._planned = False
         self.inc: CursorRead | None = None
         self.progress: Progress | None = None
+        self._splitting = False
+
+    async def split(self) -> list[Part]:
+        """The partitions a read of this configuration would read now (the key's range probed, as
+        the read itself does), without reading a row: what the coordinator hands to the copies of a
+        partitioned source, one range each, when the run is spread over workers."""
+        self._splitting = True
+        stream = self.batches()
+        try:
+            async for _ in stream:
+                break
+        except _Split as e:
+            return e.parts
+        finally:
+            self._splitting = False
+            await stream.aclose()
+        return [Part()]
 
     def keyed_read(self) -> bool:
         """Whether this configuration reads in key order when the table has a key."""
@@ -354,7 +388,15 @@ class KeyedExtractor(Extractor):
     def keyed(self, key: list[str] | None, after: Any, probe: Callable[[], list[Part]], what: str) -> list[Part]:
         """The partitions to read (``probe`` finds them for a new read), and ``self.progress`` when
         the read is in key order. Called as the read is planned, with the key found in its own
-        transaction (None: no key, or not a keyed read)."""
+        transaction (None: no key, or not a keyed read).
+
+        A copy of a partitioned read (``ctx.partition``: one of the ranges ``split`` gave the
+        coordinator) reads that range alone; ``split`` stops the read here, with the ranges."""
+        if self._splitting:
+            raise _Split(probe())
+        fixed = getattr(self.ctx, "partition", None)
+        if fixed is not None:
+            probe = lambda: [part_of(fixed)]  # noqa: E731
         self.progress, self._planned = None, True
         if key is not None:
             self._key = key

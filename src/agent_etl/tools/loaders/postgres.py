@@ -202,6 +202,11 @@ class _Session(Units):
             raise self._fail(f"the input has repeated column names {dupes}; rename them upstream" if dupes
                              else "the input has no columns; select some columns upstream")
         mode = self.config.mode
+        if self.existing is None and not self.staged and self.ctx.partition is not None and mode != "replace":
+            ddl.create_shared(self.conn, self.target, self.schema_name, [(f.name, self._natural(f)[1]) for f in schema],
+                              self.config.key if mode == "merge" else None)  # the other copies make it too
+            self.oid = ddl.table(self.cur, self.schema_name, self.name)[0]
+            self.existing = ddl.columns(self.cur, self.oid)
         if self.existing is None and not self.staged:
             self._create(schema)
             self.fresh = mode == "replace"

@@ -95,7 +95,7 @@ class Validate(Transform):
             registry, group._check_lines = default_registry(), [self.ctx.line] * len(cfg.checks)
         else:
             registry = rc.registry
-            step = next((s for s in rc.pipeline.spec.transform if s.name == self.ctx.task), None)
+            step = next((s for s in rc.pipeline.spec.transform if s.name == self.ctx.task.partition("#")[0]), None)
             group._check_lines = [rc.pipeline.doc.line(step._path + ("checks", j)) if step is not None
                                   else self.ctx.line for j in range(len(cfg.checks))]
         sink = None

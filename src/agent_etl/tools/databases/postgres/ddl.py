@@ -135,3 +135,18 @@ def checkpoint(cur: Any, schema: str) -> None:
 def checkpoint_insert(schema: str) -> sql.Composed:
     return sql.SQL("INSERT INTO {} (run_id, task, table_name, rows, position) VALUES (%s, %s, %s, %s, %s::jsonb)"
                    ).format(sql.Identifier(schema, CHECKPOINTS))
+
+
+def create_shared(conn: Any, target: sql.Identifier, schema: str, cols: list[tuple[str, str]],
+                  key: list[str] | None) -> None:
+    """Make a table that other loads create at the same moment (the copies of a partitioned branch
+    writing one table), in a transaction of its own: the later CREATE waits for the first and then
+    fails on the catalog, so it is rolled back and the table the first made is used."""
+    import psycopg
+
+    try:
+        conn.execute(create_schema(schema))
+        conn.execute(create_table(target, cols, key))
+        conn.commit()
+    except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable, psycopg.errors.DuplicateSchema):
+        conn.rollback()
