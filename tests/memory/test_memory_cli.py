@@ -90,6 +90,36 @@ def test_usage_and_state_errors_are_one_line(tmp_path: Path):
         holder.communicate("", timeout=60)
 
 
+def test_a_corrupt_memory_folder_stops_a_run_and_no_memory_runs_it(tmp_path: Path):
+    folder = tmp_path / "p"
+    write_pipeline(folder)
+    chroma = folder / ".agent-etl" / "memory" / "chroma"
+    chroma.mkdir(parents=True)
+    (chroma / "chroma.sqlite3").write_bytes(b"this is not a database" * 100)
+    r = cli("run", "pipeline.yaml", cwd=folder, env=CHROMA)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "cannot be opened" in r.stderr and "`agent-etl memory reset` clears it" in r.stderr
+    assert "--no-memory" in r.stderr
+    assert not (folder / "out" / "paid.parquet").exists()  # stopped before anything ran
+
+    r = cli("run", "pipeline.yaml", "--no-memory", "--json", cwd=folder, env=CHROMA)
+    assert r.returncode == 0, r.stderr
+    run_id = json.loads(r.stdout)["run_id"]
+    assert (folder / "out" / "paid.parquet").exists() and "memory" not in r.stderr.lower()
+    assert (chroma / "chroma.sqlite3").read_bytes() == b"this is not a database" * 100  # left as it was
+    r = cli("plan", "pipeline.yaml", "--no-memory", cwd=folder, env=CHROMA)
+    assert r.returncode == 0 and "memory" not in r.stderr.lower(), r.stderr
+    r = cli("resume", run_id, cwd=folder, env=CHROMA)
+    assert r.returncode == 1 and "cannot be opened" in r.stderr and "--no-memory" in r.stderr
+    r = cli("resume", run_id, "--no-memory", cwd=folder, env=CHROMA)
+    assert "cannot be opened" not in r.stderr and "Traceback" not in r.stderr
+
+    r = cli("memory", "reset", "--yes", cwd=folder, env=CHROMA)
+    assert r.returncode == 0, r.stderr
+    r = cli("run", "pipeline.yaml", cwd=folder, env=CHROMA)
+    assert r.returncode == 0, r.stderr
+
+
 def _agent_etl() -> list[str]:
     from tests.cli.conftest import AGENT_ETL
 

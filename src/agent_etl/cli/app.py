@@ -57,6 +57,8 @@ Profile = Annotated[Optional[str], typer.Option("--profile", "-p", metavar="ENV"
                                                 "(AGENT_ETL_PROFILE).")]
 Force = Annotated[bool, typer.Option("--force", help="Resume even though the pipeline file changed since the run "
                                                      "started, with the file as it is now.")]
+NoMemory = Annotated[bool, typer.Option("--no-memory", help="Neither read nor store experience memory (as "
+                                        "AGENT_ETL_MEMORY=off), e.g. when the memory folder cannot be opened.")]
 
 
 @app.command()
@@ -74,24 +76,26 @@ def run(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipeli
         only: Annotated[Optional[str], typer.Option("--only", metavar="TASK", help="Run one step: its inputs come from "
                                                     "what an earlier --only run of them staged, else are run again "
                                                     "with it; a step that is not a load stages its output.")] = None,
-        profile: Profile = None) -> None:
+        profile: Profile = None, no_memory: NoMemory = False) -> None:
     """Run a pipeline. Exit codes: 0 ok, 1 run failed, 2 bad spec/usage, 3 quality gate failed, 130 interrupted."""
     from agent_etl.cli.running import run_command
 
     _exit(lambda: run_command(pipeline, var or [], as_json=json, quiet=quiet, resume=resume, force=force, bus=bus,
                               metrics_port=metrics_port, log_format=log_format, limit=limit, only=only,
-                              profile=profile))
+                              profile=profile, memory="off" if no_memory else None))
 
 
 @app.command()
 def resume(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run id (a unique prefix is enough).")], var: Vars = None,
-           json: Json = False, quiet: Quiet = False, force: Force = False, home: Home = None) -> None:
+           json: Json = False, quiet: Quiet = False, force: Force = False, home: Home = None,
+           no_memory: NoMemory = False) -> None:
     """Resume a failed, interrupted or crashed run: finished loads are not run again, a load that
     committed part of its input goes on after its last commit. Secrets are read again from the
     environment or --var."""
     from agent_etl.cli.running import resume_command
 
-    _exit(lambda: resume_command(run_id, var or [], as_json=json, quiet=quiet, force=force, home=home))
+    _exit(lambda: resume_command(run_id, var or [], as_json=json, quiet=quiet, force=force, home=home,
+                                 memory="off" if no_memory else None))
 
 
 @app.command()
@@ -109,11 +113,12 @@ def validate(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="P
 
 @app.command()
 def plan(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipeline YAML file.")], var: Vars = None,
-         json: Json = False, profile: Profile = None) -> None:
+         json: Json = False, profile: Profile = None, no_memory: NoMemory = False) -> None:
     """Show the tasks in order: inputs, tool, quality gates, where each load writes; nothing runs."""
     from agent_etl.cli.running import plan_command
 
-    _exit(lambda: plan_command(pipeline, var or [], as_json=json, profile=profile))
+    _exit(lambda: plan_command(pipeline, var or [], as_json=json, profile=profile,
+                               memory="off" if no_memory else None))
 
 
 @app.command()

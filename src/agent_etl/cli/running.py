@@ -64,13 +64,15 @@ def validate_command(path: str, pairs: list[str], *, as_json: bool, connect: boo
     return 0
 
 
-def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | None = None) -> int:
+def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | None = None,
+                 memory: str | None = None) -> int:
     from agent_etl.agents.coordinator import AgentCoordinator
+    from agent_etl.settings import Settings
 
     pipeline = _load(path, pairs, profile)
 
     async def make_plan() -> list[Any]:
-        async with AgentCoordinator(store=False) as c:
+        async with AgentCoordinator(store=False, settings=Settings(**({"memory": memory} if memory else {}))) as c:
             return await c.plan(pipeline)
 
     from agent_etl.summary import landing
@@ -127,7 +129,7 @@ def _reads(options: dict[str, Any]) -> str | None:
 def run_command(path: str, pairs: list[str], *, as_json: bool, quiet: bool, resume: bool = False,
                 force: bool = False, bus: str | None = None, metrics_port: int | None = None,
                 log_format: str | None = None, limit: int | None = None, only: str | None = None,
-                profile: str | None = None) -> int:
+                profile: str | None = None, memory: str | None = None) -> int:
     pipeline = _load(path, pairs, profile)
     if limit is not None or only is not None:
         from agent_etl.cli.slicing import sliced_run
@@ -136,12 +138,30 @@ def run_command(path: str, pairs: list[str], *, as_json: bool, quiet: bool, resu
             p, pairs, as_json=as_json, quiet=quiet, resume=None, force=False, bus=bus, metrics_port=metrics_port,
             log_format=log_format, **kw))
     return _run(pipeline, pairs, as_json=as_json, quiet=quiet, resume=resume or None, force=force, bus=bus,
-                metrics_port=metrics_port, log_format=log_format)
+                metrics_port=metrics_port, log_format=log_format, memory=memory)
 
 
 def resume_command(run_id: str, pairs: list[str], *, as_json: bool, quiet: bool, force: bool,
-                   home: str | None) -> int:
-    return _run(None, pairs, as_json=as_json, quiet=quiet, resume=run_id, force=force, home=home)
+                   home: str | None, memory: str | None = None) -> int:
+    return _run(None, pairs, as_json=as_json, quiet=quiet, resume=run_id, force=force, home=home, memory=memory)
+
+
+async def _open_memory(coordinator: Any, pipeline: Any) -> None:
+    """Open the state folder's chroma memory before the run (the coordinator's recorder keeps it
+    open to store the run's experiences): a folder that cannot be opened stops the run before it
+    starts, with how to reset it or run without it. Held by another process is no reason to stop
+    (the experiences wait in pending/); no folder yet, nothing to open."""
+    from agent_etl.memory import MemoryLocked, MemoryUnavailable, memory_folder
+
+    home = coordinator.home_for(pipeline)
+    if coordinator.settings.memory != "chroma" or not (memory_folder(home) / "chroma").is_dir():
+        return
+    try:
+        await coordinator._recorder().memory(home)
+    except MemoryLocked:
+        pass
+    except MemoryUnavailable as e:
+        raise MemoryUnavailable(str(e).replace("set AGENT_ETL_MEMORY=off", "pass --no-memory (AGENT_ETL_MEMORY=off)")) from None
 
 
 def _run(pipeline: Any, pairs: list[str], *, as_json: bool, quiet: bool, resume: Any, force: bool,
@@ -194,6 +214,7 @@ def _run(pipeline: Any, pairs: list[str], *, as_json: bool, quiet: bool, resume:
 
                 server = serve(coordinator.monitor, metrics_port, settings.metrics_host)
             try:
+                await _open_memory(coordinator, pipeline)
                 return await coordinator.run(pipeline, variables=variables, resume=resume, force=force)
             finally:
                 await coordinator.bus.drain()
