@@ -121,6 +121,14 @@ def child(args: argparse.Namespace) -> None:
 
                 rows = asyncio.run(write())
             best = min(best, time.perf_counter() - t)
+    elif args.child == "get_gunzip":  # the floor under any gzip CSV reader: the bytes inflated, none parsed
+        import zlib
+
+        client = boto3.client("s3", endpoint_url=args.endpoint)
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            rows = len(zlib.decompress(client.get_object(Bucket=BUCKET, Key=args.key)["Body"].read(), 31))
+            best = min(best, time.perf_counter() - t)
     elif args.child in ("get_parse", "fs_parse"):  # the references: whole reads with pyarrow's readers
         import pyarrow.fs as pafs
 
@@ -192,7 +200,7 @@ def main() -> None:
     p.add_argument("--objects", type=int, default=1)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--write", action="store_true")
-    p.add_argument("--child", choices=["anchor", "ours", "get_parse", "fs_parse", "write_anchor", "write_ours"])
+    p.add_argument("--child", choices=["anchor", "ours", "get_parse", "fs_parse", "get_gunzip", "write_anchor", "write_ours"])
     p.add_argument("--key")
     p.add_argument("--endpoint")
     args = p.parse_args()
@@ -249,8 +257,11 @@ def main() -> None:
             print(f"{key:<22} {size / 1e6:>6.1f} {anchor['seconds']:>9.3f} {ours['seconds']:>8.3f} {ratio:>5.2f}x "
                   f"{goal:>4}x {size / 1e6 / ours['seconds']:>6.0f} {args.rows / ours['seconds']:>10,.0f} "
                   f"{ours['rss_mb']:>7.0f}")
-            for kind, what in () if args.objects > 1 else (("get_parse", "boto3 get_object + pyarrow reader in memory"),
-                               ("fs_parse", "pyarrow.fs S3FileSystem (16 MiB buffer for gzip) + pyarrow reader")):
+            kinds = (("get_parse", "boto3 get_object + pyarrow reader in memory"),
+                     ("fs_parse", "pyarrow.fs S3FileSystem (16 MiB buffer for gzip) + pyarrow reader"))
+            if fmt != "parquet":
+                kinds += (("get_gunzip", "boto3 get_object + zlib inflate, nothing parsed (the floor)"),)
+            for kind, what in () if args.objects > 1 else kinds:
                 ref = measure(kind, key, endpoint, args)
                 refs.append(f"  {key:<20} {what:<66} {ref['seconds']:>6.3f} s  "
                             f"{ref['seconds'] / anchor['seconds']:>5.2f}x anchor  ours/this {ours['seconds'] / ref['seconds']:.2f}")
