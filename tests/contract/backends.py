@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any, BinaryIO, ContextManager
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -369,39 +370,49 @@ def file_options(place: Place) -> dict[str, Any]:
     return {"path": place.data["path"]}
 
 
-def _file(place: Place) -> Path | None:
-    path = place.dir / place.data["path"]
-    return path if path.exists() else None
+@contextlib.contextmanager
+def _opened(place: Place) -> Iterator[BinaryIO | None]:
+    """The place's file, opened once (None if there is none): every read of one look goes through
+    this one handle, so a reader sees the file that was there when it opened it, whole, even if a
+    replace renames a new one over the path meanwhile (``pq.read_table(path)`` opens the path twice)."""
+    try:
+        f = open(place.dir / place.data["path"], "rb")  # noqa: SIM115 - closed by the with below
+    except FileNotFoundError:
+        yield None
+        return
+    with f:
+        yield f
 
 
 def read_csv(place: Place) -> pa.Table | None:
-    path = _file(place)
-    return pacsv.read_csv(path) if path else None
+    with _opened(place) as f:
+        return pacsv.read_csv(f) if f else None
 
 
 def read_jsonl(place: Place) -> pa.Table | None:
-    path = _file(place)
-    if path is None:
-        return None
-    return pajson.read_json(path) if path.stat().st_size else pa.table({})
+    with _opened(place) as f:
+        if f is None:
+            return None
+        data = f.read()
+    return pajson.read_json(io.BytesIO(data)) if data else pa.table({})
 
 
 def read_parquet(place: Place) -> pa.Table | None:
-    path = _file(place)
-    return pq.read_table(path) if path else None
+    with _opened(place) as f:
+        return pq.read_table(f) if f else None
 
 
 def read_excel(place: Place) -> pa.Table | None:
     import openpyxl
 
-    path = _file(place)
-    if path is None:
-        return None
-    wb = openpyxl.load_workbook(path, read_only=True)
-    try:
-        rows = list(wb.worksheets[0].iter_rows(values_only=True))
-    finally:
-        wb.close()
+    with _opened(place) as f:
+        if f is None:
+            return None
+        wb = openpyxl.load_workbook(f, read_only=True)
+        try:
+            rows = list(wb.worksheets[0].iter_rows(values_only=True))
+        finally:
+            wb.close()
     if not rows:
         return pa.table({})
     return pa.Table.from_pylist([dict(zip(rows[0], r)) for r in rows[1:]]) if len(rows) > 1 else pa.table(
@@ -496,8 +507,6 @@ def s3_options(place: Place) -> dict[str, Any]:
 
 
 def read_s3_parquet(place: Place) -> pa.Table | None:
-    import io
-
     client = _S3["client"]
     try:
         body = client.get_object(Bucket=place.data["bucket"], Key="out/data.parquet")["Body"].read()
