@@ -1,7 +1,8 @@
 """Runs spread over worker processes through NATS JetStream: a coordinator (`agent-etl run --bus
-nats://...`) and three `agent-etl worker` processes, each a subprocess. One worker is killed
-(SIGKILL) in the middle of its branch: the coordinator sees its heartbeats stop, assigns the branch
-again, and it goes on after its last commit elsewhere; the destinations hold every row once."""
+nats://...`) and `agent-etl worker` processes, each a subprocess. A worker killed (SIGKILL) in the
+middle of its branch: the coordinator sees its heartbeats stop, assigns the branch again, and it
+goes on after its last commit elsewhere; the destinations hold every row once. A partitioned
+source runs as one copy of its branch per partition, spread over the workers."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import signal
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -43,6 +45,25 @@ load:
   b_table: {input: slow_b, tool: postgres, connection: dst, table: b, mode: merge, key: [id]}
 """
 
+# the same two sources, each read in 2 key ranges: a -> a Parquet dataset, b -> a merge
+PARTITIONED = """
+version: 1
+name: partitioned
+connections:
+  src: {url: "${SRC_URL}"}
+  dst: {url: "${DST_URL}"}
+defaults: {batch_size: 100, commit_every: {rows: 1000}, retries: {max_attempts: 3, initial_delay: 0.1}}
+extract:
+  a: {tool: postgres, connection: src, table: a, partitions: 2, partition_on: id}
+  b: {tool: postgres, connection: src, table: b, partitions: 2, partition_on: id}
+transform:
+  - {name: slow_a, input: a, tool: python, function: "slow:pause"}
+  - {name: slow_b, input: b, tool: python, function: "slow:pause"}
+load:
+  a_lake: {input: slow_a, tool: parquet, path: out/a/}
+  b_table: {input: slow_b, tool: postgres, connection: dst, table: b, mode: merge, key: [id]}
+"""
+
 SLOW = """
 import time
 
@@ -71,70 +92,161 @@ def schemas():
             conn.execute(f'DROP SCHEMA IF EXISTS "{dst}" CASCADE')
 
 
-def env(tmp_path: Path, src: str, dst: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_ETL_")}
-    return {**base, "AGENT_ETL_HOME": str(tmp_path / "home"), "AGENT_ETL_MEMORY": "off",
-            "SRC_URL": f"{PG}?options=-csearch_path%3D{src}", "DST_URL": f"{PG}?options=-csearch_path%3D{dst}"}
+class Cluster:
+    """Workers of one test on a namespace of their own, the pipeline folder, and what the bus said:
+    which worker took each branch (in turn) and the reassignments."""
 
+    def __init__(self, folder: Path, src: str, dst: str):
+        self.folder, self.dst = folder, dst
+        self.url = f"nats://127.0.0.1:4222?namespace=test-{uuid.uuid4().hex[:10]}"
+        base = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_ETL_")}
+        self.environ = {**base, "AGENT_ETL_HOME": str(folder / "home"), "AGENT_ETL_MEMORY": "off",
+                        "SRC_URL": f"{PG}?options=-csearch_path%3D{src}",
+                        "DST_URL": f"{PG}?options=-csearch_path%3D{dst}"}
+        self.watch = open_bus(self.url)
+        self.workers: dict[str, asyncio.subprocess.Process] = {}
+        self.taken: dict[str, list[str]] = {}  # branch -> the workers that took it, in turn
+        self.reassigned: list[BranchReassigned] = []
 
-async def start_worker(url: str, environ: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(AGENT_ETL, "worker", "--bus", url, "--heartbeat", "0.5",
-                                                env=environ, stderr=asyncio.subprocess.PIPE)
-    line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
-    assert " ready on nats://127.0.0.1:4222" in line, line
-    return proc, line.split()[1]
+    async def open(self) -> None:
+        await self.watch.listen(BranchTaken, lambda ev: self.taken.setdefault(ev.branch, []).append(ev.agent))
+        await self.watch.listen(BranchReassigned, self.reassigned.append)
 
+    async def start_workers(self, n: int) -> None:
+        for _ in range(n):
+            proc = await asyncio.create_subprocess_exec(AGENT_ETL, "worker", "--bus", self.url, "--heartbeat", "0.5",
+                                                        env=self.environ, stderr=asyncio.subprocess.PIPE)
+            line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+            assert " ready on nats://127.0.0.1:4222" in line, line
+            self.workers[line.split()[1]] = proc
 
-async def test_a_killed_worker_s_branch_goes_on_elsewhere_after_its_last_commit(tmp_path, schemas):
-    import psycopg
+    async def cli(self, *args: str, bus: str | None = None, out: Any = asyncio.subprocess.PIPE
+                  ) -> asyncio.subprocess.Process:
+        """``agent-etl ARGS`` in the pipeline folder; with ``bus``, AGENT_ETL_BUS names it."""
+        environ = {**self.environ, "AGENT_ETL_BUS": bus} if bus else self.environ
+        return await asyncio.create_subprocess_exec(AGENT_ETL, *args, cwd=self.folder, env=environ, stdout=out,
+                                                    stderr=out)
 
-    src, dst = schemas
-    (tmp_path / "p.yaml").write_text(PIPE)
-    (tmp_path / "slow.py").write_text(SLOW)
-    url = f"nats://127.0.0.1:4222?namespace=test-{uuid.uuid4().hex[:10]}"
-    environ = env(tmp_path, src, dst)
-    watch = open_bus(url)
-    taken: dict[str, list[str]] = {}  # branch -> the workers that took it, in turn
-    reassigned: list[BranchReassigned] = []
-    committed = asyncio.Event()
-    await watch.listen(BranchTaken, lambda ev: taken.setdefault(ev.branch, []).append(ev.agent))
-    await watch.listen(BranchReassigned, reassigned.append)
-    # past 2 units of 1000 rows handed to the load: the first is committed
-    await watch.listen(TaskProgress, lambda ev: ev.task == "b_table" and ev.rows_total >= 2500 and committed.set())
-    workers = {}
-    try:
-        for _ in range(3):
-            proc, wid = await start_worker(url, environ)
-            workers[wid] = proc
-        run = await asyncio.create_subprocess_exec(AGENT_ETL, "run", "p.yaml", "--bus", url, "--json", cwd=tmp_path,
-                                                   env=environ, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.PIPE)
-        await asyncio.wait_for(committed.wait(), 120)  # b's branch committed a unit: now kill its worker
-        victim = taken["b"][0]
-        workers[victim].send_signal(signal.SIGKILL)
-        out, err = await asyncio.wait_for(run.communicate(), 180)
-        assert run.returncode == 0, err.decode()
-        result = json.loads(out)
-    finally:
-        for proc in workers.values():
+    async def run(self, pipeline: str, *args: str, bus: str | None = None) -> asyncio.subprocess.Process:
+        (self.folder / "p.yaml").write_text(pipeline)
+        return await self.cli("run", "p.yaml", "--bus", bus or self.url, *args)
+
+    async def progress(self, task: str, rows: int) -> asyncio.Event:
+        """Set once a task whose name starts with ``task`` has had ``rows`` rows (``.task`` names it)."""
+        seen = asyncio.Event()
+
+        def on(ev: TaskProgress) -> None:
+            if ev.task.startswith(task) and ev.rows_total >= rows and not seen.is_set():
+                seen.task = ev.task
+                seen.set()
+
+        await self.watch.listen(TaskProgress, on)
+        return seen
+
+    async def finished(self, proc: asyncio.subprocess.Process, code: int = 0) -> tuple[str, str]:
+        out, err = await asyncio.wait_for(proc.communicate(), 180)
+        assert proc.returncode == code, err.decode()
+        return (out or b"").decode(), (err or b"").decode()
+
+    def rows(self, table: str = "b") -> tuple[int, int]:
+        import psycopg
+
+        with psycopg.connect(PG) as conn:
+            return conn.execute(f'SELECT count(*), count(DISTINCT id) FROM "{self.dst}".{table}').fetchone()
+
+    async def close(self) -> None:
+        for proc in self.workers.values():
             if proc.returncode is None:
                 proc.terminate()
-        for proc in workers.values():
+        for proc in self.workers.values():
             await proc.wait()
-        await watch.destroy()
+        await self.watch.destroy()
+
+
+@pytest.fixture
+async def cluster(tmp_path, schemas):
+    (tmp_path / "slow.py").write_text(SLOW)
+    c = Cluster(tmp_path, *schemas)
+    await c.open()
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+async def test_a_killed_worker_s_branch_goes_on_elsewhere_after_its_last_commit(cluster):
+    c = cluster
+    committed = await c.progress("b_table", 2500)  # past 2 units of 1000 rows handed to the load: the first is committed
+    await c.start_workers(3)
+    run = await c.run(PIPE, "--json")
+    await asyncio.wait_for(committed.wait(), 120)  # b's branch committed a unit: now kill its worker
+    victim = c.taken["b"][0]
+    c.workers[victim].send_signal(signal.SIGKILL)
+    result = json.loads((await c.finished(run))[0])
     # the reassignment: an event naming the lost worker, and the branch taken by another worker
-    assert [(r.branch, r.agent, r.attempt) for r in reassigned] == [("b", victim, 2)]
-    assert len(taken["b"]) == 2 and taken["b"][1] != victim and taken["a"][0] != victim
+    assert [(r.branch, r.agent, r.attempt) for r in c.reassigned] == [("b", victim, 2)]
+    assert len(c.taken["b"]) == 2 and c.taken["b"][1] != victim and c.taken["a"][0] != victim
     tasks = {t["name"]: t for t in result["tasks"]}
     assert tasks["b_table"]["attempts"] == 2 and tasks["a_lake"]["attempts"] == 1
     assert tasks["b_table"]["details"]["resumed_after_rows"] >= 1000  # after its last commit, not from scratch
     # exactly the rows of the sources, each once
+    import psycopg
+
     with psycopg.connect(PG) as conn:
         count, distinct, low, high = conn.execute(
-            f'SELECT count(*), count(DISTINCT id), min(id), max(id) FROM "{dst}".b').fetchone()
+            f'SELECT count(*), count(DISTINCT id), min(id), max(id) FROM "{c.dst}".b').fetchone()
     assert (count, distinct, low, high) == (ROWS, ROWS, 1, ROWS)
-    lake = pq.read_table(tmp_path / "out" / "a.parquet")
+    lake = pq.read_table(c.folder / "out" / "a.parquet")
     assert lake.num_rows == ROWS and sorted(lake.column("id").to_pylist()) == list(range(1, ROWS + 1))
+
+
+async def test_partitioned_sources_run_as_copies_over_the_workers_and_a_killed_one_goes_on(cluster):
+    c = cluster
+    # a copy of b (3000 rows in 100-row batches, a unit every 1000) has committed twice
+    committed = await c.progress("b_table#", 2000)
+    await c.start_workers(3)
+    run = await c.run(PARTITIONED, "--json")
+    await asyncio.wait_for(committed.wait(), 120)
+    load = committed.task  # b_table#<i>: the copy i of b's branch, on one worker
+    copy = "b#" + load.split("#")[1]
+    victim = c.taken[copy][0]
+    c.workers[victim].send_signal(signal.SIGKILL)
+    result = json.loads((await c.finished(run))[0])
+    # every branch is a copy: two per source, each taken by a worker
+    assert sorted(c.taken) == ["a#0", "a#1", "b#0", "b#1"]
+    assert [(r.branch, r.agent, r.attempt) for r in c.reassigned] == [(copy, victim, 2)]
+    assert len(c.taken[copy]) == 2 and c.taken[copy][1] != victim
+    tasks = {t["name"]: t for t in result["tasks"]}
+    assert set(tasks) == {f"{s}#{i}" for s in ("a", "b", "slow_a", "slow_b", "a_lake", "b_table") for i in (0, 1)}
+    assert tasks[load]["attempts"] == 2 and tasks[load]["details"]["resumed_after_rows"] >= 1000
+    assert all(tasks[f"b#{i}"]["rows"] > 0 for i in (0, 1))  # both ranges had rows
+    # exactly the rows of the sources, each once: in the table, and in one Parquet dataset
+    assert c.rows("b") == (ROWS, ROWS)
+    lake = pq.read_table(c.folder / "out" / "a")
+    assert sorted(lake.column("id").to_pylist()) == list(range(1, ROWS + 1))
+    assert sorted(p.name for p in (c.folder / "out" / "a").iterdir()) == ["p0-part-0.parquet", "p1-part-0.parquet"]
+    assert [p.name for p in (c.folder / "out").iterdir()] == ["a"]  # the copies' parts folder is gone
+
+
+async def test_nats_lost_mid_run_fails_the_run_clearly_and_it_resumes(cluster):
+    c = cluster
+    server, port, links = await proxy(4222)
+    through = c.url.replace(":4222", f":{port}")
+    going = await c.progress("", 1000)
+    await c.start_workers(2)
+    run = await c.run(PIPE, bus=through)
+    await asyncio.wait_for(going.wait(), 120)
+    server.close()  # the coordinator's broker goes away, and stays away
+    for link in links:
+        link.transport.abort()
+    out, err = await c.finished(run, 1)
+    assert f"lost the NATS server at nats://127.0.0.1:{port}" in out + err
+    assert "Traceback" not in err
+    listed = json.loads((await c.finished(await c.cli("runs", "list", "--json")))[0])
+    assert listed[0]["status"] == "failed"
+    await c.finished(await c.cli("resume", listed[0]["run_id"], bus=c.url))
+    assert c.rows("b") == (ROWS, ROWS)
+    assert pq.read_table(c.folder / "out" / "a.parquet").num_rows == ROWS
 
 
 async def proxy(port_to: int) -> tuple[asyncio.Server, int, list[asyncio.StreamWriter]]:
@@ -161,195 +273,53 @@ async def proxy(port_to: int) -> tuple[asyncio.Server, int, list[asyncio.StreamW
     return server, server.sockets[0].getsockname()[1], links
 
 
-async def test_nats_lost_mid_run_fails_the_run_clearly_and_it_resumes(tmp_path, schemas):
-    import psycopg
-
-    src, dst = schemas
-    (tmp_path / "p.yaml").write_text(PIPE)
-    (tmp_path / "slow.py").write_text(SLOW)
-    namespace = f"test-{uuid.uuid4().hex[:10]}"
-    url = f"nats://127.0.0.1:4222?namespace={namespace}"
-    environ = env(tmp_path, src, dst)
-    server, port, links = await proxy(4222)
-    through = f"nats://127.0.0.1:{port}?namespace={namespace}"
-    watch = open_bus(url)
-    going = asyncio.Event()
-    await watch.listen(TaskProgress, lambda ev: ev.rows_total >= 1000 and going.set())
-    workers = []
-    try:
-        for _ in range(2):
-            workers.append((await start_worker(url, environ))[0])
-        run = await asyncio.create_subprocess_exec(AGENT_ETL, "run", "p.yaml", "--bus", through, cwd=tmp_path,
-                                                   env=environ, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.PIPE)
-        await asyncio.wait_for(going.wait(), 120)
-        server.close()  # the coordinator's broker goes away, and stays away
-        for link in links:
-            link.transport.abort()
-        out, err = await asyncio.wait_for(run.communicate(), 180)
-        assert run.returncode == 1, err.decode()
-        assert f"lost the NATS server at nats://127.0.0.1:{port}" in out.decode() + err.decode()
-        assert "Traceback" not in err.decode()
-        runs = await asyncio.create_subprocess_exec(AGENT_ETL, "runs", "list", "--json", env=environ, cwd=tmp_path,
-                                                    stdout=asyncio.subprocess.PIPE)
-        listed = json.loads((await runs.communicate())[0])
-        run_id = listed[0]["run_id"]
-        assert listed[0]["status"] == "failed"
-        resumed = await asyncio.create_subprocess_exec(AGENT_ETL, "resume", run_id, cwd=tmp_path,
-                                                       env={**environ, "AGENT_ETL_BUS": url},
-                                                       stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await asyncio.wait_for(resumed.communicate(), 180)
-        assert resumed.returncode == 0, err.decode()
-    finally:
-        for proc in workers:
-            if proc.returncode is None:
-                proc.terminate()
-        for proc in workers:
-            await proc.wait()
-        await watch.destroy()
-    with psycopg.connect(PG) as conn:
-        assert conn.execute(f'SELECT count(*), count(DISTINCT id) FROM "{dst}".b').fetchone() == (ROWS, ROWS)
-    assert pq.read_table(tmp_path / "out" / "a.parquet").num_rows == ROWS
-
-
-async def test_a_worker_stopped_by_sigterm_finishes_its_branch_first(tmp_path, schemas):
-    import psycopg
-
-    src, dst = schemas
-    (tmp_path / "p.yaml").write_text(PIPE)
-    (tmp_path / "slow.py").write_text(SLOW)
-    url = f"nats://127.0.0.1:4222?namespace=test-{uuid.uuid4().hex[:10]}"
-    environ = env(tmp_path, src, dst)
-    watch = open_bus(url)
-    taken: dict[str, str] = {}
-    reassigned: list[BranchReassigned] = []
-    going = asyncio.Event()
-    await watch.listen(BranchTaken, lambda ev: taken.setdefault(ev.branch, ev.agent))
-    await watch.listen(BranchReassigned, reassigned.append)
-    await watch.listen(TaskProgress, lambda ev: ev.task == "b_table" and ev.rows_total >= 1000 and going.set())
-    workers = {}
-    try:
-        for _ in range(2):
-            proc, wid = await start_worker(url, environ)
-            workers[wid] = proc
-        run = await asyncio.create_subprocess_exec(AGENT_ETL, "run", "p.yaml", "--bus", url, cwd=tmp_path,
-                                                   env=environ, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.PIPE)
-        await asyncio.wait_for(going.wait(), 120)
-        stopping = workers[taken["b"]]
-        stopping.send_signal(signal.SIGTERM)
-        _, said = await asyncio.wait_for(stopping.communicate(), 120)
-        assert stopping.returncode == 0 and "finishing 1 branch(es)" in said.decode()
-        out, err = await asyncio.wait_for(run.communicate(), 180)
-        assert run.returncode == 0, err.decode()
-    finally:
-        for proc in workers.values():
-            if proc.returncode is None:
-                proc.terminate()
-        for proc in workers.values():
-            await proc.wait()
-        await watch.destroy()
-    assert reassigned == []  # it finished its branch: nothing to hand back
-    with psycopg.connect(PG) as conn:
-        assert conn.execute(f'SELECT count(*), count(DISTINCT id) FROM "{dst}".b').fetchone() == (ROWS, ROWS)
-
-
-async def test_a_second_sigterm_hands_the_branch_back_at_once(tmp_path, schemas):
-    import psycopg
-
-    src, dst = schemas
-    (tmp_path / "p.yaml").write_text(PIPE)
-    (tmp_path / "slow.py").write_text(SLOW)
-    url = f"nats://127.0.0.1:4222?namespace=test-{uuid.uuid4().hex[:10]}"
-    environ = env(tmp_path, src, dst)
-    watch = open_bus(url)
-    taken: dict[str, list[str]] = {}
-    reassigned: list[BranchReassigned] = []
-    going = asyncio.Event()
-    await watch.listen(BranchTaken, lambda ev: taken.setdefault(ev.branch, []).append(ev.agent))
-    await watch.listen(BranchReassigned, reassigned.append)
-    await watch.listen(TaskProgress, lambda ev: ev.task == "b_table" and ev.rows_total >= 1000 and going.set())
-    workers = {}
-    try:
-        for _ in range(2):
-            proc, wid = await start_worker(url, environ)
-            workers[wid] = proc
-        run = await asyncio.create_subprocess_exec(AGENT_ETL, "run", "p.yaml", "--bus", url, cwd=tmp_path,
-                                                   env=environ, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.PIPE)
-        await asyncio.wait_for(going.wait(), 120)
-        leaving = taken["b"][0]
-        stopping = workers[leaving]
-        stopping.send_signal(signal.SIGTERM)
+@pytest.mark.parametrize("second", [False, True], ids=["finishes", "hands-back"])
+async def test_a_stopped_worker_finishes_its_branch_or_on_a_second_sigterm_hands_it_back(cluster, second):
+    c = cluster
+    going = await c.progress("b_table", 1000)
+    await c.start_workers(2)
+    run = await c.run(PIPE)
+    await asyncio.wait_for(going.wait(), 120)
+    leaving = c.taken["b"][0]
+    stopping = c.workers[leaving]
+    stopping.send_signal(signal.SIGTERM)
+    if second:
         await asyncio.sleep(0.2)
         stopping.send_signal(signal.SIGTERM)
-        _, said = await asyncio.wait_for(stopping.communicate(), 120)
-        assert stopping.returncode == 0 and "handing back" in said.decode()
-        out, err = await asyncio.wait_for(run.communicate(), 180)
-        assert run.returncode == 0, err.decode()
-    finally:
-        for proc in workers.values():
-            if proc.returncode is None:
-                proc.terminate()
-        for proc in workers.values():
-            await proc.wait()
-        await watch.destroy()
-    assert [(r.branch, r.agent, r.reason) for r in reassigned] == [("b", leaving, f"worker {leaving} handed its "
-                                                                                  "branches back")]
-    assert len(taken["b"]) == 2 and taken["b"][1] != leaving
-    with psycopg.connect(PG) as conn:
-        assert conn.execute(f'SELECT count(*), count(DISTINCT id) FROM "{dst}".b').fetchone() == (ROWS, ROWS)
+    _, said = await c.finished(stopping)
+    await c.finished(run)
+    if second:
+        assert "handing back" in said
+        assert [(r.branch, r.agent, r.reason) for r in c.reassigned] == [
+            ("b", leaving, f"worker {leaving} handed its branches back")]
+        assert len(c.taken["b"]) == 2 and c.taken["b"][1] != leaving
+    else:
+        assert "finishing 1 branch(es)" in said
+        assert c.reassigned == []  # it finished its branch: nothing to hand back
+    assert c.rows("b") == (ROWS, ROWS)
 
 
-async def test_a_run_whose_coordinator_died_is_resumed_on_the_same_workers(tmp_path, schemas):
-    import psycopg
-
-    src, dst = schemas
-    (tmp_path / "p.yaml").write_text(PIPE)
-    (tmp_path / "slow.py").write_text(SLOW)
-    url = f"nats://127.0.0.1:4222?namespace=test-{uuid.uuid4().hex[:10]}"
-    environ = env(tmp_path, src, dst)
-    watch = open_bus(url)
-    going = asyncio.Event()
-    await watch.listen(TaskProgress, lambda ev: ev.task == "b_table" and ev.rows_total >= 1000 and going.set())
-    workers = []
-    try:
-        for _ in range(2):
-            workers.append((await start_worker(url, environ))[0])
-        run = await asyncio.create_subprocess_exec(AGENT_ETL, "run", "p.yaml", "--bus", url, cwd=tmp_path,
-                                                   env=environ, stdout=asyncio.subprocess.DEVNULL,
-                                                   stderr=asyncio.subprocess.DEVNULL)
-        await asyncio.wait_for(going.wait(), 120)
-        run.send_signal(signal.SIGKILL)
-        await run.wait()
-        kv = await watch.kv("workers")
-        for _ in range(1200):  # the workers finish what they run (their commits land), and say so
-            records = [json.loads(v) for v in (await kv.items()).values()]
-            if len(records) == 2 and not any(r["running"] for r in records):
-                break
-            await asyncio.sleep(0.1)
-        for _ in range(600):  # the dead coordinator's lease on the run runs out: it is crashed
-            listed = await asyncio.create_subprocess_exec(AGENT_ETL, "runs", "list", "--json", env=environ,
-                                                          cwd=tmp_path, stdout=asyncio.subprocess.PIPE)
-            (row,) = json.loads((await listed.communicate())[0])
-            if row["status"] == "crashed":
-                break
-            await asyncio.sleep(0.5)
-        assert row["status"] == "crashed"
-        resumed = await asyncio.create_subprocess_exec(AGENT_ETL, "resume", row["run_id"], "--json", cwd=tmp_path,
-                                                       env={**environ, "AGENT_ETL_BUS": url},
-                                                       stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await asyncio.wait_for(resumed.communicate(), 180)
-        assert resumed.returncode == 0, err.decode()
-    finally:
-        for proc in workers:
-            if proc.returncode is None:
-                proc.terminate()
-        for proc in workers:
-            await proc.wait()
-        await watch.destroy()
-    result = json.loads(out)
+async def test_a_run_whose_coordinator_died_is_resumed_on_the_same_workers(cluster):
+    c = cluster
+    going = await c.progress("b_table", 1000)
+    await c.start_workers(2)
+    run = await c.run(PIPE)
+    await asyncio.wait_for(going.wait(), 120)
+    run.send_signal(signal.SIGKILL)
+    await run.wait()
+    kv = await c.watch.kv("workers")
+    for _ in range(1200):  # the workers finish what they run (their commits land), and say so
+        records = [json.loads(v) for v in (await kv.items()).values()]
+        if len(records) == 2 and not any(r["running"] for r in records):
+            break
+        await asyncio.sleep(0.1)
+    for _ in range(600):  # the dead coordinator's lease on the run runs out: it is crashed
+        (row,) = json.loads((await c.finished(await c.cli("runs", "list", "--json")))[0])
+        if row["status"] == "crashed":
+            break
+        await asyncio.sleep(0.5)
+    assert row["status"] == "crashed"
+    result = json.loads((await c.finished(await c.cli("resume", row["run_id"], "--json", bus=c.url)))[0])
     assert result["status"] == "succeeded" and result["resumed"]
-    with psycopg.connect(PG) as conn:
-        assert conn.execute(f'SELECT count(*), count(DISTINCT id) FROM "{dst}".b').fetchone() == (ROWS, ROWS)
-    assert pq.read_table(tmp_path / "out" / "a.parquet").num_rows == ROWS
+    assert c.rows("b") == (ROWS, ROWS)
+    assert pq.read_table(c.folder / "out" / "a.parquet").num_rows == ROWS
