@@ -1,9 +1,11 @@
 """Distributed runs over NATS JetStream (issue 15): three figures, each next to its anchor measured
 in the same run.
 
-1. CPU-bound branches (a pure-Python ``python`` transform over Parquet files, one branch per file):
-   one ``agent-etl worker`` against two; goal >= 1.8x on a 2-core machine. The in-process run
-   (``--bus memory``) is printed too: its branches share one interpreter.
+1. A CPU-bound partitioned source (a pure-Python ``python`` transform over Parquet files, one
+   extract with ``partitions: <files>``, into one Parquet dataset): over NATS it runs as one copy
+   of its branch per group of files; one ``agent-etl worker`` against two; goal >= 1.8x on a
+   2-core machine. The in-process run (``--bus memory``) is printed too: there the partitioned
+   source is one task, and everything shares one interpreter.
 2. Control-plane overhead per branch: many tiny branches run in process against the same through
    NATS and one worker (the coordinator's CLI start is in both).
 3. Time from a worker's SIGKILL to its branch taken by another worker (heartbeat 0.5 s and 1 s),
@@ -58,12 +60,16 @@ def pause(table):
 
 
 def cpu_pipeline(files: int) -> str:
-    lines = ["version: 1", "name: cpu_bound", "defaults: {concurrency: 8, batch_size: 20000}", "extract:"]
-    lines += [f"  p{i}: {{tool: parquet, path: data/part{i}.parquet}}" for i in range(files)]
-    lines += ["transform:"] + [f"  - {{name: h{i}, input: p{i}, tool: python, function: 'burn:burn'}}"
-                               for i in range(files)]
-    lines += ["load:"] + [f"  o{i}: {{input: h{i}, tool: parquet, path: out/o{i}.parquet}}" for i in range(files)]
-    return "\n".join(lines) + "\n"
+    return f"""version: 1
+name: cpu_bound
+defaults: {{concurrency: 8, batch_size: 20000}}
+extract:
+  p: {{tool: parquet, path: "data/part*.parquet", partitions: {files}}}
+transform:
+  - {{name: h, input: p, tool: python, function: 'burn:burn'}}
+load:
+  o: {{input: h, tool: parquet, path: out/cpu/}}
+"""
 
 
 def tiny_pipeline(n: int) -> str:
@@ -130,7 +136,7 @@ async def destroy(url: str) -> None:
     await open_bus(url).destroy()
 
 
-async def cpu_bound(folder: Path, files: int, repeat: int) -> None:
+async def cpu_bound(folder: Path, files: int, rows: int, repeat: int) -> None:
     (folder / "cpu.yaml").write_text(cpu_pipeline(files))
     times: dict[str, list[float]] = {"memory": [], "1 worker": [], "2 workers": []}
     for _ in range(repeat):
@@ -143,8 +149,10 @@ async def cpu_bound(folder: Path, files: int, repeat: int) -> None:
             finally:
                 await stop(procs)
                 await destroy(url)
+            dataset = [pq.read_metadata(f).num_rows for f in sorted((folder / "out" / "cpu").glob("*.parquet"))]
+            assert len(dataset) == files and sum(dataset) == files * rows, dataset  # one copy's file per partition
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\n1. CPU-bound, {files} branches (median of {repeat}; load {os.getloadavg()[0]:.1f})")
+    print(f"\n1. CPU-bound, one source in {files} partitions (median of {repeat}; load {os.getloadavg()[0]:.1f})")
     for k, v in times.items():
         print(f"   {k:<10} {med[k]:6.2f} s  ({', '.join(f'{x:.2f}' for x in v)})")
     print(f"   speed-up 2 workers / 1 worker: {med['1 worker'] / med['2 workers']:.2f}x (goal >= 1.8x); "
@@ -223,7 +231,7 @@ async def main() -> None:
                                      "x": pa.array([float(j % 1000) for j in range(args.rows)])}),
                            folder / "data" / f"part{i}.parquet")
         print(f"agent-etl: {CLI}; {os.cpu_count()} CPUs; load {os.getloadavg()}")
-        await cpu_bound(folder, args.files, args.repeat)
+        await cpu_bound(folder, args.files, args.rows, args.repeat)
         await overhead(folder, args.tiny, args.repeat)
         for hb in (0.5, 1.0):
             await kill_to_resume(folder, hb, args.repeat)

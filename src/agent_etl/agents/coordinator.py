@@ -33,6 +33,7 @@ from agent_etl.observe.logs import bound
 from agent_etl.result import STATUS_BY_EXIT, RunResult, TaskResult
 from agent_etl.run_context import RunDescription
 from agent_etl.spec import Pipeline, Task
+from agent_etl.spec.copies import as_written
 from agent_etl.summary import landing
 
 log = logging.getLogger("agent_etl.coordinator")
@@ -328,7 +329,7 @@ class AgentCoordinator(Agent):
         # a resumed run goes on with the spec's values (tuning again could split a read otherwise)
         tuning = await self._tune(pipeline) if plan is None else {}
         results = {t.name: TaskResult(t.name, t.kind, t.tool, agent=chosen[t.name][0].id, reason=chosen[t.name][1],
-                                      **(landing(t.tool, t.options) if t.kind == "load" else {}))
+                                      **(landing(t.tool, as_written(t)) if t.kind == "load" else {}))
                    for t in pipeline.tasks}
         skipped = plan.skipped(pipeline) if plan is not None else set()
         for name in skipped:

@@ -3,9 +3,12 @@
 When a run goes to worker processes (``--bus nats://``), an extract with ``partitions: N`` becomes
 N copies of its branch (``orders#0`` .. ``orders#N-1``, and so on for every step below it, see
 ``spec.copies``), each reading one range of the source, placed on the workers like any branch.
-The coordinator probes the ranges once, at the run's start, as the read itself would (the key's
-min and max, or the table's pages for a block split: ``KeyedExtractor.split``), and keeps them in
-the run's description: the workers, a retry and ``agent-etl resume`` all read the same ranges.
+The coordinator probes the ranges once, at the run's start, as the read itself would (a database
+table or query: the key's min and max, or the table's pages for a block split,
+``KeyedExtractor.split``; files: the path's files in groups of about equal size,
+``FileExtractor.split``), and keeps them in the run's description: the workers, a retry and
+``agent-etl resume`` all read the same ranges. Copies read in snapshots of their own (as Spark's
+JDBC partitions do): together they read every row of a table that does not change meanwhile.
 Each copy is a branch of its own: its own commit units and checkpoints (its task names), so a
 copy on a killed worker goes on after its own last commit.
 
@@ -72,10 +75,8 @@ def verdicts(pipeline: Pipeline, registry: Any) -> dict[str, Verdict]:
 
 def _obstacle(pipeline: Pipeline, extract: Task, registry: Any) -> str | None:
     """What keeps ``extract``'s branch from being copied per partition (None: nothing)."""
-    from agent_etl.tools.databases.reads import KeyedExtractor
-
-    if not issubclass(registry.get("extractor", extract.tool), KeyedExtractor):
-        return f"the {extract.tool} source does not split its read by ranges"
+    if not hasattr(registry.get("extractor", extract.tool), "split"):
+        return f"the {extract.tool} source does not split its read"
     if extract.options.get("incremental"):
         return "an incremental source's next mark is one value over its whole read"
     if extract.cache is not None:
@@ -105,7 +106,6 @@ async def split(registry: Any, pipeline: Pipeline, desc: Any, run_id: str) -> Pi
     """Probe the ranges of the run's copyable partitioned sources, keep them in ``desc.copies``,
     and return the pipeline with the copies (the one to run)."""
     from agent_etl.tools.base import ToolContext
-    from agent_etl.tools.databases.reads import part_json
     from agent_etl.tools.resources import Resources
 
     wanted = [v for v in verdicts(pipeline, registry).values() if v.copies]
@@ -126,7 +126,7 @@ async def split(registry: Any, pipeline: Pipeline, desc: Any, run_id: str) -> Pi
                 continue
             datasets = {d.name: {"path": d.options["path"], "staging": staging(d.options["path"], run_id)}
                         for d in branch_of(pipeline, t.name) if d.kind == "load" and d.tool == "parquet"}
-            copies[t.name] = {"parts": [part_json(p) for p in parts], "datasets": datasets}
+            copies[t.name] = {"parts": parts, "datasets": datasets}
     finally:
         await resources.aclose()
     if not copies:

@@ -71,19 +71,22 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | N
 
     pipeline = _load(path, pairs, profile)
 
-    async def make_plan() -> list[Any]:
+    async def make_plan() -> tuple[list[Any], dict[str, Any]]:
+        from agent_etl.agents.partition_plan import verdicts
+
         async with AgentCoordinator(store=False, settings=Settings(**({"memory": memory} if memory else {}))) as c:
-            return await c.plan(pipeline)
+            return await c.plan(pipeline), verdicts(pipeline, c.registry)
 
     from agent_etl.summary import landing
 
-    planned = asyncio.run(make_plan())
+    planned, copies = asyncio.run(make_plan())
     rows = [{"step": i + 1, "task": p.task.name, "kind": p.task.kind, "tool": p.task.tool, "inputs": p.task.inputs,
              "quality": [{"checks": [next(iter(c), "?") for c in g.checks], "on_failure": g.on_failure}
                          for g in p.task.gates],
              **({"reads": _reads(p.task.options)} if p.task.kind == "extract" else {}),
              **(landing(p.task.tool, p.task.options) if p.task.kind == "load" else {}),
-             "agent": p.agent, "reason": p.reason, **({"tuning": p.tuning} if p.tuning else {})}
+             "agent": p.agent, "reason": p.reason, **({"tuning": p.tuning} if p.tuning else {}),
+             **({"distributed": copies[p.task.name].to_dict()} if p.task.name in copies else {})}
             for i, p in enumerate(planned)]
     if as_json:
         print(json.dumps({"pipeline": pipeline.name, "tasks": rows}, indent=2))
@@ -99,6 +102,10 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | N
         print(f"{r['step']:>3}. {r['task']:<{width}}  {r['kind']} {r['tool']}{reads}{inputs}")
         if "target" in r:
             print(f"       -> {r['target']} ({r['mode']})")
+        if "distributed" in r:  # partition_plan: what a run over workers (--bus nats://) makes of the partitions
+            d = r["distributed"]
+            print(f"       over workers: {d['reason']}" if d["copies"] else f"       over workers: one branch, "
+                  f"its {d['partitions']} partitions read inside it ({d['reason']})")
         for q in r["quality"]:
             print(f"       quality: {len(q['checks'])} checks ({', '.join(q['checks'])}), on failure {q['on_failure']}")
         if len(agents) > 1 or choice:  # one agent for everything is not news; a choice between agents is

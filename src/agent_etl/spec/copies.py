@@ -45,12 +45,20 @@ def expand(pipeline: Pipeline, copies: dict[str, Any]) -> Pipeline:
                 options = dict(t.options)
                 if t.name in datasets:
                     options["path"] = f"{datasets[t.name]['staging']}/p{i}/"
+                mine = {"copy": i, "of": len(parts), **part}
+                if t.name in datasets:
+                    mine["dataset"] = datasets[t.name]["path"]
                 made.append(Task(f"{t.name}{MARK}{i}", t.kind, t.tool, [f"{x}{MARK}{i}" for x in t.inputs], options,
-                                 t.line, t.gates, [f"{x}{MARK}{i}" for x in t.refs], t.timeout, None, t.name,
-                                 {"copy": i, "of": len(parts), **part}))
+                                 t.line, t.gates, [f"{x}{MARK}{i}" for x in t.refs], t.timeout, None, t.name, mine))
             replaced[t.name] = made
     if not replaced:
         return pipeline
     out = copy.copy(pipeline)
     out.tasks = [c for t in pipeline.tasks for c in replaced.get(t.name, [t])]
     return out
+
+
+def as_written(task: Task) -> dict[str, Any]:
+    """A task's options as its step wrote them: a dataset load's copy writes its part elsewhere."""
+    dataset = (task.part or {}).get("dataset")
+    return {**task.options, "path": dataset} if dataset else task.options

@@ -323,21 +323,23 @@ class KeyedExtractor(Extractor):
         self.progress: Progress | None = None
         self._splitting = False
 
-    async def split(self) -> list[Part]:
+    async def split(self) -> list[dict[str, Any]]:
         """The partitions a read of this configuration would read now (the key's range probed, as
-        the read itself does), without reading a row: what the coordinator hands to the copies of a
-        partitioned source, one range each, when the run is spread over workers."""
+        the read itself does), without reading a row, as JSON (``part_json``): what the coordinator
+        hands to the copies of a partitioned source, one range each, when the run is spread over
+        workers."""
         self._splitting = True
         stream = self.batches()
+        found = [Part()]
         try:
             async for _ in stream:
                 break
         except _Split as e:
-            return e.parts
+            found = e.parts
         finally:
             self._splitting = False
             await stream.aclose()
-        return [Part()]
+        return [part_json(p) for p in found]
 
     def keyed_read(self) -> bool:
         """Whether this configuration reads in key order when the table has a key."""

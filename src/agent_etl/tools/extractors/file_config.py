@@ -46,6 +46,8 @@ class FileConfig(ToolConfig):
     """Options shared by the file extractors."""
 
     path: str = Field(min_length=1, description="a file, a directory (every file of the format in it) or a glob")
+    partitions: int = Field(1, ge=1, le=64, description="groups of files (by size) read by as many copies of the "
+                            "branch in a run spread over workers (--bus nats://); one task reads them all otherwise")
 
 
 class TypedFileConfig(FileConfig):

@@ -104,8 +104,29 @@ class FileExtractor(Extractor):
         return pos
 
     def _files(self) -> list[FileRef]:
-        """The files to read, in the order every read takes (called in a worker thread)."""
+        """The files to read, in the order every read takes (called in a worker thread): those of
+        the path, or the group of them a copy of a partitioned read was given (``split``)."""
+        fixed = self.ctx.partition
+        if fixed is not None and "files" in fixed:
+            return [Path(f) for f in fixed["files"]]
         return resolve(self.ctx, self.config.path, self.suffixes, self.fmt)
+
+    async def split(self) -> list[dict[str, Any]]:
+        """The files in ``partitions`` groups of about equal size (the largest first into the
+        smallest group; each group in name order): what the copies of the branch read, one group
+        each, in a run spread over workers."""
+        def groups() -> list[dict[str, Any]]:
+            files = resolve(self.ctx, self.config.path, self.suffixes, self.fmt)
+            n = min(self.config.partitions, len(files))
+            taken: list[list[Path]] = [[] for _ in range(n)]
+            sizes = [0] * n
+            for size, f in sorted(((f.stat().st_size, f) for f in files), key=lambda x: (-x[0], x[1])):
+                i = sizes.index(min(sizes))
+                taken[i].append(f)
+                sizes[i] += size
+            return [{"files": [str(f) for f in sorted(g)]} for g in taken]
+
+        return await asyncio.to_thread(groups)
 
     def _open(self, path: FileRef, target: pa.Schema | None) -> Source | None:
         """Open ``path`` in a worker thread (None skips an empty file); ``target`` is the first file's schema."""
