@@ -323,3 +323,63 @@ async def test_a_run_whose_coordinator_died_is_resumed_on_the_same_workers(clust
     assert result["status"] == "succeeded" and result["resumed"]
     assert c.rows("b") == (ROWS, ROWS)
     assert pq.read_table(c.folder / "out" / "a.parquet").num_rows == ROWS
+
+
+FILES = """
+version: 1
+name: files
+defaults: {batch_size: 500}
+extract:
+  p: {tool: parquet, path: "data/*.parquet", partitions: 2}
+transform:
+  - {name: c, input: p, tool: python, function: "check:check"}
+load:
+  d: {input: c, tool: parquet, path: out/d/}
+"""
+
+CHECK = """
+import pathlib
+
+import pyarrow.compute as pc
+
+FAIL = pathlib.Path(__file__).with_name("fail-now")
+
+
+def check(table):
+    if FAIL.exists() and pc.any(pc.equal(table.column("id"), 3500)).as_py():
+        raise ValueError("row 3500 is refused")
+    return table
+"""
+
+
+async def test_a_failed_copy_leaves_the_old_dataset_whole_and_the_resumed_run_swaps_in_the_new(cluster):
+    import pyarrow as pa
+
+    c = cluster
+    (c.folder / "data").mkdir()
+    for i in range(4):  # two groups of two files, one per copy
+        pq.write_table(pa.table({"id": pa.array(range(i * 1000, (i + 1) * 1000), pa.int64())}),
+                       c.folder / "data" / f"part{i}.parquet")
+    (c.folder / "out" / "d").mkdir(parents=True)
+    pq.write_table(pa.table({"id": [-1]}), c.folder / "out" / "d" / "old.parquet")  # a previous run's dataset
+    (c.folder / "check.py").write_text(CHECK)
+    (c.folder / "fail-now").touch()
+    await c.start_workers(2)
+    out, _ = await c.finished(await c.run(FILES, "--json"), 1)
+    failed = json.loads(out)
+    assert sorted(t["status"] for t in failed["tasks"] if t["name"].startswith("d#")) == ["succeeded",
+                                                                                        "upstream_failed"]
+    # the dataset is the old one, whole; the copies' parts wait next to it for the resume
+    assert [p.name for p in (c.folder / "out" / "d").iterdir()] == ["old.parquet"]
+    assert [p.name for p in (c.folder / "out").iterdir() if p.name.startswith(".")] == [
+        f".d.parts-{failed['run_id']}"]
+    (c.folder / "fail-now").unlink()
+    resumed = json.loads((await c.finished(await c.cli("resume", failed["run_id"], "--json", bus=c.url)))[0])
+    assert resumed["status"] == "succeeded"
+    tasks = {t["name"]: t for t in resumed["tasks"]}
+    # the copy that had landed its part is not run again
+    assert sorted((tasks[f"d#{i}"]["details"] or {}).get("resumed") == "committed before" for i in (0, 1)) == [
+        False, True]
+    lake = pq.read_table(c.folder / "out" / "d")
+    assert sorted(lake.column("id").to_pylist()) == list(range(4000))
+    assert sorted(p.name for p in (c.folder / "out").iterdir()) == ["d"]

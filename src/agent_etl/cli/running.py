@@ -104,8 +104,7 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | N
             print(f"       -> {r['target']} ({r['mode']})")
         if "distributed" in r:  # partition_plan: what a run over workers (--bus nats://) makes of the partitions
             d = r["distributed"]
-            print(f"       over workers: {d['reason']}" if d["copies"] else f"       over workers: one branch, "
-                  f"its {d['partitions']} partitions read inside it ({d['reason']})")
+            print(f"       over workers: {d['reason'] if d['copies'] else 'one branch: ' + d['reason']}")
         for q in r["quality"]:
             print(f"       quality: {len(q['checks'])} checks ({', '.join(q['checks'])}), on failure {q['on_failure']}")
         if len(agents) > 1 or choice:  # one agent for everything is not news; a choice between agents is

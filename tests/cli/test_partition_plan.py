@@ -1,0 +1,61 @@
+"""`agent-etl plan` says what a run spread over workers makes of each partitioned source: copies
+of its branch, one per partition, or one branch and why (agents.partition_plan)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+AGENT_ETL = os.environ.get("AGENT_ETL_CLI") or str(Path(sys.executable).parent / "agent-etl")
+
+PIPE = """
+version: 1
+name: plan_copies
+connections:
+  pg: {url: "postgresql://u@127.0.0.1:5432/test"}
+extract:
+  merged: {tool: postgres, connection: pg, table: a, partitions: 4, partition_on: id}
+  replaced: {tool: postgres, connection: pg, table: b, partitions: 2, partition_on: id}
+  files: {tool: parquet, path: "data/*.parquet", partitions: 3}
+  one_file: {tool: csv, path: "data/*.csv", partitions: 2}
+  inc: {tool: postgres, connection: pg, table: c, partitions: 2, partition_on: id, incremental: {cursor: id}}
+  plain: {tool: postgres, connection: pg, table: d}
+transform:
+  - {name: whole, input: files, tool: sql, query: "select count(*) as n from files"}
+load:
+  m: {input: merged, tool: postgres, connection: pg, table: m, mode: merge, key: [id]}
+  r: {input: replaced, tool: postgres, connection: pg, table: r, mode: replace}
+  f: {input: files, tool: parquet, path: out/f/}
+  w: {input: whole, tool: postgres, connection: pg, table: w}
+  o: {input: one_file, tool: parquet, path: out/o.parquet}
+  i: {input: inc, tool: postgres, connection: pg, table: i}
+  p: {input: plain, tool: postgres, connection: pg, table: p}
+"""
+
+
+def plan(tmp_path: Path, *args: str) -> str:
+    (tmp_path / "p.yaml").write_text(PIPE)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AGENT_ETL_")}, "AGENT_ETL_MEMORY": "off",
+           "AGENT_ETL_HOME": str(tmp_path / "home")}
+    done = subprocess.run([AGENT_ETL, "plan", "p.yaml", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_plan_says_which_partitioned_sources_become_copies_over_workers_and_why_not(tmp_path):
+    tasks = {t["task"]: t for t in json.loads(plan(tmp_path, "--json"))["tasks"]}
+    said = {name: (t["distributed"]["copies"], t["distributed"]["reason"]) for name, t in tasks.items()
+            if "distributed" in t}
+    assert said["merged"] == (True, "up to 4 copies of its branch, one per partition, spread over the workers")
+    assert said["replaced"][0] is False and "load 'r' replaces its table" in said["replaced"][1]
+    assert said["files"][0] is False and "transform 'whole' (sql) needs the whole stream" in said["files"][1]
+    assert said["one_file"][0] is False and "load 'o' (parquet) takes one writer" in said["one_file"][1]
+    assert said["inc"] == (False, "an incremental source's next mark is one value over its whole read")
+    assert set(said) == {"merged", "replaced", "files", "one_file", "inc"}  # plain has no partitions
+    text = plan(tmp_path)
+    assert "over workers: up to 4 copies of its branch" in text
+    assert "over workers: one branch: load 'r' replaces its table" in text
