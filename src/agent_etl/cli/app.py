@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from agent_etl.cli.cache import cache_app
+from agent_etl.cli.command import Command
 from agent_etl.cli.memory import memory_app
 
 app = typer.Typer(name="agent-etl", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -61,7 +62,7 @@ NoMemory = Annotated[bool, typer.Option("--no-memory", help="Neither read nor st
                                         "AGENT_ETL_MEMORY=off), e.g. when the memory folder cannot be opened.")]
 
 
-@app.command()
+@app.command(cls=Command)
 def run(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipeline YAML file.")], var: Vars = None, json: Json = False,
         quiet: Quiet = False,
         resume: Annotated[bool, typer.Option("--resume", help="Go on with the latest unfinished run of this pipeline "
@@ -85,7 +86,7 @@ def run(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipeli
                               profile=profile, memory="off" if no_memory else None))
 
 
-@app.command()
+@app.command(cls=Command)
 def resume(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run id (a unique prefix is enough).")], var: Vars = None,
            json: Json = False, quiet: Quiet = False, force: Force = False, home: Home = None,
            no_memory: NoMemory = False) -> None:
@@ -98,7 +99,7 @@ def resume(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run id 
                                  memory="off" if no_memory else None))
 
 
-@app.command()
+@app.command(cls=Command)
 def validate(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipeline YAML file.")], var: Vars = None,
              json: Json = False,
              connect: Annotated[bool, typer.Option("--connect", help="Also open every connection, read every source's "
@@ -111,7 +112,7 @@ def validate(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="P
     _exit(lambda: validate_command(pipeline, var or [], as_json=json, connect=connect, profile=profile))
 
 
-@app.command()
+@app.command(cls=Command)
 def plan(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipeline YAML file.")], var: Vars = None,
          json: Json = False, profile: Profile = None, no_memory: NoMemory = False) -> None:
     """Show the tasks in order: inputs, tool, quality gates, where each load writes; nothing runs."""
@@ -121,7 +122,7 @@ def plan(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipel
                                memory="off" if no_memory else None))
 
 
-@app.command()
+@app.command(cls=Command)
 def schema(out: Annotated[Optional[str], typer.Option("--out", "-o", metavar="PATH", help="File to write (default: "
                                                       "stdout).")] = None) -> None:
     """Print the JSON Schema of pipeline files, for editors (docs/editors.md)."""
@@ -130,7 +131,7 @@ def schema(out: Annotated[Optional[str], typer.Option("--out", "-o", metavar="PA
     _exit(lambda: schema_command(out))
 
 
-@export_app.command("airflow")
+@export_app.command("airflow", cls=Command)
 def export_airflow(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipeline YAML file.")],
                    out: Annotated[Optional[str], typer.Option("--out", "-o", metavar="PATH", help="DAG file to write "
                                                               "(default: <pipeline name>_dag.py here; '-': stdout).")] = None,
@@ -143,7 +144,7 @@ def export_airflow(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", h
     _exit(lambda: airflow_command(pipeline, out, schedule, var or [], profile))
 
 
-@app.command()
+@app.command(cls=Command)
 def init(source: Annotated[str, typer.Argument(metavar="SOURCE", help="postgresql://..., mysql://... (mariadb), "
                                                "sqlite:///file.db, a .duckdb file, a data file, folder or glob, "
                                                "s3://bucket/prefix/*.parquet, or an https:// JSON URL.")],
@@ -166,7 +167,7 @@ def init(source: Annotated[str, typer.Argument(metavar="SOURCE", help="postgresq
                                endpoint_url=endpoint_url))
 
 
-@tools_app.command("list")
+@tools_app.command("list", cls=Command)
 def tools_list(kind: Annotated[Optional[str], typer.Option(metavar="KIND", help="extractor, transform, validator or loader.")] = None,
                json: Json = False) -> None:
     """List the installed tools with their options."""
@@ -175,7 +176,7 @@ def tools_list(kind: Annotated[Optional[str], typer.Option(metavar="KIND", help=
     _exit(lambda: tools_command(kind, as_json=json))
 
 
-@app.command()
+@app.command(cls=Command)
 def events(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run id (a unique prefix is enough).")],
            follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing events as the run goes, "
                                                 "until it ends.")] = False,
@@ -187,7 +188,7 @@ def events(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run id 
     _exit(lambda: events_command(run_id, follow=follow, as_json=json, home=home))
 
 
-@runs_app.command("list")
+@runs_app.command("list", cls=Command)
 def runs_list(limit: Annotated[int, typer.Option(metavar="N", help="How many runs, newest first.")] = 20,
               pipeline: Annotated[Optional[str], typer.Option(
                   metavar="NAME|FILE", help="Only runs of this pipeline: its name, or its YAML file (whose state folder is read).")] = None,
@@ -201,7 +202,7 @@ def runs_list(limit: Annotated[int, typer.Option(metavar="N", help="How many run
     _exit(lambda: list_command(limit, pipeline, as_json=json, home=home, status=status))
 
 
-@runs_app.command("show")
+@runs_app.command("show", cls=Command)
 def runs_show(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run id (a unique prefix is enough).")],
               json: Json = False, home: Home = None) -> None:
     """Show one run: its tasks, rows, durations, agents and errors."""
@@ -210,8 +211,8 @@ def runs_show(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run 
     _exit(lambda: show_command(run_id, as_json=json, home=home))
 
 
-@audit_app.command("verify")
-def audit_verify(run_id: Annotated[Optional[str], typer.Argument(metavar="[RUN_ID]", help="Run id (a unique prefix is "
+@audit_app.command("verify", cls=Command)
+def audit_verify(run_id: Annotated[Optional[str], typer.Argument(metavar="RUN_ID", help="Run id (a unique prefix is "
                                                                   "enough); left out, every run in the store.")] = None,
                  json: Json = False, home: Home = None) -> None:
     """Check the audit chain: exit 0 if intact, 1 naming the first record edited, deleted, inserted or
@@ -221,7 +222,7 @@ def audit_verify(run_id: Annotated[Optional[str], typer.Argument(metavar="[RUN_I
     _exit(lambda: verify_command(run_id, as_json=json, home=home))
 
 
-@audit_app.command("show")
+@audit_app.command("show", cls=Command)
 def audit_show(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run id (a unique prefix is enough).")],
                json: Json = False, home: Home = None) -> None:
     """Show the audit records of a run: sequence, time, kind, task, data and hash."""
@@ -230,7 +231,7 @@ def audit_show(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run
     _exit(lambda: show_command(run_id, as_json=json, home=home))
 
 
-@app.command()
+@app.command(cls=Command)
 def report(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run id (a unique prefix is enough).")],
            format: Annotated[Optional[str], typer.Option(
                "--format", "-f", metavar="FORMAT", help="html (default), json, csv or xlsx; left out, the extension of --out.")] = None,
@@ -245,7 +246,7 @@ def report(run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run id 
     _exit(lambda: report_command(run_id, format, out, history, home))
 
 
-@app.command()
+@app.command(cls=Command)
 def worker(bus: Annotated[str, typer.Option("--bus", metavar="BUS", help="The broker: nats://host:port (AGENT_ETL_BUS).",
                                             envvar="AGENT_ETL_BUS")],
            concurrency: Annotated[int, typer.Option("--concurrency", "-c", metavar="N", min=1,

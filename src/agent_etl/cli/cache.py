@@ -11,6 +11,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from agent_etl.cli.command import Command
+
 cache_app = typer.Typer(no_args_is_help=True, help="The result cache of extracts with `cache: {ttl: ...}`.")
 
 Home = Annotated[Optional[str], typer.Option("--home", metavar="DIR", help="State folder holding the cache (default: "
@@ -27,7 +29,7 @@ def _folder(home: str | None, pipeline: str | None) -> Path:
     return Settings().home_for(Path(pipeline).resolve().parent if pipeline else None)
 
 
-@cache_app.command("clear")
+@cache_app.command("clear", cls=Command)
 def clear(home: Home = None, pipeline: Pipeline = None) -> None:
     """Delete every cached result of the state folder; the next run of each cached extract reads its source."""
     from agent_etl.cli.app import _exit
@@ -43,7 +45,7 @@ def clear(home: Home = None, pipeline: Pipeline = None) -> None:
     _exit(run)
 
 
-@cache_app.command("list")
+@cache_app.command("list", cls=Command)
 def list_(json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
           home: Home = None, pipeline: Pipeline = None) -> None:
     """List the cached results: pipeline, task, rows, size, age and expiry, least recently used first."""

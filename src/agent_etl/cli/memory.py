@@ -12,18 +12,20 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from agent_etl.cli.command import Command
+
 memory_app = typer.Typer(no_args_is_help=True, help="The experience memory: what every task of past runs did.")
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
-Home = Annotated[Optional[str], typer.Option("--home", help="State folder holding the memory (default: AGENT_ETL_HOME, "
+Home = Annotated[Optional[str], typer.Option("--home", metavar="DIR", help="State folder holding the memory (default: AGENT_ETL_HOME, "
                                                             "else ./.agent-etl; with --like, next to the pipeline).")]
 
 
-@memory_app.command("search")
+@memory_app.command("search", cls=Command)
 def search(text: Annotated[Optional[str], typer.Argument(help="Words to look for, e.g. 'postgres parquet'.")] = None,
-           like: Annotated[Optional[str], typer.Option("--like", help="Pipeline YAML file: the experiences nearest "
+           like: Annotated[Optional[str], typer.Option("--like", metavar="PIPELINE", help="Pipeline YAML file: the experiences nearest "
                                                                       "to each of its tasks.")] = None,
-           k: Annotated[int, typer.Option("-k", "--limit", help="How many per query.")] = 5,
+           k: Annotated[int, typer.Option("-k", "--limit", metavar="N", help="How many per query.")] = 5,
            json: Json = False, home: Home = None) -> None:
     """Find the experiences most similar to some words, or to the tasks of a pipeline."""
     from agent_etl.cli.app import _exit
@@ -31,9 +33,9 @@ def search(text: Annotated[Optional[str], typer.Argument(help="Words to look for
     _exit(lambda: search_command(text, like, k, as_json=json, home=home))
 
 
-@memory_app.command("list")
-def list_(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
-          pipeline: Annotated[Optional[str], typer.Option(help="Only this pipeline's experiences.")] = None,
+@memory_app.command("list", cls=Command)
+def list_(limit: Annotated[int, typer.Option(metavar="N", help="How many, newest first.")] = 20,
+          pipeline: Annotated[Optional[str], typer.Option(metavar="NAME", help="Only this pipeline's experiences.")] = None,
           json: Json = False, home: Home = None) -> None:
     """List stored experiences, newest first."""
     from agent_etl.cli.app import _exit
@@ -41,7 +43,7 @@ def list_(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 
     _exit(lambda: list_command(limit, pipeline, as_json=json, home=home))
 
 
-@memory_app.command("forget")
+@memory_app.command("forget", cls=Command)
 def forget(id: Annotated[str, typer.Argument(help="An experience id (RUN_ID/TASK), or a run id: all its tasks.")],
            home: Home = None) -> None:
     """Forget one experience, or every experience of one run."""
@@ -50,7 +52,7 @@ def forget(id: Annotated[str, typer.Argument(help="An experience id (RUN_ID/TASK
     _exit(lambda: forget_command(id, home=home))
 
 
-@memory_app.command("reset")
+@memory_app.command("reset", cls=Command)
 def reset(yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
           home: Home = None) -> None:
     """Delete the whole memory folder (every experience); runs, checkpoints and reports stay."""
