@@ -89,9 +89,10 @@ class Progress:
     ``every`` seconds, and once more when the run ends."""
 
     def __init__(self, run_id: str, pipeline: Any, every: float = 0.25):
+        from agent_etl.task_board import TaskBoard
+
         self.run_id, self.name, self.every = run_id, pipeline.name, every
-        self.tasks = {t.name: {"kind": t.kind, "status": "pending", "rows": 0, "start": None, "time": None}
-                      for t in pipeline.tasks}
+        self.board = TaskBoard(pipeline)
         self.status, self.started, self.drawn = "running", time.monotonic(), 0.0
         self.handle: Any = None
 
@@ -101,30 +102,15 @@ class Progress:
         self.handle = display(HTML(self.html()), display_id=True)
 
     def on_event(self, ev: Any) -> None:
-        from agent_etl.events import RunFinished, TaskCompleted, TaskFailed, TaskProgress, TaskStalled, TaskStarted
+        from agent_etl.events import RunFinished
 
         if getattr(ev, "run_id", None) != self.run_id:
             return
-        task = self.tasks.get(getattr(ev, "task", None) or "")
         if isinstance(ev, RunFinished):
             self.status = ev.status
             self.draw(force=True)
-            return
-        if task is None:
-            return
-        if isinstance(ev, TaskStarted):
-            task.update(status="running", start=time.monotonic())
-        elif isinstance(ev, TaskProgress):
-            task["rows"] = ev.rows_total
-        elif isinstance(ev, TaskCompleted):
-            task.update(status="succeeded", rows=ev.rows, time=ev.duration)
-        elif isinstance(ev, TaskFailed):
-            task.update(status="upstream_failed" if ev.upstream else "failed", time=ev.duration or None)
-        elif isinstance(ev, TaskStalled):
-            task["status"] = "stalled"
-        else:
-            return
-        self.draw()
+        elif self.board.apply(ev):
+            self.draw()
 
     def draw(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -141,14 +127,13 @@ class Progress:
     def html(self) -> str:
         e = html.escape
         now = time.monotonic()
-        done = sum(1 for t in self.tasks.values() if t["status"] in ("succeeded", "failed", "upstream_failed"))
         rows = []
-        for name, t in self.tasks.items():
-            took = t["time"] if t["time"] is not None else (now - t["start"] if t["start"] is not None else None)
-            rows.append([e(name), e(t["kind"]), _status(t["status"]), f"{t['rows']:,}",
+        for r in self.board.rows.values():
+            took = r.elapsed(now)
+            rows.append([e(r.name), e(r.kind), _status(r.status), f"{r.rows:,}",
                          f"{took:.1f}s" if took is not None else ""])
         return (f"<div><b>{e(self.name)}</b> run <code>{e(self.run_id)}</code>: {_status(self.status)}, "
-                f"{done} of {len(self.tasks)} tasks done, {now - self.started:.1f}s"
+                f"{self.board.finished()} of {len(self.board.rows)} tasks done, {now - self.started:.1f}s"
                 + _table(["task", "kind", "status", "rows", "time"], rows, {3, 4}) + "</div>")
 
 

@@ -6,7 +6,8 @@ import sys
 import time
 from typing import Any
 
-from agent_etl.events import Event, TaskCompleted, TaskFailed, TaskProgress, TaskStalled, TaskStarted
+from agent_etl.events import Event, TaskCompleted, TaskFailed, TaskStalled, TaskStarted
+from agent_etl.task_board import TaskBoard
 
 
 class PlainReporter:
@@ -63,9 +64,13 @@ class PlainReporter:
 class RichReporter(PlainReporter):
     """A live table: one row per task with status, rows and rows/s."""
 
+    # the table's words for the board's statuses, where they differ
+    SHOWN = {"upstream_failed": "skipped"}
+    COLORS = {"succeeded": "green", "failed": "red", "skipped": "yellow", "running": "cyan"}
+
     def __init__(self, pipeline: Any, enabled: bool = True):
         super().__init__(pipeline, enabled)
-        self.state = {t.name: {"status": "pending", "rows": 0, "start": None, "duration": None} for t in pipeline.tasks}
+        self.board = TaskBoard(pipeline)
         self.live = None
 
     def __enter__(self):
@@ -86,31 +91,17 @@ class RichReporter(PlainReporter):
         table = Table(title=self.pipeline.name, expand=False)
         for col in ("task", "kind", "tool", "status", "rows", "rows/s"):
             table.add_column(col, justify="right" if col.startswith("rows") else "left")
-        now = time.perf_counter()
-        colors = {"succeeded": "green", "failed": "red", "skipped": "yellow", "running": "cyan"}
-        for t in self.pipeline.tasks:
-            s = self.state[t.name]
-            elapsed = s["duration"] or (now - s["start"] if s["start"] else 0)
-            rate = f"{s['rows'] / elapsed:,.0f}" if elapsed and s["rows"] else ""
-            status = f"[{colors.get(s['status'], 'white')}]{s['status']}[/]"
-            table.add_row(t.name, t.kind, t.tool, status, f"{s['rows']:,}", rate)
+        now = time.monotonic()
+        for r in self.board.rows.values():
+            elapsed = r.elapsed(now)
+            rate = f"{r.rows / elapsed:,.0f}" if elapsed and r.rows else ""
+            status = self.SHOWN.get(r.status, r.status)
+            table.add_row(r.name, r.kind, r.tool, f"[{self.COLORS.get(status, 'white')}]{status}[/]", f"{r.rows:,}",
+                          rate)
         return table
 
     async def on_event(self, ev: Event) -> None:
-        s = self.state.get(getattr(ev, "task", ""), None)
-        if s is None:
-            return
-        if isinstance(ev, TaskStarted):
-            s.update(status="running", start=time.perf_counter(), rows=0, duration=None)
-        elif isinstance(ev, TaskProgress):
-            s["rows"] = ev.rows_total
-        elif isinstance(ev, TaskCompleted):
-            s.update(status="succeeded", rows=ev.rows, duration=ev.duration)
-        elif isinstance(ev, TaskFailed):
-            s.update(status="skipped" if ev.upstream else "failed", duration=ev.duration or None)
-        elif isinstance(ev, TaskStalled):
-            s.update(status="stalled")
-        if self.live is not None:
+        if self.board.apply(ev) and self.live is not None:
             self.live.update(self._table())
 
 
