@@ -4,9 +4,12 @@ deleted, inserted or reordered record) found and named; keyed chains (AGENT_ETL_
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +36,10 @@ connections:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
+    return _project(tmp_path)
+
+
+def _project(tmp_path: Path) -> Path:
     (tmp_path / "data").mkdir()
     (tmp_path / "out").mkdir()
     rows = ["id,amount"] + [f"{i},{-1 if i % 50 == 7 else i % 90}" for i in range(1000)]
@@ -74,80 +81,79 @@ def test_a_run_is_recorded_and_its_chain_verifies(project: Path) -> None:
     assert "run.finished" in text.stdout and "commit" in text.stdout
 
 
-def test_an_edited_record_is_named(project: Path) -> None:
-    run_id = _run(project)
-    with _db(project) as db:
-        seq = db.execute("select seq from audit where run_id=? and kind='commit' order by seq limit 1",
-                         (run_id,)).fetchone()[0]
-        db.execute("update audit set data=json_set(data, '$.rows', 1) where run_id=? and seq=?", (run_id, seq))
-    out = _verify(project, run_id)
-    assert out.returncode == 1
-    assert f"record {seq} (commit copy) was edited" in out.stdout
+# Each tampering with a recorded run's audit table in the run store, and the line `audit verify`
+# names it with: tamper(db, run_id) does it and returns that line.
 
 
-def test_a_deleted_record_is_named(project: Path) -> None:
-    run_id = _run(project)
-    with _db(project) as db:
-        db.execute("delete from audit where run_id=? and seq=4", (run_id,))
-    out = _verify(project, run_id)
-    assert out.returncode == 1
-    assert "record 4 deleted" in out.stdout
+def _edit(db: sqlite3.Connection, run_id: str) -> str:
+    seq = db.execute("select seq from audit where run_id=? and kind='commit' order by seq limit 1",
+                     (run_id,)).fetchone()[0]
+    db.execute("update audit set data=json_set(data, '$.rows', 1) where run_id=? and seq=?", (run_id, seq))
+    return f"record {seq} (commit copy) was edited"
 
 
-def test_a_deleted_tail_is_found(project: Path) -> None:
-    run_id = _run(project)
-    with _db(project) as db:
-        last = db.execute("select max(seq) from audit where run_id=?", (run_id,)).fetchone()[0]
-        db.execute("delete from audit where run_id=? and seq=?", (run_id, last))
-    out = _verify(project, run_id)
-    assert out.returncode == 1
-    assert f"stops at record {last - 1}" in out.stdout
+def _delete(db: sqlite3.Connection, run_id: str) -> str:
+    db.execute("delete from audit where run_id=? and seq=4", (run_id,))
+    return "record 4 deleted"
 
 
-def test_an_inserted_record_is_named(project: Path) -> None:
-    run_id = _run(project)
-    with _db(project) as db:
-        # make room after record 3 and put a forged commit there, chained to record 3 with a fresh hash
-        db.execute("update audit set seq = -seq - 1 where run_id=? and seq > 3", (run_id,))
-        db.execute("update audit set seq = -seq where run_id=? and seq < 0", (run_id,))
-        prev = db.execute("select hash from audit where run_id=? and seq=3", (run_id,)).fetchone()[0]
-        import hashlib
-        forged = hashlib.sha256(prev.encode() + b"forged").hexdigest()
-        db.execute("insert into audit (run_id, seq, at, kind, task, data, alg, prev, hash) values "
-                   "(?, 4, 0, 'commit', 'copy', '{\"rows\": 5}', 'sha256', ?, ?)", (run_id, prev, forged))
-    out = _verify(project, run_id)
-    assert out.returncode == 1
-    assert "record 4 (commit copy) was inserted" in out.stdout
+def _delete_tail(db: sqlite3.Connection, run_id: str) -> str:
+    last = db.execute("select max(seq) from audit where run_id=?", (run_id,)).fetchone()[0]
+    db.execute("delete from audit where run_id=? and seq=?", (run_id, last))
+    return f"stops at record {last - 1}"
 
 
-def test_an_inserted_valid_looking_record_is_named(project: Path) -> None:
+def _insert_after_3(db: sqlite3.Connection, run_id: str, hash_of: Callable[[str], str], at: float, data: str) -> str:
+    """Make room after record 3 and put a forged commit there, chained to record 3."""
+    db.execute("update audit set seq = -seq - 1 where run_id=? and seq > 3", (run_id,))
+    db.execute("update audit set seq = -seq where run_id=? and seq < 0", (run_id,))
+    prev = db.execute("select hash from audit where run_id=? and seq=3", (run_id,)).fetchone()[0]
+    db.execute("insert into audit (run_id, seq, at, kind, task, data, alg, prev, hash) values "
+               "(?, 4, ?, 'commit', 'copy', ?, 'sha256', ?, ?)", (run_id, at, data, prev, hash_of(prev)))
+    return "record 4 (commit copy) was inserted"
+
+
+def _insert(db: sqlite3.Connection, run_id: str) -> str:
+    return _insert_after_3(db, run_id, lambda prev: hashlib.sha256(prev.encode() + b"forged").hexdigest(), 0,
+                           '{"rows": 5}')
+
+
+def _insert_valid_looking(db: sqlite3.Connection, run_id: str) -> str:
     """Without a key anyone can compute a record's hash: the record after it still betrays it."""
     from agent_etl.store.audit import digest
 
-    run_id = _run(project)
-    with _db(project) as db:
-        db.execute("update audit set seq = -seq - 1 where run_id=? and seq > 3", (run_id,))
-        db.execute("update audit set seq = -seq where run_id=? and seq < 0", (run_id,))
-        prev = db.execute("select hash from audit where run_id=? and seq=3", (run_id,)).fetchone()[0]
-        h = digest(prev, run_id, 4, 1.5, "commit", "copy", '{"rows":5}', None)
-        db.execute("insert into audit (run_id, seq, at, kind, task, data, alg, prev, hash) values "
-                   "(?, 4, 1.5, 'commit', 'copy', '{\"rows\":5}', 'sha256', ?, ?)", (run_id, prev, h))
-    out = _verify(project, run_id)
-    assert out.returncode == 1
-    assert "record 4 (commit copy) was inserted" in out.stdout
+    return _insert_after_3(db, run_id, lambda prev: digest(prev, run_id, 4, 1.5, "commit", "copy", '{"rows":5}',
+                                                           None), 1.5, '{"rows":5}')
 
 
-def test_reordered_records_are_named(project: Path) -> None:
-    run_id = _run(project)
-    with _db(project) as db:
-        db.execute("update audit set seq = -1 where run_id=? and seq=5", (run_id,))
-        db.execute("update audit set seq = 5 where run_id=? and seq=6", (run_id,))
-        db.execute("update audit set seq = 6 where run_id=? and seq=-1", (run_id,))
-        kind = db.execute("select kind, task from audit where run_id=? and seq=5", (run_id,)).fetchone()
-    out = _verify(project, run_id)
+def _reorder(db: sqlite3.Connection, run_id: str) -> str:
+    db.execute("update audit set seq = -1 where run_id=? and seq=5", (run_id,))
+    db.execute("update audit set seq = 5 where run_id=? and seq=6", (run_id,))
+    db.execute("update audit set seq = 6 where run_id=? and seq=-1", (run_id,))
+    kind, task = db.execute("select kind, task from audit where run_id=? and seq=5", (run_id,)).fetchone()
+    return f"record 6 ({f'{kind} {task}' if task else kind}) stands at position 5: records were reordered"
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One run, recorded once for the tampering tests (each tampers with a copy of its project)."""
+    root = tmp_path_factory.mktemp("recorded")
+    return root, _run(_project(root))
+
+
+@pytest.mark.parametrize("tamper", [_edit, _delete, _delete_tail, _insert, _insert_valid_looking, _reorder],
+                         ids=["edited", "deleted", "deleted-tail", "inserted", "inserted-valid-looking", "reordered"])
+def test_tampering_is_found_and_named(recorded: tuple[Path, str], tmp_path: Path,
+                                      tamper: Callable[[sqlite3.Connection, str], str]) -> None:
+    source, run_id = recorded
+    copy = tmp_path / "project"
+    shutil.copytree(source, copy)
+    assert _verify(copy, run_id).returncode == 0
+    with _db(copy) as db:
+        said = tamper(db, run_id)
+    out = _verify(copy, run_id)
     assert out.returncode == 1
-    label = f"{kind[0]} {kind[1]}" if kind[1] else kind[0]
-    assert f"record 6 ({label}) stands at position 5: records were reordered" in out.stdout
+    assert said in out.stdout
 
 
 def test_every_run_is_verified_without_a_run_id(project: Path) -> None:
