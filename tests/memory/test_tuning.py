@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 
-from agent_etl.agents.tuning import Observed, free_dimensions, observed_runs, propose
+from agent_etl.agents.tuning import Observed, estimate, free_dimensions, observed_runs, propose
 from agent_etl.spec import Pipeline
 from agent_etl.tools.registry import default_registry
 from tests.cli.conftest import cli
@@ -24,7 +25,7 @@ def test_no_experience_keeps_the_spec_values():
     assert setting == BASE and "nothing to tune" in why
 
 
-def test_explores_the_untried_neighbours_of_the_best_then_keeps_it():
+def test_explores_three_neighbours_runs_the_best_again_fifth_then_keeps_it():
     seen = [Observed(BASE, 1e6)]
     assert propose(seen, BASE, FREE)[0] == (100_000, 2)  # partitions up first
     seen.append(Observed((100_000, 2), 0.8e6))
@@ -32,15 +33,71 @@ def test_explores_the_untried_neighbours_of_the_best_then_keeps_it():
     seen.append(Observed((200_000, 1), 0.9e6))
     assert propose(seen, BASE, FREE)[0] == (50_000, 1)
     seen.append(Observed((50_000, 1), 0.95e6))
+    # the 5th run: the best setting's lead (1.0 against 0.95M, one run each) is within the noise
     setting, why = propose(seen, BASE, FREE)
-    assert setting == BASE and "neighbours ran slower" in why and "4 settings tried in 4 runs" in why
+    assert setting == BASE and why.startswith("exploiting the best known setting") and "4 settings tried in 4 runs" in why
+    seen.append(Observed(BASE, 1.05e6))
+    setting, why = propose(seen, BASE, FREE)
+    assert setting == BASE and "neighbours ran slower" in why and "4 settings tried in 5 runs" in why
 
 
+def test_a_lead_clearly_beyond_the_noise_goes_on_climbing_at_the_fifth_run():
+    seen = [Observed(BASE, 1e6), Observed((100_000, 2), 0.7e6), Observed((200_000, 1), 1.5e6),
+            Observed((400_000, 1), 2.5e6)]
+    setting, why = propose(seen, BASE, FREE)
+    assert setting == (800_000, 1) and why.startswith("exploring"), why  # the way up: batch size again
+    # the same runs, but the noise measured on repeated runs is wide: 2.5M may be luck, run it again
+    noisy = seen + [Observed((100_000, 2), x, group="other") for x in (0.3e6, 1.5e6)]
+    setting, why = propose(noisy, BASE, FREE)
+    assert setting == (400_000, 1) and why.startswith("exploiting"), why
+
+
+def test_a_setting_that_won_on_one_lucky_run_is_run_again_and_found_out():
+    # (100k, 2) ran five times around 1.0M (a noise of ~8%); (200k, 2) once at 1.08M: within the noise
+    seen = [Observed((100_000, 2), x) for x in (0.9e6, 1.1e6, 1.0e6, 0.95e6, 1.05e6)] + [
+        Observed((200_000, 2), 1.08e6), Observed((100_000, 1), 0.95e6), Observed((50_000, 2), 0.97e6),
+        Observed((100_000, 4), 0.93e6)]
+    est = estimate(seen)
+    assert 0.05 < est.noise < 0.12
+    # shrunk by how sure each is: the one run's lead of 0.08 in log(rows/s) counts for a fifth of it
+    assert 0 < est.effect[(200_000, 2)] < 0.3 * est.raw[(200_000, 2)]
+    assert est.effect[(100_000, 2)] > 0.5 * est.raw[(100_000, 2)]
+    setting, why = propose(seen, (100_000, 1), FREE)
+    assert setting == (200_000, 2) and why.startswith("exploiting"), why
+    seen.append(Observed((200_000, 2), 0.92e6))  # its second run: the first was luck
+    setting, why = propose(seen, (100_000, 1), FREE)
+    assert setting == (100_000, 2) and "neighbours ran slower" in why, why
+    assert "(batch_size 100,000, partitions 2: ~997k rows/s over 5 similar runs)" in why
+
+
+def test_settings_are_compared_within_each_pipeline_not_across_their_tables():
+    # another pipeline's table is three times faster; there (200k, 1) beat (100k, 1) by 20%
+    other = [Observed((100_000, 1), 3.0e6, 0.8, "other/src"), Observed((200_000, 1), 3.6e6, 0.8, "other/src")]
+    setting, why = propose(other, BASE, FREE, group="p/src")
+    assert setting == (200_000, 1) and why.startswith("no run of this pipeline yet: the best setting of similar "
+                                                      "pipelines (batch_size 200,000, partitions 1"), why
+    # here (100k, 1) ran at 1.0M, (400k, 1) at 1.1M: pooled raw means would take (100k, 1) for the best
+    # (its 3.0M there); per pipeline, (400k, 1) leads here and (200k, 1) there, and neither is clear
+    mine = [Observed(BASE, 1.0e6, 1.0, "p/src"), Observed((400_000, 1), 1.1e6, 1.0, "p/src")]
+    est = estimate(other + mine, "p/src")
+    assert est.raw[(400_000, 1)] > est.raw[BASE] and est.raw[(200_000, 1)] > est.raw[BASE]
+    assert round(est.rows_per_second(BASE)) == 1_000_000  # said at this pipeline's level
+    setting, why = propose(other + mine, BASE, FREE, group="p/src")
+    assert setting != BASE and "2 of other pipelines" in why, why
+
+
+def test_the_slope_picks_the_next_step():
+    # batch size up paid twice in a row: from (400k, 1) the next step is batch size up again, before
+    # partitions up (the default order's first)
+    seen = [Observed(BASE, 1e6), Observed((200_000, 1), 1.2e6), Observed((400_000, 1), 1.5e6)]
+    assert propose(seen, BASE, FREE)[0] == (800_000, 1)
 def test_a_step_that_lost_elsewhere_is_not_tried_from_the_new_best():
     # partitions 2 was slower at 100k; batch 200k won: from (200k, 1) try 400k, not (200k, 2)
     seen = [Observed(BASE, 1e6), Observed((100_000, 2), 0.7e6), Observed((200_000, 1), 1.3e6)]
     assert propose(seen, BASE, FREE)[0] == (400_000, 1)
     seen.append(Observed((400_000, 1), 1.1e6))
+    assert propose(seen, BASE, FREE) [0] == (200_000, 1)  # the 5th run: the best again
+    seen.append(Observed((200_000, 1), 1.25e6))
     setting, why = propose(seen, BASE, FREE)
     assert setting == (200_000, 1) and "made runs slower elsewhere" in why
 
@@ -51,7 +108,8 @@ def test_means_over_repeated_runs_and_similarity_weights():
                                                                  Observed((200_000, 1), 2.0e6, similarity=0.1)]
     mean_200k = math.exp((1.0 * math.log(0.5e6) + 0.1 * math.log(2.0e6)) / 1.1)
     assert mean_200k < 1e6
-    assert propose(seen, BASE, FREE)[0] == (100_000, 2)
+    # (200k, 1) is slower: the slope points the other way, batch size down comes before partitions up
+    assert propose(seen, BASE, FREE)[0] == (50_000, 1)
 
 
 def test_a_failed_run_counts_as_tried_and_slow():
@@ -78,9 +136,28 @@ def test_converges_near_the_peak_of_a_throughput_surface_within_five_runs():
         setting, why = propose(seen, BASE, FREE)
         history.append(setting)
         seen.append(Observed(setting, speed(setting)))
+    assert history[:5] == [BASE, (100_000, 2), (100_000, 4), (200_000, 2), (400_000, 2)], history
     assert speed(history[4]) >= 0.9 * speed((400_000, 2)), history
-    # then a step past the peak is tried once, and the peak is kept
-    assert history[6:] == [(400_000, 2)] * 4 and "best known setting" in why, history
+    # then the peak runs again (its one run's lead is within the assumed noise), a step past it is
+    # tried once (not partitions up: that lost at 100k), and the peak is kept
+    assert history[5:] == [(400_000, 2), (800_000, 2)] + [(400_000, 2)] * 3 and "best known setting" in why, history
+
+
+def test_on_a_noisy_gentle_surface_the_fifth_run_is_near_the_peak():
+    # a peak at (200k, 2), the defaults at 88% of it, runs scattered by 10% (seeded: the same every time)
+    def speed(s: tuple[int, int]) -> float:
+        return 1e6 * math.exp(-0.03 * math.log2(s[0] / 200_000) ** 2 - 0.1 * math.log2(s[1] / 2) ** 2)
+
+    rng = random.Random(7)
+    fifth = []
+    for _ in range(200):
+        seen: list[Observed] = []
+        for _ in range(5):
+            setting, _ = propose(seen, BASE, FREE)
+            seen.append(Observed(setting, speed(setting) * math.exp(rng.gauss(0, 0.1))))
+        fifth.append(speed(seen[4].setting) / speed((200_000, 2)))
+    # a hill climb that explores at run 5 too reaches 0.91 on average, 49% of series >= 0.9
+    assert sum(fifth) / len(fifth) >= 0.93 and sum(f >= 0.9 for f in fifth) >= 0.6 * len(fifth)
 
 
 def _pipeline(defaults: str = "", extract: str = "table: public.t") -> Pipeline:
