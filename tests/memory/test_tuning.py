@@ -227,6 +227,13 @@ def test_second_run_gets_a_proposed_setting_and_a_pinned_batch_size_stays(tmp_pa
     assert "best known setting (batch_size 100,000" in tasks["lake"]["details"]["tuning"]["reason"]
     listed = json.loads(cli("memory", "list", "--json", cwd=open_, env=CHROMA).stdout)
     assert sorted(e["params"]["batch_size"] for e in listed if e["task"] == "orders") == [100_000, 200_000]
+    # another pipeline of the same shape, in the same state folder: it starts from the best of those two
+    (open_ / "copy.yaml").write_text((open_ / "pipeline.yaml").read_text().replace("name: orders_to_lake",
+                                                                                     "name: orders_copy"))
+    plan = json.loads(cli("plan", "copy.yaml", "--json", cwd=open_, env=CHROMA).stdout)
+    tuned = {t["task"]: t["tuning"] for t in plan["tasks"]}["orders"]
+    assert tuned["batch_size"] in (100_000, 200_000) and tuned["reason"].startswith(
+        "no run of this pipeline yet: the best setting of similar pipelines"), tuned
 
     pinned = tmp_path / "pinned"
     write_pipeline(pinned)  # defaults: {batch_size: 1000}
