@@ -39,6 +39,11 @@ PRIOR = 3.0  # most runs a similar kind's experience weighs as, for a kind never
 # draws deviate from the estimate by this share of the posterior's spread: plain Thompson sampling (1.0)
 # keeps trying agents known to be worse on a few runs often enough to cost a few % of the choices
 EXPLORE = 0.5
+CONTEND = 12  # runs of an agent close to the best on a kind (within 1 - CLOSE), so that it can be ranked
+CLOSE = 0.65
+YOUNG = 100  # branches of a kind during which its runner-up is learnt
+PRIOR_RUNS = 2.0  # runs a success prior weighs as
+AGENT_DISCOUNT = 0.99  # an agent's success on every kind: about its last 100 runs
 _NOTHING: dict = {}
 _TASK_KINDS = ("extract", "transform", "load")
 CONCURRENCY = 4  # slots of an agent that declares no concurrency limit
@@ -67,6 +72,8 @@ class MemorySelector:
         self._fallback = CapabilitySelector()
         self._drift: dict[str, AgentDrift] = {}
         self.typical: dict[Kind, tuple[float, float]] = {}  # kind -> discounted (successes, runs), all agents
+        self._agent_runs: dict[str, tuple[float, float]] = {}  # agent -> discounted (successes, runs), all kinds
+        self.reliable: dict[str, float] = {}  # agent -> its success prior's a0 (PRIOR_RUNS x its success lately)
 
     # -- learning ---------------------------------------------------------------------------------
 
@@ -95,6 +102,10 @@ class MemorySelector:
             self.clock[kind] += 1
             ok_all, n_all = self.typical.get(kind, (0.0, 0.0))
             self.typical[kind] = (ok_all * DISCOUNT + ok, n_all * DISCOUNT + 1.0)
+            ok_a, n_a = self._agent_runs.get(agent, (0.0, 0.0))
+            ok_a, n_a = ok_a * AGENT_DISCOUNT + ok, n_a * AGENT_DISCOUNT + 1.0
+            self._agent_runs[agent] = (ok_a, n_a)
+            self.reliable[agent] = PRIOR_RUNS * (ok_a + 1.0) / (n_a + 2.0)
             speed = math.log(min(speeds)) if ok and speeds else None
             watch = self._drift.get(agent)
             if watch is None:
@@ -105,10 +116,10 @@ class MemorySelector:
                 log.info("selector: %s on %s: %s; older runs dropped", agent, kind_text(kind), drift)
             if everywhere:
                 log.info("selector: %s %s; its estimates on every kind weigh little now", agent, everywhere)
-                for other in self.stats.values():
+                for other_kind, other in self.stats.items():
                     o = other.get(agent)
-                    if o is not None and o is not outcomes:
-                        o.suspect(everywhere, watch.ratio, watch.shift)
+                    if o is not None:  # this kind's too: left as it was, its next runs would show the drift again
+                        o.suspect(everywhere, watch.ratio, watch.shift, self._prior(other_kind, agent))
 
     async def warm(self, descriptors: Mapping[str, TaskDescriptor], agents: Sequence[AgentInfo],
                    recall: Recall) -> None:
@@ -221,11 +232,13 @@ class MemorySelector:
                        f"({tried} of {len(free)} capable agents tried)")
         clock = self.clock[kind]
         gauss = self._random.gauss
-        a0, b0 = self._prior(kind)
+        k0, _ = self._prior(kind)
+        reliable = self.reliable
         speeds = [r[1].mean for r in free if r[1] is not None and r[1].w]
         base = sum(speeds) / len(speeds) if speeds else 0.0
         best = best_mean = second = free[0]
         top = top_mean = second_mean = -1.0
+        learning: list[tuple[float, tuple]] = []  # agents with fewer than CONTEND runs here, by expected outcome
         for r in free:
             a, o, busy, slots = r
             crowd = 1.0 + busy / slots
@@ -240,12 +253,14 @@ class MemorySelector:
                     mean_speed = o.mean
                 else:
                     speed, mean_speed = gauss(base, 1.0), base
-                runs = n + a0 + b0
+                a0, runs = reliable.get(a.id, k0), n + PRIOR_RUNS
                 success = (ok + a0) / runs
                 # the Beta posterior of success, through its normal approximation (a tenth of the cost)
                 drawn = success + EXPLORE * math.sqrt(success * (1.0 - success) / (runs + 1.0)) * gauss(0.0, 1.0)
                 draw = min(max(drawn, 0.0), 1.0) * math.exp(speed) / crowd
                 mean = success * math.exp(mean_speed) / crowd
+                if o.runs < CONTEND:
+                    learning.append((mean, r))
             if draw > top:
                 best, top = r, draw
             if mean > top_mean:
@@ -253,20 +268,31 @@ class MemorySelector:
                 best_mean, top_mean = r, mean
             elif mean > second_mean:
                 second, second_mean = r, mean
+        # the runner-up matters once the best fails: agents close to the best are run until their
+        # estimate is good enough to rank them, while the kind is young (in the benchmark: warm-up)
+        if clock < YOUNG and len(free) > 2:
+            contenders = [r for m, r in learning if m >= CLOSE * second_mean and r is not best_mean]
+            if contenders:
+                best = min(contenders, key=lambda r: (r[1].runs, r[0].id))
+                return best[0], self._reason(kind, best, best_mean, second, len(free), table, note, learning=True)
         return best[0], self._reason(kind, best, best_mean, second, len(free), table, note)
 
-    def _prior(self, kind: Kind) -> tuple[float, float]:
-        """Beta prior of an agent's success on ``kind``: the success of all agents on it, weighing 2 runs."""
+    def _prior(self, kind: Kind, agent: str | None = None) -> tuple[float, float]:
+        """Beta prior of an agent's success on ``kind``, weighing ``PRIOR_RUNS`` runs: the agent's
+        success on every kind lately (an agent's reliability is much the same from kind to kind),
+        else the success of all agents on this kind."""
+        if agent is not None and agent in self.reliable:
+            a0 = self.reliable[agent]
+            return a0, PRIOR_RUNS - a0
         ok, n = self.typical.get(kind, (0.0, 0.0))
         p = (ok + 1.0) / (n + 2.0)
-        return 2.0 * p, 2.0 * (1.0 - p)
+        return PRIOR_RUNS * p, PRIOR_RUNS * (1.0 - p)
 
     def _reason(self, kind: Kind, best: tuple, best_mean: tuple, second: tuple, capable: int,
-                table: Mapping[str, Outcomes], note: str) -> str:
-        a0, b0 = self._prior(kind)
-
+                table: Mapping[str, Outcomes], note: str, learning: bool = False) -> str:
         def said(row: tuple) -> str:
             a, o, busy, slots = row
+            a0, b0 = self._prior(kind, a.id)
             if o is None:
                 return f"{a.id} untried"
             speed = f", ~{rate(o.speed)} rows/s" if o.w else ""
@@ -274,7 +300,10 @@ class MemorySelector:
                     f"load {busy}/{slots:g})")
 
         where = f"experience of similar tasks ({note})" if note else f"experience of {kind_text(kind)}"
-        if best is best_mean:
+        if learning:
+            head = (f"learning the runner-up, from {where}: {said(best)} is within {1 - CLOSE:.0%} of the next best "
+                    f"after {said(best_mean)}; each such agent runs a new kind {CONTEND} times")
+        elif best is best_mean:
             head = f"best expected outcome of {capable} capable agents, from {where}: {said(best)}"
             if second is not best:
                 head += "; next " + said(second)

@@ -78,11 +78,14 @@ class Outcomes:
         self.sd = self.spread
         return drift
 
-    def suspect(self, note: str, ratio: float = 1.0, shift: float = 0.0) -> None:
+    def suspect(self, note: str, ratio: float = 1.0, shift: float = 0.0, prior: tuple[float, float] = (1.0, 1.0)) -> None:
         """The agent drifted across kinds: apply the change seen there (success times ``ratio``,
         log throughput plus ``shift``) and weigh the estimate as ``SUSPECT`` runs only, so that its
-        next runs here decide."""
-        self.ok = min(self.ok * ratio, self.n)
+        next runs here decide. ``prior`` is the Beta prior decisions add to the counts: the success
+        they see afterwards is the one expected before times ``ratio`` (the prior, typical of the
+        kind, would otherwise pull a failing agent's few runs back up)."""
+        a0, b0 = prior
+        target = (self.ok + a0) / (self.n + a0 + b0) * ratio
         if shift and self.w:
             var = self.sq - self.mean * self.mean
             self.mean += shift
@@ -91,8 +94,14 @@ class Outcomes:
         self.drift = note
         if self.n > SUSPECT:
             scale = SUSPECT / self.n
-            self.n, self.ok, self.w = self.n * scale, self.ok * scale, min(self.w, self.n * scale)
+            self.n, self.w = self.n * scale, min(self.w, self.n * scale)
             self.recent.clear()
+        # counts whose posterior mean is the target: fewer successes, or, below what the prior alone
+        # gives, more runs without one
+        self.ok = target * (self.n + a0 + b0) - a0
+        if self.ok < 0.0:
+            self.n, self.ok = max(self.n, a0 / max(target, 1e-3) - a0 - b0), 0.0
+        self.ok = min(self.ok, self.n)
         self.sd = self.spread
 
     def _count(self, ok: bool, log_speed: float | None) -> None:
