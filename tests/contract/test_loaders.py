@@ -399,6 +399,27 @@ async def test_a_failing_stream_leaves_what_was_there(loader_backend, mode):
 # -- what hangs on a replaced table (replace_strategy) -----------------------------------------
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+async def test_a_replace_says_which_path_it_took(loader_backend, strategy):
+    """The run's task details name the path of a replace (``replace``): a new table the first time,
+    then the one ``replace_strategy`` asked for, where the loader has the option."""
+    backend, place = loader_backend
+    need(backend, mode="replace")
+    if "replace_strategy" not in default_registry().get("loader", backend.tool).Config.model_fields:
+        pytest.skip(f"{backend.tool} has no replace_strategy")
+    async with loader(backend, place, "replace", strategy=strategy) as tool:
+        await tool.load(stream(rows(range(10), 1)))
+        assert tool.details() == {"replace": "swap (new table)"}
+    async with loader(backend, place, "replace", strategy=strategy) as tool:
+        await tool.load(stream(rows(range(5), 2)))
+        path = tool.details()["replace"]
+    if strategy == "auto":
+        assert path.startswith(("swap", "insert (")), path
+    else:
+        assert path.startswith(strategy), path
+    assert held(backend, place) == as_tuples(rows(range(5), 2))
+
+
 @pytest.mark.parametrize("strategy", ["auto", "insert"])
 async def test_a_view_on_the_table_answers_after_a_replace(loader_backend, strategy):
     """The view is still there and reads the new rows (recreated by a swap, or the insert path was taken)."""

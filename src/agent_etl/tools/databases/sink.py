@@ -21,6 +21,13 @@ class DatabaseLoader(Loader):
     capabilities: ClassVar[Capabilities] = DATABASE
     read_committed: ClassVar[Callable[[ToolContext, Any], dict[str, Any] | None]]
     read_mark: ClassVar[Callable[[ToolContext, Any, str], dict[str, Any] | None]]
+    # the running load's writer; where it has a ``path_taken`` (a ``databases.replace.Path``), the
+    # run's task details say which replace path was taken and why
+    writer: Any = None
+
+    def details(self) -> dict[str, Any]:
+        taken = getattr(self.writer, "path_taken", None)
+        return {"replace": taken.details} if taken is not None else {}
 
     def takes_units(self) -> bool:
         # replace swaps a whole new table in: it is one unit

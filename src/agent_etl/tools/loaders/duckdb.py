@@ -390,10 +390,6 @@ class DuckDBLoader(DatabaseLoader):
     read_mark = staticmethod(_mark)
     writer: _Writer | None = None
 
-    def details(self) -> dict[str, Any]:
-        taken = self.writer.path_taken if self.writer is not None else None
-        return {"replace": taken.details} if taken is not None else {}
-
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         import duckdb
 

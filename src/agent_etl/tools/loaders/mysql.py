@@ -557,10 +557,6 @@ class MySQLLoader(DatabaseLoader):
 
     writer: _Writer | None = None
 
-    def details(self) -> dict[str, Any]:
-        taken = self.writer.path_taken if self.writer is not None else None
-        return {"replace": taken.details} if taken is not None else {}
-
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         import pymysql
 
