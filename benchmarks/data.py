@@ -66,11 +66,17 @@ def import_runtime(*tools: str) -> None:
 
     # the experience memory's backend, which a run opens at its end to record what it did (chromadb:
     # ~0.3 s of imports); what remains in the clock is the write itself
-    memory = {"chroma": ("chromadb", "agent_etl.memory.chroma"), "numpy": ("agent_etl.memory.ndarray",)}.get(
-        Settings().memory, ())
+    memory = {"chroma": ("chromadb", "chromadb.api.rust", "chromadb.telemetry.product.posthog",
+                         "agent_etl.memory.chroma"), "numpy": ()}.get(Settings().memory, ())
+    # what a run imports on its way (python -X importtime of a benchmark child lists what the clock
+    # still holds): tuning and agent selection read the memory (memory_selector embeds with numpy)
     for module in ("agent_etl.agents.coordinator", "agent_etl.agents.etl", "agent_etl.agents.monitor",
-                   "agent_etl.agents.quality", "agent_etl.bus.memory", "agent_etl.settings", "agent_etl.store.runs",
-                   "agent_etl.tools.registry", "agent_etl.memory.recorder", *memory, "ruamel.yaml", "sqlite3",
+                   "agent_etl.agents.quality", "agent_etl.agents.fleet", "agent_etl.agents.memory_selector",
+                   "agent_etl.agents.outcomes", "agent_etl.agents.tuning", "agent_etl.bus.memory",
+                   "agent_etl.settings", "agent_etl.store.runs", "agent_etl.store.locks", "agent_etl.notebook",
+                   "agent_etl.tools.registry", "agent_etl.tools.databases.incremental", "agent_etl.tools.streams.marks",
+                   "agent_etl.memory.recorder", "agent_etl.memory.ndarray", *memory, "ruamel.yaml",
+                   "ruamel.yaml.mergevalue", "pyarrow.pandas_compat", "sqlite3",
                    "sqlalchemy.dialects.sqlite",  # the run store's dialect, imported by its first create_engine
                    *tools):
         importlib.import_module(module)
