@@ -206,6 +206,7 @@ class BranchAssigned(Event):
     store_url: str | None = None
     cursors: dict[str, Any] = {}
     resume: dict[str, Any] | None = None  # ResumePlan.to_dict(): where this attempt goes on
+    tags: list[str] = []  # only a worker advertising all of them takes it (its steps' tags:)
     trace: dict[str, str] | None = None  # W3C trace context of the run's span: the worker's task spans are its children
 
 

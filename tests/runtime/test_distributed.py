@@ -112,10 +112,10 @@ class Cluster:
         await self.watch.listen(BranchTaken, lambda ev: self.taken.setdefault(ev.branch, []).append(ev.agent))
         await self.watch.listen(BranchReassigned, self.reassigned.append)
 
-    async def start_workers(self, n: int) -> None:
+    async def start_workers(self, n: int, *args: str) -> None:
         for _ in range(n):
             proc = await asyncio.create_subprocess_exec(AGENT_ETL, "worker", "--bus", self.url, "--heartbeat", "0.5",
-                                                        env=self.environ, stderr=asyncio.subprocess.PIPE)
+                                                        *args, env=self.environ, stderr=asyncio.subprocess.PIPE)
             line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
             assert " ready on nats://127.0.0.1:4222" in line, line
             self.workers[line.split()[1]] = proc
@@ -383,3 +383,17 @@ async def test_a_failed_copy_leaves_the_old_dataset_whole_and_the_resumed_run_sw
     lake = pq.read_table(c.folder / "out" / "d")
     assert sorted(lake.column("id").to_pylist()) == list(range(4000))
     assert sorted(p.name for p in (c.folder / "out").iterdir()) == ["d"]
+
+
+async def test_a_branch_whose_step_asks_for_tags_runs_only_on_a_worker_advertising_them(cluster):
+    c = cluster
+    await c.start_workers(2)
+    await c.start_workers(1, "--tags", "gpu,eu-west")
+    tagged = list(c.workers)[-1]
+    # b's transform asks for a gpu worker: both copies of b's branch wait for that one worker
+    step = '{name: slow_b, input: b, tool: python, function: "slow:pause"'
+    pipeline = PARTITIONED.replace(step, step + ", tags: [gpu]")
+    await c.finished(await c.run(pipeline))
+    assert c.taken["b#0"] == [tagged] and c.taken["b#1"] == [tagged]
+    assert len(c.taken["a#0"]) == len(c.taken["a#1"]) == 1
+    assert c.rows("b") == (ROWS, ROWS)

@@ -467,7 +467,8 @@ class AgentCoordinator(Agent):
             self._waiting[(run_id, t.name)] = attempt
         try:
             if self.dispatch is not None:  # one work event: a worker with room takes the whole branch
-                await self.dispatch.assign(run_id, branch, number, plan, chosen[tasks[0].name][1])
+                await self.dispatch.assign(run_id, branch, number, plan, chosen[tasks[0].name][1],
+                                           sorted({g for t in tasks for g in t.tags}))
             for i, t in enumerate(reversed(tasks) if self.dispatch is None else ()):  # readers first: a producer
                 # never waits on an unassigned reader
                 agent, reason = chosen[t.name]

@@ -36,11 +36,23 @@ def info_of(record: dict[str, Any]) -> AgentInfo:
                      dict(record.get("limits", {})), frozenset(record.get("tags", ())), int(record.get("load", 0)))
 
 
-class _Placed:
-    __slots__ = ("run_id", "branch", "attempt", "tasks", "agent", "done", "since")
+def place(tags: list[str] | tuple[str, ...]) -> str:
+    """The work subject's last token for a branch needing ``tags`` (a worker serves every subset of
+    its own tags); "" for a branch any worker may take."""
+    return "+".join(sorted(set(tags)))
 
-    def __init__(self, run_id: str, branch: str, attempt: int, tasks: list[str]):
-        self.run_id, self.branch, self.attempt, self.tasks = run_id, branch, attempt, tasks
+
+def places(tags: list[str] | tuple[str, ...]) -> list[str]:
+    """Every non-empty subset of a worker's tags, as ``place`` names it: the branches it may take."""
+    tags = sorted(set(tags))
+    return [place([t for i, t in enumerate(tags) if mask >> i & 1]) for mask in range(1, 1 << len(tags))]
+
+
+class _Placed:
+    __slots__ = ("run_id", "branch", "attempt", "tasks", "tags", "agent", "done", "since")
+
+    def __init__(self, run_id: str, branch: str, attempt: int, tasks: list[str], tags: list[str]):
+        self.run_id, self.branch, self.attempt, self.tasks, self.tags = run_id, branch, attempt, tasks, tags
         self.agent: str | None = None
         self.done: set[str] = set()
         self.since = time.monotonic()
@@ -71,16 +83,20 @@ class Dispatch:
         """The workers whose heartbeat records are there now."""
         return [info_of(json.loads(v)) for v in (await self.kv.items()).values()]
 
-    async def assign(self, run_id: str, tasks: list[str], attempt: int, plan: Any, reason: str = "") -> None:
+    async def assign(self, run_id: str, tasks: list[str], attempt: int, plan: Any, reason: str = "",
+                     tags: list[str] | None = None) -> None:
+        """Put one attempt of a branch in the work queue; with ``tags`` only a worker advertising
+        all of them takes it (its own work subject: ``place``)."""
         if run_id not in self.runs:  # the RunStarted the coordinator just published is on its way back
             await self.bus.drain()
         run = self.runs[run_id]
-        self.placed[(run_id, tasks[0])] = _Placed(run_id, tasks[0], attempt, tasks)
+        self.placed[(run_id, tasks[0])] = _Placed(run_id, tasks[0], attempt, tasks, tags or [])
+        why = reason or "taken by a worker with room"
         await self.bus.publish(BranchAssigned(
             run_id=run_id, pipeline=run.pipeline, branch=tasks[0], tasks=tasks, attempt=attempt,
-            reason=reason or "taken by a worker with room", description=run.description, store_url=run.store_url,
-            cursors=run.cursors, resume=plan.to_dict() if plan is not None else run.resume,
-            trace=tracing.carrier()))
+            reason=f"{why}; on a worker tagged {', '.join(tags)}" if tags else why, description=run.description,
+            store_url=run.store_url, cursors=run.cursors, resume=plan.to_dict() if plan is not None else run.resume,
+            trace=tracing.carrier(), tags=tags or []))
 
     def _on_run(self, ev: RunStarted) -> None:
         self.runs[ev.run_id] = ev
@@ -112,8 +128,9 @@ class Dispatch:
             for p in self.placed.values():
                 if p.agent is None and now - p.since > NO_TAKER and p.run_id not in warned:
                     warned.add(p.run_id)
-                    log.warning("run %s: no worker has taken branch %s for %.0f s; is `agent-etl worker --bus %s` "
-                                "running?", p.run_id, p.branch, now - p.since, getattr(self.bus, "server", ""))
+                    log.warning("run %s: no worker has taken branch %s for %.0f s; is `agent-etl worker --bus %s%s` "
+                                "running?", p.run_id, p.branch, now - p.since, getattr(self.bus, "server", ""),
+                                f" --tags {','.join(p.tags)}" if p.tags else "")
             for agent in {p.agent for p in self.placed.values() if p.agent is not None and len(p.done) < len(p.tasks)}:
                 try:
                     value = await self.kv.get(agent)

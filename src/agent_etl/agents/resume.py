@@ -174,6 +174,10 @@ async def reopen(registry: Any, store: Any, resume: str | bool, pipeline: Pipeli
         Path(desc.path).read_text() if desc.path and Path(desc.path).is_file() else desc.spec)
     changed = changes(desc.spec, now)
     if changed:
+        if desc.copies:  # the copies' checkpoints are of the old ranges and names: going on would load twice
+            raise ResumeError(f"the pipeline changed since run {run_id} started ({changed}), and that run read "
+                              f"{', '.join(desc.copies)} in copies over workers, which a changed pipeline cannot go "
+                              "on with; run it anew with `agent-etl run`")
         if not force:
             raise ResumeError(f"the pipeline changed since run {run_id} started: {changed}; resuming would mix "
                               "two versions of it. Run it anew with `agent-etl run`, or resume with --force to "

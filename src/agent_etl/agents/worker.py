@@ -16,20 +16,25 @@ takes branches from the broker's work queue while it has room, and heartbeats.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import uuid
 from typing import Any
 
-from agent_etl.agents.dispatch import WORKERS, WORKERS_TTL
+from agent_etl.agents.dispatch import WORKERS, WORKERS_TTL, places
 from agent_etl.agents.etl import ETLAgent
 from agent_etl.agents.quality import QualityAgent
 from agent_etl.events import (BranchAssigned, BranchTaken, RunFinished, RunStarted, TaskAssigned)
+from agent_etl.exceptions import AgentETLError
 
 log = logging.getLogger("agent_etl.worker")
 GROUP = "workers"  # the queue group (and durable consumer) of the branch work queue
+TAG = re.compile(r"[A-Za-z0-9_-]+")
+MAX_TAGS = 5  # a worker serves every subset of its tags: 2^n - 1 work consumers
 
 
 class Worker:
@@ -40,13 +45,17 @@ class Worker:
         self.bus = bus
         self.id = worker_id or f"worker-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
         self.concurrency, self.tags, self.interval = concurrency, sorted(set(tags)), interval
+        bad = [t for t in self.tags if not TAG.fullmatch(t)]
+        if bad or len(self.tags) > MAX_TAGS:
+            raise AgentETLError(f"worker tags {bad or self.tags}: give at most {MAX_TAGS} tags of letters, digits, "
+                                "'_' and '-' (a step's tags: name the same)")
         self.stores: dict[str, Any] = {}
         self.etl = ETLAgent(bus, agent_id=f"etl@{self.id}", registry=registry, stores=self.stores)
         self.quality = QualityAgent(bus, agent_id=f"quality@{self.id}", stores=self.stores)
         self.branches: dict[tuple[str, str, int], asyncio.Task] = {}  # (run, branch, attempt) -> its tasks
         self._room = asyncio.Semaphore(concurrency)
         self._subs: list[Any] = []
-        self._taking: Any = None
+        self._taking: list[Any] = []
         self._beat: asyncio.Task | None = None
         self.kv: Any = None
         self.beats = 0
@@ -66,8 +75,15 @@ class Worker:
         await self._beat_once()
         self._beat = asyncio.get_running_loop().create_task(self._heartbeat(), name=f"heartbeat:{self.id}")
         self._subs.append(await self.bus.listen(RunFinished, self._on_run_finished))
-        self._taking = await self.bus.subscribe(BranchAssigned, self._on_branch, queue=GROUP, durable=GROUP,
-                                                max_deliver=5, ready=self._has_room)
+        self._taking = [await self.bus.subscribe(BranchAssigned, self._on_branch, queue=GROUP, durable=GROUP,
+                                                 max_deliver=5, ready=self._has_room)]
+        # a branch whose steps ask for tags has a work subject of its own (dispatch.place): this worker
+        # serves those of every subset of its tags, each a consumer shared with the workers serving it
+        for where in places(self.tags) if getattr(self.bus, "remote", False) else ():
+            durable = f"{GROUP}-{hashlib.sha1(where.encode()).hexdigest()[:12]}"
+            self._taking.append(await self.bus.subscribe(BranchAssigned, self._on_branch, queue=durable,
+                                                         durable=durable, max_deliver=5, ready=self._has_room,
+                                                         place=where))
 
     async def _has_room(self) -> None:
         await self._room.acquire()
@@ -129,9 +145,9 @@ class Worker:
 
     async def stop(self, finish: bool = True) -> None:
         """Take no more branches; let the running ones finish (or cancel them), then say goodbye."""
-        if self._taking is not None:
-            await self._taking.cancel()
-            self._taking = None
+        for taking in self._taking:
+            await taking.cancel()
+        self._taking = []
         running = list(self.branches.values())
         if not finish:
             for key in list(self.branches):

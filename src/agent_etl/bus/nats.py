@@ -303,14 +303,21 @@ class NatsBus:
 
     def _subject(self, event: Event) -> str:
         run = _token(str(getattr(event, "run_id", "") or "_"))
-        return f"{self._ns}.{'work' if getattr(event, 'work', False) else 'ev'}.{event.topic}.{run}"
+        if not getattr(event, "work", False):
+            return f"{self._ns}.ev.{event.topic}.{run}"
+        # work that needs tagged workers has a token more: its place (agents.dispatch.place)
+        tags = getattr(event, "tags", None)
+        return f"{self._ns}.work.{event.topic}.{run}" + (f".{'+'.join(sorted(tags))}" if tags else "")
 
-    def _filters(self, topic: str) -> list[str]:
+    def _filters(self, topic: str, place: str | None = None) -> list[str]:
         if topic == "*":
             return [f"{self._ns}.ev.>", f"{self._ns}.work.>"]
         cls = EVENT_TYPES.get(topic)
-        kind = "work" if cls is not None and getattr(cls, "work", False) else "ev"
-        return [f"{self._ns}.{kind}.{topic}.*"]
+        if cls is None or not getattr(cls, "work", False):
+            return [f"{self._ns}.ev.{topic}.*"]
+        if place:  # a work queue's consumers must not overlap: each place is a subject pattern of its own
+            return [f"{self._ns}.work.{topic}.*.{place}"]
+        return [f"{self._ns}.work.{topic}.*", f"{self._ns}.work.{topic}.*.*"]
 
     def _decode(self, msg: Any) -> Event | None:
         topic = (msg.headers or {}).get("topic")
@@ -340,12 +347,14 @@ class NatsBus:
 
     async def subscribe(self, topic: str | type[Event], handler: Handler, *, maxsize: int = 1024,
                         queue: str | None = None, durable: str | None = None, max_deliver: int = 1,
-                        ready: Any = None) -> _Core | _Pull:
+                        ready: Any = None, place: str | None = None) -> _Core | _Pull:
+        """As ``EventBus.subscribe``; ``place``: of a work topic, only the events for workers with
+        those tags (``agents.dispatch.place``), else (a queue group) only those for any worker."""
         if max_deliver < 1:
             raise ValueError("max_deliver is the number of deliveries of an event, at least 1")
         await self.connect()
         name = topic if isinstance(topic, str) else topic.topic
-        filters = self._filters(name)
+        filters = self._filters(name, place)
         work = filters[0].startswith(f"{self._ns}.work.")
         if durable is None and max_deliver == 1 and not work and ready is None:
             return await self._core(filters, handler, queue, maxsize)

@@ -13,7 +13,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -140,6 +140,8 @@ class Step(BaseModel):
     tool: str
     # the task fails (transiently: it is retried) if it runs longer; seconds or '10 min'
     timeout: float | str | None = None
+    # in a run over workers, its branch goes only to a worker advertising all of them (worker --tags)
+    tags: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")]] = Field(default_factory=list, max_length=5)
 
     @field_validator("timeout")
     @classmethod
@@ -266,6 +268,7 @@ class Task:
     # step it copies, and the copy's range of the source (``ToolContext.partition``)
     copy_of: str | None = None
     part: dict[str, Any] | None = None
+    tags: list[str] = field(default_factory=list)  # a worker must advertise all of them to run it
 
     @property
     def data_inputs(self) -> list[str]:
@@ -546,12 +549,13 @@ def _plan(spec: Spec) -> list[Task]:
     nodes: dict[str, Task] = {}
     for name, s in spec.extract.items():
         nodes[name] = Task(name, "extract", s.tool, [], s.options, s._line, timeout=s.timeout or spec.defaults.timeout,
-                           cache=s.cache)
+                           cache=s.cache, tags=list(s.tags))
     for s in spec.transform:
         nodes[s.name] = Task(s.name, "transform", s.tool, s.inputs, s.options, s._line,
-                             timeout=s.timeout or spec.defaults.timeout)
+                             timeout=s.timeout or spec.defaults.timeout, tags=list(s.tags))
     for name, s in spec.load.items():
-        nodes[name] = Task(name, "load", s.tool, s.inputs, s.options, s._line, timeout=s.timeout or spec.defaults.timeout)
+        nodes[name] = Task(name, "load", s.tool, s.inputs, s.options, s._line, timeout=s.timeout or spec.defaults.timeout,
+                           tags=list(s.tags))
     for g in spec.quality:
         nodes[g.input].gates.append(g)
         for ref in group_refs(g.checks):  # the gate reads it first: a dependency like an input

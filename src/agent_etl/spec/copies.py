@@ -6,6 +6,7 @@ description, so the copies are a pure function of the pipeline and the stored ``
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -48,8 +49,9 @@ def expand(pipeline: Pipeline, copies: dict[str, Any]) -> Pipeline:
                 mine = {"copy": i, "of": len(parts), **part}
                 if t.name in datasets:
                     mine["dataset"] = datasets[t.name]["path"]
-                made.append(Task(f"{t.name}{MARK}{i}", t.kind, t.tool, [f"{x}{MARK}{i}" for x in t.inputs], options,
-                                 t.line, t.gates, [f"{x}{MARK}{i}" for x in t.refs], t.timeout, None, t.name, mine))
+                made.append(dataclasses.replace(
+                    t, name=f"{t.name}{MARK}{i}", inputs=[f"{x}{MARK}{i}" for x in t.inputs], options=options,
+                    refs=[f"{x}{MARK}{i}" for x in t.refs], cache=None, copy_of=t.name, part=mine))
             replaced[t.name] = made
     if not replaced:
         return pipeline
