@@ -25,7 +25,7 @@ from collections import Counter
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from agent_etl.agents.outcomes import DISCOUNT, STALE, TRIES, WINDOW, AgentDrift, Outcomes, rate
-from agent_etl.agents.selector import AgentInfo, CapabilitySelector, Choice
+from agent_etl.agents.selector import TASK_KINDS, AgentInfo, CapabilitySelector, Choice, branches, placement
 from agent_etl.memory.descriptor import TaskDescriptor
 from agent_etl.spec import Task
 
@@ -45,7 +45,6 @@ YOUNG = 100  # branches of a kind during which its runner-up is learnt
 PRIOR_RUNS = 2.0  # runs a success prior weighs as
 AGENT_DISCOUNT = 0.99  # an agent's success on every kind: about its last 100 runs
 _NOTHING: dict = {}
-_TASK_KINDS = ("extract", "transform", "load")
 CONCURRENCY = 4  # slots of an agent that declares no concurrency limit
 
 
@@ -125,7 +124,7 @@ class MemorySelector:
                    recall: Recall) -> None:
         """Before choosing: recall from memory the experiences near each kind not recalled yet in
         this process (only when there is a choice to make). A memory failure is a warning."""
-        if sum(1 for a in agents if any(c.partition(":")[0] in _TASK_KINDS for c in a.capabilities)) < 2:
+        if sum(1 for a in agents if any(c.partition(":")[0] in TASK_KINDS for c in a.capabilities)) < 2:
             return
         for d in descriptors.values():
             kind = kind_of(d)
@@ -191,21 +190,22 @@ class MemorySelector:
         descriptors = descriptors or {}
         load: dict[str, int] = {a.id: a.load for a in agents}
         chosen: dict[str, Choice] = {}
-        for branch in _branches(tasks):
+        for branch in branches(tasks):
             capable = [a for a in agents if all(a.can_run(t.kind, t.tool) for t in branch)]
             if not capable:  # no one agent runs it all: each task on its own, as capabilities say
                 chosen.update(await self._fallback.select(branch, agents, descriptors))
                 continue
+            capable, left = placement(branch, capable, descriptors, agents)  # tags and the memory rule
             descriptor = descriptors.get(branch[0].name)
             if len(capable) == 1:
                 agent = capable[0]
-                for t in branch:
-                    chosen[t.name] = Choice(agent.id, f"only agent able to {t.kind}" if len(branch) == 1 else
-                                            "only agent able to run the whole branch")
+                reason = None
             else:
                 agent, reason = self.decide(descriptor, capable, load)
-                for t in branch:
-                    chosen[t.name] = Choice(agent.id, reason)
+            for t in branch:
+                said = reason or (f"only agent able to {t.kind}" if len(branch) == 1 else
+                                  "only agent able to run the whole branch")
+                chosen[t.name] = Choice(agent.id, said + (f"; {left}" if left else ""))
             load[agent.id] = load.get(agent.id, 0) + 1
         return chosen
 
@@ -311,26 +311,3 @@ class MemorySelector:
             head = f"exploring, from {where}: {said(best)} drew above the best estimate {said(best_mean)}"
         drifts = [f"{a}: {o.drift}" for a, o in table.items() if o.drift and o.n < 2 * WINDOW + 1]
         return head + ("; drift " + "; ".join(drifts) if drifts else "")
-
-
-def _branches(tasks: Sequence[Task]) -> list[list[Task]]:
-    """The weakly connected groups of ``tasks`` (as ``Pipeline.branches``, over the tasks given)."""
-    if len(tasks) == 1:
-        return [list(tasks)]
-    names = {t.name for t in tasks}
-    parent = {t.name: t.name for t in tasks}
-
-    def root(n: str) -> str:
-        while parent[n] != n:
-            parent[n] = parent[parent[n]]
-            n = parent[n]
-        return n
-
-    for t in tasks:
-        for i in t.inputs:
-            if i in names:
-                parent[root(i)] = root(t.name)
-    groups: dict[str, list[Task]] = {}
-    for t in tasks:
-        groups.setdefault(root(t.name), []).append(t)
-    return list(groups.values())

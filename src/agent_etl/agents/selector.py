@@ -10,9 +10,20 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
-from agent_etl.exceptions import AgentETLError
+from agent_etl.exceptions import AgentETLError, Problem, SpecError
 from agent_etl.memory.descriptor import TaskDescriptor
 from agent_etl.spec import Task
+
+# the memory rule: what a branch's data takes in memory, from its sources' size and schema
+MB = 1 << 20
+OVERHEAD_MB = 64  # a task's own working memory besides its data (Arrow pools, the tool's client)
+ROW_BYTES = 100  # bytes per row when the schema is unknown
+WIDTHS = (("bool", 1), ("int8", 1), ("uint8", 1), ("int16", 2), ("uint16", 2), ("int32", 4), ("uint32", 4),
+          ("float", 4), ("halffloat", 2), ("date32", 4), ("time32", 4), ("int64", 8), ("uint64", 8),
+          ("double", 8), ("date64", 8), ("time64", 8), ("timestamp", 8), ("duration", 8), ("decimal", 16))
+STRING_BYTES = 32  # a string, binary or nested value: its offsets and a short text
+TASK_KINDS = ("extract", "transform", "load")
+EXPANDS = {"parquet": 4.0}  # in memory, as many times its size on disk (compressed columns); else 1
 
 
 @dataclass(frozen=True)
@@ -59,18 +70,23 @@ class CapabilitySelector:
                      descriptors: Mapping[str, TaskDescriptor] | None = None) -> dict[str, Choice]:
         load: Counter[str] = Counter({a.id: a.load for a in agents})
         chosen: dict[str, Choice] = {}
-        # (kind, tool) -> the agents able to run it and the reason; a pipeline has few distinct pairs
-        options: dict[tuple[str, str], tuple[list[AgentInfo], str]] = {}
+        # (kind, tool, branch) -> the agents able to run it and the reason; a pipeline has few of them
+        options: dict[tuple[str, str, str], tuple[list[AgentInfo], str]] = {}
+        descriptors = descriptors or {}
+        branch_of = {t.name: b for b in branches(tasks) for t in b}
         for task in tasks:
-            option = options.get((task.kind, task.tool))
+            branch = branch_of[task.name]
+            key = (task.kind, task.tool, branch[0].name)
+            option = options.get(key)
             if option is None:
                 capable = [a for a in agents if a.can_run(task.kind, task.tool)]
                 if not capable:
                     raise AgentETLError(f"no agent can run {task.kind} task {task.name!r} (tool {task.tool}); "
                                         f"start an agent with capability {task.kind!r}")
+                capable, left = placement(branch, capable, descriptors, agents)  # the branch's tags and data
                 reason = (f"only agent able to {task.kind}" if len(capable) == 1
                           else f"least busy of {len(capable)} agents able to {task.kind}")
-                option = options[(task.kind, task.tool)] = (capable, reason)
+                option = options[key] = (capable, reason + (f"; {left}" if left else ""))
             capable, reason = option
             agent = capable[0] if len(capable) == 1 else min(capable, key=lambda a: (load[a.id], a.id))
             load[agent.id] += 1
@@ -79,3 +95,100 @@ class CapabilitySelector:
 
     async def learn(self, experiences: Sequence[Any]) -> None:
         """Capabilities do not change with experience."""
+
+
+def row_bytes(schema: Sequence[tuple[str, str]]) -> int:
+    """Bytes per row in Arrow memory for a schema of (column, arrow type): fixed widths for numbers,
+    dates and times, ``STRING_BYTES`` for strings and anything else; ``ROW_BYTES`` without a schema."""
+    if not schema:
+        return ROW_BYTES
+    total = 0
+    for _, typ in schema:
+        t = typ.lower()
+        total += next((w for name, w in WIDTHS if t.startswith(name)), STRING_BYTES)
+    return total
+
+
+def memory_need(branch: Sequence[Task], descriptors: Mapping[str, TaskDescriptor]) -> int | None:
+    """MiB a branch's data takes in memory, or None when no source's size is known. Per source
+    (extract) of the branch: its files' bytes times ``EXPANDS`` of the format (Parquet is compressed
+    on disk), else rows x ``row_bytes(schema)`` when its descriptor knows the rows; plus
+    ``OVERHEAD_MB``. The whole data, not a batch: steps that read whole inputs (a query over them,
+    dedupe) hold it all, and streaming steps hold less, so the rule errs on the safe side."""
+    total, known = 0.0, False
+    for t in branch:
+        d = descriptors.get(t.name)
+        if t.kind != "extract" or d is None:
+            continue
+        if d.bytes:
+            total += d.bytes * EXPANDS.get(d.tool, 1.0)
+        elif d.rows:
+            total += d.rows * row_bytes(d.schema)
+        else:
+            continue
+        known = True
+    return int(OVERHEAD_MB + total / MB + 0.5) if known else None
+
+
+def placement(branch: Sequence[Task], agents: Sequence[AgentInfo], descriptors: Mapping[str, TaskDescriptor],
+              everyone: Sequence[AgentInfo] | None = None) -> tuple[list[AgentInfo], str]:
+    """The agents among ``agents`` (those able to run it) a branch may go to, and a note for the
+    reasons: whom its tags and the memory rule left out ("" when no one). Tags: an agent needs every tag the branch's
+    steps ask for (``tags:`` of a step); none has them all is a spec error naming the tags and the
+    agents there are (``everyone``). Memory: an agent whose ``memory_mb`` limit is below
+    ``memory_need`` is left out; when that leaves no one, the agent with the most memory runs it."""
+    tags = sorted({g for t in branch for g in t.tags})
+    out: list[str] = []
+    said = ""
+    runners = [a for a in (everyone or agents) if any(c.partition(":")[0] in TASK_KINDS for c in a.capabilities)]
+    if tags and not any(a.tags for a in runners):
+        # no agent here advertises tags: the coordinator's own agent while workers take the branches
+        # over a broker (each by its work subject, agents.dispatch), or an untagged fleet
+        said = f"tags {', '.join(tags)} not applied: no agent here has tags (over a broker, workers match them)"
+    elif tags:
+        tagged = [a for a in agents if a.tags.issuperset(tags)]
+        if not tagged:
+            listed = ", ".join(f"{a.id} ({', '.join(sorted(a.tags)) or 'no tags'})" for a in runners)
+            task = next(t for t in branch if t.tags)
+            raise SpecError(Problem(f"{task.kind} {task.name!r} asks for an agent tagged {', '.join(tags)}; no agent "
+                                    f"able to run it has them all (agents: {listed})", task.line,
+                                    "tag an agent with them (tags: in configs/agents.yaml, or worker --tags), or "
+                                    "change the step's tags"))
+        if len(tagged) < len(agents):
+            out.append(f"{', '.join(a.id for a in agents if a not in tagged)} not tagged {', '.join(tags)}")
+        agents = tagged
+    need = memory_need(branch, descriptors)
+    if need is not None:
+        fit = [a for a in agents if (a.limits.get("memory_mb") or need) >= need]
+        if not fit:
+            biggest = max(agents, key=lambda a: (a.limits.get("memory_mb") or 0, a.id))
+            return [biggest], "; ".join([*out, f"the branch needs ~{need:,} MB, more than any agent's memory_mb: "
+                                         f"{biggest.id} has the most ({biggest.limits.get('memory_mb', 0):,.0f} MB)"])
+        if len(fit) < len(agents):
+            out.append(", ".join(f"{a.id} (memory_mb {a.limits['memory_mb']:,.0f})" for a in agents if a not in fit)
+                       + f" short of the ~{need:,} MB the branch needs")
+        agents = fit
+    return list(agents), "; ".join([*([f"left out: {'; '.join(out)}"] if out else []), *([said] if said else [])])
+
+
+def branches(tasks: Sequence[Task]) -> list[list[Task]]:
+    """The weakly connected groups of ``tasks`` (as ``Pipeline.branches``, over the tasks given)."""
+    if len(tasks) == 1:
+        return [list(tasks)]
+    names = {t.name for t in tasks}
+    parent = {t.name: t.name for t in tasks}
+
+    def root(n: str) -> str:
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for t in tasks:
+        for i in t.inputs:
+            if i in names:
+                parent[root(i)] = root(t.name)
+    groups: dict[str, list[Task]] = {}
+    for t in tasks:
+        groups.setdefault(root(t.name), []).append(t)
+    return list(groups.values())

@@ -93,7 +93,9 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | N
         return 0
     print(f"{pipeline.name}: {len(rows)} tasks")
     agents = {r["agent"] for r in rows}
-    choice = any(not r["reason"].startswith("only agent able") for r in rows)  # a fleet had a say
+    # a fleet had a say: a choice, or agents left out by tags or memory
+    choice = any(not r["reason"].startswith("only agent able") or "; left out: " in r["reason"]
+                 or "tags " in r["reason"] for r in rows)
     width = max(len(r["task"]) for r in rows)
     tunings = {r["task"]: r.get("tuning") for r in rows}
     for r in rows:
