@@ -140,7 +140,8 @@ class Step(BaseModel):
     tool: str
     # the task fails (transiently: it is retried) if it runs longer; seconds or '10 min'
     timeout: float | str | None = None
-    # in a run over workers, its branch goes only to a worker advertising all of them (worker --tags)
+    # its branch goes only to an agent having all of them: a fleet agent's tags (configs/agents.yaml), or in a run
+    # over workers a worker's (worker --tags)
     tags: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")]] = Field(default_factory=list, max_length=5)
 
     @field_validator("timeout")
