@@ -222,7 +222,8 @@ async def test_a_constraint_violation_stays_a_tool_error(tmp_path, pg_schema):
 
 
 async def test_a_duckdb_write_write_conflict_is_transient(tmp_path):
-    """Two loads of a first run into one new schema both create it: the one that loses is retried."""
+    """Two loads of a first run into one new table both create it: the one that loses is retried.
+    (Into two new tables of one new schema both commit: the schema is made before the load's transaction.)"""
     import asyncio
 
     from agent_etl.exceptions import SiblingFailed
@@ -239,7 +240,7 @@ async def test_a_duckdb_write_write_conflict_is_transient(tmp_path):
         ctx = tool_context(tmp_path, task=f"load{i}", connections={"db": {"url": "duckdb:///one.duckdb"}},
                            prepare=prepare)
         try:
-            return await build("loader", "duckdb", {"connection": "db", "table": f"s.t{i}"}, ctx).load(
+            return await build("loader", "duckdb", {"connection": "db", "table": "s.t"}, ctx).load(
                 stream(batch([1, 2, 3])))
         except BaseException:
             await barrier.abort()

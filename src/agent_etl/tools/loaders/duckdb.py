@@ -88,7 +88,6 @@ class _Writer(Units):
             raise ToolError(f"task {ctx.task!r}: {e}") from None
         self.table = qualified(self.schema, self.name)
         self.checkpoints = qualified(self.schema, checkpoints.TABLE)
-        self.checkpoints_ready = False  # the checkpoint table is known to exist with its columns
         self.into = self.table  # where batches go: the table, or a staging table
         self.view = f"__agent_etl_batch_{uuid.uuid4().hex[:8]}"
         self.cur = None
@@ -140,8 +139,6 @@ class _Writer(Units):
         self._checkpoint_table()
         self.cur.begin()
         self.begun = self.open_tx = True
-        if self.schema:
-            self.cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
         existing = self._existing()
         mode = self.config.mode
         if mode == "merge":
@@ -226,8 +223,6 @@ class _Writer(Units):
                 self.cur.execute(sql)
         elif mode == "merge":
             self._merge()
-        if not self.checkpoints_ready:  # in a schema this load created, it is new
-            self.cur.execute(_create_checkpoints(self.checkpoints))
         self.cur.execute(checkpoints.insert(self.checkpoints, quote, "?"),
                          list(checkpoints.checkpoint(self.ctx, self.config.table, self.unit_rows).values()))
         return True
@@ -236,29 +231,27 @@ class _Writer(Units):
         if self.open_tx:
             self.cur.commit()
             self.open_tx = False
-            self.checkpoints_ready = True
         self.committed = True
         self.count_commit()
 
     def _checkpoint_table(self) -> None:
-        """Create the checkpoint table (or add ``position`` to one from before it) in a transaction of its
-        own, before the load's: DuckDB fails a transaction that creates a table another one created after
-        it began, so two loads of a first run would otherwise fail one another. In a schema that does not
-        exist yet, the load creates the table itself, in its transaction."""
+        """Create the table's schema and the checkpoint table in it (or add ``position`` to one from
+        before it), each in a transaction of its own, before the load's: DuckDB fails a transaction that
+        creates a schema or a table another one created after it began, so two loads of a first run into
+        one new schema would otherwise fail one another (and be retried)."""
         import duckdb
 
         for attempt in range(3):
             try:
+                if self.schema:
+                    self.cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
                 have = {r[0] for r in self.cur.execute(_COLUMNS, [self.schema, checkpoints.TABLE]).fetchall()}
                 if not have:
                     self.cur.execute(_create_checkpoints(self.checkpoints))
                 elif "position" not in have:
                     self.cur.execute(f"ALTER TABLE {self.checkpoints} ADD COLUMN position JSON NOT NULL DEFAULT '{{}}'")
-                self.checkpoints_ready = True
                 return
-            except duckdb.CatalogException:
-                return  # no such schema (yet)
-            except duckdb.TransactionException:  # another load created it at the same moment: look again
+            except duckdb.TransactionException:  # another load created one at the same moment: look again
                 if attempt == 2:
                     raise
 
