@@ -9,6 +9,7 @@ starts at the pipeline file). The run keeps one engine (with its connection pool
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from agent_etl.exceptions import SpecError, ToolError, TransientError
@@ -46,9 +47,19 @@ def engine(ctx: Any, connection: str) -> Any:
     return ctx.resources.get(("sql", url.render_as_string(hide_password=False)), create, lambda eng: eng.dispose())
 
 
+def sqlite_file(eng: Any) -> Path | None:
+    """The file of an engine on a SQLite database file; None for another database, or SQLite in
+    memory or through a ``file:`` URI."""
+    database = eng.url.database
+    if eng.url.get_backend_name() != "sqlite" or database in (None, "", ":memory:") or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
 def connect_error(e: BaseException, url: Any, connection: str) -> Exception:
-    """A connection failure as a message naming user, host and port (and whether to retry)."""
-    where = describe(url.render_as_string(hide_password=True))
+    """A connection failure as a message naming user, host and port, or a SQLite file (and whether to retry)."""
+    where = (str(url.database) if url.get_backend_name() == "sqlite" and url.database
+             else describe(url.render_as_string(hide_password=True)))
     text = " ".join(str(getattr(e, "orig", None) or e).split())[:300]
     low = text.lower()
     if any(s in low for s in _UNREACHABLE):

@@ -34,7 +34,8 @@ import pyarrow as pa
 from agent_etl.exceptions import ToolError
 from agent_etl.tools.base import ToolContext
 from agent_etl.tools.databases.checkpoints import TABLE as CHECKPOINTS
-from agent_etl.tools.databases.engines import bind, connect_error, engine, identifier, location, placeholder, qualified
+from agent_etl.tools.databases.engines import (bind, connect_error, engine, identifier, location, placeholder, qualified,
+                                               sqlite_file)
 from agent_etl.tools.databases.options import SourceOptions, split_table
 from agent_etl.tools.databases.reads import Part, ReaderExtractor, after_last, order_by, parts, where
 from agent_etl.tools.databases.sql.types import arrow_type, text_values
@@ -59,6 +60,10 @@ class _Reader:
         import sqlalchemy.exc
 
         self.engine = engine(self.ctx, self.config.connection)
+        file = sqlite_file(self.engine)
+        if file is not None and not file.is_file():  # connecting would create an empty database there
+            raise ToolError(f"task {self.ctx.task!r}: SQLite database {file} does not exist; check the connection "
+                            "url (relative paths start at the pipeline file)")
         try:
             conn = self.engine.connect()
         except sqlalchemy.exc.DBAPIError as e:
@@ -262,7 +267,11 @@ class SQLExtractor(ReaderExtractor):
 
         try:
             schema, table = split_table(self.config.table)
-            with engine(self.ctx, self.config.connection).connect() as conn:
+            eng = engine(self.ctx, self.config.connection)
+            file = sqlite_file(eng)
+            if file is not None and not file.is_file():
+                return None
+            with eng.connect() as conn:
                 inspector = sa.inspect(conn)
                 if not inspector.has_table(table, schema=schema):
                     return None

@@ -55,7 +55,6 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,11 +65,13 @@ from agent_etl.stream import slices
 from agent_etl.tools.base import ToolContext
 from agent_etl.tools.databases import checkpoints, replace
 from agent_etl.tools.databases.blocking import Units, write_stream
-from agent_etl.tools.databases.engines import connect_error, engine, identifier, location, qualified
+from agent_etl.tools.databases.engines import (connect_error, engine, identifier, location, qualified,
+                                               sqlite_file)
 from agent_etl.tools.databases.options import SinkOptions, key_index_name, split_table
 from agent_etl.tools.databases.sink import DatabaseLoader
 from agent_etl.tools.databases.sql.types import Unmappable, column_type, params
 from agent_etl.tools.databases.transient import transient
+from agent_etl.tools.folders import make_folder_for
 
 _CHUNK_ROWS = 10_000
 _SEQ = "agent_etl_seq"  # row order in the merge staging table
@@ -105,6 +106,9 @@ class _Writer(Units):
         if self.config.mode == "merge" and self.dialect not in _UPSERT:
             raise self._fail(f"mode: merge needs an upsert, which tool: sql has for PostgreSQL, SQLite and MySQL/"
                              f"MariaDB, not {self.dialect}; use mode: append or replace")
+        file = sqlite_file(self.engine)
+        if file is not None:  # a new SQLite database: its folder too, as the file loaders make theirs
+            make_folder_for(file, self.ctx.task)
         try:
             self.conn = self.engine.connect()
         except sqlalchemy.exc.DBAPIError as e:
@@ -546,8 +550,8 @@ def _checkpoint_rows(ctx: ToolContext, config: SQLLoader.Config, read: Callable[
     except ValueError as e:
         raise ToolError(f"task {ctx.task!r}: {e}") from None
     eng = engine(ctx, config.connection)
-    if eng.dialect.name == "sqlite" and eng.url.database not in (None, "", ":memory:") \
-            and not eng.url.database.startswith("file:") and not Path(eng.url.database).is_file():
+    file = sqlite_file(eng)
+    if file is not None and not file.is_file():
         return None
     try:
         conn = eng.connect()

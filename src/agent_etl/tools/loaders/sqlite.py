@@ -82,6 +82,7 @@ from agent_etl.tools.databases.sqlite import swap
 from agent_etl.tools.databases.sqlite.connections import cause, database, engine
 from agent_etl.tools.databases.sqlite.types import declared_type, fold, quote, to_params
 from agent_etl.tools.databases.transient import transient
+from agent_etl.tools.folders import make_folder_for
 
 _CHUNK_ROWS = 10_000
 # benchmarks/replace_paths.py, 1M rows into a table with a primary key and an index: swap 4.90 s,
@@ -113,7 +114,7 @@ class _Writer(Units):
         self.path_taken: replace.Path | None = None  # replace: swap or insert, and why
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder_for(self.path, self.ctx.task)
         self.engine = engine(self.path, self.timeout, read_only=False, begin="BEGIN IMMEDIATE")
         self.conn = self.engine.connect()
         self.dbapi: sqlite3.Connection = self.conn.connection.driver_connection

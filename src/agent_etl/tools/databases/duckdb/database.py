@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_etl.exceptions import SpecError, ToolError, TransientError
+from agent_etl.tools.folders import make_folder_for
 
 HINT = "use url: duckdb:///relative/path.duckdb (next to the pipeline file) or duckdb:////absolute/path.duckdb"
 
@@ -47,7 +48,7 @@ def open_database(ctx: Any, connection: str, *, create: bool) -> Any:
     def connect() -> Any:
         import duckdb
 
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder_for(path, ctx.task)
         try:
             return duckdb.connect(str(path))
         except duckdb.IOException as e:
