@@ -56,7 +56,7 @@ def test_the_sql_extractor_does_not_make_a_missing_sqlite_file(tmp_path: Path):
     assert not (tmp_path / "gone").exists()
 
 
-@pytest.mark.parametrize("name", ["to_sqlite", "to_sql"])
+@pytest.mark.parametrize("name", list(LOADS))
 def test_a_file_where_the_folder_should_be_is_named(tmp_path: Path, name: str):
     project = _project(tmp_path, {name: LOADS[name]})
     (project / "new").write_text("a file, not a folder")

@@ -47,6 +47,7 @@ from agent_etl.exceptions import ToolError
 from agent_etl.tools.base import Loader, ToolConfig, ToolContext
 from agent_etl.tools.capabilities import FILE
 from agent_etl.tools.flat_columns import check_flat
+from agent_etl.tools.folders import make_folder_for
 from agent_etl.tools.loaders.file_writers import (CSVOutput, Dictionary, JSONLinesOutput, ParquetOutput,
                                                  PartitionedOutput, local_part, parquet_part)
 
@@ -102,7 +103,7 @@ class FileLoader(Loader):
         old = target.with_name(f".{target.name}.old-{self.ctx.run_id}")
         manifest = manifest_path(target)
         manifest_tmp = manifest.with_name(f"{manifest.name}.tmp-{self.ctx.run_id}")
-        await asyncio.to_thread(_prepare, target, tmp, old, manifest_tmp)
+        await asyncio.to_thread(_prepare, target, tmp, old, manifest_tmp, self.ctx.task)
         lock = threading.Lock()
         # One thread for all writes: each thread keeps its own allocator cache, so spreading writes over
         # the default executor's threads makes the resident memory several times larger.
@@ -150,8 +151,8 @@ class FileLoader(Loader):
         return rows
 
 
-def _prepare(target: Path, tmp: Path, old: Path, manifest_tmp: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _prepare(target: Path, tmp: Path, old: Path, manifest_tmp: Path, task: str) -> None:
+    make_folder_for(target, task)
     _remove(tmp)  # left by an earlier attempt of the same run
     _remove(old)
     _remove(manifest_tmp)
