@@ -39,6 +39,7 @@ PRIOR = 3.0  # most runs a similar kind's experience weighs as, for a kind never
 # draws deviate from the estimate by this share of the posterior's spread: plain Thompson sampling (1.0)
 # keeps trying agents known to be worse on a few runs often enough to cost a few % of the choices
 EXPLORE = 0.5
+SETTLE = 100  # branches of a kind after an agent's drift during which it is not explored there
 CONTEND = 12  # runs of an agent close to the best on a kind (within 1 - CLOSE), so that it can be ranked
 CLOSE = 0.65
 YOUNG = 100  # branches of a kind during which its runner-up is learnt
@@ -118,7 +119,8 @@ class MemorySelector:
                 for other_kind, other in self.stats.items():
                     o = other.get(agent)
                     if o is not None:  # this kind's too: left as it was, its next runs would show the drift again
-                        o.suspect(everywhere, watch.ratio, watch.shift, self._prior(other_kind, agent))
+                        o.suspect(everywhere, watch.ratio, watch.shift, self._prior(other_kind, agent),
+                                  self.clock[other_kind])
 
     async def warm(self, descriptors: Mapping[str, TaskDescriptor], agents: Sequence[AgentInfo],
                    recall: Recall) -> None:
@@ -248,15 +250,17 @@ class MemorySelector:
             else:
                 f = STALE ** (clock - o.last) if o.last and clock > o.last else 1.0
                 n, ok, w = o.n * f, o.ok * f, o.w * f
+                # an agent that drifted lately is not explored: it runs where its estimate is the best
+                explore = EXPLORE if not o.drift or clock - o.since >= SETTLE else 0.0
                 if w > 0:
-                    speed = o.mean + EXPLORE * o.sd / math.sqrt(w) * gauss(0.0, 1.0)
+                    speed = o.mean + explore * o.sd / math.sqrt(w) * gauss(0.0, 1.0)
                     mean_speed = o.mean
                 else:
                     speed, mean_speed = gauss(base, 1.0), base
                 a0, runs = reliable.get(a.id, k0), n + PRIOR_RUNS
                 success = (ok + a0) / runs
                 # the Beta posterior of success, through its normal approximation (a tenth of the cost)
-                drawn = success + EXPLORE * math.sqrt(success * (1.0 - success) / (runs + 1.0)) * gauss(0.0, 1.0)
+                drawn = success + explore * math.sqrt(success * (1.0 - success) / (runs + 1.0)) * gauss(0.0, 1.0)
                 draw = min(max(drawn, 0.0), 1.0) * math.exp(speed) / crowd
                 mean = success * math.exp(mean_speed) / crowd
                 if o.runs < CONTEND:

@@ -35,7 +35,7 @@ PRIOR_SPREAD = 0.5  # before runs say otherwise: a run may be 1.6x faster or slo
 class Outcomes:
     """Discounted outcome statistics of one agent on one kind of task."""
 
-    __slots__ = ("n", "ok", "w", "mean", "sq", "recent", "last", "drift", "runs", "sd")
+    __slots__ = ("n", "ok", "w", "mean", "sq", "recent", "last", "drift", "runs", "sd", "since")
 
     def __init__(self) -> None:
         self.n = 0.0  # discounted runs
@@ -46,6 +46,7 @@ class Outcomes:
         self.recent: deque[tuple[bool, float | None]] = deque(maxlen=WINDOW)
         self.last = 0  # the kind's decision clock at the last observation
         self.drift = ""  # what the last drift was, for the reasons
+        self.since = 0  # the kind's decision clock at the last drift
         self.runs = 0  # runs counted, undiscounted
         self.sd = self.spread  # kept up to date: a decision reads it, never computes it
 
@@ -74,11 +75,12 @@ class Outcomes:
         self.runs += 1
         if drift:
             self._restart(self._change(drift))
-            self.drift = drift
+            self.drift, self.since = drift, clock
         self.sd = self.spread
         return drift
 
-    def suspect(self, note: str, ratio: float = 1.0, shift: float = 0.0, prior: tuple[float, float] = (1.0, 1.0)) -> None:
+    def suspect(self, note: str, ratio: float = 1.0, shift: float = 0.0, prior: tuple[float, float] = (1.0, 1.0),
+                clock: int = 0) -> None:
         """The agent drifted across kinds: apply the change seen there (success times ``ratio``,
         log throughput plus ``shift``) and weigh the estimate as ``SUSPECT`` runs only, so that its
         next runs here decide. ``prior`` is the Beta prior decisions add to the counts: the success
@@ -91,7 +93,7 @@ class Outcomes:
             self.mean += shift
             self.sq = var + self.mean * self.mean
             self.sd = self.spread
-        self.drift = note
+        self.drift, self.since = note, clock
         if self.n > SUSPECT:
             scale = SUSPECT / self.n
             self.n, self.w = self.n * scale, min(self.w, self.n * scale)
