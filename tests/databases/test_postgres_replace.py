@@ -163,6 +163,32 @@ async def test_a_failed_stream_leaves_the_table_its_grants_and_indexes(pg_target
     assert query(pg_target, "SELECT * FROM t ORDER BY id") == rows
 
 
+async def test_the_old_table_goes_after_the_commit_and_a_crash_s_leftover_with_the_next_swap(pg_target, tmp_path):
+    execute(pg_target, "CREATE TABLE p (id integer PRIMARY KEY)", "INSERT INTO p VALUES (1), (2)",
+            "CREATE TABLE t (id integer PRIMARY KEY, p integer REFERENCES p, n integer GENERATED ALWAYS AS IDENTITY)",
+            "INSERT INTO t (id, p) VALUES (1, 1), (2, 1)",
+            # what a crash between a swap's COMMIT and the drop of the old table leaves
+            "CREATE TABLE _agent_etl_swap_old_1 (id integer)")
+    schema, url = pg_target
+    ctx = tool_context(tmp_path, task="load", connections={"pg": {"url": url}})
+    loader = build("loader", "postgres", {"connection": "pg", "table": f'"{schema}".t', "mode": "replace"}, ctx)
+    try:
+        await loader.load(stream(pa.table({"id": pa.array([5], pa.int32()), "p": pa.array([2], pa.int32())})))
+        # committed when load() returns, the old table set aside or dropped already
+        assert query(pg_target, "SELECT id, p FROM t") == [(5, 2)]
+        # the old table's rows constrain nothing any more: p 1, which only they referenced, goes
+        execute(pg_target, "DELETE FROM p WHERE id = 1")
+    finally:
+        await ctx.resources.aclose()  # waits for the drop
+    assert loader.details() == {"replace": "swap"}
+    assert query(pg_target, "SELECT relname FROM pg_class WHERE relname LIKE '\\_agent\\_etl\\_swap%%'") == []
+    assert query(pg_target, "SELECT conname FROM pg_constraint WHERE conrelid = 't'::regclass ORDER BY 1") == [
+        ("t_p_fkey",), ("t_pkey",)]
+    # the identity sequence, set aside with the old table under another name, is the new one's again
+    execute(pg_target, "INSERT INTO t (id) VALUES (6)")
+    assert query(pg_target, "SELECT n FROM t WHERE id = 6") == [(3,)]
+
+
 async def test_freeze_and_evolve_with_a_swap(pg_target, tmp_path):
     execute(pg_target, "CREATE TABLE t (id integer PRIMARY KEY, v text DEFAULT 'd')", "INSERT INTO t VALUES (1, 'x')")
     with pytest.raises(ToolError, match="schema_policy: freeze"):

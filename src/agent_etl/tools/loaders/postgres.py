@@ -10,8 +10,9 @@ Options (DESIGN.md §2): ``connection`` (a ``connections:`` entry with ``url: po
   in the table.
 - ``replace`` (``replace_strategy: auto | swap | insert``, the run's details say which was taken
   and why): ``swap`` COPYs into a new table made like the old one in the load's transaction and
-  swaps it in by rename, the old table locked only for the swap (``databases.postgres.swap``: what
-  carries over, and what makes ``auto`` insert instead: views, foreign keys to the table, ...).
+  swaps it in by rename, the old table locked only for the swap and dropped after the COMMIT, while
+  the run ends (``databases.postgres.swap``: what carries over, and what makes ``auto`` insert
+  instead: views, foreign keys to the table, ...).
   ``insert`` COPYs into a TEMP staging table, then deletes the old rows and inserts the staged ones;
   the table itself stays, with everything on it. Either way readers see the old rows until the
   commit, then the new ones, never a mix and never an empty table (DELETE rather than TRUNCATE:
@@ -580,7 +581,12 @@ class PostgresLoader(DatabaseLoader):
             raise
         finally:
             await _drain(pending)
-            await in_thread(session.close, failure if not session.committed else None)
+            if session.committed and session.swap is not None and session.swap.aside is not None:
+                # the old table's files go while the run ends; the run's resources wait for it
+                dropping = asyncio.ensure_future(asyncio.to_thread(session.swap.drop_aside, session.conn, session.close))
+                self.ctx.resources.get(("postgres", "drop aside", id(session)), lambda: dropping, _wait)
+            else:
+                await in_thread(session.close, failure if not session.committed else None)
             await report(session, self.ctx)
         return session.rows
 
@@ -588,6 +594,10 @@ class PostgresLoader(DatabaseLoader):
 async def _settle(fut: asyncio.Future | None) -> None:
     if fut is not None:
         await fut
+
+
+async def _wait(fut: asyncio.Future) -> None:
+    await asyncio.wait({fut})
 
 
 async def _drain(fut: asyncio.Future | None) -> None:
