@@ -11,7 +11,8 @@ kind, reward = success x throughput / the best throughput seen on the kind). Rep
   tasks until the accuracy over every later window of 50 tasks is >= 95% (per seed; - when not
   within ``--after`` tasks), the accuracy over the first and second 50 tasks after the change, the
   rows/s the first 50 choices deliver against the oracle's ("value"), the accuracy over the first
-  200 tasks on the kinds it was best on, and over the last 500;
+  200 tasks on the kinds it was best on, and over the last 500; per seed, where the change left the
+  degraded agent on those kinds (its expected rows/s against the best other agent's, its success);
 - latency of our ``select`` (one one-task branch, memory warm): p50/p99, next to the anchor of
   ``CapabilitySelector.select`` on the same call (no learning, least busy capable agent).
 
@@ -145,12 +146,20 @@ async def trial(policy_cls, args, seed: int, degrade: str) -> dict:
         counts[fleet.oracle(d)] += 1
     worst = max(counts, key=lambda a: counts[a])
     was_best = set(fleet.degrade(worst, **DEGRADE[degrade]))
+    # where the change leaves the degraded agent on its kinds: its expected rows/s against the best
+    # other agent's, and its success (near 1x with a low success, ranking it takes hundreds of runs)
+    standing = []
+    for k in sorted(was_best):
+        p = fleet.profiles[(worst, k)]
+        other = max(_goodput(fleet.profiles[(a.id, k)]) for a in fleet.agents if a.id != worst)
+        standing.append(f"{_goodput(p) / other:.2f}x/{p.success:.0%}")
     after = await stream(policy, fleet, [draw.randrange(args.kinds) for _ in range(args.after)])
     right = [r for _, r, _ in after]
     return {"accuracy": share([r for _, r, _ in measured]), "times": times, "recovery": recovery(right),
             "first50": share(right[:50]), "next50": share(right[50:100]),
             "value50": statistics.mean(v for _, _, v in after[:50]),
-            "affected": share([r for k, r, _ in after[:200] if k in was_best]), "tail": share(right[-500:])}
+            "affected": share([r for k, r, _ in after[:200] if k in was_best]), "tail": share(right[-500:]),
+            "standing": " ".join(standing)}
 
 
 async def anchor_times(args) -> list[float]:
@@ -201,6 +210,11 @@ async def main() -> None:
             if policy_cls is Ours:
                 print("                 accuracy per seed: "
                       + ", ".join(f"{r['accuracy']:.2%}" for r in results))
+                print("                 1st/2nd 50 per seed: "
+                      + ", ".join(f"{r['first50']:.0%}/{r['next50']:.0%}" for r in results))
+                for s, r in zip(args.seeds, results):
+                    print(f"                 seed {s}: the degraded agent on its kinds, x the best other/success: "
+                          f"{r['standing']}")
     anchor = await anchor_times(args)
     p50, p99, a50, a99 = pct(ours_times, 0.5), pct(ours_times, 0.99), pct(anchor, 0.5), pct(anchor, 0.99)
     print(f"\nselect() latency, one one-task branch, {len(ours_times)} calls with memory warm: "
