@@ -11,7 +11,7 @@ in the same run.
 3. Time from a worker's SIGKILL to its branch taken by another worker (heartbeat 0.5 s and 1 s),
    and to the reassigned load's first event.
 
-    python benchmarks/distributed.py [--files 4] [--rows 200000] [--tiny 20]
+    python benchmarks/distributed.py [--files 4] [--rows 200000] [--tiny 20] [--parts 1,2,3]
 
 Needs NATS with JetStream at 127.0.0.1:4222 (AGENT_ETL_BENCH_NATS). AGENT_ETL_CLI names the
 ``agent-etl`` to run (default: the one next to this Python).
@@ -126,6 +126,12 @@ async def run(folder: Path, spec: str, bus: str) -> float:
     return took
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def namespace() -> str:
     return f"{NATS}?namespace=bench-{uuid.uuid4().hex[:8]}"
 
@@ -139,6 +145,7 @@ async def destroy(url: str) -> None:
 async def cpu_bound(folder: Path, files: int, rows: int, repeat: int) -> None:
     (folder / "cpu.yaml").write_text(cpu_pipeline(files))
     times: dict[str, list[float]] = {"memory": [], "1 worker": [], "2 workers": []}
+    cpu: dict[int, list[list[float]]] = {1: [], 2: []}  # CPU seconds of each worker process, per run
     for _ in range(repeat):
         times["memory"].append(await run(folder, "cpu.yaml", "memory"))
         for n in (1, 2):
@@ -146,6 +153,7 @@ async def cpu_bound(folder: Path, files: int, rows: int, repeat: int) -> None:
             procs = await workers(url, n, folder)
             try:
                 times[f"{n} worker{'s' if n > 1 else ''}"].append(await run(folder, "cpu.yaml", url))
+                cpu[n].append([cpu_seconds(p.pid) for p in procs])
             finally:
                 await stop(procs)
                 await destroy(url)
@@ -157,6 +165,10 @@ async def cpu_bound(folder: Path, files: int, rows: int, repeat: int) -> None:
         print(f"   {k:<10} {med[k]:6.2f} s  ({', '.join(f'{x:.2f}' for x in v)})")
     print(f"   speed-up 2 workers / 1 worker: {med['1 worker'] / med['2 workers']:.2f}x (goal >= 1.8x); "
           f"in process / 2 workers: {med['memory'] / med['2 workers']:.2f}x")
+    # what the machine's load cannot change: the work done, and how evenly the copies spread it
+    for n, runs in cpu.items():
+        print(f"   CPU seconds of the worker process(es), {n} worker{'s' if n > 1 else ''}: "
+              + "; ".join(" + ".join(f"{s:.1f}" for s in r) for r in runs))
 
 
 async def overhead(folder: Path, n: int, repeat: int) -> None:
@@ -221,7 +233,9 @@ async def main() -> None:
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--tiny", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--parts", default="1,2,3", help="which figures to measure, e.g. 1 for the CPU-bound one")
     args = ap.parse_args()
+    parts = {int(p) for p in args.parts.split(",")}
     with tempfile.TemporaryDirectory(prefix="agent-etl-dist-") as tmp:
         folder = Path(tmp)
         (folder / "data").mkdir()
@@ -231,9 +245,11 @@ async def main() -> None:
                                      "x": pa.array([float(j % 1000) for j in range(args.rows)])}),
                            folder / "data" / f"part{i}.parquet")
         print(f"agent-etl: {CLI}; {os.cpu_count()} CPUs; load {os.getloadavg()}")
-        await cpu_bound(folder, args.files, args.rows, args.repeat)
-        await overhead(folder, args.tiny, args.repeat)
-        for hb in (0.5, 1.0):
+        if 1 in parts:
+            await cpu_bound(folder, args.files, args.rows, args.repeat)
+        if 2 in parts:
+            await overhead(folder, args.tiny, args.repeat)
+        for hb in (0.5, 1.0) if 3 in parts else ():
             await kill_to_resume(folder, hb, args.repeat)
 
 
