@@ -237,9 +237,8 @@ class _Session(Units):
     def _start_copy(self) -> None:
         """A COPY of batches of ``self.schema`` into the table written (the target, the swap's new
         table or the stage); under a savepoint when merging straight into the table."""
-        columns = order([(n, self.staged[n].kind) for n in self.schema.names])
-        if self.staging and self.config.mode == "merge":
-            columns.append((ddl.SEQ, "int8"))
+        seq = [(ddl.SEQ, "int8")] if self.staging and self.config.mode == "merge" else []
+        columns = order([(n, self.staged[n].kind) for n in self.schema.names] + seq)  # seq with the fixed-size
         if columns != self.copy_columns:
             self.encoder, self.copy_columns = Encoder(columns), columns
         if self.direct:
