@@ -137,15 +137,20 @@ def estimate(observed: Sequence[Observed], group: str = "") -> Estimate:
     groups = sorted({g for g, _, _, _ in ys})
     effect = dict.fromkeys(settings, 0.0)
     level = dict.fromkeys(groups, 0.0)
-    for _ in range(50):  # alternating least squares: a few rounds settle on these small tables
-        for g in groups:
-            rows = [(w, y - effect[s]) for g2, s, w, y in ys if g2 == g]
-            level[g] = sum(w * r for w, r in rows) / sum(w for w, _ in rows)
-        for s in settings:
-            rows = [(w, y - level[g]) for g, s2, w, y in ys if s2 == s]
-            effect[s] = sum(w * r for w, r in rows) / sum(w for w, _ in rows)
-        centre = sum(effect.values()) / len(effect)
-        effect = {s: e - centre for s, e in effect.items()}
+    by_group = {g: [(s, w, y) for g2, s, w, y in ys if g2 == g] for g in groups}
+    by_setting = {s: [(g, w, y) for g, s2, w, y in ys if s2 == s] for s in settings}
+    for _ in range(100):  # alternating least squares, until the effects stop moving
+        for g, rows in by_group.items():
+            level[g] = sum(w * (y - effect[s]) for s, w, y in rows) / sum(w for _, w, _ in rows)
+        moved = 0.0
+        for s, rows in by_setting.items():
+            e = sum(w * (y - level[g]) for g, w, y in rows) / sum(w for _, w, _ in rows)
+            moved, effect[s] = max(moved, abs(e - effect[s])), e
+        if len(groups) == 1 or moved < 1e-4:  # one group: one round is the answer
+            break
+    centre = sum(effect.values()) / len(effect)  # effects relative to the average setting
+    effect = {s: e - centre for s, e in effect.items()}
+    level = {g: v + centre for g, v in level.items()}
     # the noise: the spread of runs around the fit, from settings that ran more than once in a group
     cells: dict[tuple[str, Setting], list[float]] = {}
     for g, s, _, y in ys:
