@@ -177,8 +177,8 @@ def test_getting_started_shows_the_files_example():
     assert "\n".join(lines).rstrip() in page
 
 
-async def _nats_stream(url: str, name: str, subject: str | None) -> None:
-    """Delete the JetStream stream ``name``, and create it anew when ``subject`` is given."""
+async def _delete_nats_stream(url: str, name: str) -> None:
+    """Delete the JetStream stream ``name`` where it is."""
     import nats
     from nats.js.errors import NotFoundError
 
@@ -189,8 +189,6 @@ async def _nats_stream(url: str, name: str, subject: str | None) -> None:
             await js.delete_stream(name)
         except NotFoundError:
             pass
-        if subject:
-            await js.add_stream(name=name, subjects=[subject])
     finally:
         await nc.close()
 
@@ -206,7 +204,7 @@ def test_streams_example(tmp_path: Path):
     redis_url, nats_url = "redis://127.0.0.1:6379/0", "nats://127.0.0.1:4222"
     client = redis.Redis.from_url(redis_url)
     client.delete("example_orders")
-    asyncio.run(_nats_stream(nats_url, "EXAMPLE_ORDERS", "example.orders"))
+    asyncio.run(_delete_nats_stream(nats_url, "EXAMPLE_ORDERS"))  # the pipeline creates it
     try:
         where = copy_example("streams", tmp_path)
         urls = ("--var", f"REDIS_URL={redis_url}", "--var", f"NATS_URL={nats_url}")
@@ -217,4 +215,4 @@ def test_streams_example(tmp_path: Path):
     finally:
         client.delete("example_orders")
         client.close()
-        asyncio.run(_nats_stream(nats_url, "EXAMPLE_ORDERS", None))
+        asyncio.run(_delete_nats_stream(nats_url, "EXAMPLE_ORDERS"))

@@ -3,6 +3,7 @@ publish dedupe, acknowledgements only after commit, and bad input."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,7 +11,8 @@ import pytest
 
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.testing import build, run_extractor, run_loader, stream, tool_context
-from tests.connectors.streams.conftest import NATS_URL, cli, nats_consumer, nats_fill, nats_messages, rows
+from tests.connectors.streams.conftest import (NATS_URL, _nats, _run, cli, nats_consumer, nats_fill, nats_messages,
+                                              rows)
 
 SOURCE = {"url": NATS_URL, "durable": "d", "idle_seconds": 0.3}
 
@@ -100,9 +102,51 @@ async def test_missing_stream_unreachable_server_and_no_stream_for_a_subject(tmp
     with pytest.raises(TransientError, match=r"cannot reach NATS at 127.0.0.1:1 "):
         await run_extractor("nats", {**SOURCE, "url": "nats://user:secret@127.0.0.1:1", "stream": "S"},
                             base_dir=tmp_path)
-    with pytest.raises(ToolError, match=r"no stream takes subject 'aetl.nowhere.x'"):
-        await run_loader("nats", {"url": NATS_URL, "stream": "S", "subject": "aetl.nowhere.x"},
+    with pytest.raises(ToolError, match=r"^load 'test': nats stream 'AETL_NOPE' on 127.0.0.1:4222 does not exist; "
+                                        r"create it \(nats stream add AETL_NOPE --subjects 'aetl.nowhere.x' --defaults\), "
+                                        r"or set create: true$"):
+        await run_loader("nats", {"url": NATS_URL, "stream": "AETL_NOPE", "subject": "aetl.nowhere.x",
+                                  "create": False}, pa.table({"a": [1, 2]}), base_dir=tmp_path)
+    assert _stream_subjects("AETL_NOPE") is None
+
+
+def _stream_subjects(name: str) -> list[str] | None:
+    import nats.js.errors
+
+    async def subjects(js):
+        try:
+            return (await js.stream_info(name)).config.subjects
+        except nats.js.errors.NotFoundError:
+            return None
+
+    return _run(_nats(subjects))
+
+
+def test_a_load_creates_its_missing_stream_taking_its_subject(tmp_path: Path):
+    name = f"AETL_NEW_{uuid.uuid4().hex[:8].upper()}"
+    (tmp_path / "in.csv").write_text("id,name\n" + "".join(f"{i},n{i}\n" for i in range(300)))
+    (tmp_path / "p.yaml").write_text(
+        f"version: 1\nname: new_stream\nextract:\n  src: {{tool: csv, path: in.csv}}\nload:\n"
+        f"  dst: {{input: src, tool: nats, url: '{NATS_URL}', stream: {name}, subject: {name}.rows}}\n")
+    try:
+        done = cli(tmp_path, "run", "p.yaml")
+        assert done.returncode == 0, done.stderr
+        assert _stream_subjects(name) == [f"{name}.rows"]
+        assert nats_messages(name) == 300
+        again = cli(tmp_path, "run", "p.yaml")  # the stream is there now: used as it is
+        assert again.returncode == 0, again.stderr
+        assert nats_messages(name) == 600
+    finally:
+        _run(_nats(lambda js: js.delete_stream(name)))
+
+
+async def test_a_stream_that_does_not_take_the_subject_is_named(tmp_path: Path, nats_stream: str):
+    with pytest.raises(ToolError, match=rf"^load 'test': nats stream '{nats_stream}' on 127.0.0.1:4222 takes subjects "
+                                        rf"\['{nats_stream}\.>'\], not 'elsewhere\.x'; publish on one of them, or add "
+                                        rf"it \(nats stream edit {nats_stream} --subjects \.\.\.\)$"):
+        await run_loader("nats", {"url": NATS_URL, "stream": nats_stream, "subject": "elsewhere.x"},
                          pa.table({"a": [1, 2]}), base_dir=tmp_path)
+    assert nats_messages(nats_stream) == 0
 
 
 async def test_malformed_message_is_named_or_skipped(tmp_path: Path, nats_stream: str):

@@ -8,10 +8,17 @@ row's place in its source's read (the source position after its batch, and the r
 the batch's end), so a unit sent again by a retry or a resume is dropped by the stream as a duplicate
 within its duplicate window (``duplicate_window``, 2 minutes by default in NATS).
 
+The stream: where ``stream`` does not exist, the load creates it (``create``, default true),
+taking the one subject ``subject``, with the server's defaults for the rest (file storage, limits
+retention with no limit, a 2-minute duplicate window), as ``nats stream add STREAM --subjects
+SUBJECT --defaults`` does; set ``create: false`` to have a missing stream fail the load
+instead. A stream that is there but does not take ``subject`` fails the load before anything is
+published, naming the subjects it takes.
+
 Messages are published as batches arrive, and a commit unit (``commit_every``; the load takes units)
 is reported committed only once the server has acknowledged every message of it (stored in the
-stream). A publish the stream refuses (no stream for the subject, a full stream) fails the load with
-the server's reason. Without dedupe, a failure replays the unit under way: at-least-once.
+stream). A publish the stream refuses (a full stream) fails the load with the server's reason.
+Without dedupe, a failure replays the unit under way: at-least-once.
 """
 
 from __future__ import annotations
@@ -22,13 +29,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import nats.errors
+import nats.js.errors
 import pyarrow as pa
 from pydantic import Field
 
 from agent_etl.exceptions import ToolError, TransientError
 from agent_etl.tools.base import Loader
 from agent_etl.tools.streams.encode import Encoder
-from agent_etl.tools.streams.nats_connect import connect
+from agent_etl.tools.streams.nats_connect import connect, where
 from agent_etl.tools.streams.options import SinkOptions
 
 
@@ -39,13 +47,22 @@ class NatsLoader(Loader):
         subject: str = Field(min_length=1, description="the subject to publish on (the stream must take it)")
         max_pending: int = Field(20_000, ge=1, description="messages awaiting their publish ack at most")
         dedupe: bool = Field(True, description="a Nats-Msg-Id per row, so a replayed unit is not stored twice")
+        create: bool = Field(True, description="create `stream` where it does not exist, taking `subject` "
+                                                      "(the server's defaults for the rest); false: a missing stream "
+                                                      "fails the load")
 
     def takes_units(self) -> bool:
         return True
 
     async def load(self, batches: AsyncIterator[pa.RecordBatch]) -> int:
         c = self.config
-        nc = await connect(c.server(self.ctx))
+        url = c.server(self.ctx)
+        nc = await connect(url)
+        try:
+            await self._stream(nc.jetstream(), where(url))
+        except BaseException:
+            await nc.close()
+            raise
         self.sent = self.acked = 0
         self.error: str | None = None
         self.caught_up = asyncio.Event()
@@ -81,6 +98,26 @@ class NatsLoader(Loader):
             await nc.close()
         return rows
 
+    async def _stream(self, js: Any, server: str) -> None:
+        """The stream is there (created where it was not and ``create``), and takes ``subject``."""
+        c, what = self.config, f"load {self.ctx.task!r}: nats stream {self.config.stream!r} on {server}"
+        try:
+            try:
+                subjects = (await js.stream_info(c.stream)).config.subjects or []
+            except nats.js.errors.NotFoundError:
+                if not c.create:
+                    raise ToolError(f"{what} does not exist; create it (nats stream add {c.stream} --subjects "
+                                    f"'{c.subject}' --defaults), or set create: true") from None
+                await js.add_stream(name=c.stream, subjects=[c.subject])
+                return
+        except nats.js.errors.BadRequestError as e:  # e.g. the subject is another stream's
+            raise ToolError(f"{what}: cannot create it: {e.description}; fix the stream or the subject") from None
+        except (nats.errors.Error, OSError) as e:
+            raise TransientError(f"{what}: {type(e).__name__}: {e}; is JetStream enabled (nats-server -js)?") from None
+        if not any(takes(pattern, c.subject) for pattern in subjects):
+            raise ToolError(f"{what} takes subjects {subjects}, not {c.subject!r}; publish on one of them, or add it "
+                            f"(nats stream edit {c.stream} --subjects ...)")
+
     def _ids(self, n: int) -> list[str] | None:
         """Message ids of a batch's rows: the run, the task, the sources' position after the batch, and each
         row's distance from the batch's end (a batch cut where a resumed load goes on keeps its tail's)."""
@@ -107,7 +144,7 @@ class NatsLoader(Loader):
 
     async def _on_ack(self, msg: Any) -> None:
         self.acked += 1
-        if msg.headers and msg.headers.get("Status"):  # 503: nothing takes the subject
+        if msg.headers and msg.headers.get("Status"):  # 503: nothing takes the subject (the stream went away)
             self.error = self.error or (f"no stream takes subject {self.config.subject!r} (NATS {msg.headers.get('Status')}"
                                         f" {msg.headers.get('Description', '')}); create the stream or fix the subject")
         elif msg.data[:9] == b'{"error":' or b'"error"' in msg.data[:12]:
@@ -131,3 +168,14 @@ class NatsLoader(Loader):
     async def _settle(self, nc: Any) -> None:
         """Every message published so far is stored in the stream (its publish ack came back)."""
         await self._wait(nc, self.sent)
+
+
+def takes(pattern: str, subject: str) -> bool:
+    """Whether a stream's subject ``pattern`` (``*``: one token, ``>``: one or more at the end) matches ``subject``."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
