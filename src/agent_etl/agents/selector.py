@@ -138,6 +138,9 @@ def placement(branch: Sequence[Task], agents: Sequence[AgentInfo], descriptors: 
     agents there are (``everyone``). Memory: an agent whose ``memory_mb`` limit is below
     ``memory_need`` is left out; when that leaves no one, the agent with the most memory runs it."""
     tags = sorted({g for t in branch for g in t.tags})
+    limited = any("memory_mb" in a.limits for a in agents)
+    if not tags and not limited:  # the common case, on the hot path: nothing to narrow
+        return agents if isinstance(agents, list) else list(agents), ""
     out: list[str] = []
     said = ""
     runners = [a for a in (everyone or agents) if any(c.partition(":")[0] in TASK_KINDS for c in a.capabilities)]
@@ -157,7 +160,7 @@ def placement(branch: Sequence[Task], agents: Sequence[AgentInfo], descriptors: 
         if len(tagged) < len(agents):
             out.append(f"{', '.join(a.id for a in agents if a not in tagged)} not tagged {', '.join(tags)}")
         agents = tagged
-    need = memory_need(branch, descriptors)
+    need = memory_need(branch, descriptors) if limited else None
     if need is not None:
         fit = [a for a in agents if (a.limits.get("memory_mb") or need) >= need]
         if not fit:
