@@ -73,6 +73,21 @@ async def test_a_table_with_rows_is_upserted(pg_target, tmp_path):
     assert rows(pg_target) == [(1, "new"), (2, "b")]
 
 
+@pytest.mark.parametrize("unique", [True, False], ids=["primary key", "no unique index"])
+@pytest.mark.parametrize("ids", [
+    [1, 2, 3, 4, 5, 6],  # strictly increasing: staged without the load-order column (key_order)
+    [1, 2, 2, 3, 4, 5],  # a repeat across two batches: the column from the second batch on
+    [1, 2, 3, 3, 4, 2],  # a repeat in a batch, and a key of the rows staged without the column
+    [4, 2, 3, 1, 2, 4],  # out of order in the first batch: the column from the first row
+])
+async def test_staged_keys_in_order_or_not_the_last_row_of_a_key_wins(pg_target, tmp_path, unique, ids):
+    execute(pg_target, f"CREATE TABLE t (id bigint{' PRIMARY KEY' if unique else ''}, v text)",
+            "INSERT INTO t VALUES (2, 'old'), (9, 'old')")
+    data = pa.table({"id": ids, "v": [f"v{i}" for i in range(len(ids))]})
+    await merge(data, pg_target, tmp_path, batch_size=2)
+    assert rows(pg_target) == expected_merge(pa.table({"id": [2, 9], "v": ["old", "old"]}), data, ["id"])
+
+
 async def test_a_chunk_full_by_bytes_ends_too(pg_target, tmp_path, monkeypatch):
     monkeypatch.setattr(postgres, "DIRECT_BYTES", 1)  # every batch is a chunk
     data = pa.table({"id": [1, 2, 3, 1], "v": list("abcd")})

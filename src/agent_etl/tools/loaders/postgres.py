@@ -63,7 +63,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -84,10 +83,11 @@ from agent_etl.tools.databases.options import SinkOptions, split_table
 from agent_etl.tools.databases.postgres import checkpoint_reads, ddl, swap, twophase
 from agent_etl.tools.databases.postgres.connections import pool
 from agent_etl.tools.databases.postgres.encode import HEADER, TRAILER, EncodeError, Encoder, order
+from agent_etl.tools.databases.postgres.key_order import KeyOrder
+from agent_etl.tools.databases.postgres.load_errors import explain
 from agent_etl.tools.databases.postgres.load_types import Column, Unmapped, accepts, natural, writable
 from agent_etl.tools.databases.postgres.twophase import TwoPhase
 from agent_etl.tools.databases.sink import DatabaseLoader
-from agent_etl.tools.databases.transient import transient
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,6 @@ ENCODE_ROWS = 32_768  # rows encoded and sent together
 DIRECT_ROWS, DIRECT_BYTES = 500_000, 64 << 20
 _SAVEPOINT, _RELEASE, _ROLLBACK_TO = (f"{verb} _agent_etl_batch" for verb in
                                       ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT"))
-_COPY_LINE = re.compile(r"^COPY .*?, line (\d+)")
 
 
 class _Session(Units):
@@ -132,6 +131,8 @@ class _Session(Units):
         self.held_rows = self.held_bytes = 0
         self.copy_base = 0  # input rows before the COPY under way (its "line N" counts from there)
         self.copy_columns: list[tuple[str, str]] = []
+        self.seq = False  # the merge's stage has the load-order column (ddl.SEQ)
+        self.order: KeyOrder | None = None  # until then, the keys staged are strictly increasing (key_order)
 
     @property
     def shown(self) -> str:
@@ -237,7 +238,7 @@ class _Session(Units):
     def _start_copy(self) -> None:
         """A COPY of batches of ``self.schema`` into the table written (the target, the swap's new
         table or the stage); under a savepoint when merging straight into the table."""
-        seq = [(ddl.SEQ, "int8")] if self.staging and self.config.mode == "merge" else []
+        seq = [(ddl.SEQ, "int8")] if self.staging and self.seq else []
         columns = order([(n, self.staged[n].kind) for n in self.schema.names] + seq)  # seq with the fixed-size
         if columns != self.copy_columns:
             self.encoder, self.copy_columns = Encoder(columns), columns
@@ -313,7 +314,7 @@ class _Session(Units):
             self.path = f"copy (the table was empty), then upsert from input row {self.rows + 1} (a key repeated)"
             self.existing = ddl.columns(self.cur, self.oid)  # with the columns this load added
             self.staged = {}
-            self._stage(self.schema)
+            self._stage(self.schema, ordered=False)
             self._start_copy()
             for batch in held:
                 for part in slices(batch, ENCODE_ROWS):
@@ -323,8 +324,9 @@ class _Session(Units):
         if restart:
             self._start_copy()
 
-    def _stage(self, schema: pa.Schema) -> None:
-        """The TEMP staging table: the stream's columns, typed as in the target where it has them."""
+    def _stage(self, schema: pa.Schema, ordered: bool = True) -> None:
+        """The TEMP staging table: the stream's columns, typed as in the target where it has them;
+        for merge, the load-order column unless the keys may prove strictly increasing (``ordered``)."""
         cols = []
         for f in schema:
             col = self.existing.get(f.name)
@@ -335,7 +337,9 @@ class _Session(Units):
             cols.append((f.name, col.shown))
             self.staged[f.name] = col
         if self.config.mode == "merge":
-            cols.append((ddl.SEQ, "bigint"))
+            self.order = KeyOrder.of(schema, self.config.key or []) if ordered else None
+            self.seq = self.order is None
+            cols += [(ddl.SEQ, "bigint")] if self.seq else []
         self.cur.execute(ddl.create_table(ddl.sql.Identifier(ddl.STAGE), cols, None, temp=True))
         self.staging = True
 
@@ -373,11 +377,18 @@ class _Session(Units):
     # -- data -----------------------------------------------------------------------------------
 
     def encode(self, batch: pa.RecordBatch) -> memoryview:
-        if self.staging and self.config.mode == "merge":
+        if self.staging and self.seq:
             seq = np.arange(self.encoded, self.encoded + batch.num_rows, dtype=np.int64)
             batch = batch.append_column(ddl.SEQ, pa.array(seq))
         self.encoded += batch.num_rows
         return self.encoder.encode(batch)
+
+    def add_seq(self) -> None:
+        """A key out of order: the stage takes the load-order column from the next row on."""
+        self._end_copy()
+        self.cur.execute(ddl.add_column(ddl.sql.Identifier(ddl.STAGE), ddl.SEQ, "bigint"))
+        self.seq, self.order = True, None
+        self._start_copy()
 
     def write(self, data: memoryview, rows: int) -> None:
         self.committed = False
@@ -458,8 +469,11 @@ class _Session(Units):
 
         key = self.config.key or []
         if not ddl.has_unique(self.cur, self.oid, key):
-            for stmt in ddl.update_insert(self.target, names, key):
+            for stmt in ddl.update_insert(self.target, names, key, dedupe=self.seq):
                 self.cur.execute(stmt)
+            return
+        if not self.seq:  # the keys were strictly increasing: none repeats
+            self.cur.execute(ddl.upsert(self.target, names, key, dedupe=False))
             return
         # Duplicate keys are rare: try without DISTINCT ON (a sort of the whole stage), and only if
         # PostgreSQL says a row would be updated twice, roll back to here and deduplicate.
@@ -492,32 +506,8 @@ class _Session(Units):
     def _moved(self, problem: str) -> TransientError:
         return TransientError(f"{self._where()}: {problem}; {self.undone()}; it may succeed if tried again")
 
-    def error(self, e: BaseException) -> ToolError:
-        import psycopg
-
-        if isinstance(e, EncodeError):
-            return ToolError(f"{self._where()}: {e}; {self.undone()}; cast or fix the column upstream")
-        if not isinstance(e, psycopg.Error):
-            return e
-        diag = e.diag
-        text = diag.message_primary or str(e).splitlines()[0]
-        if diag.message_detail:
-            text += f" ({diag.message_detail})"
-        if diag.context and diag.context.startswith("COPY "):
-            text += " at " + _COPY_LINE.sub(lambda m: f"input row {int(m[1]) + self.copy_base}",
-                                            diag.context.splitlines()[0])
-        if self.swap is not None:
-            text = self.swap.shown(text)
-        tail = self.undone()
-        if isinstance(e, psycopg.errors.IntegrityError):
-            return ToolError(f"{self._where()}: a row violates a constraint: {text}; {tail}; fix the rows upstream "
-                             "(e.g. a quality check) or the table's constraint")
-        if isinstance(e, psycopg.errors.DataError):
-            return ToolError(f"{self._where()}: a value does not fit its column: {text}; {tail}; fix or cast the "
-                             "values upstream, or widen the column")
-        if transient(e):
-            return TransientError(f"{self._where()}: {text}; {tail}; it may succeed if tried again")
-        return ToolError(f"{self._where()}: {text}; {tail}")
+    def error(self, e: BaseException) -> BaseException:
+        return explain(e, self._where(), self.undone(), self.copy_base, self.swap)
 
 
 class PostgresLoader(DatabaseLoader):
@@ -557,6 +547,10 @@ class PostgresLoader(DatabaseLoader):
                     await _settle(pending)
                     pending = None
                     await in_thread(session.fit, batch.schema)
+                if session.order is not None and not session.order.increasing(batch):
+                    await _settle(pending)
+                    pending = None
+                    await in_thread(session.add_seq)
                 for part in slices(batch, ENCODE_ROWS) if batch.num_rows else ():
                     data = await asyncio.to_thread(session.encode, part)
                     await _settle(pending)

@@ -83,9 +83,11 @@ def replace(target: sql.Identifier, names: list[str]) -> list[sql.Composed]:
 
 
 def _source(names: list[str], key: list[str], dedupe: bool) -> sql.Composed:
+    """The staged rows, with ``dedupe`` the last of each key: the highest SEQ; a row without one was
+    staged before the column was added (``key_order``), so before every row that has one."""
     if not dedupe:
         return sql.SQL("SELECT {} FROM {}").format(_names(names), sql.Identifier(STAGE))
-    return sql.SQL("SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, {} DESC").format(
+    return sql.SQL("SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, {} DESC NULLS LAST").format(
         _names(key), _names(names), sql.Identifier(STAGE), _names(key), sql.Identifier(SEQ))
 
 
@@ -97,13 +99,14 @@ def upsert(target: sql.Identifier, names: list[str], key: list[str], dedupe: boo
         target, _names(names), _source(names, key, dedupe), _names(key), action)
 
 
-def update_insert(target: sql.Identifier, names: list[str], key: list[str]) -> list[sql.Composed]:
-    """Merge without a unique index on the key: UPDATE the matching rows, INSERT the others. The
-    lock keeps concurrent writers from inserting the same key between the two statements."""
+def update_insert(target: sql.Identifier, names: list[str], key: list[str], dedupe: bool = True) -> list[sql.Composed]:
+    """Merge without a unique index on the key: UPDATE the matching rows, INSERT the others (the
+    last staged row of each key, unless ``dedupe`` is False: no key repeats). The lock keeps
+    concurrent writers from inserting the same key between the two statements."""
     rest = [n for n in names if n not in key]
     match = sql.SQL(" AND ").join(sql.SQL("t.{} = s.{}").format(sql.Identifier(k), sql.Identifier(k)) for k in key)
     deduped = sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS {}").format(
-        sql.Identifier(STAGE + "_last"), _source(names, key, True))
+        sql.Identifier(STAGE + "_last"), _source(names, key, dedupe))
     stmts = [sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target), deduped]
     if rest:
         stmts.append(sql.SQL("UPDATE {} AS t SET {} FROM {} AS s WHERE {}").format(
