@@ -58,6 +58,21 @@ def test_spec_reference_lists_every_tool_and_key():
         assert key in text
 
 
+def test_every_tool_option_in_the_spec_reference_says_what_it_means():
+    """No blank meaning in the options table of a tool (or of a model among its options)."""
+    import re
+
+    text = (ROOT / "docs" / "reference" / "spec.md").read_text(encoding="utf-8")
+    blank, section = [], ""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            section = line.strip("# ")
+        elif re.match(r"^(extractor|transform|validator|loader) `", section) and re.match(r"^\| `[^`]+` \|.*\|\s*\|$",
+                                                                                          line):
+            blank.append(f"{section}: {line.split('`')[1]}")
+    assert not blank, blank
+
+
 def test_files_example(tmp_path: Path):
     where = copy_example("files", tmp_path)
     run_ok(where, "pipeline.yaml")

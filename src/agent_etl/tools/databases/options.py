@@ -33,7 +33,9 @@ _SECONDS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h"
 class Incremental(ToolConfig):
     """Read only rows whose ``cursor`` is past the high-water mark of the last successful run."""
 
-    cursor: str = Field(min_length=1)
+    cursor: str = Field(
+        min_length=1,
+        description="the column whose high-water mark is kept between runs (an integer, date or timestamp)")
     initial: Any = None  # lower bound of the first run (exclusive); None reads everything
     # re-read rows this far behind the mark (late arrivals): a number for numeric cursors, a
     # duration ("2 hours", "1d", "30 min") for date and timestamp cursors
@@ -58,12 +60,14 @@ class SourceOptions(ToolConfig):
     # whether a table may be split without a key, by its storage blocks (PostgreSQL's ctid ranges)
     block_partitions: ClassVar[bool] = False
 
-    connection: str
-    query: str | None = None
-    table: str | None = None
-    partitions: int = Field(1, ge=1, le=64)
-    partition_on: str | None = None
-    incremental: Incremental | None = None
+    connection: str = Field(description="a `connections:` entry whose url is the database")
+    query: str | None = Field(None, description="the SQL to read (give query or table)")
+    table: str | None = Field(None, description="the table to read, `name` or `schema.name` (give query or table)")
+    partitions: int = Field(1, ge=1, le=64, description="reads at once, each of one range of partition_on (or of the table's blocks where the tool can)")
+    partition_on: str | None = Field(
+        None, description="the integer, date or timestamp column whose range partitions split")
+    incremental: Incremental | None = Field(
+        None, description="read only rows past the last successful run's high-water mark")
 
     @model_validator(mode="after")
     def _one_source(self) -> SourceOptions:
@@ -79,12 +83,15 @@ class SourceOptions(ToolConfig):
 
 
 class SinkOptions(ToolConfig):
-    connection: str
-    table: str = Field(min_length=1)
-    mode: Literal["append", "replace", "merge"] = "append"
-    key: list[str] | None = None
-    schema_policy: Literal["evolve", "freeze"] = "evolve"
-    replace_strategy: Literal["auto", "swap", "insert"] = "auto"
+    connection: str = Field(description="a `connections:` entry whose url is the database")
+    table: str = Field(min_length=1, description="the table to write, `name` or `schema.name` (created if missing)")
+    mode: Literal["append", "replace", "merge"] = Field(
+        "append", description="append: add rows; replace: the stream becomes the table; merge: upsert on key")
+    key: list[str] | None = Field(None, description="merge: the column(s) that identify a row")
+    schema_policy: Literal["evolve", "freeze"] = Field(
+        "evolve", description="evolve: add the input's new columns to the table; freeze: fail instead")
+    replace_strategy: Literal["auto", "swap", "insert"] = Field(
+        "auto", description="replace: swap in a new table, insert into the emptied one, or auto")
 
     @field_validator("key", mode="before")
     @classmethod

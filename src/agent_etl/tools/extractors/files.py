@@ -41,12 +41,12 @@ _CSV_FIELDS = re.compile(r"CSV parse error: (?:Row #(\d+): )?Expected (\d+) colu
 class CSVConfig(TypedFileConfig):
     """Read CSV files, in blocks; types are inferred from the first block unless given."""
 
-    delimiter: str = Field(",", min_length=1, max_length=1)
-    quote_char: str = Field('"', min_length=1, max_length=1)
+    delimiter: str = Field(",", min_length=1, max_length=1, description="the character between fields")
+    quote_char: str = Field('"', min_length=1, max_length=1, description="the character that quotes a field")
     header: bool = Field(True, description="the first line holds the column names")
     columns: list[str] | None = Field(None, description="column names to use (replaces the header if there is one)")
     null_values: list[str] | None = Field(None, description="strings read as null (default: '', NULL, NA, N/A, ...)")
-    encoding: str = "utf-8"
+    encoding: str = Field("utf-8", description="the files' text encoding (utf-8 is read fastest)")
     newlines_in_values: bool = Field(False, description="quoted values may hold line breaks (parses on one core)")
     bad_rows: Literal["fail", "skip"] = Field(
         "fail", description="rows with the wrong number of fields: fail, or skip them (counted in skipped_rows)")

@@ -39,13 +39,13 @@ from agent_etl.tools.http.source import ApiExtractor
 
 
 class GraphQLPagination(ToolConfig):
-    type: Literal["relay", "offset"]
+    type: Literal["relay", "offset"] = Field(description="relay (cursor connections) or offset")
     path: str  # the connection (relay) or the list's parent (offset), under data
-    page_size: int = Field(100, ge=1)
+    page_size: int = Field(100, ge=1, description="records asked for per page")
     size_variable: str | None = None  # default: first (relay), limit (offset)
     cursor_variable: str = "after"  # relay
     offset_variable: str = "offset"  # offset
-    max_pages: int | None = Field(None, ge=1)
+    max_pages: int | None = Field(None, ge=1, description="pages read at most")
     prefetch: int = Field(2, ge=1, le=32)  # offset: requests sent ahead
 
 
@@ -99,9 +99,9 @@ class GraphQLExtractor(ApiExtractor):
     """Read records from a GraphQL API (query, variables, Relay or offset pagination)."""
 
     class Config(SourceOptions):
-        query: str = Field(min_length=1)
-        variables: dict[str, Any] = {}
-        pagination: GraphQLPagination | None = None
+        query: str = Field(min_length=1, description="the GraphQL query")
+        variables: dict[str, Any] = Field({}, description="the query's variables")
+        pagination: GraphQLPagination | None = Field(None, description="how to page through the results")
 
         @model_validator(mode="after")
         def _records(self) -> GraphQLExtractor.Config:

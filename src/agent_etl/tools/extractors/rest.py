@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import aiohttp  # noqa: F401 - the api extra: the registry names it when missing
+from pydantic import Field
 
 from agent_etl.tools.http.client import Response
 from agent_etl.tools.http.options import FanOut, Pagination, SourceOptions
@@ -32,10 +33,10 @@ class RestExtractor(ApiExtractor):
     """Read records from a JSON REST API (pagination, auth, rate limit, incremental)."""
 
     class Config(SourceOptions):
-        method: Literal["GET", "POST"] = "GET"
-        body: Any = None  # a JSON body (POST)
-        pagination: Pagination | None = None
-        fan_out: FanOut | None = None
+        method: Literal["GET", "POST"] = Field("GET", description="the HTTP method")
+        body: Any = Field(None, description="a JSON body (POST)")
+        pagination: Pagination | None = Field(None, description="how to page through the results")
+        fan_out: FanOut | None = Field(None, description="one paginated read per value or date, put in a parameter")
 
     def __init__(self, config: Any, ctx: Any):
         super().__init__(config, ctx)

@@ -268,7 +268,7 @@ def same_schema(batch: pa.RecordBatch, schema: pa.Schema, task: str, name: str) 
 class CSVLoaderConfig(FileLoaderConfig):
     """Write one CSV file."""
 
-    delimiter: str = Field(",", min_length=1, max_length=1)
+    delimiter: str = Field(",", min_length=1, max_length=1, description="the character between fields")
     header: bool = Field(True, description="write the column names as the first line")
 
 
@@ -305,7 +305,8 @@ class ParquetLoaderConfig(FileLoaderConfig):
     """Write a Parquet file, or a hive-partitioned directory of them with partition_by."""
 
     path: str = Field(min_length=1, description="the output file, or a directory (ends in / or partition_by set)")
-    compression: Literal["zstd", "snappy", "lz4", "gzip", "brotli", "none"] = "zstd"
+    compression: Literal["zstd", "snappy", "lz4", "gzip", "brotli", "none"] = Field(
+        "zstd", description="the codec of the column chunks")
     row_group_size: int = Field(1_048_576, ge=1,
                                 description="rows per row group (fewer past 64 MiB of data, or when partitioned)")
     partition_by: list[str] = Field(default_factory=list, description="columns to partition a directory by")

@@ -63,17 +63,19 @@ class HttpLoader(Loader):
     capabilities = Capabilities(modes=("append",))
 
     class Config(ToolConfig):
-        connection: str | None = None
-        url: str | None = None
-        method: Literal["POST", "PUT", "PATCH"] = "POST"
-        params: dict[str, Any] = {}
-        headers: dict[str, str] = {}
-        auth: Auth | None = None
-        format: Literal["json", "jsonl"] = "json"
-        batch_size: int = Field(1000, ge=1)  # records per request
-        rate_limit: RateLimit | None = None
-        retries: Retries = Retries()
-        request_timeout: float = Field(30.0, gt=0)
+        connection: str | None = Field(
+            None, description="a `connections:` entry holding url (base), headers, auth, rate_limit")
+        url: str | None = Field(None, description="the endpoint (relative to the connection's url, if there is one)")
+        method: Literal["POST", "PUT", "PATCH"] = Field("POST", description="the HTTP method")
+        params: dict[str, Any] = Field({}, description="query parameters of every request")
+        headers: dict[str, str] = Field({}, description="headers of every request")
+        auth: Auth | None = Field(None, description="how requests authenticate")
+        format: Literal["json", "jsonl"] = Field(
+            "json", description="json: a body is a JSON array of records; jsonl: one record a line")
+        batch_size: int = Field(1000, ge=1, description="records per request")
+        rate_limit: RateLimit | None = Field(None, description="requests per second at most")
+        retries: Retries = Field(Retries(), description="how failed requests (429, 5xx, timeouts) are retried")
+        request_timeout: float = Field(30.0, gt=0, description="seconds per request")
 
     def takes_units(self) -> bool:
         return True  # a unit is what was posted: a resume posts only what came after the last one

@@ -55,7 +55,8 @@ class RedisStreamLoader(Loader):
 
     class Config(SinkOptions):
         field: str = Field("data", min_length=1, description="the entry field holding the row as JSON")
-        format: Literal["json", "fields"] = "json"
+        format: Literal["json", "fields"] = Field(
+            "json", description="json: the row as one JSON object in `field`; fields: a field per column")
         maxlen: int | None = Field(None, ge=1, description="trim the stream to about this many entries (MAXLEN ~)")
         create: bool = Field(True, description="create the stream if it does not exist")
 

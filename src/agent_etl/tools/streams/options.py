@@ -17,7 +17,7 @@ class StreamOptions(ToolConfig):
 
     url: str | None = Field(None, description="the server, e.g. redis://127.0.0.1:6379/0 or nats://127.0.0.1:4222")
     connection: str | None = Field(None, description="a `connections:` entry whose url is the server (instead of url)")
-    stream: str = Field(min_length=1)
+    stream: str = Field(min_length=1, description="the stream's name")
 
     @model_validator(mode="after")
     def _one_server(self) -> StreamOptions:
@@ -36,7 +36,8 @@ class StreamOptions(ToolConfig):
 
 
 class SourceOptions(StreamOptions):
-    mode: Literal["bounded", "continuous"] = "bounded"
+    mode: Literal["bounded", "continuous"] = Field(
+        "bounded", description="bounded: stop when caught up (or at a limit); continuous: until stopped")
     max_messages: int | None = Field(None, ge=1, description="bounded: stop after this many messages")
     max_seconds: float | None = Field(None, gt=0, description="bounded: stop after reading this long")
     idle_seconds: float = Field(1.0, gt=0, description="bounded: caught up after this long without a new message")

@@ -36,7 +36,8 @@ class Sample(Transform):
     class Config(ToolConfig):
         """Keep a seeded random sample of the rows: reservoir, stratified or systematic."""
 
-        method: Literal["reservoir", "stratified", "systematic"] = "reservoir"
+        method: Literal["reservoir", "stratified", "systematic"] = Field(
+            "reservoir", description="reservoir: size rows; stratified: per value of by; systematic: a fraction")
         size: int | None = Field(None, ge=1, description="rows in the sample (reservoir; stratified, proportional)")
         fraction: float | None = Field(None, gt=0, le=1, description="share of rows kept (systematic)")
         by: str | None = Field(None, description="stratum column (stratified)")

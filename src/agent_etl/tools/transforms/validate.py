@@ -43,7 +43,8 @@ class Validate(Transform):
         """Quality checks inline: checks: [...], on_failure: fail|warn|quarantine, quarantine: {tool: ...}."""
 
         checks: list[dict[str, Any]] = Field(min_length=1, description="checks, as in a quality: group")
-        on_failure: Literal["fail", "warn", "quarantine"] = "fail"
+        on_failure: Literal["fail", "warn", "quarantine"] = Field(
+            "fail", description="fail the run, warn, or quarantine the failing rows and pass the rest")
         quarantine: dict[str, Any] | None = Field(None, description="{tool: <loader>, ...} for quarantined rows")
 
     def __init__(self, config, ctx):

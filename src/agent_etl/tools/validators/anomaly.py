@@ -48,14 +48,19 @@ class Anomaly(Check):
         """Anomaly detection against history: ``anomaly: {metrics: [row_count, null_rate], on_anomaly: fail}``."""
 
         metrics: list[Metric] = Field(default_factory=lambda: ["row_count", "null_rate", "distinct", "mean",
-                                                               "quantiles", "schema"], min_length=1)
-        sensitivity: Literal["low", "medium", "high"] | float = "medium"
-        min_history: int = Field(7, ge=2, le=1000)
-        seasonality: Literal["weekly", "none"] = "weekly"
-        window: int = Field(60, ge=2, le=1000)
-        columns: list[str] | None = Field(None, min_length=1)
+                                                               "quantiles", "schema"], min_length=1,
+                                      description="what is compared with earlier runs")
+        sensitivity: Literal["low", "medium", "high"] | float = Field(
+            "medium", description="low, medium or high, or the z threshold as a number")
+        min_history: int = Field(
+            7, ge=2, le=1000, description="earlier runs needed before a verdict (learning until then)")
+        seasonality: Literal["weekly", "none"] = Field(
+            "weekly", description="weekly: compare with the same weekday; none")
+        window: int = Field(60, ge=2, le=1000, description="earlier runs compared with")
+        columns: list[str] | None = Field(
+            None, min_length=1, description="the columns profiled (default: every column)")
         quantiles: list[str] | None = Field(None, min_length=1, description="default 0.05 0.25 0.5 0.75 0.95")
-        on_anomaly: Literal["warn", "fail"] = "warn"
+        on_anomaly: Literal["warn", "fail"] = Field("warn", description="warn: report; fail: fail the gate")
 
         @field_validator("sensitivity")
         @classmethod

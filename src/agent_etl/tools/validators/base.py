@@ -39,7 +39,7 @@ class CheckConfig(ToolConfig):
 class ColumnsConfig(CheckConfig):
     """One column or a list of them: ``[a, b]`` or ``a``."""
 
-    columns: list[str] = Field(min_length=1)
+    columns: list[str] = Field(min_length=1, description="the columns checked")
 
     @field_validator("columns", mode="before")
     @classmethod

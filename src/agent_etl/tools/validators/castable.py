@@ -16,7 +16,7 @@ Timestamps without an offset are read as UTC.
 from __future__ import annotations
 
 import pyarrow as pa
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from agent_etl.exceptions import Problem, ToolError
 from agent_etl.tools.databases.duckdb.in_memory import BatchQuery, reason
@@ -45,8 +45,8 @@ class Castable(_TypedCheck):
     class Config(CheckConfig):
         """The type every value must convert to: ``castable: {column: day_text, type: date32}``."""
 
-        column: str
-        type: str
+        column: str = Field(description="the column checked")
+        type: str = Field(description="the Arrow type every value must convert to, e.g. date32, int64")
 
         @field_validator("type")
         @classmethod

@@ -331,8 +331,8 @@ class RowCount(Check):
     class Config(CheckConfig):
         """Bounds on the number of rows of the whole stream: ``row_count: {min: 1, max: 1000000}``."""
 
-        min: int | None = Field(None, ge=0)
-        max: int | None = Field(None, ge=0)
+        min: int | None = Field(None, ge=0, description="rows at least")
+        max: int | None = Field(None, ge=0, description="rows at most")
 
         @model_validator(mode="after")
         def _bounds(self) -> RowCount.Config:

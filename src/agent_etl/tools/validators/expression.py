@@ -35,7 +35,8 @@ class Expression(Check):
     class Config(CheckConfig):
         """A DuckDB predicate over the row's columns: ``expression: "amount >= 0 and status <> 'x'"``."""
 
-        predicate: str = Field(min_length=1)
+        predicate: str = Field(
+            min_length=1, description="a SQL boolean expression over the row's columns; rows where it is false fail")
         name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="short label for reports")
 
         @field_validator("predicate")

@@ -15,7 +15,7 @@ import re
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from agent_etl.exceptions import Problem
 from agent_etl.tools.validators.base import Check, CheckConfig
@@ -64,8 +64,8 @@ class Freshness(Check):
     class Config(CheckConfig):
         """How old the newest value may be: ``freshness: {column: updated_at, max_age: "2 hours"}``."""
 
-        column: str
-        max_age: str | float
+        column: str = Field(description="the timestamp column")
+        max_age: str | float = Field(description="how old the newest value may be: a duration ('2 hours') or seconds")
 
         @field_validator("max_age")
         @classmethod

@@ -46,7 +46,7 @@ class Referential(Check):
     class Config(CheckConfig):
         """A foreign key: ``referential: {column: customer_id, input: customers, key: id}``."""
 
-        column: str
+        column: str = Field(description="the column whose values must be keys of input")
         input: str = Field(min_length=1, description="the step whose keys the values must be among")
         key: str | None = Field(None, description="the key column of that step (default: column)")
 

@@ -112,9 +112,9 @@ class Range(_TypedCheck):
         read as UTC.
         """
 
-        column: str
-        min: Scalar = None
-        max: Scalar = None
+        column: str = Field(description="the column checked")
+        min: Scalar = Field(None, description="the lowest value that passes (none: no lower bound)")
+        max: Scalar = Field(None, description="the highest value that passes (none: no upper bound)")
         inclusive: bool = Field(True, description="min and max themselves pass")
 
         @model_validator(mode="after")
@@ -220,9 +220,9 @@ class Regex(_TypedCheck):
     class Config(CheckConfig):
         """A regular expression (RE2 syntax) the whole value must match: ``regex: {column: email, pattern: ".+@.+"}``."""
 
-        column: str
-        pattern: str = Field(min_length=1)
-        ignore_case: bool = False
+        column: str = Field(description="the column checked")
+        pattern: str = Field(min_length=1, description="a regular expression each value must match")
+        ignore_case: bool = Field(False, description="match regardless of case")
 
         @field_validator("pattern")
         @classmethod
@@ -269,8 +269,8 @@ class AcceptedValues(_TypedCheck):
     class Config(CheckConfig):
         """The allowed values of a column: ``accepted_values: {column: status, values: [paid, open]}``."""
 
-        column: str
-        values: list[Scalar] = Field(min_length=1)
+        column: str = Field(description="the column checked")
+        values: list[Scalar] = Field(min_length=1, description="the values that pass")
 
     _value_set: pa.Array | None = None
 

@@ -28,7 +28,7 @@ class Schema(Check):
     class Config(CheckConfig):
         """Expected columns and types: ``schema: {columns: {id: int64, name: string}, allow_extra: true}``."""
 
-        columns: dict[str, str] = Field(min_length=1)
+        columns: dict[str, str] = Field(min_length=1, description="column name -> the Arrow type it must have")
         allow_extra: bool = Field(False, description="columns that are not listed are fine")
 
         @field_validator("columns")

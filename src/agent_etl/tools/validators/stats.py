@@ -31,9 +31,9 @@ _KLL_K = 800
 
 
 class _Bounds(CheckConfig):
-    column: str
-    min: float | None = None
-    max: float | None = None
+    column: str = Field(description="the column checked")
+    min: float | None = Field(None, description="the lowest value that passes (none: no lower bound)")
+    max: float | None = Field(None, description="the highest value that passes (none: no upper bound)")
 
     @model_validator(mode="after")
     def _bounds(self) -> _Bounds:
@@ -90,8 +90,8 @@ class Completeness(Check):
     class Config(CheckConfig):
         """Minimum share of non-null values: ``completeness: {column: email, min: 0.95}``."""
 
-        column: str
-        min: float = Field(ge=0, le=1)
+        column: str = Field(description="the column checked")
+        min: float = Field(ge=0, le=1, description="the share of non-null values at least (0 to 1)")
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
@@ -143,7 +143,7 @@ class Stddev(_MomentStat):
     class Config(_Bounds):
         """Bounds on the standard deviation: ``stddev: {column: amount, max: 50}`` (sample, ddof 1)."""
 
-        ddof: int = Field(1, ge=0, le=1)
+        ddof: int = Field(1, ge=0, le=1, description="1: the sample standard deviation; 0: the population's")
 
     def finish(self) -> str | None:
         m = self.moments
@@ -159,7 +159,7 @@ class Quantile(_ColumnStat):
     class Config(_Bounds):
         """Bounds on a quantile: ``quantile: {column: amount, q: 0.99, max: 1000}`` (q=0.5 is the median)."""
 
-        q: float = Field(ge=0, le=1)
+        q: float = Field(ge=0, le=1, description="which quantile (0.5: the median)")
         exact_limit: int = Field(2_000_000, ge=0, description="values kept for an exact answer; a sketch beyond")
 
     def __init__(self, config, ctx):

@@ -21,9 +21,9 @@ class Length(_TypedCheck):
     class Config(CheckConfig):
         """Bounds on a length: ``length: {column: zip, min: 5, max: 10}`` (text in characters)."""
 
-        column: str
-        min: int | None = Field(None, ge=0)
-        max: int | None = Field(None, ge=0)
+        column: str = Field(description="the column checked")
+        min: int | None = Field(None, ge=0, description="characters at least")
+        max: int | None = Field(None, ge=0, description="characters at most")
 
         @model_validator(mode="after")
         def _bounds(self) -> Length.Config:
