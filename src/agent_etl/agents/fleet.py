@@ -12,6 +12,10 @@ tool (``extract:postgres``); ``source:X`` and ``destination:X`` mean ``extract:X
 An unknown kind or tool is a spec error (exit 2) naming the line. The coordinator starts one ETL
 agent per entry in its process, with the entry's name as its id (the built-in agent is then
 ``default``); a remote worker will advertise the same record (``AgentInfo``).
+
+Selection counts the limits and tags (``agents.selector.placement``): ``concurrency`` is how many
+branches an agent takes at once, ``memory_mb`` keeps off it a branch whose data needs more
+(``memory_need``), and a step's ``tags:`` send its branch only to agents having all of them.
 """
 
 from __future__ import annotations
