@@ -57,6 +57,10 @@ class RunResult:
         """The command that resumes this run, for a run that did not finish."""
         if self.status not in ("failed", "interrupted", "quality_failed"):
             return None
+        from agent_etl.slices import is_preview
+
+        if is_preview(self.pipeline, [t.name for t in self.tasks.values() if t.kind == "load"]):
+            return None  # a preview (run --limit) is run again, not resumed
         import shlex
 
         from agent_etl.settings import Settings

@@ -132,6 +132,12 @@ def preview(pipeline: Any, limit: int, home: Path) -> tuple[Any, Any, dict[str, 
     return _rebuild(pipeline, data, registry), registry, files
 
 
+def is_preview(pipeline: str, loads: list[str]) -> bool:
+    """Whether a run of ``pipeline`` with these loads is a preview (``run --limit``): its reads
+    stopped after the limit, which a resume, rebuilt without it, would not."""
+    return pipeline.endswith(f".{PREVIEW}") and bool(loads) and all(n.startswith("preview_") for n in loads)
+
+
 def _free(name: str, taken: list[str]) -> str:
     """``name``, or ``name_2``, ``name_3``... if a step of the pipeline has it already."""
     n, out = 1, name

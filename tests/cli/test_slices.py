@@ -90,3 +90,24 @@ def test_validate_connect_finds_what_a_run_would_meet(quickstart):
     r = cli("validate", "broken.yaml", "--connect", cwd=quickstart)
     assert r.returncode == 2 and "'categry' is not in" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (quickstart / "out").exists()
+
+
+def test_a_failed_preview_is_not_resumed(tmp_path):
+    """A preview whose gate fails on its few rows offers no resume, and a resume of it is refused:
+    rebuilt without the limit it read every source whole into the preview files."""
+    (tmp_path / "c.csv").write_text("id\n" + "".join(f"{i}\n" for i in range(1, 100)))
+    (tmp_path / "o.csv").write_text("id,cid\n" + "".join(f"{i},{1 + i % 90}\n" for i in range(1, 1000)))
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\nname: ref\nextract:\n  c: {tool: csv, path: c.csv}\n  o: {tool: csv, path: o.csv}\n"
+        "quality:\n  - input: o\n    checks:\n      - referential: {column: cid, input: c, key: id}\n"
+        "    on_failure: fail\nload:\n  o_out: {input: o, tool: parquet, path: out/o/}\n")
+    r = cli("run", "p.yaml", "--limit", "1", cwd=tmp_path)
+    assert r.returncode == 3, r.stderr
+    assert "resume with" not in r.stderr + r.stdout
+    run_id = json.loads(cli("runs", "list", "--json", cwd=tmp_path).stdout)[0]["run_id"]
+    again = cli("resume", run_id, cwd=tmp_path)
+    assert again.returncode != 0 and "was a preview" in again.stderr and "Traceback" not in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+    preview = tmp_path / ".agent-etl" / "preview" / "ref"
+    assert not (preview / "o.parquet").exists() or ds.dataset(preview / "o.parquet").to_table().num_rows <= 1
+    assert not (tmp_path / "out").exists()

@@ -139,6 +139,7 @@ async def reopen(registry: Any, store: Any, resume: str | bool, pipeline: Pipeli
     from agent_etl.agents import destinations
     from agent_etl.result import RunResult, TaskResult
     from agent_etl.run_context import RunDescription
+    from agent_etl.slices import is_preview
     from agent_etl.spec.changes import changes
     from agent_etl.store.runs import RESUMABLE
 
@@ -161,6 +162,9 @@ async def reopen(registry: Any, store: Any, resume: str | bool, pipeline: Pipeli
                    for t in record.tasks}
         return RunResult(run_id, run["pipeline"], run["status"], 0, 0.0, results,
                          note=f"run {run_id} already {run['status']}; nothing to do")
+    if is_preview(run["pipeline"], [t["task"] for t in record.tasks if t["kind"] == "load"]):
+        raise ResumeError(f"run {run_id} was a preview (`agent-etl run --limit`): a resume would read its "
+                          "sources whole; run the preview again")
     if run["status"] not in RESUMABLE:
         raise ResumeError(f"run {run_id} is {run['status']} (process {run.get('owner')}); a run in progress "
                           "cannot be resumed: wait for it to end, or stop it (Ctrl-C, SIGTERM) and resume then")
