@@ -52,7 +52,15 @@ def _unclosed(e: Any) -> tuple[int, str, str] | None:
             f"close it with '{close}' on this line, or write the entries as an indented block")
 
 
-def load_yaml(text: str, source: str) -> Document:
+def load_yaml(text: str, source: str, *, fast: bool = True) -> Document:
+    """The document and the line of each key and item. libyaml reads it when it is in the subset whose
+    meaning both parsers agree on (``yamlfast``), else ruamel (YAML 1.2; its messages for malformed YAML)."""
+    if fast:
+        from agent_etl.spec import yamlfast
+
+        found = yamlfast.read(text)
+        if found is not None and isinstance(found[0], dict):
+            return Document(found[0], found[1], source, text)
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
