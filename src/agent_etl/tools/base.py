@@ -22,6 +22,9 @@ Four families, each registered under its own entry-point group:
      manifest renamed with the data for files;
   4. it calls ``await ctx.commit(rows)`` so the run store mirrors the checkpoint.
 
+  A destination that stores each write as it is made (a stream, an API) has nothing to commit
+  between 2 and 4: ``await ctx.end_unit(rows, final)`` does both.
+
   ``committed()`` reads back what the destination holds for ``ctx.run_id``/``ctx.task`` (the
   destination is the truth about what landed; the run store only mirrors it), so a resumed run
   goes on after the last unit that landed.
@@ -138,6 +141,13 @@ class ToolContext:
         """Record that ``rows`` more rows are durably in the destination (one commit unit)."""
         if self.commit_hook is not None:
             await self.commit_hook(rows)
+
+    async def end_unit(self, rows: int, final: bool = False) -> None:
+        """End a unit of a destination whose writes are stored as they are made (a stream, an API):
+        ``prepare(final)``, then ``commit(rows)``. Where a unit is a transaction, the loader commits
+        it between the two instead."""
+        await self.prepare(final)
+        await self.commit(rows)
 
 
 class Tool:

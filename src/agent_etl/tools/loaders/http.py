@@ -95,9 +95,7 @@ class HttpLoader(Loader):
                 unit += part.num_rows
             total += batch.num_rows
             if self.ctx.commit_due():
-                await self.ctx.prepare(False)
-                await self.ctx.commit(unit)
+                await self.ctx.end_unit(unit)
                 unit = 0
-        await self.ctx.prepare(True)
-        await self.ctx.commit(unit)
+        await self.ctx.end_unit(unit, final=True)
         return total

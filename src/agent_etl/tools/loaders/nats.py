@@ -84,12 +84,10 @@ class NatsLoader(Loader):
                 unit += batch.num_rows
                 if self.ctx.commit_due():
                     await self._settle(nc)
-                    await self.ctx.prepare(False)
-                    await self.ctx.commit(unit)
+                    await self.ctx.end_unit(unit)
                     unit = 0
             await self._settle(nc)
-            await self.ctx.prepare(True)
-            await self.ctx.commit(unit)
+            await self.ctx.end_unit(unit, final=True)
             await sub.unsubscribe()
         except (nats.errors.Error, OSError) as e:
             raise TransientError(f"load {self.ctx.task!r}: NATS: {type(e).__name__}: {e}") from None

@@ -81,11 +81,9 @@ class RedisStreamLoader(Loader):
                 rows += batch.num_rows
                 unit += batch.num_rows
                 if self.ctx.commit_due():
-                    await self.ctx.prepare(False)
-                    await self.ctx.commit(unit)
+                    await self.ctx.end_unit(unit)
                     unit = 0
-            await self.ctx.prepare(True)
-            await self.ctx.commit(unit)
+            await self.ctx.end_unit(unit, final=True)
         finally:
             encoder.close()
             client.close()
