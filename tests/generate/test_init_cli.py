@@ -234,6 +234,37 @@ def test_memory_settings(tmp_path):
     assert "from memory" in (tmp_path / "second.yaml").read_text()
 
 
+def test_an_empty_memory_is_not_opened(tmp_path):
+    """init looks nothing up in a memory that holds nothing (chromadb is not imported); one that holds
+    an experience, or has one pending, is opened (test_memory_settings: its settings are used)."""
+    import os
+    import subprocess
+    import sys
+
+    from agent_etl.memory import Record, open_memory
+    from agent_etl.memory.folder import memory_folder, surely_empty
+
+    home = tmp_path / ".agent-etl"
+    assert surely_empty(home)  # no memory folder at all
+    open_memory("chroma", home).close()
+    assert surely_empty(home)
+    make_shop(tmp_path / "shop.db")
+    code = ("import atexit, sys\natexit.register(lambda: print('chromadb' in sys.modules))\n"
+            "sys.argv = ['agent-etl', 'init', 'sqlite:///shop.db']\nfrom agent_etl.cli.app import main\nmain()\n")
+    r = ok(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "AGENT_ETL_MEMORY": "chroma", "AGENT_ETL_HOME": str(home)}))
+    assert r.stdout.strip().endswith("False"), r.stdout
+    pending = memory_folder(home) / "pending"
+    pending.mkdir()
+    (pending / "x.jsonl").write_text("")
+    assert not surely_empty(home)
+    (pending / "x.jsonl").unlink()
+    memory = open_memory("chroma", home)
+    memory.add([Record("one", "a document", {"status": "succeeded", "kind": "extract"})])
+    memory.close()
+    assert not surely_empty(home)
+
+
 @pytest.mark.parametrize("expression, expected", [
     ("CHECK (((qty > 0) AND (qty <= 100)))", [{"column": "qty", "min": 1, "max": 100}]),
     ("CHECK ((amount >= (0)::numeric))", [{"column": "amount", "min": 0}]),
