@@ -1,3 +1,4 @@
+import ast
 import subprocess
 import sys
 
@@ -36,3 +37,33 @@ def test_pyarrow_allocator_takes_no_transparent_huge_pages_unless_the_user_says_
         if r.stdout.strip() != "mimalloc":
             pytest.skip(f"pyarrow allocates with {r.stdout.strip()}, which has no such option")
         assert f"option 'allow_thp': {want}" in r.stderr, r.stderr[-2000:]
+
+
+def _heavy_imported(args: list[str], cwd, env=None) -> list[str]:
+    """The heavy modules an `agent-etl` command's process imported by the time it exits (exit 0 asserted)."""
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print('IMPORTED', sorted(m for m in ('pandas', 'chromadb', 'sqlalchemy', 'ruamel', "
+            "'psycopg') if m in sys.modules)))\n"
+            f"sys.argv = ['agent-etl', *{args!r}]\n"
+            "from agent_etl.cli.app import main\nmain()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return ast.literal_eval(r.stdout.rsplit("IMPORTED", 1)[1])
+
+
+def test_validate_imports_neither_pandas_nor_chromadb_nor_ruamel(tmp_path):
+    from pathlib import Path
+
+    quickstart = Path(__file__).resolve().parents[2] / "examples" / "quickstart" / "pipeline.yaml"
+    assert _heavy_imported(["validate", str(quickstart)], tmp_path) == []
+
+
+def test_init_imports_neither_pandas_nor_chromadb_without_a_memory(tmp_path):
+    import os
+    from pathlib import Path
+
+    orders = Path(__file__).resolve().parents[2] / "examples" / "quickstart" / "data" / "orders.csv"
+    env = {**os.environ, "AGENT_ETL_HOME": str(tmp_path / "home")}  # a state folder without a memory
+    for flags in ([], ["--no-memory"]):
+        assert _heavy_imported(["init", str(orders), "--out", "p.yaml", "--force", *flags], tmp_path, env) == []
+    assert (tmp_path / "p.yaml").is_file()
