@@ -5,11 +5,15 @@ A branch's **kind** is its shape: the kinds of its sources, its transforms and t
 destinations (``postgres -> filter -> parquet``). Per kind and agent the selector keeps
 ``Outcomes`` in process (success and throughput, recency-weighted, with drift detection), fed by
 ``learn`` after every run and, once per kind and process, by the experiences memory recalls for it
-(``warm``). A decision: each capable agent runs a kind ``TRIES`` times first; then it is Thompson
-sampling on those numbers: each agent's success probability and throughput are drawn from their
-posteriors (half their spread), the expected rows/s delivered (success x throughput) is divided by
-the agent's load, and the best draw wins. An agent with little or stale experience draws widely, so
-it is tried now and then (exploration); one known to be worse almost never is.
+(``warm``). A decision: the capable agents are narrowed by the branch's tags and the agents'
+memory (``selector.placement``); each of them runs a kind ``TRIES`` times first, and while the kind
+is young the agents close to the runner-up ``CONTEND`` times (the backup is known when the best
+degrades); then it is Thompson sampling on those numbers: each agent's success probability (its own
+success on every kind as the prior) and throughput are drawn from their posteriors (half their
+spread), the expected rows/s delivered (success x throughput) is divided by the agent's load, and
+the best draw wins. An agent with little or stale experience draws widely, so it is tried now and
+then (exploration); one known to be worse almost never is, and one that drifted is not explored
+for ``SETTLE`` branches of the kind.
 
 A kind never seen borrows from the nearest kinds seen (a vector query over the kinds, once per new
 kind, not per decision), weakly; with no experience at all the choice falls back to capabilities
@@ -40,7 +44,7 @@ PRIOR = 3.0  # most runs a similar kind's experience weighs as, for a kind never
 # keeps trying agents known to be worse on a few runs often enough to cost a few % of the choices
 EXPLORE = 0.5
 SETTLE = 100  # branches of a kind after an agent's drift during which it is not explored there
-CONTEND = 12  # runs of an agent close to the best on a kind (within 1 - CLOSE), so that it can be ranked
+CONTEND = 12  # runs of an agent close to the runner-up on a kind (within 1 - CLOSE), so that it can be ranked
 CLOSE = 0.65
 YOUNG = 100  # branches of a kind during which its runner-up is learnt
 PRIOR_RUNS = 2.0  # runs a success prior weighs as
