@@ -6,13 +6,11 @@ SIGKILL; the file says which process holds it, for the message another one gets.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-import time
 from pathlib import Path
 
 from agent_etl.exceptions import AgentETLError
+from agent_etl.lockfile import LockFile
 
 
 class MemoryUnavailable(AgentETLError):
@@ -27,11 +25,10 @@ class MemoryLocked(MemoryUnavailable):
                          "(wait for it to end, or use another AGENT_ETL_HOME)")
 
 
-class WriterLock:
+class WriterLock(LockFile):
     def __init__(self, folder: Path):
         self.folder = Path(folder)
-        self.path = self.folder / "writer.lock"
-        self._fd: int | None = None
+        super().__init__(self.folder / "writer.lock")
 
     def acquire(self) -> None:
         """Take the lock, or raise ``MemoryLocked`` at once if another process (or another open
@@ -39,32 +36,9 @@ class WriterLock:
         from agent_etl.private import private_dir
 
         private_dir(self.folder)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = _holder(fd)
+        fd = self._open()
+        if not self._try(fd):
+            pid = self.holder(fd).get("pid")
             os.close(fd)
-            raise MemoryLocked(self.folder, pid) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": time.time()}).encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-
-def _holder(fd: int) -> int | None:
-    try:
-        pid = json.loads(os.pread(fd, 4096, 0) or b"{}").get("pid")
-    except (ValueError, AttributeError):
-        return None
-    return pid if isinstance(pid, int) else None
+            raise MemoryLocked(self.folder, pid if isinstance(pid, int) else None)
+        self._hold(fd)
