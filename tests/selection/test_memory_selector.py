@@ -117,3 +117,52 @@ async def test_the_simulated_fleet_is_learnt():
         right.append(c.agent == fleet.oracle(d))
         await selector.learn(fleet.run(c.agent, d))
     assert sum(right[-150:]) >= 140
+
+
+async def test_the_runner_up_is_learnt_while_a_kind_is_young():
+    from agent_etl.agents.memory_selector import CONTEND
+
+    selector, fleet = MemorySelector(seed=6), agents("best", "next", "third", "slow")
+    speeds = {"best": 3000.0, "next": 2600.0, "third": 2200.0, "slow": 600.0}
+    reasons = []
+    for run in range(90):
+        c = await choose(selector, fleet)
+        reasons.append(c.reason)
+        selector.learn_now([experience(run, c.agent, speed=speeds[c.agent])])
+    runs = {a: o.runs for a, o in selector.stats[kind_of(PG)].items()}
+    # the two close behind the best are known from CONTEND runs each; the slow one from its 3 tries
+    assert runs["next"] >= CONTEND and runs["third"] >= CONTEND and runs["slow"] == 3, runs
+    assert any(r.startswith("learning the runner-up") for r in reasons)
+    assert runs["best"] > runs["next"]
+
+
+def test_a_suspect_estimate_keeps_the_success_ratio_seen():
+    o = Outcomes()
+    for _ in range(100):
+        o.add(True, 7.0)
+    a0, b0 = 1.96, 0.04  # a prior of 98% success, weighing 2 runs
+    before = (o.ok + a0) / (o.n + a0 + b0)
+    o.suspect("failed 3 of its last 5 runs", ratio=0.4, prior=(a0, b0))
+    after = (o.ok + a0) / (o.n + a0 + b0)  # what a decision sees, the prior included
+    assert abs(after - 0.4 * before) < 0.01 and o.n < 3.001
+    o = Outcomes()
+    for _ in range(100):
+        o.add(True, 7.0)
+    o.suspect("failed 5 of its last 5 runs", ratio=0.1, prior=(a0, b0))  # below what the prior alone gives
+    assert abs((o.ok + a0) / (o.n + a0 + b0) - 0.1 * before) < 0.01 and o.ok == 0.0
+
+
+async def test_an_agent_slowed_everywhere_is_shifted_once():
+    other = TaskDescriptor("load", "parquet", ("mysql",), ("parquet",))
+    selector = MemorySelector(seed=8)
+    for run in range(200):  # a runs both kinds at 4000 rows/s, b at 1000
+        for d in (PG, other):
+            for agent, speed in (("a", 4000.0), ("b", 1000.0)):
+                selector.learn_now([experience(4 * run + 2 * (d is other) + (agent == "b"), agent, speed=speed, d=d)])
+    run = 10_000
+    for _ in range(6):  # now a runs at 0.4x, on the first kind only (for now)
+        run += 1
+        selector.learn_now([experience(run, "a", speed=1600.0)])
+    shifted = selector.stats[kind_of(other)]["a"]
+    assert "as fast as expected" in shifted.drift
+    assert 0.3 < shifted.speed / 4000.0 < 0.55, shifted.speed  # once: ~0.4x, not 0.4 x 0.4

@@ -216,7 +216,12 @@ class AgentDrift:
         for length in range(1, len(offs) + 1):
             total += offs[-length][1]
             if length >= 3 and abs(total / math.sqrt(length)) > Z_DRIFT + 1:
-                self.shift = sum(o for o, _ in offs[-length:]) / length
+                # the change: the runs from the first one off by two spreads in its direction (the
+                # stretch may begin with runs from before it, which would dilute it)
+                stretch = offs[-length:]
+                sign = 1.0 if total > 0 else -1.0
+                first = next((i for i, (_, z) in enumerate(stretch) if z * sign > 2.0), 0)
+                self.shift = sum(o for o, _ in stretch[first:]) / (length - first)
                 note = f"ran {math.exp(self.shift):.2g}x as fast as expected on its last {length} runs"
                 self.runs.clear()
                 return note
