@@ -4,7 +4,10 @@ sources are one line."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 import uuid
 
 import pyarrow as pa
@@ -232,15 +235,20 @@ def test_memory_settings(tmp_path):
     spec = yaml.safe_load((tmp_path / "second.yaml").read_text())
     assert spec["defaults"]["batch_size"] == 777, r.stdout
     assert "from memory" in (tmp_path / "second.yaml").read_text()
+    # read from Chroma's files (memory.peek): chromadb is not imported, the settings are the same
+    code = ("import atexit, sys\natexit.register(lambda: print('chromadb' in sys.modules))\n"
+            "sys.argv = ['agent-etl', 'init', 'sqlite:///shop2.db', '--out', 'third.yaml']\n"
+            "from agent_etl.cli.app import main\nmain()\n")
+    r = ok(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "AGENT_ETL_HOME": str(tmp_path / ".agent-etl"), **chroma}))
+    assert r.stdout.strip().endswith("False"), r.stdout
+    third = (tmp_path / "third.yaml").read_text()
+    assert yaml.safe_load(third)["defaults"]["batch_size"] == 777 and "from memory" in third
 
 
 def test_an_empty_memory_is_not_opened(tmp_path):
     """init looks nothing up in a memory that holds nothing (chromadb is not imported); one that holds
     an experience, or has one pending, is opened (test_memory_settings: its settings are used)."""
-    import os
-    import subprocess
-    import sys
-
     from agent_etl.memory import Record, open_memory
     from agent_etl.memory.folder import memory_folder, surely_empty
 
