@@ -133,3 +133,14 @@ def test_plan_and_a_run_with_a_fleet_file_place_by_tags_and_memory(tmp_path: Pat
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert "extract 'orders' asks for an agent tagged eu-west, gpu" in r.stderr, r.stderr
         assert "(agents: small (eu-west), big (eu-west), default (no tags))" in r.stderr, r.stderr
+
+
+async def test_tags_then_memory_with_no_tagged_agent_big_enough():
+    fleet = [AgentInfo("eu-small", capabilities=ALL, limits={"memory_mb": 512}, tags=frozenset({"eu-west"})),
+             AgentInfo("eu-less", capabilities=ALL, limits={"memory_mb": 256}, tags=frozenset({"eu-west"})),
+             AgentInfo("us-big", capabilities=ALL, tags=frozenset({"us-east"}))]  # no limit, but not tagged
+    tasks, descriptors = branch(["eu-west"])
+    chosen = await CapabilitySelector().select(tasks, fleet, descriptors)
+    assert {c.agent for c in chosen.values()} == {"eu-small"}
+    assert chosen["src"].reason.endswith("left out: us-big not tagged eu-west; the branch needs ~2,064 MB, more than "
+                                         "any agent's memory_mb: eu-small has the most (512 MB)"), chosen["src"].reason

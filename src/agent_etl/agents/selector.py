@@ -133,9 +133,9 @@ def memory_need(branch: Sequence[Task], descriptors: Mapping[str, TaskDescriptor
 def placement(branch: Sequence[Task], agents: Sequence[AgentInfo], descriptors: Mapping[str, TaskDescriptor],
               everyone: Sequence[AgentInfo] | None = None) -> tuple[list[AgentInfo], str]:
     """The agents among ``agents`` (those able to run it) a branch may go to, and a note for the
-    reasons: whom its tags and the memory rule left out ("" when no one). Tags: an agent needs every tag the branch's
-    steps ask for (``tags:`` of a step); none has them all is a spec error naming the tags and the
-    agents there are (``everyone``). Memory: an agent whose ``memory_mb`` limit is below
+    reasons: whom its tags and the memory rule left out ("" when no one). Tags: an agent needs every
+    tag the branch's steps ask for (``tags:`` of a step); none has them all is a spec error naming
+    the tags and the agents there are (``everyone``). Memory: an agent whose ``memory_mb`` limit is below
     ``memory_need`` is left out; when that leaves no one, the agent with the most memory runs it."""
     tags = sorted({g for t in branch for g in t.tags})
     limited = any("memory_mb" in a.limits for a in agents)
@@ -165,7 +165,8 @@ def placement(branch: Sequence[Task], agents: Sequence[AgentInfo], descriptors: 
         fit = [a for a in agents if (a.limits.get("memory_mb") or need) >= need]
         if not fit:
             biggest = max(agents, key=lambda a: (a.limits.get("memory_mb") or 0, a.id))
-            return [biggest], "; ".join([*out, f"the branch needs ~{need:,} MB, more than any agent's memory_mb: "
+            return [biggest], "; ".join([*([f"left out: {'; '.join(out)}"] if out else []),
+                                         f"the branch needs ~{need:,} MB, more than any agent's memory_mb: "
                                          f"{biggest.id} has the most ({biggest.limits.get('memory_mb', 0):,.0f} MB)"])
         if len(fit) < len(agents):
             out.append(", ".join(f"{a.id} (memory_mb {a.limits['memory_mb']:,.0f})" for a in agents if a not in fit)
