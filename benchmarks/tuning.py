@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -110,8 +111,10 @@ def main(args: argparse.Namespace) -> None:
     speeds: dict[tuple[int, int], list[float]] = {s: [] for s in settings}
     extra: dict[tuple[int, int], list[float]] = {s: [] for s in settings}
     with tempfile.TemporaryDirectory() as work:
-        for _ in range(args.repeat):  # interleaved, so that load changes hit every setting alike
-            for b, p in settings:
+        order = random.Random(args.seed)
+        for _ in range(args.repeat):  # interleaved, so that load changes hit every setting alike; and
+            # in a new order each pass, so that a load rising or falling over a pass favours none
+            for b, p in order.sample(settings, len(settings)):
                 home = Path(work) / f"fixed-{b}-{p}-{len(speeds[(b, p)])}" / ".agent-etl"
                 home.parent.mkdir()
                 r = measure(schema, home, args.memory, b, p)[0]
@@ -188,6 +191,7 @@ if __name__ == "__main__":
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--series", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1, help="the sweep's order of settings in each pass")
     ap.add_argument("--confirm", type=int, default=2, help="more runs of run 5's setting, each followed by the best fixed")
     ap.add_argument("--memory", default="chroma", choices=["chroma", "numpy"])
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
