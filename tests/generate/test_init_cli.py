@@ -246,31 +246,20 @@ def test_memory_settings(tmp_path):
     assert yaml.safe_load(third)["defaults"]["batch_size"] == 777 and "from memory" in third
 
 
-def test_an_empty_memory_is_not_opened(tmp_path):
-    """init looks nothing up in a memory that holds nothing (chromadb is not imported); one that holds
-    an experience, or has one pending, is opened (test_memory_settings: its settings are used)."""
-    from agent_etl.memory import Record, open_memory
-    from agent_etl.memory.folder import memory_folder, surely_empty
+def test_an_empty_memory_is_looked_up_without_chromadb(tmp_path):
+    """init reads its look-up from Chroma's files (memory.peek): an empty memory costs no chromadb
+    import (test_memory_settings: a memory with experiences neither, and its settings are used)."""
+    from agent_etl.memory import open_memory
 
     home = tmp_path / ".agent-etl"
-    assert surely_empty(home)  # no memory folder at all
     open_memory("chroma", home).close()
-    assert surely_empty(home)
     make_shop(tmp_path / "shop.db")
     code = ("import atexit, sys\natexit.register(lambda: print('chromadb' in sys.modules))\n"
             "sys.argv = ['agent-etl', 'init', 'sqlite:///shop.db']\nfrom agent_etl.cli.app import main\nmain()\n")
     r = ok(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                           env={**os.environ, "AGENT_ETL_MEMORY": "chroma", "AGENT_ETL_HOME": str(home)}))
     assert r.stdout.strip().endswith("False"), r.stdout
-    pending = memory_folder(home) / "pending"
-    pending.mkdir()
-    (pending / "x.jsonl").write_text("")
-    assert not surely_empty(home)
-    (pending / "x.jsonl").unlink()
-    memory = open_memory("chroma", home)
-    memory.add([Record("one", "a document", {"status": "succeeded", "kind": "extract"})])
-    memory.close()
-    assert not surely_empty(home)
+    assert "defaults:" not in (tmp_path / "pipeline.yaml").read_text()
 
 
 @pytest.mark.parametrize("expression, expected", [

@@ -176,11 +176,10 @@ def _name(schema: SourceSchema) -> str:
 def _memory_settings(schema: SourceSchema, dest: Destination, home: Path) -> Settings:
     """Batch size and concurrency of the most similar successful extract in memory (fastest of the
     close ones), when the state folder has a memory."""
-    from agent_etl.memory import MemoryLocked, MemoryUnavailable, open_memory, peek
+    from agent_etl.memory import MemoryLocked, MemoryUnavailable, memory_folder, open_memory, peek
     from agent_etl.memory.descriptor import TaskDescriptor
-    from agent_etl.memory.folder import surely_empty
 
-    if surely_empty(home):  # nothing to look up: chromadb is not even imported
+    if not (memory_folder(home) / "chroma").is_dir():
         return Settings()
     biggest = max(schema.tables, key=lambda t: (t.rows or 0, len(t.columns)))
     # the Arrow type names runs record in their profiles, so the columns compare with theirs

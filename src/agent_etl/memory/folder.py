@@ -20,29 +20,6 @@ def memory_folder(home: str | Path) -> Path:
     return Path(home) / "memory"
 
 
-def surely_empty(home: str | Path) -> bool:
-    """True when the chroma memory of the state folder ``home`` holds no experience: it has no Chroma
-    folder, or Chroma's SQLite file has no record and none queued, and nothing is pending. Read
-    without importing chromadb (about a second), so a command that would only look something up
-    can skip opening it; False when it holds some, or when this cannot tell (open it then)."""
-    folder = memory_folder(home)
-    chroma = folder / "chroma"
-    if not chroma.is_dir():
-        return True
-    db = chroma / "chroma.sqlite3"
-    if any((folder / "pending").glob("*.jsonl")) or not db.is_file():
-        return False
-    import sqlite3
-    from contextlib import closing
-
-    try:
-        with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as conn:
-            return not any(conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()[0]
-                           for table in ("embeddings", "embeddings_queue"))
-    except sqlite3.Error:  # locked, another layout, not a database: let Chroma say
-        return False
-
-
 def open_memory(kind: str, home: str | Path | None = None) -> VectorMemory:
     """A ``numpy`` memory (new, empty, in this process) or the ``chroma`` memory of the state folder
     ``home`` (its pending experiences added first). Raises ``MemoryLocked`` when another process
