@@ -156,13 +156,6 @@ def _plain_container(node: Any, path: Path_, lines: dict[Path_, int], budget: _B
             pass
         out_list.append(_plain(v, path + (i,), lines, budget))
     return out_list
-    if isinstance(node, str):
-        return str(node)  # drop ruamel's scalar-string subclasses
-    if hasattr(node, "__float__") and type(node).__module__.startswith("ruamel"):
-        return float(node)
-    if type(node).__module__.startswith("ruamel") and isinstance(node, int):
-        return int(node)
-    return node
 
 
 def interpolate(doc: Document, variables: dict[str, str] | None, base_dir: Path) -> list[Problem]:
