@@ -35,6 +35,8 @@ import os, time
 
 def slow(batch):
     time.sleep(float(os.environ.get("SLOW", "0")))
+    while os.environ.get("HOLD") and os.path.exists(os.environ["HOLD"]):  # held until the test lets go
+        time.sleep(0.02)
     if os.environ.get("BOOM") and batch.column("id")[0].as_py() >= int(os.environ["BOOM"]):
         raise RuntimeError("boom")
     return batch
@@ -63,6 +65,22 @@ def env(project: Path, **extra: str) -> dict[str, str]:
 def agent_etl(project: Path, *args: str, cwd: Path | None = None, **extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([AGENT_ETL, *args], cwd=cwd or project / "elsewhere", env=env(project, **extra),
                           capture_output=True, text=True, timeout=120)
+
+
+def held(project: Path) -> Path:
+    """A file that holds every batch of a run given ``HOLD=<it>`` until it is removed: the run is
+    still going whatever the machine's load, however long the other process takes to start."""
+    hold = project / "hold"
+    hold.touch()
+    return hold
+
+
+def opened(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has ``path`` open (Linux: its /proc fd links)."""
+    try:
+        return any(os.path.realpath(fd) == str(path.resolve()) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # gone, or an fd closed while looked at
+        return False
 
 
 def runs(project: Path) -> list[dict]:
@@ -137,7 +155,8 @@ def test_resume_refusals(project):
 
 
 def test_a_second_run_of_the_same_pipeline_is_refused_while_one_runs(project):
-    first = subprocess.Popen([AGENT_ETL, "run", "p.yaml", "-q"], cwd=project, env=env(project, SLOW="0.1"),
+    hold = held(project)
+    first = subprocess.Popen([AGENT_ETL, "run", "p.yaml", "-q"], cwd=project, env=env(project, HOLD=str(hold)),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
@@ -148,6 +167,7 @@ def test_a_second_run_of_the_same_pipeline_is_refused_while_one_runs(project):
         second = agent_etl(project, "run", "../p.yaml")
         assert second.returncode == 2 and "already running" in second.stderr
     finally:
+        hold.unlink()
         assert first.wait(60) == 0
 
 
@@ -170,14 +190,16 @@ def test_sigterm_stops_a_run_that_then_resumes(project):
 def test_two_resumes_of_one_run_at_once(project):
     failed = agent_etl(project, "run", "../p.yaml", BOOM="3000")
     assert failed.returncode == 1
+    hold = held(project)
     first = subprocess.Popen([AGENT_ETL, "run", "--resume", "p.yaml", "-q"], cwd=project,
-                             env=env(project, SLOW="0.1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             env=env(project, HOLD=str(hold)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_running(project / ".agent-etl", first)
         second = agent_etl(project, "run", "--resume", "../p.yaml")
         assert second.returncode == 2
         assert "is running" in second.stderr or "already running" in second.stderr, second.stderr
     finally:
+        hold.unlink()
         out, err = first.communicate(timeout=120)
     assert first.returncode == 0, out + err
     assert runs(project)[0]["status"] == "succeeded"
@@ -186,13 +208,23 @@ def test_two_resumes_of_one_run_at_once(project):
 def test_concurrent_runs_wait_queues_the_second_run(project):
     (project / "p.yaml").write_text(SPEC.replace("defaults: {batch_size: 1000}",
                                                  "defaults: {batch_size: 1000, concurrent_runs: wait}"))
-    first = subprocess.Popen([AGENT_ETL, "run", "p.yaml", "-q"], cwd=project, env=env(project, SLOW="0.1"),
+    hold = held(project)
+    first = subprocess.Popen([AGENT_ETL, "run", "p.yaml", "-q"], cwd=project, env=env(project, HOLD=str(hold)),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_running(project / ".agent-etl", first)
-        second = agent_etl(project, "run", "../p.yaml")  # waits for the first, then runs
-        assert second.returncode == 0, second.stderr
+        second = subprocess.Popen([AGENT_ETL, "run", "../p.yaml"], cwd=project / "elsewhere", env=env(project),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lock = project / ".agent-etl" / "locks" / "crash_demo.lock"
+        deadline = time.monotonic() + 60
+        while not opened(second.pid, lock):  # the second waits on the lock the held first one holds
+            assert time.monotonic() < deadline and second.poll() is None, second.communicate()
+            time.sleep(0.02)
+        hold.unlink()
+        _, err = second.communicate(timeout=120)
+        assert second.returncode == 0, err
     finally:
+        hold.unlink(missing_ok=True)
         assert first.wait(60) == 0
     second_run, first_run = runs(project)  # newest first
     assert first_run["status"] == second_run["status"] == "succeeded"
