@@ -121,10 +121,13 @@ class Alert(_Model):
     """A webhook that gets a JSON POST on the events in ``on`` (agent_etl.observe.alerts)."""
 
     webhook: str = Field(pattern=r"^https?://", description="URL; a token in it belongs in ${VAR}")
-    on: list[Literal["run_failed", "quality_failed", "anomaly", "stall"]] = list(ALERTS)
-    headers: dict[str, str] = {}
+    on: list[Literal["run_failed", "quality_failed", "anomaly", "stall"]] = Field(
+        default_factory=lambda: list(ALERTS), description="the events that send it (default: all four)")
+    headers: dict[str, str] = Field(default_factory=dict, description="HTTP headers to send, e.g. Authorization: "
+                                    "Bearer ${TOKEN}")
     timeout: float = Field(5.0, gt=0, description="seconds per attempt")
-    attempts: int = Field(3, ge=1, le=10)
+    attempts: int = Field(3, ge=1, le=10, description="tries per alert (pauses 0.5 s, 1 s, 2 s, ...) before it is "
+                          "logged and dropped; an alert never fails a run")
 
 
 class Connection(BaseModel):
