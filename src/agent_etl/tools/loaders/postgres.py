@@ -462,7 +462,7 @@ class _Session(Units):
         self.added = []
         if self.staging or self.direct:
             self.staged, self.staging, self.direct = {}, False, False
-        self.schema = None
+        self.schema, self.order, self.seq = None, None, False  # the next stage checks its keys anew
 
     def _merge(self, names: list[str]) -> None:
         import psycopg
