@@ -160,7 +160,7 @@ class Swap:
         pid = cur.execute("SELECT pg_backend_pid()").fetchone()[0]
         self.new_name = f"{PREFIX}_{pid}"
         self.table = sql.Identifier(schema, self.new_name)
-        self.renames: list[sql.Composed] = []  # after the old table is dropped: new names to old ones
+        self.renames: list[sql.Composed] = []  # once the old table is set aside: new names to old ones
         self.names: dict[str, str] = {self.new_name: name}  # temporary names to the old ones, for messages
         self.aside: str | None = None  # the old table's name once the swap set it aside (drop_aside)
 
