@@ -230,7 +230,7 @@ class AgentCoordinator(Agent):
         warm = getattr(self.selector, "warm", None)  # a learning selector recalls experience first
         if warm is not None and self.settings.memory != "off":
             home = self.home_for(pipeline)
-            recorder = self._recorder()
+            recorder = self.recorder()
             await warm(descriptors, infos, lambda doc, k: recorder.experiences(home, doc, k))
         choices = await self.selector.select(pipeline.tasks, infos, descriptors)
         return {name: (by_id[c.agent], c.reason) for name, c in choices.items()}
@@ -244,7 +244,7 @@ class AgentCoordinator(Agent):
         from agent_etl.memory.folder import memory_folder
 
         home = self.home_for(pipeline)
-        recorder = self._recorder()
+        recorder = self.recorder()
 
         async def read(fn: Any) -> Any:
             if self.settings.memory == "chroma" and not (memory_folder(home) / "chroma").is_dir():
@@ -257,7 +257,8 @@ class AgentCoordinator(Agent):
             log.warning("tuning: the spec's values, no experience read: %s: %s", type(e).__name__, e)
             return {}
 
-    def _recorder(self) -> Any:
+    def recorder(self) -> Any:
+        """The memory recorder (made on first use): stores each run's experiences, opens the memory."""
         from agent_etl.memory.recorder import Recorder
 
         self.memory = self.memory or Recorder(self.settings.memory, learn=self.selector.learn)
@@ -395,7 +396,7 @@ class AgentCoordinator(Agent):
                 store.finish_run(run_id, status, exit_code, rows, error, duration)
             lock.release()
             if self.settings.memory != "off":  # queued for a writer thread; a memory failure is only a warning
-                self._recorder().record(run_id, pipeline, results, desc.home, store)
+                self.recorder().record(run_id, pipeline, results, desc.home, store)
             try:
                 await self.bus.publish(finished)
             finally:

@@ -165,7 +165,7 @@ async def _open_memory(coordinator: Any, pipeline: Any) -> None:
     if coordinator.settings.memory != "chroma" or not (memory_folder(home) / "chroma").is_dir():
         return
     try:
-        await coordinator._recorder().memory(home)
+        await coordinator.recorder().memory(home)
     except MemoryLocked:
         pass
     except MemoryUnavailable as e:
