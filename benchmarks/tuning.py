@@ -163,8 +163,8 @@ def main(args: argparse.Namespace) -> None:
             proposed = (results[-1]["tuning"].get("batch_size", 100_000), results[-1]["tuning"].get("partitions", 1))
             mine, theirs = [last], [again[-1]]
             for i in range(args.confirm):  # run 5's setting against the best fixed, alternately
-                for s_, into in ((proposed, mine), (best, theirs)):
-                    h = Path(work) / f"confirm-{series}-{i}-{len(into)}-{s_[0]}-{s_[1]}" / ".agent-etl"
+                for role, s_, into in (("tuned", proposed, mine), ("fixed", best, theirs)):
+                    h = Path(work) / f"confirm-{series}-{i}-{role}" / ".agent-etl"
                     h.parent.mkdir()
                     r = measure(schema, h, args.memory, *s_)[0]
                     into.append(r["rows"] / r["duration"])
