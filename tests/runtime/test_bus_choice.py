@@ -98,3 +98,45 @@ def test_a_worker_without_its_broker_says_so_in_one_line(bus, code, message):
                           check=False)
     assert done.returncode == code and message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.services("nats", "postgres")
+async def test_plan_with_a_nats_bus_while_workers_beat_ends(tmp_path):
+    """`plan` under AGENT_ETL_BUS=nats://... with workers running ends: closing its coordinator
+    waited forever for heartbeats left in subscriptions it had already cancelled (they pile up
+    while the plan reads memory and splits a partitioned PostgreSQL source)."""
+    import psycopg
+
+    url = f"nats://127.0.0.1:4222?namespace=test-{uuid.uuid4().hex[:10]}"
+    schema = f"plan_bus_{uuid.uuid4().hex[:10]}"
+    pg = "postgresql://postgres@127.0.0.1:5432/test"
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(f'CREATE TABLE "{schema}".t AS SELECT i AS id FROM generate_series(1, 1000) i')
+    (tmp_path / "p.yaml").write_text(
+        f"version: 1\nname: plan_bus\nconnections:\n  src: {{url: \"{pg}\"}}\nextract:\n"
+        f"  t: {{tool: postgres, connection: src, table: {schema}.t, partitions: 4, partition_on: id}}\n"
+        "load:\n  lake: {input: t, tool: parquet, path: lake/t/}\n")
+    workers = [subprocess.Popen([AGENT_ETL, "worker", "--bus", url, "--heartbeat", "0.1"], stderr=subprocess.PIPE,
+                                text=True) for _ in range(2)]
+    try:
+        for worker in workers:
+            assert "ready on nats://127.0.0.1:4222" in worker.stderr.readline()
+        environ = {**os.environ, "AGENT_ETL_HOME": str(tmp_path / "home"), "AGENT_ETL_BUS": url,
+                   "AGENT_ETL_MEMORY": "chroma"}
+        for _ in range(3):
+            try:
+                plan = subprocess.run([AGENT_ETL, "plan", "p.yaml", "--no-memory"], cwd=tmp_path, capture_output=True,
+                                      text=True, env=environ, timeout=60, check=False)
+            except subprocess.TimeoutExpired:
+                pytest.fail("agent-etl plan did not end")
+            assert plan.returncode == 0, plan.stderr
+            assert "over workers: up to 4 copies" in plan.stdout
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            assert worker.wait(timeout=60) == 0
+        await open_bus(url).destroy()
+        with psycopg.connect(pg, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

@@ -70,6 +70,8 @@ class _Core:
         self.closed = False
 
     async def idle(self) -> None:
+        if self.closed:  # unsubscribed: what it still held is never handled, and join() would wait forever
+            return
         for s in self.subs:
             await s._pending_queue.join()
 
