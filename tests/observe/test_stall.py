@@ -106,6 +106,8 @@ def test_cli_says_a_task_stalled_and_the_retry_finishes(gated):
                        timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "stalled   held: no progress for" in r.stdout
+    # the run succeeds, so the end says nothing of the first attempt's error: its line does
+    assert "failed    held: task 'held' made no progress" in r.stdout and "(transient)" in r.stdout
     assert "started   held (etl" in r.stdout and ", attempt 2)" in r.stdout
     runs = json.loads(subprocess.run([agent_etl, "runs", "list", "--json"], cwd=gated, env=env, capture_output=True,
                                      text=True, timeout=60).stdout)

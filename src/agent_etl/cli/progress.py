@@ -38,6 +38,9 @@ class PlainReporter:
                 self._print(f"skipped   {ev.task}: {ev.error.removeprefix('skipped: ')}")
             elif ev.upstream:
                 self._print(f"stopped   {ev.task}: {ev.error}")
+            elif ev.transient and self.pipeline is not None and ev.attempt < self.pipeline.spec.defaults.retries.max_attempts:
+                # a retry may follow and the run succeed: the end then says nothing of this error
+                self._print(f"failed    {ev.task}: {ev.error.splitlines()[0] if ev.error else ''} (transient)")
             else:  # the error itself is printed once, at the end
                 self._print(f"failed    {ev.task}")
         elif isinstance(ev, TaskStalled):
