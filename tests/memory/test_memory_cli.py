@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -35,6 +36,9 @@ def test_list_search_forget_reset(tmp_path: Path):
     assert len(json.loads(cli("memory", "list", "--limit", "2", "--json", cwd=folder, env=CHROMA).stdout)) == 2
     text = cli("memory", "list", cwd=folder, env=CHROMA).stdout
     assert f"{second}/lake" in text and "load parquet: csv -> filter -> parquet" in text
+    head, row = text.splitlines()[:2]  # the header names the time column, over its values
+    assert head.index("stored") == row.index(dt.datetime.fromtimestamp(listed[0]["created_at"]).strftime("%Y-%m-%d"))
+    assert row[head.index("descriptor"):].startswith(("load ", "transform ", "extract "))
 
     r = cli("memory", "search", "parquet load", "-k", "2", "--json", cwd=folder, env=CHROMA)
     hits = json.loads(r.stdout)

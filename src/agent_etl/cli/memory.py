@@ -102,8 +102,8 @@ def _row(record: Any, distance: float | None = None) -> dict[str, Any]:
     return row
 
 
-def _print(rows: list[dict[str, Any]], with_distance: bool = False) -> None:
-    head = (f"{'distance':>8} " if with_distance else "") + f"{'id':<40} {'status':<15} {'rows/s':>12}  descriptor"
+def _print(rows: list[dict[str, Any]], with_distance: bool = False, last: str = "descriptor") -> None:
+    head = (f"{'distance':>8} " if with_distance else "") + f"{'id':<40} {'status':<15} {'rows/s':>12}  {last}"
     print(head)
     for r in rows:
         dist = f"{r['distance']:>8.3f} " if with_distance else ""
@@ -162,8 +162,8 @@ def list_command(limit: int, pipeline: str | None, *, as_json: bool, home: str |
         print("no experiences stored yet")
         return 0
     for r in rows:
-        r["descriptor"] = f"{_when(r['created_at'])}  {r['descriptor']}"
-    _print(rows)
+        r["descriptor"] = f"{_when(r['created_at']):<19}  {r['descriptor']}"
+    _print(rows, last=f"{'stored':<19}  descriptor")
     return 0
 
 
