@@ -8,20 +8,24 @@ that finished long ago reads the same as the one that just ended.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 # loaders that rewrite their whole target on every run (a file, an object, a dataset)
 _WHOLE = {"csv", "jsonl", "json", "parquet", "excel", "s3"}
 
 
-def landing(tool: str, options: dict[str, Any]) -> dict[str, Any]:
+def landing(tool: str, options: dict[str, Any], base: Any = None) -> dict[str, Any]:
     """Where a load writes and how: ``{"target": ..., "mode": ...}``. The target is the path, the
-    table (with its connection), the URL or the stream, as written in the spec."""
+    table (with its connection), the URL or the stream, as written in the spec; a relative path
+    joined to ``base`` (the pipeline's folder, which it is relative to) when given."""
     if options.get("table"):
         conn = options.get("connection")
         target = f"table {options['table']}" + (f" on {conn}" if conn else "")
     elif options.get("path"):
         target = str(options["path"])
+        if base is not None and "://" not in target and "${" not in target and not os.path.isabs(target):
+            target = os.path.join(str(base), target)
     elif options.get("url") and tool in ("s3", "http"):
         target = str(options["url"])
     elif options.get("stream") or options.get("subject"):
@@ -130,9 +134,10 @@ def shown_path(path: str | None) -> str:
     if not path or "://" in path:
         return str(path)
     try:
-        return str(Path(path).relative_to(Path.cwd()))
+        shown = str(Path(path).relative_to(Path.cwd()))
     except ValueError:
         return path
+    return shown + "/" if path.endswith("/") else shown  # a folder (a dataset) stays one
 
 
 def destination_lines(dests: list[dict[str, Any]], indent: str = "") -> list[str]:

@@ -106,5 +106,6 @@ def test_a_profiled_run_resumes_with_its_profile(quickstart):
     (quickstart / "out" / "blocked").unlink()
     resumed = cli("resume", run_id, "--json", cwd=quickstart)  # no --profile: the run kept the merged pipeline
     assert resumed.returncode == 0, resumed.stderr
-    assert {d["load"]: d["target"] for d in json.loads(resumed.stdout)["destinations"]}["lake"] == "out/blocked/lake/"
+    assert {d["load"]: d["target"] for d in json.loads(resumed.stdout)["destinations"]}["lake"].endswith(
+        "/out/blocked/lake/")
     assert (quickstart / "out" / "blocked" / "lake").is_dir() and not (quickstart / "out" / "orders_lake").exists()

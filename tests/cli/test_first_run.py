@@ -145,3 +145,19 @@ def test_an_invalid_step_is_not_also_reported_as_missing(tmp_path):
     assert r.returncode == 2
     assert "timeout must be more than 0" in r.stderr and "needs `key`" in r.stderr
     assert "not defined" not in r.stderr
+
+
+def test_a_run_from_another_folder_says_where_its_files_landed_from_there(quickstart):
+    """The README's quick start runs examples/quickstart/pipeline.yaml from the repository: its
+    destinations are relative to the pipeline file, so the lines say them from the working
+    directory (they said out/orders_lake/, a folder the working directory does not have)."""
+    here = quickstart.parent
+    home = {"AGENT_ETL_HOME": str(quickstart / ".agent-etl")}
+    r = cli("run", "quickstart/pipeline.yaml", cwd=here, env=home)
+    assert r.returncode == 0, r.stderr
+    assert "-> quickstart/out/orders_lake/ (replace" in r.stdout
+    assert (here / "quickstart" / "out" / "orders_lake").is_dir()
+    run_id = json.loads(cli("runs", "list", "--json", cwd=here, env=home).stdout)[0]["run_id"]
+    assert "-> quickstart/out/orders_lake/ (replace" in cli("runs", "show", run_id, cwd=here, env=home).stdout
+    assert "-> quickstart/out/orders_lake/ (replace" in cli("plan", "quickstart/pipeline.yaml", cwd=here, env=home).stdout
+    assert "-> out/orders_lake/ (replace" in cli("run", "pipeline.yaml", "-q", cwd=quickstart, env=home).stdout

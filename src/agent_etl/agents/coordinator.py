@@ -330,7 +330,7 @@ class AgentCoordinator(Agent):
         # a resumed run goes on with the spec's values (tuning again could split a read otherwise)
         tuning = await self._tune(pipeline) if plan is None else {}
         results = {t.name: TaskResult(t.name, t.kind, t.tool, agent=chosen[t.name][0].id, reason=chosen[t.name][1],
-                                      **(landing(t.tool, as_written(t)) if t.kind == "load" else {}))
+                                      **(landing(t.tool, as_written(t), pipeline.base_dir) if t.kind == "load" else {}))
                    for t in pipeline.tasks}
         skipped = plan.skipped(pipeline) if plan is not None else set()
         for name in skipped:

@@ -77,14 +77,14 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | N
         async with AgentCoordinator(store=False, settings=Settings(**({"memory": memory} if memory else {}))) as c:
             return await c.plan(pipeline), verdicts(pipeline, c.registry)
 
-    from agent_etl.summary import landing
+    from agent_etl.summary import landing, shown_path
 
     planned, copies = asyncio.run(make_plan())
     rows = [{"step": i + 1, "task": p.task.name, "kind": p.task.kind, "tool": p.task.tool, "inputs": p.task.inputs,
              "quality": [{"checks": [next(iter(c), "?") for c in g.checks], "on_failure": g.on_failure}
                          for g in p.task.gates],
              **({"reads": _reads(p.task.options)} if p.task.kind == "extract" else {}),
-             **(landing(p.task.tool, p.task.options) if p.task.kind == "load" else {}),
+             **(landing(p.task.tool, p.task.options, pipeline.base_dir) if p.task.kind == "load" else {}),
              "agent": p.agent, "reason": p.reason, **({"tuning": p.tuning} if p.tuning else {}),
              **({"distributed": copies[p.task.name].to_dict()} if p.task.name in copies else {})}
             for i, p in enumerate(planned)]
@@ -103,7 +103,7 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | N
         reads = f" from {r['reads']}" if r.get("reads") else ""
         print(f"{r['step']:>3}. {r['task']:<{width}}  {r['kind']} {r['tool']}{reads}{inputs}")
         if "target" in r:
-            print(f"       -> {r['target']} ({r['mode']})")
+            print(f"       -> {shown_path(r['target'])} ({r['mode']})")
         if "distributed" in r:  # partition_plan: what a run over workers (--bus nats://) makes of the partitions
             d = r["distributed"]
             print(f"       over workers: {d['reason'] if d['copies'] else 'one branch: ' + d['reason']}")

@@ -133,4 +133,5 @@ def _landings(run: dict) -> dict[str, dict]:
     loads = data.get("load")
     if not isinstance(loads, dict):
         return {}
-    return {name: landing(str(step.get("tool")), step) for name, step in loads.items() if isinstance(step, dict)}
+    base = (run.get("description") or {}).get("base_dir")
+    return {name: landing(str(step.get("tool")), step, base) for name, step in loads.items() if isinstance(step, dict)}
