@@ -45,3 +45,9 @@ def test_arguments_are_named_plainly():
     assert re.search(r"^  PIPELINE +Pipeline YAML file\.", run, re.M)
     verify = runner.invoke(app, ["audit", "verify", "--help"], terminal_width=120).output
     assert "Usage: agent-etl audit verify [OPTIONS] [RUN_ID]\n" in verify
+
+
+def test_run_s_bus_option_names_the_broker_it_takes():
+    """run --bus takes nats://...: its help said only memory (docs/distributed.md, the worker's --bus)."""
+    text = " ".join(CliRunner().invoke(app, ["run", "--help"], terminal_width=120).output.split())
+    assert "nats://host:4222" in text and "agent-etl worker" in text

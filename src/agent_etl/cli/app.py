@@ -69,7 +69,8 @@ def run(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipeli
                                                               "instead of starting a new one.")] = False,
         force: Force = False,
         bus: Annotated[Optional[str], typer.Option("--bus", metavar="BUS", help="Event bus: memory (in-process, the default; "
-                                                              "AGENT_ETL_BUS).")] = None,
+                                                              "AGENT_ETL_BUS), or nats://host:4222 to send the run's "
+                                                              "branches to `agent-etl worker` processes.")] = None,
         metrics_port: MetricsPort = None, log_format: LogFormat = None,
         limit: Annotated[Optional[int], typer.Option("--limit", metavar="N", min=1, help="Preview: read at most N rows "
                                                      "per source, write nothing to the destinations (the rows they "
