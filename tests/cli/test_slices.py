@@ -6,6 +6,7 @@ import json
 import sqlite3
 
 import pyarrow.dataset as ds
+import pytest
 from tests.cli.conftest import cli
 
 ORDER = ["orders", "customers", "products", "paid", "enriched", "revenue_by_country", "lake", "warehouse", "revenue"]
@@ -111,3 +112,33 @@ def test_a_failed_preview_is_not_resumed(tmp_path):
     preview = tmp_path / ".agent-etl" / "preview" / "ref"
     assert not (preview / "o.parquet").exists() or ds.dataset(preview / "o.parquet").to_table().num_rows <= 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.services("postgres")
+def test_a_preview_whose_gate_fails_on_a_postgres_read_prints_no_traceback(tmp_path):
+    """validate --connect on what init writes for a PostgreSQL schema (referential checks, 1 row per
+    source) printed 'an error occurred during closing of asynchronous generator' and a traceback:
+    the failed gate left the read open for the garbage collector, whose finalizers raced."""
+    import uuid
+
+    import psycopg
+
+    pg, schema = "postgresql://postgres@127.0.0.1:5432/test", f"slices_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(f'CREATE TABLE "{schema}".c AS SELECT i AS id FROM generate_series(1, 100) i')
+        conn.execute(f'CREATE TABLE "{schema}".o AS SELECT i AS id, 1 + i % 90 AS cid FROM generate_series(1, 5000) i')
+    try:
+        (tmp_path / "p.yaml").write_text(
+            f"version: 1\nname: pgref\nconnections:\n  src: {{url: \"{pg}\"}}\nextract:\n"
+            f"  c: {{tool: postgres, connection: src, table: {schema}.c}}\n"
+            f"  o: {{tool: postgres, connection: src, table: {schema}.o}}\n"
+            "quality:\n  - input: o\n    checks:\n      - referential: {column: cid, input: c, key: id}\n"
+            "    on_failure: fail\nload:\n  o_out: {input: o, tool: parquet, path: out/o/}\n")
+        for _ in range(2):
+            r = cli("run", "p.yaml", "--limit", "1", cwd=tmp_path)
+            assert r.returncode == 3, r.stderr
+            assert "Traceback" not in r.stderr and "asynchronous generator" not in r.stderr, r.stderr
+    finally:
+        with psycopg.connect(pg, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

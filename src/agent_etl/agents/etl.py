@@ -378,22 +378,27 @@ class _TaskRun:
         gates = None
         if self.task.gates:
             gates = self.gates = await StepGates.open(self.rc.run_id, self.task.name, self.task.gates, self.rc)
-        async for batch in out:
-            if self.task.kind == "extract" and not self.batches:
-                # known once the read is open (a table's key): loads below commit in units only if so
-                # a cache hit has no source position (and asking the source would reach it)
-                self.rc.resumable[self.task.name] = (details.get("cache") or {}).get("status") != "hit" and bool(
-                    self.tool.resumable())
-            self._seen(batch)
-            if gates is not None:
-                batch = await self._validated(gates, batch)
-                if batch is None:
-                    continue
-            put = time.perf_counter()
-            await channel.put(Envelope(batch, position(), clock is not None and clock.due(batch.num_rows)))
-            self.blocked += time.perf_counter() - put  # waiting for room: the steps below are slower
-            if self._progress_due(batch.num_rows):
-                await self._progress()
+        try:
+            async for batch in out:
+                if self.task.kind == "extract" and not self.batches:
+                    # known once the read is open (a table's key): loads below commit in units only if so
+                    # a cache hit has no source position (and asking the source would reach it)
+                    self.rc.resumable[self.task.name] = (details.get("cache") or {}).get("status") != "hit" and bool(
+                        self.tool.resumable())
+                self._seen(batch)
+                if gates is not None:
+                    batch = await self._validated(gates, batch)
+                    if batch is None:
+                        continue
+                put = time.perf_counter()
+                await channel.put(Envelope(batch, position(), clock is not None and clock.due(batch.num_rows)))
+                self.blocked += time.perf_counter() - put  # waiting for room: the steps below are slower
+                if self._progress_due(batch.num_rows):
+                    await self._progress()
+        finally:  # a gate that failed leaves the read open: closed here, not by the garbage collector
+            close = getattr(out, "aclose", None)  # (whose finalizers closing nested reads at once raced)
+            if close is not None:
+                await close()
         if gates is not None:
             try:
                 reports = await gates.finish()  # waits for a quarantine loader's commit
