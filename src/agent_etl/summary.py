@@ -141,7 +141,9 @@ def shown_path(path: str | None) -> str:
 
 
 def destination_lines(dests: list[dict[str, Any]], indent: str = "") -> list[str]:
-    """A line per destination: rows, where, how."""
+    """A line per destination: rows, where, how. The copies of a load over workers (``lake#0``,
+    ``lake#1``, ...) into one target, all with one status, are one line: their rows added up."""
+    dests = _copies_as_one(dests)
     width = max((len(d["load"]) for d in dests), default=0)
     lines = []
     for d in dests:
@@ -149,3 +151,19 @@ def destination_lines(dests: list[dict[str, Any]], indent: str = "") -> list[str
         state = "" if d["status"] == "succeeded" else f"  [{d['status']}]"
         lines.append(f"{indent}{d['load']:<{width}}  {d['rows']:>12,} rows{where}{state}")
     return lines
+
+
+def _copies_as_one(dests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for d in dests:
+        groups.setdefault(str(d["load"]).split("#")[0] if "#" in str(d["load"]) else str(d["load"]), []).append(d)
+    out = []
+    for name, ds in groups.items():
+        same = {(d.get("target"), d.get("mode"), d["status"]) for d in ds}
+        if len(ds) < 2 or len(same) > 1 or not all("#" in str(d["load"]) for d in ds):
+            out += ds
+            continue
+        first = ds[0]
+        mode = f"{first['mode']}; {len(ds)} copies" if first.get("mode") else first.get("mode")
+        out.append({**first, "load": name, "rows": sum(d["rows"] or 0 for d in ds), "mode": mode})
+    return out

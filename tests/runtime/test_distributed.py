@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import uuid
@@ -226,6 +227,11 @@ async def test_partitioned_sources_run_as_copies_over_the_workers_and_a_killed_o
     assert sorted(lake.column("id").to_pylist()) == list(range(1, ROWS + 1))
     assert sorted(p.name for p in (c.folder / "out" / "a").iterdir()) == ["p0-part-0.parquet", "p1-part-0.parquet"]
     assert [p.name for p in (c.folder / "out").iterdir()] == ["a"]  # the copies' parts folder is gone
+    # runs show: a destination written by copies is one line, with the rows of all of them and where
+    shown = (await c.finished(await c.cli("runs", "show", result["run_id"])))[0]
+    assert re.search(rf"a_lake\s+{ROWS:,} rows -> out/a/ \(replace; 2 copies\)", shown), shown
+    # (the killed copy's rows are those of its last attempt, after its last commit)
+    assert re.search(r"b_table\s+[\d,]+ rows -> table b on dst \(merge; 2 copies\)", shown), shown
 
 
 async def test_nats_lost_mid_run_fails_the_run_clearly_and_it_resumes(cluster):

@@ -75,7 +75,8 @@ def show_command(run_id: str, *, as_json: bool, home: str | None = None) -> int:
     from agent_etl.summary import destination_lines, destinations, quality_lines, quality_summary
 
     r = record.run
-    tasks = [{**t, **_landings(r).get(t["task"], {})} for t in record.tasks]
+    landings = _landings(r)  # a copy over workers (lake#0) writes where its step (lake) does
+    tasks = [{**t, **landings.get(t["task"].split("#")[0], {})} for t in record.tasks]
     dests = destinations(tasks)
     quality = quality_summary([q for t in tasks for q in (t["details"] or {}).get("quality", [])])
     if as_json:
