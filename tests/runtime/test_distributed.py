@@ -329,6 +329,10 @@ async def test_a_run_whose_coordinator_died_is_resumed_on_the_same_workers(clust
     assert result["status"] == "succeeded" and result["resumed"]
     assert c.rows("b") == (ROWS, ROWS)
     assert pq.read_table(c.folder / "out" / "a.parquet").num_rows == ROWS
+    # the store says so too: the tasks the workers finished were left running, with 0 rows
+    shown = json.loads((await c.finished(await c.cli("runs", "show", row["run_id"], "--json")))[0])
+    assert {t["status"] for t in shown["tasks"]} == {"succeeded"}, shown["tasks"]
+    assert {d["load"]: d["rows"] for d in shown["destinations"]}["a_lake"] == ROWS
 
 
 FILES = """

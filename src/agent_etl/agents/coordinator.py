@@ -354,6 +354,9 @@ class AgentCoordinator(Agent):
             else:
                 store.resume_run(run_id, [{**r, "status": "pending"} for r in rows if r["task"] not in skipped],
                                  desc.model_dump())
+                for name in skipped:  # done before: a coordinator that died left them running in the store
+                    store.update_task(run_id, name, status="succeeded", **({"rows": plan.done[name]}
+                                                                            if name in plan.done else {}))
         await self.bus.publish(RunStarted(run_id=run_id, pipeline=pipeline.name, tasks=[t.name for t in pipeline.tasks],
                                           stages={t.name: t.kind for t in pipeline.tasks}, trace=tracing.carrier(),
                                           description=desc, store_url=getattr(store, "url", None),
