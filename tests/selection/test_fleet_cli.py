@@ -70,3 +70,16 @@ def test_a_fleet_file_with_an_unknown_capability_is_exit_2(tmp_path: Path):
     assert r.returncode == 2
     assert "line 3" in r.stderr and "unknown capability 'teleport'" in r.stderr
     assert "no loader named 'nosuchtool'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_plan_without_memory_puts_a_branch_on_the_agent_a_run_does(tmp_path: Path):
+    """With memory off the least busy capable agent is chosen per task; a run keeps a branch on its
+    first task's agent, and plan said other agents for the transform and the load."""
+    folder = tmp_path / "p"
+    write_pipeline(folder)
+    (folder / "configs").mkdir()
+    (folder / "configs" / "agents.yaml").write_text(FLEET)
+    planned = json.loads(cli("plan", "pipeline.yaml", "--json", "--no-memory", cwd=folder, env=ENV).stdout)["tasks"]
+    ran = json.loads(cli("run", "pipeline.yaml", "--json", "--no-memory", cwd=folder, env=ENV).stdout)["tasks"]
+    assert {t["task"]: t["agent"] for t in planned} == {t["name"]: t["agent"] for t in ran}
+    assert len({t["agent"] for t in planned}) == 1

@@ -216,7 +216,7 @@ class AgentCoordinator(Agent):
             agents: list[Agent] = [ETLAgent(self.bus)]
         else:
             agents = self.agents
-        chosen = await self._choose(pipeline, agents)
+        chosen = _one_agent_per_branch(pipeline.branches(), await self._choose(pipeline, agents))  # as a run
         tuning = await self._tune(pipeline)
         return [PlannedTask(t, chosen[t.name][0].id, chosen[t.name][1], tuning.get(t.name)) for t in pipeline.tasks]
 
