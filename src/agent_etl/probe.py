@@ -33,7 +33,9 @@ async def probe(pipeline: Any, home: Path) -> list[str]:
         settings = Settings(home=Path(scratch), memory="off")
         async with AgentCoordinator(store=False, registry=registry, settings=settings) as coordinator:
             result = await coordinator.run(derived)
-    problems = [f"{t.kind} {t.name}: {_first(t.error)}" for t in result.tasks.values()
+    # the error's own "task 'x': " goes: the line names the step already
+    problems = [f"{t.kind} {t.name}: {_first(t.error).removeprefix(f'task {t.name!r}: ')}"
+                for t in result.tasks.values()
                 if t.status == "failed" and t.error and t.details.get("exit_code") != QUALITY_FAILED]
     problems += await _destinations(pipeline, home)
     return problems

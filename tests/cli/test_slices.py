@@ -83,6 +83,7 @@ def test_validate_connect_finds_what_a_run_would_meet(quickstart):
     lines = r.stderr.strip().splitlines()
     assert all(line.startswith("error: ") for line in lines), lines
     assert any("customers" in line and "nowhere.csv" in line for line in lines)
+    assert not any("task '" in line for line in lines), lines  # 'extract customers: task 'customers': ...'
     assert any("warehouse" in line and "unreachable" in line for line in lines)
     assert any("revenue" in line and "unreachable" in line for line in lines)
     # the check's column: with customers missing, the join never runs; with them back it does
