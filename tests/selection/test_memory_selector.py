@@ -3,8 +3,10 @@ agent, learning the best, drift, load, similar kinds, and branches kept on one a
 
 from __future__ import annotations
 
+import pytest
+
 from agent_etl.agents.memory_selector import MemorySelector, kind_of
-from agent_etl.agents.outcomes import Outcomes
+from agent_etl.agents.outcomes import Outcomes, rate
 from agent_etl.agents.selector import AgentInfo
 from agent_etl.memory.descriptor import TaskDescriptor
 from agent_etl.memory.experience import Experience
@@ -166,3 +168,9 @@ async def test_an_agent_slowed_everywhere_is_shifted_once():
     shifted = selector.stats[kind_of(other)]["a"]
     assert "as fast as expected" in shifted.drift
     assert 0.3 < shifted.speed / 4000.0 < 0.55, shifted.speed  # once: ~0.4x, not 0.4 x 0.4
+
+
+@pytest.mark.parametrize("value, text", [(0.5, "0.5"), (999.9995, "1k"), (1234, "1.23k"), (123_456, "123k"),
+                                         (999_999.99, "1M"), (5e6, "5M")])
+def test_rates_in_reasons_stay_three_digits_in_the_right_unit(value, text):
+    assert rate(value) == text
