@@ -230,6 +230,8 @@ async def test_partitioned_sources_run_as_copies_over_the_workers_and_a_killed_o
     # runs show: a destination written by copies is one line, with the rows of all of them and where
     shown = (await c.finished(await c.cli("runs", "show", result["run_id"])))[0]
     assert re.search(rf"a_lake\s+{ROWS:,} rows -> out/a/ \(replace; 2 copies\)", shown), shown
+    listed = (await c.finished(await c.cli("runs", "list")))[0]
+    assert f"a_lake {ROWS:,}, b_table " in listed and "#" not in listed, listed
     # (the killed copy's rows are those of its last attempt, after its last commit)
     assert re.search(r"b_table\s+[\d,]+ rows -> table b on dst \(merge; 2 copies\)", shown), shown
 

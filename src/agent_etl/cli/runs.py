@@ -59,6 +59,10 @@ def _per_destination(loads: dict[str, int], shown: int = 3) -> str:
     """``lake 19,297, warehouse 19,297, revenue 24`` (the first few loads, then how many more)."""
     if not loads:
         return "-"
+    merged: dict[str, int] = {}  # the copies of a load over workers (lake#0, lake#1, ...) as one
+    for task, rows in loads.items():
+        merged[task.split("#")[0]] = merged.get(task.split("#")[0], 0) + (rows or 0)
+    loads = merged
     parts = [f"{task} {rows:,}" for task, rows in list(loads.items())[:shown]]
     more = len(loads) - shown
     return ", ".join(parts) + (f" (+{more} more)" if more > 0 else "")
