@@ -68,6 +68,15 @@ def test_an_unreachable_nats_is_one_line_naming_it(tmp_path, how):
     assert "Traceback" not in done.stderr and not (tmp_path / "out.parquet").exists()
 
 
+def test_plan_takes_the_bus_as_run_does(tmp_path):
+    cli(tmp_path, "--bus", "memory")  # writes the pipeline
+    environ = {k: v for k, v in os.environ.items() if k != "AGENT_ETL_BUS"}
+    done = subprocess.run([AGENT_ETL, "plan", "p.yaml", "--bus", "nats://127.0.0.1:1"], cwd=tmp_path,
+                          capture_output=True, text=True, env={**environ, "AGENT_ETL_HOME": str(tmp_path / "home")},
+                          timeout=120, check=False)
+    assert done.returncode == 1 and "bus nats://127.0.0.1:1: cannot reach NATS at 127.0.0.1:1" in done.stderr
+
+
 def test_an_unknown_bus_names_the_ones_there_are():
     with pytest.raises(BusError, match=r"unknown bus 'kafka://x'; the bus is one of: memory") as e:
         open_bus("kafka://x")
@@ -102,7 +111,7 @@ def test_a_worker_without_its_broker_says_so_in_one_line(bus, code, message):
 
 @pytest.mark.services("nats", "postgres")
 async def test_plan_with_a_nats_bus_while_workers_beat_ends(tmp_path):
-    """`plan` under AGENT_ETL_BUS=nats://... with workers running ends: closing its coordinator
+    """`plan` under AGENT_ETL_BUS=nats://... (or --bus) with workers running ends: closing its coordinator
     waited forever for heartbeats left in subscriptions it had already cancelled (they pile up
     while the plan reads memory and splits a partitioned PostgreSQL source)."""
     import psycopg
@@ -122,12 +131,12 @@ async def test_plan_with_a_nats_bus_while_workers_beat_ends(tmp_path):
     try:
         for worker in workers:
             assert "ready on nats://127.0.0.1:4222" in worker.stderr.readline()
-        environ = {**os.environ, "AGENT_ETL_HOME": str(tmp_path / "home"), "AGENT_ETL_BUS": url,
-                   "AGENT_ETL_MEMORY": "chroma"}
-        for _ in range(3):
+        environ = {**os.environ, "AGENT_ETL_HOME": str(tmp_path / "home"), "AGENT_ETL_MEMORY": "chroma"}
+        for how in ("env", "option", "env"):  # AGENT_ETL_BUS, or plan --bus as run --bus
+            args, env = (["--bus", url], environ) if how == "option" else ([], {**environ, "AGENT_ETL_BUS": url})
             try:
-                plan = subprocess.run([AGENT_ETL, "plan", "p.yaml", "--no-memory"], cwd=tmp_path, capture_output=True,
-                                      text=True, env=environ, timeout=60, check=False)
+                plan = subprocess.run([AGENT_ETL, "plan", "p.yaml", "--no-memory", *args], cwd=tmp_path,
+                                      capture_output=True, text=True, env=env, timeout=60, check=False)
             except subprocess.TimeoutExpired:
                 pytest.fail("agent-etl plan did not end")
             assert plan.returncode == 0, plan.stderr

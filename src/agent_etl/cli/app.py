@@ -58,6 +58,9 @@ Profile = Annotated[Optional[str], typer.Option("--profile", "-p", metavar="ENV"
                                                 "(AGENT_ETL_PROFILE).")]
 Force = Annotated[bool, typer.Option("--force", help="Resume even though the pipeline file changed since the run "
                                                      "started, with the file as it is now.")]
+Bus = Annotated[Optional[str], typer.Option("--bus", metavar="BUS", help="Event bus: memory (in-process, the default; "
+                                           "AGENT_ETL_BUS), or nats://host:4222 to send the run's branches to "
+                                           "`agent-etl worker` processes.")]
 NoMemory = Annotated[bool, typer.Option("--no-memory", help="Neither read nor store experience memory (as "
                                         "AGENT_ETL_MEMORY=off), e.g. when the memory folder cannot be opened.")]
 
@@ -68,9 +71,7 @@ def run(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipeli
         resume: Annotated[bool, typer.Option("--resume", help="Go on with the latest unfinished run of this pipeline "
                                                               "instead of starting a new one.")] = False,
         force: Force = False,
-        bus: Annotated[Optional[str], typer.Option("--bus", metavar="BUS", help="Event bus: memory (in-process, the default; "
-                                                              "AGENT_ETL_BUS), or nats://host:4222 to send the run's "
-                                                              "branches to `agent-etl worker` processes.")] = None,
+        bus: Bus = None,
         metrics_port: MetricsPort = None, log_format: LogFormat = None,
         limit: Annotated[Optional[int], typer.Option("--limit", metavar="N", min=1, help="Preview: read at most N rows "
                                                      "per source, write nothing to the destinations (the rows they "
@@ -115,12 +116,12 @@ def validate(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="P
 
 @app.command(cls=Command)
 def plan(pipeline: Annotated[str, typer.Argument(metavar="PIPELINE", help="Pipeline YAML file.")], var: Vars = None,
-         json: Json = False, profile: Profile = None, no_memory: NoMemory = False) -> None:
+         json: Json = False, profile: Profile = None, no_memory: NoMemory = False, bus: Bus = None) -> None:
     """Show the tasks in order: inputs, tool, quality gates, where each load writes; nothing runs."""
     from agent_etl.cli.running import plan_command
 
     _exit(lambda: plan_command(pipeline, var or [], as_json=json, profile=profile,
-                               memory="off" if no_memory else None))
+                               memory="off" if no_memory else None, bus=bus))
 
 
 @app.command(cls=Command)

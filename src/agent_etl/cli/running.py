@@ -65,7 +65,7 @@ def validate_command(path: str, pairs: list[str], *, as_json: bool, connect: boo
 
 
 def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | None = None,
-                 memory: str | None = None) -> int:
+                 memory: str | None = None, bus: str | None = None) -> int:
     from agent_etl.agents.coordinator import AgentCoordinator
     from agent_etl.settings import Settings
 
@@ -74,7 +74,8 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | N
     async def make_plan() -> tuple[list[Any], dict[str, Any]]:
         from agent_etl.agents.partition_plan import verdicts
 
-        async with AgentCoordinator(store=False, settings=Settings(**({"memory": memory} if memory else {}))) as c:
+        chosen = {k: v for k, v in (("memory", memory), ("bus", bus)) if v}
+        async with AgentCoordinator(store=False, settings=Settings(**chosen)) as c:
             return await c.plan(pipeline), verdicts(pipeline, c.registry)
 
     from agent_etl.summary import landing, shown_path
