@@ -173,9 +173,10 @@ def _poisson_tail(mean: float, k: int) -> float:
 def rate(x: float) -> str:
     """``1.23k``, ``45.6M``: three significant digits in the smallest unit that keeps them under 1,000
     once rounded (999,999.99 is ``1M``, not ``1e+03k``)."""
-    for unit, size in (("", 1.0), ("k", 1e3)):
-        if abs(float(f"{x / size:.3g}")) < 1000:
-            return f"{x / size:.3g}{unit}"
+    if x < 999.5:
+        return f"{x:.3g}"
+    if x < 999_500:
+        return f"{x / 1e3:.3g}k"
     return f"{x / 1e6:.3g}M"
 
 
