@@ -451,8 +451,10 @@ class AgentCoordinator(Agent):
                 plan = plan_resume(run_id, pipeline, self.registry, {}, committed, units, loads=names)
                 skipped = plan.skipped(pipeline)
                 todo = [t for t in todo if t.name not in skipped]
-                for name in skipped & names:
-                    self._results[run_id][name].status = "succeeded"
+                for name in skipped & names:  # its last attempt committed it whole: done, with those rows
+                    r = self._results[run_id][name]
+                    r.status, r.rows = "succeeded", plan.done.get(name, r.rows)
+                    store.update_task(run_id, name, status="succeeded", rows=r.rows)
                 if not todo:
                     return
             attempt += 1
@@ -503,7 +505,9 @@ class AgentCoordinator(Agent):
         r = self._results.get(ev.run_id, _NONE).get(ev.task)
         if r is None:
             return
-        r.status, r.rows, r.batches, r.duration, r.details, r.error = ("succeeded", ev.rows, ev.batches,
+        # a load resumed after its last commit unit committed the rows before it, and this attempt's
+        before = int((ev.details or {}).get("resumed_after_rows") or 0)
+        r.status, r.rows, r.batches, r.duration, r.details, r.error = ("succeeded", before + ev.rows, ev.batches,
                                                                        ev.duration, ev.details, None)
         self._finished(ev, r)
 
