@@ -83,3 +83,8 @@ def test_plan_without_memory_puts_a_branch_on_the_agent_a_run_does(tmp_path: Pat
     ran = json.loads(cli("run", "pipeline.yaml", "--json", "--no-memory", cwd=folder, env=ENV).stdout)["tasks"]
     assert {t["task"]: t["agent"] for t in planned} == {t["name"]: t["agent"] for t in ran}
     assert len({t["agent"] for t in planned}) == 1
+    # each task's reason is its own: a transform or load is not said to be there as "able to extract"
+    for t in planned[1:]:
+        assert "extract" not in t["reason"], planned
+        assert t["reason"].startswith((f"least busy of 2 agents able to {t['kind']}",
+                                       f"with its branch on the agent chosen for {planned[0]['task']}")), t

@@ -610,6 +610,11 @@ def _one_agent_per_branch(branches: list[list[Task]], chosen: dict[str, tuple[Ag
     for branch in branches:
         agent, reason = chosen[branch[0].name]
         if all(agent.can_run(t.kind, t.tool) for t in branch):
+            # a task moved to it: not the first task's reason (which names the first task's kind), but
+            # why it is there, with what the placement left out of the branch
+            _, _, left = reason.partition("; ")
+            moved = (f"with its branch on the agent chosen for {branch[0].name}, able to run the whole branch"
+                     + (f"; {left}" if left else ""))
             for t in branch:
-                out[t.name] = (agent, chosen[t.name][1] if chosen[t.name][0] is agent else reason)
+                out[t.name] = (agent, chosen[t.name][1] if chosen[t.name][0] is agent else moved)
     return out
