@@ -144,3 +144,27 @@ async def test_tags_then_memory_with_no_tagged_agent_big_enough():
     assert {c.agent for c in chosen.values()} == {"eu-small"}
     assert chosen["src"].reason.endswith("left out: us-big not tagged eu-west; the branch needs ~2,064 MB, more than "
                                          "any agent's memory_mb: eu-small has the most (512 MB)"), chosen["src"].reason
+
+
+@pytest.mark.services("nats")
+def test_tags_no_agent_here_has_fail_in_process_and_go_to_the_workers_over_a_broker(tmp_path: Path):
+    import asyncio
+    import uuid
+
+    from agent_etl.bus import open_bus
+
+    folder = tmp_path / "p"
+    write_pipeline(folder, text=PIPELINE)  # orders asks for eu-west; no fleet file: the built-in agent only
+    for command in ("plan", "run"):
+        r = cli(command, "pipeline.yaml", cwd=folder, env=ENV)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "extract 'orders' asks for an agent tagged eu-west; no agent here has tags" in r.stderr, r.stderr
+        assert "agent-etl worker --tags eu-west" in r.stderr, r.stderr
+    assert not (folder / "out").exists()
+    url = f"nats://127.0.0.1:4222?namespace=test-{uuid.uuid4().hex[:10]}"
+    try:
+        r = cli("plan", "pipeline.yaml", "--bus", url, cwd=folder, env=ENV)
+        assert r.returncode == 0, r.stderr
+        assert "tags eu-west not applied: no agent here has tags (over a broker, workers match them)" in r.stdout
+    finally:
+        asyncio.run(open_bus(url).destroy())

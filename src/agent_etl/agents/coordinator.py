@@ -22,7 +22,7 @@ from agent_etl.agents.base import Agent
 from agent_etl.agents.breakers import Breakers
 from agent_etl.agents.outcome import outcome, settled_state, with_ancestors
 from agent_etl.agents.partition_plan import combine, split
-from agent_etl.agents.selector import AgentInfo, CapabilitySelector, Selector
+from agent_etl.agents.selector import AgentInfo, CapabilitySelector, Selector, check_tags_here
 from agent_etl.bus.base import EventBus
 from agent_etl import redaction
 from agent_etl.exceptions import AgentETLError, ResumeError
@@ -227,6 +227,8 @@ class AgentCoordinator(Agent):
         by_id = {a.id: a for a in agents}
         descriptors = {t.name: describe(t, pipeline) for t in pipeline.tasks}
         infos = [AgentInfo.of(a) for a in agents]
+        if not getattr(self.bus, "remote", False):  # over a broker, the workers match the steps' tags
+            check_tags_here(pipeline.tasks, infos)
         warm = getattr(self.selector, "warm", None)  # a learning selector recalls experience first
         if warm is not None and self.settings.memory != "off":
             home = self.home_for(pipeline)

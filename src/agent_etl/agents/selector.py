@@ -130,6 +130,20 @@ def memory_need(branch: Sequence[Task], descriptors: Mapping[str, TaskDescriptor
     return int(OVERHEAD_MB + total / MB + 0.5) if known else None
 
 
+def check_tags_here(tasks: Sequence[Task], agents: Sequence[AgentInfo]) -> None:
+    """In process (no broker's workers to match them), a step's ``tags:`` that no agent here has is a
+    spec error: the run would otherwise go on where the pipeline said it must not."""
+    task = next((t for t in tasks if t.tags), None)
+    if task is None or any(a.tags for a in agents):
+        return  # none asked for, or a tagged fleet: placement() narrows (or names the ones missing)
+    runners = [a for a in agents if any(c.partition(":")[0] in TASK_KINDS for c in a.capabilities)]
+    listed = ", ".join(f"{a.id} (no tags)" for a in runners)
+    raise SpecError(Problem(f"{task.kind} {task.name!r} asks for an agent tagged {', '.join(task.tags)}; no agent "
+                            f"here has tags (agents: {listed})", task.line,
+                            "tag agents in a fleet file (tags: in configs/agents.yaml), or run over workers: "
+                            f"--bus nats://... with agent-etl worker --tags {','.join(task.tags)}"))
+
+
 def placement(branch: Sequence[Task], agents: Sequence[AgentInfo], descriptors: Mapping[str, TaskDescriptor],
               everyone: Sequence[AgentInfo] | None = None) -> tuple[list[AgentInfo], str]:
     """The agents among ``agents`` (those able to run it) a branch may go to, and a note for the
