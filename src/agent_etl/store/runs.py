@@ -52,10 +52,9 @@ class RunStore:
         self.events = EventLog(self.engine)  # its table is on ``metadata`` once store.events is imported
         metadata.create_all(self.engine)
         _add_missing_columns(self.engine)
-        # rows not yet written: a run and its tasks are inserted with their latest values, so a short
-        # run costs one INSERT of its tasks rather than an INSERT plus an UPDATE per task event
+        # writes not made yet: the tasks' updates go with the next flush, one executemany per set of
+        # columns (a run's tasks themselves are inserted with the run, start_run)
         self._new_runs: dict[str, dict[str, Any]] = {}
-        self._new_tasks: dict[tuple[str, str], dict[str, Any]] = {}
         self._run_updates: dict[str, dict[str, Any]] = {}
         self._task_updates: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -78,17 +77,14 @@ class RunStore:
     def _flush(self) -> None:
         with self._lock:
             new_runs, self._new_runs = list(self._new_runs.values()), {}
-            new_tasks, self._new_tasks = list(self._new_tasks.values()), {}
             run_updates, self._run_updates = self._run_updates, {}
             task_updates, self._task_updates = self._task_updates, {}
-        if not (new_runs or new_tasks or run_updates or task_updates or self._chain.pending):
+        if not (new_runs or run_updates or task_updates or self._chain.pending):
             return
 
         def write(conn: Any) -> None:
             if new_runs:
                 _insert_many(conn, runs, new_runs)
-            if new_tasks:
-                _insert_many(conn, tasks, new_tasks)
             for run_id, values in run_updates.items():
                 _update_run(conn, run_id, values)
             # one statement per set of columns, run as executemany
@@ -146,16 +142,20 @@ class RunStore:
         self.audit(run_id, "run.started", None, {"pipeline": pipeline, "fingerprint": fingerprint,
                                                  "spec_path": spec_path, "tasks": [t["task"] for t in plan],
                                                  "cursors": cursors or None, "owner": OWNER})
-        # the run's row at once (its tasks go with the next flush): a process killed in its first
-        # second must leave a run that shows as crashed and can be resumed
-        self._write(lambda conn: _insert_many(conn, runs, [{
-            "run_id": run_id, "pipeline": pipeline, "fingerprint": fingerprint, "spec_path": spec_path,
-            "status": "running", "started_at": now, "rows_loaded": 0, "description": description, "owner": OWNER,
-            "heartbeat_at": now, "resumes": 0, "cursors": cursors or None}]))
-        with self._lock:
-            for t in plan:
-                self._new_tasks[(run_id, t["task"])] = {"run_id": run_id, "status": "pending", "attempts": 0,
-                                                        "rows": 0, "batches": 0, **t}
+        # the run's row and its tasks at once, in one transaction: a process killed in its first
+        # second must leave a run that shows as crashed, with its tasks, and can be resumed (with the
+        # tasks left to the next flush, a coordinator killed before it left a run without tasks, whose
+        # resume then had none to mark: runs show listed none)
+        def write(conn: Any) -> None:
+            _insert_many(conn, runs, [{
+                "run_id": run_id, "pipeline": pipeline, "fingerprint": fingerprint, "spec_path": spec_path,
+                "status": "running", "started_at": now, "rows_loaded": 0, "description": description,
+                "owner": OWNER, "heartbeat_at": now, "resumes": 0, "cursors": cursors or None}])
+            if plan:
+                _insert_many(conn, tasks, [{"run_id": run_id, "status": "pending", "attempts": 0, "rows": 0,
+                                            "batches": 0, **t} for t in plan])
+
+        self._write(write)
 
     def resume_run(self, run_id: str, plan: list[dict[str, Any]], description: dict[str, Any]) -> None:
         """Take ``run_id`` up again in this process: running, with a new lease, and the description
@@ -201,8 +201,7 @@ class RunStore:
             if values.get(name) is not None:
                 values[name] = self._clean(run_id, values[name])
         with self._lock:
-            row = self._new_tasks.get((run_id, task))
-            (row if row is not None else self._task_updates.setdefault((run_id, task), {})).update(values)
+            self._task_updates.setdefault((run_id, task), {}).update(values)
 
     def finish_run(self, run_id: str, status: str, exit_code: int, rows_loaded: int, error: str | None,
                    duration: float) -> None:
