@@ -139,8 +139,11 @@ async def test_a_checkpoint_table_from_before_positions_gets_the_column(ctx, tmp
     assert checkpoints(ctx) == [("old-run", "load", "t", 5, {}), ("test-run", "test", "t", 2, {"src": {"rows": 2}})]
 
 
-async def test_two_loads_of_a_first_run_both_commit_their_checkpoints(ctx):
-    """A DuckDB transaction may not create a table that another one created after it began."""
+@pytest.mark.parametrize("schema", ["", "fresh."], ids=["tables", "new-schema"])
+async def test_two_loads_of_a_first_run_both_commit_their_checkpoints(ctx, schema):
+    """A DuckDB transaction may not create a table that another one created after it began; and each
+    load creates its schema in a transaction of its own before its load's, so two loads of a run into
+    a schema that is not there yet do not fail one another on ``CREATE SCHEMA``."""
     halfway, go_on = asyncio.Event(), asyncio.Event()
 
     async def slow():
@@ -148,31 +151,13 @@ async def test_two_loads_of_a_first_run_both_commit_their_checkpoints(ctx):
         halfway.set()  # the first batch is in: this load's transaction is open
         await go_on.wait()
 
-    first = asyncio.create_task(load(ctx, slow(), table="a"))
+    first = asyncio.create_task(load(ctx, slow(), table=f"{schema}a"))
     await halfway.wait()
-    assert await load(ctx, stream(pa.record_batch({"id": [3]})), table="b") == 1
+    assert await load(ctx, stream(pa.record_batch({"id": [3]})), table=f"{schema}b") == 1
     go_on.set()
     assert await first == 2
-    assert sql(ctx, "SELECT table_name, rows FROM _agent_etl_checkpoints ORDER BY table_name") == [("a", 2), ("b", 1)]
-
-
-async def test_two_loads_into_one_new_schema_both_commit_the_first_time(ctx):
-    """Each load creates the schema in a transaction of its own before its load's: two loads of a
-    run into a schema that is not there yet do not fail one another on ``CREATE SCHEMA``."""
-    halfway, go_on = asyncio.Event(), asyncio.Event()
-
-    async def slow():
-        yield pa.record_batch({"id": [1, 2]})
-        halfway.set()  # the first batch is in: this load's transaction is open
-        await go_on.wait()
-
-    first = asyncio.create_task(load(ctx, slow(), table="fresh.a"))
-    await halfway.wait()
-    assert await load(ctx, stream(pa.record_batch({"id": [3]})), table="fresh.b") == 1
-    go_on.set()
-    assert await first == 2
-    assert sql(ctx, "SELECT table_name, rows FROM fresh._agent_etl_checkpoints ORDER BY table_name") == [
-        ("fresh.a", 2), ("fresh.b", 1)]
+    assert sql(ctx, f"SELECT table_name, rows FROM {schema}_agent_etl_checkpoints ORDER BY table_name") == [
+        (f"{schema}a", 2), (f"{schema}b", 1)]
 
 
 async def test_merge_inserts_rows_with_null_keys_and_leaves_no_stage(ctx):
