@@ -103,3 +103,48 @@ def test_a_corrupt_folder_says_how_to_reset(tmp_path: Path):
     lock = WriterLock(tmp_path / "memory")
     lock.acquire()
     lock.release()
+
+
+PERTURBED_WRITE = """
+    import ctypes, os, sys
+    ctypes.CDLL("libc.so.6").mallopt(-6, 0x5a)  # M_PERTURB: memory malloc hands out is filled with 0xa5
+    from agent_etl.memory import Record, open_memory
+    m = open_memory("chroma", sys.argv[1])
+    m.add([Record(f"r{{i}}", f"record {{i}}", {{"n": i}}) for i in range({n})])
+    {end}
+"""
+
+
+def _uninitialised(folder: Path) -> list[str]:
+    return [f.name for f in folder.rglob("*") if f.is_file() and b"\xa5" * 16 in f.read_bytes()]
+
+
+@pytest.mark.parametrize("n", [2, 1200])
+def test_index_files_hold_no_bytes_of_the_heap(tmp_path: Path, n: int):
+    """Chroma writes its HNSW buffers whole, slots no record uses included, from memory it never set:
+    what the heap held before (a resolved password, a pipeline's text) would reach the folder. Here
+    every such byte is 0xa5 (glibc's M_PERTURB), so any that survive the close are found."""
+    code = PERTURBED_WRITE.format(n=n, end="m.close()")
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code), str(tmp_path)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert _uninitialised(tmp_path / "memory") == []
+    m = open_memory("chroma", tmp_path)
+    try:
+        assert m.count() == n and m.get(["r1"])[0].document == "record 1" and len(m.query("record 1", 3)) == min(3, n)
+    finally:
+        m.close()
+
+
+def test_a_folder_a_killed_process_left_is_scrubbed_when_opened(tmp_path: Path):
+    code = PERTURBED_WRITE.format(n=2, end="m._client.close(); os._exit(0)")  # closed, never scrubbed
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code), str(tmp_path)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert _uninitialised(tmp_path / "memory"), "the test wrote no uninitialised bytes: it proves nothing"
+    m = open_memory("chroma", tmp_path)
+    try:
+        assert _uninitialised(tmp_path / "memory") == []
+        assert m.count() == 2
+    finally:
+        m.close()

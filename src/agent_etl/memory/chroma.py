@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from agent_etl.memory.base import Hit, Record, Where, check_where, matches
 from agent_etl.memory.embedding import DIM, NAME, VERSION, embed
+from agent_etl.memory.hnsw_scrub import scrub_indexes
 from agent_etl.memory.lock import MemoryUnavailable, WriterLock
 
 COLLECTION = "agent_etl_experiences"
@@ -132,6 +133,7 @@ class ChromaMemory:
         if self.lock.held:
             try:
                 self._client.close()
+                scrub_indexes(self.folder / "chroma")
             finally:
                 self.lock.release()
 
@@ -141,6 +143,7 @@ def _open(path: Path) -> tuple[Any, Any]:
     from chromadb.config import Settings
 
     ef = embedding_function()
+    scrub_indexes(path)  # a folder a killed process left
     try:
         client = chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
         collection = client.get_or_create_collection(COLLECTION, embedding_function=ef(),
