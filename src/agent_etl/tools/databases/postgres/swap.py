@@ -14,12 +14,19 @@ for it. The lock waits as long as the server's ``lock_timeout`` allows; a timeou
 ``TransientError``, retried by the coordinator.
 
 What the new table takes from the old: columns with their types, NOT NULL, defaults, generated
-columns, identity (its sequence continues where the old one stood, under the old name), CHECK
+columns, identity (its sequence under the old name, with its options and type), CHECK
 constraints, column storage, compression and comments, extended statistics (``LIKE ... INCLUDING
 ALL EXCLUDING INDEXES``); then its indexes, primary key, unique and exclusion constraints (same
 definitions, names and comments, built after the COPY), foreign keys to other tables, owner, grants
 (table and column), table comment, storage parameters, tablespace, UNLOGGED, replica identity, the
 clustered index, and the serial sequences the old columns own (moved, not dropped).
+
+Sequences (identity and serial) go on past the new rows and never back (``sequences``: the rule):
+the new identity sequence starts where the old one stands, so that values a COPY without the column
+generates follow the old rows'; at the swap each sequence is set to continue from the furthest of
+where the old one stands then, where the new one stands, and the new rows' highest value of the
+column (lowest for a negative INCREMENT), read after the indexes are built (a lookup on an indexed
+key). With no rows, the old position stays.
 
 Where swapping would lose or break something, ``replace_strategy: auto`` takes the insert path
 (DELETE + INSERT from a TEMP stage, ``ddl.replace``) and the details say why
@@ -39,7 +46,9 @@ while the run ends (the run's resources wait for it). A table set aside is nobod
 it exclusively, and readers find the new table under the name. One that a crash left behind is
 dropped by the next replace by swap in its schema.
 
-Not carried over: per-column statistics targets, security labels, grants on the identity sequence.
+Not carried over: per-column statistics targets, security labels, grants on the identity sequence,
+the position of a sequence a column uses without owning it (``DEFAULT nextval('shared')``: it is
+left as it stands, and may be behind the loaded values).
 """
 
 from __future__ import annotations
@@ -49,6 +58,8 @@ from collections.abc import Callable
 from typing import Any
 
 from psycopg import sql
+
+from agent_etl.tools.databases.postgres import sequences
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +119,6 @@ _INDEXES = """SELECT i.indexrelid, x.relname, k.oid, k.conname,
               WHERE i.indrelid = %s ORDER BY i.indexrelid"""
 _FOREIGN = """SELECT conname, pg_get_constraintdef(oid), obj_description(oid, 'pg_constraint') FROM pg_constraint
               WHERE conrelid = %s AND contype = 'f' ORDER BY oid"""
-# sequences tied to the table's columns: (sequence oid, its name, column, 'a' serial (owned) or 'i' identity)
-_SEQUENCES = """SELECT s.oid, quote_ident(n.nspname) || '.' || quote_ident(s.relname), s.relname, a.attname, d.deptype
-                FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-                JOIN pg_namespace n ON n.oid = s.relnamespace
-                JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-                WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
-                  AND d.refobjid = %s AND d.deptype IN ('a', 'i') ORDER BY s.oid"""
 _ACL = """SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE a.grantee::regrole::text END, a.privilege_type, a.is_grantable
           FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = %s ORDER BY 1, 2"""
 _COLUMN_ACL = """SELECT t.attname, CASE WHEN a.grantee = 0 THEN NULL ELSE a.grantee::regrole::text END,
@@ -184,6 +188,19 @@ class Swap:
             stmt += sql.SQL(" TABLESPACE {}").format(sql.Identifier(rel[4]))
         self.cur.execute(stmt)
         self.new_oid = self.cur.execute("SELECT %s::regclass::oid", (self.table.as_string(self.cur),)).fetchone()[0]
+        self.extremes: dict[str, int | None] = {}  # the new rows' furthest value of each sequence's column (build)
+        for seq in sequences.of(self.cur, self.oid):
+            if seq.identity:  # what a COPY without the column takes from it goes on from the old one's values
+                mine = self._mine(seq.column)
+                kind = sequences.options(self.cur, seq.qualified)[3]
+                if sequences.options(self.cur, mine)[3] != kind:  # LIKE makes it bigint, with the old bounds
+                    self.cur.execute(sql.SQL("ALTER SEQUENCE {} AS {}").format(_ident(mine), sql.SQL(kind)))
+                sequences.advance(self.cur, mine, [sequences.position(self.cur, seq.qualified)], None)
+
+    def _mine(self, column: str) -> str:
+        """The new table's identity sequence of ``column``."""
+        return self.cur.execute("SELECT pg_get_serial_sequence(%s, %s)",
+                                (self.table.as_string(self.cur), column)).fetchone()[0]
 
     def build(self) -> None:
         """After the COPY: the old table's indexes and constraints on the new one, under temporary
@@ -231,6 +248,9 @@ class Swap:
             if comment is not None:
                 cur.execute(sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
                     sql.Identifier(conname), self.table, sql.Literal(comment)))
+        seqs = [s for s in sequences.of(cur, self.oid) if s.integer]  # after the indexes: max(id) by the key's
+        incs = [(s.column, sequences.options(cur, s.qualified)[0]) for s in seqs]
+        self.extremes = dict(zip([s.column for s in seqs], sequences.extremes(cur, self.table, incs)))
 
     def shown(self, text: str) -> str:
         """A message of PostgreSQL's with the old table's names for the new one's."""
@@ -255,16 +275,19 @@ class Swap:
         if rel[10] is not None:
             cur.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(self.table, sql.Literal(rel[10])))
         identity: list[str] = []  # the old table's identity sequences, set aside with it
-        for _, qualified, seqname, column, kind in cur.execute(_SEQUENCES, (self.oid,)).fetchall():
-            if kind == "a":  # serial: the sequence would go with the old table
+        for seq in sequences.of(cur, self.oid):  # each goes on past the new rows (module sequences)
+            extreme = self.extremes.get(seq.column)
+            if not seq.identity:  # serial: the sequence would go with the old table
                 cur.execute(sql.SQL("ALTER SEQUENCE {} OWNED BY {}").format(
-                    _ident(qualified), sql.Identifier(self.schema, self.new_name, column)))
+                    _ident(seq.qualified), sql.Identifier(self.schema, self.new_name, seq.column)))
+                if extreme is not None:
+                    sequences.advance(cur, seq.qualified, [sequences.position(cur, seq.qualified)], extreme)
                 continue
-            last, called = cur.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(_ident(qualified))).fetchone()
-            mine = cur.execute("SELECT pg_get_serial_sequence(%s, %s)", (self.table.as_string(cur), column)).fetchone()[0]
-            cur.execute("SELECT setval(%s, %s, %s)", (mine, last, called))
-            self.renames.append(sql.SQL("ALTER SEQUENCE {} RENAME TO {}").format(_ident(mine), sql.Identifier(seqname)))
-            identity.append(qualified)
+            mine = self._mine(seq.column)  # from the old one's place now (it may have moved during the load)
+            sequences.advance(cur, mine, [sequences.position(cur, seq.qualified), sequences.position(cur, mine)],
+                              extreme)
+            self.renames.append(sql.SQL("ALTER SEQUENCE {} RENAME TO {}").format(_ident(mine), sql.Identifier(seq.name)))
+            identity.append(seq.qualified)
         self._set_aside(identity)
         cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(self.table, sql.Identifier(self.name)))
         for stmt in self.renames:
