@@ -7,7 +7,7 @@ import asyncio
 import glob
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import pyarrow as pa
 
@@ -17,6 +17,8 @@ from agent_etl.tools.base import Extractor, ToolContext
 from agent_etl.tools.extractors.file_config import FileConfig
 from agent_etl.tools.extractors.file_position import schema_of, schema_text, skipping
 from agent_etl.tools.extractors.file_source import READ_ERRORS, FileRef, Source, read_ahead
+
+T = TypeVar("T")
 
 
 def resolve(ctx: ToolContext, pattern: str, suffixes: tuple[str, ...], fmt: str) -> list[Path]:
@@ -61,12 +63,28 @@ def conform(batch: pa.RecordBatch, target: pa.Schema, path: FileRef, first: File
     return batch.cast(target)
 
 
+def by_size(sized: list[tuple[int, T]], n: int) -> list[list[T]]:
+    """``(size, name)`` pairs in ``n`` groups (as many as there are names, if fewer) of about equal
+    total size: the largest first, each into the group with the fewest bytes (of those, the fewest
+    names: a group of empty files still gets one); each group in name order. Every name is in
+    exactly one group, and no group is empty."""
+    n = min(n, len(sized))
+    taken: list[list[T]] = [[] for _ in range(n)]
+    sizes = [0] * n
+    for size, name in sorted(sized, key=lambda x: (-x[0], x[1])):
+        i = min(range(n), key=lambda j: (sizes[j], len(taken[j]), j))
+        taken[i].append(name)
+        sizes[i] += size
+    return [sorted(g) for g in taken]  # type: ignore[type-var]
+
+
 class FileExtractor(Extractor):
     """Base of the file extractors: resolving the path, one schema for all files, positions, resume."""
 
     fmt: ClassVar[str] = ""
     suffixes: ClassVar[tuple[str, ...]] = ()
     Config = FileConfig
+    split_into: ClassVar[str] = "group of files of about equal size"  # what a copy reads (agents.partition_plan)
     # whether a position past the first file carries the first file's schema (parquet reads footers)
     schema_in_position: ClassVar[bool] = True
 
@@ -112,19 +130,12 @@ class FileExtractor(Extractor):
         return resolve(self.ctx, self.config.path, self.suffixes, self.fmt)
 
     async def split(self) -> list[dict[str, Any]]:
-        """The files in ``partitions`` groups of about equal size (the largest first into the
-        smallest group; each group in name order): what the copies of the branch read, one group
-        each, in a run spread over workers."""
+        """The files in ``partitions`` groups of about equal size (``by_size``): what the copies of
+        the branch read, one group each, in a run spread over workers."""
         def groups() -> list[dict[str, Any]]:
             files = resolve(self.ctx, self.config.path, self.suffixes, self.fmt)
-            n = min(self.config.partitions, len(files))
-            taken: list[list[Path]] = [[] for _ in range(n)]
-            sizes = [0] * n
-            for size, f in sorted(((f.stat().st_size, f) for f in files), key=lambda x: (-x[0], x[1])):
-                i = sizes.index(min(sizes))
-                taken[i].append(f)
-                sizes[i] += size
-            return [{"files": [str(f) for f in sorted(g)]} for g in taken]
+            return [{"files": [str(f) for f in g]} for g in by_size([(f.stat().st_size, f) for f in files],
+                                                                    self.config.partitions)]
 
         return await asyncio.to_thread(groups)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from functools import cache
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import boto3  # noqa: F401  (the s3 extra: a missing one is named when the tool is looked up)
 import pyarrow as pa
@@ -23,12 +23,13 @@ from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, model_vali
 
 from agent_etl.exceptions import ToolError
 from agent_etl.tools.base import Extractor, ToolConfig, ToolContext
-from agent_etl.tools.extractors.file_extractor import FileExtractor
+from agent_etl.tools.extractors.file_config import FileConfig
+from agent_etl.tools.extractors.file_extractor import FileExtractor, by_size
 from agent_etl.tools.extractors.file_source import FileRef, Source
 from agent_etl.tools.extractors.files import CSVExtractor, JSONExtractor, JSONLExtractor, ParquetExtractor
 from agent_etl.tools.s3.client import S3Client, connect, explain
 from agent_etl.tools.s3.hive import partition_values, with_partitions, without
-from agent_etl.tools.s3.listing import resolve_objects
+from agent_etl.tools.s3.listing import Listed, resolve_objects
 from agent_etl.tools.s3.objects import CODECS, Prefetch, S3Object
 from agent_etl.tools.s3.options import S3Options, format_problems
 from agent_etl.tools.s3.url import parse_url
@@ -88,6 +89,7 @@ class S3Reading:
     and S3 errors explained as such. Mixed in before the format's extractor class."""
 
     ctx: ToolContext
+    config: FileConfig  # the format's options (``partitions`` among them)
     fmt: str
     suffixes: tuple[str, ...]
 
@@ -99,12 +101,32 @@ class S3Reading:
         self._partition_names: list[str] | None = None
         self._opening = False  # inside _opened (one worker thread opens at a time)
 
-    def _files(self) -> list[FileRef]:
-        s3, task = self._s3, self.ctx.task
-        client = self._client = connect(self.ctx, s3)
-        url = parse_url(s3.url)
+    def _listed(self) -> list[Listed]:
+        """The objects the URL names, in key order (one listing)."""
         suffixes = tuple(dict.fromkeys(self.suffixes + tuple(f"{s}{c}" for s in self.suffixes for c in CODECS)))
-        listed = resolve_objects(client, url, suffixes, self.fmt, task)
+        self._client = connect(self.ctx, self._s3)
+        return resolve_objects(self._client, parse_url(self._s3.url), suffixes, self.fmt, self.ctx.task)
+
+    async def split(self) -> list[dict[str, Any]]:
+        """The objects in ``partitions`` groups of about equal size (as a file source's files,
+        ``by_size``), listed once: what the copies of the branch read, one group each, in a run
+        spread over workers. A group is its objects' keys and sizes, in key order (``objects``)."""
+        def groups() -> list[dict[str, Any]]:
+            listed = {o.key: o.size for o in self._listed()}
+            parts = by_size([(size, key) for key, size in listed.items()], self.config.partitions)
+            return [{"objects": [[key, listed[key]] for key in g]} for g in parts]
+
+        return await asyncio.to_thread(groups)
+
+    def _files(self) -> list[FileRef]:
+        s3 = self._s3
+        fixed = self.ctx.partition  # a copy of a partitioned read: its group of objects, as split listed them
+        if fixed is not None and "objects" in fixed:
+            listed = [Listed(key, int(size)) for key, size in fixed["objects"]]
+        else:
+            listed = self._listed()
+        client = self._client = connect(self.ctx, s3)  # the run's client: one per endpoint
+        url = parse_url(s3.url)
         self._prefetch = Prefetch(client, s3.concurrency, s3.whole_object_max, max(2 * s3.whole_object_max, 1))
         objects = [S3Object(client, url.bucket, o.key, o.size, i, s3.compression, self._prefetch)
                    for i, o in enumerate(listed)]
@@ -190,6 +212,7 @@ class S3Extractor(Extractor):
 
     Config = S3ExtractorConfig
     config: S3ExtractorConfig
+    split_into: ClassVar[str] = "group of objects of about equal size"  # what a copy reads (agents.partition_plan)
 
     def __init__(self, config: S3ExtractorConfig, ctx: ToolContext):
         super().__init__(config, ctx)
@@ -198,6 +221,10 @@ class S3Extractor(Extractor):
 
     def batches(self) -> AsyncIterator[pa.RecordBatch]:
         return self.reader.batches()
+
+    async def split(self) -> list[dict[str, Any]]:
+        """The copies' groups of objects, for a run spread over workers (``S3Reading.split``)."""
+        return await self.reader.split()
 
     def position(self) -> dict[str, Any] | None:
         return self.reader.position()
