@@ -13,7 +13,6 @@ import datetime as dt
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ from agent_etl.agents.base import Agent
 from agent_etl.agents.breakers import Breakers
 from agent_etl.agents.outcome import outcome, settled_state, with_ancestors
 from agent_etl.agents.partition_plan import combine, split
-from agent_etl.agents.selector import AgentInfo, CapabilitySelector, Selector, check_tags_here
+from agent_etl.agents.planning import Chosen, PlannedTask, Planner
+from agent_etl.agents.selector import CapabilitySelector, Selector
 from agent_etl.bus.base import EventBus
 from agent_etl import redaction
 from agent_etl.exceptions import AgentETLError, ResumeError
@@ -38,14 +38,6 @@ from agent_etl.summary import landing
 
 log = logging.getLogger("agent_etl.coordinator")
 _NONE: dict[str, TaskResult] = {}  # the results of a run that is not this coordinator's
-
-
-@dataclass
-class PlannedTask:
-    task: Task
-    agent: str
-    reason: str
-    tuning: dict[str, Any] | None = None  # batch_size / partitions tuned from experience, and why
 
 
 class _Attempt:
@@ -90,7 +82,7 @@ class AgentCoordinator(Agent):
             from agent_etl.agents.memory_selector import MemorySelector
 
             selector = CapabilitySelector() if self.settings.memory == "off" else MemorySelector()
-        self.selector = selector
+        self.planner = Planner(self.settings, selector)  # the choices before a run, and the memory recorder
         self._store_option = store
         self.store: Any = None  # the store given, or the last one a run used
         self._stores: dict[str, Any] = {}  # url -> RunStore this coordinator opened (shared with its agents)
@@ -103,7 +95,19 @@ class AgentCoordinator(Agent):
         self._results: dict[str, dict[str, TaskResult]] = {}
         self._flusher: asyncio.Task | None = None
         self._unsticking: set[asyncio.Task] = set()
-        self.memory: Any = None  # memory.recorder.Recorder: the experiences of finished runs (AGENT_ETL_MEMORY)
+
+    @property
+    def selector(self) -> Selector:
+        return self.planner.selector
+
+    @property
+    def memory(self) -> Any:
+        """The memory recorder once made (``memory.recorder.Recorder``): the experiences of finished runs."""
+        return self.planner.memory
+
+    def recorder(self) -> Any:
+        """The memory recorder (made on first use): stores each run's experiences, opens the memory."""
+        return self.planner.recorder()
 
     @property
     def registry(self) -> Any:
@@ -216,55 +220,14 @@ class AgentCoordinator(Agent):
             agents: list[Agent] = [ETLAgent(self.bus)]
         else:
             agents = self.agents
-        chosen = _one_agent_per_branch(pipeline.branches(), await self._choose(pipeline, agents))  # as a run
-        tuning = await self._tune(pipeline)
+        chosen, tuning = await self._decide(pipeline, agents)  # as a run decides
         return [PlannedTask(t, chosen[t.name][0].id, chosen[t.name][1], tuning.get(t.name)) for t in pipeline.tasks]
 
-    async def _choose(self, pipeline: Pipeline, agents: list[Agent]) -> dict[str, tuple[Agent, str]]:
-        """The selector's choice for every task: it sees the agents' records and the tasks' descriptors."""
-        from agent_etl.memory.descriptor import describe
-
-        by_id = {a.id: a for a in agents}
-        descriptors = {t.name: describe(t, pipeline) for t in pipeline.tasks}
-        infos = [AgentInfo.of(a) for a in agents]
-        if not getattr(self.bus, "remote", False):  # over a broker, the workers match the steps' tags
-            check_tags_here(pipeline.tasks, infos)
-        warm = getattr(self.selector, "warm", None)  # a learning selector recalls experience first
-        if warm is not None and self.settings.memory != "off":
-            home = self.home_for(pipeline)
-            recorder = self.recorder()
-            await warm(descriptors, infos, lambda doc, k: recorder.experiences(home, doc, k))
-        choices = await self.selector.select(pipeline.tasks, infos, descriptors)
-        return {name: (by_id[c.agent], c.reason) for name, c in choices.items()}
-
-    async def _tune(self, pipeline: Pipeline) -> dict[str, dict[str, Any]]:
-        """Batch size and partitions from similar past runs, where the spec leaves them open (agents.tuning)."""
-        if self.settings.memory == "off":
-            return {}
-        from agent_etl.agents.tuning import tune
-
-        from agent_etl.memory.folder import memory_folder
-
-        home = self.home_for(pipeline)
-        recorder = self.recorder()
-
-        async def read(fn: Any) -> Any:
-            if self.settings.memory == "chroma" and not (memory_folder(home) / "chroma").is_dir():
-                return []  # no experience yet: chromadb is not imported before the first run
-            return await recorder.read(home, fn)
-
-        try:
-            return await tune(pipeline, self.registry, read)
-        except Exception as e:  # memory held by another process, unreadable: the spec's values
-            log.warning("tuning: the spec's values, no experience read: %s: %s", type(e).__name__, e)
-            return {}
-
-    def recorder(self) -> Any:
-        """The memory recorder (made on first use): stores each run's experiences, opens the memory."""
-        from agent_etl.memory.recorder import Recorder
-
-        self.memory = self.memory or Recorder(self.settings.memory, learn=self.selector.learn)
-        return self.memory
+    async def _decide(self, pipeline: Pipeline, agents: list[Agent], tune: bool = True
+                      ) -> tuple[Chosen, dict[str, dict[str, Any]]]:
+        """The agent of every task and why, and the tuning: one way for `plan` and a run (agents.planning)."""
+        return await self.planner.decide(pipeline, agents, self.home_for(pipeline), self.registry,
+                                         broker=getattr(self.bus, "remote", False), tune=tune)
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -328,9 +291,8 @@ class AgentCoordinator(Agent):
         from agent_etl.store.locks import RunLock
 
         branches = pipeline.branches()
-        chosen = _one_agent_per_branch(branches, await self._choose(pipeline, self.agents))
         # a resumed run goes on with the spec's values (tuning again could split a read otherwise)
-        tuning = await self._tune(pipeline) if plan is None else {}
+        chosen, tuning = await self._decide(pipeline, self.agents, tune=plan is None)
         results = {t.name: TaskResult(t.name, t.kind, t.tool, agent=chosen[t.name][0].id, reason=chosen[t.name][1],
                                       **(landing(t.tool, as_written(t), pipeline.base_dir) if t.kind == "load" else {}))
                    for t in pipeline.tasks}
@@ -418,7 +380,7 @@ class AgentCoordinator(Agent):
         return run(pipeline, variables, bus=None, registry=self._registry, settings=self.settings,
                    store=self._store_option)
 
-    async def _run_branch(self, run_id: str, pipeline: Pipeline, tasks: list[Task], chosen: dict[str, tuple[Agent, str]],
+    async def _run_branch(self, run_id: str, pipeline: Pipeline, tasks: list[Task], chosen: Chosen,
                           desc: RunDescription, store: Any, breakers: Breakers) -> None:
         """Run one branch; retry what failed transiently, going on after the commit units that
         landed (a retry is a resume of the failed loads), unless a connection's breaker is open."""
@@ -467,7 +429,7 @@ class AgentCoordinator(Agent):
             await self.bus.publish(TaskFailed(run_id=run_id, task=t.name, agent=self.id, error=reason,
                                               error_type="CircuitOpen", transient=False, upstream=i > 0, exit_code=1))
 
-    async def _attempt(self, run_id: str, tasks: list[Task], chosen: dict[str, tuple[Agent, str]],
+    async def _attempt(self, run_id: str, tasks: list[Task], chosen: Chosen,
                        number: int, plan: Any = None) -> dict[str, Event]:
         attempt = _Attempt(number, [t.name for t in tasks])
         branch = [t.name for t in tasks]
@@ -603,20 +565,3 @@ def _flush_and_renew(store: Any, live: list[str]) -> None:
     store.flush()
     store.renew(live)
 
-
-def _one_agent_per_branch(branches: list[list[Task]], chosen: dict[str, tuple[Agent, str]]
-                          ) -> dict[str, tuple[Agent, str]]:
-    """Keep the tasks of a branch on one agent (they stream into each other through in-process
-    channels): the agent chosen for the branch's first task, where it can run them all."""
-    out = dict(chosen)
-    for branch in branches:
-        agent, reason = chosen[branch[0].name]
-        if all(agent.can_run(t.kind, t.tool) for t in branch):
-            # a task moved to it: not the first task's reason (which names the first task's kind), but
-            # why it is there, with what the placement left out of the branch
-            _, _, left = reason.partition("; ")
-            moved = (f"with its branch on the agent chosen for {branch[0].name}, able to run the whole branch"
-                     + (f"; {left}" if left else ""))
-            for t in branch:
-                out[t.name] = (agent, chosen[t.name][1] if chosen[t.name][0] is agent else moved)
-    return out
