@@ -23,8 +23,13 @@ extract:
   one_file: {tool: csv, path: "data/*.csv", partitions: 2}
   inc: {tool: postgres, connection: pg, table: c, partitions: 2, partition_on: id, incremental: {cursor: id}}
   plain: {tool: postgres, connection: pg, table: d}
+  objects: {tool: s3, url: "s3://bucket/in/*.csv", partitions: 3}
+  rejects: {tool: parquet, path: "data/r*.parquet", partitions: 2}
+  warned: {tool: parquet, path: "data/w*.parquet", partitions: 2}
 transform:
   - {name: whole, input: files, tool: sql, query: "select count(*) as n from files"}
+  - {name: checked, input: rejects, tool: validate, checks: [{not_null: [id]}], on_failure: quarantine}
+  - {name: looked_at, input: warned, tool: validate, checks: [{not_null: [id]}], on_failure: warn}
 load:
   m: {input: merged, tool: postgres, connection: pg, table: m, mode: merge, key: [id]}
   r: {input: replaced, tool: postgres, connection: pg, table: r, mode: replace}
@@ -33,6 +38,9 @@ load:
   o: {input: one_file, tool: parquet, path: out/o.parquet}
   i: {input: inc, tool: postgres, connection: pg, table: i}
   p: {input: plain, tool: postgres, connection: pg, table: p}
+  s: {input: objects, tool: postgres, connection: pg, table: s}
+  c: {input: checked, tool: parquet, path: out/c/}
+  l: {input: looked_at, tool: parquet, path: out/l/}
 """
 
 
@@ -55,7 +63,15 @@ def test_plan_says_which_partitioned_sources_become_copies_over_workers_and_why_
     assert said["files"][0] is False and "transform 'whole' (sql) needs the whole stream" in said["files"][1]
     assert said["one_file"][0] is False and "load 'o' (parquet) takes one writer" in said["one_file"][1]
     assert said["inc"] == (False, "an incremental source's next mark is one value over its whole read")
-    assert set(said) == {"merged", "replaced", "files", "one_file", "inc"}  # plain has no partitions
+    # S3 objects: groups of them, by size, one per copy
+    assert said["objects"] == (True, "up to 3 copies of its branch, one per group of objects of about equal size, "
+                                     "spread over the workers")
+    # a validate step that quarantines would have every copy write the quarantine: one branch
+    assert said["rejects"] == (False, "validate step 'checked' quarantines failing rows (copies would each write "
+                                      "the quarantine)")
+    # any other validate step judges its whole stream (a dataset check, the failures counted over all rows)
+    assert said["warned"] == (False, "transform 'looked_at' (validate) needs the whole stream")
+    assert set(said) == {"merged", "replaced", "files", "one_file", "inc", "objects", "rejects", "warned"}
     text = plan(tmp_path)
     assert "over workers: up to 4 copies of its branch" in text
     assert "over workers: one branch: load 'r' replaces its table" in text

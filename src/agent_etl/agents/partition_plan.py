@@ -6,8 +6,9 @@ N copies of its branch (``orders#0`` .. ``orders#N-1``, and so on for every step
 The coordinator probes the ranges once, at the run's start, as the read itself would (a database
 table or query: the key's min and max, or the table's pages for a block split,
 ``KeyedExtractor.split``; files: the path's files in groups of about equal size,
-``FileExtractor.split``), and keeps them in the run's description: the workers, a retry and
-``agent-etl resume`` all read the same ranges. Copies read in snapshots of their own (as Spark's
+``FileExtractor.split``; S3: the URL's objects, listed once, in groups of about equal size,
+``S3Reading.split``), and keeps them in the run's description: the workers, a retry and
+``agent-etl resume`` all read the same ranges (the same objects). Copies read in snapshots of their own (as Spark's
 JDBC partitions do): together they read every row of a table that does not change meanwhile.
 Each copy is a branch of its own: its own commit units and checkpoints (its task names), so a
 copy on a killed worker goes on after its own last commit.
@@ -27,8 +28,8 @@ says why: ``mode: replace`` (a replace lands atomically from one writer, as dlt'
 JDBC writers do it too: Spark's overwrite truncates and lets each partition insert, which leaves
 a half-filled table after a failure), a single output file, an incremental source (its next mark
 is one value over the whole read), a cached read, a branch that joins another input, a transform
-that needs the whole stream (``sql`` over inputs, ``dedupe``), a quarantine or referential check,
-or a tool that does not split its read. In process (``--bus memory``) partitions stay in one task.
+that needs the whole stream (``sql`` over inputs, ``dedupe``), a quarantine or referential check
+(a quality group's, or a ``validate`` step's own), or a tool that does not split its read. In process (``--bus memory``) partitions stay in one task.
 """
 
 from __future__ import annotations
@@ -68,8 +69,9 @@ def verdicts(pipeline: Pipeline, registry: Any) -> dict[str, Verdict]:
         n = int(t.options.get("partitions") or 1) if t.kind == "extract" else 1
         if n > 1:
             why = _obstacle(pipeline, t, registry)
+            each = getattr(registry.get("extractor", t.tool), "split_into", "partition")
             out[t.name] = Verdict(t.name, n, why is None, why or f"up to {n} copies of its branch, one per "
-                                  "partition, spread over the workers")
+                                  f"{each}, spread over the workers")
     return out
 
 
@@ -86,6 +88,9 @@ def _obstacle(pipeline: Pipeline, extract: Task, registry: Any) -> str | None:
             return f"its branch also reads {t.name!r}"
         if t.refs or any(g.on_failure == "quarantine" for g in t.gates):
             return f"{t.name!r} has a referential check or a quarantine"
+        if (t.kind == "transform" and getattr(registry.get("transform", t.tool), "inline_checks", False)
+                and t.options.get("on_failure") == "quarantine"):  # a validate step's own quarantine
+            return f"validate step {t.name!r} quarantines failing rows (copies would each write the quarantine)"
         if t.kind == "transform" and not registry.get("transform", t.tool).streams(t.options):
             return f"transform {t.name!r} ({t.tool}) needs the whole stream"
         if t.kind == "load":
