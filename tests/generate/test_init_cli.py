@@ -79,7 +79,9 @@ def test_sqlite_to_database_reads_incrementally_and_merges(tmp_path):
     ok(cli("init", "sqlite:///shop.db", "--dest", "sqlite:///wh.db", "--out", "sub/p.yaml", "--no-memory",
            cwd=tmp_path))
     spec = yaml.safe_load((tmp_path / "sub" / "p.yaml").read_text())
-    assert spec["connections"]["source"]["url"] == "sqlite:///" + str(tmp_path / "shop.db")
+    # both databases relative to the pipeline's folder, where the run looks for them
+    assert spec["connections"]["source"]["url"] == "sqlite:///../shop.db"
+    assert spec["connections"]["dest"]["url"] == "sqlite:///../wh.db"
     assert spec["extract"]["orders"]["incremental"] == {"cursor": "updated_at"}
     assert spec["extract"]["customers"]["incremental"] == {"cursor": "id"}  # an INTEGER PRIMARY KEY
     assert "incremental" not in spec["extract"]["notes"]
@@ -402,6 +404,7 @@ def test_workbook_sheets_and_an_empty_file(tmp_path):
     spec = yaml.safe_load(text)
     assert spec["extract"] == {"book_people": {"tool": "excel", "path": "data/book.xlsx", "sheet": "people"},
                                "book_prices": {"tool": "excel", "path": "data/book.xlsx", "sheet": "prices"}}
-    assert "# Not read: sheet 'empty' of book.xlsx" in text and "# Not read: nothing.csv" in text
+    assert "# Not read: sheet 'empty' of data/book.xlsx: no rows to learn the columns from" in text
+    assert "# Not read: data/nothing.csv: an empty file (no header, no rows)" in text
     ok(cli("run", "-q", "pipeline.yaml", cwd=tmp_path))
     assert pq.read_table(tmp_path / "out" / "book_prices").num_rows == 1

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from agent_etl.exceptions import SpecError, ToolError
-from agent_etl.generate.model import SourceSchema
+from agent_etl.generate.model import SourceSchema, pipeline_path
 from agent_etl.generate.render import Destination, Settings, render
 
 __all__ = ["Generated", "generate", "introspect"]
@@ -57,13 +57,8 @@ def _local_db(url: str) -> Path:
 
 
 def _db_url(kind: str, path: Path, out_dir: Path) -> str:
-    """The url the pipeline names a local database file by: relative to the pipeline file when inside its folder."""
-    p = path.absolute()
-    try:
-        text = str(p.relative_to(out_dir.resolve()))
-    except ValueError:
-        text = str(p)
-    return f"{kind}:///{text}"
+    """The url the pipeline names a local database file by: relative to the pipeline file's folder."""
+    return f"{kind}:///{pipeline_path(path, out_dir)}"
 
 
 def without_password(url: str, var: str) -> tuple[str, bool]:
@@ -122,8 +117,7 @@ def introspect(source: str, out_dir: Path, *, schemas: list[str] | None = None,
     if kind == "mysql":
         return databases.mysql(source)
     if kind in ("sqlite", "duckdb"):
-        path = _local_db(source)
-        return getattr(databases, kind)(_db_url(kind, path, out_dir), path)
+        return _local_database(kind, _local_db(source), out_dir)
     from agent_etl.generate import files  # pyarrow and the file extractors: only for what is not a database
 
     if scheme == "s3":
@@ -136,8 +130,18 @@ def introspect(source: str, out_dir: Path, *, schemas: list[str] | None = None,
     path = Path(source).expanduser()
     kind = _file_kind(path) if path.is_file() else None
     if kind is not None:
-        return getattr(databases, kind)(_db_url(kind, path, out_dir), path)
+        return _local_database(kind, path, out_dir)
     return files.files(source, out_dir)
+
+
+def _local_database(kind: str, path: Path, out_dir: Path) -> SourceSchema:
+    """A SQLite or DuckDB file's tables; the file named (url, comments) relative to the pipeline's folder."""
+    from agent_etl.generate import databases
+
+    schema: SourceSchema = getattr(databases, kind)(_db_url(kind, path, out_dir), path)
+    if path.is_absolute():  # as given when relative (the user's words), else as the pipeline names it
+        schema.where = pipeline_path(path, out_dir)
+    return schema
 
 
 def destination(dest: str | None, out_dir: Path) -> Destination:
@@ -154,12 +158,8 @@ def destination(dest: str | None, out_dir: Path) -> Destination:
     if scheme:
         raise SpecError(f"--dest {dest.split('://')[0]}://... is not a destination init knows; give a folder (a "
                         "Parquet lake), s3://bucket/prefix, or postgresql://, mysql://, sqlite:///, duckdb:/// url")
-    p = Path(dest).expanduser().absolute()
-    try:
-        path = str(p.relative_to(out_dir.resolve()))
-    except ValueError:
-        path = str(p)
-    return Destination("parquet", path=path, where=f"a Parquet lake under {dest}")
+    path = pipeline_path(dest, out_dir)
+    return Destination("parquet", path=path, where=f"a Parquet lake under {path}")
 
 
 def _name(schema: SourceSchema) -> str:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import glob
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from agent_etl.exceptions import AgentETLError, SpecError, ToolError
-from agent_etl.generate.model import Column, SourceSchema, Table
+from agent_etl.generate.model import Column, SourceSchema, Table, pipeline_path
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".csv.gz": "csv", ".csv.zst": "csv", ".csv.bz2": "csv", ".jsonl": "jsonl",
            ".ndjson": "jsonl", ".jsonl.gz": "jsonl", ".ndjson.gz": "jsonl", ".json": "json", ".parquet": "parquet",
@@ -57,17 +58,38 @@ async def _first_batch(tool: str, options: dict[str, Any], base_dir: Path) -> pa
     finally:
         await batches.aclose()
     if batch is None:
-        raise ToolError(f"{options.get('path') or options.get('url')}: no rows to learn the columns from")
+        raise ToolError("no rows to learn the columns from")
     return batch.schema
 
 
-def schema_of(tool: str, options: dict[str, Any], base_dir: Path) -> pa.Schema:
+def schema_of(tool: str, options: dict[str, Any], base_dir: Path, label: str) -> pa.Schema:
+    """The columns the extractor reads from the first rows; a ``ToolError`` "``label``: why" when it
+    cannot (the tool's own wording, without the task, and the file named as ``label`` names it)."""
     try:
         return asyncio.run(_first_batch(tool, options, base_dir))
-    except AgentETLError:
-        raise
-    except (pa.ArrowException, OSError, ValueError) as e:
-        raise ToolError(f"cannot read {options.get('path') or options.get('url')}: {e}") from None
+    except (AgentETLError, pa.ArrowException, OSError, ValueError) as e:
+        raise ToolError(f"{label}: {_reason(e, options, label)}") from None
+
+
+def _reason(e: Exception, options: dict[str, Any], label: str) -> str:
+    """Why a read failed, said once: the tool's message without its task prefix, nor the path or url
+    it opened at its start (the caller names the file); elsewhere in it, that path becomes ``label``."""
+    text = re.sub(r"^task '[^']*': ", "", str(e))
+    where = str(options.get("path") or options.get("url") or "")
+    if where:
+        text = re.sub(rf"^(cannot read (\w+ )?(file )?)?{re.escape(where)}:\s*", "", text)
+        text = text.replace(where, label)
+    return text or type(e).__name__
+
+
+def _empty(p: Path) -> bool:
+    """A file with no bytes, or only blank lines (nothing a reader could take a header from)."""
+    size = p.stat().st_size
+    if size == 0:
+        return True
+    if size > 4096 or not FORMATS.get(p.suffix.lower()):  # compressed: the bytes say nothing
+        return False
+    return not p.read_bytes().strip()
 
 
 def files(source: str, out_dir: Path) -> SourceSchema:
@@ -87,66 +109,76 @@ def files(source: str, out_dir: Path) -> SourceSchema:
     if not found:
         raise ToolError(f"{source}: no data files (csv, jsonl, json, parquet, xlsx) found there")
     tables: list[Table] = []
-    skipped: list[str] = []
+    skipped: list[str] = []  # "<path in the pipeline>: why", each file once
     for p in found:
         fmt = file_format(p.name)
         assert fmt is not None
-        path = _relative(p, out_dir)
-        if fmt == "excel" and len(sheets := _sheets(p)) > 1:  # a workbook of several sheets: one extract each
+        path = pipeline_path(p, out_dir)
+        if _empty(p):
+            why = f"{path}: an empty file ({'no header, no rows' if fmt in ('csv', 'excel') else 'no rows'})"
+            if len(found) == 1:
+                raise ToolError(f"{why}: nothing to generate from")
+            skipped.append(why)
+            continue
+        sheets: list[str] = []
+        if fmt == "excel":
+            try:
+                sheets = _sheets(p, path)
+            except ToolError as e:
+                if len(found) == 1:
+                    raise
+                skipped.append(str(e))
+                continue
+        if len(sheets) > 1:  # a workbook of several sheets: one extract each
             for sheet in sheets:
                 try:
-                    schema = schema_of(fmt, {"path": str(p.resolve()), "sheet": sheet}, out_dir)
+                    schema = schema_of(fmt, {"path": str(p.absolute()), "sheet": sheet}, out_dir,
+                                       f"sheet {sheet!r} of {path}")
                 except ToolError as e:  # an empty sheet, a chart: nothing to read
-                    skipped.append(f"sheet {sheet!r} of {p.name}: {e}")
+                    skipped.append(str(e))
                     continue
                 tables.append(Table(f"{p.stem}_{sheet}", fmt, {"path": path, "sheet": sheet}, _columns(schema),
                                     note=f"sheet {sheet!r} of {p.name}"))
             continue
         try:
-            schema = schema_of(fmt, {"path": str(p.resolve())}, out_dir)
+            # read by its absolute path: the pipeline's folder may not exist yet (--out sub/p.yaml)
+            schema = schema_of(fmt, {"path": str(p.absolute())}, out_dir, path)
         except ToolError as e:
             if len(found) == 1:
                 raise
-            skipped.append(f"{p.name}: {e}")  # one unreadable or empty file among many: said, not fatal
+            skipped.append(str(e))  # one unreadable or empty file among many: said, not fatal
             continue
         tables.append(Table(p.name, fmt, {"path": path}, _columns(schema), rows=None))
     if not tables:
         raise ToolError(f"{source}: no file could be read: {'; '.join(skipped)[:500]}")
     if is_glob and not skipped and len(tables) > 1 and len({t.tool for t in tables}) == 1 and all(
             [(c.name, c.type) for c in t.columns] == [(c.name, c.type) for c in tables[0].columns] for t in tables):
-        glob_path = _relative(pattern, out_dir) if pattern.is_absolute() else _relative(Path.cwd() / pattern, out_dir)
+        glob_path = pipeline_path(pattern, out_dir)
         one = tables[0]
         one.name, one.options = Path(source).stem.replace("*", "all") or "files", {"path": glob_path}
         one.note = f"{len(tables)} files with the same columns, read as one"
         tables = [one]
-    return SourceSchema("files", None, tables, source, skipped)
+    # the source as the pipeline would name it, when given by an absolute path
+    where = pipeline_path(pattern, out_dir) if pattern.is_absolute() else source
+    return SourceSchema("files", None, tables, where, skipped)
 
 
-def _sheets(path: Path) -> list[str]:
+def _sheets(path: Path, label: str) -> list[str]:
     import openpyxl
 
     try:
         wb = openpyxl.load_workbook(path, read_only=True)
     except Exception as e:  # noqa: BLE001 - openpyxl raises many kinds for a bad file
-        raise ToolError(f"cannot read {path}: {e}") from None
+        raise ToolError(f"{label}: not a workbook openpyxl can read ({e})") from None
     try:
         return list(wb.sheetnames)
     finally:
         wb.close()
 
 
-def _relative(p: Path, out_dir: Path) -> str:
-    """``p`` as the pipeline will name it: relative to the pipeline file's folder when inside it."""
-    p = Path(p).absolute()
-    try:
-        return str(p.relative_to(out_dir.resolve()))
-    except ValueError:
-        return str(p)
-
-
 def s3(source: str, out_dir: Path, endpoint_url: str | None) -> SourceSchema:
     options: dict[str, Any] = {"url": source, **({"endpoint_url": endpoint_url} if endpoint_url else {})}
-    schema = schema_of("s3", options, out_dir)
+    schema = schema_of("s3", options, out_dir, source.split("?")[0])
     name = source.rstrip("/").rsplit("/", 1)[-1].replace("*", "all") or "objects"
     return SourceSchema("s3", None, [Table(name, "s3", options, _columns(schema))], source.split("?")[0])
 

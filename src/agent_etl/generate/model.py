@@ -3,8 +3,10 @@ constraints, and the guesses made from them (incremental cursor, range checks)."
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # names of columns that hold "when the row last changed": an incremental cursor if they are timestamps
@@ -69,6 +71,19 @@ class SourceSchema:
     tables: list[Table]
     where: str  # the source for messages and the header comment (never with a password)
     skipped: list[str] = field(default_factory=list)  # what was found but not made an extract, and why
+
+
+def pipeline_path(path: str | Path, out_dir: Path) -> str:
+    """``path`` (relative to the working directory, or absolute) as the pipeline names it: relative to
+    the pipeline file's folder (``../data/x.csv`` when outside it), which is what relative paths in a
+    pipeline resolve against; absolute only where no relative path leads there (another drive)."""
+    p = Path(path).expanduser().absolute()
+    # the folders' real paths on both sides (a symlinked /tmp or working directory), the file's own name kept
+    real = Path(os.path.realpath(p.parent)) / p.name
+    try:
+        return Path(os.path.relpath(real, os.path.realpath(out_dir))).as_posix()
+    except ValueError:  # Windows: another drive
+        return str(p)
 
 
 def category(type_name: str) -> str:
