@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_etl.agents.base import Agent
-from agent_etl.agents.selector import AgentInfo, Selector, check_tags_here
+from agent_etl.agents.selector import AgentInfo, Selector, tags_here
 from agent_etl.spec import Pipeline, Task
 
 log = logging.getLogger("agent_etl.coordinator")
@@ -48,7 +48,7 @@ class Planner:
                      tune: bool = True) -> tuple[Chosen, dict[str, dict[str, Any]]]:
         """The agent of every task and why, and per task what tuning applies (none when ``tune`` is
         false). ``home``: the state folder whose memory is read; ``broker``: the branches go to a
-        broker's workers, which match the steps' tags themselves."""
+        broker's workers, which match the steps' tags themselves (``selector.tags_here``)."""
         chosen = one_agent_per_branch(pipeline.branches(), await self._choose(pipeline, agents, home, broker))
         return chosen, (await self._tune(pipeline, home, registry) if tune else {})
 
@@ -59,14 +59,14 @@ class Planner:
         by_id = {a.id: a for a in agents}
         descriptors = {t.name: describe(t, pipeline) for t in pipeline.tasks}
         infos = [AgentInfo.of(a) for a in agents]
-        if not broker:  # over a broker, the workers match the steps' tags
-            check_tags_here(pipeline.tasks, infos)
+        tasks, notes = tags_here(pipeline.tasks, infos, broker=broker)  # tags no agent here has
         warm = getattr(self.selector, "warm", None)  # a learning selector recalls experience first
         if warm is not None and self.settings.memory != "off":
             recorder = self.recorder()
             await warm(descriptors, infos, lambda doc, k: recorder.experiences(home, doc, k))
-        choices = await self.selector.select(pipeline.tasks, infos, descriptors)
-        return {name: (by_id[c.agent], c.reason) for name, c in choices.items()}
+        choices = await self.selector.select(tasks, infos, descriptors)
+        return {name: (by_id[c.agent], c.reason + (f"; {notes[name]}" if name in notes else ""))
+                for name, c in choices.items()}
 
     async def _tune(self, pipeline: Pipeline, home: Path, registry: Any) -> dict[str, dict[str, Any]]:
         """Batch size and partitions from similar past runs, where the spec leaves them open (agents.tuning)."""

@@ -7,7 +7,7 @@ selector (issue 14) implements the same protocol."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Protocol, Sequence
 
 from agent_etl.exceptions import AgentETLError, Problem, SpecError
@@ -130,18 +130,35 @@ def memory_need(branch: Sequence[Task], descriptors: Mapping[str, TaskDescriptor
     return int(OVERHEAD_MB + total / MB + 0.5) if known else None
 
 
-def check_tags_here(tasks: Sequence[Task], agents: Sequence[AgentInfo]) -> None:
-    """In process (no broker's workers to match them), a step's ``tags:`` that no agent here has is a
-    spec error: the run would otherwise go on where the pipeline said it must not."""
+def tags_here(tasks: Sequence[Task], agents: Sequence[AgentInfo], *, broker: bool
+              ) -> tuple[Sequence[Task], dict[str, str]]:
+    """Where the steps' ``tags:`` are matched when no agent here able to run tasks has tags (no
+    fleet file, or an untagged one). In process (``broker`` false) that is a spec error naming the
+    tags and the ways out: the run would otherwise go on where the pipeline said it must not. Over
+    a broker the workers match them (a worker takes a tagged branch only with all its tags,
+    ``agents.dispatch``): the selector chooses among the agents here without them, and every task
+    of a tagged branch gets a note saying so. Returns the tasks for the selector and the notes by
+    task name; with a tagged agent here, the tasks as they are (``placement`` narrows to the agents
+    with the tags) and no notes."""
     task = next((t for t in tasks if t.tags), None)
-    if task is None or any(a.tags for a in agents):
-        return  # none asked for, or a tagged fleet: placement() narrows (or names the ones missing)
+    if task is None:
+        return tasks, {}
     runners = [a for a in agents if any(c.partition(":")[0] in TASK_KINDS for c in a.capabilities)]
-    listed = ", ".join(f"{a.id} (no tags)" for a in runners)
-    raise SpecError(Problem(f"{task.kind} {task.name!r} asks for an agent tagged {', '.join(task.tags)}; no agent "
-                            f"here has tags (agents: {listed})", task.line,
-                            "tag agents in a fleet file (tags: in configs/agents.yaml), or run over workers: "
-                            f"--bus nats://... with agent-etl worker --tags {','.join(task.tags)}"))
+    if any(a.tags for a in runners):
+        return tasks, {}
+    if not broker:
+        listed = ", ".join(f"{a.id} (no tags)" for a in runners)
+        raise SpecError(Problem(f"{task.kind} {task.name!r} asks for an agent tagged {', '.join(task.tags)}; no "
+                                f"agent here has tags (agents: {listed})", task.line,
+                                "tag agents in a fleet file (tags: in configs/agents.yaml), or run over workers: "
+                                f"--bus nats://... with agent-etl worker --tags {','.join(task.tags)}"))
+    notes: dict[str, str] = {}
+    for branch in branches(tasks):
+        tags = sorted({g for t in branch for g in t.tags})
+        if tags:
+            note = f"tags {', '.join(tags)} not applied: no agent here has tags (over a broker, workers match them)"
+            notes.update((t.name, note) for t in branch)
+    return [replace(t, tags=[]) if t.tags else t for t in tasks], notes
 
 
 def placement(branch: Sequence[Task], agents: Sequence[AgentInfo], descriptors: Mapping[str, TaskDescriptor],
@@ -149,22 +166,19 @@ def placement(branch: Sequence[Task], agents: Sequence[AgentInfo], descriptors: 
     """The agents among ``agents`` (those able to run it) a branch may go to, and a note for the
     reasons: whom its tags and the memory rule left out ("" when no one). Tags: an agent needs every
     tag the branch's steps ask for (``tags:`` of a step); none has them all is a spec error naming
-    the tags and the agents there are (``everyone``). Memory: an agent whose ``memory_mb`` limit is below
-    ``memory_need`` is left out; when that leaves no one, the agent with the most memory runs it."""
+    the tags and the agents there are (``everyone``). Tags that no agent here has are decided before
+    selection, by ``tags_here``. Memory: an agent whose ``memory_mb`` limit is below ``memory_need``
+    is left out; when that leaves no one, the agent with the most memory runs it."""
     tags = sorted({g for t in branch for g in t.tags})
     limited = any("memory_mb" in a.limits for a in agents)
     if not tags and not limited:  # the common case, on the hot path: nothing to narrow
         return agents if isinstance(agents, list) else list(agents), ""
     out: list[str] = []
-    said = ""
-    runners = [a for a in (everyone or agents) if any(c.partition(":")[0] in TASK_KINDS for c in a.capabilities)]
-    if tags and not any(a.tags for a in runners):
-        # no agent here advertises tags: the coordinator's own agent while workers take the branches
-        # over a broker (each by its work subject, agents.dispatch), or an untagged fleet
-        said = f"tags {', '.join(tags)} not applied: no agent here has tags (over a broker, workers match them)"
-    elif tags:
+    if tags:
         tagged = [a for a in agents if a.tags.issuperset(tags)]
         if not tagged:
+            runners = [a for a in (everyone or agents)
+                       if any(c.partition(":")[0] in TASK_KINDS for c in a.capabilities)]
             listed = ", ".join(f"{a.id} ({', '.join(sorted(a.tags)) or 'no tags'})" for a in runners)
             task = next(t for t in branch if t.tags)
             raise SpecError(Problem(f"{task.kind} {task.name!r} asks for an agent tagged {', '.join(tags)}; no agent "
@@ -186,7 +200,7 @@ def placement(branch: Sequence[Task], agents: Sequence[AgentInfo], descriptors: 
             out.append(", ".join(f"{a.id} (memory_mb {a.limits['memory_mb']:,.0f})" for a in agents if a not in fit)
                        + f" short of the ~{need:,} MB the branch needs")
         agents = fit
-    return list(agents), "; ".join([*([f"left out: {'; '.join(out)}"] if out else []), *([said] if said else [])])
+    return list(agents), f"left out: {'; '.join(out)}" if out else ""
 
 
 def branches(tasks: Sequence[Task]) -> list[list[Task]]:
