@@ -29,7 +29,8 @@ async def probe(pipeline: Any, home: Path) -> list[str]:
     # a state folder of its own, dropped afterwards: the scratch output and any quarantined row of
     # the probe leave nothing in the pipeline's
     with tempfile.TemporaryDirectory(prefix="agent-etl-connect-") as scratch:
-        derived, registry, _ = preview(pipeline, 1, Path(scratch))
+        # every check, also those a sample cannot judge: each is bound to the real columns, verdicts aside
+        derived, registry, _, _ = preview(pipeline, 1, Path(scratch), whole_data_checks=True)
         settings = Settings(home=Path(scratch), memory="off")
         async with AgentCoordinator(store=False, registry=registry, settings=settings) as coordinator:
             result = await coordinator.run(derived)

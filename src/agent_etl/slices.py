@@ -15,7 +15,9 @@ and its loads replaced by Parquet files in a scratch folder under the state fold
 (``<home>/preview/<pipeline>/<input>.parquet``, one per input that a load reads): nothing is
 written to the destinations. Both run under their own pipeline name (``<name>.<task>``,
 ``<name>.preview``), so their run history, locks, quality baselines and incremental marks are
-their own and never mix with full runs'.
+their own and never mix with full runs'. A preview leaves out the quality checks judged on the whole
+data (referential, row_count, statistics, freshness, anomaly): a sample can neither pass nor fail
+them; ``run --limit`` says which, once.
 """
 
 from __future__ import annotations
@@ -108,9 +110,14 @@ def only(pipeline: Any, task: str, home: Path, registry: Any = None) -> Any:
     return _rebuild(pipeline, out, registry)
 
 
-def preview(pipeline: Any, limit: int, home: Path) -> tuple[Any, Any, dict[str, Path]]:
-    """The preview pipeline, the registry whose extractors stop after ``limit`` rows, and the
-    scratch file of each input that a load reads."""
+def preview(pipeline: Any, limit: int, home: Path, *, whole_data_checks: bool = False
+            ) -> tuple[Any, Any, dict[str, Path], list[str]]:
+    """The preview pipeline, the registry whose extractors stop after ``limit`` rows, the scratch
+    file of each input that a load reads, and the checks left out of it, as ``check on input``:
+    those judged on the whole data (``Check.whole_data``: referential, row_count, statistics,
+    freshness, anomaly), which the first rows of each source can neither pass nor fail (a child
+    row's parent may be past the limit). ``whole_data_checks`` keeps them (``validate --connect``
+    binds every check to the real columns and ignores their verdicts)."""
     from agent_etl.tools.registry import default_registry
 
     if limit < 1:
@@ -129,7 +136,34 @@ def preview(pipeline: Any, limit: int, home: Path) -> tuple[Any, Any, dict[str, 
     for t in pipeline.tasks:
         if t.kind == "extract" and not _limited(registry, t.tool):
             registry.register("extractor", t.tool, _limit(registry.get("extractor", t.tool), limit))
-    return _rebuild(pipeline, data, registry), registry, files
+    left_out: list[str] = []
+    if not whole_data_checks:
+        data["quality"], left_out = _sample_checks(data.get("quality") or [], registry)
+    return _rebuild(pipeline, data, registry), registry, files, left_out
+
+
+def _sample_checks(groups: list[Any], registry: Any) -> tuple[list[Any], list[str]]:
+    """The quality groups without their whole-data checks (a group left with none goes), and
+    those checks as ``name(column) on input``."""
+    kept: list[Any] = []
+    left_out: list[str] = []
+    for group in groups:
+        if not isinstance(group, dict) or not isinstance(group.get("checks"), list):
+            kept.append(group)
+            continue
+        checks = []
+        for entry in group["checks"]:
+            name = next(iter(entry)) if isinstance(entry, dict) and len(entry) == 1 else None
+            if name is not None and getattr(registry.get("validator", name), "whole_data", False):
+                options = entry[name]
+                column = options.get("column") if isinstance(options, dict) else None
+                left_out.append(f"{name}({column}) on {group.get('input')}" if column else
+                                f"{name} on {group.get('input')}")
+            else:
+                checks.append(entry)
+        if checks:
+            kept.append({**group, "checks": checks})
+    return kept, left_out
 
 
 def is_preview(pipeline: str, loads: list[str]) -> bool:

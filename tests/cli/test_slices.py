@@ -95,13 +95,13 @@ def test_validate_connect_finds_what_a_run_would_meet(quickstart):
 
 
 def test_a_failed_preview_is_not_resumed(tmp_path):
-    """A preview whose gate fails on its few rows offers no resume, and a resume of it is refused:
+    """A preview whose gate fails on its few rows (a row check) offers no resume, and a resume of it is refused:
     rebuilt without the limit it read every source whole into the preview files."""
     (tmp_path / "c.csv").write_text("id\n" + "".join(f"{i}\n" for i in range(1, 100)))
     (tmp_path / "o.csv").write_text("id,cid\n" + "".join(f"{i},{1 + i % 90}\n" for i in range(1, 1000)))
     (tmp_path / "p.yaml").write_text(
         "version: 1\nname: ref\nextract:\n  c: {tool: csv, path: c.csv}\n  o: {tool: csv, path: o.csv}\n"
-        "quality:\n  - input: o\n    checks:\n      - referential: {column: cid, input: c, key: id}\n"
+        "quality:\n  - input: o\n    checks:\n      - range: {column: cid, min: 1000}\n"
         "    on_failure: fail\nload:\n  o_out: {input: o, tool: parquet, path: out/o/}\n")
     r = cli("run", "p.yaml", "--limit", "1", cwd=tmp_path)
     assert r.returncode == 3, r.stderr
@@ -134,7 +134,8 @@ def test_a_preview_whose_gate_fails_on_a_postgres_read_prints_no_traceback(tmp_p
             f"version: 1\nname: pgref\nconnections:\n  src: {{url: \"{pg}\"}}\nextract:\n"
             f"  c: {{tool: postgres, connection: src, table: {schema}.c}}\n"
             f"  o: {{tool: postgres, connection: src, table: {schema}.o}}\n"
-            "quality:\n  - input: o\n    checks:\n      - referential: {column: cid, input: c, key: id}\n"
+            # a preview leaves referential checks out (a sample cannot judge them): a row check fails
+            "quality:\n  - input: o\n    checks:\n      - range: {column: cid, min: 1000}\n"
             "    on_failure: fail\nload:\n  o_out: {input: o, tool: parquet, path: out/o/}\n")
         for _ in range(2):
             r = cli("run", "p.yaml", "--limit", "1", cwd=tmp_path)

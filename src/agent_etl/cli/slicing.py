@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -23,10 +24,13 @@ def sliced_run(pipeline: Any, limit: int | None, only: str | None, show_rows: bo
         pipeline = slices.only(pipeline, only, home)
     if limit is None:
         return run(pipeline)
-    derived, registry, files = slices.preview(pipeline, limit, home)
+    derived, registry, files, left_out = slices.preview(pipeline, limit, home)
     for old in files.values():  # rows of an earlier preview must not pass for this one's
         old.unlink(missing_ok=True)
     code = run(derived, registry=registry, memory="off")
+    if left_out:  # once, after the run's summary; on stderr under --json, whose stdout is the JSON
+        print(f"preview: not applied to a sample of {limit:,} row{'' if limit == 1 else 's'} per source, as they judge "
+              f"the whole data: {'; '.join(left_out)}", file=sys.stdout if show_rows else sys.stderr)
     for line in slices.show(files) if show_rows else []:
         print(line)
     return code

@@ -42,6 +42,7 @@ class Anomaly(Check):
     """Flag metrics of this run that are out of line with the input's history."""
 
     scope = "dataset"
+    whole_data = True
     wants_profile = True  # the gate hands over its profile before ``finish``
 
     class Config(CheckConfig):

@@ -51,6 +51,11 @@ class Check(Tool):
     kind = "validator"
     shorthand: ClassVar[str | None] = None
     scope: ClassVar[Literal["row", "dataset"]] = "row"
+    # judged on the whole data (a count, a statistic, the newest value, keys of another input in
+    # full): the first rows of each source (``run --limit``) can neither pass nor fail it, and a
+    # preview leaves it out, saying so (agent_etl.slices.preview). Row checks, and those a failure
+    # of which on a sample is a failure of the whole (unique), keep the default.
+    whole_data: ClassVar[bool] = False
 
     @classmethod
     def parse(cls, value: Any) -> ToolConfig:

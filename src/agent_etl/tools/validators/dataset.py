@@ -327,6 +327,7 @@ class RowCount(Check):
     """Fail the dataset when the number of rows is outside [min, max]."""
 
     scope = "dataset"
+    whole_data = True
 
     class Config(CheckConfig):
         """Bounds on the number of rows of the whole stream: ``row_count: {min: 1, max: 1000000}``."""

@@ -60,6 +60,7 @@ class Freshness(Check):
     """Fail the dataset when the newest timestamp of a column is older than ``max_age``."""
 
     scope = "dataset"
+    whole_data = True
 
     class Config(CheckConfig):
         """How old the newest value may be: ``freshness: {column: updated_at, max_age: "2 hours"}``."""

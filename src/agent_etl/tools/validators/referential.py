@@ -42,6 +42,7 @@ class Referential(Check):
     """Fail rows whose value is not a key of another input (nulls pass)."""
 
     scope = "dataset"
+    whole_data = True
 
     class Config(CheckConfig):
         """A foreign key: ``referential: {column: customer_id, input: customers, key: id}``."""

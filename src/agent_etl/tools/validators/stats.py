@@ -74,6 +74,7 @@ def _outside(what: str, value: float, lo: float | None, hi: float | None) -> str
 
 class _ColumnStat(Check):
     scope = "dataset"
+    whole_data = True
 
     def columns(self) -> list[str]:
         return [self.config.column]
@@ -86,6 +87,7 @@ class Completeness(Check):
     """Fail the dataset when the share of non-null values of a column is below ``min``."""
 
     scope = "dataset"
+    whole_data = True
 
     class Config(CheckConfig):
         """Minimum share of non-null values: ``completeness: {column: email, min: 0.95}``."""
