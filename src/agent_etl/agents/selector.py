@@ -130,6 +130,11 @@ def memory_need(branch: Sequence[Task], descriptors: Mapping[str, TaskDescriptor
     return int(OVERHEAD_MB + total / MB + 0.5) if known else None
 
 
+def runners(agents: Sequence[AgentInfo]) -> list[AgentInfo]:
+    """The agents able to run tasks (extract, transform or load), not the quality or monitor agents."""
+    return [a for a in agents if any(c.partition(":")[0] in TASK_KINDS for c in a.capabilities)]
+
+
 def tags_here(tasks: Sequence[Task], agents: Sequence[AgentInfo], *, broker: bool
               ) -> tuple[Sequence[Task], dict[str, str]]:
     """Where the steps' ``tags:`` are matched when no agent here able to run tasks has tags (no
@@ -143,11 +148,11 @@ def tags_here(tasks: Sequence[Task], agents: Sequence[AgentInfo], *, broker: boo
     task = next((t for t in tasks if t.tags), None)
     if task is None:
         return tasks, {}
-    runners = [a for a in agents if any(c.partition(":")[0] in TASK_KINDS for c in a.capabilities)]
-    if any(a.tags for a in runners):
+    able = runners(agents)
+    if any(a.tags for a in able):
         return tasks, {}
     if not broker:
-        listed = ", ".join(f"{a.id} (no tags)" for a in runners)
+        listed = ", ".join(f"{a.id} (no tags)" for a in able)
         raise SpecError(Problem(f"{task.kind} {task.name!r} asks for an agent tagged {', '.join(task.tags)}; no "
                                 f"agent here has tags (agents: {listed})", task.line,
                                 "tag agents in a fleet file (tags: in configs/agents.yaml), or run over workers: "
@@ -177,9 +182,7 @@ def placement(branch: Sequence[Task], agents: Sequence[AgentInfo], descriptors: 
     if tags:
         tagged = [a for a in agents if a.tags.issuperset(tags)]
         if not tagged:
-            runners = [a for a in (everyone or agents)
-                       if any(c.partition(":")[0] in TASK_KINDS for c in a.capabilities)]
-            listed = ", ".join(f"{a.id} ({', '.join(sorted(a.tags)) or 'no tags'})" for a in runners)
+            listed = ", ".join(f"{a.id} ({', '.join(sorted(a.tags)) or 'no tags'})" for a in runners(everyone or agents))
             task = next(t for t in branch if t.tags)
             raise SpecError(Problem(f"{task.kind} {task.name!r} asks for an agent tagged {', '.join(tags)}; no agent "
                                     f"able to run it has them all (agents: {listed})", task.line,
