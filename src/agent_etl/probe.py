@@ -23,12 +23,11 @@ async def probe(pipeline: Any, home: Path) -> list[str]:
     from agent_etl.agents.coordinator import AgentCoordinator
     from agent_etl.settings import Settings
     from agent_etl.slices import preview
-
-    import tempfile
+    from agent_etl.tempfiles import temporary_dir
 
     # a state folder of its own, dropped afterwards: the scratch output and any quarantined row of
-    # the probe leave nothing in the pipeline's
-    with tempfile.TemporaryDirectory(prefix="agent-etl-connect-") as scratch:
+    # the probe leave nothing in the pipeline's (nor does a killed probe: the next one sweeps it)
+    with temporary_dir("connect") as scratch:
         # every check, also those a sample cannot judge: each is bound to the real columns, verdicts aside
         derived, registry, _, _ = preview(pipeline, 1, Path(scratch), whole_data_checks=True)
         settings = Settings(home=Path(scratch), memory="off")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -14,10 +13,13 @@ from typing import Any
 class Spool:
     """The batches of the open commit unit, in Arrow IPC stream files of a private temporary
     directory (one file per run of batches with one schema), written and replayed in worker
-    threads; the memory held stays one batch."""
+    threads; the memory held stays one batch. The directory is named for this process
+    (``agent_etl.tempfiles``): making one removes those that killed processes left."""
 
     def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="agent-etl-spool-")
+        from agent_etl.tempfiles import make_dir
+
+        self.dir = make_dir("spool")
         self.files: list[str] = []
         self._sink: Any = None
         self._writer: Any = None

@@ -63,7 +63,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -74,6 +73,7 @@ import pyarrow as pa
 import pyarrow.csv as pv
 
 from agent_etl.exceptions import ToolError, TransientError
+from agent_etl.tempfiles import make_file
 from agent_etl.tools.base import ToolContext
 from agent_etl.tools.capabilities import DATABASE
 from agent_etl.tools.databases import checkpoints, replace as strategies
@@ -173,7 +173,7 @@ class _Writer(Units):
         if batch.num_rows == 0:
             return
         data, targets, sets = text_batch(batch)
-        fd, path = tempfile.mkstemp(prefix="agent-etl-mysql-", suffix=".csv")
+        fd, path = make_file("mysql", ".csv")  # named for this process: a killed one's are swept
         try:
             with os.fdopen(fd, "wb") as f:
                 pv.write_csv(data, f, _CSV)
