@@ -96,3 +96,16 @@ async def test_loaded_ids_at_the_sequence_s_maxvalue_leave_it_at_its_end(pg_targ
     execute(pg_target, "DROP TABLE t", "ALTER TABLE c RENAME TO t")
     assert await replace(pg_target, tmp_path, batch([50, 100])) == {"replace": "swap"}
     assert insert(pg_target) == 1  # CYCLE: from MINVALUE again, as the sequence says
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_after_a_replace_by_insert_the_next_generated_id_is_past_the_loaded_ones(pg_target, tmp_path, kind):
+    execute(pg_target, f"CREATE TABLE t (id {KINDS[kind]}, v text)",
+            "INSERT INTO t (v) SELECT 'old' FROM generate_series(1, 5)")
+    assert await run_pipeline(pg_target, tmp_path, list(range(1, 1001)), "insert") == "insert (replace_strategy: insert)"
+    assert query(pg_target, "SELECT count(*), max(id) FROM t") == [(1000, 1000)]
+    assert [insert(pg_target), insert(pg_target)] == [1001, 1002]
+    # auto takes insert for a table with a view on it; the sequence, ahead of the data, stays ahead
+    execute(pg_target, "CREATE VIEW w AS SELECT id FROM t")
+    assert (await run_pipeline(pg_target, tmp_path, [1, 2, 3])).startswith("insert (view ")
+    assert insert(pg_target) == 1003

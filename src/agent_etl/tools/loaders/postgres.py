@@ -80,7 +80,7 @@ from agent_etl.tools.databases.blocking import Units, end_unit, in_thread, repor
 from agent_etl.tools.databases.checkpoints import checkpoint
 from agent_etl.tools.databases.connection import describe
 from agent_etl.tools.databases.options import SinkOptions, split_table
-from agent_etl.tools.databases.postgres import checkpoint_reads, ddl, swap, twophase
+from agent_etl.tools.databases.postgres import checkpoint_reads, ddl, sequences, swap, twophase
 from agent_etl.tools.databases.postgres.connections import pool
 from agent_etl.tools.databases.postgres.encode import HEADER, TRAILER, EncodeError, Encoder, order
 from agent_etl.tools.databases.postgres.key_order import KeyOrder
@@ -432,6 +432,7 @@ class _Session(Units):
         if self.staging and mode == "replace":
             for stmt in ddl.replace(self.target, names):
                 self.cur.execute(stmt)
+            sequences.follow_rows(self.cur, self.oid, self.target, names)  # past the loaded ids
         elif self.staging and mode == "merge":
             self._merge(names)
         if self.existing is not None or self.staged:  # else nothing happened, not even the schema

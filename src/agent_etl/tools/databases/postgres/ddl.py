@@ -76,10 +76,12 @@ def copy(target: sql.Identifier, names: list[str], freeze: bool = False) -> sql.
 
 def replace(target: sql.Identifier, names: list[str]) -> list[sql.Composed]:
     """DELETE, not TRUNCATE: TRUNCATE is not MVCC-safe (a REPEATABLE READ reader that started before
-    would see the table empty); with DELETE every reader sees the old rows until the commit."""
+    would see the table empty); with DELETE every reader sees the old rows until the commit.
+    OVERRIDING SYSTEM VALUE: the loaded values of a GENERATED ALWAYS identity column are kept, as a
+    COPY (append, swap) keeps them (without it the INSERT fails)."""
     return [sql.SQL("DELETE FROM {}").format(target),
-            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(target, _names(names), _names(names),
-                                                                   sql.Identifier(STAGE))]
+            sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {}").format(
+                target, _names(names), _names(names), sql.Identifier(STAGE))]
 
 
 def _source(names: list[str], key: list[str], dedupe: bool) -> sql.Composed:
