@@ -1,11 +1,12 @@
 """agent-etl's temporary files and folders in the system's temp directory, and the sweep of those a
 killed process left behind.
 
-Each is named ``agent-etl-<kind>-<pid>-<namespace>-<random>``: the pid of the process that made it,
-and the inode of that process's pid namespace (0 where there are none), so that a process of another
-container sharing the temp directory, whose pids mean other processes here, is never judged dead.
-Making one first sweeps the stale ones of its kind (``sweep``): an entry whose process is gone, of our
-pid namespace and user, unchanged for a minute (a pid reused by now only keeps an entry longer).
+Each is named ``agent-etl-<kind>-<pid>-<machine>-<random>``: the pid of the process that made it, and
+a tag of its host, boot and pid namespace, so that an entry of another container or machine sharing
+the folder, whose pids mean other processes here, is never judged dead. Making one first sweeps the
+stale ones of its kind (``sweep``): an entry whose process is gone, of our tag and user, unchanged for
+a minute (a pid reused by now only keeps an entry longer). The same goes for the DuckDB folders of
+the state folder's ``tmp/`` (``transforms.duckdb_batch.spool_dir``).
 A live process's entries are never touched. Outside POSIX nothing is swept (``os.kill(pid, 0)``
 would end the process there).
 """
@@ -13,6 +14,7 @@ would end the process there).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -23,17 +25,30 @@ import time
 STALE_AFTER = 60.0  # seconds an entry of a dead process must have been left unchanged before it goes
 
 
-def _namespace() -> int:
-    """This process's pid namespace (Linux: the inode of /proc/self/ns/pid), else 0."""
+@functools.cache
+def _machine() -> str:
+    """A tag of this process's pid space: its host, boot and pid namespace (Linux: the inode of
+    /proc/self/ns/pid). Pids of another tag mean other processes (another container, or machine
+    sharing the folder), so their entries are left alone."""
+    import hashlib
+    import socket
+
+    parts = [socket.gethostname()]
     try:
-        return os.stat("/proc/self/ns/pid").st_ino
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            parts.append(f.read().strip())
     except OSError:
-        return 0
+        parts.append("")
+    try:
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:
+        parts.append("")
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:8]
 
 
 def prefix(kind: str) -> str:
     """The name prefix of this process's temporary entries of ``kind``."""
-    return f"agent-etl-{kind}-{os.getpid()}-{_namespace()}-"
+    return f"agent-etl-{kind}-{os.getpid()}-{_machine()}-"
 
 
 def alive(pid: int) -> bool:
@@ -53,8 +68,8 @@ def sweep(kind: str, *, folder: str | None = None, stale_after: float = STALE_AF
     if os.name != "posix":
         return []
     folder = folder or tempfile.gettempdir()
-    pattern = re.compile(rf"agent-etl-{re.escape(kind)}-(\d+)-(\d+)-[A-Za-z0-9_]+(\.[A-Za-z0-9]+)?")
-    namespace, me, uid = _namespace(), os.getpid(), os.getuid()
+    pattern = re.compile(rf"agent-etl-{re.escape(kind)}-(\d+)-([0-9a-z]+)-[A-Za-z0-9_]+(\.[A-Za-z0-9]+)?")
+    machine, me, uid = _machine(), os.getpid(), os.getuid()
     removed: list[str] = []
     try:
         entries = list(os.scandir(folder))
@@ -63,7 +78,7 @@ def sweep(kind: str, *, folder: str | None = None, stale_after: float = STALE_AF
     now = time.time()
     for entry in entries:
         m = pattern.fullmatch(entry.name)
-        if m is None or int(m[2]) != namespace or int(m[1]) == me:
+        if m is None or m[2] != machine or int(m[1]) == me:
             continue
         try:
             st = entry.stat(follow_symlinks=False)
@@ -80,6 +95,13 @@ def sweep(kind: str, *, folder: str | None = None, stale_after: float = STALE_AF
             continue  # a link or anything else of that name is not ours
         removed.append(entry.path)
     return removed
+
+
+def new_name(kind: str) -> str:
+    """A name for an entry of ``kind`` that a caller makes itself, later or never (it sweeps first)."""
+    import uuid
+
+    return f"{prefix(kind)}{uuid.uuid4().hex[:8]}"
 
 
 def make_dir(kind: str) -> str:

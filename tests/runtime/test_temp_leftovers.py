@@ -27,7 +27,7 @@ def dead_pid() -> int:
 
 
 def namespace() -> str:
-    return prefix("x").split("-")[4]  # agent-etl-x-<pid>-<namespace>-
+    return prefix("x").split("-")[4]  # agent-etl-x-<pid>-<host, boot and pid namespace>-
 
 
 def entry(tmpdir: Path, kind: str, pid: int, *, ns: str | None = None, suffix: str = "", age: float = OLD,
@@ -158,3 +158,27 @@ def test_a_mariadb_load_removes_a_killed_loads_batch_files(tmp_path):
         with conn.cursor() as cur:
             cur.execute(f"drop database if exists {db}")
         conn.close()
+
+
+def test_a_sql_transform_removes_a_killed_ones_folder_in_the_state_folder(tmp_path):
+    """The sql transform's spooled inputs and DuckDB's spills go to the state folder's tmp/."""
+    state_tmp = tmp_path / ".agent-etl" / "tmp"
+    state_tmp.mkdir(parents=True)
+    stale, live = entry(state_tmp, "duckdb", dead_pid()), entry(state_tmp, "duckdb", os.getpid())
+    (tmp_path / "a.csv").write_text("id\n1\n2\n")
+    (tmp_path / "b.csv").write_text("id\n2\n3\n")
+    (tmp_path / "p.yaml").write_text("""
+version: 1
+name: p
+extract:
+  a: {tool: csv, path: a.csv}
+  b: {tool: csv, path: b.csv}
+transform:
+  - {name: both, input: [a, b], tool: sql, query: "select a.id from a join b using (id)"}
+load:
+  out: {input: both, tool: parquet, path: out/}
+""")
+    r = cli("run", "-q", "p.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not stale.exists() and live.exists()
+    assert sorted(state_tmp.iterdir()) == [live]  # the run's own went with it

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import threading
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,16 +18,21 @@ from agent_etl.tools.transforms.inputs import skip_empty
 
 
 def spool_dir(ctx: Any) -> Path:
-    return ctx.home / "tmp" / ctx.run_id / f"{ctx.task}-{uuid.uuid4().hex[:8]}"
+    """The folder of the state folder's ``tmp/`` for a transform's files and DuckDB's spills (made
+    only when needed), named for this process (``agent_etl.tempfiles``): those a killed process left
+    there are removed first."""
+    from agent_etl.tempfiles import new_name, sweep
+
+    tmp = ctx.home / "tmp"
+    if tmp.is_dir():
+        sweep("duckdb", folder=str(tmp))
+    return tmp / new_name("duckdb")
 
 
 def remove_spool(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
-    for parent in (path.parent, path.parent.parent):  # run dir, then tmp/, if nothing else is in them
-        try:
-            parent.rmdir()
-        except OSError:
-            break
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()  # tmp/, if nothing else is in it
 
 
 class DuckDBBatchTransform(BatchTransform):
