@@ -8,8 +8,9 @@ table or query: the key's min and max, or the table's pages for a block split,
 ``KeyedExtractor.split``; files: the path's files in groups of about equal size,
 ``FileExtractor.split``; S3: the URL's objects, listed once, in groups of about equal size,
 ``S3Reading.split``), and keeps them in the run's description: the workers, a retry and
-``agent-etl resume`` all read the same ranges (the same objects). Copies read in snapshots of their own (as Spark's
-JDBC partitions do): together they read every row of a table that does not change meanwhile.
+``agent-etl resume`` all read the same ranges (the same objects). Copies read in snapshots of
+their own (as Spark's JDBC partitions do): together they read every row of a table that does not
+change meanwhile.
 Each copy is a branch of its own: its own commit units and checkpoints (its task names), so a
 copy on a killed worker goes on after its own last commit.
 
@@ -28,8 +29,9 @@ says why: ``mode: replace`` (a replace lands atomically from one writer, as dlt'
 JDBC writers do it too: Spark's overwrite truncates and lets each partition insert, which leaves
 a half-filled table after a failure), a single output file, an incremental source (its next mark
 is one value over the whole read), a cached read, a branch that joins another input, a transform
-that needs the whole stream (``sql`` over inputs, ``dedupe``), a quarantine or referential check
-(a quality group's, or a ``validate`` step's own), or a tool that does not split its read. In process (``--bus memory``) partitions stay in one task.
+that needs the whole stream (``sql`` over inputs, ``dedupe``, ``validate``), a quarantine or
+referential check (a quality group's, or a ``validate`` step's own), or a tool that does not split
+its read. In process (``--bus memory``) partitions stay in one task.
 """
 
 from __future__ import annotations
