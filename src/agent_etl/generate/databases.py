@@ -72,7 +72,7 @@ def postgres(url: str, schemas: list[str] | None) -> SourceSchema:
     for oid, num, name, type_name, notnull, serial in columns:
         attnames[oid][num] = name
         if oid in tables:
-            tables[oid].columns.append(Column(name, type_name, category(type_name), not notnull, bool(serial)))
+            tables[oid].columns.append(Column(name, type_name, _pg_category(type_name), not notnull, bool(serial)))
     checks: dict[int, list[str]] = defaultdict(list)
     for oid, kind, keys, ref_oid, ref_keys, definition in constraints:
         t = tables.get(oid)
@@ -90,6 +90,20 @@ def postgres(url: str, schemas: list[str] | None) -> SourceSchema:
     for oid, t in tables.items():
         _constraint_checks(t, checks[oid])
     return SourceSchema("postgres", url, list(tables.values()), describe(url))
+
+
+def _pg_category(type_name: str) -> str:
+    """A PostgreSQL column's category as the postgres extractor reads it: a numeric without a
+    precision, beyond decimal128's or with a negative scale arrives as text (its exact digits), so
+    no range check of numbers is made for it."""
+    import re
+
+    from agent_etl.tools.databases.postgres.columns import MAX_DECIMAL
+
+    m = re.fullmatch(r"numeric(?:\((\d+)(?:,\s*(-?\d+))?\))?", type_name.strip().lower())
+    if m is not None and (m[1] is None or int(m[1]) > MAX_DECIMAL or int(m[2] or 0) < 0):
+        return "text"
+    return category(type_name)
 
 
 def _pg_name(schema: str, name: str) -> str:
