@@ -85,15 +85,16 @@ def units(conn, schema: str, task: str) -> int:
 
 def kill_and_resume(path: Path, kill: tuple[str, float], conn=None, schema: str | None = None,
                     task: str = "dst") -> str:
-    """Start a run, SIGKILL it (``("units", k)``: once k commit units landed; ``("time", s)``: after
-    s seconds), resume it; return what the kill met ("crashed", "finished" or "not started")."""
+    """Start a run, SIGKILL it (``("units", k)``: once k commit units of this run landed; ``("time", s)``:
+    after s seconds), resume it; return what the kill met ("crashed", "finished" or "not started")."""
     before = {r["run_id"] for r in runs(path)}
+    landed = units(conn, schema, task) if kill[0] == "units" else 0  # an earlier run's units do not count
     proc = subprocess.Popen([AGENT_ETL, "run", "p.yaml", "-q"], cwd=path, env=env(path, SLOW="0.04"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     how, at = kill
     deadline = time.monotonic() + 60
     if how == "units":
-        while units(conn, schema, task) < at and proc.poll() is None:
+        while units(conn, schema, task) - landed < at and proc.poll() is None:
             assert time.monotonic() < deadline
             time.sleep(0.005)
     else:

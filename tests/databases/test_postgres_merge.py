@@ -17,8 +17,8 @@ from tests.databases.test_postgres_load import execute, expected_merge, query
 
 
 async def merge(data: pa.Table, target, tmp_path: Path, *, batch_size: int, units=None,
-                commits: list[int] | None = None) -> dict:
-    """Merge ``data`` on ``id`` into table t; the loader's run details."""
+                commits: list[int] | None = None, loader_out: list | None = None) -> dict:
+    """Merge ``data`` on ``id`` into table t; the loader's run details (the loader into ``loader_out``)."""
     schema, url = target
     ctx = tool_context(tmp_path, task="load", connections={"pg": {"url": url}}, units=units)
 
@@ -28,6 +28,8 @@ async def merge(data: pa.Table, target, tmp_path: Path, *, batch_size: int, unit
     ctx.commit_hook = hook
     loader = build("loader", "postgres", {"connection": "pg", "table": f'"{schema}".t', "mode": "merge",
                                           "key": "id"}, ctx)
+    if loader_out is not None:
+        loader_out.append(loader)
     try:
         await loader.load(stream(data, batch_size))
     finally:

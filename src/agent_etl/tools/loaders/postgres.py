@@ -19,7 +19,9 @@ Options (DESIGN.md §2): ``connection`` (a ``connections:`` entry with ``url: po
   TRUNCATE is not MVCC-safe). The table's columns missing from the stream get NULL (or their
   default). A stream with no batch at all empties the table (DELETE).
 - ``merge`` stages the same way, then ``INSERT ... ON CONFLICT (key) DO UPDATE`` in one
-  transaction. Within one load, the last row of a key wins. A table the loader creates gets a
+  transaction, a chunk of ``STAGE_ROWS`` staged rows at a time: the client encodes the next chunk
+  while the server upserts one (``databases.postgres.sender``), and the stage stays one chunk
+  long. Within one load, the last row of a key wins. A table the loader creates gets a
   PRIMARY KEY on ``key`` (so key values may not be NULL); an existing table without a unique index
   on exactly ``key`` is merged by UPDATE of the matching rows, then INSERT of the others, under a
   lock that keeps out concurrent writers (readers are not blocked).
@@ -86,6 +88,7 @@ from agent_etl.tools.databases.postgres.encode import HEADER, TRAILER, EncodeErr
 from agent_etl.tools.databases.postgres.key_order import KeyOrder
 from agent_etl.tools.databases.postgres.load_errors import explain
 from agent_etl.tools.databases.postgres.load_types import Column, Unmapped, accepts, natural, writable
+from agent_etl.tools.databases.postgres.sender import Sender
 from agent_etl.tools.databases.postgres.twophase import TwoPhase
 from agent_etl.tools.databases.sink import DatabaseLoader
 
@@ -95,6 +98,8 @@ ENCODE_ROWS = 32_768  # rows encoded and sent together
 # a direct merge's chunk (``_Session._merge_into``): each end waits for the server to finish its
 # rows, and a chunk's batches are held in memory until then
 DIRECT_ROWS, DIRECT_BYTES = 500_000, 64 << 20
+# an upsert's stage is applied to the table every STAGE_ROWS rows (``_Session._apply_stage``)
+STAGE_ROWS = 262_144
 _SAVEPOINT, _RELEASE, _ROLLBACK_TO = (f"{verb} _agent_etl_batch" for verb in
                                       ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT"))
 
@@ -133,6 +138,9 @@ class _Session(Units):
         self.copy_columns: list[tuple[str, str]] = []
         self.seq = False  # the merge's stage has the load-order column (ddl.SEQ)
         self.order: KeyOrder | None = None  # until then, the keys staged are strictly increasing (key_order)
+        self.unique = False  # merge: the table has a unique index on the key (upsert, in stage chunks)
+        self.stage_base = 0  # ``rows`` when the stage's chunk under way began
+        self.applied = 0  # stage chunks upserted before the end of their unit
 
     @property
     def shown(self) -> str:
@@ -281,7 +289,7 @@ class _Session(Units):
         if missing:
             raise self._fail(f"merge key column(s) {missing} are not in both the input and the table (input: "
                              f"{', '.join(schema.names)}); fix `key`")
-        unique = ddl.has_unique(self.cur, self.oid, self.config.key or [])
+        unique = self.unique = ddl.has_unique(self.cur, self.oid, self.config.key or [])
         if unique and not self.cur.execute(ddl.sql.SQL("SELECT 1 FROM {} LIMIT 1").format(self.target)).fetchone():
             self.direct, self.staged = True, dict(self.existing)
             self.path = "copy (the table was empty)"
@@ -342,6 +350,7 @@ class _Session(Units):
             cols += [(ddl.SEQ, "bigint")] if self.seq else []
         self.cur.execute(ddl.create_table(ddl.sql.Identifier(ddl.STAGE), cols, None, temp=True))
         self.staging = True
+        self.stage_base = self.rows
 
     def _check_drift(self, schema: pa.Schema) -> None:
         if self.config.schema_policy != "freeze":
@@ -395,6 +404,30 @@ class _Session(Units):
         self.copy.write(data)
         self.rows += rows
 
+    def write_parts(self, parts: list[tuple[memoryview, int]]) -> None:
+        """Write encoded parts; then, if the merge's stage chunk is full, apply it (``stage_due``)."""
+        for data, rows in parts:
+            self.write(data, rows)
+        if self.stage_due(0):
+            self._apply_stage()
+
+    def stage_due(self, rows: int) -> bool:
+        """Whether ``rows`` more rows fill the stage's chunk of an upsert (``STAGE_ROWS``)."""
+        return self.staging and self.unique and self.config.mode == "merge" and \
+            self.rows + rows - self.stage_base >= STAGE_ROWS
+
+    def _apply_stage(self) -> None:
+        """A chunk of the stage upserted into the table within the unit's transaction, the stage
+        emptied and a new COPY started: the server upserts while the client encodes the next rows
+        (``sender``), and the stage holds one chunk, not the unit. Chunks go in in input order, so
+        the last row of a key still wins; keys checked increasing stay checked over the unit."""
+        self._end_copy()
+        self._add_columns()
+        self._merge(list(self.staged))
+        self.cur.execute(ddl.sql.SQL("TRUNCATE {}").format(ddl.sql.Identifier(ddl.STAGE)))
+        self.stage_base, self.applied = self.rows, self.applied + 1
+        self._start_copy()
+
     def _end_copy(self) -> None:
         if self.copy_stack is not None:
             self.copy.write(TRAILER)
@@ -427,8 +460,7 @@ class _Session(Units):
         elif mode == "replace" and self.existing is not None and not self.staging:
             self.cur.execute(ddl.sql.SQL("DELETE FROM {}").format(self.target))  # no batch: empty it
             self.path = "insert (the input had no batch: the table was emptied)"
-        for name, type_sql in self.added:
-            self.cur.execute(ddl.add_column(self.target, name, type_sql))
+        self._add_columns()
         if self.staging and mode == "replace":
             for stmt in ddl.replace(self.target, names):
                 self.cur.execute(stmt)
@@ -441,6 +473,12 @@ class _Session(Units):
             self.cur.execute(ddl.checkpoint_insert(self.schema_name),
                              checkpoint(self.ctx, self.shown, self.unit_rows).values())
         return True
+
+    def _add_columns(self) -> None:
+        """The stream's new columns, added to the table before the stage goes into it."""
+        for name, type_sql in self.added:
+            self.cur.execute(ddl.add_column(self.target, name, type_sql))
+        self.added = []
 
     def commit(self) -> None:
         if self.tpc is not None:
@@ -539,33 +577,26 @@ class PostgresLoader(DatabaseLoader):
 
         session = self.session = _Session(self.ctx, self.config)
         units = self.takes_units()
-        pending: asyncio.Future | None = None  # the previous buffer's write, overlapping this encode
+        sender = Sender(session.write_parts, session.stage_due)  # writes overlap the next encodes
         failure: BaseException | None = None
         try:
             await in_thread(session.open)
             async for batch in batches:
                 if batch.schema != session.schema:
-                    await _settle(pending)
-                    pending = None
+                    await sender.settle()
                     await in_thread(session.fit, batch.schema)
                 if session.order is not None and not session.order.increasing(batch):
-                    await _settle(pending)
-                    pending = None
+                    await sender.settle()
                     await in_thread(session.add_seq)
                 for part in slices(batch, ENCODE_ROWS) if batch.num_rows else ():
-                    data = await asyncio.to_thread(session.encode, part)
-                    await _settle(pending)
-                    pending = asyncio.ensure_future(in_thread(session.write, data, part.num_rows))
+                    await sender.send(await asyncio.to_thread(session.encode, part), part.num_rows)
                 if session.direct and session.hold(batch):
-                    await _settle(pending)
-                    pending = None
+                    await sender.settle()
                     await in_thread(session.chunk_end)
                 if units and self.ctx.commit_due():
-                    await _settle(pending)
-                    pending = None
+                    await sender.settle()
                     await end_unit(session, self.ctx, final=False)
-            await _settle(pending)
-            pending = None
+            await sender.settle()
             await end_unit(session, self.ctx, final=True)
         except (psycopg.Error, EncodeError) as e:
             failure = session.error(e)
@@ -574,7 +605,7 @@ class PostgresLoader(DatabaseLoader):
             failure = e
             raise
         finally:
-            await _drain(pending)
+            await sender.drain()
             if session.committed and session.swap is not None and session.swap.aside is not None:
                 # the old table's files go while the run ends; the run's resources wait for it
                 dropping = asyncio.ensure_future(asyncio.to_thread(session.swap.drop_aside, session.conn, session.close))
@@ -585,22 +616,5 @@ class PostgresLoader(DatabaseLoader):
         return session.rows
 
 
-async def _settle(fut: asyncio.Future | None) -> None:
-    if fut is not None:
-        await fut
-
-
 async def _wait(fut: asyncio.Future) -> None:
     await asyncio.wait({fut})
-
-
-async def _drain(fut: asyncio.Future | None) -> None:
-    """Wait for a write still running in its thread (after a failure or a cancellation) before the
-    connection is closed under it."""
-    while fut is not None and not fut.done():
-        try:
-            await asyncio.wait({fut})
-        except asyncio.CancelledError:
-            pass
-    if fut is not None and not fut.cancelled():
-        fut.exception()
