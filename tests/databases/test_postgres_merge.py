@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from agent_etl.exceptions import ToolError
-from agent_etl.tools.loaders import postgres
+from agent_etl.tools.databases.postgres import merging
 from agent_etl.testing import build, stream, tool_context
 from tests.databases.test_postgres_load import execute, expected_merge, query
 
@@ -58,7 +58,7 @@ async def test_unique_keys_go_straight_into_the_empty_table(pg_target, tmp_path,
 async def test_a_key_repeated_in_the_stream_switches_to_upsert_and_the_last_row_wins(pg_target, tmp_path, monkeypatch,
                                                                                       ids, chunk, first_repeat):
     if chunk:
-        monkeypatch.setattr(postgres, "DIRECT_ROWS", chunk)
+        monkeypatch.setattr(merging, "DIRECT_ROWS", chunk)
     data = pa.table({"id": ids, "v": [f"v{i}" for i in range(len(ids))]})
     commits: list[int] = []
     details = await merge(data, pg_target, tmp_path, batch_size=2, commits=commits)
@@ -91,7 +91,7 @@ async def test_staged_keys_in_order_or_not_the_last_row_of_a_key_wins(pg_target,
 
 
 async def test_a_chunk_full_by_bytes_ends_too(pg_target, tmp_path, monkeypatch):
-    monkeypatch.setattr(postgres, "DIRECT_BYTES", 1)  # every batch is a chunk
+    monkeypatch.setattr(merging, "DIRECT_BYTES", 1)  # every batch is a chunk
     data = pa.table({"id": [1, 2, 3, 1], "v": list("abcd")})
     details = await merge(data, pg_target, tmp_path, batch_size=1)
     assert details == {"merge": "copy (the table was empty), then upsert from input row 4 (a key repeated)"}
@@ -108,7 +108,7 @@ async def test_commit_units_after_the_first_upsert_what_the_first_put_in(pg_targ
 
 
 async def test_a_bad_row_names_its_row_in_the_whole_input_and_nothing_stays(pg_target, tmp_path, monkeypatch):
-    monkeypatch.setattr(postgres, "DIRECT_ROWS", 2)  # the bad row is line 2 of the second chunk's COPY
+    monkeypatch.setattr(merging, "DIRECT_ROWS", 2)  # the bad row is line 2 of the second chunk's COPY
     execute(pg_target, "CREATE TABLE t (id bigint PRIMARY KEY, v text NOT NULL)")
     data = pa.table({"id": [1, 2, 3, 4, 5], "v": ["a", "b", "c", None, "e"]})
     with pytest.raises(ToolError, match=r"not-null constraint.*at input row 4\b.*nothing was written"):
@@ -119,7 +119,7 @@ async def test_a_bad_row_names_its_row_in_the_whole_input_and_nothing_stays(pg_t
 async def test_a_key_written_meanwhile_by_another_session_is_updated(pg_target, tmp_path, monkeypatch):
     """The table was empty when the load looked; a row with one of its keys arrives before its COPY: the
     COPY's unique violation sends the chunk to the upsert."""
-    monkeypatch.setattr(postgres, "DIRECT_ROWS", 2)
+    monkeypatch.setattr(merging, "DIRECT_ROWS", 2)
     execute(pg_target, "CREATE TABLE t (id bigint PRIMARY KEY, v text)")
 
     async def batches():

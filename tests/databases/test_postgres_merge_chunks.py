@@ -1,6 +1,6 @@
 """PostgreSQL upsert in stage chunks: a merge into a table with rows (and a unique index on the key)
 upserts its stage every STAGE_ROWS rows within the unit's transaction, while the next rows are
-encoded (``loaders.postgres``, ``_Session._apply_stage``; ``databases.postgres.sender``). The chunks go
+encoded (``databases.postgres.merging``, ``_apply_stage``; ``databases.postgres.sender``). The chunks go
 in in input order: the last row of a key wins across chunks, new columns reach the table before the
 chunk that first has them, and a failure in a late chunk leaves the table as it was."""
 
@@ -13,7 +13,7 @@ import pytest
 
 from agent_etl.exceptions import ToolError
 from agent_etl.testing import build, tool_context
-from agent_etl.tools.loaders import postgres
+from agent_etl.tools.databases.postgres import merging
 from tests.databases.test_postgres_load import execute, expected_merge, query
 from tests.databases.test_postgres_merge import merge, rows
 
@@ -30,7 +30,7 @@ def _ids(kind: str) -> list[int]:
 
 @pytest.mark.parametrize("kind", ["increasing", "repeats across chunks", "repeats in a chunk", "random"])
 async def test_the_stage_goes_in_by_chunks_and_the_last_row_of_a_key_wins(pg_target, tmp_path, monkeypatch, kind):
-    monkeypatch.setattr(postgres, "STAGE_ROWS", 4)
+    monkeypatch.setattr(merging, "STAGE_ROWS", 4)
     execute(pg_target, "CREATE TABLE t (id bigint PRIMARY KEY, v text)",
             "INSERT INTO t VALUES (2, 'old'), (9, 'old'), (40, 'old')")
     ids = _ids(kind)
@@ -47,7 +47,7 @@ async def test_the_stage_goes_in_by_chunks_and_the_last_row_of_a_key_wins(pg_tar
 
 
 async def test_a_column_new_in_a_later_chunk_is_added_before_that_chunk(pg_target, tmp_path, monkeypatch):
-    monkeypatch.setattr(postgres, "STAGE_ROWS", 2)
+    monkeypatch.setattr(merging, "STAGE_ROWS", 2)
     execute(pg_target, "CREATE TABLE t (id bigint PRIMARY KEY, v text)", "INSERT INTO t VALUES (1, 'old'), (5, 'old')")
 
     async def batches():
@@ -70,7 +70,7 @@ async def test_a_column_new_in_a_later_chunk_is_added_before_that_chunk(pg_targe
 
 
 async def test_a_bad_row_in_a_late_chunk_leaves_the_table_as_it_was(pg_target, tmp_path, monkeypatch):
-    monkeypatch.setattr(postgres, "STAGE_ROWS", 2)
+    monkeypatch.setattr(merging, "STAGE_ROWS", 2)
     execute(pg_target, "CREATE TABLE t (id bigint PRIMARY KEY, v text NOT NULL)", "INSERT INTO t VALUES (1, 'old')")
     data = pa.table({"id": [1, 2, 3, 4, 5, 6, 7], "v": ["a", "b", "c", "d", "e", None, "g"]})
     with pytest.raises(ToolError, match="not-null constraint"):
@@ -79,7 +79,7 @@ async def test_a_bad_row_in_a_late_chunk_leaves_the_table_as_it_was(pg_target, t
 
 
 async def test_commit_units_each_upsert_their_own_chunks(pg_target, tmp_path, monkeypatch):
-    monkeypatch.setattr(postgres, "STAGE_ROWS", 2)
+    monkeypatch.setattr(merging, "STAGE_ROWS", 2)
     execute(pg_target, "CREATE TABLE t (id bigint PRIMARY KEY, v text)", "INSERT INTO t VALUES (1, 'old')")
     data = pa.table({"id": [1, 2, 3, 1, 5, 6, 2, 8, 9], "v": list("abcdefghi")})
     commits: list[int] = []

@@ -88,23 +88,16 @@ from agent_etl.tools.databases.postgres.encode import HEADER, TRAILER, EncodeErr
 from agent_etl.tools.databases.postgres.key_order import KeyOrder
 from agent_etl.tools.databases.postgres.load_errors import explain
 from agent_etl.tools.databases.postgres.load_types import Column, Unmapped, accepts, natural, writable
-from agent_etl.tools.databases.postgres.sender import Sender
+from agent_etl.tools.databases.postgres.merging import SAVEPOINT, Merging
+from agent_etl.tools.databases.postgres.sender import ENCODE_ROWS, Sender
 from agent_etl.tools.databases.postgres.twophase import TwoPhase
 from agent_etl.tools.databases.sink import DatabaseLoader
 
 log = logging.getLogger(__name__)
 
-ENCODE_ROWS = 32_768  # rows encoded and sent together
-# a direct merge's chunk (``_Session._merge_into``): each end waits for the server to finish its
-# rows, and a chunk's batches are held in memory until then
-DIRECT_ROWS, DIRECT_BYTES = 500_000, 64 << 20
-# an upsert's stage is applied to the table every STAGE_ROWS rows (``_Session._apply_stage``)
-STAGE_ROWS = 262_144
-_SAVEPOINT, _RELEASE, _ROLLBACK_TO = (f"{verb} _agent_etl_batch" for verb in
-                                      ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT"))
 
 
-class _Session(Units):
+class _Session(Merging, Units):
     """The blocking half: one pooled connection, one transaction per commit unit; each method runs in
     a thread."""
 
@@ -251,7 +244,7 @@ class _Session(Units):
         if columns != self.copy_columns:
             self.encoder, self.copy_columns = Encoder(columns), columns
         if self.direct:
-            self.cur.execute(_SAVEPOINT)
+            self.cur.execute(SAVEPOINT)
         into = ddl.sql.Identifier(ddl.STAGE) if self.staging else self.target
         self.copy_stack = contextlib.ExitStack()
         self.copy = self.copy_stack.enter_context(self.cur.copy(ddl.copy(into, [n for n, _ in columns], self.fresh)))
@@ -277,60 +270,6 @@ class _Session(Units):
             self.oid = ddl.table(self.cur, self.schema_name, self.name)[0]
             self.staged = {}
             self._merge_into(schema)
-
-    def _merge_into(self, schema: pa.Schema) -> None:
-        """Merge COPYs straight into the table while it is empty and has a unique index on ``key``,
-        in chunks of batches (``DIRECT_ROWS``, ``DIRECT_BYTES``), each under a savepoint, its batches
-        held until its COPY has ended: nothing there to update, and a key repeated in the stream (or
-        inserted by someone else meanwhile) is a unique violation, on which the chunk is rolled back
-        to its savepoint and it and the rest of the unit go through the stage and ``INSERT ... ON
-        CONFLICT`` (the rows already in are then updated like any other). Otherwise it stages."""
-        missing = [k for k in self.config.key or [] if k not in self.existing or k not in schema.names]
-        if missing:
-            raise self._fail(f"merge key column(s) {missing} are not in both the input and the table (input: "
-                             f"{', '.join(schema.names)}); fix `key`")
-        unique = self.unique = ddl.has_unique(self.cur, self.oid, self.config.key or [])
-        if unique and not self.cur.execute(ddl.sql.SQL("SELECT 1 FROM {} LIMIT 1").format(self.target)).fetchone():
-            self.direct, self.staged = True, dict(self.existing)
-            self.path = "copy (the table was empty)"
-        else:
-            self._stage(schema)
-            self.path = self.path or ("upsert" if unique else "update, then insert (no unique index on the key)")
-
-    def hold(self, batch: pa.RecordBatch) -> bool:
-        """A batch of a direct merge written: held until its chunk's COPY ends. True when the chunk
-        is full (``chunk_end`` is due)."""
-        self.held.append(batch)
-        self.held_rows += batch.num_rows
-        self.held_bytes += batch.nbytes
-        return self.held_rows >= DIRECT_ROWS or self.held_bytes >= DIRECT_BYTES
-
-    def chunk_end(self, restart: bool = True) -> None:
-        """The end of a chunk of a direct merge: its COPY ended and its savepoint released (and, with
-        ``restart``, the next chunk's started); on a unique violation, the chunk goes to the stage
-        instead, and so does the rest of the unit (``_merge_into``)."""
-        import psycopg
-
-        held, rows, self.held, self.held_rows, self.held_bytes = self.held, self.held_rows, [], 0, 0
-        try:
-            self._end_copy()
-        except psycopg.errors.UniqueViolation:
-            self.cur.execute(_ROLLBACK_TO)
-            self.rows -= rows
-            self.encoded -= rows
-            self.direct = False
-            self.path = f"copy (the table was empty), then upsert from input row {self.rows + 1} (a key repeated)"
-            self.existing = ddl.columns(self.cur, self.oid)  # with the columns this load added
-            self.staged = {}
-            self._stage(self.schema, ordered=False)
-            self._start_copy()
-            for batch in held:
-                for part in slices(batch, ENCODE_ROWS):
-                    self.write(self.encode(part), part.num_rows)
-            return
-        self.cur.execute(_RELEASE)
-        if restart:
-            self._start_copy()
 
     def _stage(self, schema: pa.Schema, ordered: bool = True) -> None:
         """The TEMP staging table: the stream's columns, typed as in the target where it has them;
@@ -411,23 +350,6 @@ class _Session(Units):
         if self.stage_due(0):
             self._apply_stage()
 
-    def stage_due(self, rows: int) -> bool:
-        """Whether ``rows`` more rows fill the stage's chunk of an upsert (``STAGE_ROWS``)."""
-        return self.staging and self.unique and self.config.mode == "merge" and \
-            self.rows + rows - self.stage_base >= STAGE_ROWS
-
-    def _apply_stage(self) -> None:
-        """A chunk of the stage upserted into the table within the unit's transaction, the stage
-        emptied and a new COPY started: the server upserts while the client encodes the next rows
-        (``sender``), and the stage holds one chunk, not the unit. Chunks go in in input order, so
-        the last row of a key still wins; keys checked increasing stay checked over the unit."""
-        self._end_copy()
-        self._add_columns()
-        self._merge(list(self.staged))
-        self.cur.execute(ddl.sql.SQL("TRUNCATE {}").format(ddl.sql.Identifier(ddl.STAGE)))
-        self.stage_base, self.applied = self.rows, self.applied + 1
-        self._start_copy()
-
     def _end_copy(self) -> None:
         if self.copy_stack is not None:
             self.copy.write(TRAILER)
@@ -502,25 +424,6 @@ class _Session(Units):
         if self.staging or self.direct:
             self.staged, self.staging, self.direct = {}, False, False
         self.schema, self.order, self.seq = None, None, False  # the next stage checks its keys anew
-
-    def _merge(self, names: list[str]) -> None:
-        import psycopg
-
-        key = self.config.key or []
-        if not ddl.has_unique(self.cur, self.oid, key):
-            for stmt in ddl.update_insert(self.target, names, key, dedupe=self.seq):
-                self.cur.execute(stmt)
-            return
-        if not self.seq:  # the keys were strictly increasing: none repeats
-            self.cur.execute(ddl.upsert(self.target, names, key, dedupe=False))
-            return
-        # Duplicate keys are rare: try without DISTINCT ON (a sort of the whole stage), and only if
-        # PostgreSQL says a row would be updated twice, roll back to here and deduplicate.
-        try:
-            with self.conn.transaction():
-                self.cur.execute(ddl.upsert(self.target, names, key, dedupe=False))
-        except psycopg.errors.CardinalityViolation:
-            self.cur.execute(ddl.upsert(self.target, names, key, dedupe=True))
 
     def close(self, exc: BaseException | None) -> None:
         if self.tpc is not None and self.tpc.gid is not None:  # prepared, then a sibling failed

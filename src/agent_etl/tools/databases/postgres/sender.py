@@ -16,6 +16,7 @@ from typing import Any
 
 from agent_etl.tools.databases.blocking import in_thread
 
+ENCODE_ROWS = 32_768  # rows encoded and sent together
 AHEAD_BYTES = 32 << 20  # encoded parts kept while the server works through a long write
 
 Parts = list[tuple[memoryview, int]]
