@@ -174,3 +174,18 @@ async def test_an_agent_slowed_everywhere_is_shifted_once():
                                          (999_999.99, "1M"), (5e6, "5M")])
 def test_rates_in_reasons_stay_three_digits_in_the_right_unit(value, text):
     assert rate(value) == text
+
+
+def test_normal_draws_are_those_of_random_gauss():
+    """Decisions draw from ``standard_normals`` (cheaper per draw): the same numbers, in the same
+    order, as ``random.gauss(0, 1)`` from the same seed, uniform draws in between included."""
+    import random
+
+    from agent_etl.agents.memory_selector import standard_normals
+
+    mine, theirs = random.Random(11), random.Random(11)
+    normals = standard_normals(mine.random)
+    for i in range(2001):
+        if i % 7 == 3:  # an agent never seen on a kind draws a uniform between two normals
+            assert mine.random() == theirs.random()
+        assert next(normals) == theirs.gauss(0.0, 1.0)

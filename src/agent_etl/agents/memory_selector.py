@@ -22,11 +22,12 @@ kind, not per decision), weakly; with no experience at all the choice falls back
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
 from collections import Counter
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence
 
 from agent_etl.agents.outcomes import DISCOUNT, STALE, TRIES, WINDOW, AgentDrift, Outcomes, rate
 from agent_etl.agents.selector import TASK_KINDS, AgentInfo, CapabilitySelector, Choice, branches, placement
@@ -51,14 +52,28 @@ PRIOR_RUNS = 2.0  # runs a success prior weighs as
 AGENT_DISCOUNT = 0.99  # an agent's success on every kind: about its last 100 runs
 _NOTHING: dict = {}
 CONCURRENCY = 4  # slots of an agent that declares no concurrency limit
+NO_KIND: Kind = ((), (), ())  # the kind of a branch without a descriptor
+TWO_PI = 2.0 * math.pi
 
 
 def kind_of(d: TaskDescriptor) -> Kind:
     return (d.sources, d.transforms, d.destinations)
 
 
+@functools.lru_cache(maxsize=1024)  # a reason names its kind at every decision; a kind's text never changes
 def kind_text(kind: Kind) -> str:
     return " -> ".join([",".join(kind[0]) or "?", *kind[1], ",".join(kind[2]) or "?"])
+
+
+def standard_normals(uniform: Callable[[], float]) -> Iterator[float]:
+    """Standard normal draws from ``uniform`` draws in [0, 1): Box-Muller, two per pair (the numbers
+    ``random.gauss(0, 1)`` gives, at half its cost per draw: a decision takes two per agent)."""
+    sqrt, log, cos, sin = math.sqrt, math.log, math.cos, math.sin
+    while True:
+        angle = uniform() * TWO_PI
+        radius = sqrt(-2.0 * log(1.0 - uniform()))
+        yield cos(angle) * radius
+        yield sin(angle) * radius
 
 
 class MemorySelector:
@@ -68,6 +83,7 @@ class MemorySelector:
         self.stats: dict[Kind, dict[str, Outcomes]] = {}
         self.clock: Counter[Kind] = Counter()  # branches learnt per kind
         self._random = random.Random(seed)
+        self._normals = standard_normals(self._random.random)
         self._seen: set[tuple[str, Kind, str]] = set()  # (run, kind, agent) learnt already
         self._recalled: set[Kind] = set()
         self._kinds: Any = None  # a NumpyMemory of one descriptor per kind seen
@@ -197,7 +213,9 @@ class MemorySelector:
         load: dict[str, int] = {a.id: a.load for a in agents}
         chosen: dict[str, Choice] = {}
         for branch in branches(tasks):
-            capable = [a for a in agents if all(a.can_run(t.kind, t.tool) for t in branch)]
+            capable = agents
+            for t in branch:  # narrowed task by task: one pass over the agents for a one-task branch
+                capable = [a for a in capable if a.can_run(t.kind, t.tool)]
             if not capable:  # no one agent runs it all: each task on its own, as capabilities say
                 chosen.update(await self._fallback.select(branch, agents, descriptors))
                 continue
@@ -218,56 +236,59 @@ class MemorySelector:
     def decide(self, descriptor: TaskDescriptor | None, capable: Sequence[AgentInfo],
                load: Mapping[str, int]) -> tuple[AgentInfo, str]:
         """One agent among ``capable`` (two or more) for a branch described by ``descriptor``."""
-        kind = kind_of(descriptor) if descriptor is not None else ((), (), ())
+        kind = kind_of(descriptor) if descriptor is not None else NO_KIND
         table = self.stats.get(kind) or _NOTHING
         # (agent, its outcomes here, tasks it runs, slots): one pass, a decision is on the hot path
         rows = [(a, table.get(a.id), load.get(a.id, 0), a.limits.get("concurrency") or CONCURRENCY) for a in capable]
         free = [r for r in rows if r[2] < r[3]] or rows
-        borrowed, note = _NOTHING, ""
-        if not any(r[1] is not None for r in free):
+        runs = [r[1].runs for r in free if r[1] is not None]  # of the agents that ran the kind
+        note = ""
+        if not runs:
             borrowed, note = self._borrowed(kind, descriptor)
             free = [(a, borrowed.get(a.id), busy, slots) for a, _, busy, slots in free]
             if not any(r[1] is not None for r in free):
                 agent = min(free, key=lambda r: (r[2] / r[3], r[0].id))[0]
                 return agent, (f"no experience of {kind_text(kind)} or similar tasks yet: least busy of "
                                f"{len(free)} capable agents")
-        elif any(r[1] is None or r[1].runs < TRIES for r in free):  # each capable agent runs a kind a few times first
-            a, o, _, _ = min(free, key=lambda r: (r[1] is not None and r[1].runs, r[2] / r[3], r[0].id))
-            tried = sum(1 for r in free if r[1] is not None)
+        elif len(runs) < len(free) or min(runs) < TRIES:  # each capable agent runs a kind a few times first
+            a = min(free, key=lambda r: (r[1] is not None and r[1].runs, r[2] / r[3], r[0].id))[0]
             return a, (f"trying {a.id}: fewer than {TRIES} runs of it on {kind_text(kind)} yet "
-                       f"({tried} of {len(free)} capable agents tried)")
+                       f"({len(runs)} of {len(free)} capable agents tried)")
         clock = self.clock[kind]
-        gauss = self._random.gauss
+        normal, uniform, exp, sqrt = self._normals.__next__, self._random.random, math.exp, math.sqrt
         k0, _ = self._prior(kind)
         reliable = self.reliable
         speeds = [r[1].mean for r in free if r[1] is not None and r[1].w]
         base = sum(speeds) / len(speeds) if speeds else 0.0
         best = best_mean = second = free[0]
         top = top_mean = second_mean = -1.0
-        learning: list[tuple[float, tuple]] = []  # agents with fewer than CONTEND runs here, by expected outcome
+        # agents with fewer than CONTEND runs here, by expected outcome: they matter while the kind is young
+        young = clock < YOUNG and len(free) > 2
+        learning: list[tuple[float, tuple]] = []
         for r in free:
             a, o, busy, slots = r
             crowd = 1.0 + busy / slots
             if o is None:  # never ran this kind, nor a similar one: a wide guess around the others
-                draw = self._random.random() * math.exp(gauss(base, 1.0)) / crowd
-                mean = 0.5 * math.exp(base) / crowd
+                draw = uniform() * exp(base + normal()) / crowd
+                mean = 0.5 * exp(base) / crowd
             else:
-                f = STALE ** (clock - o.last) if o.last and clock > o.last else 1.0
+                last = o.last
+                f = STALE ** (clock - last) if last and clock > last else 1.0
                 n, ok, w = o.n * f, o.ok * f, o.w * f
                 # an agent that drifted lately is not explored: it runs where its estimate is the best
                 explore = EXPLORE if not o.drift or clock - o.since >= SETTLE else 0.0
                 if w > 0:
-                    speed = o.mean + explore * o.sd / math.sqrt(w) * gauss(0.0, 1.0)
                     mean_speed = o.mean
+                    speed = mean_speed + explore * o.sd / sqrt(w) * normal()
                 else:
-                    speed, mean_speed = gauss(base, 1.0), base
-                a0, runs = reliable.get(a.id, k0), n + PRIOR_RUNS
-                success = (ok + a0) / runs
+                    speed, mean_speed = base + normal(), base
+                a0, weight = reliable.get(a.id, k0), n + PRIOR_RUNS
+                success = (ok + a0) / weight
                 # the Beta posterior of success, through its normal approximation (a tenth of the cost)
-                drawn = success + explore * math.sqrt(success * (1.0 - success) / (runs + 1.0)) * gauss(0.0, 1.0)
-                draw = min(max(drawn, 0.0), 1.0) * math.exp(speed) / crowd
-                mean = success * math.exp(mean_speed) / crowd
-                if o.runs < CONTEND:
+                drawn = success + explore * sqrt(success * (1.0 - success) / (weight + 1.0)) * normal()
+                draw = (0.0 if drawn < 0.0 else 1.0 if drawn > 1.0 else drawn) * exp(speed) / crowd
+                mean = success * exp(mean_speed) / crowd
+                if young and o.runs < CONTEND:
                     learning.append((mean, r))
             if draw > top:
                 best, top = r, draw
@@ -278,7 +299,7 @@ class MemorySelector:
                 second, second_mean = r, mean
         # the runner-up matters once the best fails: agents close to the best are run until their
         # estimate is good enough to rank them, while the kind is young (in the benchmark: warm-up)
-        if clock < YOUNG and len(free) > 2:
+        if learning:
             contenders = [r for m, r in learning if m >= CLOSE * second_mean and r is not best_mean]
             if contenders:
                 best = min(contenders, key=lambda r: (r[1].runs, r[0].id))
@@ -298,24 +319,25 @@ class MemorySelector:
 
     def _reason(self, kind: Kind, best: tuple, best_mean: tuple, second: tuple, capable: int,
                 table: Mapping[str, Outcomes], note: str, learning: bool = False) -> str:
-        def said(row: tuple) -> str:
-            a, o, busy, slots = row
-            a0, b0 = self._prior(kind, a.id)
-            if o is None:
-                return f"{a.id} untried"
-            speed = f", ~{rate(o.speed)} rows/s" if o.w else ""
-            return (f"{a.id} (est. success {(o.ok + a0) / (o.n + a0 + b0):.0%} over {o.n:.0f} runs{speed}, "
-                    f"load {busy}/{slots:g})")
-
+        said = self._said
         where = f"experience of similar tasks ({note})" if note else f"experience of {kind_text(kind)}"
         if learning:
-            head = (f"learning the runner-up, from {where}: {said(best)} is within {1 - CLOSE:.0%} of the next best "
-                    f"after {said(best_mean)}; each such agent runs a new kind {CONTEND} times")
+            head = (f"learning the runner-up, from {where}: {said(kind, best)} is within {1 - CLOSE:.0%} of the next "
+                    f"best after {said(kind, best_mean)}; each such agent runs a new kind {CONTEND} times")
         elif best is best_mean:
-            head = f"best expected outcome of {capable} capable agents, from {where}: {said(best)}"
+            head = f"best expected outcome of {capable} capable agents, from {where}: {said(kind, best)}"
             if second is not best:
-                head += "; next " + said(second)
+                head += "; next " + said(kind, second)
         else:
-            head = f"exploring, from {where}: {said(best)} drew above the best estimate {said(best_mean)}"
+            head = f"exploring, from {where}: {said(kind, best)} drew above the best estimate {said(kind, best_mean)}"
         drifts = [f"{a}: {o.drift}" for a, o in table.items() if o.drift and o.n < 2 * WINDOW + 1]
         return head + ("; drift " + "; ".join(drifts) if drifts else "")
+
+    def _said(self, kind: Kind, row: tuple) -> str:
+        """One agent in a reason: its estimate on ``kind`` and its load."""
+        a, o, busy, slots = row
+        if o is None:
+            return f"{a.id} untried"
+        a0, b0 = self._prior(kind, a.id)
+        speed = f", ~{rate(o.speed)} rows/s" if o.w else ""
+        return f"{a.id} (est. success {(o.ok + a0) / (o.n + a0 + b0):.0%} over {o.n:.0f} runs{speed}, load {busy}/{slots:g})"
