@@ -189,3 +189,44 @@ def test_normal_draws_are_those_of_random_gauss():
         if i % 7 == 3:  # an agent never seen on a kind draws a uniform between two normals
             assert mine.random() == theirs.random()
         assert next(normals) == theirs.gauss(0.0, 1.0)
+
+
+async def test_a_reason_read_later_is_the_one_of_its_decision():
+    """A sampled decision's reason is written when first read, from the estimates taken when it was
+    made: runs learnt in between change the estimates, not what the decision said."""
+    def trained() -> MemorySelector:
+        selector = MemorySelector(seed=9)
+        for run in range(40):
+            for agent, speed in (("a", 3000.0), ("b", 1000.0), ("c", 1500.0)):
+                selector.learn_now([experience(3 * run + "abc".index(agent), agent, speed=speed)])
+        return selector
+
+    fleet = agents("a", "b", "c")
+    now, later = trained(), trained()
+    read_now = await choose(now, fleet)
+    said = read_now.reason
+    assert said.startswith("best expected outcome of 3 capable agents") and "a (est. success 100% over 38 runs, ~3k rows/s" in said, said
+    unread = await choose(later, fleet)
+    for run in range(1000, 1010):  # a now fails: its estimate falls
+        later.learn_now([experience(run, "a", ok=False)])
+    assert unread.agent == read_now.agent == "a" and unread.reason == said
+    assert (await choose(later, fleet)).reason != said
+
+
+async def test_a_branch_shares_its_decision_reason_with_the_placement_note():
+    fleet = [AgentInfo(n, capabilities=ALL, limits={"memory_mb": mb}) for n, mb in (("a", 4096), ("b", 4096),
+                                                                                      ("small", 100))]
+    big = TaskDescriptor("extract", "postgres", ("postgres",), ("parquet",), rows=1_000_000)
+    tasks = [Task("e", "extract", "postgres", [], {}), Task("l", "load", "parquet", ["e"], {})]
+    descriptors = {"e": big, "l": TaskDescriptor("load", "parquet", ("postgres",), ("parquet",), rows=1_000_000)}
+    selector = MemorySelector(seed=2)
+    for run in range(30):
+        for agent, speed in (("a", 2000.0), ("b", 1000.0)):
+            selector.learn_now([experience(2 * run + (agent == "b"), agent, speed=speed, d=big)])
+    chosen = await selector.select(tasks, fleet, descriptors)
+    assert chosen["e"].agent == chosen["l"].agent == "a"
+    assert chosen["e"].reason == chosen["l"].reason
+    assert chosen["e"].reason.startswith("best expected outcome of 2 capable agents, from experience of postgres "
+                                         "-> parquet: a (est. success")
+    assert chosen["e"].reason.endswith("; left out: small (memory_mb 100) short of the ~159 MB the branch needs")
+    assert chosen["e"] == chosen["l"] and repr(chosen["e"]).startswith("Choice(agent='a', reason='best expected")

@@ -22,7 +22,6 @@ kind, not per decision), weakly; with no experience at all the choice falls back
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import random
@@ -60,7 +59,6 @@ def kind_of(d: TaskDescriptor) -> Kind:
     return (d.sources, d.transforms, d.destinations)
 
 
-@functools.lru_cache(maxsize=1024)  # a reason names its kind at every decision; a kind's text never changes
 def kind_text(kind: Kind) -> str:
     return " -> ".join([",".join(kind[0]) or "?", *kind[1], ",".join(kind[2]) or "?"])
 
@@ -229,13 +227,14 @@ class MemorySelector:
             for t in branch:
                 said = reason or (f"only agent able to {t.kind}" if len(branch) == 1 else
                                   "only agent able to run the whole branch")
-                chosen[t.name] = Choice(agent.id, said + (f"; {left}" if left else ""))
+                chosen[t.name] = Choice(agent.id, _noted(said, left))
             load[agent.id] = load.get(agent.id, 0) + 1
         return chosen
 
     def decide(self, descriptor: TaskDescriptor | None, capable: Sequence[AgentInfo],
-               load: Mapping[str, int]) -> tuple[AgentInfo, str]:
-        """One agent among ``capable`` (two or more) for a branch described by ``descriptor``."""
+               load: Mapping[str, int]) -> tuple[AgentInfo, str | Callable[[], str]]:
+        """One agent among ``capable`` (two or more) for a branch described by ``descriptor``, and
+        the reason, or once sampling decides, what writes it when read (``Choice``)."""
         kind = kind_of(descriptor) if descriptor is not None else NO_KIND
         table = self.stats.get(kind) or _NOTHING
         # (agent, its outcomes here, tasks it runs, slots): one pass, a decision is on the hot path
@@ -255,7 +254,7 @@ class MemorySelector:
             return a, (f"trying {a.id}: fewer than {TRIES} runs of it on {kind_text(kind)} yet "
                        f"({len(runs)} of {len(free)} capable agents tried)")
         clock = self.clock[kind]
-        normal, uniform, exp, sqrt = self._normals.__next__, self._random.random, math.exp, math.sqrt
+        normals, exp, sqrt = self._normals, math.exp, math.sqrt
         k0, _ = self._prior(kind)
         reliable = self.reliable
         speeds = [r[1].mean for r in free if r[1] is not None and r[1].w]
@@ -269,7 +268,7 @@ class MemorySelector:
             a, o, busy, slots = r
             crowd = 1.0 + busy / slots
             if o is None:  # never ran this kind, nor a similar one: a wide guess around the others
-                draw = uniform() * exp(base + normal()) / crowd
+                draw = self._random.random() * exp(base + next(normals)) / crowd
                 mean = 0.5 * exp(base) / crowd
             else:
                 last = o.last
@@ -279,13 +278,13 @@ class MemorySelector:
                 explore = EXPLORE if not o.drift or clock - o.since >= SETTLE else 0.0
                 if w > 0:
                     mean_speed = o.mean
-                    speed = mean_speed + explore * o.sd / sqrt(w) * normal()
+                    speed = mean_speed + explore * o.sd / sqrt(w) * next(normals)
                 else:
-                    speed, mean_speed = base + normal(), base
+                    speed, mean_speed = base + next(normals), base
                 a0, weight = reliable.get(a.id, k0), n + PRIOR_RUNS
                 success = (ok + a0) / weight
                 # the Beta posterior of success, through its normal approximation (a tenth of the cost)
-                drawn = success + explore * sqrt(success * (1.0 - success) / (weight + 1.0)) * normal()
+                drawn = success + explore * sqrt(success * (1.0 - success) / (weight + 1.0)) * next(normals)
                 draw = (0.0 if drawn < 0.0 else 1.0 if drawn > 1.0 else drawn) * exp(speed) / crowd
                 mean = success * exp(mean_speed) / crowd
                 if young and o.runs < CONTEND:
@@ -303,8 +302,10 @@ class MemorySelector:
             contenders = [r for m, r in learning if m >= CLOSE * second_mean and r is not best_mean]
             if contenders:
                 best = min(contenders, key=lambda r: (r[1].runs, r[0].id))
-                return best[0], self._reason(kind, best, best_mean, second, len(free), table, note, learning=True)
-        return best[0], self._reason(kind, best, best_mean, second, len(free), table, note)
+                return best[0], self._reason("learning", kind, note, len(free), table, best, best_mean)
+        if best is not best_mean:
+            return best[0], self._reason("exploring", kind, note, len(free), table, best, best_mean)
+        return best[0], self._reason("best", kind, note, len(free), table, best, None if second is best else second)
 
     def _prior(self, kind: Kind, agent: str | None = None) -> tuple[float, float]:
         """Beta prior of an agent's success on ``kind``, weighing ``PRIOR_RUNS`` runs: the agent's
@@ -317,27 +318,73 @@ class MemorySelector:
         p = (ok + 1.0) / (n + 2.0)
         return PRIOR_RUNS * p, PRIOR_RUNS * (1.0 - p)
 
-    def _reason(self, kind: Kind, best: tuple, best_mean: tuple, second: tuple, capable: int,
-                table: Mapping[str, Outcomes], note: str, learning: bool = False) -> str:
-        said = self._said
-        where = f"experience of similar tasks ({note})" if note else f"experience of {kind_text(kind)}"
-        if learning:
-            head = (f"learning the runner-up, from {where}: {said(kind, best)} is within {1 - CLOSE:.0%} of the next "
-                    f"best after {said(kind, best_mean)}; each such agent runs a new kind {CONTEND} times")
-        elif best is best_mean:
-            head = f"best expected outcome of {capable} capable agents, from {where}: {said(kind, best)}"
-            if second is not best:
-                head += "; next " + said(kind, second)
-        else:
-            head = f"exploring, from {where}: {said(kind, best)} drew above the best estimate {said(kind, best_mean)}"
-        drifts = [f"{a}: {o.drift}" for a, o in table.items() if o.drift and o.n < 2 * WINDOW + 1]
-        return head + ("; drift " + "; ".join(drifts) if drifts else "")
+    def _reason(self, how: str, kind: Kind, note: str, capable: int, table: Mapping[str, Outcomes],
+                chosen: tuple, other: tuple | None) -> Reason:
+        """A sampled decision's reason, written when read: what it says of the agents it names (the
+        ``chosen`` decision row, and the best estimate or the next one) and the kind's recent drifts
+        are taken now, the text is written later."""
+        drifts = "; ".join([f"{a}: {o.drift}" for a, o in table.items() if o.drift and o.n < 2 * WINDOW + 1])
+        return Reason(how, kind, note, capable, drifts, self._estimate(kind, chosen),
+                      None if other is None else self._estimate(kind, other))
 
-    def _said(self, kind: Kind, row: tuple) -> str:
-        """One agent in a reason: its estimate on ``kind`` and its load."""
+    def _estimate(self, kind: Kind, row: tuple) -> tuple:
+        """What a reason says of an agent: (id, estimated success on ``kind`` or None if untried,
+        runs, rows/s or None, tasks it runs, slots)."""
         a, o, busy, slots = row
         if o is None:
-            return f"{a.id} untried"
+            return a.id, None, 0.0, None, busy, slots
         a0, b0 = self._prior(kind, a.id)
-        speed = f", ~{rate(o.speed)} rows/s" if o.w else ""
-        return f"{a.id} (est. success {(o.ok + a0) / (o.n + a0 + b0):.0%} over {o.n:.0f} runs{speed}, load {busy}/{slots:g})"
+        return a.id, (o.ok + a0) / (o.n + a0 + b0), o.n, o.speed if o.w else None, busy, slots
+
+
+class Reason:
+    """The reason of a decision made by sampling, written when first read (by ``Choice``), once
+    for all the tasks of its branch, from what the decision took of the estimates then (a run
+    learnt since changes the estimates, not what the decision said): ``how`` it was made (the best
+    estimate, exploring, or learning the runner-up), the kind, the note of the similar kinds it
+    borrowed from, how many agents were capable, the kind's recent drifts, and the
+    ``MemorySelector._estimate`` of the chosen agent and of the ``other`` one it names, if any."""
+
+    __slots__ = ("how", "kind", "note", "capable", "drifts", "chosen", "other", "_text")
+
+    def __init__(self, how: str, kind: Kind, note: str, capable: int, drifts: str, chosen: tuple,
+                 other: tuple | None) -> None:
+        self.how, self.kind, self.note, self.capable = how, kind, note, capable
+        self.drifts, self.chosen, self.other = drifts, chosen, other
+        self._text: str | None = None
+
+    def __call__(self) -> str:
+        if self._text is None:
+            self._text = self._write()
+        return self._text
+
+    def _write(self) -> str:
+        where = f"experience of similar tasks ({self.note})" if self.note else f"experience of {kind_text(self.kind)}"
+        chosen = _said(*self.chosen)
+        other = _said(*self.other) if self.other is not None else ""
+        if self.how == "learning":
+            head = (f"learning the runner-up, from {where}: {chosen} is within {1 - CLOSE:.0%} of the next best "
+                    f"after {other}; each such agent runs a new kind {CONTEND} times")
+        elif self.how == "best":
+            head = f"best expected outcome of {self.capable} capable agents, from {where}: {chosen}"
+            if other:
+                head += "; next " + other
+        else:
+            head = f"exploring, from {where}: {chosen} drew above the best estimate {other}"
+        return head + ("; drift " + self.drifts if self.drifts else "")
+
+
+def _said(agent: str, success: float | None, runs: float, speed: float | None, busy: int, slots: float) -> str:
+    if success is None:
+        return f"{agent} untried"
+    rows = f", ~{rate(speed)} rows/s" if speed is not None else ""
+    return f"{agent} (est. success {success:.0%} over {runs:.0f} runs{rows}, load {busy}/{slots:g})"
+
+
+def _noted(reason: str | Callable[[], str], note: str) -> str | Callable[[], str]:
+    """A task's reason: its branch's, then the placement's note (whom tags and memory left out), if any."""
+    if not note:
+        return reason
+    if isinstance(reason, str):
+        return f"{reason}; {note}"
+    return lambda: f"{reason()}; {note}"
