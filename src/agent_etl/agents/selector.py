@@ -198,10 +198,10 @@ def placement(branch: Sequence[Task], agents: Sequence[AgentInfo], descriptors: 
     the tags and the agents there are (``everyone``). Tags that no agent here has are decided before
     selection, by ``tags_here``. Memory: an agent whose ``memory_mb`` limit is below ``memory_need``
     is left out; when that leaves no one, the agent with the most memory runs it."""
+    if not _narrowing(branch, agents):  # the common case, on the hot path
+        return agents if isinstance(agents, list) else list(agents), ""
     tags = sorted({g for t in branch for g in t.tags})
     limited = any("memory_mb" in a.limits for a in agents)
-    if not tags and not limited:  # the common case, on the hot path: nothing to narrow
-        return agents if isinstance(agents, list) else list(agents), ""
     out: list[str] = []
     if tags:
         tagged = [a for a in agents if a.tags.issuperset(tags)]
@@ -228,6 +228,18 @@ def placement(branch: Sequence[Task], agents: Sequence[AgentInfo], descriptors: 
                        + f" short of the ~{need:,} MB the branch needs")
         agents = fit
     return list(agents), f"left out: {'; '.join(out)}" if out else ""
+
+
+def _narrowing(branch: Sequence[Task], agents: Sequence[AgentInfo]) -> bool:
+    """Whether a step of the branch asks for tags or an agent has a memory limit (in plain loops:
+    it is checked at every decision, which should allocate little)."""
+    for t in branch:
+        if t.tags:
+            return True
+    for a in agents:
+        if "memory_mb" in a.limits:
+            return True
+    return False
 
 
 def branches(tasks: Sequence[Task]) -> list[list[Task]]:
