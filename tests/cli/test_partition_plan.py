@@ -26,6 +26,9 @@ extract:
   objects: {tool: s3, url: "s3://bucket/in/*.csv", partitions: 3}
   rejects: {tool: parquet, path: "data/r*.parquet", partitions: 2}
   warned: {tool: parquet, path: "data/w*.parquet", partitions: 2}
+  keyed: {tool: postgres, connection: pg, table: e, partitions: 2, partition_on: id}
+  counted: {tool: postgres, connection: pg, table: g, partitions: 2, partition_on: id}
+  rowwise: {tool: postgres, connection: pg, table: h, partitions: 2, partition_on: id}
 transform:
   - {name: whole, input: files, tool: sql, query: "select count(*) as n from files"}
   - {name: checked, input: rejects, tool: validate, checks: [{not_null: [id]}], on_failure: quarantine}
@@ -41,6 +44,13 @@ load:
   s: {input: objects, tool: postgres, connection: pg, table: s}
   c: {input: checked, tool: parquet, path: out/c/}
   l: {input: looked_at, tool: parquet, path: out/l/}
+  k: {input: keyed, tool: postgres, connection: pg, table: k}
+  g: {input: counted, tool: postgres, connection: pg, table: g2}
+  h: {input: rowwise, tool: postgres, connection: pg, table: h2}
+quality:
+  - {input: keyed, checks: [{unique: [id]}, {not_null: [id]}]}
+  - {input: counted, on_failure: warn, checks: [{row_count: {min: 1000}}]}
+  - {input: rowwise, checks: [{not_null: [id]}, {range: {column: id, min: 0}}, {schema: {columns: {id: int64}}}]}
 """
 
 
@@ -71,7 +81,14 @@ def test_plan_says_which_partitioned_sources_become_copies_over_workers_and_why_
                                       "the quarantine)")
     # any other validate step judges its whole stream (a dataset check, the failures counted over all rows)
     assert said["warned"] == (False, "transform 'looked_at' (validate) needs the whole stream")
-    assert set(said) == {"merged", "replaced", "files", "one_file", "inc", "objects", "rejects", "warned"}
+    # checks judged over all the rows: a key repeated in two copies, a count, would go unseen
+    assert said["keyed"] == (False, "'keyed' has a check judged over all its rows (unique(id)), which a copy "
+                                    "seeing its part alone could not judge")
+    assert said["counted"][0] is False and "(row_count)" in said["counted"][1]
+    # row checks (and the schema) judge each row, or each copy's batches, alike
+    assert said["rowwise"][0] is True
+    assert set(said) == {"merged", "replaced", "files", "one_file", "inc", "objects", "rejects", "warned", "keyed",
+                         "counted", "rowwise"}
     text = plan(tmp_path)
     assert "over workers: up to 4 copies of its branch" in text
     assert "over workers: one branch: load 'r' replaces its table" in text

@@ -90,6 +90,10 @@ def _obstacle(pipeline: Pipeline, extract: Task, registry: Any) -> str | None:
             return f"its branch also reads {t.name!r}"
         if t.refs or any(g.on_failure == "quarantine" for g in t.gates):
             return f"{t.name!r} has a referential check or a quarantine"
+        across = _across_rows(t, registry)
+        if across:
+            return (f"{t.name!r} has a check judged over all its rows ({', '.join(across)}), which a copy "
+                    "seeing its part alone could not judge")
         if (t.kind == "transform" and getattr(registry.get("transform", t.tool), "inline_checks", False)
                 and t.options.get("on_failure") == "quarantine"):  # a validate step's own quarantine
             return f"validate step {t.name!r} quarantines failing rows (copies would each write the quarantine)"
@@ -107,6 +111,23 @@ def _obstacle(pipeline: Pipeline, extract: Task, registry: Any) -> str | None:
             return (f"load {t.name!r} ({t.tool}) takes one writer (a Parquet directory, path ending in /, or a "
                     "postgres/mysql/sql table in append or merge mode take copies)")
     return None
+
+
+def _across_rows(task: Task, registry: Any) -> list[str]:
+    """The checks of ``task``'s quality groups that judge rows together (a repeat of a key, a count,
+    a statistic, the newest value: ``Check.whole_data`` or ``across_rows``), as ``name(columns)``."""
+    found = []
+    for group in task.gates:
+        for entry in group.checks:
+            name = next(iter(entry))
+            cls = registry.get("validator", name)
+            if cls.whole_data or cls.across_rows:
+                options = entry[name]
+                columns = options if isinstance(options, (list, str)) else (options or {}).get(
+                    "columns", (options or {}).get("column"))
+                shown = ",".join(columns) if isinstance(columns, list) else columns
+                found.append(f"{name}({shown})" if shown else name)
+    return found
 
 
 async def split(registry: Any, pipeline: Pipeline, desc: Any, run_id: str) -> Pipeline:

@@ -56,6 +56,9 @@ class Check(Tool):
     # preview leaves it out, saying so (agent_etl.slices.preview). Row checks, and those a failure
     # of which on a sample is a failure of the whole (unique), keep the default.
     whole_data: ClassVar[bool] = False
+    # judged over rows together, though a sample can fail it (a repeated key): with ``whole_data``,
+    # what keeps a branch whole rather than copied over workers (agents.partition_plan)
+    across_rows: ClassVar[bool] = False
 
     @classmethod
     def parse(cls, value: Any) -> ToolConfig:

@@ -28,6 +28,7 @@ class Unique(Check):
 
     shorthand = "columns"
     scope = "dataset"
+    across_rows = True
 
     class Config(ColumnsConfig):
         """Key columns whose values must not repeat: ``unique: [id]`` or, composite, ``unique: [a, b]``."""
