@@ -17,7 +17,8 @@ for ``SETTLE`` branches of the kind.
 
 A kind never seen borrows from the nearest kinds seen (a vector query over the kinds, once per new
 kind, not per decision), weakly; with no experience at all the choice falls back to capabilities
-(the least busy capable agent). Every choice carries its reasons.
+(the least busy capable agent). Every choice carries its reasons; a sampled decision's is written
+when first read (``Reason``: a decision is on the hot path, its text is not).
 """
 
 from __future__ import annotations
