@@ -230,3 +230,16 @@ async def test_a_branch_shares_its_decision_reason_with_the_placement_note():
                                          "-> parquet: a (est. success")
     assert chosen["e"].reason.endswith("; left out: small (memory_mb 100) short of the ~159 MB the branch needs")
     assert chosen["e"] == chosen["l"] and repr(chosen["e"]).startswith("Choice(agent='a', reason='best expected")
+
+
+def test_a_branch_learnt_twice_counts_once_and_the_record_of_them_is_bounded(monkeypatch):
+    from agent_etl.agents import memory_selector
+
+    monkeypatch.setattr(memory_selector, "SEEN", 3)
+    selector = MemorySelector(seed=1)
+    first = [experience(run, "a") for run in range(3)]
+    selector.learn_now(first)
+    selector.learn_now(first)  # recalled again (memory warm-up after live learning): not counted again
+    assert sum(selector.clock.values()) == 3
+    selector.learn_now([experience(run, "a") for run in range(3, 10)])
+    assert sum(selector.clock.values()) == 10 and len(selector._seen) == 3

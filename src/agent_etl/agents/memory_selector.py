@@ -48,6 +48,7 @@ SETTLE = 100  # branches of a kind after an agent's drift during which it is not
 CONTEND = 12  # runs of an agent close to the runner-up on a kind (within 1 - CLOSE), so that it can be ranked
 CLOSE = 0.65
 YOUNG = 100  # branches of a kind during which its runner-up is learnt
+SEEN = 100_000  # branches remembered as learnt, so that one recalled from memory again is not counted twice
 PRIOR_RUNS = 2.0  # runs a success prior weighs as
 AGENT_DISCOUNT = 0.99  # an agent's success on every kind: about its last 100 runs
 _NOTHING: dict = {}
@@ -83,7 +84,7 @@ class MemorySelector:
         self.clock: Counter[Kind] = Counter()  # branches learnt per kind
         self._random = random.Random(seed)
         self._normals = standard_normals(self._random.random)
-        self._seen: set[tuple[str, Kind, str]] = set()  # (run, kind, agent) learnt already
+        self._seen: dict[tuple[str, Kind, str], None] = {}  # (run, kind, agent) learnt already, the last SEEN
         self._recalled: set[Kind] = set()
         self._kinds: Any = None  # a NumpyMemory of one descriptor per kind seen
         self._keys: dict[str, Kind] = {}  # its record ids -> kinds
@@ -108,7 +109,9 @@ class MemorySelector:
             if key not in self._seen:
                 groups.setdefault(key, []).append(e)
         for (run, kind, agent), items in sorted(groups.items(), key=lambda g: min(e.created_at for e in g[1])):
-            self._seen.add((run, kind, agent))
+            self._seen[(run, kind, agent)] = None
+            if len(self._seen) > SEEN:  # a long-lived coordinator: the oldest go (a recall of one counts it again)
+                del self._seen[next(iter(self._seen))]
             ok = all(e.status == "succeeded" for e in items)
             speeds = [e.rows_per_second for e in items if e.status == "succeeded" and e.rows_per_second > 0]
             table = self.stats.get(kind)
