@@ -31,6 +31,7 @@ from agent_etl.redaction import redact_data
 from agent_etl.store import audit as audit_chain
 from agent_etl.store.events import EventLog
 from agent_etl.store.schema import audit, checkpoints, decisions, metadata, profiles, runs, state, tasks
+from agent_etl.tempfiles import alive
 
 
 @dataclass
@@ -455,7 +456,7 @@ def _live(row: dict[str, Any]) -> dict[str, Any]:
     host, _, pid = (owner or "").rpartition(":")
     gone = beat is not None and time.time() - beat > LEASE_SECONDS
     if not gone and host == socket.gethostname() and pid.isdigit() and owner != OWNER:
-        gone = not _alive(int(pid))
+        gone = not alive(int(pid))
     if owner is None and beat is None:  # recorded before runs had leases
         gone = True
     if gone:
@@ -473,16 +474,6 @@ def _stale_snapshot(e: BaseException) -> bool:
     """SQLite refused to turn a transaction that read the chain's head into a write because another
     process wrote since (SQLITE_BUSY_SNAPSHOT, at once, whatever busy_timeout): read again, retry."""
     return "database is locked" in str(e)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        pass
-    return True
 
 
 def _add_missing_columns(engine: Engine) -> None:
