@@ -134,6 +134,7 @@ class _Session(Merging, Units):
         self.unique = False  # merge: the table has a unique index on the key (upsert, in stage chunks)
         self.stage_base = 0  # ``rows`` when the stage's chunk under way began
         self.applied = 0  # stage chunks upserted before the end of their unit
+        self.sequences = sequences.Followed()  # append, merge: the loaded values of owned sequences' columns
 
     @property
     def shown(self) -> str:
@@ -158,6 +159,8 @@ class _Session(Merging, Units):
             self.existing = ddl.columns(self.cur, self.oid)
         if self.config.mode == "replace":
             self._choose()
+        elif found:
+            self.sequences = sequences.Followed(self.cur, self.oid)
         self._checkpoint_table()
 
     def _choose(self) -> None:
@@ -325,6 +328,7 @@ class _Session(Merging, Units):
     # -- data -----------------------------------------------------------------------------------
 
     def encode(self, batch: pa.RecordBatch) -> memoryview:
+        self.sequences.see(batch)
         if self.staging and self.seq:
             seq = np.arange(self.encoded, self.encoded + batch.num_rows, dtype=np.int64)
             batch = batch.append_column(ddl.SEQ, pa.array(seq))
@@ -389,6 +393,7 @@ class _Session(Merging, Units):
             sequences.follow_rows(self.cur, self.oid, self.target, names)  # past the loaded ids
         elif self.staging and mode == "merge":
             self._merge(names)
+        self.sequences.advance(self.cur, lock=self.tpc is None)  # append, merge: past the loaded ids
         if self.existing is not None or self.staged:  # else nothing happened, not even the schema
             if not self.checkpoints_ready:  # the schema is new: the table is made in this transaction
                 ddl.checkpoint(self.cur, self.schema_name)

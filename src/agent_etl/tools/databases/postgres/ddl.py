@@ -93,19 +93,25 @@ def _source(names: list[str], key: list[str], dedupe: bool) -> sql.Composed:
         _names(key), _names(names), sql.Identifier(STAGE), _names(key), sql.Identifier(SEQ))
 
 
-def upsert(target: sql.Identifier, names: list[str], key: list[str], dedupe: bool) -> sql.Composed:
-    rest = [n for n in names if n not in key]
+def upsert(target: sql.Identifier, names: list[str], key: list[str], dedupe: bool,
+           fixed: frozenset[str] = frozenset()) -> sql.Composed:
+    """``fixed``: the table's GENERATED ALWAYS identity columns, which a row updated keeps (PostgreSQL
+    updates them only to DEFAULT); a row inserted takes the loaded value (OVERRIDING SYSTEM VALUE,
+    which changes nothing for other columns)."""
+    rest = [n for n in names if n not in key and n not in fixed]
     action = sql.SQL("DO NOTHING") if not rest else sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
         sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(n), sql.Identifier(n)) for n in rest))
-    return sql.SQL("INSERT INTO {} ({}) {} ON CONFLICT ({}) {}").format(
+    return sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE {} ON CONFLICT ({}) {}").format(
         target, _names(names), _source(names, key, dedupe), _names(key), action)
 
 
-def update_insert(target: sql.Identifier, names: list[str], key: list[str], dedupe: bool = True) -> list[sql.Composed]:
+def update_insert(target: sql.Identifier, names: list[str], key: list[str], dedupe: bool = True,
+                  fixed: frozenset[str] = frozenset()) -> list[sql.Composed]:
     """Merge without a unique index on the key: UPDATE the matching rows, INSERT the others (the
     last staged row of each key, unless ``dedupe`` is False: no key repeats). The lock keeps
-    concurrent writers from inserting the same key between the two statements."""
-    rest = [n for n in names if n not in key]
+    concurrent writers from inserting the same key between the two statements. ``fixed``: as for
+    ``upsert``."""
+    rest = [n for n in names if n not in key and n not in fixed]
     match = sql.SQL(" AND ").join(sql.SQL("t.{} = s.{}").format(sql.Identifier(k), sql.Identifier(k)) for k in key)
     deduped = sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS {}").format(
         sql.Identifier(STAGE + "_last"), _source(names, key, dedupe))
@@ -114,7 +120,8 @@ def update_insert(target: sql.Identifier, names: list[str], key: list[str], dedu
         stmts.append(sql.SQL("UPDATE {} AS t SET {} FROM {} AS s WHERE {}").format(
             target, sql.SQL(", ").join(sql.SQL("{} = s.{}").format(sql.Identifier(n), sql.Identifier(n)) for n in rest),
             sql.Identifier(STAGE + "_last"), match))
-    stmts.append(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} AS s WHERE NOT EXISTS (SELECT 1 FROM {} AS t WHERE {})")
+    stmts.append(sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} AS s WHERE NOT EXISTS "
+                         "(SELECT 1 FROM {} AS t WHERE {})")
                  .format(target, _names(names), _names(names, "s"), sql.Identifier(STAGE + "_last"), target, match))
     return stmts
 

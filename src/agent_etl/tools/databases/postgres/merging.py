@@ -28,6 +28,7 @@ class Merging:
     cur: Any
     conn: Any
     config: Any
+    sequences: Any  # sequences.Followed
 
     def _merge_into(self, schema: pa.Schema) -> None:
         """Merge COPYs straight into the table while it is empty and has a unique index on ``key``,
@@ -103,18 +104,18 @@ class Merging:
     def _merge(self, names: list[str]) -> None:
         import psycopg
 
-        key = self.config.key or []
+        key, fixed = self.config.key or [], self.sequences.always
         if not ddl.has_unique(self.cur, self.oid, key):
-            for stmt in ddl.update_insert(self.target, names, key, dedupe=self.seq):
+            for stmt in ddl.update_insert(self.target, names, key, dedupe=self.seq, fixed=fixed):
                 self.cur.execute(stmt)
             return
         if not self.seq:  # the keys were strictly increasing: none repeats
-            self.cur.execute(ddl.upsert(self.target, names, key, dedupe=False))
+            self.cur.execute(ddl.upsert(self.target, names, key, dedupe=False, fixed=fixed))
             return
         # Duplicate keys are rare: try without DISTINCT ON (a sort of the whole stage), and only if
         # PostgreSQL says a row would be updated twice, roll back to here and deduplicate.
         try:
             with self.conn.transaction():
-                self.cur.execute(ddl.upsert(self.target, names, key, dedupe=False))
+                self.cur.execute(ddl.upsert(self.target, names, key, dedupe=False, fixed=fixed))
         except psycopg.errors.CardinalityViolation:
-            self.cur.execute(ddl.upsert(self.target, names, key, dedupe=True))
+            self.cur.execute(ddl.upsert(self.target, names, key, dedupe=True, fixed=fixed))

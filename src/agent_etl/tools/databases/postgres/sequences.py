@@ -1,5 +1,6 @@
 """The sequences behind a table's columns (identity, and serial: a sequence a column owns) through a
-``mode: replace`` of the postgres loader, by swap (``swap``) and by insert (DELETE + INSERT).
+``mode: replace`` of the postgres loader, by swap (``swap``) and by insert (DELETE + INSERT), and
+through ``append`` and ``merge`` (``Followed``: the loaded values, per commit unit).
 
 The rule: after a replace, the next value a sequence gives is past the rows loaded, and never goes
 back from where the sequence stood. It continues from the furthest of where the old sequence stood
@@ -93,3 +94,51 @@ def follow_rows(cur: Any, oid: int, table: sql.Composable, loaded: list[str]) ->
     for s, extreme in zip(found, extremes(cur, table, [(s.column, i) for s, i in zip(found, incs)])):
         if extreme is not None:
             advance(cur, s.qualified, [position(cur, s.qualified)], extreme)
+
+
+_ALWAYS = ("SELECT attname FROM pg_attribute WHERE attrelid = %s AND attidentity = 'a' AND attnum > 0 "
+           "AND NOT attisdropped")
+_LOCKS = 0x61657463  # the first key of our advisory locks on a sequence ('aetc'); the second is its oid
+
+
+class Followed:
+    """Append and merge into a table whose columns own sequences (identity, serial): the lowest and
+    highest value loaded in each such column (``see``, per batch), and before each unit's COMMIT the
+    sequences moved past them (``advance``), by the rule above, so that the next value generated
+    does not collide with a loaded one; ``always``: its GENERATED ALWAYS identity columns (a merge
+    inserts their loaded values and leaves an updated row's as it was). Nothing to do for a table
+    without such columns, or one the load creates."""
+
+    def __init__(self, cur: Any = None, oid: int | None = None):
+        self.seqs = {s.column: s for s in of(cur, oid) if s.integer} if oid is not None else {}
+        self.always = frozenset(r[0] for r in cur.execute(_ALWAYS, (oid,)).fetchall()) if oid is not None \
+            else frozenset()
+        self.ranges: dict[str, tuple[int, int]] = {}
+
+    def see(self, batch: Any) -> None:
+        if not self.seqs:
+            return
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        for name in self.seqs.keys() & set(batch.schema.names):
+            column = batch.column(name)
+            if not pa.types.is_integer(column.type) or column.null_count == len(column):
+                continue
+            found = pc.min_max(column)
+            lo, hi = found["min"].as_py(), found["max"].as_py()
+            seen = self.ranges.get(name)
+            self.ranges[name] = (lo, hi) if seen is None else (min(lo, seen[0]), max(hi, seen[1]))
+
+    def advance(self, cur: Any, lock: bool) -> None:
+        """The unit's loaded values past: each sequence set to go on after them, never back. With
+        ``lock``, under a transaction advisory lock on the sequence, so that two loads ending at
+        once cannot set it back one after the other (not with two-phase commit: a prepared
+        transaction would hold it while its siblings wait for the lock)."""
+        for name, (lo, hi) in sorted(self.ranges.items()):
+            s = self.seqs[name]
+            if lock:
+                cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCKS, s.oid if s.oid < 2**31 else s.oid - 2**32))
+            inc = options(cur, s.qualified)[0]
+            advance(cur, s.qualified, [position(cur, s.qualified)], hi if inc > 0 else lo)
+        self.ranges = {}
