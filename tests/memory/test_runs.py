@@ -18,7 +18,7 @@ from agent_etl.settings import Settings
 from tests.memory.conftest import write_pipeline
 
 
-async def test_every_task_of_a_run_is_remembered(memory_kind, tmp_path: Path):
+async def test_every_task_of_a_run_is_remembered(memory_kind, tmp_path: Path, opened):
     path = write_pipeline(tmp_path / "p", rows=200)
     home = tmp_path / "p" / ".agent-etl"
     async with AgentCoordinator(settings=Settings(memory=memory_kind)) as c:
@@ -98,7 +98,18 @@ load:
             assert secret.encode() not in data and b"WAREHOUSE_PASSWORD" not in data, f
 
 
-async def test_a_broken_memory_only_warns(tmp_path: Path, caplog):
+@pytest.fixture(params=["at the end", "at the start"])
+def opened(request, monkeypatch):
+    """When a run's memory is opened: as its experiences are written, or as it starts
+    (``Recorder.prepare``, WARM_AFTER 0 s into the run)."""
+    if request.param == "at the start":
+        from agent_etl.memory import recorder
+
+        monkeypatch.setattr(recorder, "WARM_AFTER", 0.0)
+    return request.param
+
+
+async def test_a_broken_memory_only_warns(tmp_path: Path, caplog, opened):
     path = write_pipeline(tmp_path / "p")
     memory = tmp_path / "p" / ".agent-etl" / "memory"
     memory.mkdir(parents=True)
@@ -110,7 +121,7 @@ async def test_a_broken_memory_only_warns(tmp_path: Path, caplog):
     assert any("not stored" in r.getMessage() and "memory reset" in r.getMessage() for r in caplog.records)
 
 
-async def test_a_locked_memory_keeps_the_experiences_for_the_next_process(tmp_path: Path, caplog):
+async def test_a_locked_memory_keeps_the_experiences_for_the_next_process(tmp_path: Path, caplog, opened):
     path = write_pipeline(tmp_path / "p")
     home = tmp_path / "p" / ".agent-etl"
     holder = subprocess.Popen([sys.executable, "-c", (

@@ -293,6 +293,8 @@ class AgentCoordinator(Agent):
         branches = pipeline.branches()
         # a resumed run goes on with the spec's values (tuning again could split a read otherwise)
         chosen, tuning = await self._decide(pipeline, self.agents, tune=plan is None)
+        if self.settings.memory != "off":  # opened while the run goes on: its end only writes
+            self.recorder().prepare(desc.home)
         results = {t.name: TaskResult(t.name, t.kind, t.tool, agent=chosen[t.name][0].id, reason=chosen[t.name][1],
                                       **(landing(t.tool, as_written(t), pipeline.base_dir) if t.kind == "load" else {}))
                    for t in pipeline.tasks}

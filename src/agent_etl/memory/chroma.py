@@ -84,7 +84,10 @@ class ChromaMemory:
             chunk = list({r.id: r for r in records[start:start + step]}.values())
             ids = [r.id for r in chunk]
             # replace, not Chroma's upsert: that merges a stored record's metadata with the new keys
-            self._collection.delete(ids=ids)
+            # (a delete costs 5 ms where a look costs 1, and new ids are the rule)
+            present = self._collection.get(ids=ids, include=[])["ids"]
+            if present:
+                self._collection.delete(ids=present)
             self._collection.add(ids=ids, documents=[r.document for r in chunk],
                                  embeddings=embed([r.document for r in chunk]),
                                  metadatas=[dict(r.metadata) or None for r in chunk])

@@ -24,6 +24,9 @@ from agent_etl.memory.lock import MemoryLocked
 log = logging.getLogger("agent_etl.memory")
 
 
+WARM_AFTER = 0.4  # seconds into a run when its memory is opened (Recorder.prepare)
+
+
 class Recorder:
     def __init__(self, kind: str = "chroma", learn: Callable[[list[Experience]], Awaitable[None]] | None = None):
         self.kind = kind
@@ -46,6 +49,27 @@ class Recorder:
             self._futures.append(self._pool.submit(self._write, run_id, pipeline, dict(results), Path(home), store))
         except Exception as e:  # e.g. the interpreter is shutting down
             log.warning("memory: experiences of run %s not stored: %s", run_id, e)
+
+    def prepare(self, home: str | Path) -> None:
+        """At a run's start: in ``WARM_AFTER`` seconds (once the run is under way, not competing
+        with its start), open the memory of ``home`` on the writer thread and make its first read
+        (Chroma's first operation on a collection costs ~50 ms); the run's end then waits for its own
+        writes only. Returns at once; a failure is the write's to report."""
+        if self.kind == "off":
+            return
+        loop = asyncio.get_running_loop()
+        loop.call_later(WARM_AFTER, self._queue_warm, Path(home))
+
+    def _queue_warm(self, home: Path) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="agent-etl-memory")
+        self._futures.append(self._pool.submit(self._warm, home))
+
+    def _warm(self, home: Path) -> None:
+        try:
+            self._memory(home).count()
+        except Exception as e:  # locked by another process, unreadable: the run's write says so
+            log.debug("memory: not opened at the run's start: %s: %s", type(e).__name__, e)
 
     def _write(self, run_id: str, pipeline: Any, results: dict[str, Any], home: Path, store: Any) -> None:
         try:
