@@ -36,6 +36,7 @@ class Recorder:
         self._memories: dict[Path, VectorMemory] = {}
         self._futures: list[Future] = []
         self._learning: list[Future] = []
+        self._timers: list[asyncio.TimerHandle] = []  # the warm-ups ``prepare`` has scheduled
 
     def record(self, run_id: str, pipeline: Any, results: dict[str, Any], home: str | Path, store: Any = None) -> None:
         """Queue the experiences of a finished run; returns at once, never raises."""
@@ -58,7 +59,8 @@ class Recorder:
         if self.kind == "off":
             return
         loop = asyncio.get_running_loop()
-        loop.call_later(WARM_AFTER, self._queue_warm, Path(home))
+        self._timers = [t for t in self._timers if t.when() > loop.time()]  # those still to fire
+        self._timers.append(loop.call_later(WARM_AFTER, self._queue_warm, Path(home)))
 
     def _queue_warm(self, home: Path) -> None:
         if self._pool is None:
@@ -129,6 +131,9 @@ class Recorder:
 
     async def close(self) -> None:
         """Finish the queued writes and close every memory (releasing their folders' locks)."""
+        for timer in self._timers:  # a run shorter than WARM_AFTER: its write opened the memory
+            timer.cancel()
+        self._timers = []
         await self.flush()
         if self._pool is None:
             return
