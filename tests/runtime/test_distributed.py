@@ -407,7 +407,14 @@ async def test_a_branch_whose_step_asks_for_tags_runs_only_on_a_worker_advertisi
     # b's transform asks for a gpu worker: both copies of b's branch wait for that one worker
     step = '{name: slow_b, input: b, tool: python, function: "slow:pause"'
     pipeline = PARTITIONED.replace(step, step + ", tags: [gpu]")
-    await c.finished(await c.run(pipeline))
+    result = json.loads((await c.finished(await c.run(pipeline, "--json")))[0])
     assert c.taken["b#0"] == [tagged] and c.taken["b#1"] == [tagged]
     assert len(c.taken["a#0"]) == len(c.taken["a#1"]) == 1
     assert c.rows("b") == (ROWS, ROWS)
+    # why each task ran where it did: the work queue's placement, not a choice among the agents here
+    reasons = {t["name"]: (t["agent"], t["reason"]) for t in result["tasks"]}
+    assert reasons["slow_b#1"] == (reasons["b#1"][0], "the first worker with room takes its branch, on a worker "
+                                                      "tagged gpu")
+    assert {r for _, r in reasons.values()} == {"the first worker with room takes its branch",
+                                                 "the first worker with room takes its branch, on a worker tagged gpu"}
+    assert reasons["b#0"][0] == reasons["slow_b#0"][0] == f"etl@{tagged}", (tagged, reasons)

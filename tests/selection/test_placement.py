@@ -165,6 +165,6 @@ def test_tags_no_agent_here_has_fail_in_process_and_go_to_the_workers_over_a_bro
     try:
         r = cli("plan", "pipeline.yaml", "--bus", url, cwd=folder, env=ENV)
         assert r.returncode == 0, r.stderr
-        assert "tags eu-west not applied: no agent here has tags (over a broker, workers match them)" in r.stdout
+        assert "placement: the first worker with room takes its branch, on a worker tagged eu-west" in r.stdout
     finally:
         asyncio.run(open_bus(url).destroy())

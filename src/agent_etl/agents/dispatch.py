@@ -18,6 +18,7 @@ import logging
 import time
 from typing import Any
 
+from agent_etl.agents.planning import worker_reason
 from agent_etl.agents.selector import AgentInfo
 from agent_etl.events import (BranchAssigned, BranchReassigned, BranchTaken, RunFinished, RunStarted, TaskCompleted,
                               TaskFailed)
@@ -91,10 +92,9 @@ class Dispatch:
             await self.bus.drain()
         run = self.runs[run_id]
         self.placed[(run_id, tasks[0])] = _Placed(run_id, tasks[0], attempt, tasks, tags or [])
-        why = reason or "taken by a worker with room"
         await self.bus.publish(BranchAssigned(
             run_id=run_id, pipeline=run.pipeline, branch=tasks[0], tasks=tasks, attempt=attempt,
-            reason=f"{why}; on a worker tagged {', '.join(tags)}" if tags else why, description=run.description,
+            reason=reason or worker_reason(tags or []), description=run.description,
             store_url=run.store_url, cursors=run.cursors, resume=plan.to_dict() if plan is not None else run.resume,
             trace=tracing.carrier(), tags=tags or []))
 

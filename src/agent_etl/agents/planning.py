@@ -48,8 +48,11 @@ class Planner:
                      tune: bool = True) -> tuple[Chosen, dict[str, dict[str, Any]]]:
         """The agent of every task and why, and per task what tuning applies (none when ``tune`` is
         false). ``home``: the state folder whose memory is read; ``broker``: the branches go to a
-        broker's workers, which match the steps' tags themselves (``selector.tags_here``)."""
+        broker's workers, which match the steps' tags themselves (``selector.tags_here``,
+        ``over_workers``)."""
         chosen = one_agent_per_branch(pipeline.branches(), await self._choose(pipeline, agents, home, broker))
+        if broker:  # the work queue places each branch, not the choice made here
+            chosen = over_workers(pipeline.branches(), chosen)
         return chosen, (await self._tune(pipeline, home, registry) if tune else {})
 
     async def _choose(self, pipeline: Pipeline, agents: list[Agent], home: Path, broker: bool) -> Chosen:
@@ -59,14 +62,13 @@ class Planner:
         by_id = {a.id: a for a in agents}
         descriptors = {t.name: describe(t, pipeline) for t in pipeline.tasks}
         infos = [AgentInfo.of(a) for a in agents]
-        tasks, notes = tags_here(pipeline.tasks, infos, broker=broker)  # tags no agent here has
+        tasks = tags_here(pipeline.tasks, infos, broker=broker)  # tags no agent here has
         warm = getattr(self.selector, "warm", None)  # a learning selector recalls experience first
         if warm is not None and self.settings.memory != "off":
             recorder = self.recorder()
             await warm(descriptors, infos, lambda doc, k: recorder.experiences(home, doc, k))
         choices = await self.selector.select(tasks, infos, descriptors)
-        return {name: (by_id[c.agent], c.reason + (f"; {notes[name]}" if name in notes else ""))
-                for name, c in choices.items()}
+        return {name: (by_id[c.agent], c.reason) for name, c in choices.items()}
 
     async def _tune(self, pipeline: Pipeline, home: Path, registry: Any) -> dict[str, dict[str, Any]]:
         """Batch size and partitions from similar past runs, where the spec leaves them open (agents.tuning)."""
@@ -88,6 +90,23 @@ class Planner:
         except Exception as e:  # memory held by another process, unreadable: the spec's values
             log.warning("tuning: the spec's values, no experience read: %s: %s", type(e).__name__, e)
             return {}
+
+
+def worker_reason(tags: list[str]) -> str:
+    """Why a task runs where it does over a broker (agents.dispatch): the work queue's placement."""
+    return "the first worker with room takes its branch" + (f", on a worker tagged {', '.join(tags)}" if tags else "")
+
+
+def over_workers(branches: list[list[Task]], chosen: Chosen) -> Chosen:
+    """Over a broker, why each task is where it runs: a worker takes its branch from the work queue
+    (with the tags its steps ask for, ``on a worker tagged ...``); the agent kept here is a
+    placeholder until a worker starts the task."""
+    out = dict(chosen)
+    for branch in branches:
+        reason = worker_reason(sorted({g for t in branch for g in t.tags}))
+        for t in branch:
+            out[t.name] = (chosen[t.name][0], reason)
+    return out
 
 
 def one_agent_per_branch(branches: list[list[Task]], chosen: Chosen) -> Chosen:

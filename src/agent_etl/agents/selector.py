@@ -159,35 +159,27 @@ def runners(agents: Sequence[AgentInfo]) -> list[AgentInfo]:
     return [a for a in agents if any(c.partition(":")[0] in TASK_KINDS for c in a.capabilities)]
 
 
-def tags_here(tasks: Sequence[Task], agents: Sequence[AgentInfo], *, broker: bool
-              ) -> tuple[Sequence[Task], dict[str, str]]:
+def tags_here(tasks: Sequence[Task], agents: Sequence[AgentInfo], *, broker: bool) -> Sequence[Task]:
     """Where the steps' ``tags:`` are matched when no agent here able to run tasks has tags (no
     fleet file, or an untagged one). In process (``broker`` false) that is a spec error naming the
     tags and the ways out: the run would otherwise go on where the pipeline said it must not. Over
     a broker the workers match them (a worker takes a tagged branch only with all its tags,
-    ``agents.dispatch``): the selector chooses among the agents here without them, and every task
-    of a tagged branch gets a note saying so. Returns the tasks for the selector and the notes by
-    task name; with a tagged agent here, the tasks as they are (``placement`` narrows to the agents
-    with the tags) and no notes."""
+    ``agents.dispatch``; the reasons say so, ``planning.over_workers``): the selector chooses among
+    the agents here without them. Returns the tasks for the selector; with a tagged agent here, the
+    tasks as they are (``placement`` narrows to the agents with the tags)."""
     task = next((t for t in tasks if t.tags), None)
     if task is None:
-        return tasks, {}
+        return tasks
     able = runners(agents)
     if any(a.tags for a in able):
-        return tasks, {}
+        return tasks
     if not broker:
         listed = ", ".join(f"{a.id} (no tags)" for a in able)
         raise SpecError(Problem(f"{task.kind} {task.name!r} asks for an agent tagged {', '.join(task.tags)}; no "
                                 f"agent here has tags (agents: {listed})", task.line,
                                 "tag agents in a fleet file (tags: in configs/agents.yaml), or run over workers: "
                                 f"--bus nats://... with agent-etl worker --tags {','.join(task.tags)}"))
-    notes: dict[str, str] = {}
-    for branch in branches(tasks):
-        tags = sorted({g for t in branch for g in t.tags})
-        if tags:
-            note = f"tags {', '.join(tags)} not applied: no agent here has tags (over a broker, workers match them)"
-            notes.update((t.name, note) for t in branch)
-    return [replace(t, tags=[]) if t.tags else t for t in tasks], notes
+    return [replace(t, tags=[]) if t.tags else t for t in tasks]
 
 
 def placement(branch: Sequence[Task], agents: Sequence[AgentInfo], descriptors: Mapping[str, TaskDescriptor],

@@ -78,6 +78,7 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | N
         async with AgentCoordinator(store=False, settings=Settings(**chosen)) as c:
             return await c.plan(pipeline), verdicts(pipeline, c.registry)
 
+    from agent_etl.agents.planning import worker_reason
     from agent_etl.summary import landing, shown_path
 
     planned, copies = asyncio.run(make_plan())
@@ -94,9 +95,10 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | N
         return 0
     print(f"{pipeline.name}: {len(rows)} tasks")
     agents = {r["agent"] for r in rows}
+    broker = all(r["reason"].startswith(worker_reason([])) for r in rows)  # the work queue places branches
     # a fleet had a say: a choice, or agents left out by tags or memory
-    choice = any(not r["reason"].startswith("only agent able") or "; left out: " in r["reason"]
-                 or "tags " in r["reason"] for r in rows)
+    choice = not broker and any(not r["reason"].startswith("only agent able") or "; left out: " in r["reason"]
+                                or "tags " in r["reason"] for r in rows)
     width = max(len(r["task"]) for r in rows)
     tunings = {r["task"]: r.get("tuning") for r in rows}
     for r in rows:
@@ -110,7 +112,10 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | N
             print(f"       over workers: {d['reason'] if d['copies'] else 'one branch: ' + d['reason']}")
         for q in r["quality"]:
             print(f"       quality: {len(q['checks'])} checks ({', '.join(q['checks'])}), on failure {q['on_failure']}")
-        if len(agents) > 1 or choice:  # one agent for everything is not news; a choice between agents is
+        if broker:  # the same for every branch, but where the steps ask for tags
+            if r["reason"] != worker_reason([]):
+                print(f"       placement: {r['reason']}")
+        elif len(agents) > 1 or choice:  # one agent for everything is not news; a choice between agents is
             print(f"       agent {r['agent']}: {r['reason']}")
         tuned = r.get("tuning") or {}
         # once per branch, and only when experience had a say (--json has the baseline's too)
