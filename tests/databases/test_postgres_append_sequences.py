@@ -9,27 +9,18 @@ from __future__ import annotations
 import asyncio
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from agent_etl.testing import build, stream, tool_context
-from tests.databases.test_postgres_load import execute, query
-from tests.databases.test_postgres_replace_sequences import KINDS, insert
+from tests.databases.test_postgres_load import execute, query, run_load
+from tests.databases.test_postgres_replace_sequences import KINDS, insert, rows_of
 
 
 async def run_pipeline(pg_target, tmp_path, ids: list[int], mode: str) -> None:
     """Load a Parquet file of ``ids`` into t through a pipeline run (commit units of 300 rows)."""
-    from agent_etl import AgentCoordinator
-
-    schema, url = pg_target
-    pq.write_table(pa.table({"id": pa.array(ids, pa.int64()), "v": [f"new {i}" for i in ids]}), tmp_path / "in.parquet")
     key = ", key: [id]" if mode == "merge" else ""
-    (tmp_path / "p.yaml").write_text(
-        f"version: 1\nname: seq\ndefaults: {{batch_size: 100, commit_every: {{rows: 300}}}}\n"
-        f"connections:\n  pg: {{url: '{url}'}}\nextract:\n  src: {{tool: parquet, path: in.parquet}}\n"
-        f"load:\n  out: {{input: src, tool: postgres, connection: pg, table: '\"{schema}\".t', mode: {mode}{key}}}\n")
-    result = await AgentCoordinator(home=tmp_path / ".agent-etl").run(tmp_path / "p.yaml")
-    assert result.ok, result
+    await run_load(pg_target, tmp_path, rows_of(ids), f"mode: {mode}{key}",
+                   defaults="{batch_size: 100, commit_every: {rows: 300}}")
 
 
 @pytest.mark.parametrize("mode", ["append", "merge"])

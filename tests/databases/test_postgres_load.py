@@ -58,6 +58,23 @@ def execute(target, *statements: str) -> None:
             conn.execute(s)
 
 
+async def run_load(target, tmp_path: Path, data: pa.Table, options: str, defaults: str = ""):
+    """Load ``data``, written as a Parquet file, into table t through a pipeline run, the load's
+    ``options`` given as YAML flow text (``mode: replace``); the run's result, checked ok."""
+    from agent_etl import AgentCoordinator
+
+    schema, url = target
+    pq.write_table(data, tmp_path / "in.parquet")
+    defaults = f"defaults: {defaults}\n" if defaults else ""
+    (tmp_path / "p.yaml").write_text(
+        f"version: 1\nname: load\n{defaults}"
+        f"connections:\n  pg: {{url: '{url}'}}\nextract:\n  src: {{tool: parquet, path: in.parquet}}\n"
+        f"load:\n  out: {{input: src, tool: postgres, connection: pg, table: '\"{schema}\".t', {options}}}\n")
+    result = await AgentCoordinator(home=tmp_path / ".agent-etl").run(tmp_path / "p.yaml")
+    assert result.ok, result
+    return result
+
+
 def column_types(target, table: str = "t") -> dict[str, str]:
     rows = query(target, "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
                          "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",

@@ -15,7 +15,7 @@ import pytest
 from agent_etl.exceptions import ToolError
 from agent_etl.testing import build, stream, tool_context
 from tests.databases.conftest import PG_URL
-from tests.databases.test_postgres_load import execute, query
+from tests.databases.test_postgres_load import execute, query, run_load
 
 
 async def replace(data, target, tmp_path, table: str = "t", **options) -> dict:
@@ -97,19 +97,9 @@ async def test_a_swap_keeps_owner_grants_indexes_constraints_comments_and_sequen
 
 
 async def test_the_swap_goes_through_a_pipeline_and_its_details(pg_target, tmp_path):
-    import pyarrow.parquet as pq
-
-    from agent_etl import AgentCoordinator
-
-    schema, url = pg_target
     execute(pg_target, "CREATE TABLE t (id integer PRIMARY KEY, v text)", "INSERT INTO t VALUES (1, 'old')")
-    pq.write_table(pa.table({"id": pa.array([2, 3], pa.int32()), "v": ["p", "q"]}), tmp_path / "in.parquet")
-    (tmp_path / "p.yaml").write_text(
-        f"version: 1\nname: swap\nconnections:\n  pg: {{url: '{url}'}}\n"
-        "extract:\n  src: {tool: parquet, path: in.parquet}\n"
-        f"load:\n  out: {{input: src, tool: postgres, connection: pg, table: '\"{schema}\".t', mode: replace}}\n")
-    result = await AgentCoordinator(home=tmp_path / ".agent-etl").run(tmp_path / "p.yaml")
-    assert result.ok, result
+    result = await run_load(pg_target, tmp_path, pa.table({"id": pa.array([2, 3], pa.int32()), "v": ["p", "q"]}),
+                            "mode: replace")
     assert result.tasks["out"].details["replace"] == "swap"
     assert query(pg_target, "SELECT * FROM t ORDER BY id") == [(2, "p"), (3, "q")]
 

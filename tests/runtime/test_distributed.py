@@ -351,7 +351,10 @@ load:
   d: {input: c, tool: parquet, path: out/d/}
 """
 
-CHECK = """
+def refusing(row: int) -> str:
+    """The text of check.py: its ``check`` transform refuses a batch holding id ``row`` while a file
+    ``fail-now`` lies beside it (the test makes a copy fail, then lets the resume through)."""
+    return f"""
 import pathlib
 
 import pyarrow.compute as pc
@@ -360,8 +363,8 @@ FAIL = pathlib.Path(__file__).with_name("fail-now")
 
 
 def check(table):
-    if FAIL.exists() and pc.any(pc.equal(table.column("id"), 3500)).as_py():
-        raise ValueError("row 3500 is refused")
+    if FAIL.exists() and pc.any(pc.equal(table.column("id"), {row})).as_py():
+        raise ValueError("row {row} is refused")
     return table
 """
 
@@ -376,7 +379,7 @@ async def test_a_failed_copy_leaves_the_old_dataset_whole_and_the_resumed_run_sw
                        c.folder / "data" / f"part{i}.parquet")
     (c.folder / "out" / "d").mkdir(parents=True)
     pq.write_table(pa.table({"id": [-1]}), c.folder / "out" / "d" / "old.parquet")  # a previous run's dataset
-    (c.folder / "check.py").write_text(CHECK)
+    (c.folder / "check.py").write_text(refusing(3500))
     (c.folder / "fail-now").touch()
     await c.start_workers(2)
     out, _ = await c.finished(await c.run(FILES, "--json"), 1)

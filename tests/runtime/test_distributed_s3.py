@@ -123,25 +123,11 @@ load:
   lake: {input: checked, tool: parquet, path: out/events/}
 """
 
-CHECK = """
-import pathlib
-
-import pyarrow.compute as pc
-
-FAIL = pathlib.Path(__file__).with_name("fail-now")
-
-
-def check(table):
-    if FAIL.exists() and pc.any(pc.equal(table.column("id"), 1000)).as_py():
-        raise ValueError("row 1000 is refused")
-    return table
-"""
-
 
 async def test_a_resumed_run_s_copies_read_the_objects_listed_at_its_start(cluster, s3, bucket, s3_endpoint):
     c = cluster
     events = upload(s3, bucket, "events", EVENTS, parquet)
-    (c.folder / "check.py").write_text(CHECK)
+    (c.folder / "check.py").write_text(distributed.refusing(1000))
     (c.folder / "fail-now").touch()
     await c.start_workers(2)
     pipeline = FAILING.replace("BUCKET", bucket).replace("ENDPOINT", s3_endpoint)
