@@ -71,17 +71,17 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | N
 
     pipeline = _load(path, pairs, profile)
 
-    async def make_plan() -> tuple[list[Any], dict[str, Any]]:
+    async def make_plan() -> tuple[list[Any], dict[str, Any], bool]:
         from agent_etl.agents.partition_plan import verdicts
 
         chosen = {k: v for k, v in (("memory", memory), ("bus", bus)) if v}
         async with AgentCoordinator(store=False, settings=Settings(**chosen)) as c:
-            return await c.plan(pipeline), verdicts(pipeline, c.registry)
+            return await c.plan(pipeline), verdicts(pipeline, c.registry), getattr(c.bus, "remote", False)
 
     from agent_etl.agents.planning import worker_reason
     from agent_etl.summary import landing, shown_path
 
-    planned, copies = asyncio.run(make_plan())
+    planned, copies, broker = asyncio.run(make_plan())  # broker: the work queue places branches
     rows = [{"step": i + 1, "task": p.task.name, "kind": p.task.kind, "tool": p.task.tool, "inputs": p.task.inputs,
              "quality": [{"checks": [next(iter(c), "?") for c in g.checks], "on_failure": g.on_failure}
                          for g in p.task.gates],
@@ -95,7 +95,6 @@ def plan_command(path: str, pairs: list[str], *, as_json: bool, profile: str | N
         return 0
     print(f"{pipeline.name}: {len(rows)} tasks")
     agents = {r["agent"] for r in rows}
-    broker = all(r["reason"].startswith(worker_reason([])) for r in rows)  # the work queue places branches
     # a fleet had a say: a choice, or agents left out by tags or memory
     choice = not broker and any(not r["reason"].startswith("only agent able") or "; left out: " in r["reason"]
                                 or "tags " in r["reason"] for r in rows)

@@ -44,10 +44,8 @@ class Recorder:
             return
         try:
             self._loop = asyncio.get_running_loop()
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="agent-etl-memory")
             self._futures = [f for f in self._futures if not f.done()]
-            self._futures.append(self._pool.submit(self._write, run_id, pipeline, dict(results), Path(home), store))
+            self._futures.append(self._submit(self._write, run_id, pipeline, dict(results), Path(home), store))
         except Exception as e:  # e.g. the interpreter is shutting down
             log.warning("memory: experiences of run %s not stored: %s", run_id, e)
 
@@ -63,9 +61,13 @@ class Recorder:
         self._timers.append(loop.call_later(WARM_AFTER, self._queue_warm, Path(home)))
 
     def _queue_warm(self, home: Path) -> None:
+        self._futures.append(self._submit(self._warm, home))
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """``fn(*args)`` on the writer thread (started on first use)."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="agent-etl-memory")
-        self._futures.append(self._pool.submit(self._warm, home))
+        return self._pool.submit(fn, *args)
 
     def _warm(self, home: Path) -> None:
         try:
@@ -103,21 +105,17 @@ class Recorder:
     async def memory(self, home: str | Path) -> VectorMemory:
         """The memory of ``home`` as this recorder holds it open (after the writes queued so far)."""
         await self.flush()
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="agent-etl-memory")
-        return await asyncio.wrap_future(self._pool.submit(self._memory, Path(home)))
+        return await asyncio.wrap_future(self._submit(self._memory, Path(home)))
 
     async def read(self, home: str | Path, fn: Callable[[VectorMemory], Any]) -> Any:
         """``fn(memory)`` on the writer thread, with the memory of ``home`` (after the writes queued so far)."""
         memory = await self.memory(home)
-        assert self._pool is not None
-        return await asyncio.wrap_future(self._pool.submit(fn, memory))
+        return await asyncio.wrap_future(self._submit(fn, memory))
 
     async def experiences(self, home: str | Path, document: str, k: int = 10, where: Any = None) -> list[Experience]:
         """The experiences nearest to ``document`` (a descriptor's JSON or text), nearest first."""
         memory = await self.memory(home)
-        assert self._pool is not None
-        hits = await asyncio.wrap_future(self._pool.submit(memory.query, document, k, where))
+        hits = await asyncio.wrap_future(self._submit(memory.query, document, k, where))
         return [Experience.from_record(h.record) for h in hits]
 
     async def flush(self) -> None:
