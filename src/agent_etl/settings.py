@@ -6,16 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AGENT_ETL_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="AGENT_ETL_", env_file=".env", extra="ignore", populate_by_name=True)
 
     home: Path | None = Field(None, description="state directory (run store, quarantine, spool files, run "
                               "locks); default .agent-etl next to the pipeline file")
-    store_url: str | None = Field(None, description="SQLAlchemy URL of the run store; default sqlite in home")
+    store_url: str | None = Field(None, description="SQLAlchemy URL of the run store (AGENT_ETL_STORE_URL, or "
+                                  "AGENT_ETL_STORE); default sqlite in home",
+                                  validation_alias=AliasChoices("AGENT_ETL_STORE_URL", "AGENT_ETL_STORE", "store_url"))
     heartbeat_interval: float = Field(5.0, gt=0, description="seconds between agent heartbeats")
     stall_timeout: float = Field(60.0, gt=0, description="an agent silent this long while busy is stalled")
     bus: str = Field("memory", description="event bus backend: memory (in-process) or nats://host:port "

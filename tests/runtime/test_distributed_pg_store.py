@@ -1,4 +1,4 @@
-"""Coordinator and workers on one run store in PostgreSQL (AGENT_ETL_STORE_URL), as across machines
+"""Coordinator and workers on one run store in PostgreSQL (AGENT_ETL_STORE), as across machines
 (issue 15, docs/distributed.md "The run store"): the run, its tasks and the loads' checkpoints
 (written by the workers) land in that database, nothing in a SQLite file, and a worker killed
 mid-run has its branch go on after the last commit it stored there."""
@@ -36,7 +36,7 @@ async def test_coordinator_and_workers_share_a_run_store_in_postgresql(tmp_path,
     (tmp_path / "slow.py").write_text(SLOW)
     c = Cluster(tmp_path, *schemas)
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{store_db}"
-    c.environ["AGENT_ETL_STORE_URL"] = url  # the coordinator's; workers take the one an assignment names
+    c.environ["AGENT_ETL_STORE"] = url  # the coordinator's; workers take the one an assignment names
     await c.open()
     try:
         committed = await c.progress("b_table", 2500)
