@@ -2,7 +2,11 @@
 upserts its stage every STAGE_ROWS rows within the unit's transaction, while the next rows are
 encoded (``databases.postgres.merging``, ``_apply_stage``; ``databases.postgres.sender``). The chunks go
 in in input order: the last row of a key wins across chunks, new columns reach the table before the
-chunk that first has them, and a failure in a late chunk leaves the table as it was."""
+chunk that first has them, and a failure in a late chunk leaves the table as it was.
+
+Where the server allows, each chunk is staged on a second connection into an UNLOGGED table while
+the chunk before is upserted (``databases.postgres.stage_ahead``); those tables are gone when the
+load has ended, whatever its end, and those of a killed process go with the next merge."""
 
 from __future__ import annotations
 
@@ -13,11 +17,17 @@ import pytest
 
 from agent_etl.exceptions import ToolError
 from agent_etl.testing import build, tool_context
-from agent_etl.tools.databases.postgres import merging
+from agent_etl.tools.databases.postgres import ddl, merging
 from tests.databases.test_postgres_load import execute, expected_merge, query
 from tests.databases.test_postgres_merge import merge, rows
 
 OLD = pa.table({"id": [2, 9, 40], "v": ["old", "old", "old"]})
+
+
+def stage_tables(target) -> list[str]:
+    """The stage tables of StageAhead left in the test's schema."""
+    return [r[0] for r in query(target, "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                        "WHERE n.nspname = current_schema() AND starts_with(relname, '_agent_etl_stage')")]
 
 
 def _ids(kind: str) -> list[int]:
@@ -44,6 +54,7 @@ async def test_the_stage_goes_in_by_chunks_and_the_last_row_of_a_key_wins(pg_tar
     # at least every 4 rows, or more while the server was busy with a chunk (the parts encoded meanwhile
     # go in together); the last chunk goes in with the unit's end
     assert 1 <= ctx_loader[0].session.applied <= (len(ids) - 1) // 4
+    assert ctx_loader[0].session.overlapped and stage_tables(pg_target) == []  # staged ahead, then dropped
 
 
 async def test_a_column_new_in_a_later_chunk_is_added_before_that_chunk(pg_target, tmp_path, monkeypatch):
@@ -76,6 +87,7 @@ async def test_a_bad_row_in_a_late_chunk_leaves_the_table_as_it_was(pg_target, t
     with pytest.raises(ToolError, match="not-null constraint"):
         await merge(data, pg_target, tmp_path, batch_size=2)
     assert rows(pg_target) == [(1, "old")]
+    assert stage_tables(pg_target) == []
 
 
 async def test_commit_units_each_upsert_their_own_chunks(pg_target, tmp_path, monkeypatch):
@@ -86,3 +98,73 @@ async def test_commit_units_each_upsert_their_own_chunks(pg_target, tmp_path, mo
     await merge(data, pg_target, tmp_path, batch_size=3, units=lambda: True, commits=commits)
     assert commits == [3, 3, 3]
     assert rows(pg_target) == expected_merge(pa.table({"id": [1], "v": ["old"]}), data, ["id"])
+    assert stage_tables(pg_target) == []
+
+
+async def test_a_failure_while_a_chunk_is_being_staged_leaves_no_stage_table(pg_target, tmp_path, monkeypatch):
+    """The stream fails after chunks were staged ahead and upserted: the table is as it was, and the
+    second connection's tables (committed ones, and the one mid-COPY) are dropped."""
+    monkeypatch.setattr(merging, "STAGE_ROWS", 2)
+    execute(pg_target, "CREATE TABLE t (id bigint PRIMARY KEY, v text)", "INSERT INTO t VALUES (1, 'old')")
+
+    async def batches():
+        for i in range(5):
+            yield pa.record_batch({"id": [2 * i, 2 * i + 1], "v": ["x", "y"]})
+        raise RuntimeError("the source broke")
+
+    schema, url = pg_target
+    ctx = tool_context(tmp_path, task="load", connections={"pg": {"url": url}})
+    loader = build("loader", "postgres", {"connection": "pg", "table": f'"{schema}".t', "mode": "merge",
+                                          "key": "id"}, ctx)
+    try:
+        with pytest.raises(RuntimeError, match="the source broke"):
+            await loader.load(batches())
+    finally:
+        await ctx.resources.aclose()
+    assert loader.session.applied >= 1 and loader.session.overlapped
+    assert rows(pg_target) == [(1, "old")]
+    assert stage_tables(pg_target) == []
+
+
+async def test_the_stage_tables_of_a_killed_process_go_with_the_next_merge(pg_target, tmp_path, monkeypatch):
+    import psycopg
+
+    monkeypatch.setattr(merging, "STAGE_ROWS", 2)
+    schema, url = pg_target
+    execute(pg_target, "CREATE TABLE t (id bigint PRIMARY KEY, v text)", "INSERT INTO t VALUES (1, 'old')")
+    with psycopg.connect(url, autocommit=True) as other:  # a live session's stage table stays
+        live = other.execute("SELECT pg_backend_pid()").fetchone()[0]
+        dead = max(r[0] for r in other.execute("SELECT pid FROM pg_stat_activity").fetchall()) + 100_000
+        for pid in (live, dead):
+            other.execute(f'CREATE UNLOGGED TABLE "{schema}"._agent_etl_stage_{pid}_abcdef_1 (id bigint)')
+        data = pa.table({"id": [1, 2, 3, 4, 5], "v": list("abcde")})
+        await merge(data, pg_target, tmp_path, batch_size=2)
+        assert stage_tables(pg_target) == [f"_agent_etl_stage_{live}_abcdef_1"]
+    assert rows(pg_target) == expected_merge(pa.table({"id": [1], "v": ["old"]}), data, ["id"])
+
+
+async def test_without_create_on_the_schema_the_chunks_are_staged_in_the_session(pg_target, tmp_path, monkeypatch):
+    """A role that may write the table but not create tables in its schema: the TEMP stage, as before."""
+    import uuid
+
+    import psycopg
+
+    monkeypatch.setattr(merging, "STAGE_ROWS", 2)
+    schema, url = pg_target
+    role = f"merger_{uuid.uuid4().hex[:10]}"
+    execute(pg_target, "CREATE TABLE t (id bigint PRIMARY KEY, v text)", "INSERT INTO t VALUES (1, 'old')")
+    with psycopg.connect(url, autocommit=True) as admin:
+        ddl.checkpoint(admin.cursor(), schema)  # the loader's checkpoint table, made by whoever may
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        try:
+            admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+            admin.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
+            as_role = (schema, url.replace("postgres@", f"{role}@"))
+            data = pa.table({"id": [1, 2, 3, 4, 5, 6, 7], "v": list("abcdefg")})
+            loaders: list = []
+            assert await merge(data, as_role, tmp_path, batch_size=2, loader_out=loaders) == {"merge": "upsert"}
+            assert loaders[0].session.applied >= 2 and not loaders[0].session.overlapped
+            assert rows(pg_target) == expected_merge(pa.table({"id": [1], "v": ["old"]}), data, ["id"])
+        finally:
+            admin.execute(f'DROP OWNED BY "{role}"')
+            admin.execute(f'DROP ROLE "{role}"')

@@ -90,6 +90,7 @@ from agent_etl.tools.databases.postgres.load_errors import explain
 from agent_etl.tools.databases.postgres.load_types import Column, Unmapped, accepts, natural, writable
 from agent_etl.tools.databases.postgres.merging import SAVEPOINT, Merging
 from agent_etl.tools.databases.postgres.sender import ENCODE_ROWS, Sender
+from agent_etl.tools.databases.postgres.stage_ahead import StageAhead
 from agent_etl.tools.databases.postgres.twophase import TwoPhase
 from agent_etl.tools.databases.sink import DatabaseLoader
 
@@ -135,6 +136,11 @@ class _Session(Merging, Units):
         self.stage_base = 0  # ``rows`` when the stage's chunk under way began
         self.applied = 0  # stage chunks upserted before the end of their unit
         self.sequences = sequences.Followed()  # append, merge: the loaded values of owned sequences' columns
+        self.stage_table = ddl.sql.Identifier(ddl.STAGE)  # where the stage's rows go (TEMP, or StageAhead's)
+        self.stage_cols: list[tuple[str, str]] = []
+        self.ahead: StageAhead | None = None  # merge: stage chunks on a second connection (stage_ahead)
+        self.ahead_refused = False  # ... which the server refused: stage in the TEMP table
+        self.overlapped = False  # the stage under way is StageAhead's
 
     @property
     def shown(self) -> str:
@@ -231,8 +237,11 @@ class _Session(Merging, Units):
         self._check_types(schema)
         for f in new:
             kind, type_sql = self._natural(f)
-            into = ddl.sql.Identifier(ddl.STAGE) if self.staging else self.target
-            self.cur.execute(ddl.add_column(into, f.name, type_sql))
+            if self.staging:
+                self.stage_cur.execute(ddl.add_column(self.stage_table, f.name, type_sql))
+                self.stage_cols.append((f.name, type_sql))
+            else:
+                self.cur.execute(ddl.add_column(self.target, f.name, type_sql))
             self.staged[f.name] = Column(f.name, kind, type_sql)
             if self.staging and self.existing is not None:
                 self.added.append((f.name, type_sql))
@@ -248,9 +257,9 @@ class _Session(Merging, Units):
             self.encoder, self.copy_columns = Encoder(columns), columns
         if self.direct:
             self.cur.execute(SAVEPOINT)
-        into = ddl.sql.Identifier(ddl.STAGE) if self.staging else self.target
+        into, cur = (self.stage_table, self.stage_cur) if self.staging else (self.target, self.cur)
         self.copy_stack = contextlib.ExitStack()
-        self.copy = self.copy_stack.enter_context(self.cur.copy(ddl.copy(into, [n for n, _ in columns], self.fresh)))
+        self.copy = self.copy_stack.enter_context(cur.copy(ddl.copy(into, [n for n, _ in columns], self.fresh)))
         self.copy.write(HEADER)
         self.copy_base = self.rows
 
@@ -274,9 +283,10 @@ class _Session(Merging, Units):
             self.staged = {}
             self._merge_into(schema)
 
-    def _stage(self, schema: pa.Schema, ordered: bool = True) -> None:
-        """The TEMP staging table: the stream's columns, typed as in the target where it has them;
-        for merge, the load-order column unless the keys may prove strictly increasing (``ordered``)."""
+    def _stage(self, schema: pa.Schema, ordered: bool = True, ahead: bool = False) -> None:
+        """The staging table: the stream's columns, typed as in the target where it has them; for
+        merge, the load-order column unless the keys may prove strictly increasing (``ordered``).
+        TEMP, or with ``ahead`` (an upsert) a table of ``StageAhead``'s where the server allows it."""
         cols = []
         for f in schema:
             col = self.existing.get(f.name)
@@ -290,9 +300,22 @@ class _Session(Merging, Units):
             self.order = KeyOrder.of(schema, self.config.key or []) if ordered else None
             self.seq = self.order is None
             cols += [(ddl.SEQ, "bigint")] if self.seq else []
-        self.cur.execute(ddl.create_table(ddl.sql.Identifier(ddl.STAGE), cols, None, temp=True))
+        if ahead and self.ahead is None and not self.ahead_refused:
+            self.ahead = StageAhead.open(self.pool.connect, self.schema_name)
+            self.ahead_refused = self.ahead is None
+        self.stage_cols, self.overlapped = cols, ahead and self.ahead is not None
+        if self.overlapped:
+            self.stage_table = self.ahead.create(cols)
+        else:
+            self.stage_table = ddl.sql.Identifier(ddl.STAGE)
+            self.cur.execute(ddl.create_table(self.stage_table, cols, None, temp=True))
         self.staging = True
         self.stage_base = self.rows
+
+    @property
+    def stage_cur(self) -> Any:
+        """The cursor the stage is written through: the load's, or StageAhead's."""
+        return self.ahead.cur if self.overlapped else self.cur
 
     def _check_drift(self, schema: pa.Schema) -> None:
         if self.config.schema_policy != "freeze":
@@ -338,7 +361,8 @@ class _Session(Merging, Units):
     def add_seq(self) -> None:
         """A key out of order: the stage takes the load-order column from the next row on."""
         self._end_copy()
-        self.cur.execute(ddl.add_column(ddl.sql.Identifier(ddl.STAGE), ddl.SEQ, "bigint"))
+        self.stage_cur.execute(ddl.add_column(self.stage_table, ddl.SEQ, "bigint"))
+        self.stage_cols.append((ddl.SEQ, "bigint"))
         self.seq, self.order = True, None
         self._start_copy()
 
@@ -376,6 +400,9 @@ class _Session(Merging, Units):
         if self.direct:
             self.chunk_end(restart=False)
         self._end_copy()
+        if self.overlapped:  # the last chunk's rows readable by the load's transaction, the upserts before done
+            self.ahead.hand_over()
+            self.ahead.wait()
         self.final = final
         if not self.pending():
             return False
@@ -392,7 +419,7 @@ class _Session(Merging, Units):
                 self.cur.execute(stmt)
             sequences.follow_rows(self.cur, self.oid, self.target, names)  # past the loaded ids
         elif self.staging and mode == "merge":
-            self._merge(names)
+            self._merge(names, self.stage_table)
         self.sequences.advance(self.cur, lock=self.tpc is None)  # append, merge: past the loaded ids
         if self.existing is not None or self.staged:  # else nothing happened, not even the schema
             if not self.checkpoints_ready:  # the schema is new: the table is made in this transaction
@@ -401,11 +428,13 @@ class _Session(Merging, Units):
                              checkpoint(self.ctx, self.shown, self.unit_rows).values())
         return True
 
-    def _add_columns(self) -> None:
-        """The stream's new columns, added to the table before the stage goes into it."""
-        for name, type_sql in self.added:
+    def _add_columns(self, added: list[tuple[str, str]] | None = None) -> None:
+        """The stream's new columns (``added``, default those noted so far), added to the table before
+        the stage goes into it."""
+        if added is None:
+            added, self.added = self.added, []
+        for name, type_sql in added:
             self.cur.execute(ddl.add_column(self.target, name, type_sql))
-        self.added = []
 
     def commit(self) -> None:
         if self.tpc is not None:
@@ -413,6 +442,8 @@ class _Session(Merging, Units):
         else:
             self.conn.commit()
         self.committed = True
+        if self.ahead is not None:
+            self.ahead.drop()  # the unit's stage tables, no longer locked by its transaction
         self.count_commit()
         if self.existing is not None or self.staged:
             self.checkpoints_ready = True
@@ -427,10 +458,18 @@ class _Session(Merging, Units):
         self.existing = ddl.columns(self.cur, self.oid)
         self.added = []
         if self.staging or self.direct:
-            self.staged, self.staging, self.direct = {}, False, False
+            self.staged, self.staging, self.direct, self.overlapped = {}, False, False, False
         self.schema, self.order, self.seq = None, None, False  # the next stage checks its keys anew
 
     def close(self, exc: BaseException | None) -> None:
+        if self.ahead is not None:
+            self.ahead.quiet()  # an upsert still running on the connection ends before it goes
+        self._close(exc)
+        if self.ahead is not None:
+            self.ahead.close()  # after the load's transaction has ended: its stage tables go
+            self.ahead = None
+
+    def _close(self, exc: BaseException | None) -> None:
         if self.tpc is not None and self.tpc.gid is not None:  # prepared, then a sibling failed
             try:
                 self.tpc.rollback(self.conn)

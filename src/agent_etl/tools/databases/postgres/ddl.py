@@ -55,11 +55,12 @@ def create_schema(schema: str) -> sql.Composed:
 
 
 def create_table(target: sql.Identifier, cols: list[tuple[str, str]], key: list[str] | None,
-                 temp: bool = False) -> sql.Composed:
+                 temp: bool = False, unlogged: bool = False) -> sql.Composed:
     body = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in cols]
     if key:
         body.append(sql.SQL("PRIMARY KEY ({})").format(_names(key)))
-    head = "CREATE TEMP TABLE {} ({}) ON COMMIT DROP" if temp else "CREATE TABLE {} ({})"
+    head = ("CREATE TEMP TABLE {} ({}) ON COMMIT DROP" if temp else
+            "CREATE UNLOGGED TABLE {} ({})" if unlogged else "CREATE TABLE {} ({})")
     return sql.SQL(head).format(target, sql.SQL(", ").join(body))
 
 
@@ -84,25 +85,27 @@ def replace(target: sql.Identifier, names: list[str]) -> list[sql.Composed]:
                 target, _names(names), _names(names), sql.Identifier(STAGE))]
 
 
-def _source(names: list[str], key: list[str], dedupe: bool) -> sql.Composed:
-    """The staged rows, with ``dedupe`` the last of each key: the highest SEQ; a row without one was
-    staged before the column was added (``key_order``), so before every row that has one."""
+def _source(names: list[str], key: list[str], dedupe: bool, stage: sql.Composable | None = None) -> sql.Composed:
+    """The staged rows (of ``stage``, default the TEMP stage), with ``dedupe`` the last of each key:
+    the highest SEQ; a row without one was staged before the column was added (``key_order``), so
+    before every row that has one."""
+    stage = stage or sql.Identifier(STAGE)
     if not dedupe:
-        return sql.SQL("SELECT {} FROM {}").format(_names(names), sql.Identifier(STAGE))
+        return sql.SQL("SELECT {} FROM {}").format(_names(names), stage)
     return sql.SQL("SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, {} DESC NULLS LAST").format(
-        _names(key), _names(names), sql.Identifier(STAGE), _names(key), sql.Identifier(SEQ))
+        _names(key), _names(names), stage, _names(key), sql.Identifier(SEQ))
 
 
 def upsert(target: sql.Identifier, names: list[str], key: list[str], dedupe: bool,
-           fixed: frozenset[str] = frozenset()) -> sql.Composed:
+           fixed: frozenset[str] = frozenset(), stage: sql.Composable | None = None) -> sql.Composed:
     """``fixed``: the table's GENERATED ALWAYS identity columns, which a row updated keeps (PostgreSQL
     updates them only to DEFAULT); a row inserted takes the loaded value (OVERRIDING SYSTEM VALUE,
-    which changes nothing for other columns)."""
+    which changes nothing for other columns). ``stage``: where the rows are (default the TEMP stage)."""
     rest = [n for n in names if n not in key and n not in fixed]
     action = sql.SQL("DO NOTHING") if not rest else sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
         sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(n), sql.Identifier(n)) for n in rest))
     return sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE {} ON CONFLICT ({}) {}").format(
-        target, _names(names), _source(names, key, dedupe), _names(key), action)
+        target, _names(names), _source(names, key, dedupe, stage), _names(key), action)
 
 
 def update_insert(target: sql.Identifier, names: list[str], key: list[str], dedupe: bool = True,

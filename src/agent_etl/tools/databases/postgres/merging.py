@@ -29,6 +29,11 @@ class Merging:
     conn: Any
     config: Any
     sequences: Any  # sequences.Followed
+    ahead: Any  # stage_ahead.StageAhead, or None
+    overlapped: bool
+    stage_table: Any
+    stage_cols: list[tuple[str, str]]
+    added: list[tuple[str, str]]
 
     def _merge_into(self, schema: pa.Schema) -> None:
         """Merge COPYs straight into the table while it is empty and has a unique index on ``key``,
@@ -46,7 +51,7 @@ class Merging:
             self.direct, self.staged = True, dict(self.existing)
             self.path = "copy (the table was empty)"
         else:
-            self._stage(schema)
+            self._stage(schema, ahead=unique and self.tpc is None)
             self.path = self.path or ("upsert" if unique else "update, then insert (no unique index on the key)")
 
     def hold(self, batch: pa.RecordBatch) -> bool:
@@ -90,32 +95,50 @@ class Merging:
             self.rows + rows - self.stage_base >= STAGE_ROWS
 
     def _apply_stage(self) -> None:
-        """A chunk of the stage upserted into the table within the unit's transaction, the stage
-        emptied and a new COPY started: the server upserts while the client encodes the next rows
-        (``sender``), and the stage holds one chunk, not the unit. Chunks go in in input order, so
-        the last row of a key still wins; keys checked increasing stay checked over the unit."""
+        """A chunk of the stage upserted into the table within the unit's transaction and a new
+        COPY started: the server upserts while the client encodes the next rows (``sender``), and
+        the stage holds one chunk, not the unit. With ``StageAhead`` the upsert runs in its thread
+        and the next chunk goes into a new table of its own meanwhile; else the stage is emptied
+        first. Chunks go in in input order, so the last row of a key still wins; keys checked
+        increasing stay checked over the unit."""
         self._end_copy()
-        self._add_columns()
-        self._merge(list(self.staged))
-        self.cur.execute(ddl.sql.SQL("TRUNCATE {}").format(ddl.sql.Identifier(ddl.STAGE)))
+        if self.overlapped:
+            self.ahead.hand_over()
+            table, names, seq, added, self.added = self.stage_table, list(self.staged), self.seq, self.added, []
+
+            def upsert() -> None:
+                self._add_columns(added)
+                self._merge(names, table, seq)
+
+            self.ahead.then(upsert)
+            self.stage_table = self.ahead.create(self.stage_cols)
+        else:
+            self._add_columns()
+            self._merge(list(self.staged))
+            self.cur.execute(ddl.sql.SQL("TRUNCATE {}").format(ddl.sql.Identifier(ddl.STAGE)))
         self.stage_base, self.applied = self.rows, self.applied + 1
         self._start_copy()
 
-    def _merge(self, names: list[str]) -> None:
+    def _merge(self, names: list[str], stage: Any = None, seq: bool | None = None) -> None:
+        """The staged rows (of ``stage``, default the TEMP stage; ``seq``: it has the load-order
+        column, default as the stage under way) merged into the table."""
         import psycopg
 
         key, fixed = self.config.key or [], self.sequences.always
+        seq = self.seq if seq is None else seq
         if not ddl.has_unique(self.cur, self.oid, key):
-            for stmt in ddl.update_insert(self.target, names, key, dedupe=self.seq, fixed=fixed):
+            if stage is not None and stage != ddl.sql.Identifier(ddl.STAGE):
+                raise self._moved("the unique index on the merge key went away during the load")
+            for stmt in ddl.update_insert(self.target, names, key, dedupe=seq, fixed=fixed):
                 self.cur.execute(stmt)
             return
-        if not self.seq:  # the keys were strictly increasing: none repeats
-            self.cur.execute(ddl.upsert(self.target, names, key, dedupe=False, fixed=fixed))
+        if not seq:  # the keys were strictly increasing: none repeats
+            self.cur.execute(ddl.upsert(self.target, names, key, dedupe=False, fixed=fixed, stage=stage))
             return
         # Duplicate keys are rare: try without DISTINCT ON (a sort of the whole stage), and only if
         # PostgreSQL says a row would be updated twice, roll back to here and deduplicate.
         try:
             with self.conn.transaction():
-                self.cur.execute(ddl.upsert(self.target, names, key, dedupe=False, fixed=fixed))
+                self.cur.execute(ddl.upsert(self.target, names, key, dedupe=False, fixed=fixed, stage=stage))
         except psycopg.errors.CardinalityViolation:
-            self.cur.execute(ddl.upsert(self.target, names, key, dedupe=True, fixed=fixed))
+            self.cur.execute(ddl.upsert(self.target, names, key, dedupe=True, fixed=fixed, stage=stage))
