@@ -143,8 +143,11 @@ async def test_the_stage_tables_of_a_killed_process_go_with_the_next_merge(pg_ta
     assert rows(pg_target) == expected_merge(pa.table({"id": [1], "v": ["old"]}), data, ["id"])
 
 
-async def test_without_create_on_the_schema_the_chunks_are_staged_in_the_session(pg_target, tmp_path, monkeypatch):
-    """A role that may write the table but not create tables in its schema: the TEMP stage, as before."""
+@pytest.mark.parametrize("limit", ["no CREATE on the schema", "one connection for the role"])
+async def test_where_a_second_stage_is_not_allowed_the_chunks_are_staged_in_the_session(pg_target, tmp_path,
+                                                                                          monkeypatch, limit):
+    """A role that may write the table but not create tables in its schema, or that may open one
+    connection only: the TEMP stage, as before."""
     import uuid
 
     import psycopg
@@ -155,16 +158,18 @@ async def test_without_create_on_the_schema_the_chunks_are_staged_in_the_session
     execute(pg_target, "CREATE TABLE t (id bigint PRIMARY KEY, v text)", "INSERT INTO t VALUES (1, 'old')")
     with psycopg.connect(url, autocommit=True) as admin:
         ddl.checkpoint(admin.cursor(), schema)  # the loader's checkpoint table, made by whoever may
-        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        admin.execute(f'CREATE ROLE "{role}" LOGIN' + (" CONNECTION LIMIT 1" if limit.startswith("one") else ""))
         try:
-            admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+            privileges = "USAGE, CREATE" if limit.startswith("one") else "USAGE"
+            admin.execute(f'GRANT {privileges} ON SCHEMA "{schema}" TO "{role}"')
             admin.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
             as_role = (schema, url.replace("postgres@", f"{role}@"))
             data = pa.table({"id": [1, 2, 3, 4, 5, 6, 7], "v": list("abcdefg")})
             loaders: list = []
             assert await merge(data, as_role, tmp_path, batch_size=2, loader_out=loaders) == {"merge": "upsert"}
-            assert loaders[0].session.applied >= 2 and not loaders[0].session.overlapped
+            assert loaders[0].session.applied >= 1 and not loaders[0].session.overlapped
             assert rows(pg_target) == expected_merge(pa.table({"id": [1], "v": ["old"]}), data, ["id"])
+            assert stage_tables(pg_target) == []
         finally:
             admin.execute(f'DROP OWNED BY "{role}"')
             admin.execute(f'DROP ROLE "{role}"')

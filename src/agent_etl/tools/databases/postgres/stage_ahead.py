@@ -13,7 +13,8 @@ The tables are named ``_agent_etl_stage_<B's backend pid>_<token>_<n>`` in the t
 dropped once the unit has ended (A holds a lock on each it read until then). Those of a process
 killed in the middle are dropped by the next ``StageAhead`` on that schema whose backend pid is
 no longer a session of the server. Where B cannot create a table in the schema (no CREATE on it),
-``open`` returns None and the load stages in its TEMP table as before.
+or where a second connection cannot be made, ``open`` returns None and the load stages in its
+TEMP table as before.
 """
 
 from __future__ import annotations
@@ -48,7 +49,11 @@ class StageAhead:
         then stages in its TEMP table), after dropping the stage tables of dead sessions there."""
         import psycopg
 
-        conn = connect()
+        try:
+            conn = connect()
+        except Exception as e:  # e.g. the server's max_connections reached: one connection will do
+            log.info("merge stage on a second connection not used (%s); staging in the session", e)
+            return None
         try:
             allowed = conn.execute("SELECT has_schema_privilege(%s, 'CREATE')", (schema,)).fetchone()[0]
             if not allowed:
