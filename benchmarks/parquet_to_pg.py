@@ -300,8 +300,10 @@ def conn_make(table: str, pk: bool) -> None:
         conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (LIKE {SCHEMA}.t{' INCLUDING ALL' if pk else ''})")
 
 
-def main_mode(mode: str, repeat: int) -> None:
-    """Each case: (label, method, extra argv, table, setup, parquet, rows expected after)."""
+def main_mode(mode: str, repeat: int, rss_rows: int | None = None) -> None:
+    """Each case: (label, method, extra argv, table, setup, parquet, rows expected after). With
+    ``rss_rows``, the mode's last case runs once more on that many rows (the 1M-row file repeated)
+    for its peak RSS."""
     parquet = prepare()
     plain, keyed = f"{SCHEMA}.t_load", f"{SCHEMA}.t_pk"
     cases = [("anchor: server COPY FROM file into an empty table", "anchor", (), plain, emptied(plain, False),
@@ -347,7 +349,13 @@ def main_mode(mode: str, repeat: int) -> None:
         print(f"merge into an empty table / anchor_pk: {empty:.2f}   (goal <= 1.3)")
         ratio = statistics.median(results[-1][1]) / statistics.median(results[-2][1])
         print(f"merge 1M into 1M / hand-written anchor: {ratio:.2f}   (goal <= 1.0)")
-
+    if rss_rows:  # replace by swap (the table without a key: the rows repeat the 1M ids), or merge into 1M
+        i = len(cases) - (4 if mode == "replace" else 1)
+        label, method, extra, table, setup = cases[i][:5]
+        secs, mb = fresh(method, bigger(parquet, rss_rows), table, *extra, setup=setup)
+        label = label.replace("1M rows (half updates)", "1M rows (its ids again and again: all updates)")
+        print(f"{label.replace('1M rows', f'{rss_rows:,} rows', 1)}: {secs:.2f} s, peak RSS {mb:.0f} MB "
+              f"({mb / results[i][2]:.2f}x the 1M runs' {results[i][2]:.0f} MB)")
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
@@ -362,4 +370,4 @@ if __name__ == "__main__":
     if args.mode == "append":
         main(args.repeat, args.methods, args.rss_rows)
     else:
-        main_mode(args.mode, args.repeat)
+        main_mode(args.mode, args.repeat, args.rss_rows)
