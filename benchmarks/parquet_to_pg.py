@@ -302,8 +302,9 @@ def conn_make(table: str, pk: bool) -> None:
 
 def main_mode(mode: str, repeat: int, rss_rows: int | None = None) -> None:
     """Each case: (label, method, extra argv, table, setup, parquet, rows expected after). With
-    ``rss_rows``, the mode's last case runs once more on that many rows (the 1M-row file repeated)
-    for its peak RSS."""
+    ``rss_rows``, one case runs once more on that many rows (the 1M-row file repeated) for its peak
+    RSS: replace by swap into the table without a key (the rows repeat its ids), or the merge into
+    the 1M rows."""
     parquet = prepare()
     plain, keyed = f"{SCHEMA}.t_load", f"{SCHEMA}.t_pk"
     cases = [("anchor: server COPY FROM file into an empty table", "anchor", (), plain, emptied(plain, False),
@@ -356,6 +357,7 @@ def main_mode(mode: str, repeat: int, rss_rows: int | None = None) -> None:
         label = label.replace("1M rows (half updates)", "1M rows (its ids again and again: all updates)")
         print(f"{label.replace('1M rows', f'{rss_rows:,} rows', 1)}: {secs:.2f} s, peak RSS {mb:.0f} MB "
               f"({mb / results[i][2]:.2f}x the 1M runs' {results[i][2]:.0f} MB)")
+
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":

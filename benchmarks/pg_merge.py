@@ -2,8 +2,8 @@
 rows with a PRIMARY KEY: our pipeline (parquet -> postgres, mode: merge, key: [id]) against a
 hand-written anchor (server COPY of the same rows from a binary file into a TEMP table, then
 INSERT ... ON CONFLICT (id) DO UPDATE, in one transaction), each in fresh processes (median of
---repeat), in the same run, alternating (each first in every other round). The target is rebuilt before every run,
-outside the timed region.
+--repeat), in the same run, alternating (each first in every other round). The target is rebuilt
+before every run, outside the timed region, and a CHECKPOINT follows.
 
     python benchmarks/pg_merge.py [--repeat 3]
 """
