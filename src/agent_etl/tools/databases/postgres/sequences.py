@@ -70,10 +70,12 @@ def extremes(cur: Any, table: sql.Composable, columns: list[tuple[str, int]]) ->
         sql.SQL("max({})" if inc > 0 else "min({})").format(sql.Identifier(c)) for c, inc in columns), table)).fetchone())
 
 
-def advance(cur: Any, qualified: str, positions: list[tuple[int, bool]], extreme: int | None) -> None:
+def advance(cur: Any, qualified: str, positions: list[tuple[int, bool]], extreme: int | None,
+            known: tuple[int, int, int, str] | None = None) -> None:
     """Set the sequence to continue from the furthest of ``positions`` (``(last_value, is_called)``,
-    the first kept on a tie) and past ``extreme`` (a value in the rows, or None), within its bounds."""
-    inc, lo, hi, _ = options(cur, qualified)
+    the first kept on a tie) and past ``extreme`` (a value in the rows, or None), within its bounds;
+    ``known``: its ``options``, where the caller has read them already."""
+    inc, lo, hi, _ = known or options(cur, qualified)
     ahead = (lambda a, b: a > b) if inc > 0 else (lambda a, b: a < b)  # noqa: E731
     last, called = positions[0]
     nxt = last + inc if called else last
@@ -90,10 +92,10 @@ def follow_rows(cur: Any, oid: int, table: sql.Composable, loaded: list[str]) ->
     """Replace by insert, after the INSERT: the sequences of the ``loaded`` columns continue past the
     table's rows (only the new ones, to this transaction) and never go back."""
     found = [s for s in of(cur, oid) if s.integer and s.column in loaded]
-    incs = [options(cur, s.qualified)[0] for s in found]
-    for s, extreme in zip(found, extremes(cur, table, [(s.column, i) for s, i in zip(found, incs)])):
+    opts = [options(cur, s.qualified) for s in found]
+    for s, o, extreme in zip(found, opts, extremes(cur, table, [(s.column, o[0]) for s, o in zip(found, opts)])):
         if extreme is not None:
-            advance(cur, s.qualified, [position(cur, s.qualified)], extreme)
+            advance(cur, s.qualified, [position(cur, s.qualified)], extreme, o)
 
 
 _ALWAYS = ("SELECT attname FROM pg_attribute WHERE attrelid = %s AND attidentity = 'a' AND attnum > 0 "
@@ -139,6 +141,6 @@ class Followed:
             s = self.seqs[name]
             if lock:
                 cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCKS, s.oid if s.oid < 2**31 else s.oid - 2**32))
-            inc = options(cur, s.qualified)[0]
-            advance(cur, s.qualified, [position(cur, s.qualified)], hi if inc > 0 else lo)
+            known = options(cur, s.qualified)
+            advance(cur, s.qualified, [position(cur, s.qualified)], hi if known[0] > 0 else lo, known)
         self.ranges = {}
