@@ -144,14 +144,43 @@ def test_a_suspect_estimate_keeps_the_success_ratio_seen():
         o.add(True, 7.0)
     a0, b0 = 1.96, 0.04  # a prior of 98% success, weighing 2 runs
     before = (o.ok + a0) / (o.n + a0 + b0)
-    o.suspect("failed 3 of its last 5 runs", ratio=0.4, prior=(a0, b0))
+    o.suspect("failed 3 of its last 5 runs")
+    o.pool(0.4, 3, 0.0, 2, prior=(a0, b0))
     after = (o.ok + a0) / (o.n + a0 + b0)  # what a decision sees, the prior included
-    assert abs(after - 0.4 * before) < 0.01 and o.n < 3.001
+    assert abs(after - 0.4 * before) < 0.01 and o.n < 3.001 and abs(o.speed - 1096.6) < 1
     o = Outcomes()
     for _ in range(100):
         o.add(True, 7.0)
-    o.suspect("failed 5 of its last 5 runs", ratio=0.1, prior=(a0, b0))  # below what the prior alone gives
+    o.suspect("failed 5 of its last 5 runs")
+    o.pool(0.1, 5, 0.0, 0, prior=(a0, b0))  # below what the prior alone gives
     assert abs((o.ok + a0) / (o.n + a0 + b0) - 0.1 * before) < 0.01 and o.ok == 0.0
+
+
+def test_a_pooled_estimate_gives_way_to_its_own_runs():
+    """After its agent's drift, a kind's estimate is the change pooled everywhere applied to what it
+    was, then its own runs since; after ``POOLED`` of them, those alone, as a plain estimate again."""
+    import math
+
+    from agent_etl.agents.outcomes import POOLED
+
+    o = Outcomes()
+    for i in range(200):
+        o.add(True, 8.0 + (0.1 if i % 2 else -0.1))
+    o.suspect("ran 0.5x as fast as expected on its last 3 runs")
+    o.pool(1.0, 3, math.log(0.5), 3)
+    assert abs(o.mean - (8.0 + math.log(0.5))) < 1e-3 and o.w == 3 and abs(o.sd - 0.1) < 0.01
+    for i in range(POOLED - 1):  # this kind runs at 0.25x, the pool still says 0.5x
+        o.add(True, 8.0 + math.log(0.25))
+        o.pool(1.0, 3 + i + 1, math.log(0.5), 3 + i + 1)
+        assert o.base is not None
+    assert math.log(0.25) < o.mean - 8.0 < math.log(0.5)
+    o.add(True, 8.0 + math.log(0.25))
+    o.pool(1.0, 3 + POOLED, math.log(0.5), 3 + POOLED)
+    assert not o.pooling and o.drift  # plain again; the drift is still said in reasons
+    assert abs(o.mean - 8.0 - math.log(0.25)) < 0.05  # its own runs only, not the pooled change
+    mean = o.mean
+    o.add(True, mean + 1.0)
+    assert abs(o.mean - mean - 1.0 / (POOLED * 0.998 + 1.0)) < 1e-9  # its runs count as usual, discounted
 
 
 async def test_an_agent_slowed_everywhere_is_shifted_once():
@@ -168,6 +197,52 @@ async def test_an_agent_slowed_everywhere_is_shifted_once():
     shifted = selector.stats[kind_of(other)]["a"]
     assert "as fast as expected" in shifted.drift
     assert 0.3 < shifted.speed / 4000.0 < 0.55, shifted.speed  # once: ~0.4x, not 0.4 x 0.4
+
+
+async def test_a_change_seen_where_an_agent_still_runs_moves_its_other_kinds():
+    """An agent slows everywhere; it keeps running the kind where it is still the best, and its
+    estimate on a kind it no longer runs follows what those runs tell of the change."""
+    import math
+
+    other = TaskDescriptor("load", "parquet", ("mysql",), ("parquet",))
+    selector = MemorySelector(seed=12)
+    for run in range(200):  # a runs both kinds at 4000 rows/s, b at 1000
+        for d in (PG, other):
+            for agent, speed in (("a", 4000.0), ("b", 1000.0)):
+                selector.learn_now([experience(4 * run + 2 * (d is other) + (agent == "b"), agent, speed=speed, d=d)])
+    run = 10_000
+    # now a runs at 0.5x, then 0.3x: the first runs show a drift at about 0.5x, the next ones more
+    for speed in [2000.0] * 3 + [1200.0] * 15:
+        run += 1
+        selector.learn_now([experience(run, "a", speed=speed)])
+    moved = selector.stats[kind_of(other)]["a"]
+    assert moved.base is not None and moved.w >= 15  # weighs as the runs pooled, not a couple
+    assert 0.3 < moved.speed / 4000.0 < 0.4, moved.speed / 4000.0
+    assert math.isclose(moved.speed, selector.stats[kind_of(PG)]["a"].speed, rel_tol=0.15)
+
+
+async def test_a_false_alarm_heals_as_the_agent_runs_as_before():
+    """Three failures in a row of a reliable agent look like a drift; its estimates everywhere drop,
+    then its next runs on one kind, as good as ever, restore them on every kind."""
+    other = TaskDescriptor("load", "parquet", ("mysql",), ("parquet",))
+    selector = MemorySelector(seed=13)
+    for run in range(300):
+        for i, d in enumerate((PG, other)):
+            selector.learn_now([experience(2 * run + i, "a", speed=3000.0, d=d)])
+    before = selector.stats[kind_of(other)]["a"].success
+    run = 10_000
+    for _ in range(3):
+        run += 1
+        selector.learn_now([experience(run, "a", ok=False)])
+    suspect = selector.stats[kind_of(other)]["a"]
+    assert "failed 3 of its last 3 runs" in suspect.drift and suspect.success < 0.5
+    for _ in range(40):
+        run += 1
+        selector.learn_now([experience(run, "a", speed=3000.0)])
+    healed = selector.stats[kind_of(other)]["a"]
+    a0, b0 = selector._prior(kind_of(other), "a")
+    seen = (healed.ok + a0) / (healed.n + a0 + b0)  # what a decision sees: 3 failures in 43 runs are real
+    assert 0.88 * before < seen < before and abs(healed.speed / 3000.0 - 1.0) < 0.05, (seen, before)
 
 
 @pytest.mark.parametrize("value, text", [(0.5, "0.5"), (999.9995, "1k"), (1234, "1.23k"), (123_456, "123k"),

@@ -132,17 +132,34 @@ class MemorySelector:
             watch = self._drift.get(agent)
             if watch is None:
                 watch = self._drift[agent] = AgentDrift()
-            everywhere = watch.add(ok, outcomes, speed)
+            pooled = outcomes.base is not None  # the agent drifted everywhere lately: this run tells by how much
+            if pooled:
+                watch.since(ok, outcomes.base, speed)
+            everywhere = "" if outcomes.pooling else watch.add(ok, outcomes, speed)
+            if everywhere:  # before this run is counted here: it is one of the runs since the change
+                log.info("selector: %s %s; its estimates on every kind follow that change now", agent, everywhere)
+                for other_kind, other in self.stats.items():
+                    o = other.get(agent)
+                    if o is not None:
+                        o.suspect(everywhere, self.clock[other_kind])
             drift = outcomes.add(ok, speed, self.clock[kind])
             if drift:
                 log.info("selector: %s on %s: %s; older runs dropped", agent, kind_text(kind), drift)
-            if everywhere:
-                log.info("selector: %s %s; its estimates on every kind weigh little now", agent, everywhere)
-                for other_kind, other in self.stats.items():
-                    o = other.get(agent)
-                    if o is not None:  # this kind's too: left as it was, its next runs would show the drift again
-                        o.suspect(everywhere, watch.ratio, watch.shift, self._prior(other_kind, agent),
-                                  self.clock[other_kind])
+            if pooled or everywhere:
+                self._pool(agent, watch)
+
+    def _pool(self, agent: str, watch: AgentDrift) -> None:
+        """Apply the change pooled over ``agent``'s runs since its drift to its estimates that follow
+        it; once none does, the pool ends."""
+        ratio, shift, mine = watch.ratio, watch.shift, []
+        for kind, table in self.stats.items():
+            o = table.get(agent)
+            if o is not None and o.base is not None:
+                o.pool(ratio, watch.count, shift, watch.speeds, self._prior(kind, agent))
+                mine.append(o)
+        if not any(o.pooling for o in mine):
+            for o in mine:
+                o.base = None
 
     async def warm(self, descriptors: Mapping[str, TaskDescriptor], agents: Sequence[AgentInfo],
                    recall: Recall) -> None:

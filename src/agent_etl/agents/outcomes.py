@@ -10,8 +10,14 @@ finished branch, so a decision is arithmetic on a few numbers, never a memory qu
   dropped and the estimate restarts from the window. A degraded agent is noticed in a few runs
   instead of after the discount has worn its good past away.
 - Drift of an agent shows on every kind it runs, so ``AgentDrift`` also watches each agent's last
-  runs across kinds against what the kinds' estimates expected of it; when they disagree, the
-  agent's estimates on every kind are weighed as a couple of runs only.
+  runs across kinds against what the kinds' estimates expected of it. When they disagree, the change
+  is pooled: its success against the success expected before, and its log throughput against the
+  throughput expected before, over the runs that showed it and every run of the agent since, on any
+  kind. Each of the agent's estimates is then the one it had before with that change applied,
+  weighing as many runs as were pooled (at most ``POOLED``), plus its own runs since; once it has
+  ``POOLED`` of those, it is a plain estimate again. A change seen on the kinds the agent still runs
+  thus moves its estimates on the kinds it no longer runs, and a false alarm heals as its next runs
+  go as before.
 - Knowledge goes stale: at decision time the counts of an agent not tried lately on this kind are
   shrunk by ``STALE ** decisions since``, so it is sampled again now and then.
 """
@@ -28,14 +34,14 @@ TRIES = 3  # runs of each capable agent on a kind before sampling starts
 P_DRIFT = 1e-3  # how unlikely the window must be under the long-run estimate to count as drift
 Z_DRIFT = 4.0
 MIN_SPREAD = 0.05
-SUSPECT = 3.0  # runs an estimate weighs as once its agent drifted elsewhere
+POOLED = 2 * WINDOW  # runs after which a change seen everywhere weighs no more, nor is needed, on a kind
 PRIOR_SPREAD = 0.5  # before runs say otherwise: a run may be 1.6x faster or slower than the typical  # log rows/s: runs of one task never agree better than this
 
 
 class Outcomes:
     """Discounted outcome statistics of one agent on one kind of task."""
 
-    __slots__ = ("n", "ok", "w", "mean", "sq", "recent", "last", "drift", "runs", "sd", "since")
+    __slots__ = ("n", "ok", "w", "mean", "sq", "recent", "last", "drift", "runs", "sd", "since", "base", "post")
 
     def __init__(self) -> None:
         self.n = 0.0  # discounted runs
@@ -49,6 +55,12 @@ class Outcomes:
         self.since = 0  # the kind's decision clock at the last drift
         self.runs = 0  # runs counted, undiscounted
         self.sd = self.spread  # kept up to date: a decision reads it, never computes it
+        # since its agent drifted everywhere: what the estimate was before (log rows/s mean and
+        # variance, success), and the runs here since, (runs, successes, speeds, their sum, sum of
+        # squares); the estimate is the pooled change applied to ``base``, and these runs, until
+        # there are POOLED of them; ``base`` stays while the pool lasts, to tell the change
+        self.base: tuple[float, float, float] | None = None
+        self.post = [0, 0, 0, 0.0, 0.0]
 
     @property
     def success(self) -> float:
@@ -63,13 +75,31 @@ class Outcomes:
         return max(math.sqrt(var), MIN_SPREAD)
 
     @property
+    def pooling(self) -> bool:
+        """Is the estimate the change pooled over the agent's runs everywhere (its own runs here since
+        are fewer than ``POOLED``)?"""
+        return self.base is not None and self.post[0] < POOLED
+
+    @property
     def speed(self) -> float:
         return math.exp(self.mean) if self.w else 0.0
 
     def add(self, ok: bool, log_speed: float | None, clock: int = 0) -> str:
         """Count one run; returns a note when it revealed drift (and the past was dropped)."""
-        drift = self._drifted(ok, log_speed)
+        drift = "" if self.pooling else self._drifted(ok, log_speed)
         self._count(ok, log_speed)
+        if self.base is not None:
+            post = self.post
+            post[0] += 1
+            post[1] += ok
+            if log_speed is not None:
+                post[2] += 1
+                post[3] += log_speed
+                post[4] += log_speed * log_speed
+            if post[0] == POOLED:  # enough runs here since the change: the estimate is theirs from now on
+                n, ok_, w, total, squares = post
+                self.n, self.ok, self.w = float(n), float(ok_), float(w)
+                self.mean, self.sq = (total / w, squares / w) if w else (0.0, 0.0)
         self.recent.append((ok, log_speed))
         self.last = clock
         self.runs += 1
@@ -79,32 +109,49 @@ class Outcomes:
         self.sd = self.spread
         return drift
 
-    def suspect(self, note: str, ratio: float = 1.0, shift: float = 0.0, prior: tuple[float, float] = (1.0, 1.0),
-                clock: int = 0) -> None:
-        """The agent drifted across kinds: apply the change seen there (success times ``ratio``,
-        log throughput plus ``shift``) and weigh the estimate as ``SUSPECT`` runs only, so that its
-        next runs here decide. ``prior`` is the Beta prior decisions add to the counts: the success
-        they see afterwards is the one expected before times ``ratio`` (the prior, typical of the
-        kind, would otherwise pull a failing agent's few runs back up)."""
-        a0, b0 = prior
-        target = (self.ok + a0) / (self.n + a0 + b0) * ratio
-        if shift and self.w:
-            var = self.sq - self.mean * self.mean
-            self.mean += shift
-            self.sq = var + self.mean * self.mean
-            self.sd = self.spread
+    def suspect(self, note: str, clock: int = 0) -> None:
+        """The agent drifted across kinds: from now on the estimate here is the change seen on the
+        agent's runs everywhere applied to what it was (``pool``), then its own runs here, until they
+        are ``POOLED`` of them."""
+        if self.base is None:
+            var = max(self.sq - self.mean * self.mean, 0.0) if self.w else 0.0
+            self.base = (self.mean if self.w else None, var, self.success)
+            self.post = [0, 0, 0, 0.0, 0.0]
         self.drift, self.since = note, clock
-        if self.n > SUSPECT:
-            scale = SUSPECT / self.n
-            self.n, self.w = self.n * scale, min(self.w, self.n * scale)
-            self.recent.clear()
+        self.recent.clear()
+
+    def pool(self, ratio: float, runs: float, shift: float, speeds: float,
+             prior: tuple[float, float] = (1.0, 1.0)) -> None:
+        """The estimate of a suspect pair: success is the one expected before times ``ratio``, as
+        ``runs`` runs (of the agent on any kind since its drift), and the log throughput the one before
+        plus ``shift``, as ``speeds`` runs; then this kind's own runs since. ``prior`` is the Beta
+        prior decisions add to the counts: the success they see is that one (the prior, typical of the
+        kind, would otherwise pull a failing agent's few runs back up)."""
+        if not self.pooling:  # its own runs here are enough: a plain estimate, from them
+            return
+        mean, var, success = self.base
+        n, ok, w, total, squares = self.post
+        runs, speeds = min(runs, POOLED), min(speeds, POOLED)
+        target = (min(success * ratio, 1.0) * runs + ok) / (runs + n) if runs + n else success
+        self.n = runs + n
+        a0, b0 = prior
         # counts whose posterior mean is the target: fewer successes, or, below what the prior alone
         # gives, more runs without one
         self.ok = target * (self.n + a0 + b0) - a0
         if self.ok < 0.0:
             self.n, self.ok = max(self.n, a0 / max(target, 1e-3) - a0 - b0), 0.0
         self.ok = min(self.ok, self.n)
-        self.sd = self.spread
+        if mean is None:  # no throughput before: its own runs only
+            speeds = 0.0
+            mean = 0.0
+        self.w = speeds + w
+        if self.w:
+            self.mean = (speeds * (mean + shift) + total) / self.w
+            own = squares / w - (total / w) ** 2 if w > 1 else var
+            self.sq = (speeds * var + w * max(own, 0.0)) / self.w + self.mean * self.mean
+        # the spread between runs is known from the runs before (it is the level that changed): not
+        # pulled towards PRIOR_SPREAD as a few runs' would be
+        self.sd = max(math.sqrt(max(self.sq - self.mean * self.mean, 0.0)), MIN_SPREAD) if speeds else self.spread
 
     def _count(self, ok: bool, log_speed: float | None) -> None:
         self.n = self.n * DISCOUNT + 1.0
@@ -181,14 +228,49 @@ def rate(x: float) -> str:
 
 
 class AgentDrift:
-    """The last runs of one agent, on any kind, against what the estimates expected of them."""
+    """The last runs of one agent, on any kind, against what the estimates expected of them; and
+    once they disagreed (a drift of the agent, not of one kind), the change seen since, pooled over
+    every kind it ran: its success against the success expected of those runs before, and its log
+    throughput against the throughput expected."""
 
-    __slots__ = ("runs", "ratio", "shift")
+    __slots__ = ("runs", "count", "seen", "expected", "offs", "speeds")
 
     def __init__(self) -> None:
         self.runs: deque[tuple[bool, float, float | None, float | None]] = deque(maxlen=2 * WINDOW)
-        self.ratio = 1.0  # with a note: the change seen, success ratio and log throughput shift
-        self.shift = 0.0
+        self.count = 0  # runs since the drift, pooled
+        self.seen = 0.0  # their successes
+        self.expected = 0.0  # the successes expected of them before
+        self.offs = 0.0  # the sum of their log throughput offsets from the throughput expected before
+        self.speeds = 0  # how many had a throughput
+
+    @property
+    def ratio(self) -> float:
+        """Success since the drift against the success expected before."""
+        return (self.seen + 0.5) / (self.expected + 0.5)
+
+    @property
+    def shift(self) -> float:
+        """Log throughput since the drift against the throughput expected before."""
+        return self.offs / self.speeds if self.speeds else 0.0
+
+    def since(self, ok: bool, before: tuple[float | None, float, float], log_speed: float | None) -> None:
+        """Pool a run on a kind whose estimate before the drift was ``before`` (``Outcomes.base``)."""
+        mean, _, success = before
+        self.count += 1
+        self.seen += ok
+        self.expected += success
+        if log_speed is not None and mean is not None:
+            self.speeds += 1
+            self.offs += log_speed - mean
+
+    def _restart(self, runs: list[tuple[bool, float, float | None, float | None]]) -> None:
+        """A drift: the pool restarts from the runs that showed it."""
+        self.count = len(runs)
+        self.seen = float(sum(1 for r in runs if r[0]))
+        self.expected = sum(1.0 - r[1] for r in runs)
+        offs = [r[2] for r in runs if r[2] is not None]
+        self.offs, self.speeds = sum(offs), len(offs)
+        self.runs.clear()
 
     def add(self, ok: bool, expected: Outcomes | None, log_speed: float | None) -> str:
         """Count a run; a note when the agent's runs no longer match their estimates."""
@@ -210,11 +292,9 @@ class AgentDrift:
                     found = (p, length, fails, mean)
         if found is not None:
             _, length, fails, mean = found
-            note = f"failed {fails} of its last {length} runs where about {mean:.1f} were expected"
-            self.ratio = (length - fails + 0.5) / (length - mean + 0.5)
-            self.runs.clear()
-            return note
-        offs = [(r[2], r[3]) for r in runs if r[2] is not None][-WINDOW:]
+            self._restart(runs[-length:])
+            return f"failed {fails} of its last {length} runs where about {mean:.1f} were expected"
+        offs = [(i, r[3]) for i, r in enumerate(runs) if r[2] is not None][-WINDOW:]
         total = 0.0
         for length in range(1, len(offs) + 1):
             total += offs[-length][1]
@@ -223,9 +303,7 @@ class AgentDrift:
                 # stretch may begin with runs from before it, which would dilute it)
                 stretch = offs[-length:]
                 sign = 1.0 if total > 0 else -1.0
-                first = next((i for i, (_, z) in enumerate(stretch) if z * sign > 2.0), 0)
-                self.shift = sum(o for o, _ in stretch[first:]) / (length - first)
-                note = f"ran {math.exp(self.shift):.2g}x as fast as expected on its last {length} runs"
-                self.runs.clear()
-                return note
+                start = next((i for i, z in stretch if z * sign > 2.0), stretch[0][0])
+                self._restart(runs[start:])
+                return f"ran {math.exp(self.shift):.2g}x as fast as expected on its last {len(runs) - start} runs"
         return ""
