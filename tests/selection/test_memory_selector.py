@@ -251,19 +251,25 @@ def test_rates_in_reasons_stay_three_digits_in_the_right_unit(value, text):
     assert rate(value) == text
 
 
-def test_normal_draws_are_those_of_random_gauss():
-    """Decisions draw from ``standard_normals`` (cheaper per draw): the same numbers, in the same
-    order, as ``random.gauss(0, 1)`` from the same seed, uniform draws in between included."""
-    import random
+def test_normal_draws_are_standard_and_follow_the_seed():
+    """Decisions draw from ``Normals`` (numpy's, in blocks): the same numbers for the same seed, in
+    the same order however they are asked for, and standard normal ones."""
+    import statistics
 
-    from agent_etl.agents.memory_selector import standard_normals
+    from agent_etl.agents.memory_selector import Normals
 
-    mine, theirs = random.Random(11), random.Random(11)
-    normals = standard_normals(mine.random)
-    for i in range(2001):
-        if i % 7 == 3:  # an agent never seen on a kind draws a uniform between two normals
-            assert mine.random() == theirs.random()
-        assert next(normals) == theirs.gauss(0.0, 1.0)
+    one, two = Normals(11), Normals(11)
+    drawn, again = [], []
+    for _ in range(3000):  # one decision's worth (2 per agent) at a time, across block ends
+        one.ensure(10)
+        drawn += [one.pop() for _ in range(10)]
+        two.ensure(4)
+        again += [two.pop() for _ in range(4)]
+    assert drawn[:len(again)] == again
+    assert abs(statistics.fmean(drawn)) < 0.03 and abs(statistics.pstdev(drawn) - 1.0) < 0.02
+    other = Normals(12)
+    other.ensure(10)
+    assert [other.pop() for _ in range(10)] != drawn[:10]
 
 
 async def test_a_reason_read_later_is_the_one_of_its_decision():

@@ -27,7 +27,7 @@ import logging
 import math
 import random
 from collections import Counter
-from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from agent_etl.agents.outcomes import DISCOUNT, STALE, TRIES, WINDOW, AgentDrift, Outcomes, rate
 from agent_etl.agents.selector import TASK_KINDS, AgentInfo, CapabilitySelector, Choice, branches, placement
@@ -54,7 +54,6 @@ AGENT_DISCOUNT = 0.99  # an agent's success on every kind: about its last 100 ru
 _NOTHING: dict = {}
 CONCURRENCY = 4  # slots of an agent that declares no concurrency limit
 NO_KIND: Kind = ((), (), ())  # the kind of a branch without a descriptor
-TWO_PI = 2.0 * math.pi
 
 
 def kind_of(d: TaskDescriptor) -> Kind:
@@ -65,15 +64,28 @@ def kind_text(kind: Kind) -> str:
     return " -> ".join([",".join(kind[0]) or "?", *kind[1], ",".join(kind[2]) or "?"])
 
 
-def standard_normals(uniform: Callable[[], float]) -> Iterator[float]:
-    """Standard normal draws from ``uniform`` draws in [0, 1): Box-Muller, two per pair (the numbers
-    ``random.gauss(0, 1)`` gives, at half its cost per draw: a decision takes two per agent)."""
-    sqrt, log, cos, sin = math.sqrt, math.log, math.cos, math.sin
-    while True:
-        angle = uniform() * TWO_PI
-        radius = sqrt(-2.0 * log(1.0 - uniform()))
-        yield cos(angle) * radius
-        yield sin(angle) * radius
+class Normals:
+    """Standard normal draws for decisions, made by numpy in blocks of ``BLOCK`` and handed out one
+    by one (``pop``): a decision takes two per agent, and a block costs about what two decisions'
+    worth of ``random.gauss`` calls would. Seeded, so that a seeded selector decides the same way
+    every time."""
+
+    BLOCK = 4096
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._generator: Any = None  # made at the first decision by sampling: numpy is imported then
+        self.block: list[float] = []
+        self.pop = self.block.pop
+
+    def ensure(self, count: int) -> None:
+        """At least ``count`` draws left."""
+        if len(self.block) < count:
+            if self._generator is None:
+                import numpy
+
+                self._generator = numpy.random.default_rng(self.seed)
+            self.block[:0] = self._generator.standard_normal(self.BLOCK).tolist()
 
 
 class MemorySelector:
@@ -83,7 +95,7 @@ class MemorySelector:
         self.stats: dict[Kind, dict[str, Outcomes]] = {}
         self.clock: Counter[Kind] = Counter()  # branches learnt per kind
         self._random = random.Random(seed)
-        self._normals = standard_normals(self._random.random)
+        self._normals = Normals(self._random.getrandbits(64))
         self._seen: dict[tuple[str, Kind, str], None] = {}  # (run, kind, agent) learnt already, the last SEEN
         self._recalled: set[Kind] = set()
         self._kinds: Any = None  # a NumpyMemory of one descriptor per kind seen
@@ -275,7 +287,8 @@ class MemorySelector:
             return a, (f"trying {a.id}: fewer than {TRIES} runs of it on {kind_text(kind)} yet "
                        f"({len(runs)} of {len(free)} capable agents tried)")
         clock = self.clock[kind]
-        normals, exp, sqrt = self._normals, math.exp, math.sqrt
+        self._normals.ensure(2 * len(free))
+        normal, exp, sqrt = self._normals.pop, math.exp, math.sqrt
         k0, _ = self._prior(kind)
         reliable = self.reliable
         speeds = [r[1].mean for r in free if r[1] is not None and r[1].w]
@@ -289,7 +302,7 @@ class MemorySelector:
             a, o, busy, slots = r
             crowd = 1.0 + busy / slots
             if o is None:  # never ran this kind, nor a similar one: a wide guess around the others
-                draw = self._random.random() * exp(base + next(normals)) / crowd
+                draw = self._random.random() * exp(base + normal()) / crowd
                 mean = 0.5 * exp(base) / crowd
             else:
                 last = o.last
@@ -299,13 +312,13 @@ class MemorySelector:
                 explore = EXPLORE if not o.drift or clock - o.since >= SETTLE else 0.0
                 if w > 0:
                     mean_speed = o.mean
-                    speed = mean_speed + explore * o.sd / sqrt(w) * next(normals)
+                    speed = mean_speed + explore * o.sd / sqrt(w) * normal()
                 else:
-                    speed, mean_speed = base + next(normals), base
+                    speed, mean_speed = base + normal(), base
                 a0, weight = reliable.get(a.id, k0), n + PRIOR_RUNS
                 success = (ok + a0) / weight
                 # the Beta posterior of success, through its normal approximation (a tenth of the cost)
-                drawn = success + explore * sqrt(success * (1.0 - success) / (weight + 1.0)) * next(normals)
+                drawn = success + explore * sqrt(success * (1.0 - success) / (weight + 1.0)) * normal()
                 draw = (0.0 if drawn < 0.0 else 1.0 if drawn > 1.0 else drawn) * exp(speed) / crowd
                 mean = success * exp(mean_speed) / crowd
                 if young and o.runs < CONTEND:
