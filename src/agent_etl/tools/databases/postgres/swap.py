@@ -193,9 +193,11 @@ class Swap:
             if seq.identity:  # what a COPY without the column takes from it goes on from the old one's values
                 mine = self._mine(seq.column)
                 kind = sequences.options(self.cur, seq.qualified)[3]
-                if sequences.options(self.cur, mine)[3] != kind:  # LIKE makes it bigint, with the old bounds
+                known: tuple[int, int, int, str] | None = sequences.options(self.cur, mine)
+                if known[3] != kind:  # LIKE makes it bigint, with the old bounds
                     self.cur.execute(sql.SQL("ALTER SEQUENCE {} AS {}").format(_ident(mine), sql.SQL(kind)))
-                sequences.advance(self.cur, mine, [sequences.position(self.cur, seq.qualified)], None)
+                    known = None  # its bounds may follow the type: read again
+                sequences.advance(self.cur, mine, [sequences.position(self.cur, seq.qualified)], None, known)
 
     def _mine(self, column: str) -> str:
         """The new table's identity sequence of ``column``."""
