@@ -221,6 +221,21 @@ async def test_a_change_seen_where_an_agent_still_runs_moves_its_other_kinds():
     assert math.isclose(moved.speed, selector.stats[kind_of(PG)]["a"].speed, rel_tol=0.15)
 
 
+async def test_a_second_drift_is_measured_from_where_the_first_left_the_estimates():
+    other = TaskDescriptor("load", "parquet", ("mysql",), ("parquet",))
+    selector = MemorySelector(seed=14)
+    for run in range(200):
+        for i, d in enumerate((PG, other)):
+            selector.learn_now([experience(2 * run + i, "a", speed=4000.0, d=d)])
+    run = 10_000
+    for speed in [2000.0] * 30 + [1000.0] * 10:  # 0.5x, long enough for PG's own runs to decide; then 0.25x
+        run += 1
+        selector.learn_now([experience(run, "a", speed=speed)])
+    moved = selector.stats[kind_of(other)]["a"]
+    assert selector.stats[kind_of(PG)]["a"].drift.startswith("ran 0.5")  # the second drift, against 2000
+    assert 0.2 < moved.speed / 4000.0 < 0.3, moved.speed / 4000.0
+
+
 async def test_a_false_alarm_heals_as_the_agent_runs_as_before():
     """Three failures in a row of a reliable agent look like a drift; its estimates everywhere drop,
     then its next runs on one kind, as good as ever, restore them on every kind."""

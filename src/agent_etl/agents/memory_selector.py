@@ -66,9 +66,9 @@ def kind_text(kind: Kind) -> str:
 
 class Normals:
     """Standard normal draws for decisions, made by numpy in blocks of ``BLOCK`` and handed out one
-    by one (``pop``): a decision takes two per agent, and a block costs about what two decisions'
-    worth of ``random.gauss`` calls would. Seeded, so that a seeded selector decides the same way
-    every time."""
+    by one (``pop``): a decision takes two per agent. A draw costs about a twentieth of a
+    ``random.gauss`` call; the block (0.1-0.2 ms) falls in one decision of about 400 of 5 agents, past
+    the 99th percentile. Seeded, so that a seeded selector decides the same way every time."""
 
     BLOCK = 4096
 

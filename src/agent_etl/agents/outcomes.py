@@ -117,10 +117,11 @@ class Outcomes:
         """The agent drifted across kinds: from now on the estimate here is the change seen on the
         agent's runs everywhere applied to what it was (``pool``), then its own runs here, until they
         are ``POOLED`` of them."""
-        if self.base is None:
-            var = max(self.sq - self.mean * self.mean, 0.0) if self.w else 0.0
-            self.base = (self.mean if self.w else None, var, self.success)
-            self.post = [0, 0, 0, 0.0, 0.0]
+        # what the runs that showed it were expected to do: this estimate as it stands (after an
+        # earlier drift too, as the pool restarts from those runs)
+        var = max(self.sq - self.mean * self.mean, 0.0) if self.w else 0.0
+        self.base = (self.mean if self.w else None, var, self.success)
+        self.post = [0, 0, 0, 0.0, 0.0]
         self.drift, self.since = note, clock
         self.recent.clear()
 
