@@ -135,8 +135,8 @@ class Informed:
     def degrading(self, fleet: SimulatedFleet, agent: str) -> None:
         kinds = range(len(fleet.kinds))
         self.agent, self.index = agent, {d: i for i, d in enumerate(fleet.kinds)}
-        self.before = {k: fleet.profiles[(agent, k)] for k in kinds}
-        self.before = {k: (p.success, p.rows_per_second) for k, p in self.before.items()}
+        self.before = {k: (fleet.profiles[(agent, k)].success, fleet.profiles[(agent, k)].rows_per_second)
+                       for k in kinds}
         others = [a.id for a in fleet.agents if a.id != agent]
         self.other = {k: max(others, key=lambda a: _goodput(fleet.profiles[(a, k)])) for k in kinds}
         self.other_goodput = {k: _goodput(fleet.profiles[(self.other[k], k)]) for k in kinds}

@@ -15,6 +15,7 @@ from agent_etl.testing import SimulatedFleet
 
 ALL = frozenset({"extract", "transform", "load"})
 PG = TaskDescriptor("load", "parquet", ("postgres",), ("parquet",))
+MYSQL = TaskDescriptor("load", "parquet", ("mysql",), ("parquet",))
 
 
 def agents(*names: str, **limits: float) -> list[AgentInfo]:
@@ -29,6 +30,17 @@ def experience(run: int, agent: str, ok: bool = True, speed: float = 1000.0, d: 
 async def choose(selector: MemorySelector, fleet: list[AgentInfo], d: TaskDescriptor = PG):
     task = Task("t", "load", d.tool, [], {})
     return (await selector.select([task], fleet, {"t": d}))["t"]
+
+
+def on_two_kinds(seed: int, runs: int, speeds: dict[str, float]) -> MemorySelector:
+    """A selector that learnt ``runs`` runs of each agent of ``speeds`` on PG and MYSQL, each at its
+    speed, all succeeding."""
+    selector = MemorySelector(seed=seed)
+    for run in range(runs):
+        for i, d in enumerate((PG, MYSQL)):
+            for j, (agent, speed) in enumerate(speeds.items()):
+                selector.learn_now([experience(2 * len(speeds) * run + len(speeds) * i + j, agent, speed=speed, d=d)])
+    return selector
 
 
 async def test_without_experience_capabilities_decide():
@@ -184,12 +196,8 @@ def test_a_pooled_estimate_gives_way_to_its_own_runs():
 
 
 async def test_an_agent_slowed_everywhere_is_shifted_once():
-    other = TaskDescriptor("load", "parquet", ("mysql",), ("parquet",))
-    selector = MemorySelector(seed=8)
-    for run in range(200):  # a runs both kinds at 4000 rows/s, b at 1000
-        for d in (PG, other):
-            for agent, speed in (("a", 4000.0), ("b", 1000.0)):
-                selector.learn_now([experience(4 * run + 2 * (d is other) + (agent == "b"), agent, speed=speed, d=d)])
+    other = MYSQL
+    selector = on_two_kinds(8, 200, {"a": 4000.0, "b": 1000.0})  # a runs both kinds at 4000 rows/s, b at 1000
     run = 10_000
     for _ in range(6):  # now a runs at 0.4x, on the first kind only (for now)
         run += 1
@@ -204,12 +212,8 @@ async def test_a_change_seen_where_an_agent_still_runs_moves_its_other_kinds():
     estimate on a kind it no longer runs follows what those runs tell of the change."""
     import math
 
-    other = TaskDescriptor("load", "parquet", ("mysql",), ("parquet",))
-    selector = MemorySelector(seed=12)
-    for run in range(200):  # a runs both kinds at 4000 rows/s, b at 1000
-        for d in (PG, other):
-            for agent, speed in (("a", 4000.0), ("b", 1000.0)):
-                selector.learn_now([experience(4 * run + 2 * (d is other) + (agent == "b"), agent, speed=speed, d=d)])
+    other = MYSQL
+    selector = on_two_kinds(12, 200, {"a": 4000.0, "b": 1000.0})  # a runs both kinds at 4000 rows/s, b at 1000
     run = 10_000
     # now a runs at 0.5x, then 0.3x: the first runs show a drift at about 0.5x, the next ones more
     for speed in [2000.0] * 3 + [1200.0] * 15:
@@ -222,11 +226,8 @@ async def test_a_change_seen_where_an_agent_still_runs_moves_its_other_kinds():
 
 
 async def test_a_second_drift_is_measured_from_where_the_first_left_the_estimates():
-    other = TaskDescriptor("load", "parquet", ("mysql",), ("parquet",))
-    selector = MemorySelector(seed=14)
-    for run in range(200):
-        for i, d in enumerate((PG, other)):
-            selector.learn_now([experience(2 * run + i, "a", speed=4000.0, d=d)])
+    other = MYSQL
+    selector = on_two_kinds(14, 200, {"a": 4000.0})
     run = 10_000
     for speed in [2000.0] * 30 + [1000.0] * 10:  # 0.5x, long enough for PG's own runs to decide; then 0.25x
         run += 1
@@ -239,11 +240,8 @@ async def test_a_second_drift_is_measured_from_where_the_first_left_the_estimate
 async def test_a_false_alarm_heals_as_the_agent_runs_as_before():
     """Three failures in a row of a reliable agent look like a drift; its estimates everywhere drop,
     then its next runs on one kind, as good as ever, restore them on every kind."""
-    other = TaskDescriptor("load", "parquet", ("mysql",), ("parquet",))
-    selector = MemorySelector(seed=13)
-    for run in range(300):
-        for i, d in enumerate((PG, other)):
-            selector.learn_now([experience(2 * run + i, "a", speed=3000.0, d=d)])
+    other = MYSQL
+    selector = on_two_kinds(13, 300, {"a": 3000.0})
     before = selector.stats[kind_of(other)]["a"].success
     run = 10_000
     for _ in range(3):
